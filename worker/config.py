@@ -1,0 +1,111 @@
+"""Worker settings, read once from the environment (the only reader of environment variables).
+
+Standard Convex variable names are accepted for the deployment (``CONVEX_URL`` or
+``CONVEX_SELF_HOSTED_URL``; ``CONVEX_ADMIN_KEY``, ``CONVEX_SELF_HOSTED_ADMIN_KEY`` or
+``CONVEX_DEPLOY_KEY``); the worker's own knobs use the ``WORKER_`` prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Literal
+
+from pydantic import AliasChoices, Field, HttpUrl, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from worker.errors import ConfigError
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    """Configuration of one worker replica.
+
+    Raises:
+        pydantic.ValidationError: from the constructor; use :func:`load_settings` for a
+            :class:`~worker.errors.ConfigError` that names the missing or invalid variable.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore", populate_by_name=True)
+
+    convex_url: HttpUrl = Field(
+        validation_alias=AliasChoices("CONVEX_URL", "CONVEX_SELF_HOSTED_URL", "convex_url"),
+        description="Deployment URL, e.g. https://happy-otter-123.convex.cloud or http://127.0.0.1:3210.",
+    )
+    convex_admin_key: SecretStr = Field(
+        validation_alias=AliasChoices(
+            "CONVEX_ADMIN_KEY", "CONVEX_SELF_HOSTED_ADMIN_KEY", "CONVEX_DEPLOY_KEY", "convex_admin_key"
+        ),
+        description="Admin or deploy key; lets the worker call internal functions. Never logged.",
+    )
+    worker_id: str = Field(
+        default_factory=_default_worker_id,
+        description="Lease owner name of this replica; defaults to <hostname>-<pid>.",
+    )
+    lease_ms: int = Field(default=60_000, gt=0, description="Per-user lease duration in milliseconds.")
+    debounce_ms: int = Field(
+        default=20,
+        ge=0,
+        description="Wait after a wake-up before reading pending changes, to coalesce bursts (ms).",
+    )
+    batch_size: int = Field(default=200, gt=0, le=1000, description="Pending change rows read per round.")
+    page_size: int = Field(default=4000, gt=0, le=8000, description="Events per listEvents page.")
+    store_chunk_size: int = Field(
+        default=40, gt=0, le=200, description="Aggregation results per storeAggregations call."
+    )
+    poll_interval_s: float = Field(
+        default=30.0, gt=0, description="Fallback poll period when the subscription is silent (seconds)."
+    )
+    expiry_check_interval_s: float = Field(
+        default=60.0, gt=0, description="Period of the check for expired time-relative results (seconds)."
+    )
+    request_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one HTTP call (seconds).")
+    max_attempts: int = Field(default=5, gt=0, description="Attempts per call for transient failures.")
+    max_backoff_s: float = Field(default=10.0, gt=0, description="Longest wait between retries (seconds).")
+    heartbeat_file: str | None = Field(
+        default="/tmp/watch-worker.heartbeat",
+        description="File touched on every loop iteration; the container health check reads its age.",
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto", description="auto = console on a TTY, JSON otherwise."
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
+    redis_url: str | None = Field(
+        default=None, description="Optional Redis URL for the shared partition cache (L2)."
+    )
+    cache_max_bytes: int = Field(
+        default=64 * 1024 * 1024, gt=0, description="Bound of the in-memory partition cache (L1), bytes."
+    )
+
+
+_ENV_NAMES = {
+    "convex_url": "CONVEX_URL",
+    "convex_admin_key": "CONVEX_ADMIN_KEY (or CONVEX_SELF_HOSTED_ADMIN_KEY / CONVEX_DEPLOY_KEY)",
+}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build :class:`Settings` from the environment plus explicit overrides.
+
+    Args:
+        **overrides: Field values that take precedence over the environment (used by the CLI).
+
+    Returns:
+        The validated settings.
+
+    Raises:
+        ConfigError: naming every missing or invalid variable.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            name = _ENV_NAMES.get(field, f"WORKER_{field.upper()}")
+            what = "is not set" if err["type"] == "missing" else f"is invalid: {err['msg']}"
+            problems.append(f"{name} {what}")
+        raise ConfigError("; ".join(problems)) from None

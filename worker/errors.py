@@ -1,0 +1,75 @@
+"""Exception hierarchy of the worker.
+
+```
+WorkerError
+├── ConfigError                  start-up only → exit code 2
+├── GatewayError
+│   ├── TransientGatewayError    timeouts, connection loss, HTTP 5xx → retried by the gateway
+│   └── PermanentGatewayError    ConvexError, bad arguments, unknown function → not retried
+│       └── AuthenticationError  the deployment rejected the admin key or token (HTTP 401)
+└── ImportFailedError            a Takeout import stopped; says what was already committed
+```
+
+Parsing errors of Takeout files live in :mod:`worker.takeout` (``TakeoutFormatError``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class WorkerError(Exception):
+    """Base class of every error raised on purpose by the worker."""
+
+
+class ConfigError(WorkerError):
+    """The configuration is missing or invalid; raised at start-up only."""
+
+
+class GatewayError(WorkerError):
+    """A call to the Convex deployment failed.
+
+    Attributes:
+        function: The Convex function path (``"module:export"``) or endpoint that failed.
+    """
+
+    def __init__(self, message: str, *, function: str = "") -> None:
+        super().__init__(message)
+        self.function = function
+
+
+class TransientGatewayError(GatewayError):
+    """A failure that may succeed when retried: timeout, connection loss, HTTP 5xx."""
+
+
+class PermanentGatewayError(GatewayError):
+    """A failure that will fail again: the function threw, arguments were rejected, unknown function.
+
+    Attributes:
+        code: The ``code`` field of a ``ConvexError``'s data, when the function threw one.
+        data: The full ``ConvexError`` data, or None.
+    """
+
+    def __init__(self, message: str, *, function: str = "", code: str | None = None, data: Any = None) -> None:
+        super().__init__(message, function=function)
+        self.code = code
+        self.data = data
+
+
+class AuthenticationError(PermanentGatewayError):
+    """The deployment rejected the credentials (admin key or user token)."""
+
+
+class ImportFailedError(WorkerError):
+    """An import stopped part-way.
+
+    Attributes:
+        committed_batches: Number of batches committed before the failure (they stay imported;
+            importing the same file again skips them as duplicates).
+        inserted: Events inserted by those batches.
+    """
+
+    def __init__(self, message: str, *, committed_batches: int, inserted: int) -> None:
+        super().__init__(message)
+        self.committed_batches = committed_batches
+        self.inserted = inserted

@@ -1,0 +1,436 @@
+"""The only module that talks to Convex.
+
+Two channels, both parts of Convex's public API:
+
+* **Subscriptions** use the official ``convex`` client (``ConvexClient``, WebSocket sync protocol),
+  consumed with ``async for``: the synchronous iterator and the blocking ``query``/``mutation``
+  calls of that client hold Python's GIL while they wait and have no timeout, and a backend outage
+  makes them block indefinitely (observed behaviour of ``convex`` 0.8.1). The subscription is only a
+  wake-up signal for the runner.
+* **Calls** (queries and mutations) go to the deployment's HTTP function API
+  (``POST /api/query`` / ``/api/mutation``, ``Authorization: Convex <admin key>``) through ``httpx``,
+  with timeouts, encoded with the official client's value codec (``convex.values``). Transient
+  failures (timeouts, connection errors, HTTP 5xx) are retried with ``tenacity``; nothing else is.
+
+Every mutation the worker sends is idempotent (watermark guard, idempotent acknowledgements), so a
+retry after an unknown outcome is safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, Protocol
+
+import httpx
+import structlog
+from convex import ConvexClient, ConvexError
+from convex.values import convex_to_json, json_to_convex
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from worker.errors import (
+    AuthenticationError,
+    PermanentGatewayError,
+    TransientGatewayError,
+)
+from worker.models import ChangeEntry, Claim, StoreOutcome, WatchEvent
+
+log = structlog.get_logger(__name__)
+
+FunctionKind = Literal["query", "mutation", "action"]
+
+
+def event_to_convex(event: WatchEvent, source: str) -> dict[str, Any]:
+    """Encode a :class:`WatchEvent` as a ``WatchEventInput`` object (optional fields omitted)."""
+    doc: dict[str, Any] = {
+        "watchedAtMs": event.watched_at_ms,
+        "kind": event.kind,
+        "product": event.product,
+        "source": source,
+    }
+    if event.video_id is not None:
+        doc["videoId"] = event.video_id
+    if event.title is not None:
+        doc["title"] = event.title
+    if event.channel_id is not None:
+        doc["channelId"] = event.channel_id
+    if event.channel_name is not None:
+        doc["channelName"] = event.channel_name
+    if event.flags:
+        doc["flags"] = sorted(event.flags)
+    return doc
+
+
+def event_from_convex(doc: Mapping[str, Any]) -> WatchEvent:
+    """Decode one ``worker:listEvents`` page element into a :class:`WatchEvent`."""
+    flags = doc.get("flags")
+    return WatchEvent(
+        watched_at_ms=int(doc["watchedAtMs"]),
+        kind=doc.get("kind", "watch"),
+        product=doc.get("product", "youtube"),
+        video_id=doc.get("videoId"),
+        title=doc.get("title"),
+        channel_id=doc.get("channelId"),
+        channel_name=doc.get("channelName"),
+        flags=frozenset(flags) if flags else frozenset(),
+    )
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def change_from_convex(doc: Mapping[str, Any], user_id: str | None = None) -> ChangeEntry:
+    """Decode a change-log row (``{userId?, seq, kind, fromMs?, toMs?, count}``)."""
+    return ChangeEntry(
+        user_id=str(doc.get("userId", user_id)),
+        seq=int(doc["seq"]),
+        kind=doc["kind"],
+        from_ms=_opt_int(doc.get("fromMs")),
+        to_ms=_opt_int(doc.get("toMs")),
+        count=int(doc.get("count", 0)),
+    )
+
+
+class Gateway(Protocol):
+    """What the runner needs from Convex; :class:`ConvexGateway` is the real implementation."""
+
+    async def pending_changes(self, limit: int) -> list[ChangeEntry]: ...
+
+    async def claim_user(self, user_id: str, worker_id: str, lease_ms: int) -> Claim: ...
+
+    def iter_event_pages(
+        self, user_id: str, *, from_ms: int | None = None, to_ms: int | None = None, page_size: int = 4000
+    ) -> AsyncIterator[list[WatchEvent]]: ...
+
+    async def store_aggregations(
+        self,
+        user_id: str,
+        *,
+        watermark: int,
+        computed_at_ms: int,
+        results: Sequence[Mapping[str, Any]],
+        chunk_size: int,
+    ) -> StoreOutcome: ...
+
+    async def ack_changes(self, user_id: str, worker_id: str, up_to_seq: int) -> int: ...
+
+    async def fail_changes(self, user_id: str, worker_id: str, up_to_seq: int, error: str) -> int: ...
+
+    async def enqueue_expired(self, now_ms: int) -> int: ...
+
+    def subscribe_pending(self, limit: int) -> AsyncIterator[list[ChangeEntry]]: ...
+
+
+class ConvexGateway:
+    """Client of one Convex deployment for the worker, the importer and the demo.
+
+    Args:
+        url: Deployment URL (``https://…convex.cloud`` or ``http://127.0.0.1:3210``).
+        admin_key: Admin/deploy key; required for internal functions (the worker).
+        user_token: A user's JWT; public functions then act as that user.
+        timeout_s: Timeout of one HTTP call, seconds.
+        max_attempts: Attempts per call for transient failures.
+        max_backoff_s: Longest wait between two attempts, seconds.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        admin_key: str | None = None,
+        user_token: str | None = None,
+        timeout_s: float = 30.0,
+        max_attempts: int = 5,
+        max_backoff_s: float = 10.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._admin_key = admin_key
+        self._user_token = user_token
+        headers = {"Convex-Client": "python-watch-worker-0.1.0"}
+        if admin_key:
+            headers["Authorization"] = f"Convex {admin_key}"
+        elif user_token:
+            headers["Authorization"] = f"Bearer {user_token}"
+        self._http = httpx.AsyncClient(
+            base_url=self.url,
+            headers=headers,
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=8, max_keepalive_connections=4),
+        )
+        self._max_attempts = max_attempts
+        self._max_backoff_s = max_backoff_s
+        self._ws_client: ConvexClient | None = None
+
+    async def __aenter__(self) -> ConvexGateway:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP connection pool (the WebSocket client closes with the process)."""
+        await self._http.aclose()
+
+    # ------------------------------------------------------------------ generic calls
+
+    async def call(self, kind: FunctionKind, path: str, args: Mapping[str, Any] | None = None) -> Any:
+        """Run one Convex function over HTTP, retrying transient failures.
+
+        Args:
+            kind: ``query``, ``mutation`` or ``action``.
+            path: Function path, ``"module:export"``.
+            args: Argument object (Python values; ints are sent as float64).
+
+        Returns:
+            The function's return value, decoded (numbers come back as ``float``).
+
+        Raises:
+            AuthenticationError: the deployment rejected the credentials (HTTP 401).
+            PermanentGatewayError: the function threw (``code``/``data`` carry a ConvexError's data),
+                does not exist, or the request was rejected (4xx).
+            TransientGatewayError: still failing after ``max_attempts`` (timeouts, 5xx, connection).
+        """
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning("gateway.retry", function=path, attempt=state.attempt_number, error=str(exc))
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(TransientGatewayError),
+            stop=stop_after_attempt(self._max_attempts),
+            wait=wait_exponential_jitter(initial=0.1, max=self._max_backoff_s),
+            reraise=True,
+            before_sleep=before_sleep,
+        )
+        async for attempt in retrying:
+            with attempt:
+                return await self._call_once(kind, path, args or {})
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _call_once(self, kind: FunctionKind, path: str, args: Mapping[str, Any]) -> Any:
+        body = {"path": path, "args": convex_to_json(dict(args)), "format": "convex_encoded_json"}
+        try:
+            response = await self._http.post(f"/api/{kind}", json=body)
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            raise TransientGatewayError(f"{path}: {type(exc).__name__}: {exc}", function=path) from exc
+        if response.status_code >= 500:
+            raise TransientGatewayError(
+                f"{path}: HTTP {response.status_code} {response.text[:200]}", function=path
+            )
+        try:
+            payload = response.json()
+        except ValueError as exc:
+            raise PermanentGatewayError(
+                f"{path}: HTTP {response.status_code}, not JSON: {response.text[:200]}", function=path
+            ) from exc
+        if response.status_code == 401:
+            raise AuthenticationError(
+                f"{self.url} rejected the credentials: {payload.get('code')}: {payload.get('message')}",
+                function=path,
+                code=payload.get("code"),
+            )
+        if response.status_code >= 400:
+            raise PermanentGatewayError(
+                f"{path}: HTTP {response.status_code} {payload.get('code')}: {payload.get('message')}",
+                function=path,
+                code=payload.get("code"),
+            )
+        if payload.get("status") == "success":
+            return json_to_convex(payload["value"])
+        message = str(payload.get("errorMessage", "unknown error"))
+        data = json_to_convex(payload["errorData"]) if "errorData" in payload else None
+        code = data.get("code") if isinstance(data, dict) else None
+        raise PermanentGatewayError(f"{path}: {message}", function=path, code=code, data=data)
+
+    async def query(self, path: str, args: Mapping[str, Any] | None = None) -> Any:
+        """Run a query; see :meth:`call`."""
+        return await self.call("query", path, args)
+
+    async def mutation(self, path: str, args: Mapping[str, Any] | None = None) -> Any:
+        """Run a mutation; see :meth:`call`. Only call idempotent mutations from the worker."""
+        return await self.call("mutation", path, args)
+
+    # ------------------------------------------------------------------ worker API
+
+    async def validate_credentials(self) -> None:
+        """Check at start-up that the deployment answers and accepts the admin key.
+
+        The WebSocket client never reports a rejected key (it reconnects forever), so this one HTTP
+        call is what makes bad credentials fail fast.
+
+        Raises:
+            AuthenticationError: the key was rejected.
+            TransientGatewayError: the deployment cannot be reached.
+            PermanentGatewayError: the deployment does not have this project's functions.
+        """
+        await self.query("worker:pendingChanges", {"limit": 1})
+
+    async def pending_changes(self, limit: int) -> list[ChangeEntry]:
+        """Return up to ``limit`` pending change-log rows (``worker:pendingChanges``)."""
+        rows = await self.query("worker:pendingChanges", {"limit": limit})
+        return [change_from_convex(row) for row in rows]
+
+    async def claim_user(self, user_id: str, worker_id: str, lease_ms: int) -> Claim:
+        """Take or renew the user's lease and read its pending changes (``worker:claimUser``)."""
+        raw = await self.mutation(
+            "worker:claimUser", {"userId": user_id, "workerId": worker_id, "leaseMs": lease_ms}
+        )
+        return Claim(
+            granted=bool(raw["granted"]),
+            lease_owner=raw.get("leaseOwner"),
+            lease_expires_at_ms=_opt_int(raw.get("leaseExpiresAtMs")),
+            time_zone=str(raw.get("timeZone") or "UTC"),
+            last_seq=int(raw.get("lastSeq", 0)),
+            changes=tuple(change_from_convex(c, user_id) for c in raw.get("changes", [])),
+            interests=tuple(raw.get("interests", [])),
+        )
+
+    async def iter_event_pages(
+        self, user_id: str, *, from_ms: int | None = None, to_ms: int | None = None, page_size: int = 4000
+    ) -> AsyncIterator[list[WatchEvent]]:
+        """Yield the user's events in ``watchedAtMs`` order, one page at a time.
+
+        Args:
+            user_id: The user.
+            from_ms: Inclusive lower bound on ``watchedAtMs`` (epoch ms UTC), None = unbounded.
+            to_ms: Inclusive upper bound, None = unbounded.
+            page_size: Events per ``worker:listEvents`` call.
+        """
+        cursor: str | None = None
+        while True:
+            args: dict[str, Any] = {
+                "userId": user_id,
+                "paginationOpts": {"numItems": page_size, "cursor": cursor},
+            }
+            if from_ms is not None:
+                args["fromMs"] = from_ms
+            if to_ms is not None:
+                args["toMs"] = to_ms
+            page = await self.query("worker:listEvents", args)
+            yield [event_from_convex(doc) for doc in page["page"]]
+            if page["isDone"]:
+                return
+            cursor = page["continueCursor"]
+
+    async def store_aggregations(
+        self,
+        user_id: str,
+        *,
+        watermark: int,
+        computed_at_ms: int,
+        results: Sequence[Mapping[str, Any]],
+        chunk_size: int = 40,
+    ) -> StoreOutcome:
+        """Write aggregation results, ``chunk_size`` per mutation, under the watermark guard.
+
+        Args:
+            user_id: The user.
+            watermark: Highest change seq the results reflect.
+            computed_at_ms: When they were computed, epoch ms UTC.
+            results: ``{type, filterKey, data, definitionVersion, validUntilMs?}`` objects.
+            chunk_size: Results per ``worker:storeAggregations`` call.
+
+        Returns:
+            Written / unchanged / stale-skipped counts summed over the chunks.
+        """
+        outcome = StoreOutcome()
+        for start in range(0, len(results), chunk_size):
+            raw = await self.mutation(
+                "worker:storeAggregations",
+                {
+                    "userId": user_id,
+                    "watermark": watermark,
+                    "computedAtMs": computed_at_ms,
+                    "results": list(results[start : start + chunk_size]),
+                },
+            )
+            outcome = outcome + StoreOutcome(
+                int(raw["written"]), int(raw["unchanged"]), int(raw["skippedStale"])
+            )
+        return outcome
+
+    async def ack_changes(self, user_id: str, worker_id: str, up_to_seq: int) -> int:
+        """Mark the user's pending rows with ``seq ≤ up_to_seq`` done and release the lease."""
+        raw = await self.mutation(
+            "worker:ackChanges", {"userId": user_id, "workerId": worker_id, "upToSeq": up_to_seq}
+        )
+        return int(raw["acked"])
+
+    async def fail_changes(self, user_id: str, worker_id: str, up_to_seq: int, error: str) -> int:
+        """Record a failed attempt on the user's pending rows (dead-lettered after 5 attempts)."""
+        raw = await self.mutation(
+            "worker:failChanges",
+            {"userId": user_id, "workerId": worker_id, "upToSeq": up_to_seq, "error": error[:2000]},
+        )
+        return int(raw["failed"])
+
+    async def enqueue_expired(self, now_ms: int) -> int:
+        """Append ``expiry`` changes for users whose time-relative results expired at ``now_ms``."""
+        raw = await self.mutation("worker:enqueueExpired", {"nowMs": now_ms})
+        return int(raw["enqueued"])
+
+    async def subscribe_pending(self, limit: int) -> AsyncIterator[list[ChangeEntry]]:
+        """Yield the pending change rows whenever they change (WebSocket subscription).
+
+        Consecutive identical values (the client repeats values after reconnects) are dropped.
+
+        Raises:
+            PermanentGatewayError: the query failed with a ConvexError.
+        """
+        if self._ws_client is None:
+            client = ConvexClient(self.url)
+            if self._admin_key:
+                client.set_admin_auth(self._admin_key)
+            elif self._user_token:
+                client.set_auth(self._user_token)
+            self._ws_client = client
+        subscription = self._ws_client.subscribe("worker:pendingChanges", {"limit": limit})
+        previous: Any = object()
+        try:
+            while True:
+                try:
+                    value = await subscription.__anext__()
+                except ConvexError as exc:
+                    raise PermanentGatewayError(
+                        f"worker:pendingChanges subscription failed: {exc}", function="worker:pendingChanges"
+                    ) from exc
+                if value == previous:
+                    continue
+                previous = value
+                yield [change_from_convex(row) for row in value]
+        finally:
+            subscription.unsubscribe()
+
+    # ------------------------------------------------------------------ user/operator API
+
+    async def import_batch(
+        self, events: Iterable[WatchEvent], *, source: str, user_id: str | None = None
+    ) -> dict[str, Any]:
+        """Import one batch (≤ 1000 events) as the token's user, or as ``user_id`` with the admin key.
+
+        Returns:
+            ``{inserted, duplicates, seq}`` as returned by the backend.
+        """
+        docs = [event_to_convex(e, source) for e in events]
+        if user_id is not None:
+            return dict(await self.mutation("admin:importBatch", {"userId": user_id, "events": docs}))
+        return dict(await self.mutation("watchEvents:importBatch", {"events": docs}))
+
+    async def dashboard(self, filters: Mapping[str, Any] | None = None) -> Any:
+        """Read the token user's dashboard (public ``dashboard:getDashboard``)."""
+        return await self.query("dashboard:getDashboard", {"filters": dict(filters)} if filters else {})
+
+
+async def first_value(iterator: AsyncIterator[Any], timeout_s: float) -> Any:
+    """Return the next value of an async iterator or raise ``TimeoutError`` after ``timeout_s`` s."""
+    return await asyncio.wait_for(iterator.__anext__(), timeout_s)
+
+
+Clock = Callable[[], int]

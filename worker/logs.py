@@ -1,0 +1,38 @@
+"""Structured logging set-up (structlog): JSON lines off a TTY, a console renderer on one."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal
+
+import structlog
+
+
+def configure_logging(
+    log_format: Literal["auto", "json", "console"] = "auto", level: str = "info"
+) -> None:
+    """Configure structlog for the process.
+
+    Args:
+        log_format: ``json`` (one JSON object per line), ``console`` (human-readable) or ``auto``
+            (console when stdout is a TTY, JSON otherwise).
+        level: Minimum level name (``debug``, ``info``, ``warning``, ``error``).
+    """
+    use_console = log_format == "console" or (log_format == "auto" and sys.stdout.isatty())
+    renderer: structlog.typing.Processor = (
+        structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,290 @@
+"""The worker loop: catch up, subscribe, coalesce per user, recompute, store, acknowledge.
+
+One replica processes one user at a time. Replicas share work through Convex itself: a user is
+processed only by the holder of its lease (``worker:claimUser``), and every write is guarded by the
+change-log watermark, so two replicas (or a retry after an unknown outcome) can never make a result
+go backwards.
+
+Life cycle of a round:
+
+1. read the pending change rows (``worker:pendingChanges``) and coalesce them per user, oldest first;
+2. for each user: claim the lease (skip the user if another replica holds it), read the pending rows
+   up to ``lastSeq`` — the **watermark** of this round — recompute the affected aggregates, store
+   them with that watermark, acknowledge the rows with ``seq ≤ watermark`` (which releases the lease);
+3. rows that arrived meanwhile have a higher seq, stay pending and start the next round.
+
+The WebSocket subscription to ``worker:pendingChanges`` only wakes the loop; ``poll_interval_s`` is
+the fallback when it is silent. SIGTERM/SIGINT finish the current user and end the loop (exit 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from worker.config import Settings
+from worker.errors import GatewayError, TransientGatewayError
+from worker.gateway import Gateway
+from worker.models import ChangeEntry
+from worker.recompute import Recomputer
+
+log = structlog.get_logger(__name__)
+
+
+def wall_clock_ms() -> int:
+    """Return the current time, epoch milliseconds UTC."""
+    return time.time_ns() // 1_000_000
+
+
+def coalesce_by_user(changes: list[ChangeEntry]) -> list[str]:
+    """Return the distinct users of ``changes`` in order of first appearance (oldest change first)."""
+    return list(dict.fromkeys(c.user_id for c in changes))
+
+
+@dataclass
+class RunStats:
+    """Counters of one runner, for tests and the demo summary."""
+
+    rounds: int = 0
+    users_processed: int = 0
+    users_skipped_lease: int = 0
+    users_failed: int = 0
+    changes_acked: int = 0
+    results_written: int = 0
+    results_unchanged: int = 0
+    results_skipped_stale: int = 0
+    last_error: str | None = None
+    per_user_ms: list[float] = field(default_factory=list)
+
+
+class Runner:
+    """Long-running consumer of the change log.
+
+    Args:
+        settings: Worker settings.
+        gateway: Convex access (:class:`~worker.gateway.ConvexGateway` in production).
+        recomputer: Turns a claimed user into aggregation results; built from the settings when None.
+        clock_ms: Source of "now" (epoch ms UTC); injectable for tests.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        gateway: Gateway,
+        *,
+        recomputer: Recomputer | None = None,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.settings = settings
+        self.gateway = gateway
+        self.recomputer = recomputer or Recomputer(gateway, settings)
+        self.clock_ms = clock_ms
+        self.stats = RunStats()
+        self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    # ------------------------------------------------------------------ control
+
+    def request_stop(self) -> None:
+        """Ask the loop to finish the current user and return."""
+        if not self._stop.is_set():
+            log.info("worker.stopping")
+        self._stop.set()
+        self._wake.set()
+
+    def install_signal_handlers(self) -> None:
+        """Route SIGTERM and SIGINT to :meth:`request_stop` (call from inside the event loop)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    # ------------------------------------------------------------------ loops
+
+    async def run(self) -> RunStats:
+        """Process changes until :meth:`request_stop`; catch up on everything pending first.
+
+        Returns:
+            The counters of this run.
+        """
+        log.info("worker.started", worker_id=self.settings.worker_id, url=str(self.settings.convex_url))
+        watcher = asyncio.create_task(self._watch_subscription(), name="pending-subscription")
+        self._wake.set()  # catch up on start
+        next_expiry_check = 0.0
+        try:
+            while not self._stop.is_set():
+                self._heartbeat()
+                if time.monotonic() >= next_expiry_check:
+                    await self._enqueue_expired()
+                    next_expiry_check = time.monotonic() + self.settings.expiry_check_interval_s
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_interval_s)
+                if self._stop.is_set():
+                    break
+                self._wake.clear()
+                if self.settings.debounce_ms:
+                    await asyncio.sleep(self.settings.debounce_ms / 1000)
+                try:
+                    processed = await self.process_round()
+                except TransientGatewayError as exc:
+                    log.warning("worker.round_failed", error=str(exc))
+                    await asyncio.sleep(min(self.settings.max_backoff_s, 2.0))
+                    processed = 1
+                if processed:
+                    self._wake.set()  # more may be pending; a round with nothing to do ends the burst
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher
+        log.info("worker.stopped", **self._stats_fields())
+        return self.stats
+
+    async def run_until_idle(self, *, max_rounds: int = 1000) -> RunStats:
+        """Process rounds until no pending change is left (test and demo hook, like arq's burst mode).
+
+        Users whose lease another replica holds stay pending; they are not waited for.
+
+        Returns:
+            The counters of this run.
+        """
+        for _ in range(max_rounds):
+            if self._stop.is_set():
+                break
+            if await self.process_round() == 0:
+                break
+        return self.stats
+
+    async def process_round(self) -> int:
+        """Run one round over the pending changes.
+
+        Returns:
+            Number of users whose changes were processed (acknowledged or failed) in this round.
+        """
+        self.stats.rounds += 1
+        pending = await self.gateway.pending_changes(self.settings.batch_size)
+        done = 0
+        for user_id in coalesce_by_user(pending):
+            if self._stop.is_set():
+                break
+            if await self.process_user(user_id):
+                done += 1
+        return done
+
+    async def process_user(self, user_id: str) -> bool:
+        """Claim, recompute, store and acknowledge one user's pending changes.
+
+        Returns:
+            True when the user's changes were consumed (acknowledged or recorded as failed), False
+            when another replica holds the lease or nothing was pending.
+
+        Raises:
+            TransientGatewayError: the deployment is unreachable (the changes stay pending).
+        """
+        started = time.perf_counter()
+        structlog.contextvars.bind_contextvars(user=user_id)
+        try:
+            claim = await self.gateway.claim_user(user_id, self.settings.worker_id, self.settings.lease_ms)
+            if not claim.granted:
+                self.stats.users_skipped_lease += 1
+                log.debug("user.lease_busy", owner=claim.lease_owner)
+                return False
+            if not claim.changes:
+                await self.gateway.ack_changes(user_id, self.settings.worker_id, claim.last_seq)
+                return False
+            watermark = claim.watermark
+            try:
+                outcome = await self.recomputer.recompute(claim, now_ms=self.clock_ms())
+                stored = await self.gateway.store_aggregations(
+                    user_id,
+                    watermark=watermark,
+                    computed_at_ms=outcome.computed_at_ms,
+                    results=outcome.results,
+                    chunk_size=self.settings.store_chunk_size,
+                )
+                acked = await self.gateway.ack_changes(user_id, self.settings.worker_id, watermark)
+            except TransientGatewayError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - one poisoned user must not stop the feed
+                self.stats.users_failed += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("user.failed", watermark=watermark, exc_info=True)
+                with contextlib.suppress(GatewayError):
+                    await self.gateway.fail_changes(
+                        user_id, self.settings.worker_id, watermark, self.stats.last_error
+                    )
+                return True
+            total_ms = (time.perf_counter() - started) * 1000
+            self.stats.users_processed += 1
+            self.stats.changes_acked += acked
+            self.stats.results_written += stored.written
+            self.stats.results_unchanged += stored.unchanged
+            self.stats.results_skipped_stale += stored.skipped_stale
+            self.stats.per_user_ms.append(total_ms)
+            log.info(
+                "batch.processed",
+                watermark=watermark,
+                changes=len(claim.changes),
+                change_kinds=sorted({c.kind for c in claim.changes}),
+                types=outcome.types,
+                filter_sets=outcome.filter_sets,
+                events_read=outcome.events_read,
+                read_ms=round(outcome.read_ms, 1),
+                compute_ms=round(outcome.compute_ms, 1),
+                store_ms=round(total_ms - outcome.read_ms - outcome.compute_ms, 1),
+                total_ms=round(total_ms, 1),
+                written=stored.written,
+                unchanged=stored.unchanged,
+                skipped_stale=stored.skipped_stale,
+                acked=acked,
+            )
+            return True
+        finally:
+            structlog.contextvars.unbind_contextvars("user")
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _watch_subscription(self) -> None:
+        """Set the wake event whenever the pending-change subscription yields a non-empty list."""
+        while not self._stop.is_set():
+            try:
+                async for changes in self.gateway.subscribe_pending(self.settings.batch_size):
+                    if changes:
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - polling keeps the worker correct meanwhile
+                log.warning("subscription.failed", error=str(exc))
+                await asyncio.sleep(self.settings.max_backoff_s)
+
+    async def _enqueue_expired(self) -> None:
+        try:
+            enqueued = await self.gateway.enqueue_expired(self.clock_ms())
+        except GatewayError as exc:
+            log.warning("expiry.check_failed", error=str(exc))
+            return
+        if enqueued:
+            log.info("expiry.enqueued", users=enqueued)
+
+    def _heartbeat(self) -> None:
+        path = self.settings.heartbeat_file
+        if path:
+            with contextlib.suppress(OSError):
+                Path(path).touch()
+                os.utime(path)
+
+    def _stats_fields(self) -> dict[str, object]:
+        s = self.stats
+        return {
+            "rounds": s.rounds,
+            "users_processed": s.users_processed,
+            "users_failed": s.users_failed,
+            "changes_acked": s.changes_acked,
+            "results_written": s.results_written,
+        }
