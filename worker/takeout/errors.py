@@ -1,0 +1,30 @@
+"""Errors raised by the Takeout parser for problems with a whole file.
+
+Problems with a single entry never raise: they become a
+:class:`worker.takeout.result.Rejection` in the parse result.
+"""
+
+from __future__ import annotations
+
+
+class TakeoutFormatError(Exception):
+    """The file as a whole is not a readable watch-history export.
+
+    Raised for: bytes that are neither JSON nor HTML, truncated or invalid JSON, a JSON top
+    level that is not an array, an array whose entries match no known record layout, HTML
+    without activity cells, text that is not UTF-8, a zip archive without a watch-history
+    file, and a file that cannot be read.
+
+    Attributes:
+        path: Name of the file (or ``archive.zip!member``) the problem was found in.
+        position: Where in the file, in words (``"line 3, column 17"``, ``"byte 1024"``,
+            ``"entry 0"``), or None when the problem concerns the whole file.
+        reason: The problem without the location prefix.
+    """
+
+    def __init__(self, path: str, reason: str, position: str | None = None) -> None:
+        self.path = path
+        self.position = position
+        self.reason = reason
+        where = f"{path} ({position})" if position else path
+        super().__init__(f"{where}: {reason}")

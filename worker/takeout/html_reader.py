@@ -1,0 +1,227 @@
+"""Read HTML watch-history exports (``watch-history.html``), any size, in linear time.
+
+Format notes: ``docs/takeout-formats.md`` §4. Records are found as ``content-cell … body-1`` divs
+that are not ``text-right`` (so fragments without the ``outer-cell`` opening tag still parse); the
+caption cell and header cell are paired with the body cell of the same record by document order
+within the record, never by a global index. The document is cut at ``outer-cell`` boundaries into
+slices of a few MB, each parsed with selectolax (lexbor), so memory stays bounded for exports of
+tens of MB.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Final
+
+from selectolax.lexbor import LexborHTMLParser, LexborNode
+
+from worker.models import WatchEvent
+from worker.takeout.errors import TakeoutFormatError
+from worker.takeout.html_dates import AMBIGUOUS_LABELS, DateError, parse_html_date
+from worker.takeout.json_reader import build_result
+from worker.takeout.result import NON_VIEW_KINDS, ParseResult, Rejection
+from worker.takeout.rules import (
+    AD_MARKERS,
+    channel_url_id,
+    is_google_redirect,
+    is_post_url,
+    is_removed_title,
+    non_view_kind,
+    normalize_spaces,
+    product_of,
+    strip_watch_verb,
+    title_is_url,
+    video_url_id,
+)
+
+_SLICE_CHARS: Final = 4_000_000
+_OUTER_MARK: Final = '<div class="outer-cell'
+_SELECTOR: Final = "div.header-cell, div.content-cell"
+
+
+@dataclass(slots=True)
+class _Line:
+    text: str = ""
+    links: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Record:
+    header: str | None
+    lines: list[_Line]
+    caption: str = ""
+
+
+def _body_lines(node: LexborNode) -> list[_Line]:
+    """Split a body cell into ``<br>``-separated lines of text with their links."""
+    lines = [_Line()]
+    for child in node.iter(include_text=True):
+        tag = child.tag
+        if tag == "-text":
+            lines[-1].text += child.text_content or ""
+        elif tag == "br":
+            lines.append(_Line())
+        elif tag == "a":
+            text = child.text(deep=True)
+            lines[-1].text += text
+            lines[-1].links.append((child.attributes.get("href") or "", text))
+        else:
+            lines.append(_Line(text=child.text(deep=True, separator="\n")))
+            lines.append(_Line())
+    return [line for line in lines if line.text.strip() or line.links]
+
+
+def _slices(text: str) -> list[str]:
+    """Cut the document at ``outer-cell`` openings into slices of about :data:`_SLICE_CHARS`."""
+    slices: list[str] = []
+    start = 0
+    while len(text) - start > _SLICE_CHARS:
+        cut = text.find(_OUTER_MARK, start + _SLICE_CHARS)
+        if cut < 0:
+            break
+        slices.append(text[start:cut])
+        start = cut
+    slices.append(text[start:])
+    return slices
+
+
+def _records(text: str) -> list[_Record]:
+    records: list[_Record] = []
+    for chunk in _slices(text):
+        header: str | None = None
+        for node in LexborHTMLParser(chunk).css(_SELECTOR):
+            classes = (node.attributes.get("class") or "").split()
+            if "header-cell" in classes:
+                header = normalize_spaces(node.text(deep=True)).strip()
+            elif "mdl-typography--body-1" in classes and "mdl-typography--text-right" not in classes:
+                records.append(_Record(header=header, lines=_body_lines(node)))
+                header = None
+            elif "mdl-typography--caption" in classes and records:
+                records[-1].caption = normalize_spaces(node.text(deep=True, separator="\n"))
+    return records
+
+
+def _is_ad(caption: str) -> bool:
+    return any(marker in caption for marker in AD_MARKERS)
+
+
+def _record(record: _Record, zones: Counter[str]) -> WatchEvent | str:
+    """Return the view of one record, or its non-view kind. Raises DateError/ValueError via caller."""
+    lines = record.lines
+    if not lines:
+        raise _RecordError("body", "empty record body")
+    watched_at_ms: int | None = None
+    for line in reversed(lines[1:]):
+        candidate = normalize_spaces(line.text).strip()
+        if candidate.startswith("Watched at ") or line.links:
+            continue
+        try:
+            parsed = parse_html_date(candidate)
+        except DateError as exc:
+            raise _RecordError("date", str(exc)) from None
+        if parsed is not None:
+            watched_at_ms, zone = parsed
+            if zone is not None:
+                zones[zone] += 1
+            break
+    if watched_at_ms is None:
+        raise _RecordError("date", "no date line found in the record body")
+
+    first = lines[0]
+    verb_text = first.text
+    link = first.links[0] if first.links else None
+    url = link[0] if link else None
+    if _is_ad(record.caption):
+        if non_view_kind(verb_text) == "visit" or (url is not None and is_google_redirect(url)):
+            return "ad_click"
+        return "ad"
+    verb_kind = non_view_kind(verb_text)
+    if verb_kind is not None:
+        return verb_kind
+    product = product_of(record.header, url)
+    if url is None:
+        if is_removed_title(verb_text) or strip_watch_verb(verb_text) is not None:
+            return WatchEvent(watched_at_ms=watched_at_ms, kind="removed", product=product)
+        return "other"
+    is_video, video_id, shorts_url = video_url_id(url)
+    if not is_video:
+        if is_post_url(url):
+            return "post"
+        return "ad_click" if is_google_redirect(url) else "other"
+    if video_id is None:
+        return WatchEvent(watched_at_ms=watched_at_ms, kind="removed", product=product)
+    title: str | None = link[1] if link else None
+    flags: set[str] = set()
+    if title is not None and title_is_url(title, url):
+        title = None
+        flags.add("title_unknown")
+    if shorts_url or (title is not None and "#shorts" in title.lower()):
+        flags.add("shorts")
+    channel_id: str | None = None
+    channel_name: str | None = None
+    for line in lines[1:]:
+        for href, name in line.links:
+            channel_id = channel_url_id(href)
+            if channel_id is not None:
+                channel_name = name
+                break
+        if channel_id is not None:
+            break
+    return WatchEvent(
+        watched_at_ms=watched_at_ms,
+        kind="watch",
+        product=product,
+        video_id=video_id,
+        title=title,
+        channel_id=channel_id,
+        channel_name=channel_name,
+        flags=frozenset(flags),
+    )
+
+
+class _RecordError(Exception):
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+def parse_html_text(text: str, *, name: str) -> ParseResult:
+    """Parse the text of an HTML export (whole page or a fragment of records).
+
+    Args:
+        text: The whole file, decoded.
+        name: File name used in error messages.
+
+    Returns:
+        A :class:`ParseResult` with source ``"takeout_html"``; instants are whole seconds (HTML has
+        no milliseconds), converted with the fixed offset of the zone label (see
+        :mod:`worker.takeout.html_dates`). Uses of an ambiguous label are listed in ``notes``.
+
+    Raises:
+        TakeoutFormatError: when the document holds no ``content-cell`` records.
+    """
+    records = _records(text)
+    if not records:
+        raise TakeoutFormatError(name, "HTML without watch-history records (no 'content-cell … body-1' divs)")
+    views: list[WatchEvent] = []
+    non_views = dict.fromkeys(NON_VIEW_KINDS, 0)
+    rejected: list[Rejection] = []
+    zones: Counter[str] = Counter()
+    for index, record in enumerate(records):
+        try:
+            outcome = _record(record, zones)
+        except _RecordError as exc:
+            rejected.append(Rejection(index, exc.field, exc.reason))
+            continue
+        if isinstance(outcome, str):
+            non_views[outcome] += 1
+        else:
+            views.append(outcome)
+    notes = tuple(
+        f"{AMBIGUOUS_LABELS[label]} in {count} entries"
+        for label, count in sorted(zones.items())
+        if label in AMBIGUOUS_LABELS
+    )
+    return build_result("takeout_html", views, non_views, rejected, len(records), notes)

@@ -1,0 +1,274 @@
+"""Read JSON watch-history exports: the My Activity layout and the legacy 2016 playlist-item layout.
+
+Format notes: ``docs/takeout-formats.md`` §2 (fields), §2.1 (legacy 2016), §3 (record kinds), §5 (locales).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Final
+
+from worker.models import Kind, Product, WatchEvent
+from worker.takeout.errors import TakeoutFormatError
+from worker.takeout.result import NON_VIEW_KINDS, ParseResult, Rejection
+from worker.takeout.rules import (
+    AD_MARKERS,
+    VIDEO_ID_RE,
+    channel_url_id,
+    epoch_ms,
+    is_google_redirect,
+    is_post_url,
+    is_removed_title,
+    non_view_kind,
+    product_of,
+    strip_watch_verb,
+    title_is_url,
+    video_url_id,
+)
+
+_ISO_RE: Final = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?(Z|[+-]\d{2}:?\d{2})"
+)
+_ACTIVITY_KEYS: Final = frozenset({"header", "title", "time", "titleUrl", "products"})
+_LEGACY_KIND: Final = "youtube#playlistItem"
+_LEGACY_REMOVED_TITLES: Final = frozenset({"Deleted video", "Private video"})
+
+
+class _EntryError(Exception):
+    """One entry is unreadable; becomes a Rejection."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+def parse_iso_ms(value: object, field: str = "time") -> int:
+    """Return epoch ms (UTC) of an ISO 8601 instant with ``Z`` or an offset, with or without fraction.
+
+    Raises:
+        _EntryError: for a missing, non-string or unparseable value.
+    """
+    if value is None:
+        raise _EntryError(field, "missing")
+    if not isinstance(value, str):
+        raise _EntryError(field, f"expected an ISO 8601 string, got {type(value).__name__}")
+    match = _ISO_RE.fullmatch(value.strip())
+    if match is None:
+        raise _EntryError(field, f"not an ISO 8601 instant: {value[:40]!r}")
+    year, month, day, hour, minute, second, frac, zone = match.groups()
+    millis = int((frac or "0")[:3].ljust(3, "0"))
+    try:
+        ms = epoch_ms(int(year), int(month), int(day), int(hour), int(minute), int(second), millis)
+    except ValueError as exc:
+        raise _EntryError(field, f"invalid instant {value[:40]!r}: {exc}") from None
+    if zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        digits = zone[1:].replace(":", "")
+        ms -= sign * (int(digits[:2]) * 60 + int(digits[2:])) * 60_000
+    return ms
+
+
+def _opt_str(entry: dict[str, Any], key: str) -> str | None:
+    value = entry.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise _EntryError(key, f"expected a string, got {type(value).__name__}")
+
+
+def _opt_objects(entry: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = entry.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise _EntryError(key, f"expected an array of objects, got {type(value).__name__}")
+    return value
+
+
+def _activity_entry(entry: object) -> WatchEvent | str:
+    """Return the view of one My Activity entry, or the non-view kind it is."""
+    if not isinstance(entry, dict):
+        raise _EntryError("entry", f"expected an object, got {type(entry).__name__}")
+    header = _opt_str(entry, "header")
+    title = _opt_str(entry, "title")
+    url = _opt_str(entry, "titleUrl")
+    subtitles = _opt_objects(entry, "subtitles")
+    details = _opt_objects(entry, "details")
+    watched_at_ms = parse_iso_ms(entry.get("time"))
+    if title is None:
+        raise _EntryError("title", "missing")
+
+    if any(d.get("name") in AD_MARKERS for d in details):
+        if non_view_kind(title) == "visit" or (url is not None and is_google_redirect(url)):
+            return "ad_click"
+        return "ad"
+    verb_kind = non_view_kind(title)
+    if verb_kind is not None:
+        return verb_kind
+    product = product_of(header, url)
+    if url is None:
+        if is_removed_title(title) or strip_watch_verb(title) is not None:
+            return WatchEvent(watched_at_ms=watched_at_ms, kind="removed", product=product)
+        return "other"
+    is_video, video_id, shorts_url = video_url_id(url)
+    if not is_video:
+        if is_post_url(url):
+            return "post"
+        return "ad_click" if is_google_redirect(url) else "other"
+    if video_id is None:
+        return WatchEvent(watched_at_ms=watched_at_ms, kind="removed", product=product)
+
+    stripped = strip_watch_verb(title)
+    text = title if stripped is None else stripped
+    flags: set[str] = set()
+    video_title: str | None = text
+    if title_is_url(text, url):
+        video_title = None
+        flags.add("title_unknown")
+    if shorts_url or "#shorts" in title.lower():
+        flags.add("shorts")
+    channel_id: str | None = None
+    channel_name: str | None = None
+    if subtitles:
+        first = subtitles[0]
+        sub_url = first.get("url")
+        sub_name = first.get("name")
+        if isinstance(sub_url, str):
+            channel_id = channel_url_id(sub_url)
+        if channel_id is not None:
+            if sub_name is not None and not isinstance(sub_name, str):
+                raise _EntryError("subtitles", f"channel name is a {type(sub_name).__name__}")
+            channel_name = sub_name
+    return WatchEvent(
+        watched_at_ms=watched_at_ms,
+        kind="watch",
+        product=product,
+        video_id=video_id,
+        title=video_title,
+        channel_id=channel_id,
+        channel_name=channel_name,
+        flags=frozenset(flags),
+    )
+
+
+def _legacy_entry(entry: object) -> WatchEvent | str:
+    """Return the view of one legacy ``youtube#playlistItem`` entry (§2.1); channel is never known."""
+    if not isinstance(entry, dict):
+        raise _EntryError("entry", f"expected an object, got {type(entry).__name__}")
+    snippet = entry.get("snippet")
+    if not isinstance(snippet, dict):
+        raise _EntryError("snippet", "missing or not an object")
+    details = entry.get("contentDetails")
+    if not isinstance(details, dict):
+        raise _EntryError("contentDetails", "missing or not an object")
+    watched_at_ms = parse_iso_ms(snippet.get("publishedAt"), "snippet.publishedAt")
+    title = snippet.get("title")
+    if title is not None and not isinstance(title, str):
+        raise _EntryError("snippet.title", f"expected a string, got {type(title).__name__}")
+    video_id = details.get("videoId")
+    kind: Kind = "watch"
+    if title in _LEGACY_REMOVED_TITLES or video_id is None or video_id == "":
+        kind = "removed"
+    elif not isinstance(video_id, str) or not VIDEO_ID_RE.fullmatch(video_id):
+        raise _EntryError("contentDetails.videoId", f"not an 11-character video id: {video_id!r}")
+    if kind == "removed":
+        return WatchEvent(watched_at_ms=watched_at_ms, kind="removed")
+    flags = frozenset({"shorts"}) if title and "#shorts" in title.lower() else frozenset()
+    product: Product = "youtube"
+    return WatchEvent(
+        watched_at_ms=watched_at_ms,
+        kind=kind,
+        product=product,
+        video_id=video_id,
+        title=title or None,
+        flags=flags,
+    )
+
+
+def _layout(entries: list[Any], name: str) -> str:
+    """Return ``"activity"`` or ``"legacy"`` from the first object entries, or raise."""
+    for index, entry in enumerate(entries[:50]):
+        if not isinstance(entry, dict):
+            continue
+        if entry.get("kind") == _LEGACY_KIND:
+            return "legacy"
+        if _ACTIVITY_KEYS & entry.keys():
+            return "activity"
+        raise TakeoutFormatError(
+            name,
+            "unknown record structure: expected My Activity records ({header, title, time, …}) "
+            f"or legacy youtube#playlistItem objects, found keys {sorted(entry.keys())[:8]}",
+            f"entry {index}",
+        )
+    if not entries:
+        return "activity"
+    raise TakeoutFormatError(name, "the array holds no objects; not a watch-history export", "entry 0")
+
+
+def parse_json_text(text: str, *, name: str) -> ParseResult:
+    """Parse the text of a JSON export (My Activity layout or legacy 2016 layout).
+
+    Args:
+        text: The whole file, decoded.
+        name: File name used in error messages.
+
+    Returns:
+        A :class:`ParseResult` with source ``"takeout_json"``.
+
+    Raises:
+        TakeoutFormatError: invalid or truncated JSON (position = line/column), a top level
+            that is not an array, or entries of an unknown layout.
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise TakeoutFormatError(
+            name,
+            f"invalid JSON ({exc.msg}); the file may be truncated or damaged",
+            f"line {exc.lineno}, column {exc.colno}",
+        ) from None
+    except RecursionError:
+        raise TakeoutFormatError(name, "JSON nested too deeply") from None
+    if not isinstance(data, list):
+        raise TakeoutFormatError(
+            name, f"expected a JSON array of records at the top level, got {type(data).__name__}"
+        )
+    reader = _legacy_entry if _layout(data, name) == "legacy" else _activity_entry
+    views: list[WatchEvent] = []
+    non_views = dict.fromkeys(NON_VIEW_KINDS, 0)
+    rejected: list[Rejection] = []
+    for index, entry in enumerate(data):
+        try:
+            outcome = reader(entry)
+        except _EntryError as exc:
+            rejected.append(Rejection(index, exc.field, exc.reason))
+            continue
+        if isinstance(outcome, str):
+            non_views[outcome] += 1
+        else:
+            views.append(outcome)
+    return build_result("takeout_json", views, non_views, rejected, len(data))
+
+
+def build_result(
+    source: Any,
+    views: list[WatchEvent],
+    non_views: dict[str, int],
+    rejected: list[Rejection],
+    total: int,
+    notes: tuple[str, ...] = (),
+) -> ParseResult:
+    """Assemble a :class:`ParseResult`, computing the covered range of ``views``."""
+    first_ms = min((v.watched_at_ms for v in views), default=None)
+    last_ms = max((v.watched_at_ms for v in views), default=None)
+    return ParseResult(
+        source=source,
+        views=views,
+        non_views=non_views,
+        rejected=rejected,
+        total_entries=total,
+        first_ms=first_ms,
+        last_ms=last_ms,
+        notes=notes,
+    )

@@ -1,0 +1,119 @@
+"""Entry points: detect the export format by content and dispatch to the JSON or HTML reader."""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from pathlib import Path
+from typing import Final
+
+from worker.takeout.errors import TakeoutFormatError
+from worker.takeout.html_reader import parse_html_text
+from worker.takeout.json_reader import parse_json_text
+from worker.takeout.result import ParseResult
+
+_ZIP_MAGIC: Final = b"PK\x03\x04"
+_HTML_HINT_RE: Final = re.compile(r"<(?:!doctype|html|head|body|div|p|meta)\b", re.IGNORECASE)
+_SNIFF_BYTES: Final = 65_536
+_WATCH_HINTS: Final = (b"watch?v\\u003d", b"watch?v=", b"youtube#playlistItem", b"youtu.be/", b"/shorts/")
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise TakeoutFormatError(
+            name, f"not UTF-8 text ({exc.reason}); Takeout files are UTF-8", f"byte {exc.start}"
+        ) from None
+
+
+def _parse_text(data: bytes, name: str) -> ParseResult:
+    text = _decode(data, name)
+    head = text[:4096].lstrip()
+    if head.startswith(("[", "{")):
+        return parse_json_text(text, name=name)
+    if _HTML_HINT_RE.search(text[:_SNIFF_BYTES]) or "content-cell" in text[: _SNIFF_BYTES * 4]:
+        return parse_html_text(text, name=name)
+    if not head:
+        raise TakeoutFormatError(name, "the file is empty")
+    raise TakeoutFormatError(name, "neither JSON nor HTML: not a watch-history export", "byte 0")
+
+
+def _member_rank(info: zipfile.ZipInfo, head: bytes) -> tuple[int, int, int] | None:
+    """Rank a zip member as a watch-history candidate by its content; None when it is not one."""
+    lower = info.filename.lower()
+    if info.is_dir() or not lower.endswith((".json", ".html", ".htm")):
+        return None
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    is_json = stripped.startswith(b"[")
+    is_html = b"content-cell" in head
+    if not (is_json or is_html) or not any(hint in head for hint in _WATCH_HINTS):
+        return None
+    in_my_activity = "my activity" in lower or "myactivity" in lower
+    # Prefer the YouTube history file over My Activity (which mixes searches, likes…), JSON over HTML.
+    return (0 if in_my_activity else 1, 1 if is_json else 0, info.file_size)
+
+
+def _parse_zip(data: bytes, name: str) -> ParseResult:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise TakeoutFormatError(name, f"damaged zip archive: {exc}") from None
+    with archive:
+        best: tuple[tuple[int, int, int], zipfile.ZipInfo] | None = None
+        for info in archive.infolist():
+            try:
+                with archive.open(info) as member:
+                    head = member.read(_SNIFF_BYTES)
+            except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
+                raise TakeoutFormatError(name, f"cannot read archive member: {exc}", info.filename) from None
+            rank = _member_rank(info, head)
+            if rank is not None and (best is None or rank > best[0]):
+                best = (rank, info)
+        if best is None:
+            raise TakeoutFormatError(name, "the zip archive holds no watch-history file (JSON or HTML)")
+        info = best[1]
+        try:
+            content = archive.read(info)
+        except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
+            raise TakeoutFormatError(name, f"cannot read archive member: {exc}", info.filename) from None
+    return _parse_text(content, f"{name}!{info.filename}")
+
+
+def parse_takeout_bytes(data: bytes, *, name: str) -> ParseResult:
+    """Parse a watch-history export given as bytes; the format is detected from the content.
+
+    Accepted: the My Activity JSON array, the legacy 2016 ``youtube#playlistItem`` JSON array, the
+    HTML page (or a fragment of its records), and a Takeout ``.zip`` archive holding one of those
+    (chosen by content, not by the localized file name; the YouTube history file is preferred over
+    ``My Activity``, JSON over HTML). Text must be UTF-8 (a BOM is allowed).
+
+    Args:
+        data: The file content.
+        name: Name used in error messages (usually the path).
+
+    Returns:
+        The :class:`ParseResult`; unreadable entries are listed in ``rejected``.
+
+    Raises:
+        TakeoutFormatError: whole-file problems (not JSON/HTML, truncated JSON, top level not an
+            array, unknown record structure, not UTF-8, zip without a watch-history file).
+    """
+    if data.startswith(_ZIP_MAGIC):
+        return _parse_zip(data, name)
+    return _parse_text(data, name)
+
+
+def parse_takeout_file(path: str | Path) -> ParseResult:
+    """Parse a watch-history export file (JSON, HTML or Takeout zip); see :func:`parse_takeout_bytes`.
+
+    Raises:
+        TakeoutFormatError: whole-file problems, including a file that cannot be read.
+    """
+    name = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise TakeoutFormatError(name, f"cannot read the file: {exc.strerror or exc}") from None
+    return parse_takeout_bytes(data, name=name)

@@ -1,0 +1,193 @@
+"""Record rules shared by the JSON and HTML readers: URLs, ids, verbs, ad markers, instants.
+
+Sources: ``docs/takeout-formats.md`` §3 (record kinds), §5 (localized verbs) and §6 (URLs and ids),
+kept in the shared project documentation.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Final
+
+from worker.models import Product
+
+VIDEO_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{11}")
+"""A YouTube video id: 11 characters of ``[A-Za-z0-9_-]`` (may start with ``-`` or ``_``)."""
+
+CHANNEL_ID_RE: Final = re.compile(r"UC[A-Za-z0-9_-]{22}")
+"""A YouTube channel id: ``UC`` + 22 characters."""
+
+_VIDEO_URL_RE: Final = re.compile(
+    r"^(?:https?://)?(?:www\.|m\.|music\.)?"
+    r"(?:youtube\.com/(?:watch\?(?:[^#]*?&)?v=(?P<query>[^&#]*)|(?P<kind>shorts|live)/(?P<path>[^/?&#]*))"
+    r"|youtu\.be/(?P<short>[^/?&#]*))",
+    re.IGNORECASE,
+)
+_CHANNEL_URL_RE: Final = re.compile(
+    r"^(?:https?://)?(?:www\.|m\.)?youtube\.com/channel/(UC[A-Za-z0-9_-]{22})(?:[/?#]|$)", re.IGNORECASE
+)
+_MUSIC_HOST_RE: Final = re.compile(r"^(?:https?://)?music\.youtube\.com(?:[/?#]|$)", re.IGNORECASE)
+_POST_URL_RE: Final = re.compile(r"^(?:https?://)?(?:www\.|m\.)?youtube\.com/post/", re.IGNORECASE)
+_GOOGLE_REDIRECT_RE: Final = re.compile(r"^(?:https?://)?(?:www\.)?google\.[a-z.]+/url\?", re.IGNORECASE)
+
+AD_MARKERS: Final[frozenset[str]] = frozenset({"From Google Ads", "Google 広告から"})
+"""``details`` names (JSON) / Details-section lines (HTML) marking an ad (§2 field table, §5)."""
+
+MUSIC_HEADER: Final = "YouTube Music"
+
+# (prefix, suffix) around the video title in a "watched" record, §5. Longer prefixes first so that
+# "Så på " (nb) wins over "Så " (da).
+WATCH_VERBS: Final[tuple[tuple[str, str], ...]] = (
+    ("Watched ", ""),
+    ("Vous avez regardé ", ""),
+    ("Has visto ", ""),
+    ("Hai guardato ", ""),
+    ("Je hebt naar ", " gekeken"),
+    ("Просмотрено видео ", ""),
+    ("Obejrzano: ", ""),
+    ("Tittade på ", ""),
+    ("Så på ", ""),
+    ("Så ", ""),
+    ("تمت مشاهدة ", " ."),
+    ("Angesehen: ", ""),
+    ("", " angesehen"),
+    ("", " adlı videoyu izlediniz"),
+    ("", " 을(를) 시청했습니다."),
+    ("", " を視聴しました"),
+    ("", "を視聴しました"),
+)
+
+REMOVED_TITLES: Final[frozenset[str]] = frozenset(
+    {"Watched a video that has been removed", "削除済みの動画を視聴しました"}
+)
+VISIT_PREFIXES: Final[tuple[str, ...]] = ("Visited ",)
+VISIT_SUFFIXES: Final[tuple[str, ...]] = ("にアクセスしました",)
+POST_PREFIXES: Final[tuple[str, ...]] = ("Viewed ",)
+STORY_SUFFIXES: Final[tuple[str, ...]] = ("のストーリーを視聴しました",)
+OTHER_PREFIXES: Final[tuple[str, ...]] = (
+    "Searched for ",
+    "Liked ",
+    "Disliked ",
+    "Subscribed to ",
+    "Unsubscribed from ",
+    "Commented on ",
+    "Replied to ",
+    "Shared ",
+    "Saved ",
+    "Used ",
+    "Answered ",
+    "Voted on ",
+)
+
+_SPACES: Final = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " ", "\u2003": " "})
+
+_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
+
+
+def normalize_spaces(text: str) -> str:
+    """Return ``text`` with no-break, narrow no-break, thin and em spaces replaced by plain spaces."""
+    return text.translate(_SPACES)
+
+
+def video_url_id(url: str) -> tuple[bool, str | None, bool]:
+    """Read a video URL.
+
+    Accepts ``watch?v=`` (any position of ``v``; hosts www., m., music. or none; http or https),
+    ``youtu.be/ID``, ``/shorts/ID`` and ``/live/ID`` (§6).
+
+    Returns:
+        ``(is_video_url, video_id, is_shorts_url)``: ``video_id`` is None when the URL is a video
+        URL with a blank or malformed id (a removed video, §3), and always None when
+        ``is_video_url`` is False.
+    """
+    match = _VIDEO_URL_RE.match(url)
+    if match is None:
+        return False, None, False
+    raw = match.group("query")
+    if raw is None:
+        raw = match.group("path")
+    if raw is None:
+        raw = match.group("short")
+    is_shorts = (match.group("kind") or "").lower() == "shorts"
+    video_id = raw if raw is not None and VIDEO_ID_RE.fullmatch(raw) else None
+    return True, video_id, is_shorts
+
+
+def channel_url_id(url: str) -> str | None:
+    """Return the ``UC…`` id of a ``youtube.com/channel/UC…`` URL, or None for any other URL."""
+    match = _CHANNEL_URL_RE.match(url)
+    return match.group(1) if match else None
+
+
+def is_music_url(url: str) -> bool:
+    """Return whether the URL is on the ``music.youtube.com`` host."""
+    return _MUSIC_HOST_RE.match(url) is not None
+
+
+def is_post_url(url: str) -> bool:
+    """Return whether the URL is a community post (``youtube.com/post/…``)."""
+    return _POST_URL_RE.match(url) is not None
+
+
+def is_google_redirect(url: str) -> bool:
+    """Return whether the URL is a ``google.<tld>/url?q=…`` redirect (an ad click-through)."""
+    return _GOOGLE_REDIRECT_RE.match(url) is not None
+
+
+def product_of(header: str | None, url: str | None) -> Product:
+    """Return ``youtube_music`` for header "YouTube Music" or host music.youtube.com (§2), else ``youtube``."""
+    if header is not None and header.strip() == MUSIC_HEADER:
+        return "youtube_music"
+    if url is not None and is_music_url(url):
+        return "youtube_music"
+    return "youtube"
+
+
+def strip_watch_verb(title: str) -> str | None:
+    """Return the object of a localized "watched …" title, or None when no known verb matches (§5)."""
+    text = normalize_spaces(title)
+    for prefix, suffix in WATCH_VERBS:
+        if len(text) > len(prefix) + len(suffix) and text.startswith(prefix) and text.endswith(suffix):
+            inner = title[len(prefix) : len(title) - len(suffix)]
+            return inner.strip(" \u00a0\u202f")
+    return None
+
+
+def non_view_kind(title: str) -> str | None:
+    """Classify a title by its verb: ``visit``, ``post``, ``story``, ``other``, or None (watch/unknown)."""
+    text = normalize_spaces(title).strip()
+    if text.startswith(VISIT_PREFIXES) or text.endswith(VISIT_SUFFIXES):
+        return "visit"
+    if text.startswith(POST_PREFIXES):
+        return "post"
+    if text.endswith(STORY_SUFFIXES):
+        return "story"
+    if text.startswith(OTHER_PREFIXES):
+        return "other"
+    return None
+
+
+def is_removed_title(title: str) -> bool:
+    """Return whether the title is a known "watched a video that has been removed" text (§3, §5)."""
+    return normalize_spaces(title).strip() in REMOVED_TITLES
+
+
+def title_is_url(title: str, url: str | None) -> bool:
+    """Return whether a stripped title is just the video URL (the title-unknown record of §3)."""
+    if url is not None and title == url:
+        return True
+    lowered = title.lower()
+    return lowered.startswith(("http://", "https://")) and video_url_id(title)[0]
+
+
+def epoch_ms(year: int, month: int, day: int, hour: int, minute: int, second: int, millis: int = 0) -> int:
+    """Return epoch milliseconds (UTC) of a proleptic Gregorian civil instant given in UTC.
+
+    Raises:
+        ValueError: when a component is out of range (month 13, Feb 30, hour 24, second 60…).
+    """
+    if not (0 <= hour <= 23 and 0 <= minute <= 59 and 0 <= second <= 59 and 0 <= millis <= 999):
+        raise ValueError(f"time {hour:02d}:{minute:02d}:{second:02d}.{millis:03d} out of range")
+    days = date(year, month, day).toordinal() - _EPOCH_ORDINAL
+    return (((days * 24 + hour) * 60 + minute) * 60 + second) * 1000 + millis
