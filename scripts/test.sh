@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Run every test: Python (unit + integration against the local Convex backend and a real Redis),
+# the Convex functions (vitest + convex-test), the TypeScript type check and the Dockerfile lint.
+# Installs what is missing first. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install.sh
+
+# Redis for the L2 cache tests: use the one on 127.0.0.1:6379, or start a throwaway one.
+if ! (exec 3<>/dev/tcp/127.0.0.1/6379) 2>/dev/null; then
+  if command -v redis-server >/dev/null; then
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+  else
+    echo "redis-server not found: install it (apt-get install redis-server) for the cache tests" >&2
+    exit 1
+  fi
+fi
+
+echo "== TypeScript type check"
+npx tsc --noEmit -p convex
+npx tsc --noEmit -p convex-local
+
+echo "== vitest (Convex functions and local backend clients)"
+npx vitest run
+
+echo "== Dockerfile lint"
+.venv/bin/hadolint Dockerfile
+
+echo "== pytest"
+# pytest exits 5 when it collects no test: with set -e that fails this script.
+.venv/bin/python -m pytest "$@"

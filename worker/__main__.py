@@ -1,0 +1,262 @@
+"""Command line: ``python -m worker run | import | demo | healthcheck``.
+
+Exit codes: 0 success (also after SIGTERM), 1 runtime failure, 2 configuration or input error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from worker.config import Settings, load_settings
+from worker.errors import AuthenticationError, ConfigError, GatewayError, ImportFailedError, WorkerError
+from worker.logs import configure_logging
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console(stderr=True)
+
+DEMO_SAMPLE = Path(__file__).resolve().parent / "data" / "demo-watch-history.json"
+DEMO_SUBJECT = "demo-user"
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(code)
+
+
+# ---------------------------------------------------------------------------------------- run
+
+
+async def _run_worker(settings: Settings) -> int:
+    from worker.gateway import ConvexGateway
+    from worker.runner import Runner
+
+    async with ConvexGateway(
+        str(settings.convex_url),
+        admin_key=settings.convex_admin_key.get_secret_value(),
+        timeout_s=settings.request_timeout_s,
+        max_attempts=settings.max_attempts,
+        max_backoff_s=settings.max_backoff_s,
+    ) as gateway:
+        try:
+            await gateway.validate_credentials()
+        except AuthenticationError as exc:
+            raise ConfigError(f"CONVEX_ADMIN_KEY was rejected: {exc}") from exc
+        except GatewayError as exc:
+            raise ConfigError(f"cannot use the deployment at CONVEX_URL={settings.convex_url}: {exc}") from exc
+        runner = Runner(settings, gateway)
+        runner.install_signal_handlers()
+        await runner.run()
+    return 0
+
+
+@app.command()
+def run() -> None:
+    """Run the worker until SIGTERM (configuration from the environment: CONVEX_URL, CONVEX_ADMIN_KEY, WORKER_*)."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        code = asyncio.run(_run_worker(settings))
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    raise typer.Exit(code)
+
+
+# ---------------------------------------------------------------------------------------- import
+
+
+def _parse_file(path: Path) -> Any:
+    from worker.takeout import TakeoutFormatError, parse_takeout_file
+
+    if not path.is_file():
+        raise _fail(f"{path}: no such file")
+    try:
+        return parse_takeout_file(path)
+    except TakeoutFormatError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _print_import_summary(path: Path, parsed: Any, summary: Any) -> None:
+    from datetime import UTC, datetime
+
+    def day(ms: int | None) -> str:
+        return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
+
+    console.print(f"[bold]{path.name}[/] ({parsed.source}): {parsed.total_entries} entries")
+    console.print(f"  imported            {summary.imported}")
+    console.print(f"  duplicates skipped  {summary.duplicates}")
+    non_views = ", ".join(f"{k} {v}" for k, v in sorted(parsed.non_views.items())) or "none"
+    console.print(f"  not views           {non_views}")
+    console.print(f"  rejected            {len(parsed.rejected)}")
+    for rej in parsed.rejected[:10]:
+        console.print(f"    entry {rej.index}: {rej.field}: {rej.reason}")
+    if len(parsed.rejected) > 10:
+        console.print(f"    … {len(parsed.rejected) - 10} more")
+    console.print(f"  covered range       {day(summary.first_ms)} .. {day(summary.last_ms)} (UTC)")
+
+
+async def _import(
+    path: Path, url: str, *, admin_key: str | None, token: str | None, user_id: str | None
+) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from worker.gateway import ConvexGateway
+    from worker.importer import upload_events
+
+    parsed = _parse_file(path)
+    async with ConvexGateway(url, admin_key=admin_key if user_id else None, user_token=token) as gateway:
+        with Progress(
+            TextColumn("importing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("import", total=len(parsed.views))
+            summary = await upload_events(
+                gateway,
+                parsed.views,
+                source=parsed.source,
+                user_id=user_id,
+                on_batch=lambda n: progress.advance(task, n),
+            )
+    summary.non_views = dict(parsed.non_views)
+    summary.rejected = [(r.index, r.field, r.reason) for r in parsed.rejected]
+    _print_import_summary(path, parsed, summary)
+    return summary
+
+
+@app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="watch-history.json / .html, or a Takeout .zip")],
+    user_id: Annotated[
+        str | None, typer.Option(help="Operator mode: import for this user id with the admin key.")
+    ] = None,
+    token: Annotated[str | None, typer.Option(help="User mode: the user's JWT.", envvar="CONVEX_USER_TOKEN")] = None,
+    url: Annotated[str | None, typer.Option(help="Deployment URL.", envvar="CONVEX_URL")] = None,
+) -> None:
+    """Import a Google Takeout watch history into Convex (idempotent: a re-import adds nothing)."""
+    if not url:
+        raise _fail("CONVEX_URL is not set (or pass --url)")
+    admin_key = os.environ.get("CONVEX_ADMIN_KEY") or os.environ.get("CONVEX_SELF_HOSTED_ADMIN_KEY")
+    if user_id and not admin_key:
+        raise _fail("--user-id needs CONVEX_ADMIN_KEY")
+    if not user_id and not token:
+        raise _fail("pass --token (user mode) or --user-id with CONVEX_ADMIN_KEY (operator mode)")
+    try:
+        asyncio.run(_import(file, url, admin_key=admin_key, token=token, user_id=user_id))
+    except ImportFailedError as exc:
+        raise _fail(str(exc), 1) from None
+    except GatewayError as exc:
+        raise _fail(str(exc), 1) from None
+
+
+# ---------------------------------------------------------------------------------------- demo
+
+
+async def _demo(file: Path, settings: Settings, token: str, *, keep_running: bool) -> None:
+    from worker.gateway import ConvexGateway
+    from worker.runner import Runner
+
+    started = time.perf_counter()
+    await _import(file, str(settings.convex_url), admin_key=None, token=token, user_id=None)
+    import_s = time.perf_counter() - started
+    async with ConvexGateway(
+        str(settings.convex_url), admin_key=settings.convex_admin_key.get_secret_value()
+    ) as gateway:
+        await gateway.validate_credentials()
+        runner = Runner(settings, gateway)
+        started = time.perf_counter()
+        stats = await runner.run_until_idle()
+        worker_s = time.perf_counter() - started
+    async with ConvexGateway(str(settings.convex_url), user_token=token) as user_gateway:
+        dashboard = await user_gateway.dashboard()
+    from worker.report import print_dashboard
+
+    print_dashboard(dashboard, console=Console())
+    console.print(
+        f"import {import_s:.1f} s, worker {worker_s:.1f} s "
+        f"({stats.users_processed} user(s), {stats.results_written} results written)"
+    )
+    if keep_running:
+        console.print(f"backend at {settings.convex_url}; worker keeps running (Ctrl-C to stop)")
+        async with ConvexGateway(
+            str(settings.convex_url), admin_key=settings.convex_admin_key.get_secret_value()
+        ) as gateway:
+            runner = Runner(settings, gateway)
+            runner.install_signal_handlers()
+            await runner.run()
+
+
+@app.command()
+def demo(
+    file: Annotated[
+        Path | None, typer.Argument(help="Your own Takeout export; default: the bundled synthetic sample.")
+    ] = None,
+    keep_running: Annotated[bool, typer.Option(help="Keep backend and worker running afterwards.")] = False,
+    log_format: Annotated[str, typer.Option(help="Worker log format: console, json.")] = "console",
+) -> None:
+    """Start the local backend, import an export, run the worker until fresh, print the dashboard."""
+    from worker.devbackend import BackendStartError, LocalBackend
+
+    path = file or DEMO_SAMPLE
+    if not path.is_file():
+        raise _fail(f"{path}: no such file")
+    configure_logging("console" if log_format == "console" else "json", "warning")
+    console.print("[bold]starting the local Convex backend[/] (npx convex-local)")
+    try:
+        with LocalBackend() as backend:
+            settings = load_settings(
+                convex_url=backend.url,
+                convex_admin_key=backend.admin_key,
+                worker_id="demo-worker",
+                heartbeat_file=None,
+            )
+            token = backend.mint_token(DEMO_SUBJECT)
+            asyncio.run(_demo(path, settings, token, keep_running=keep_running))
+    except BackendStartError as exc:
+        raise _fail(str(exc), 1) from None
+    except (ImportFailedError, GatewayError, ConfigError) as exc:
+        raise _fail(str(exc), 1) from None
+
+
+# ---------------------------------------------------------------------------------------- healthcheck
+
+
+@app.command()
+def healthcheck(
+    max_age_s: Annotated[float, typer.Option(help="Largest heartbeat age that counts as healthy (s).")] = 90.0,
+) -> None:
+    """Exit 0 when the worker loop touched its heartbeat file within ``max_age_s`` seconds."""
+    path = Path(os.environ.get("WORKER_HEARTBEAT_FILE", "/tmp/watch-worker.heartbeat"))
+    try:
+        age = time.time() - path.stat().st_mtime
+    except OSError:
+        raise _fail(f"no heartbeat file at {path}", 1) from None
+    if age > max_age_s:
+        raise _fail(f"heartbeat is {age:.0f} s old (limit {max_age_s:.0f} s)", 1)
+    raise typer.Exit(0)
+
+
+def main() -> None:
+    """Entry point of the ``watch-worker`` script."""
+    try:
+        app()
+    except WorkerError as exc:  # anything not mapped above still gets a one-line message
+        console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
