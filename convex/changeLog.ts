@@ -1,0 +1,73 @@
+/**
+ * The `changeLog` table: the transactional outbox. Every write to a user's
+ * watch data or settings calls `appendChange` inside the same mutation, so
+ * the data and its change entry commit (or fail) together.
+ */
+import type { MutationCtx, QueryCtx } from "./_generated/server";
+import { ensureUser } from "./users";
+import type { ChangeKind } from "./validators";
+
+/** What changed: the affected `watchedAtMs` range (inclusive; absent = whole history) and size. */
+export interface ChangeSpec {
+  kind: ChangeKind;
+  fromMs?: number;
+  toMs?: number;
+  count: number;
+}
+
+/**
+ * Append a pending change for `userId` and return its seq.
+ *
+ * Bumps `users.lastSeq` (creating the user row if needed) and inserts the
+ * `changeLog` row with that seq, status `"pending"`, 0 attempts, in the
+ * caller's transaction.
+ */
+export async function appendChange(
+  ctx: MutationCtx,
+  userId: string,
+  change: ChangeSpec,
+): Promise<number> {
+  const user = await ensureUser(ctx, userId);
+  const seq = user.lastSeq + 1;
+  await ctx.db.patch(user._id, { lastSeq: seq });
+  await ctx.db.insert("changeLog", {
+    userId,
+    seq,
+    kind: change.kind,
+    ...(change.fromMs !== undefined ? { fromMs: change.fromMs } : {}),
+    ...(change.toMs !== undefined ? { toMs: change.toMs } : {}),
+    count: change.count,
+    status: "pending",
+    attempts: 0,
+    createdAtMs: Date.now(),
+  });
+  return seq;
+}
+
+/** True when `userId` has a pending change with `seq > afterSeq`. */
+export async function hasPendingChangeAfter(
+  ctx: QueryCtx,
+  userId: string,
+  afterSeq: number,
+): Promise<boolean> {
+  const row = await ctx.db
+    .query("changeLog")
+    .withIndex("by_status_and_user", (q) =>
+      q.eq("status", "pending").eq("userId", userId).gt("seq", afterSeq),
+    )
+    .first();
+  return row !== null;
+}
+
+/** Count a user's pending changes, stopping at `cap`. */
+export async function countPendingChanges(
+  ctx: QueryCtx,
+  userId: string,
+  cap: number,
+): Promise<number> {
+  const rows = await ctx.db
+    .query("changeLog")
+    .withIndex("by_status_and_user", (q) => q.eq("status", "pending").eq("userId", userId))
+    .take(cap);
+  return rows.length;
+}

@@ -1,0 +1,89 @@
+/**
+ * Tables of the watch-history analytics backend. The contract is
+ * `docs/architecture.md` ("Tables"); change both together.
+ */
+import { defineSchema, defineTable } from "convex/server";
+import { v } from "convex/values";
+import {
+  vAggregationType,
+  vChangeKind,
+  vChangeStatus,
+  vEventFlag,
+  vEventKind,
+  vFilters,
+  vProduct,
+  vSource,
+} from "./validators";
+
+export default defineSchema({
+  /** One document per view. `dedupeKey` is computed server-side (see `watchEvents.ts`). */
+  watchEvents: defineTable({
+    userId: v.string(),
+    watchedAtMs: v.number(),
+    kind: vEventKind,
+    product: vProduct,
+    videoId: v.optional(v.string()),
+    title: v.optional(v.string()),
+    channelId: v.optional(v.string()),
+    channelName: v.optional(v.string()),
+    source: vSource,
+    flags: v.optional(v.array(vEventFlag)),
+    dedupeKey: v.string(),
+  })
+    .index("by_user_and_watchedAt", ["userId", "watchedAtMs"])
+    .index("by_user_and_dedupeKey", ["userId", "dedupeKey"]),
+
+  /** The transactional outbox: one row per write to a user's watch data or settings. */
+  changeLog: defineTable({
+    userId: v.string(),
+    seq: v.number(),
+    kind: vChangeKind,
+    fromMs: v.optional(v.number()),
+    toMs: v.optional(v.number()),
+    count: v.number(),
+    status: vChangeStatus,
+    attempts: v.number(),
+    error: v.optional(v.string()),
+    createdAtMs: v.number(),
+    processedAtMs: v.optional(v.number()),
+  })
+    .index("by_status_and_user", ["status", "userId", "seq"])
+    .index("by_user_and_seq", ["userId", "seq"]),
+
+  /** Per-user state: settings, change sequence counters and the worker lease. */
+  users: defineTable({
+    userId: v.string(),
+    timeZone: v.string(),
+    lastSeq: v.number(),
+    ackedSeq: v.number(),
+    leaseOwner: v.optional(v.string()),
+    leaseExpiresAtMs: v.optional(v.number()),
+    eventCount: v.number(),
+  }).index("by_userId", ["userId"]),
+
+  /** Materialized aggregates written by the worker behind the write guard. */
+  aggregations: defineTable({
+    userId: v.string(),
+    type: vAggregationType,
+    filterKey: v.string(),
+    data: v.any(),
+    watermark: v.number(),
+    computedAtMs: v.number(),
+    definitionVersion: v.number(),
+    validUntilMs: v.optional(v.number()),
+  })
+    .index("by_user_type_filter", ["userId", "type", "filterKey"])
+    .index("by_user_filter", ["userId", "filterKey"])
+    .index("by_validUntil", ["validUntilMs"]),
+
+  /** On-demand filter sets the worker keeps computed until `expiresAtMs`. */
+  filterInterests: defineTable({
+    userId: v.string(),
+    filterKey: v.string(),
+    filters: vFilters,
+    lastRequestedAtMs: v.number(),
+    expiresAtMs: v.number(),
+  })
+    .index("by_user_filter", ["userId", "filterKey"])
+    .index("by_expiresAt", ["expiresAtMs"]),
+});
