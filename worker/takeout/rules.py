@@ -136,7 +136,7 @@ def is_google_redirect(url: str) -> bool:
 
 
 def product_of(header: str | None, url: str | None) -> Product:
-    """Return ``youtube_music`` for header "YouTube Music" or host music.youtube.com (§2), else ``youtube``."""
+    """Return ``youtube_music`` for header "YouTube Music" or host music.youtube.com (§2), else youtube."""
     if header is not None and header.strip() == MUSIC_HEADER:
         return "youtube_music"
     if url is not None and is_music_url(url):
