@@ -22,6 +22,7 @@ import type * as settings from "../settings.js";
 import type * as users from "../users.js";
 import type * as validators from "../validators.js";
 import type * as watchEvents from "../watchEvents.js";
+import type * as worker from "../worker.js";
 
 /**
  * A utility for referencing Convex functions in your app's API.
@@ -41,6 +42,7 @@ declare const fullApi: ApiFromModules<{
   users: typeof users;
   validators: typeof validators;
   watchEvents: typeof watchEvents;
+  worker: typeof worker;
 }>;
 export declare const api: FilterApi<
   typeof fullApi,

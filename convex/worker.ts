@@ -1,0 +1,540 @@
+/**
+ * The worker's side of the outbox (admin key only): watch pending changes,
+ * claim a user under a lease, read their views, store aggregates behind the
+ * write guard, then acknowledge (or fail) the consumed changes.
+ */
+import { paginationOptsValidator, type PaginationOptions } from "convex/server";
+import { v } from "convex/values";
+import type { Doc } from "./_generated/dataModel";
+import {
+  internalMutation,
+  internalQuery,
+  type MutationCtx,
+  type QueryCtx,
+} from "./_generated/server";
+import { appendChange, hasPendingChangeAfter } from "./changeLog";
+import { appError, requireInteger } from "./errors";
+import { ensureUser, getUser, requireUserIdArg } from "./users";
+import {
+  vAggregationResult,
+  vChangeEntry,
+  vFilters,
+  vPendingChange,
+  vWatchEventOutput,
+  type AggregationResult,
+  type ChangeEntry,
+  type ChangeKind,
+  type Filters,
+  type PendingChange,
+  type WatchEventOutput,
+} from "./validators";
+
+/** Default and maximum `limit` of `pendingChanges`. */
+export const PENDING_DEFAULT_LIMIT = 500;
+export const PENDING_MAX_LIMIT = 2000;
+/** Longest accepted lease, in ms (1 h). */
+export const MAX_LEASE_MS = 60 * 60 * 1000;
+/** `claimUser` returns pending changes one by one up to this many, coalesced beyond. */
+export const CLAIM_MAX_CHANGES = 1000;
+/** Most pending rows `claimUser` reads (and `ackChanges`/`failChanges` update) per call. */
+export const CHANGE_ROWS_PER_CALL = 8000;
+/** Most active filter interests returned by `claimUser`. */
+export const CLAIM_MAX_INTERESTS = 200;
+/** Largest `paginationOpts.numItems` accepted by `listEvents`. */
+export const LIST_EVENTS_MAX_PAGE = 4000;
+/** Most results per `storeAggregations` call. */
+export const STORE_MAX_RESULTS = 50;
+/** Longest accepted `filterKey`, in characters. */
+export const MAX_FILTER_KEY_LENGTH = 16_384;
+/** A change failed this many times becomes `"failed"` (dead letter). */
+export const MAX_ATTEMPTS = 5;
+/** Longest stored error text, in characters (longer is truncated). */
+export const MAX_ERROR_LENGTH = 2000;
+/** Default and maximum `limit` of `enqueueExpired` (users). */
+export const EXPIRED_DEFAULT_LIMIT = 100;
+export const EXPIRED_MAX_LIMIT = 1000;
+/** Most expired aggregation rows `enqueueExpired` scans per call. */
+export const EXPIRED_SCAN_ROWS = 4000;
+/** Longest accepted worker id, in characters. */
+export const MAX_WORKER_ID_LENGTH = 256;
+
+function requireWorkerId(workerId: string): string {
+  if (workerId.length === 0 || workerId.length > MAX_WORKER_ID_LENGTH) {
+    throw appError(
+      "INVALID_ARGUMENT",
+      `workerId must be 1-${MAX_WORKER_ID_LENGTH} characters, got ${workerId.length}`,
+      { field: "workerId" },
+    );
+  }
+  return workerId;
+}
+
+function toEntry(row: Doc<"changeLog">): ChangeEntry {
+  return {
+    seq: row.seq,
+    kind: row.kind,
+    ...(row.fromMs !== undefined ? { fromMs: row.fromMs } : {}),
+    ...(row.toMs !== undefined ? { toMs: row.toMs } : {}),
+    count: row.count,
+  };
+}
+
+/**
+ * Merge change rows into one entry per kind: `seq` is the kind's highest seq,
+ * `count` the sum, the range the union (absent when any row covers the whole
+ * history). Entries are returned in `seq` order.
+ */
+export function coalesceChanges(rows: readonly Doc<"changeLog">[]): ChangeEntry[] {
+  const byKind = new Map<ChangeKind, ChangeEntry & { whole: boolean }>();
+  for (const row of rows) {
+    const whole = row.fromMs === undefined || row.toMs === undefined;
+    const prev = byKind.get(row.kind);
+    if (prev === undefined) {
+      byKind.set(row.kind, { ...toEntry(row), whole });
+      continue;
+    }
+    prev.seq = Math.max(prev.seq, row.seq);
+    prev.count += row.count;
+    prev.whole = prev.whole || whole;
+    if (!prev.whole && row.fromMs !== undefined && row.toMs !== undefined) {
+      prev.fromMs = Math.min(prev.fromMs ?? row.fromMs, row.fromMs);
+      prev.toMs = Math.max(prev.toMs ?? row.toMs, row.toMs);
+    }
+  }
+  return [...byKind.values()]
+    .map(({ whole, ...entry }) => {
+      if (whole) {
+        delete entry.fromMs;
+        delete entry.toMs;
+      }
+      return entry;
+    })
+    .sort((a, b) => a.seq - b.seq);
+}
+
+/** Handler of `worker:pendingChanges`. */
+export async function pendingChangesHandler(
+  ctx: QueryCtx,
+  args: { limit?: number },
+): Promise<PendingChange[]> {
+  const limit = args.limit ?? PENDING_DEFAULT_LIMIT;
+  requireInteger(limit, "limit", 1, PENDING_MAX_LIMIT);
+  const rows = await ctx.db
+    .query("changeLog")
+    .withIndex("by_status_and_user", (q) => q.eq("status", "pending"))
+    .take(limit);
+  return rows.map((row) => ({ userId: row.userId, ...toEntry(row) }));
+}
+
+export interface ClaimResult {
+  granted: boolean;
+  leaseOwner: string;
+  leaseExpiresAtMs: number;
+  timeZone: string;
+  lastSeq: number;
+  changes: ChangeEntry[];
+  interests: Filters[];
+}
+
+/** Handler of `worker:claimUser`. */
+export async function claimUserHandler(
+  ctx: MutationCtx,
+  args: { userId: string; workerId: string; leaseMs: number },
+): Promise<ClaimResult> {
+  const userId = requireUserIdArg(args.userId);
+  const workerId = requireWorkerId(args.workerId);
+  requireInteger(args.leaseMs, "leaseMs", 1, MAX_LEASE_MS);
+  const nowMs = Date.now();
+  const user = await ensureUser(ctx, userId);
+  const free =
+    user.leaseOwner === undefined ||
+    user.leaseExpiresAtMs === undefined ||
+    user.leaseExpiresAtMs <= nowMs ||
+    user.leaseOwner === workerId;
+  if (!free) {
+    return {
+      granted: false,
+      leaseOwner: user.leaseOwner ?? "",
+      leaseExpiresAtMs: user.leaseExpiresAtMs ?? 0,
+      timeZone: user.timeZone,
+      lastSeq: user.lastSeq,
+      changes: [],
+      interests: [],
+    };
+  }
+  const leaseExpiresAtMs = nowMs + args.leaseMs;
+  await ctx.db.patch(user._id, { leaseOwner: workerId, leaseExpiresAtMs });
+
+  const rows = await ctx.db
+    .query("changeLog")
+    .withIndex("by_status_and_user", (q) =>
+      q.eq("status", "pending").eq("userId", userId).lte("seq", user.lastSeq),
+    )
+    .take(CHANGE_ROWS_PER_CALL);
+  const changes = rows.length <= CLAIM_MAX_CHANGES ? rows.map(toEntry) : coalesceChanges(rows);
+
+  const interestRows = await ctx.db
+    .query("filterInterests")
+    .withIndex("by_user_filter", (q) => q.eq("userId", userId))
+    .take(CLAIM_MAX_INTERESTS * 4);
+  const interests = interestRows
+    .filter((row) => row.expiresAtMs > nowMs)
+    .slice(0, CLAIM_MAX_INTERESTS)
+    .map((row) => row.filters);
+
+  return {
+    granted: true,
+    leaseOwner: workerId,
+    leaseExpiresAtMs,
+    timeZone: user.timeZone,
+    lastSeq: user.lastSeq,
+    changes,
+    interests,
+  };
+}
+
+export interface EventPage {
+  page: WatchEventOutput[];
+  isDone: boolean;
+  continueCursor: string;
+}
+
+/** Handler of `worker:listEvents`. */
+export async function listEventsHandler(
+  ctx: QueryCtx,
+  args: { userId: string; fromMs?: number; toMs?: number; paginationOpts: PaginationOptions },
+): Promise<EventPage> {
+  const userId = requireUserIdArg(args.userId);
+  requireInteger(args.paginationOpts.numItems, "paginationOpts.numItems", 1, LIST_EVENTS_MAX_PAGE);
+  const { fromMs, toMs } = args;
+  const result = await ctx.db
+    .query("watchEvents")
+    .withIndex("by_user_and_watchedAt", (q) => {
+      const byUser = q.eq("userId", userId);
+      const lower = fromMs !== undefined ? byUser.gte("watchedAtMs", fromMs) : byUser;
+      return toMs !== undefined ? lower.lte("watchedAtMs", toMs) : lower;
+    })
+    .paginate(args.paginationOpts);
+  return {
+    page: result.page.map((row) => ({
+      watchedAtMs: row.watchedAtMs,
+      kind: row.kind,
+      product: row.product,
+      ...(row.videoId !== undefined ? { videoId: row.videoId } : {}),
+      ...(row.title !== undefined ? { title: row.title } : {}),
+      ...(row.channelId !== undefined ? { channelId: row.channelId } : {}),
+      ...(row.channelName !== undefined ? { channelName: row.channelName } : {}),
+      ...(row.flags !== undefined ? { flags: row.flags } : {}),
+    })),
+    isDone: result.isDone,
+    continueCursor: result.continueCursor,
+  };
+}
+
+export interface StoreResult {
+  written: number;
+  unchanged: number;
+  skippedStale: number;
+}
+
+/** Handler of `worker:storeAggregations` (the write guard; see the JSDoc of the function). */
+export async function storeAggregationsHandler(
+  ctx: MutationCtx,
+  args: { userId: string; watermark: number; computedAtMs: number; results: AggregationResult[] },
+): Promise<StoreResult> {
+  const userId = requireUserIdArg(args.userId);
+  const { watermark, computedAtMs } = args;
+  if (args.results.length > STORE_MAX_RESULTS) {
+    throw appError(
+      "INVALID_ARGUMENT",
+      `results has ${args.results.length} entries; at most ${STORE_MAX_RESULTS} per call are allowed`,
+      { field: "results" },
+    );
+  }
+  requireInteger(watermark, "watermark", 0);
+  requireInteger(computedAtMs, "computedAtMs", 0);
+  const user = await getUser(ctx, userId);
+  const lastSeq = user?.lastSeq ?? 0;
+  if (watermark > lastSeq) {
+    throw appError(
+      "INVALID_ARGUMENT",
+      `watermark ${watermark} is ahead of the user's last change seq ${lastSeq}`,
+      { field: "watermark" },
+    );
+  }
+  args.results.forEach((result, index) => {
+    requireInteger(result.definitionVersion, `results[${index}].definitionVersion`, 0);
+    if (result.filterKey.length === 0 || result.filterKey.length > MAX_FILTER_KEY_LENGTH) {
+      throw appError(
+        "INVALID_ARGUMENT",
+        `results[${index}].filterKey must be 1-${MAX_FILTER_KEY_LENGTH} characters`,
+        { field: "filterKey", index },
+      );
+    }
+    if (result.validUntilMs !== undefined && !Number.isFinite(result.validUntilMs)) {
+      throw appError("INVALID_ARGUMENT", `results[${index}].validUntilMs must be finite`, {
+        field: "validUntilMs",
+        index,
+      });
+    }
+  });
+
+  const outcome: StoreResult = { written: 0, unchanged: 0, skippedStale: 0 };
+  for (const result of args.results) {
+    const old = await ctx.db
+      .query("aggregations")
+      .withIndex("by_user_type_filter", (q) =>
+        q.eq("userId", userId).eq("type", result.type).eq("filterKey", result.filterKey),
+      )
+      .unique();
+    const doc = {
+      userId,
+      type: result.type,
+      filterKey: result.filterKey,
+      data: result.data,
+      watermark,
+      computedAtMs,
+      definitionVersion: result.definitionVersion,
+      ...(result.validUntilMs !== undefined ? { validUntilMs: result.validUntilMs } : {}),
+    };
+    if (old === null) {
+      await ctx.db.insert("aggregations", doc);
+      outcome.written++;
+    } else if (watermark < old.watermark) {
+      outcome.skippedStale++;
+    } else if (
+      watermark === old.watermark &&
+      computedAtMs <= old.computedAtMs &&
+      result.definitionVersion <= old.definitionVersion
+    ) {
+      outcome.unchanged++;
+    } else {
+      await ctx.db.replace(old._id, doc);
+      outcome.written++;
+    }
+  }
+  return outcome;
+}
+
+async function pendingUpTo(
+  ctx: QueryCtx,
+  userId: string,
+  upToSeq: number,
+): Promise<Doc<"changeLog">[]> {
+  return await ctx.db
+    .query("changeLog")
+    .withIndex("by_status_and_user", (q) =>
+      q.eq("status", "pending").eq("userId", userId).lte("seq", upToSeq),
+    )
+    .take(CHANGE_ROWS_PER_CALL);
+}
+
+/** Handler of `worker:ackChanges`. */
+export async function ackChangesHandler(
+  ctx: MutationCtx,
+  args: { userId: string; workerId: string; upToSeq: number },
+): Promise<{ acked: number }> {
+  const userId = requireUserIdArg(args.userId);
+  const workerId = requireWorkerId(args.workerId);
+  requireInteger(args.upToSeq, "upToSeq", 0);
+  const user = await getUser(ctx, userId);
+  if (user === null) return { acked: 0 };
+  const nowMs = Date.now();
+  const rows = await pendingUpTo(ctx, userId, args.upToSeq);
+  for (const row of rows) {
+    await ctx.db.patch(row._id, { status: "done", processedAtMs: nowMs });
+  }
+  const coveredSeq =
+    rows.length < CHANGE_ROWS_PER_CALL
+      ? Math.min(args.upToSeq, user.lastSeq)
+      : rows[rows.length - 1].seq;
+  const ours = user.leaseOwner === workerId;
+  await ctx.db.patch(user._id, {
+    ackedSeq: Math.max(user.ackedSeq, coveredSeq),
+    ...(ours ? { leaseOwner: undefined, leaseExpiresAtMs: undefined } : {}),
+  });
+  return { acked: rows.length };
+}
+
+/** Handler of `worker:failChanges`. */
+export async function failChangesHandler(
+  ctx: MutationCtx,
+  args: { userId: string; workerId: string; upToSeq: number; error: string },
+): Promise<{ failed: number; deadLettered: number }> {
+  const userId = requireUserIdArg(args.userId);
+  const workerId = requireWorkerId(args.workerId);
+  requireInteger(args.upToSeq, "upToSeq", 0);
+  const user = await getUser(ctx, userId);
+  if (user === null) return { failed: 0, deadLettered: 0 };
+  const nowMs = Date.now();
+  const error = args.error.slice(0, MAX_ERROR_LENGTH);
+  const rows = await pendingUpTo(ctx, userId, args.upToSeq);
+  let deadLettered = 0;
+  for (const row of rows) {
+    const attempts = row.attempts + 1;
+    if (attempts >= MAX_ATTEMPTS) {
+      deadLettered++;
+      await ctx.db.patch(row._id, { attempts, error, status: "failed", processedAtMs: nowMs });
+    } else {
+      await ctx.db.patch(row._id, { attempts, error });
+    }
+  }
+  if (user.leaseOwner === workerId) {
+    await ctx.db.patch(user._id, { leaseOwner: undefined, leaseExpiresAtMs: undefined });
+  }
+  return { failed: rows.length, deadLettered };
+}
+
+/** Handler of `worker:enqueueExpired`. */
+export async function enqueueExpiredHandler(
+  ctx: MutationCtx,
+  args: { nowMs: number; limit?: number },
+): Promise<{ enqueued: number }> {
+  const { nowMs } = args;
+  if (!Number.isFinite(nowMs)) {
+    throw appError("INVALID_ARGUMENT", "nowMs must be a finite epoch-ms number", { field: "nowMs" });
+  }
+  const limit = args.limit ?? EXPIRED_DEFAULT_LIMIT;
+  requireInteger(limit, "limit", 1, EXPIRED_MAX_LIMIT);
+  const expired = await ctx.db
+    .query("aggregations")
+    .withIndex("by_validUntil", (q) =>
+      q.gte("validUntilMs", Number.MIN_SAFE_INTEGER).lte("validUntilMs", nowMs),
+    )
+    .take(EXPIRED_SCAN_ROWS);
+  const seen = new Set<string>();
+  let enqueued = 0;
+  for (const row of expired) {
+    if (enqueued >= limit) break;
+    if (seen.has(row.userId)) continue;
+    seen.add(row.userId);
+    if (await hasPendingChangeAfter(ctx, row.userId, 0)) continue;
+    const user = await getUser(ctx, row.userId);
+    await appendChange(ctx, row.userId, { kind: "expiry", count: user?.eventCount ?? 0 });
+    enqueued++;
+  }
+  return { enqueued };
+}
+
+/**
+ * Pending change-log rows, at most `limit` (default 500, max 2000) (worker
+ * subscription). Order: by `userId`, then `seq` ascending (index
+ * `by_status_and_user`), i.e. oldest first within each user; read-only and
+ * cheap (one index range of `limit` rows), so it is a good subscription target.
+ *
+ * @throws ConvexError `INVALID_ARGUMENT` for a bad `limit`.
+ */
+export const pendingChanges = internalQuery({
+  args: { limit: v.optional(v.number()) },
+  returns: v.array(vPendingChange),
+  handler: pendingChangesHandler,
+});
+
+/**
+ * Take (or renew) the per-user lease and return what to recompute (worker).
+ *
+ * Granted when no lease is held, it has expired, or `workerId` already holds it
+ * (renewal); the lease then lasts `leaseMs` (1 ms-1 h) from now. On grant,
+ * returns the user's time zone, `lastSeq`, pending changes with `seq ≤ lastSeq`
+ * in seq order, and the filter sets of non-expired `filterInterests` (≤ 200).
+ * Up to 1000 pending rows are returned one by one; beyond that (reading at most
+ * 8000) they are coalesced to one entry per kind (highest seq, summed count,
+ * union of ranges, range absent when any row covers the whole history). Ack
+ * with `upToSeq` = the highest returned seq. When denied, `changes` and
+ * `interests` are empty and `leaseOwner`/`leaseExpiresAtMs` describe the holder.
+ */
+export const claimUser = internalMutation({
+  args: { userId: v.string(), workerId: v.string(), leaseMs: v.number() },
+  returns: v.object({
+    granted: v.boolean(),
+    leaseOwner: v.string(),
+    leaseExpiresAtMs: v.number(),
+    timeZone: v.string(),
+    lastSeq: v.number(),
+    changes: v.array(vChangeEntry),
+    interests: v.array(vFilters),
+  }),
+  handler: claimUserHandler,
+});
+
+/**
+ * One page of `userId`'s views in `watchedAtMs` order, optionally limited to
+ * `fromMs <= watchedAtMs <= toMs` (epoch ms, inclusive) (worker). Pass
+ * `continueCursor` back until `isDone`. `numItems` at most 4000. Rows carry
+ * only the fields the aggregation needs (no ids, `source` or `dedupeKey`).
+ */
+export const listEvents = internalQuery({
+  args: {
+    userId: v.string(),
+    fromMs: v.optional(v.number()),
+    toMs: v.optional(v.number()),
+    paginationOpts: paginationOptsValidator,
+  },
+  returns: v.object({
+    page: v.array(vWatchEventOutput),
+    isDone: v.boolean(),
+    continueCursor: v.string(),
+  }),
+  handler: listEventsHandler,
+});
+
+/**
+ * Store computed aggregates for `userId` behind the write guard (worker).
+ *
+ * For each result, with the stored row `old` of the same (userId, type,
+ * filterKey): skipped as stale when `watermark < old.watermark`; a no-op
+ * (`unchanged`) when `watermark == old.watermark`, `computedAtMs <=
+ * old.computedAtMs` and `definitionVersion <= old.definitionVersion`;
+ * otherwise replaced (`written`). Safe to retry (at-least-once). At most 50
+ * results per call; `watermark` must not exceed the user's `lastSeq`;
+ * `computedAtMs`/`validUntilMs` are epoch ms. `data` must be a valid Convex
+ * value (see docs/architecture.md).
+ */
+export const storeAggregations = internalMutation({
+  args: {
+    userId: v.string(),
+    watermark: v.number(),
+    computedAtMs: v.number(),
+    results: v.array(vAggregationResult),
+  },
+  returns: v.object({ written: v.number(), unchanged: v.number(), skippedStale: v.number() }),
+  handler: storeAggregationsHandler,
+});
+
+/**
+ * Mark `userId`'s pending changes with `seq ≤ upToSeq` done, raise `ackedSeq`
+ * and release the lease if `workerId` holds it (worker). Idempotent: a repeat
+ * finds no pending rows and acks 0. Updates at most 8000 rows per call.
+ */
+export const ackChanges = internalMutation({
+  args: { userId: v.string(), workerId: v.string(), upToSeq: v.number() },
+  returns: v.object({ acked: v.number() }),
+  handler: ackChangesHandler,
+});
+
+/**
+ * Record a failed attempt on `userId`'s pending changes with `seq ≤ upToSeq`
+ * and release the lease if `workerId` holds it (worker). Each call increments
+ * `attempts` and stores `error` (truncated to 2000 characters); a row reaching
+ * 5 attempts becomes `"failed"` (dead letter, no longer delivered). Returns
+ * the rows updated (`failed`) and those dead-lettered now. Not idempotent:
+ * call once per failed attempt.
+ */
+export const failChanges = internalMutation({
+  args: { userId: v.string(), workerId: v.string(), upToSeq: v.number(), error: v.string() },
+  returns: v.object({ failed: v.number(), deadLettered: v.number() }),
+  handler: failChangesHandler,
+});
+
+/**
+ * Append an `"expiry"` change (whole history) for up to `limit` users
+ * (default 100, max 1000) who have an aggregate with `validUntilMs ≤ nowMs`
+ * (epoch ms) and no pending change (worker, periodically). Idempotent until
+ * the worker catches up: a user with a pending change is skipped. Scans at
+ * most 4000 expired aggregate rows per call.
+ */
+export const enqueueExpired = internalMutation({
+  args: { nowMs: v.number(), limit: v.optional(v.number()) },
+  returns: v.object({ enqueued: v.number() }),
+  handler: enqueueExpiredHandler,
+});
