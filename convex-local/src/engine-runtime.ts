@@ -1,0 +1,348 @@
+/**
+ * Function runtime, run inside a worker thread: loads the functions directory into `convex-test`,
+ * executes queries/mutations/actions/HTTP actions on request, reports every committed transaction
+ * (with its writes) and every transaction start/end to the main thread (persistence, reactivity,
+ * execution-time watchdog).
+ */
+import { AsyncLocalStorage } from "node:async_hooks";
+import { pathToFileURL } from "node:url";
+import { join } from "node:path";
+import { inspect } from "node:util";
+import { parentPort } from "node:worker_threads";
+import { convexTest } from "convex-test";
+import { makeFunctionReference } from "convex/server";
+import { convexToJson, jsonToConvex, type Value } from "convex/values";
+import { listModuleFiles, isReservedModule } from "./modules.ts";
+import type { Caller, DbState, FromWorker, RunResult, ToWorker, UdfType } from "./protocol.ts";
+import {
+  checkValueLimits,
+  LimitError,
+  MAX_DOCUMENT_NESTING,
+  MAX_FUNCTION_VALUE_BYTES,
+} from "./values.ts";
+
+const port = parentPort;
+if (!port) throw new Error("engine-runtime must run in a worker thread");
+const post = (m: FromWorker): void => port.postMessage(m);
+
+/** Maximum log lines kept per execution, and bytes per line. */
+const MAX_LOG_LINES = 256;
+const MAX_LOG_LINE_BYTES = 4096;
+
+interface OpContext {
+  opId: number;
+  logs: string[];
+  logOverflow: boolean;
+  commitTs: bigint | null;
+  done: boolean;
+}
+const opStore = new AsyncLocalStorage<OpContext>();
+
+// ---- console capture -------------------------------------------------------------------------
+const LEVELS: Record<string, string> = { log: "LOG", info: "INFO", warn: "WARN", error: "ERROR", debug: "DEBUG" };
+const originalConsole = { ...console };
+for (const [method, level] of Object.entries(LEVELS)) {
+  (console as unknown as Record<string, (...a: unknown[]) => void>)[method] = (...args: unknown[]) => {
+    const ctx = opStore.getStore();
+    if (!ctx || ctx.done) {
+      originalConsole.error(`[${level}]`, ...args);
+      return;
+    }
+    if (ctx.logs.length >= MAX_LOG_LINES) {
+      ctx.logOverflow = true;
+      return;
+    }
+    let line = `[${level}] ${args.map((a) => inspect(a, { depth: 4, breakLength: Infinity })).join(" ")}`;
+    if (Buffer.byteLength(line) > MAX_LOG_LINE_BYTES) line = `${line.slice(0, MAX_LOG_LINE_BYTES - 20)} (truncated)`;
+    ctx.logs.push(line);
+  };
+}
+
+function finishLogs(ctx: OpContext): string[] {
+  ctx.done = true;
+  if (ctx.logOverflow) {
+    ctx.logs[MAX_LOG_LINES - 1] = `[WARN] Log overflow (maximum ${MAX_LOG_LINES} lines per execution). Remaining log lines omitted.`;
+  }
+  return ctx.logs;
+}
+
+// ---- convex-test setup -----------------------------------------------------------------------
+type AnyRecord = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+type TestAccessor = ReturnType<typeof convexTest>;
+
+let t: TestAccessor;
+let db: AnyRecord;
+let tm: AnyRecord;
+let functionsDir = "";
+const moduleLoaders = new Map<string, () => Promise<AnyRecord>>();
+const accessorCache = new Map<string, TestAccessor>();
+
+async function init(dir: string, state: DbState): Promise<bigint> {
+  functionsDir = dir;
+  const files = listModuleFiles(dir);
+  if (!files.some((f) => f.startsWith("_generated/"))) {
+    throw new Error(
+      `no _generated/ directory in ${dir}; create it with \`npx convex-local codegen --functions ${dir}\``,
+    );
+  }
+  const modules: Record<string, () => Promise<AnyRecord>> = {};
+  for (const f of files) {
+    const loader = () => import(pathToFileURL(join(dir, f)).href) as Promise<AnyRecord>;
+    modules[`./convex/${f}`] = loader;
+    moduleLoaders.set(f.replace(/\.[^./]+$/, ""), loader);
+  }
+  let schema: AnyRecord | undefined;
+  const schemaFile = files.find((f) => /^schema\.[a-z]+$/.test(f));
+  if (schemaFile) {
+    const mod = await import(pathToFileURL(join(dir, schemaFile)).href);
+    schema = mod.default;
+  }
+  t = convexTest({ schema: schema as never, modules: modules as never, transactionLimits: true });
+  // Capture convex-test's per-instance global state (database + transaction manager): it is
+  // entered through AsyncLocalStorage.run on every call of the accessor.
+  let captured: AnyRecord | undefined;
+  const origRun = AsyncLocalStorage.prototype.run;
+  AsyncLocalStorage.prototype.run = function (this: AsyncLocalStorage<unknown>, store: unknown, cb: any, ...rest: any[]) {
+    if (store && typeof store === "object" && "transactionManager" in store && "components" in store) {
+      captured = store as AnyRecord;
+    }
+    return origRun.call(this, store, cb, ...rest);
+  } as typeof origRun;
+  try {
+    await t.run(async () => null);
+  } finally {
+    AsyncLocalStorage.prototype.run = origRun;
+  }
+  if (!captured) throw new Error("could not attach to convex-test internals (unsupported convex-test version)");
+  db = captured.components[""].db;
+  tm = captured.transactionManager;
+  restore(state);
+  installHooks();
+  return tm._lastCommitTs as bigint;
+}
+
+function tableOf(id: string): string {
+  return id.replace(/^[0-9]+/, "");
+}
+
+function restore(state: DbState): void {
+  const docs: AnyRecord = {};
+  const tableIds = new Map<string, Set<string>>();
+  for (const json of state.documents) {
+    const doc = jsonToConvex(JSON.parse(json)) as AnyRecord;
+    const id = doc._id as string;
+    docs[id] = doc;
+    const table = tableOf(id);
+    let set = tableIds.get(table);
+    if (!set) tableIds.set(table, (set = new Set()));
+    set.add(id);
+  }
+  db._documents = docs;
+  db._tableIds = tableIds;
+  db._nextDocId = Math.max(db._nextDocId as number, state.nextDocId);
+  db._lastCreationTime = Math.max(db._lastCreationTime as number, state.lastCreationTime);
+  const lastTs = BigInt(state.lastTs);
+  if (lastTs > (tm._lastCommitTs as bigint)) tm._lastCommitTs = lastTs;
+}
+
+function installHooks(): void {
+  const origCommit = tm.commit.bind(tm);
+  tm.commit = (isNested: boolean) => {
+    if (isNested) return origCommit(isNested);
+    const pending: AnyRecord = db._writes[db._writes.length - 1] ?? {};
+    for (const [id, doc] of Object.entries(pending)) {
+      if (doc === null) continue;
+      checkValueLimits(convexToJson(doc as Value), `document ${id} in table '${tableOf(id)}'`, {
+        maxNesting: MAX_DOCUMENT_NESTING,
+        document: !tableOf(id).startsWith("_"),
+      });
+    }
+    const ts: bigint = origCommit(false);
+    const writes: [string, string | null][] = Object.keys(pending).map((id) => {
+      const doc = db._documents[id];
+      return [id, doc ? JSON.stringify(convexToJson(doc as Value)) : null];
+    });
+    const ctx = opStore.getStore();
+    if (ctx && !ctx.done) ctx.commitTs = ts;
+    post({
+      kind: "commit",
+      opId: ctx && !ctx.done ? ctx.opId : null,
+      ts: ts.toString(),
+      writes,
+      nextDocId: db._nextDocId as number,
+      lastCreationTime: db._lastCreationTime as number,
+    });
+    return ts;
+  };
+  const origBegin = tm.begin.bind(tm);
+  tm.begin = async (isNested: boolean, limits: unknown) => {
+    await origBegin(isNested, limits);
+    if (!isNested) {
+      const ctx = opStore.getStore();
+      post({ kind: "txBegin", opId: ctx && !ctx.done ? ctx.opId : null });
+    }
+  };
+  const origEnd = tm._endTransaction.bind(tm);
+  tm._endTransaction = (isNested: boolean) => {
+    origEnd(isNested);
+    if (!isNested) post({ kind: "txEnd" });
+  };
+}
+
+function accessorFor(caller: Caller): TestAccessor {
+  if (!caller.user) return t;
+  const key = JSON.stringify(caller.user);
+  let acc = accessorCache.get(key);
+  if (!acc) {
+    acc = t.withIdentity(caller.user as never) as TestAccessor;
+    if (accessorCache.size > 1000) accessorCache.clear();
+    accessorCache.set(key, acc);
+  }
+  return acc;
+}
+
+// ---- function resolution ---------------------------------------------------------------------
+class UserFacingError extends Error {}
+
+const TYPE_NAMES = { query: "Query", mutation: "Mutation", action: "Action" } as const;
+
+/** Canonical "module:export" from a client path ("mod", "mod:fn", "dir/mod.js:fn"). */
+export function canonicalPath(path: string): { modulePath: string; exportName: string; canonical: string } {
+  const idx = path.lastIndexOf(":");
+  let modulePath = idx === -1 ? path : path.slice(0, idx);
+  const exportName = idx === -1 ? "default" : path.slice(idx + 1);
+  modulePath = modulePath.replace(/\.(js|ts|mjs|jsx|tsx)$/, "").replace(/^\/+/, "");
+  return { modulePath, exportName, canonical: `${modulePath}:${exportName}` };
+}
+
+async function resolveFunction(
+  path: string,
+  requested: UdfType,
+  caller: Caller,
+): Promise<{ canonical: string; type: "query" | "mutation" | "action" }> {
+  const { modulePath, exportName, canonical } = canonicalPath(path);
+  const notFound = new UserFacingError(`Could not find public function for '${canonical}'.`);
+  if (!modulePath || !exportName || isReservedModule(modulePath)) throw notFound;
+  const loader = moduleLoaders.get(modulePath);
+  if (!loader) throw notFound;
+  let mod: AnyRecord;
+  try {
+    mod = await loader();
+  } catch (e) {
+    throw new UserFacingError(`Failed to load module '${modulePath}': ${(e as Error).message}`);
+  }
+  const fn = mod[exportName];
+  if (!fn || (typeof fn !== "function" && typeof fn !== "object")) throw notFound;
+  const type = fn.isQuery ? "query" : fn.isMutation ? "mutation" : fn.isAction ? "action" : null;
+  if (!type) throw notFound;
+  if (fn.isInternal === true && !caller.admin) throw notFound;
+  if (requested !== "any" && requested !== type) {
+    throw new UserFacingError(
+      `Trying to execute ${canonical} as ${TYPE_NAMES[requested]}, but it is defined as ${TYPE_NAMES[type]}.`,
+    );
+  }
+  return { canonical, type };
+}
+
+function requestId(): string {
+  return Array.from({ length: 16 }, () => Math.floor(Math.random() * 16).toString(16)).join("");
+}
+
+function errorResult(e: unknown, logs: string[]): RunResult {
+  const err = e as AnyRecord;
+  if (e instanceof UserFacingError) return { ok: false, errorMessage: err.message, logLines: logs };
+  const prefix = `[Request ID: ${requestId()}] Server Error`;
+  const isConvexError = err && (err.name === "ConvexError" || ("data" in err && err.data !== undefined));
+  if (isConvexError) {
+    let errorDataJson: string;
+    try {
+      errorDataJson = JSON.stringify(convexToJson(err.data as Value));
+    } catch {
+      errorDataJson = JSON.stringify(String(err.data));
+    }
+    return { ok: false, errorMessage: `${prefix}\nUncaught ConvexError: ${err.message}`, errorDataJson, logLines: logs };
+  }
+  const name = err?.name ?? "Error";
+  const message = err?.message ?? String(e);
+  const stack = typeof err?.stack === "string"
+    ? err.stack.split("\n")
+        .filter((l: string) => l.trim().startsWith("at ") && !l.includes("node_modules") && !l.includes("node:"))
+        .slice(0, 5)
+        .join("\n")
+    : "";
+  return {
+    ok: false,
+    errorMessage: `${prefix}\nUncaught ${name}: ${message}${stack ? `\n${stack}` : ""}`,
+    logLines: logs,
+  };
+}
+
+async function runFunction(msg: Extract<ToWorker, { kind: "run" }>): Promise<RunResult> {
+  const ctx: OpContext = { opId: msg.opId, logs: [], logOverflow: false, commitTs: null, done: false };
+  return opStore.run(ctx, async () => {
+    try {
+      const { canonical, type } = await resolveFunction(msg.path, msg.udfType, msg.caller);
+      const args = jsonToConvex(JSON.parse(msg.argsJson));
+      const acc = accessorFor(msg.caller) as unknown as Record<UdfType, (ref: unknown, args: unknown) => Promise<unknown>>;
+      const ref = makeFunctionReference(canonical);
+      const value = await acc[type](ref, args);
+      const encoded = convexToJson((value === undefined ? null : value) as Value);
+      const valueJson = JSON.stringify(encoded);
+      if (valueJson.length > MAX_FUNCTION_VALUE_BYTES) {
+        throw new LimitError(
+          `Function ${canonical} return value is too large (${valueJson.length} bytes > maximum ${MAX_FUNCTION_VALUE_BYTES} bytes)`,
+        );
+      }
+      checkValueLimits(encoded, `return value of ${canonical}`);
+      const ts = ctx.commitTs;
+      return { ok: true, valueJson, logLines: finishLogs(ctx), ts: ts === null ? null : ts.toString(), udfType: type };
+    } catch (e) {
+      return errorResult(e, finishLogs(ctx));
+    }
+  });
+}
+
+async function runHttp(msg: Extract<ToWorker, { kind: "http" }>): Promise<void> {
+  const ctx: OpContext = { opId: msg.opId, logs: [], logOverflow: false, commitTs: null, done: false };
+  await opStore.run(ctx, async () => {
+    try {
+      const acc = accessorFor(msg.caller);
+      const init: RequestInit = { method: msg.method, headers: msg.headers };
+      if (msg.body && msg.method !== "GET" && msg.method !== "HEAD") init.body = msg.body as unknown as BodyInit;
+      const res = await acc.fetch(msg.url, init);
+      const body = new Uint8Array(await res.arrayBuffer());
+      const headers: [string, string][] = [];
+      res.headers.forEach((v, k) => headers.push([k, v]));
+      for (const line of finishLogs(ctx)) originalConsole.error(line);
+      post({ kind: "httpResult", opId: msg.opId, result: { status: res.status, headers, body } });
+    } catch (e) {
+      const r = errorResult(e, finishLogs(ctx));
+      const text = r.ok ? "" : r.errorMessage;
+      post({
+        kind: "httpResult",
+        opId: msg.opId,
+        result: { status: 500, headers: [["content-type", "text/plain"]], body: new TextEncoder().encode(text) },
+      });
+    }
+  });
+}
+
+// Queries and mutations are serialized by convex-test; actions run concurrently.
+port.on("message", (msg: ToWorker) => {
+  if (msg.kind === "init") {
+    init(msg.functionsDir, msg.state).then(
+      (ts) => post({ kind: "ready", lastTs: ts.toString() }),
+      (e: Error) => post({ kind: "initError", message: e?.stack ?? String(e) }),
+    );
+  } else if (msg.kind === "run") {
+    runFunction(msg).then((result) => post({ kind: "result", opId: msg.opId, result }));
+  } else if (msg.kind === "http") {
+    void runHttp(msg);
+  }
+});
+
+process.on("unhandledRejection", (e) => {
+  originalConsole.error("convex-local runtime: unhandled rejection:", e);
+});
+
+export { functionsDir };
