@@ -1,0 +1,250 @@
+"""Channel aggregations: channel_metrics, channel_relationships, channel_evolution. Pure: no I/O.
+
+Definitions: docs/aggregations.md. Channel order everywhere: views desc, then channel id asc.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from worker.aggregation.common import Output, change, channel_name, month_axis, num, per_month, ratio
+from worker.aggregation.frame import IntArray
+from worker.aggregation.slices import Slice
+from worker.aggregation.timeframes import month_label
+
+__all__ = ["channel_metrics", "channel_relationships", "channel_evolution", "trend_label"]
+
+
+def _first_last(codes: IntArray, ts: IntArray, n_channels: int) -> tuple[IntArray, IntArray]:
+    """Return the first and last view instant per channel (codes ≥ 0; ts sorted ascending)."""
+    first = np.zeros(n_channels, dtype=np.int64)
+    last = np.zeros(n_channels, dtype=np.int64)
+    if codes.size:
+        u, i = np.unique(codes, return_index=True)
+        first[u] = ts[i]
+        u, j = np.unique(codes[::-1], return_index=True)
+        last[u] = ts[::-1][j]
+    return first, last
+
+
+def channel_metrics(s: Slice) -> Output:
+    """Per-channel metrics for the top ``channel_metrics_cap`` channels of the slice.
+
+    Shape: ``{channelCount, channels[{channelId, channelName, views, share, firstViewMs, lastViewMs,
+    firstSeenMs, activeMonths, viewsPerActiveMonth, loyaltyScore, peakHour, peakWeekday, isNew,
+    coWatched[{channelId, channelName, coSessions}]}], cap, truncated, recentDays}``.
+    ``loyaltyScore = activeMonths / monthsSinceFirstView`` where monthsSinceFirstView counts local
+    months from the channel's first month in the slice to the current month (inclusive), in [0, 1].
+    ``isNew``: the channel's first view over the whole history is within the last ``recent_days``
+    local days (time-relative: changes at the next local midnight). Peak hour/weekday: local, ties →
+    the smallest. ``coWatched``: channels sharing the most sessions (coSessions desc, id asc).
+    """
+    frame, opts, clock = s.frame, s.options, s.clock
+    n_channels = len(frame.channel_ids)
+    cap = opts.channel_metrics_cap
+    ranking = s.channel_ranking
+    top = ranking[:cap]
+    ch = s.channel
+    has = ch >= 0
+    codes, ts, month = ch[has], s.ts[has], s.month[has]
+    first, last = _first_last(codes, ts, n_channels)
+    rank_of = np.full(n_channels, -1, dtype=np.int64)
+    rank_of[top] = np.arange(top.size)
+    k = int(top.size)
+    rows: list[dict[str, Any]] = []
+    if k:
+        r = rank_of[codes]
+        sel = r >= 0
+        r, m = r[sel], month[sel]
+        m0 = int(m.min())
+        width = int(m.max()) - m0 + 1
+        active = np.bincount(np.unique(r * width + (m - m0)) // width, minlength=k)
+        first_month = np.full(k, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first_month, r, m)
+        end_month = max(clock.month, int(s.month.max()))
+        hours = np.bincount(r * 24 + s.hour[has][sel], minlength=k * 24).reshape(k, 24)
+        weekdays = np.bincount(r * 7 + s.weekday[has][sel], minlength=k * 7).reshape(k, 7)
+        co = _co_watched(s, rank_of, k)
+        for i, code in enumerate(top.tolist()):
+            views = int(s.channel_views[code])
+            months_since = end_month - int(first_month[i]) + 1
+            rows.append(
+                {
+                    "channelId": frame.channel_ids[code],
+                    "channelName": channel_name(frame, code),
+                    "views": views,
+                    "share": ratio(views, s.n),
+                    "firstViewMs": int(first[code]),
+                    "lastViewMs": int(last[code]),
+                    "firstSeenMs": int(frame.channel_first_ms[code]),
+                    "activeMonths": int(active[i]),
+                    "viewsPerActiveMonth": ratio(views, int(active[i])),
+                    "loyaltyScore": ratio(int(active[i]), months_since),
+                    "peakHour": int(np.argmax(hours[i])),
+                    "peakWeekday": int(np.argmax(weekdays[i])),
+                    "isNew": bool(frame.channel_first_ms[code] >= clock.recent_start_ms),
+                    "coWatched": co[i],
+                }
+            )
+    data: dict[str, Any] = {
+        "channelCount": int(ranking.size),
+        "channels": rows,
+        "cap": cap,
+        "truncated": bool(ranking.size > cap),
+        "recentDays": opts.recent_days,
+    }
+    return data, "day"
+
+
+def _co_watched(s: Slice, rank_of: IntArray, k: int) -> list[list[dict[str, Any]]]:
+    frame = s.frame
+    per = s.options.co_watched_per_channel
+    out: list[list[dict[str, Any]]] = [[] for _ in range(k)]
+    co = s.co_sessions
+    if per == 0 or co.pair_a.size == 0:
+        return out
+    x = np.concatenate((co.pair_a, co.pair_b))
+    y = np.concatenate((co.pair_b, co.pair_a))
+    cnt = np.concatenate((co.pair_sessions, co.pair_sessions))
+    rx = rank_of[x]
+    sel = rx >= 0
+    x, y, cnt, rx = x[sel], y[sel], cnt[sel], rx[sel]
+    order = np.lexsort((y, -cnt, rx))
+    rx, y, cnt = rx[order], y[order], cnt[order]
+    starts = np.searchsorted(rx, np.arange(k), side="left")
+    for i in range(k):
+        j = int(starts[i])
+        while j < rx.size and rx[j] == i and j - int(starts[i]) < per:
+            code = int(y[j])
+            out[i].append(
+                {
+                    "channelId": frame.channel_ids[code],
+                    "channelName": channel_name(frame, code),
+                    "coSessions": int(cnt[j]),
+                }
+            )
+            j += 1
+    return out
+
+
+def channel_relationships(s: Slice) -> Output:
+    """Channel pairs watched in the same session.
+
+    Shape: ``{sessionCount, multiChannelSessions, cappedSessions, maxChannelsPerSession, minCoSessions,
+    pairCount, pairs[{channelAId, channelAName, channelBId, channelBName, coSessions, jaccard}], cap,
+    truncated}``; ``channelAId < channelBId``; ``jaccard = co / (sessionsA + sessionsB − co)`` over
+    sessions; pairs with ``coSessions >= minCoSessions``, ordered coSessions desc, then A id, B id asc.
+    """
+    frame, opts = s.frame, s.options
+    co = s.co_sessions
+    keep = co.pair_sessions >= opts.min_co_sessions
+    a, b, cnt = co.pair_a[keep], co.pair_b[keep], co.pair_sessions[keep]
+    order = np.lexsort((b, a, -cnt))
+    rows: list[dict[str, Any]] = []
+    for j in order[: opts.pairs_cap].tolist():
+        ca, cb, c = int(a[j]), int(b[j]), int(cnt[j])
+        union = int(co.sessions_with[ca]) + int(co.sessions_with[cb]) - c
+        rows.append(
+            {
+                "channelAId": frame.channel_ids[ca],
+                "channelAName": channel_name(frame, ca),
+                "channelBId": frame.channel_ids[cb],
+                "channelBName": channel_name(frame, cb),
+                "coSessions": c,
+                "jaccard": ratio(c, union),
+            }
+        )
+    data: dict[str, Any] = {
+        "sessionCount": s.sessions.count,
+        "multiChannelSessions": co.multi_channel_sessions,
+        "cappedSessions": co.capped_sessions,
+        "maxChannelsPerSession": opts.max_channels_per_session,
+        "minCoSessions": opts.min_co_sessions,
+        "pairCount": int(cnt.size),
+        "pairs": rows,
+        "cap": opts.pairs_cap,
+        "truncated": bool(cnt.size > opts.pairs_cap),
+    }
+    return data, "window"
+
+
+def trend_label(recent: int, previous: int, is_new: bool, ratio_threshold: float) -> str:
+    """Classify a recent-vs-previous count pair.
+
+    Returns:
+        ``"new"`` when ``is_new``; ``"dormant"`` when both are 0; ``"rising"`` when
+        recent ≥ previous × (1 + r) (previous 0 and recent > 0 included); ``"declining"`` when
+        recent ≤ previous × (1 − r); ``"stable"`` otherwise.
+    """
+    if is_new:
+        return "new"
+    if recent == 0 and previous == 0:
+        return "dormant"
+    if recent >= previous * (1 + ratio_threshold):
+        return "rising"
+    if recent <= previous * (1 - ratio_threshold):
+        return "declining"
+    return "stable"
+
+
+def recent_windows(s: Slice) -> tuple[int, int, int]:
+    """Return (previous start, recent start, current) month indices of the trend windows."""
+    t = s.options.trend_months
+    current = s.clock.month
+    return current - 2 * t + 1, current - t + 1, current
+
+
+def channel_evolution(s: Slice) -> Output:
+    """Monthly views of the top ``top_n`` channels of the slice, with a trend label each.
+
+    Shape: ``{months["YYYY-MM"…], channels[{channelId, channelName, views, monthlyViews[…],
+    recentViews, previousViews, change, trend}], trendWindow{previousStartMonth, recentStartMonth,
+    endMonth}, cap, truncated, monthsCap, monthsTruncated}``. ``monthlyViews`` aligns with ``months``
+    (first to last month of the slice). Trend windows are computed on the filter over the whole
+    history: recent = the last ``trend_months`` local months up to the current one, previous = the
+    ``trend_months`` before; "new" when the channel's first view (filtered history) falls in the
+    recent window (time-relative: changes at the next month start).
+    """
+    frame, opts = s.frame, s.options
+    top = s.channel_ranking[: opts.top_n]
+    axis = month_axis(s.month, opts.months_cap)
+    prev_start, recent_start, current = recent_windows(s)
+    base_ch = frame.channel[s.base]
+    base_month = frame.month[s.base]
+    rows: list[dict[str, Any]] = []
+    ch = s.channel
+    for code in top.tolist():
+        series = per_month(s.month[ch == code], axis)
+        months_b = base_month[base_ch == code]
+        first_month = int(months_b[0]) if months_b.size else current
+        recent = int(np.count_nonzero((months_b >= recent_start) & (months_b <= current)))
+        previous = int(np.count_nonzero((months_b >= prev_start) & (months_b < recent_start)))
+        rows.append(
+            {
+                "channelId": frame.channel_ids[code],
+                "channelName": channel_name(frame, code),
+                "views": int(s.channel_views[code]),
+                "monthlyViews": [int(v) for v in series],
+                "recentViews": recent,
+                "previousViews": previous,
+                "change": change(recent, previous),
+                "trend": trend_label(recent, previous, first_month >= recent_start, opts.trend_ratio),
+            }
+        )
+    data: dict[str, Any] = {
+        "months": axis.labels(),
+        "channels": rows,
+        "trendWindow": {
+            "previousStartMonth": month_label(prev_start),
+            "recentStartMonth": month_label(recent_start),
+            "endMonth": month_label(current),
+            "ratio": num(opts.trend_ratio),
+        },
+        "cap": opts.top_n,
+        "truncated": bool(s.channel_ranking.size > opts.top_n),
+        "monthsCap": axis.cap,
+        "monthsTruncated": axis.truncated,
+    }
+    return data, "month"

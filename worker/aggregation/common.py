@@ -1,0 +1,106 @@
+"""Small shared helpers for the aggregation families. Pure: no I/O."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from worker.aggregation.frame import Frame, IntArray
+from worker.aggregation.timeframes import month_label
+
+__all__ = ["Dependency", "Output", "ratio", "num", "channel_name", "MonthAxis", "month_axis", "change"]
+
+Dependency = Literal["window", "day", "month"]
+"""What besides the timeframe makes a result time-relative: nothing, "today", or "this month"."""
+Output = tuple[dict[str, Any], Dependency]
+
+_DECIMALS = 6
+
+
+def num(value: float) -> float | None:
+    """Return a finite float rounded to 6 decimals (stable storage), or None for NaN/inf."""
+    f = float(value)
+    if not math.isfinite(f):
+        return None
+    return round(f, _DECIMALS)
+
+
+def ratio(numerator: float, denominator: float) -> float | None:
+    """Return numerator / denominator rounded to 6 decimals, None when the denominator is 0."""
+    if denominator == 0:
+        return None
+    return num(numerator / denominator)
+
+
+def change(current: float, previous: float) -> float | None:
+    """Return the relative change (current − previous) / previous, None when previous is 0."""
+    return ratio(current - previous, previous)
+
+
+def channel_name(frame: Frame, code: int) -> str | None:
+    """Return the most recent name seen for a channel code."""
+    return frame.channel_names[code]
+
+
+@dataclass(frozen=True, slots=True)
+class MonthAxis:
+    """Contiguous local months ``first … last`` covered by a monthly series (capped).
+
+    Attributes:
+        first: First month index kept.
+        last: Last month index.
+        truncated: True when older months were dropped because of the cap.
+        cap: The cap (``AggregationOptions.months_cap``).
+    """
+
+    first: int
+    last: int
+    truncated: bool
+    cap: int
+
+    @property
+    def size(self) -> int:
+        """Return the number of months (0 for an empty axis)."""
+        return max(0, self.last - self.first + 1)
+
+    def labels(self) -> list[str]:
+        """Return ``"YYYY-MM"`` labels, oldest first."""
+        return [month_label(m) for m in range(self.first, self.last + 1)]
+
+    def meta(self) -> dict[str, Any]:
+        """Return the cap record stored with a series."""
+        return {"cap": self.cap, "truncated": self.truncated}
+
+
+def month_axis(months: IntArray, cap: int) -> MonthAxis:
+    """Return the axis from the first to the last month present in ``months`` (keeping the newest ``cap``)."""
+    if months.size == 0:
+        return MonthAxis(0, -1, False, cap)
+    first, last = int(months.min()), int(months.max())
+    if last - first + 1 > cap:
+        return MonthAxis(last - cap + 1, last, True, cap)
+    return MonthAxis(first, last, False, cap)
+
+
+def per_month(months: IntArray, axis: MonthAxis) -> IntArray:
+    """Return views per month of the axis (views outside the axis ignored)."""
+    if axis.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    off = months - axis.first
+    off = off[off >= 0]
+    out: IntArray = np.bincount(off, minlength=axis.size).astype(np.int64)
+    return out
+
+
+def distinct_per_group(group: IntArray, item: IntArray, n_groups: int) -> IntArray:
+    """Return, per group 0…n_groups−1, the number of distinct items ≥ 0 (rows with group < 0 ignored)."""
+    keep = (item >= 0) & (group >= 0) & (group < n_groups)
+    if not keep.any():
+        return np.zeros(n_groups, dtype=np.int64)
+    width = int(item[keep].max()) + 1
+    pairs = np.unique(group[keep] * width + item[keep])
+    out: IntArray = np.bincount(pairs // width, minlength=n_groups).astype(np.int64)
+    return out

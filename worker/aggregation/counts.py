@@ -1,0 +1,165 @@
+"""Counting aggregations: kpi, monthly_trend, top_channels, day_time_heatmap. Pure: no I/O.
+
+Definitions, formulas and output shapes: docs/aggregations.md.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import numpy as np
+
+from worker.aggregation.common import (
+    MonthAxis,
+    Output,
+    change,
+    channel_name,
+    distinct_per_group,
+    month_axis,
+    num,
+    per_month,
+    ratio,
+)
+from worker.aggregation.slices import Slice
+from worker.aggregation.timeframes import EPOCH_ORDINAL, month_first_day, shift_year_back
+
+__all__ = ["kpi", "monthly_trend", "top_channels", "day_time_heatmap"]
+
+_MINUTE_MS = 60_000
+
+
+def _iso_day(epoch_day: int) -> str:
+    return date.fromordinal(epoch_day + EPOCH_ORDINAL).isoformat()
+
+
+def kpi(s: Slice) -> Output:
+    """Headline numbers of the slice plus period-to-date views with a year-over-year change.
+
+    Shape: ``{views, removedViews, uniqueVideos, uniqueChannels, activeDays, firstViewMs, lastViewMs,
+    estimatedWatchTimeMinutes, estimator{…}, periodToDate[{period, startDate, endDate,
+    previousStartDate, previousEndDate, views, previousViews, yoyChange}]}``. Period-to-date counts use
+    the filter over the whole history (not the timeframe); dates are local ``YYYY-MM-DD``.
+    Time-relative: changes at the next local midnight.
+    """
+    frame, clock, opts = s.frame, s.clock, s.options
+    video = s.video
+    sessions = s.sessions
+    data: dict[str, Any] = {
+        "views": s.n,
+        "removedViews": int(np.count_nonzero(frame.removed[s.idx])),
+        "uniqueVideos": int(np.unique(video[video >= 0]).size),
+        "uniqueChannels": int(np.count_nonzero(s.channel_views)),
+        "activeDays": int(np.unique(s.day).size),
+        "firstViewMs": int(s.ts[0]) if s.n else None,
+        "lastViewMs": int(s.ts[-1]) if s.n else None,
+        "estimatedWatchTimeMinutes": num(int(sessions.estimated_ms.sum()) / _MINUTE_MS),
+        "estimator": {
+            "method": "gapToNextViewInSession",
+            "sessionGapMinutes": num(opts.session_gap_ms / _MINUTE_MS),
+            "capMinutes": num(opts.watch_time_cap_ms / _MINUTE_MS),
+            "lastViewMinutes": num(opts.last_view_estimate_ms / _MINUTE_MS),
+        },
+    }
+    base_day = frame.day[s.base]
+    m = clock.month
+    periods = (("month", m), ("quarter", m - (m % 12) % 3), ("year", m - m % 12))
+    rows: list[dict[str, Any]] = []
+    for period, start_month in periods:
+        start = month_first_day(start_month)
+        end = clock.today
+        prev_start, prev_end = shift_year_back(start), shift_year_back(end)
+        current = int(np.count_nonzero((base_day >= start) & (base_day <= end)))
+        previous = int(np.count_nonzero((base_day >= prev_start) & (base_day <= prev_end)))
+        rows.append(
+            {
+                "period": period,
+                "startDate": _iso_day(start),
+                "endDate": _iso_day(end),
+                "previousStartDate": _iso_day(prev_start),
+                "previousEndDate": _iso_day(prev_end),
+                "views": current,
+                "previousViews": previous,
+                "yoyChange": change(current, previous),
+            }
+        )
+    data["periodToDate"] = rows
+    return data, "day"
+
+
+def monthly_trend(s: Slice) -> Output:
+    """Views, unique videos and unique channels per local calendar month.
+
+    Shape: ``{months[{month: "YYYY-MM", views, uniqueVideos, uniqueChannels}], cap, truncated}``,
+    oldest first, every month between the first and last month with a view present (zeros included);
+    at most ``months_cap`` newest months.
+    """
+    axis = month_axis(s.month, s.options.months_cap)
+    return {"months": _monthly_rows(s, axis), **axis.meta()}, "window"
+
+
+def _monthly_rows(s: Slice, axis: MonthAxis) -> list[dict[str, Any]]:
+    if axis.size == 0:
+        return []
+    off = s.month - axis.first
+    views = per_month(s.month, axis)
+    videos = distinct_per_group(off, s.video, axis.size)
+    channels = distinct_per_group(off, s.channel, axis.size)
+    return [
+        {"month": label, "views": int(v), "uniqueVideos": int(uv), "uniqueChannels": int(uc)}
+        for label, v, uv, uc in zip(axis.labels(), views, videos, channels, strict=True)
+    ]
+
+
+def top_channels(s: Slice) -> Output:
+    """Top channels by views (views desc, then channel id asc).
+
+    Shape: ``{totalViews, attributedViews, unattributedViews, channelCount, channels[{rank, channelId,
+    channelName, views, share}], cap, truncated}``; ``share = views / totalViews`` (all views of the
+    slice, removed and channel-less views included); ``channelName`` is the most recent name seen.
+    """
+    views = s.channel_views
+    ranking = s.channel_ranking
+    cap = s.options.top_n
+    attributed = int(views.sum())
+    total = s.n
+    rows = [
+        {
+            "rank": rank + 1,
+            "channelId": s.frame.channel_ids[code],
+            "channelName": channel_name(s.frame, code),
+            "views": int(views[code]),
+            "share": ratio(int(views[code]), total),
+        }
+        for rank, code in enumerate(ranking[:cap].tolist())
+    ]
+    data: dict[str, Any] = {
+        "totalViews": total,
+        "attributedViews": attributed,
+        "unattributedViews": total - attributed,
+        "channelCount": int(ranking.size),
+        "channels": rows,
+        "cap": cap,
+        "truncated": bool(ranking.size > cap),
+    }
+    return data, "window"
+
+
+def day_time_heatmap(s: Slice) -> Output:
+    """Views per local weekday × local hour (DST-correct wall-clock time).
+
+    Shape: ``{weekdayConvention: "iso-monday-0", cells: 7 arrays of 24 counts (cells[weekday][hour],
+    Monday = 0), totalViews, maxCount, peakWeekday, peakHour}``; peak = the first maximum in
+    (weekday, hour) order, null when empty.
+    """
+    counts = np.bincount(s.weekday * 24 + s.hour, minlength=7 * 24).reshape(7, 24)
+    peak = int(np.argmax(counts)) if s.n else None
+    data: dict[str, Any] = {
+        "weekdayConvention": "iso-monday-0",
+        "cells": counts.astype(np.int64).tolist(),
+        "totalViews": s.n,
+        "maxCount": int(counts.max()),
+        "peakWeekday": None if peak is None else peak // 24,
+        "peakHour": None if peak is None else peak % 24,
+    }
+    return data, "window"

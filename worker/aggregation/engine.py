@@ -1,0 +1,160 @@
+"""Entry point of the aggregation engine: events → one result per (filter set, type). Pure: no I/O.
+
+The engine never reads a clock: "now" is the ``now_ms`` argument, so the same arguments always give
+the same results, whatever the order of ``events``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from worker.aggregation import channels, counts, sessions, topics
+from worker.aggregation.common import Dependency, Output
+from worker.aggregation.filters import FilterSet
+from worker.aggregation.frame import PRODUCT_CODES, Frame, IntArray, build_frame
+from worker.aggregation.options import AggregationOptions
+from worker.aggregation.slices import Slice
+from worker.aggregation.timeframes import Clock, load_zone, make_clock, resolve_window
+from worker.models import WatchEvent
+
+__all__ = ["AGGREGATION_TYPES", "DEFINITION_VERSION", "AggregationResult", "compute_aggregations"]
+
+DEFINITION_VERSION = 1
+"""Version of the definitions in docs/aggregations.md; bump on any change of a stored shape or formula."""
+
+_REGISTRY: dict[str, Callable[[Slice], Output]] = {
+    "kpi": counts.kpi,
+    "monthly_trend": counts.monthly_trend,
+    "top_channels": counts.top_channels,
+    "day_time_heatmap": counts.day_time_heatmap,
+    "topics_leaderboard": topics.topics_leaderboard,
+    "session_analysis": sessions.session_analysis,
+    "viewing_patterns": sessions.viewing_patterns,
+    "channel_metrics": channels.channel_metrics,
+    "channel_relationships": channels.channel_relationships,
+    "channel_evolution": channels.channel_evolution,
+    "topic_evolution": topics.topic_evolution,
+    "topic_engagement": topics.topic_engagement,
+    "topic_discovery": topics.topic_discovery,
+    "topic_diversity": topics.topic_diversity,
+}
+
+AGGREGATION_TYPES: tuple[str, ...] = tuple(_REGISTRY)
+"""The catalogue, in docs/architecture.md order (also the order of results per filter set)."""
+
+
+@dataclass(frozen=True)
+class AggregationResult:
+    """One materialized aggregate, ready for ``worker:storeAggregations``.
+
+    Attributes:
+        type: One of ``AGGREGATION_TYPES``.
+        filter_key: ``FilterSet.key`` of the filter set it was computed for.
+        data: A valid Convex value (camelCase ASCII keys, no NaN/inf, arrays ≤ 8192, < 1 MiB).
+        valid_until_ms: First instant (epoch ms UTC) at which the result would change without new
+            data (timeframe start moving, next local midnight or month), or None when it never would.
+        definition_version: ``DEFINITION_VERSION`` at computation time.
+    """
+
+    type: str
+    filter_key: str
+    data: dict[str, Any]
+    valid_until_ms: int | None
+    definition_version: int
+
+
+def _base_indices(frame: Frame, fs: FilterSet) -> IntArray:
+    mask = np.ones(frame.size, dtype=np.bool_)
+    if fs.product != "all":
+        mask &= frame.product == PRODUCT_CODES[fs.product]
+    if fs.topics:
+        codes = [frame.topic_slugs.index(t) for t in fs.topics if t in frame.topic_slugs]
+        mask &= np.isin(frame.topic, np.array(codes, dtype=np.int64))
+    if fs.channels:
+        lookup = {c: i for i, c in enumerate(frame.channel_ids)}
+        codes = [lookup[c] for c in fs.channels if c in lookup]
+        mask &= np.isin(frame.channel, np.array(codes, dtype=np.int64))
+    out: IntArray = np.flatnonzero(mask).astype(np.int64)
+    return out
+
+
+def _valid_until(window_change_ms: int | None, dependency: Dependency, clock: Clock) -> int | None:
+    candidates = [t for t in (window_change_ms,) if t is not None]
+    if dependency == "day":
+        candidates.append(clock.next_midnight_ms)
+    elif dependency == "month":
+        candidates.append(clock.next_month_ms)
+    return min(candidates) if candidates else None
+
+
+def compute_aggregations(
+    events: Sequence[WatchEvent],
+    *,
+    now_ms: int,
+    time_zone: str,
+    filter_sets: Sequence[FilterSet],
+    types: Sequence[str] | None = None,
+    options: AggregationOptions | None = None,
+) -> list[AggregationResult]:
+    """Compute aggregations of one user's history for each filter set.
+
+    Args:
+        events: The user's views, any order; duplicate ``dedupe_key``s counted once.
+        now_ms: The instant of computation, epoch ms UTC (timeframes, "today", "last 30 days").
+        time_zone: The user's IANA zone; every date, month, weekday and hour is local to it.
+        filter_sets: Filter sets to compute; duplicates (same key) are computed once.
+        types: Aggregation types to compute (default: all of ``AGGREGATION_TYPES``), any order.
+        options: Thresholds (default ``AggregationOptions()``).
+
+    Returns:
+        One result per (distinct filter set, type): filter sets in first-occurrence order, types in
+        ``AGGREGATION_TYPES`` order. Empty history → zeroed results.
+
+    Raises:
+        ValueError: unknown ``time_zone`` or type, ``now_ms``/``watched_at_ms`` out of range
+            (the message names the argument).
+    """
+    opts = options if options is not None else AggregationOptions()
+    if types is None:
+        wanted = AGGREGATION_TYPES
+    else:
+        unknown = sorted(set(types) - set(AGGREGATION_TYPES))
+        if unknown:
+            raise ValueError(f"types: unknown aggregation type(s) {unknown}")
+        wanted = tuple(t for t in AGGREGATION_TYPES if t in set(types))
+    zone = load_zone(time_zone)
+    clock = make_clock(now_ms, zone, opts.recent_days)
+    frame = build_frame(events, zone)
+    bases: dict[tuple[str, tuple[str, ...], tuple[str, ...]], IntArray] = {}
+    results: list[AggregationResult] = []
+    done: set[str] = set()
+    for fs in filter_sets:
+        if fs.key in done:
+            continue
+        done.add(fs.key)
+        base_key = (fs.product, fs.topics, fs.channels)
+        base = bases.get(base_key)
+        if base is None:
+            base = bases[base_key] = _base_indices(frame, fs)
+        window = resolve_window(fs.timeframe, clock)
+        if window.start_ms is None:
+            idx = base
+        else:
+            idx = base[int(np.searchsorted(frame.ts[base], window.start_ms, side="left")) :]
+        view = Slice(frame, idx, base, clock, window, opts)
+        for name in wanted:
+            data, dependency = _REGISTRY[name](view)
+            results.append(
+                AggregationResult(
+                    type=name,
+                    filter_key=fs.key,
+                    data=data,
+                    valid_until_ms=_valid_until(window.next_change_ms, dependency, clock),
+                    definition_version=DEFINITION_VERSION,
+                )
+            )
+    return results

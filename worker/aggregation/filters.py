@@ -1,0 +1,108 @@
+"""Filter sets and their canonical key (docs/architecture.md, "Filters and their canonical key"). Pure: no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from worker.aggregation.timeframes import TIMEFRAMES, Timeframe
+
+__all__ = ["PRODUCTS", "ProductFilter", "FilterSet", "EAGER_FILTER_SETS"]
+
+ProductFilter = Literal["all", "youtube", "youtube_music"]
+PRODUCTS: tuple[ProductFilter, ...] = ("all", "youtube", "youtube_music")
+_FORBIDDEN = frozenset(",|")
+_MAX_ITEMS = 100
+_MAX_ITEM_LEN = 200
+
+
+def _canonical(field: str, values: Iterable[Any]) -> tuple[str, ...]:
+    if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+        raise ValueError(f"{field}: expected a list of strings")
+    out: set[str] = set()
+    for value in values:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{field}: every item must be a non-empty string, got {value!r}")
+        if len(value) > _MAX_ITEM_LEN or any(ch in _FORBIDDEN for ch in value):
+            raise ValueError(f"{field}: item {value!r} is too long or contains ',' or '|'")
+        out.add(value)
+    if len(out) > _MAX_ITEMS:
+        raise ValueError(f"{field}: at most {_MAX_ITEMS} distinct items")
+    return tuple(sorted(out))  # Python sorts str by code point, as the contract states
+
+
+@dataclass(frozen=True)
+class FilterSet:
+    """One filter set: timeframe × product, optionally narrowed to topics and channel ids.
+
+    Instances are canonical: ``topics`` and ``channels`` are sorted (by code point) and unique,
+    so equal filters compare equal and share one ``key``.
+
+    Attributes:
+        timeframe: One of ``TIMEFRAMES``.
+        product: ``"all"``, ``"youtube"`` or ``"youtube_music"``.
+        topics: Topic slugs; empty = no topic filter. A view passes when its topic is in the set
+            (unclassified views never pass a non-empty topic filter).
+        channels: Channel ids (``UC…``); empty = no channel filter.
+
+    Raises:
+        ValueError: an invalid field (the message starts with the field name).
+    """
+
+    timeframe: Timeframe
+    product: ProductFilter
+    topics: tuple[str, ...] = ()
+    channels: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.timeframe not in TIMEFRAMES:
+            raise ValueError(f"timeframe: expected one of {TIMEFRAMES}, got {self.timeframe!r}")
+        if self.product not in PRODUCTS:
+            raise ValueError(f"product: expected one of {PRODUCTS}, got {self.product!r}")
+        object.__setattr__(self, "topics", _canonical("topics", self.topics))
+        object.__setattr__(self, "channels", _canonical("channels", self.channels))
+
+    @property
+    def key(self) -> str:
+        """Return the canonical filterKey ``timeframe|product|topics,…|channels,…``."""
+        return f"{self.timeframe}|{self.product}|{','.join(self.topics)}|{','.join(self.channels)}"
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FilterSet:
+        """Build from a Convex ``filters`` object (``timeframe``, ``product``, optional ``topics``, ``channels``).
+
+        ``timeframe`` defaults to ``"All"`` and ``product`` to ``"all"`` when absent, as
+        ``dashboard:getAggregation`` does. Lists may be in any order and contain duplicates.
+
+        Raises:
+            ValueError: not a mapping, an unknown key, or an invalid field (message names the field).
+        """
+        if not isinstance(d, Mapping):
+            raise ValueError("filters: expected an object")
+        unknown = set(d) - {"timeframe", "product", "topics", "channels"}
+        if unknown:
+            raise ValueError(f"filters: unknown field(s) {sorted(map(str, unknown))}")
+        timeframe = d.get("timeframe", "All")
+        product = d.get("product", "all")
+        return cls(
+            timeframe=cast(Timeframe, timeframe),
+            product=cast(ProductFilter, product),
+            topics=tuple(_canonical("topics", d.get("topics") or ())),
+            channels=tuple(_canonical("channels", d.get("channels") or ())),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the Convex ``filters`` object; ``topics``/``channels`` omitted when empty."""
+        out: dict[str, Any] = {"timeframe": self.timeframe, "product": self.product}
+        if self.topics:
+            out["topics"] = list(self.topics)
+        if self.channels:
+            out["channels"] = list(self.channels)
+        return out
+
+
+EAGER_FILTER_SETS: tuple[FilterSet, ...] = tuple(
+    FilterSet(timeframe, product) for timeframe in TIMEFRAMES for product in PRODUCTS
+)
+"""The 18 timeframe × product sets (no topics, no channels) that are always computed."""

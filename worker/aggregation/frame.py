@@ -1,0 +1,200 @@
+"""Columnar frame of one user's history: the engine's only view of the events. Pure: no I/O.
+
+``build_frame`` sorts, deduplicates and encodes the events once per call into numpy columns so
+that every aggregation is a handful of vectorised operations over index slices. A later per-month
+partition cache can build frames per month and keep this layer unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeAlias
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
+
+from worker.aggregation.taxonomy import MUSIC_TOPIC, TOPIC_SLUGS, classify_topic
+from worker.aggregation.timeframes import DAY_MS, HOUR_MS, check_instant, offset_ms_at
+from worker.models import WatchEvent
+
+__all__ = ["Frame", "build_frame", "IntArray", "BoolArray", "PRODUCT_CODES", "local_offsets_ms"]
+
+IntArray: TypeAlias = npt.NDArray[np.int64]
+BoolArray: TypeAlias = npt.NDArray[np.bool_]
+PRODUCT_CODES: dict[str, int] = {"youtube": 0, "youtube_music": 1}
+_TOPIC_CODE = {slug: i for i, slug in enumerate(TOPIC_SLUGS)}
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """Sorted, deduplicated, encoded history of one user (n views).
+
+    Rows are sorted by ``(watched_at_ms, dedupe_key)`` (then by every other field, so the order is
+    total); a later row with an already-seen ``dedupe_key`` is dropped, as the backend does.
+    Codes are -1 when absent; ``removed`` views always have video, channel and topic -1.
+
+    Attributes:
+        ts: Instant, epoch ms UTC (n,), non-decreasing.
+        day: Local epoch day (days since 1970-01-01 in the user's zone) (n,).
+        month: Local month index ``year*12 + month-1`` (n,).
+        weekday: Local ISO weekday, Monday = 0 … Sunday = 6 (n,).
+        hour: Local hour 0–23 (n,).
+        product: 0 = youtube, 1 = youtube_music (n,).
+        removed: True for ``kind == "removed"`` (n,).
+        shorts: True when flags contain ``"shorts"`` (n,).
+        video: Index into ``video_ids`` or -1 (n,).
+        channel: Index into ``channel_ids`` or -1 (n,). Codes follow id order (code a < b ⇔ id a < id b).
+        topic: Index into ``topic_slugs`` or -1 (unclassified) (n,).
+        video_ids: Distinct video ids, sorted.
+        channel_ids: Distinct channel ids, sorted.
+        channel_names: Most recent non-empty name seen per channel (None when never named).
+        channel_first_ms: First view of each channel over the whole history, epoch ms UTC.
+        topic_slugs: The taxonomy's slugs (topic codes index it).
+    """
+
+    ts: IntArray
+    day: IntArray
+    month: IntArray
+    weekday: IntArray
+    hour: IntArray
+    product: IntArray
+    removed: BoolArray
+    shorts: BoolArray
+    video: IntArray
+    channel: IntArray
+    topic: IntArray
+    video_ids: tuple[str, ...]
+    channel_ids: tuple[str, ...]
+    channel_names: tuple[str | None, ...]
+    channel_first_ms: IntArray
+    topic_slugs: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        """Return the number of views."""
+        return int(self.ts.shape[0])
+
+
+def _sort_key(e: WatchEvent) -> tuple[int, str, str, str, str, str, str, str, tuple[str, ...]]:
+    return (
+        e.watched_at_ms,
+        e.dedupe_key,
+        e.kind,
+        e.product,
+        e.video_id or "",
+        e.title or "",
+        e.channel_id or "",
+        e.channel_name or "",
+        tuple(sorted(e.flags)),
+    )
+
+
+def local_offsets_ms(ts: IntArray, zone: ZoneInfo) -> IntArray:
+    """Return the zone's UTC offset (ms) for each instant in ``ts`` (epoch ms UTC), DST-correct.
+
+    The offset is looked up once at the start and once at the end of every distinct UTC hour that
+    holds a view; only views in an hour containing a transition are looked up one by one.
+    """
+    if ts.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    hours, inverse = np.unique(ts // HOUR_MS, return_inverse=True)
+    at_start = np.array([offset_ms_at(int(h) * HOUR_MS, zone) for h in hours], dtype=np.int64)
+    at_end = np.array([offset_ms_at(int(h + 1) * HOUR_MS - 1, zone) for h in hours], dtype=np.int64)
+    offsets: IntArray = at_start[inverse]
+    mixed = np.flatnonzero((at_start != at_end)[inverse])
+    for i in mixed:
+        offsets[i] = offset_ms_at(int(ts[i]), zone)
+    return offsets
+
+
+def build_frame(events: Sequence[WatchEvent], zone: ZoneInfo) -> Frame:
+    """Sort, deduplicate and encode events into a ``Frame``.
+
+    Args:
+        events: Views of one user, any order; duplicate ``dedupe_key``s are counted once.
+        zone: The user's time zone (local dates, months, weekdays and hours are computed in it).
+
+    Returns:
+        The frame (empty arrays for an empty history).
+
+    Raises:
+        ValueError: a ``watched_at_ms`` outside 1970-01-01 … 9999-12-30 (message names ``watched_at_ms``).
+    """
+    ordered = sorted(events, key=_sort_key)
+    rows: list[WatchEvent] = []
+    last_key: str | None = None
+    for e in ordered:
+        key = e.dedupe_key
+        if key == last_key:  # equal keys share watched_at_ms, so they are adjacent after sorting
+            continue
+        last_key = key
+        rows.append(e)
+    n = len(rows)
+    ts = np.fromiter((e.watched_at_ms for e in rows), dtype=np.int64, count=n)
+    if n:
+        check_instant("watched_at_ms", int(ts[0]))
+        check_instant("watched_at_ms", int(ts[-1]))
+    local = ts + local_offsets_ms(ts, zone)
+    day = local // DAY_MS
+    month = day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
+    weekday = (day + 3) % 7  # 1970-01-01 was a Thursday (ISO weekday index 3)
+    hour = (local // HOUR_MS) % 24
+
+    removed = np.fromiter((e.kind == "removed" for e in rows), dtype=np.bool_, count=n)
+    product = np.fromiter((PRODUCT_CODES[e.product] for e in rows), dtype=np.int64, count=n)
+    shorts = np.fromiter(("shorts" in e.flags for e in rows), dtype=np.bool_, count=n)
+
+    video_ids = tuple(sorted({e.video_id for e in rows if e.video_id and e.kind != "removed"}))
+    video_code = {v: i for i, v in enumerate(video_ids)}
+    video = np.fromiter(
+        (video_code[e.video_id] if e.video_id and e.kind != "removed" else -1 for e in rows),
+        dtype=np.int64,
+        count=n,
+    )
+    channel_ids = tuple(sorted({e.channel_id for e in rows if e.channel_id and e.kind != "removed"}))
+    channel_code = {c: i for i, c in enumerate(channel_ids)}
+    channel = np.fromiter(
+        (channel_code[e.channel_id] if e.channel_id and e.kind != "removed" else -1 for e in rows),
+        dtype=np.int64,
+        count=n,
+    )
+    names: list[str | None] = [None] * len(channel_ids)
+    for e, c in zip(rows, channel.tolist(), strict=True):
+        if c >= 0 and e.channel_name:
+            names[c] = e.channel_name  # rows are in time order: the last write is the most recent name
+    channel_first_ms = np.full(len(channel_ids), np.iinfo(np.int64).max, dtype=np.int64)
+    has_channel = channel >= 0
+    np.minimum.at(channel_first_ms, channel[has_channel], ts[has_channel])
+
+    topic = np.fromiter((_topic_code(e) for e in rows), dtype=np.int64, count=n)
+    return Frame(
+        ts=ts,
+        day=day,
+        month=month,
+        weekday=weekday,
+        hour=hour,
+        product=product,
+        removed=removed,
+        shorts=shorts,
+        video=video,
+        channel=channel,
+        topic=topic,
+        video_ids=video_ids,
+        channel_ids=channel_ids,
+        channel_names=tuple(names),
+        channel_first_ms=channel_first_ms,
+        topic_slugs=TOPIC_SLUGS,
+    )
+
+
+def _topic_code(e: WatchEvent) -> int:
+    """Topic of one view: YouTube Music plays are music; otherwise the keyword classifier (−1 = none)."""
+    if e.kind == "removed":
+        return -1
+    if e.product == "youtube_music":
+        return _TOPIC_CODE[MUSIC_TOPIC]
+    title = None if "title_unknown" in e.flags else e.title
+    slug = classify_topic(title, e.channel_name)
+    return -1 if slug is None else _TOPIC_CODE[slug]

@@ -1,0 +1,240 @@
+"""Filtered slices of a frame, with lazily computed, cached derived columns. Pure: no I/O.
+
+A ``Slice`` is a sorted index array into a ``Frame`` (the views passing the product/topic/channel
+filter and the timeframe window) plus the ``base`` index array (same filter, whole history), which
+aggregations comparing against earlier periods need. Sessions and channel co-occurrence are
+computed once per slice and shared by every aggregation that uses them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from worker.aggregation.frame import BoolArray, Frame, IntArray
+from worker.aggregation.options import AggregationOptions
+from worker.aggregation.timeframes import Clock, Window
+
+__all__ = ["Slice", "Sessions", "CoSessions"]
+
+
+@dataclass(frozen=True)
+class Sessions:
+    """Sessions of a slice: maximal runs of views with gaps ≤ ``session_gap_ms``.
+
+    Attributes:
+        of_view: Session number of each view of the slice (0-based, time order) (n,).
+        starts: Index (into the slice) of each session's first view (s,).
+        views: Views per session (s,).
+        span_ms: Last minus first view instant per session, ms (s,).
+        estimated_ms: Estimated watch time per view, ms (n,) — see ``AggregationOptions``.
+        binge: Whether each session is a binge session (s,).
+    """
+
+    of_view: IntArray
+    starts: IntArray
+    views: IntArray
+    span_ms: IntArray
+    estimated_ms: IntArray
+    binge: BoolArray
+
+    @property
+    def count(self) -> int:
+        """Return the number of sessions."""
+        return int(self.starts.shape[0])
+
+    @cached_property
+    def estimated_session_ms(self) -> IntArray:
+        """Return the estimated watch time per session, ms (s,)."""
+        if self.count == 0:
+            return np.zeros(0, dtype=np.int64)
+        out: IntArray = np.add.reduceat(self.estimated_ms, self.starts)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class CoSessions:
+    """Channel co-occurrence within sessions.
+
+    Attributes:
+        sessions_with: Sessions containing each channel (C,), after the per-session channel cap.
+        pair_a: Lower channel code of each co-watched pair (p,), sorted with ``pair_b``.
+        pair_b: Higher channel code of each pair (p,).
+        pair_sessions: Sessions containing both channels (p,).
+        capped_sessions: Sessions that had more distinct channels than the cap.
+        multi_channel_sessions: Sessions with ≥ 2 distinct channels.
+    """
+
+    sessions_with: IntArray
+    pair_a: IntArray
+    pair_b: IntArray
+    pair_sessions: IntArray
+    capped_sessions: int
+    multi_channel_sessions: int
+
+
+class Slice:
+    """The views of one filter set (time-sorted), with cached derived data.
+
+    Args:
+        frame: The user's frame.
+        idx: Sorted row indices of the views in the window (filter + timeframe).
+        base: Sorted row indices of the views passing the filter over the whole history.
+        clock: Now, in the user's zone.
+        window: The resolved timeframe.
+        options: Thresholds.
+    """
+
+    def __init__(
+        self,
+        frame: Frame,
+        idx: IntArray,
+        base: IntArray,
+        clock: Clock,
+        window: Window,
+        options: AggregationOptions,
+    ) -> None:
+        self.frame = frame
+        self.idx = idx
+        self.base = base
+        self.clock = clock
+        self.window = window
+        self.options = options
+
+    @property
+    def n(self) -> int:
+        """Return the number of views in the slice."""
+        return int(self.idx.shape[0])
+
+    @cached_property
+    def ts(self) -> IntArray:
+        """Return view instants, epoch ms UTC."""
+        return self.frame.ts[self.idx]
+
+    @cached_property
+    def day(self) -> IntArray:
+        """Return local epoch days."""
+        return self.frame.day[self.idx]
+
+    @cached_property
+    def month(self) -> IntArray:
+        """Return local month indices."""
+        return self.frame.month[self.idx]
+
+    @cached_property
+    def weekday(self) -> IntArray:
+        """Return local ISO weekdays (Monday = 0)."""
+        return self.frame.weekday[self.idx]
+
+    @cached_property
+    def hour(self) -> IntArray:
+        """Return local hours."""
+        return self.frame.hour[self.idx]
+
+    @cached_property
+    def video(self) -> IntArray:
+        """Return video codes (-1 = none)."""
+        return self.frame.video[self.idx]
+
+    @cached_property
+    def channel(self) -> IntArray:
+        """Return channel codes (-1 = none)."""
+        return self.frame.channel[self.idx]
+
+    @cached_property
+    def topic(self) -> IntArray:
+        """Return topic codes (-1 = unclassified)."""
+        return self.frame.topic[self.idx]
+
+    @cached_property
+    def shorts(self) -> BoolArray:
+        """Return the Shorts flag."""
+        return self.frame.shorts[self.idx]
+
+    @cached_property
+    def channel_views(self) -> IntArray:
+        """Return views per channel code (C,)."""
+        ch = self.channel
+        out: IntArray = np.bincount(ch[ch >= 0], minlength=len(self.frame.channel_ids)).astype(np.int64)
+        return out
+
+    @cached_property
+    def channel_ranking(self) -> IntArray:
+        """Return channel codes with ≥ 1 view, by views desc then channel id asc."""
+        views = self.channel_views
+        present = np.flatnonzero(views > 0)
+        order = np.lexsort((present, -views[present]))
+        out: IntArray = present[order]
+        return out
+
+    @cached_property
+    def sessions(self) -> Sessions:
+        """Return the sessions of the slice (computed on the filtered views only)."""
+        opts = self.options
+        ts = self.ts
+        n = self.n
+        if n == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return Sessions(empty, empty, empty, empty, empty, np.zeros(0, dtype=np.bool_))
+        gaps = np.diff(ts)
+        new_session = gaps > opts.session_gap_ms
+        of_view = np.concatenate(([0], np.cumsum(new_session))).astype(np.int64)
+        starts = np.concatenate(([0], np.flatnonzero(new_session) + 1)).astype(np.int64)
+        ends = np.concatenate((starts[1:], [n]))
+        views = ends - starts
+        span_ms = ts[ends - 1] - ts[starts]
+        estimated = np.empty(n, dtype=np.int64)
+        estimated[:-1] = np.where(
+            new_session, opts.last_view_estimate_ms, np.minimum(gaps, opts.watch_time_cap_ms)
+        )
+        estimated[-1] = opts.last_view_estimate_ms
+        binge = (views >= opts.binge_min_views) | (span_ms >= opts.binge_min_span_ms)
+        return Sessions(of_view, starts, views.astype(np.int64), span_ms, estimated, binge)
+
+    @cached_property
+    def co_sessions(self) -> CoSessions:
+        """Return channel co-occurrence within sessions (distinct channels per session capped)."""
+        n_channels = len(self.frame.channel_ids)
+        cap = self.options.max_channels_per_session
+        ch = self.channel
+        has = np.flatnonzero(ch >= 0)
+        empty = np.zeros(0, dtype=np.int64)
+        if has.size == 0:
+            return CoSessions(np.zeros(n_channels, dtype=np.int64), empty, empty, empty, 0, 0)
+        sid = self.sessions.of_view[has]
+        keys = sid * n_channels + ch[has]
+        uniq, first = np.unique(keys, return_index=True)
+        # order distinct (session, channel) pairs by first appearance: sessions are contiguous in time
+        order = np.argsort(has[first], kind="stable")
+        s = (uniq // n_channels)[order]
+        c = (uniq % n_channels)[order]
+        group_start = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
+        sizes = np.diff(np.concatenate((group_start, [s.size])))
+        rank = np.arange(s.size) - np.repeat(group_start, sizes)
+        keep = rank < cap
+        c_kept = c[keep]
+        kept_sizes = np.minimum(sizes, cap)
+        kept_start = np.concatenate(([0], np.cumsum(kept_sizes)[:-1]))
+        sessions_with = np.bincount(c_kept, minlength=n_channels).astype(np.int64)
+        pair_keys: list[IntArray] = []
+        for k in np.unique(kept_sizes[kept_sizes >= 2]).tolist():
+            starts_k = kept_start[kept_sizes == k]
+            matrix = c_kept[starts_k[:, None] + np.arange(k)[None, :]]
+            iu, ju = np.triu_indices(k, 1)
+            a = matrix[:, iu].ravel()
+            b = matrix[:, ju].ravel()
+            pair_keys.append(np.minimum(a, b) * n_channels + np.maximum(a, b))
+        if pair_keys:
+            pk, counts = np.unique(np.concatenate(pair_keys), return_counts=True)
+        else:
+            pk, counts = empty, empty
+        return CoSessions(
+            sessions_with=sessions_with,
+            pair_a=(pk // n_channels).astype(np.int64),
+            pair_b=(pk % n_channels).astype(np.int64),
+            pair_sessions=counts.astype(np.int64),
+            capped_sessions=int(np.count_nonzero(sizes > cap)),
+            multi_channel_sessions=int(np.count_nonzero(sizes >= 2)),
+        )

@@ -1,0 +1,289 @@
+"""Topic aggregations: topics_leaderboard, topic_evolution, topic_engagement, topic_discovery,
+topic_diversity. Pure: no I/O.
+
+Topics come from ``classify_topic`` (keyword taxonomy) at frame build; YouTube Music views are
+music; removed views and unmatched titles are "untopiced". Definitions: docs/aggregations.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from worker.aggregation.channels import recent_windows
+from worker.aggregation.common import Output, change, distinct_per_group, month_axis, num, per_month, ratio
+from worker.aggregation.frame import IntArray
+from worker.aggregation.slices import Slice
+from worker.aggregation.timeframes import day_start_ms, month_first_day, month_label
+
+__all__ = ["topics_leaderboard", "topic_evolution", "topic_engagement", "topic_discovery", "topic_diversity"]
+
+ALL_WINDOW_DAYS = 30
+"""For timeframe All the leaderboard compares the last 30 local days with the 30 days before."""
+
+
+def _topic_counts(topic: IntArray, k: int) -> IntArray:
+    out: IntArray = np.bincount(topic[topic >= 0], minlength=k).astype(np.int64)
+    return out
+
+
+def topics_leaderboard(s: Slice) -> Output:
+    """Views per topic with share and the change against the previous period of equal length.
+
+    Shape: ``{totalViews, classifiedViews, untopicedViews, comparison{currentStartMs, previousStartMs,
+    previousEndMs, days}, topics[{topic, views, share, windowViews, previousViews, change}]}``.
+    ``share = views / totalViews``. Comparison: for MTD/QTD/YTD/Last6M/Last12M the current window is
+    the timeframe (start … +inf) and the previous window the same number of local days
+    (timeframe start … today, inclusive) immediately before the start; for All the current window is
+    the last 30 local days and the previous one the 30 days before. ``change = (windowViews −
+    previousViews) / previousViews`` (null when previousViews is 0). ``previousEndMs`` is exclusive.
+    Topics with any view in the slice or either window are listed: views desc, windowViews desc, slug.
+    Time-relative: changes at the next local midnight.
+    """
+    frame, clock = s.frame, s.clock
+    k = len(frame.topic_slugs)
+    base_ts = frame.ts[s.base]
+    base_topic = frame.topic[s.base]
+    if s.window.start_month is None:
+        days = ALL_WINDOW_DAYS
+        current_start = day_start_ms(clock.today - days + 1, clock.zone)
+    else:
+        start_day = month_first_day(s.window.start_month)
+        days = clock.today - start_day + 1
+        current_start = int(s.window.start_ms or 0)
+    current_first_day = clock.today - days + 1
+    previous_start = day_start_ms(current_first_day - days, clock.zone)
+    lo, mid = np.searchsorted(base_ts, [previous_start, current_start], side="left")
+    previous = _topic_counts(base_topic[int(lo) : int(mid)], k)
+    window = _topic_counts(base_topic[int(mid) :], k)
+    views = _topic_counts(s.topic, k)
+    classified = int(views.sum())
+    listed = np.flatnonzero((views > 0) | (window > 0) | (previous > 0))
+    order = listed[np.lexsort((listed, -window[listed], -views[listed]))]
+    rows = [
+        {
+            "topic": frame.topic_slugs[t],
+            "views": int(views[t]),
+            "share": ratio(int(views[t]), s.n),
+            "windowViews": int(window[t]),
+            "previousViews": int(previous[t]),
+            "change": change(int(window[t]), int(previous[t])),
+        }
+        for t in order.tolist()
+    ]
+    data: dict[str, Any] = {
+        "totalViews": s.n,
+        "classifiedViews": classified,
+        "untopicedViews": s.n - classified,
+        "comparison": {
+            "currentStartMs": current_start,
+            "previousStartMs": previous_start,
+            "previousEndMs": current_start,
+            "days": days,
+        },
+        "topics": rows,
+    }
+    return data, "day"
+
+
+def topic_evolution(s: Slice) -> Output:
+    """Monthly views per topic with growth, peak and low month.
+
+    Shape: ``{months["YYYY-MM"…], topics[{topic, views, monthlyViews[…], recentViews, previousViews,
+    growthRate, peakMonth, peakViews, lowMonth, lowViews}], trendWindow{…}, monthsCap,
+    monthsTruncated}``. ``growthRate = (recent − previous) / previous`` over the same trend windows as
+    channel_evolution (last ``trend_months`` local months vs the ones before, filter over the whole
+    history; null when previous is 0). Peak = the first month with the most views; low = the first
+    month with the fewest views from the topic's first month on (zeros count). Topics with views in
+    the slice, views desc then slug. Time-relative: changes at the next month start.
+    """
+    frame, opts = s.frame, s.options
+    k = len(frame.topic_slugs)
+    axis = month_axis(s.month, opts.months_cap)
+    prev_start, recent_start, current = recent_windows(s)
+    base_month = frame.month[s.base]
+    base_topic = frame.topic[s.base]
+    in_recent = (base_month >= recent_start) & (base_month <= current)
+    in_previous = (base_month >= prev_start) & (base_month < recent_start)
+    recent = _topic_counts(base_topic[in_recent], k)
+    previous = _topic_counts(base_topic[in_previous], k)
+    views = _topic_counts(s.topic, k)
+    labels = axis.labels()
+    rows: list[dict[str, Any]] = []
+    topic = s.topic
+    for t in np.lexsort((np.arange(k), -views)).tolist():
+        if views[t] == 0:
+            continue
+        series = per_month(s.month[topic == t], axis)
+        nonzero = np.flatnonzero(series)
+        row: dict[str, Any] = {
+            "topic": frame.topic_slugs[t],
+            "views": int(views[t]),
+            "monthlyViews": [int(v) for v in series],
+            "recentViews": int(recent[t]),
+            "previousViews": int(previous[t]),
+            "growthRate": change(int(recent[t]), int(previous[t])),
+            "peakMonth": None,
+            "peakViews": 0,
+            "lowMonth": None,
+            "lowViews": 0,
+        }
+        if nonzero.size:
+            peak = int(np.argmax(series))
+            tail = series[int(nonzero[0]) :]
+            low = int(nonzero[0]) + int(np.argmin(tail))
+            row.update(
+                peakMonth=labels[peak],
+                peakViews=int(series[peak]),
+                lowMonth=labels[low],
+                lowViews=int(series[low]),
+            )
+        rows.append(row)
+    data: dict[str, Any] = {
+        "months": labels,
+        "topics": rows,
+        "trendWindow": {
+            "previousStartMonth": month_label(prev_start),
+            "recentStartMonth": month_label(recent_start),
+            "endMonth": month_label(current),
+        },
+        "monthsCap": axis.cap,
+        "monthsTruncated": axis.truncated,
+    }
+    return data, "month"
+
+
+def topic_engagement(s: Slice) -> Output:
+    """Depth of engagement per topic.
+
+    Shape: ``{topics[{topic, views, uniqueVideos, videoViews, rewatchRate, uniqueChannels, shortsShare,
+    bingeShare}], untopicedViews}``. ``rewatchRate = 1 − uniqueVideos / videoViews`` (videoViews =
+    views with a video id; null when 0); ``shortsShare`` = views flagged "shorts" / views;
+    ``bingeShare`` = views inside binge sessions / views. Topics with views, views desc then slug.
+    """
+    frame = s.frame
+    k = len(frame.topic_slugs)
+    topic = s.topic
+    views = _topic_counts(topic, k)
+    has_video = (s.video >= 0) & (topic >= 0)
+    video_views = _topic_counts(topic[has_video], k)
+    unique_videos = distinct_per_group(topic, s.video, k)
+    unique_channels = distinct_per_group(topic, s.channel, k)
+    shorts = _topic_counts(topic[s.shorts], k)
+    binge = _topic_counts(topic[s.sessions.binge[s.sessions.of_view]], k) if s.n else np.zeros(k, np.int64)
+    rows: list[dict[str, Any]] = []
+    for t in np.lexsort((np.arange(k), -views)).tolist():
+        if views[t] == 0:
+            continue
+        rewatch = None if video_views[t] == 0 else num(1 - int(unique_videos[t]) / int(video_views[t]))
+        rows.append(
+            {
+                "topic": frame.topic_slugs[t],
+                "views": int(views[t]),
+                "uniqueVideos": int(unique_videos[t]),
+                "videoViews": int(video_views[t]),
+                "rewatchRate": rewatch,
+                "uniqueChannels": int(unique_channels[t]),
+                "shortsShare": ratio(int(shorts[t]), int(views[t])),
+                "bingeShare": ratio(int(binge[t]), int(views[t])),
+            }
+        )
+    return {"topics": rows, "untopicedViews": s.n - int(views.sum())}, "window"
+
+
+def topic_discovery(s: Slice) -> Output:
+    """Share of each topic's views coming from channels discovered recently (a proxy for exploration).
+
+    A channel is "new" when its first view over the whole history (all products) is within the last
+    ``recent_days`` local days; otherwise "habitual". Shape: ``{recentDays, recentStartMs, overall{…},
+    topics[{topic, views, newChannelViews, habitualChannelViews, unattributedViews, newChannelShare,
+    newChannels}]}`` with ``newChannelShare = new / (new + habitual)`` (null when 0). Topics with views,
+    views desc then slug. Time-relative: changes at the next local midnight.
+    """
+    frame, clock = s.frame, s.clock
+    k = len(frame.topic_slugs)
+    topic, ch = s.topic, s.channel
+    has = ch >= 0
+    is_new = np.zeros(s.n, dtype=np.bool_)
+    is_new[has] = frame.channel_first_ms[ch[has]] >= clock.recent_start_ms
+    views = _topic_counts(topic, k)
+    new_views = _topic_counts(topic[is_new], k)
+    habitual = _topic_counts(topic[has & ~is_new], k)
+    new_channels = distinct_per_group(topic, np.where(is_new, ch, -1), k)
+
+    def row(v: int, nv: int, hv: int, nc: int) -> dict[str, Any]:
+        return {
+            "views": v,
+            "newChannelViews": nv,
+            "habitualChannelViews": hv,
+            "unattributedViews": v - nv - hv,
+            "newChannelShare": ratio(nv, nv + hv),
+            "newChannels": nc,
+        }
+
+    rows: list[dict[str, Any]] = []
+    for t in np.lexsort((np.arange(k), -views)).tolist():
+        if views[t] == 0:
+            continue
+        rows.append(
+            {
+                "topic": frame.topic_slugs[t],
+                **row(int(views[t]), int(new_views[t]), int(habitual[t]), int(new_channels[t])),
+            }
+        )
+    overall_new_channels = int(np.unique(ch[is_new]).size)
+    overall = row(
+        s.n, int(np.count_nonzero(is_new)), int(np.count_nonzero(has & ~is_new)), overall_new_channels
+    )
+    data: dict[str, Any] = {
+        "recentDays": s.options.recent_days,
+        "recentStartMs": clock.recent_start_ms,
+        "overall": overall,
+        "topics": rows,
+    }
+    return data, "day"
+
+
+def _diversity(counts: IntArray) -> dict[str, Any]:
+    total = int(counts.sum())
+    present = counts[counts > 0]
+    k = int(present.size)
+    if total == 0:
+        return {
+            "classifiedViews": 0,
+            "topicCount": 0,
+            "entropyBits": 0.0,
+            "evenness": None,
+            "giniSimpson": 0.0,
+        }
+    p = present / total
+    entropy = float(-(p * np.log2(p)).sum()) + 0.0
+    return {
+        "classifiedViews": total,
+        "topicCount": k,
+        "entropyBits": num(entropy),
+        "evenness": num(entropy / np.log2(k)) if k >= 2 else None,
+        "giniSimpson": num(1.0 - float((p * p).sum())),
+    }
+
+
+def topic_diversity(s: Slice) -> Output:
+    """Diversity of classified views across topics, overall and per local month.
+
+    Shape: ``{overall{classifiedViews, topicCount, entropyBits, evenness, giniSimpson},
+    months[{month, …same fields}], cap, truncated}``. Over classified views only:
+    ``p_i = views_i / classifiedViews``, Shannon entropy ``H = −Σ p_i log2 p_i`` (bits; Shannon 1948),
+    evenness ``H / log2 k`` (Pielou 1966; null when k < 2), Gini–Simpson ``1 − Σ p_i²`` (Simpson 1949).
+    """
+    k = len(s.frame.topic_slugs)
+    topic = s.topic
+    overall = _diversity(_topic_counts(topic, k))
+    axis = month_axis(s.month, s.options.months_cap)
+    months: list[dict[str, Any]] = []
+    if axis.size:
+        off = s.month - axis.first
+        sel = (topic >= 0) & (off >= 0)
+        matrix = np.bincount(off[sel] * k + topic[sel], minlength=axis.size * k).reshape(axis.size, k)
+        months = [{"month": label, **_diversity(matrix[i])} for i, label in enumerate(axis.labels())]
+    return {"overall": overall, "months": months, **axis.meta()}, "window"
