@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -34,7 +35,9 @@ from worker.config import Settings
 from worker.errors import GatewayError, TransientGatewayError
 from worker.gateway import Gateway
 from worker.models import ChangeEntry
-from worker.recompute import Recomputer
+
+if TYPE_CHECKING:
+    from worker.recompute import Recomputer
 
 log = structlog.get_logger(__name__)
 
@@ -85,7 +88,11 @@ class Runner:
     ) -> None:
         self.settings = settings
         self.gateway = gateway
-        self.recomputer = recomputer or Recomputer(gateway, settings)
+        if recomputer is None:
+            from worker.recompute import Recomputer
+
+            recomputer = Recomputer(gateway, settings)
+        self.recomputer = recomputer
         self.clock_ms = clock_ms
         self.stats = RunStats()
         self._stop = asyncio.Event()

@@ -1,0 +1,50 @@
+"""Settings: environment names, defaults, and the error that names a missing variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.config import load_settings
+from worker.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CONVEX_URL", "CONVEX_SELF_HOSTED_URL", "CONVEX_ADMIN_KEY", "CONVEX_SELF_HOSTED_ADMIN_KEY",
+                 "CONVEX_DEPLOY_KEY", "WORKER_LEASE_MS", "WORKER_LOG_FORMAT"):
+        monkeypatch.delenv(name, raising=False)
+
+
+class TestLoadSettings:
+    def test_missing_url_and_key_are_named(self) -> None:
+        """Both missing variables are named in one error."""
+        with pytest.raises(ConfigError) as err:
+            load_settings()
+        assert "CONVEX_URL is not set" in str(err.value)
+        assert "CONVEX_ADMIN_KEY" in str(err.value)
+
+    def test_standard_convex_names(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The self-hosted variable names are accepted and the key stays secret in repr."""
+        monkeypatch.setenv("CONVEX_SELF_HOSTED_URL", "http://127.0.0.1:3210")
+        monkeypatch.setenv("CONVEX_SELF_HOSTED_ADMIN_KEY", "secret-key-123")
+        settings = load_settings()
+        assert str(settings.convex_url).startswith("http://127.0.0.1:3210")
+        assert settings.convex_admin_key.get_secret_value() == "secret-key-123"
+        assert "secret-key-123" not in repr(settings)
+
+    def test_worker_prefix_and_bounds(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """WORKER_* knobs are read and validated; an invalid value names its variable."""
+        monkeypatch.setenv("CONVEX_URL", "https://happy-otter-123.convex.cloud")
+        monkeypatch.setenv("CONVEX_ADMIN_KEY", "k")
+        monkeypatch.setenv("WORKER_LEASE_MS", "5000")
+        assert load_settings().lease_ms == 5000
+        monkeypatch.setenv("WORKER_LEASE_MS", "-1")
+        with pytest.raises(ConfigError, match="WORKER_LEASE_MS is invalid"):
+            load_settings()
+
+    def test_bad_url(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A URL that is not http(s) is rejected with the variable's name."""
+        monkeypatch.setenv("CONVEX_URL", "not a url")
+        monkeypatch.setenv("CONVEX_ADMIN_KEY", "k")
+        with pytest.raises(ConfigError, match="CONVEX_URL is invalid"):
+            load_settings()

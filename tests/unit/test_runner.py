@@ -1,0 +1,185 @@
+"""Runner: lease handling, acknowledgement, poisoned users, transient failures, stop.
+
+The gateway here is an in-memory stand-in (the failure modes it injects cannot be produced on demand
+by a real deployment); the same runner is exercised end to end against the local Convex backend in
+tests/integration/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker.config import Settings, load_settings
+from worker.errors import TransientGatewayError
+from worker.models import ChangeEntry, Claim, StoreOutcome, WatchEvent
+from worker.recompute import RecomputeOutcome
+from worker.runner import Runner, coalesce_by_user
+
+
+class FakeGateway:
+    """Change log, leases and stored results kept in dictionaries."""
+
+    def __init__(self) -> None:
+        self.pending: list[ChangeEntry] = []
+        self.lease_owner: dict[str, str] = {}
+        self.stored: dict[str, list[Mapping[str, Any]]] = {}
+        self.acked: list[tuple[str, int]] = []
+        self.failed: list[tuple[str, int, str]] = []
+        self.fail_store_with: Exception | None = None
+        self.subscription_values: asyncio.Queue[list[ChangeEntry]] = asyncio.Queue()
+
+    async def pending_changes(self, limit: int) -> list[ChangeEntry]:
+        return self.pending[:limit]
+
+    async def claim_user(self, user_id: str, worker_id: str, lease_ms: int) -> Claim:
+        owner = self.lease_owner.setdefault(user_id, worker_id)
+        changes = tuple(c for c in self.pending if c.user_id == user_id)
+        return Claim(
+            granted=owner == worker_id,
+            lease_owner=owner,
+            lease_expires_at_ms=None,
+            time_zone="UTC",
+            last_seq=max((c.seq for c in changes), default=0),
+            changes=changes,
+        )
+
+    async def iter_event_pages(
+        self, user_id: str, *, from_ms: int | None = None, to_ms: int | None = None, page_size: int = 4000
+    ) -> AsyncIterator[list[WatchEvent]]:
+        yield []
+
+    async def store_aggregations(
+        self, user_id: str, *, watermark: int, computed_at_ms: int,
+        results: Sequence[Mapping[str, Any]], chunk_size: int,
+    ) -> StoreOutcome:
+        if self.fail_store_with:
+            raise self.fail_store_with
+        self.stored[user_id] = list(results)
+        return StoreOutcome(written=len(results))
+
+    async def ack_changes(self, user_id: str, worker_id: str, up_to_seq: int) -> int:
+        before = len(self.pending)
+        self.pending = [c for c in self.pending if not (c.user_id == user_id and c.seq <= up_to_seq)]
+        self.lease_owner.pop(user_id, None)
+        self.acked.append((user_id, up_to_seq))
+        return before - len(self.pending)
+
+    async def fail_changes(self, user_id: str, worker_id: str, up_to_seq: int, error: str) -> int:
+        self.failed.append((user_id, up_to_seq, error))
+        self.pending = [c for c in self.pending if c.user_id != user_id]
+        return 1
+
+    async def enqueue_expired(self, now_ms: int) -> int:
+        return 0
+
+    async def subscribe_pending(self, limit: int) -> AsyncIterator[list[ChangeEntry]]:
+        while True:
+            yield await self.subscription_values.get()
+
+
+class FakeRecomputer:
+    def __init__(self, poisoned: set[str] | None = None) -> None:
+        self.poisoned = poisoned or set()
+        self.calls: list[str] = []
+
+    async def recompute(self, claim: Claim, *, now_ms: int) -> RecomputeOutcome:
+        user = claim.changes[0].user_id
+        self.calls.append(user)
+        if user in self.poisoned:
+            raise ValueError(f"bad data for {user}")
+        return RecomputeOutcome(
+            results=[{"type": "kpi", "filterKey": "All|all||", "data": {"views": 1}, "definitionVersion": 1}],
+            computed_at_ms=now_ms, events_read=0, read_ms=0.0, compute_ms=0.0, types=["kpi"], filter_sets=1,
+        )
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(
+        convex_url="http://127.0.0.1:9", convex_admin_key="k", worker_id="w1",
+        heartbeat_file=str(tmp_path / "hb"), debounce_ms=0, poll_interval_s=0.05,
+    )
+
+
+def change(user: str, seq: int, kind: str = "import") -> ChangeEntry:
+    return ChangeEntry(user_id=user, seq=seq, kind=kind, from_ms=0, to_ms=1, count=1)  # type: ignore[arg-type]
+
+
+class TestCoalesce:
+    def test_users_in_order_of_first_change(self) -> None:
+        """Several rows of one user become one unit of work, oldest user first."""
+        rows = [change("b", 1), change("a", 1), change("b", 2), change("a", 2)]
+        assert coalesce_by_user(rows) == ["b", "a"]
+
+
+class TestProcessRound:
+    def test_processes_and_acks_each_user_once(self, settings: Settings) -> None:
+        """All rows of a user are consumed with one recompute and acknowledged up to the watermark."""
+        gw, rc = FakeGateway(), FakeRecomputer()
+        gw.pending = [change("a", 1), change("b", 1), change("a", 2)]
+        runner = Runner(settings, gw, recomputer=rc)  # type: ignore[arg-type]
+        stats = asyncio.run(runner.run_until_idle())
+        assert rc.calls == ["a", "b"]
+        assert gw.acked == [("a", 2), ("b", 1)]
+        assert gw.pending == []
+        assert stats.users_processed == 2 and stats.changes_acked == 3
+
+    def test_user_leased_by_another_replica_is_left_pending(self, settings: Settings) -> None:
+        """A user whose lease another replica holds is neither recomputed nor acknowledged."""
+        gw, rc = FakeGateway(), FakeRecomputer()
+        gw.pending = [change("a", 1), change("b", 1)]
+        gw.lease_owner["a"] = "other-replica"
+        runner = Runner(settings, gw, recomputer=rc)  # type: ignore[arg-type]
+        asyncio.run(runner.process_round())
+        assert rc.calls == ["b"]
+        assert [c.user_id for c in gw.pending] == ["a"]
+        assert runner.stats.users_skipped_lease == 1
+
+    def test_poisoned_user_is_recorded_and_others_continue(self, settings: Settings) -> None:
+        """A recompute that raises records the failure on the user's rows and the round goes on."""
+        gw, rc = FakeGateway(), FakeRecomputer(poisoned={"a"})
+        gw.pending = [change("a", 1), change("b", 1)]
+        runner = Runner(settings, gw, recomputer=rc)  # type: ignore[arg-type]
+        asyncio.run(runner.process_round())
+        assert gw.failed and gw.failed[0][:2] == ("a", 1) and "bad data for a" in gw.failed[0][2]
+        assert gw.acked == [("b", 1)]
+        assert runner.stats.users_failed == 1
+
+    def test_transient_failure_leaves_changes_pending(self, settings: Settings) -> None:
+        """When the deployment is unreachable nothing is acknowledged or failed: the rows stay pending."""
+        gw, rc = FakeGateway(), FakeRecomputer()
+        gw.pending = [change("a", 1)]
+        gw.fail_store_with = TransientGatewayError("connection refused")
+        runner = Runner(settings, gw, recomputer=rc)  # type: ignore[arg-type]
+        with pytest.raises(TransientGatewayError):
+            asyncio.run(runner.process_round())
+        assert gw.acked == [] and gw.failed == [] and len(gw.pending) == 1
+
+
+class TestRunLoop:
+    def test_subscription_wakes_loop_and_stop_exits(self, settings: Settings, tmp_path: Path) -> None:
+        """A change announced by the subscription is processed; request_stop ends run() cleanly."""
+        gw, rc = FakeGateway(), FakeRecomputer()
+        settings = settings.model_copy(update={"poll_interval_s": 30.0})
+        runner = Runner(settings, gw, recomputer=rc)  # type: ignore[arg-type]
+
+        async def scenario() -> None:
+            task = asyncio.create_task(runner.run())
+            await asyncio.sleep(0.05)
+            gw.pending = [change("a", 1)]
+            await gw.subscription_values.put(list(gw.pending))
+            for _ in range(100):
+                if gw.acked:
+                    break
+                await asyncio.sleep(0.01)
+            runner.request_stop()
+            await asyncio.wait_for(task, 5)
+
+        asyncio.run(scenario())
+        assert gw.acked == [("a", 1)]
+        assert (tmp_path / "hb").exists()
