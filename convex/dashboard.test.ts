@@ -117,6 +117,11 @@ describe("getDashboard", () => {
       freshness: { computedAtMs: null, watermark: null, lastSeq: 0, pendingChanges: 0, stale: false },
     });
     expect(await t.query(api.dashboard.getDashboard, {})).toBeNull();
+
+    const notYet = await t.withIdentity(ALICE).query(api.dashboard.getDashboard, {
+      filters: { timeframe: "MTD", product: "youtube_music" },
+    });
+    expect(notYet).toMatchObject({ aggregations: [], freshness: { lastSeq: 1, pendingChanges: 1, stale: true } });
   });
 });
 

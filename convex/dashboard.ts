@@ -100,7 +100,7 @@ export async function getDashboardHandler(
       watermark: rows.length === 0 ? null : Math.min(...rows.map((r) => r.watermark)),
       lastSeq,
       pendingChanges,
-      stale: aggregations.some((a) => a.stale),
+      stale: aggregations.length === 0 ? lastSeq > 0 : aggregations.some((a) => a.stale),
     },
   };
 }
@@ -192,8 +192,9 @@ export const getAggregation = query({
  * Read every aggregate of the signed-in user for one filter set, sorted by
  * type, with overall freshness (UI). `freshness.computedAtMs`/`watermark` are
  * the oldest over the returned aggregates (null when none);
- * `pendingChanges` counts unacknowledged changes up to 100. Returns `null`
- * when unauthenticated.
+ * `pendingChanges` counts unacknowledged changes up to 100; `stale` is true
+ * when any aggregate is stale, or when none is stored yet although the user
+ * has changes. Returns `null` when unauthenticated.
  *
  * @throws ConvexError `INVALID_FILTERS`.
  */
