@@ -94,17 +94,17 @@ def _sort_key(e: WatchEvent) -> tuple[int, str, str, str, str, str, str, str, tu
 def local_offsets_ms(ts: IntArray, zone: ZoneInfo) -> IntArray:
     """Return the zone's UTC offset (ms) for each instant in ``ts`` (epoch ms UTC), DST-correct.
 
-    The offset is looked up once at the start and once at the end of every distinct UTC hour that
-    holds a view; only views in an hour containing a transition are looked up one by one.
+    The offset is looked up at the first and the last millisecond of every distinct UTC day holding
+    a view; when they differ (a transition that day) the day's views are looked up one by one.
+    Assumes no UTC day holds two transitions that cancel out (none does in the tz database since 1970).
     """
     if ts.size == 0:
         return np.zeros(0, dtype=np.int64)
-    hours, inverse = np.unique(ts // HOUR_MS, return_inverse=True)
-    at_start = np.array([offset_ms_at(int(h) * HOUR_MS, zone) for h in hours], dtype=np.int64)
-    at_end = np.array([offset_ms_at(int(h + 1) * HOUR_MS - 1, zone) for h in hours], dtype=np.int64)
+    days, inverse = np.unique(ts // DAY_MS, return_inverse=True)
+    at_start = np.array([offset_ms_at(int(d) * DAY_MS, zone) for d in days], dtype=np.int64)
+    at_end = np.array([offset_ms_at(int(d + 1) * DAY_MS - 1, zone) for d in days], dtype=np.int64)
     offsets: IntArray = at_start[inverse]
-    mixed = np.flatnonzero((at_start != at_end)[inverse])
-    for i in mixed:
+    for i in np.flatnonzero((at_start != at_end)[inverse]).tolist():
         offsets[i] = offset_ms_at(int(ts[i]), zone)
     return offsets
 
@@ -122,17 +122,20 @@ def build_frame(events: Sequence[WatchEvent], zone: ZoneInfo) -> Frame:
     Raises:
         ValueError: a ``watched_at_ms`` outside 1970-01-01 … 9999-12-30 (message names ``watched_at_ms``).
     """
-    ordered = sorted(events, key=_sort_key)
+    pairs = [((e.watched_at_ms, e.dedupe_key), e) for e in events]
+    pairs.sort(key=lambda p: p[0])
     rows: list[WatchEvent] = []
-    last_key: str | None = None
-    for e in ordered:
-        key = e.dedupe_key
-        if key == last_key:  # equal keys share watched_at_ms, so they are adjacent after sorting
-            continue
-        last_key = key
-        rows.append(e)
+    i, total = 0, len(pairs)
+    while i < total:
+        j = i + 1
+        while j < total and pairs[j][0] == pairs[i][0]:
+            j += 1
+        # equal dedupe keys are adjacent; keep the smallest by the total order so input order never matters
+        rows.append(pairs[i][1] if j == i + 1 else min((p[1] for p in pairs[i:j]), key=_sort_key))
+        i = j
+    del pairs
     n = len(rows)
-    ts = np.fromiter((e.watched_at_ms for e in rows), dtype=np.int64, count=n)
+    ts = np.array([e.watched_at_ms for e in rows], dtype=np.int64).reshape(n)
     if n:
         check_instant("watched_at_ms", int(ts[0]))
         check_instant("watched_at_ms", int(ts[-1]))
@@ -142,24 +145,39 @@ def build_frame(events: Sequence[WatchEvent], zone: ZoneInfo) -> Frame:
     weekday = (day + 3) % 7  # 1970-01-01 was a Thursday (ISO weekday index 3)
     hour = (local // HOUR_MS) % 24
 
-    removed = np.fromiter((e.kind == "removed" for e in rows), dtype=np.bool_, count=n)
-    product = np.fromiter((PRODUCT_CODES[e.product] for e in rows), dtype=np.int64, count=n)
-    shorts = np.fromiter(("shorts" in e.flags for e in rows), dtype=np.bool_, count=n)
-
-    video_ids = tuple(sorted({e.video_id for e in rows if e.video_id and e.kind != "removed"}))
+    removed_l: list[bool] = []
+    product_l: list[int] = []
+    shorts_l: list[bool] = []
+    video_l: list[str | None] = []
+    channel_l: list[str | None] = []
+    topic_l: list[int] = []
+    topic_cache: dict[tuple[str, str | None, str | None], int] = {}
+    for e in rows:
+        is_removed = e.kind == "removed"
+        removed_l.append(is_removed)
+        product_l.append(PRODUCT_CODES[e.product])
+        shorts_l.append("shorts" in e.flags)
+        video_l.append(None if is_removed else (e.video_id or None))
+        channel_l.append(None if is_removed else (e.channel_id or None))
+        if is_removed:
+            topic_l.append(-1)
+            continue
+        title = None if "title_unknown" in e.flags else e.title
+        key = (e.product, title, e.channel_name)
+        code = topic_cache.get(key)
+        if code is None:
+            code = topic_cache[key] = _topic_code(e.product, title, e.channel_name)
+        topic_l.append(code)
+    removed = np.array(removed_l, dtype=np.bool_).reshape(n)
+    product = np.array(product_l, dtype=np.int64).reshape(n)
+    shorts = np.array(shorts_l, dtype=np.bool_).reshape(n)
+    topic = np.array(topic_l, dtype=np.int64).reshape(n)
+    video_ids = tuple(sorted({v for v in video_l if v is not None}))
     video_code = {v: i for i, v in enumerate(video_ids)}
-    video = np.fromiter(
-        (video_code[e.video_id] if e.video_id and e.kind != "removed" else -1 for e in rows),
-        dtype=np.int64,
-        count=n,
-    )
-    channel_ids = tuple(sorted({e.channel_id for e in rows if e.channel_id and e.kind != "removed"}))
+    video = np.array([-1 if v is None else video_code[v] for v in video_l], dtype=np.int64).reshape(n)
+    channel_ids = tuple(sorted({c for c in channel_l if c is not None}))
     channel_code = {c: i for i, c in enumerate(channel_ids)}
-    channel = np.fromiter(
-        (channel_code[e.channel_id] if e.channel_id and e.kind != "removed" else -1 for e in rows),
-        dtype=np.int64,
-        count=n,
-    )
+    channel = np.array([-1 if c is None else channel_code[c] for c in channel_l], dtype=np.int64).reshape(n)
     names: list[str | None] = [None] * len(channel_ids)
     for e, c in zip(rows, channel.tolist(), strict=True):
         if c >= 0 and e.channel_name:
@@ -168,7 +186,6 @@ def build_frame(events: Sequence[WatchEvent], zone: ZoneInfo) -> Frame:
     has_channel = channel >= 0
     np.minimum.at(channel_first_ms, channel[has_channel], ts[has_channel])
 
-    topic = np.fromiter((_topic_code(e) for e in rows), dtype=np.int64, count=n)
     return Frame(
         ts=ts,
         day=day,
@@ -189,12 +206,9 @@ def build_frame(events: Sequence[WatchEvent], zone: ZoneInfo) -> Frame:
     )
 
 
-def _topic_code(e: WatchEvent) -> int:
-    """Topic of one view: YouTube Music plays are music; otherwise the keyword classifier (−1 = none)."""
-    if e.kind == "removed":
-        return -1
-    if e.product == "youtube_music":
+def _topic_code(product: str, title: str | None, channel_name: str | None) -> int:
+    """Topic code of one (non-removed) view: YouTube Music plays are music; else the keyword classifier."""
+    if product == "youtube_music":
         return _TOPIC_CODE[MUSIC_TOPIC]
-    title = None if "title_unknown" in e.flags else e.title
-    slug = classify_topic(title, e.channel_name)
+    slug = classify_topic(title, channel_name)
     return -1 if slug is None else _TOPIC_CODE[slug]

@@ -1,0 +1,85 @@
+"""FilterSet canonical keys, parsing and validation; the topic classifier."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from worker.aggregation import AGGREGATION_TYPES, EAGER_FILTER_SETS, TOPIC_SLUGS, FilterSet, classify_topic
+
+
+class TestFilterSet:
+    """FilterSet keys follow docs/architecture.md and do not depend on list order."""
+
+    @pytest.mark.parametrize(
+        ("filters", "key"),
+        [
+            ({"timeframe": "All", "product": "all"}, "All|all||"),
+            ({}, "All|all||"),
+            ({"timeframe": "Last6M", "product": "youtube_music", "topics": ["music", "gaming", "music"]},
+             "Last6M|youtube_music|gaming,music|"),
+            ({"timeframe": "MTD", "product": "youtube", "channels": ["UCz", "UCa"], "topics": []}, "MTD|youtube||UCa,UCz"),
+        ],
+    )
+    def test_keys(self, filters: dict, key: str) -> None:
+        """from_dict gives the documented canonical key and round-trips through to_dict."""
+        fs = FilterSet.from_dict(filters)
+        assert fs.key == key
+        assert FilterSet.from_dict(fs.to_dict()) == fs
+
+    @settings(max_examples=30)
+    @given(st.lists(st.sampled_from(["UCa", "UCb", "UCc", "UCd"]), max_size=8), st.randoms())
+    def test_order_independent(self, channels: list[str], rnd: object) -> None:
+        """Any permutation (with duplicates) of the lists yields the same key."""
+        shuffled = list(channels)
+        rnd.shuffle(shuffled)  # type: ignore[attr-defined]
+        assert FilterSet("All", "all", channels=tuple(channels)).key == FilterSet("All", "all", channels=tuple(shuffled)).key
+
+    @pytest.mark.parametrize(
+        ("filters", "field"),
+        [
+            ({"timeframe": "Weekly", "product": "all"}, "timeframe"),
+            ({"timeframe": "All", "product": "tiktok"}, "product"),
+            ({"timeframe": "All", "product": "all", "topics": "music"}, "topics"),
+            ({"timeframe": "All", "product": "all", "channels": [""]}, "channels"),
+            ({"timeframe": "All", "product": "all", "channels": ["a,b"]}, "channels"),
+            ({"timeframe": "All", "product": "all", "extra": 1}, "filters"),
+        ],
+    )
+    def test_invalid(self, filters: dict, field: str) -> None:
+        """Invalid input raises ValueError naming the field."""
+        with pytest.raises(ValueError, match=f"^{field}"):
+            FilterSet.from_dict(filters)
+
+    def test_catalogue(self) -> None:
+        """18 eager sets with distinct keys and 14 aggregation types."""
+        assert len(EAGER_FILTER_SETS) == 18 and len({fs.key for fs in EAGER_FILTER_SETS}) == 18
+        assert len(AGGREGATION_TYPES) == 14
+
+
+class TestClassifyTopic:
+    """The keyword taxonomy matches whole words case-insensitively and never guesses."""
+
+    @pytest.mark.parametrize(
+        ("title", "channel", "topic"),
+        [
+            ("Minecraft Let's Play #3", None, "gaming"),
+            ("Anti-Hero (Official Music Video)", "TaylorSwiftVEVO", "music"),
+            ("FUSSBALL Highlights", None, "sports"),
+            ("Fußball", None, "sports"),  # casefold: ß → ss both sides
+            ("category theory", None, None),  # "cat" must not match inside a word
+            ("zzz", "Someone", None),
+            (None, None, None),
+            ("Quick dinner", "Kurzgesagt – In a Nutshell", "food_cooking"),  # title (2) beats channel (1)
+            ("video", "Kurzgesagt – In a Nutshell", "science"),
+            ("Cat gameplay", None, "gaming"),  # tie 2–2: gaming is listed before animals
+        ],
+    )
+    def test_examples(self, title: str | None, channel: str | None, topic: str | None) -> None:
+        """Hand-checked titles map to the expected slug."""
+        assert classify_topic(title, channel) == topic
+
+    def test_slugs(self) -> None:
+        """The taxonomy defines the 18 documented slugs."""
+        assert len(TOPIC_SLUGS) == 18 and TOPIC_SLUGS[0] == "music"
