@@ -16,6 +16,7 @@ Command line (the bundled demo export)::
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import sys
@@ -640,8 +641,6 @@ def _gson(value: str) -> str:
 
 
 def _json_dumps(value: str) -> str:
-    import json
-
     return json.dumps(value, ensure_ascii=False)
 
 

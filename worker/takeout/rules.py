@@ -87,6 +87,8 @@ _EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
 
 def normalize_spaces(text: str) -> str:
     """Return ``text`` with no-break, narrow no-break, thin and em spaces replaced by plain spaces."""
+    if text.isascii():
+        return text
     return text.translate(_SPACES)
 
 

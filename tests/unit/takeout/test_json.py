@@ -1,0 +1,239 @@
+"""JSON export rules: record kinds, ids, locales, per-entry rejections and whole-file errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker.takeout import ParseResult, Rejection, TakeoutFormatError, parse_takeout_bytes, parse_takeout_file
+
+CHANNEL = "UCa1b2c3d4e5f6g7h8i9j0kA"
+VID = "Qx7Lm2Np9Ta"
+
+
+def record(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "header": "YouTube",
+        "title": "Watched How Tides Work",
+        "titleUrl": f"https://www.youtube.com/watch?v={VID}",
+        "subtitles": [{"name": "Ocean Notes", "url": f"https://www.youtube.com/channel/{CHANNEL}"}],
+        "time": "2024-01-05T22:15:32.104Z",
+        "products": ["YouTube"],
+        "activityControls": ["YouTube watch history"],
+    }
+    for key, value in fields.items():
+        if value is None:
+            base.pop(key, None)
+        else:
+            base[key] = value
+    return base
+
+
+def parse(*records: Any) -> ParseResult:
+    return parse_takeout_bytes(json.dumps(list(records)).encode(), name="watch-history.json")
+
+
+class TestViews:
+    def test_plain_watch(self) -> None:
+        """A watch gives id, stripped title, channel id and name, ms instant."""
+        result = parse(record())
+        (view,) = result.views
+        assert view.video_id == VID
+        assert view.title == "How Tides Work"
+        assert view.channel_id == CHANNEL and view.channel_name == "Ocean Notes"
+        assert view.watched_at_ms == 1704492932104
+        assert view.kind == "watch" and view.product == "youtube"
+
+    def test_gson_escapes_are_decoded(self) -> None:
+        """\\u003d, \\u0026 and \\u0027 in the raw text are undone by the JSON decoder."""
+        raw = (
+            '[{"header": "YouTube", "title": "Watched Tom\\u0027s Q\\u0026A", '
+            '"titleUrl": "https://www.youtube.com/watch?v\\u003dQx7Lm2Np9Ta", '
+            '"time": "2024-01-05T22:15:32Z"}]'
+        )
+        (view,) = parse_takeout_bytes(raw.encode(), name="x.json").views
+        assert view.title == "Tom's Q&A" and view.video_id == VID
+        assert view.watched_at_ms == 1704492932000
+
+    @pytest.mark.parametrize(
+        ("time", "expected"),
+        [
+            ("2020-01-01T13:11:02Z", 1577884262000),
+            ("2020-01-01T13:11:02.5Z", 1577884262500),
+            ("2020-01-01T13:11:02.123456Z", 1577884262123),
+            ("2020-01-01T14:11:02.000+01:00", 1577884262000),
+        ],
+    )
+    def test_times_with_and_without_milliseconds(self, time: str, expected: int) -> None:
+        """Instants parse with or without a fraction, with Z or an offset."""
+        assert parse(record(time=time)).views[0].watched_at_ms == expected
+
+    @pytest.mark.parametrize(
+        ("url", "video_id", "shorts"),
+        [
+            (f"https://youtu.be/{VID}", VID, False),
+            (f"https://www.youtube.com/shorts/{VID}", VID, True),
+            (f"https://www.youtube.com/live/{VID}?si=x", VID, False),
+            (f"http://m.youtube.com/watch?feature=share&v={VID}&t=10", VID, False),
+            ("https://www.youtube.com/watch?v=-e8Nfjl_AKk", "-e8Nfjl_AKk", False),
+        ],
+    )
+    def test_url_forms(self, url: str, video_id: str, shorts: bool) -> None:
+        """Ids come from watch?v=, youtu.be/, /shorts/ and /live/; /shorts/ sets the shorts flag."""
+        (view,) = parse(record(titleUrl=url)).views
+        assert view.video_id == video_id
+        assert ("shorts" in view.flags) is shorts
+
+    def test_shorts_hashtag_in_title(self) -> None:
+        """'#shorts' in the title flags a Short even with a watch?v= URL."""
+        assert parse(record(title="Watched Cat jumps #Shorts")).views[0].flags == frozenset({"shorts"})
+
+    def test_music_by_header_or_host(self) -> None:
+        """The 'YouTube Music' header or the music.youtube.com host makes a youtube_music view."""
+        by_header = parse(record(header="YouTube Music")).views[0]
+        by_host = parse(record(titleUrl=f"https://music.youtube.com/watch?v={VID}")).views[0]
+        assert by_header.product == by_host.product == "youtube_music"
+
+    def test_title_is_url(self) -> None:
+        """'Watched <url>' without subtitles → title None, flag title_unknown, id kept."""
+        url = f"https://www.youtube.com/watch?v={VID}"
+        (view,) = parse(record(title=f"Watched {url}", titleUrl=url, subtitles=None)).views
+        assert view.title is None and view.video_id == VID and view.channel_id is None
+        assert view.flags == frozenset({"title_unknown"})
+
+    def test_removed_and_blank_id_are_removed(self) -> None:
+        """The removed-video title without a URL and a watch URL with an empty v are kind removed."""
+        result = parse(
+            record(title="Watched a video that has been removed", titleUrl=None, subtitles=None),
+            record(titleUrl="https://www.youtube.com/watch?v="),
+        )
+        assert [v.kind for v in result.views] == ["removed", "removed"]
+        assert all(v.video_id is None and v.title is None and v.channel_id is None for v in result.views)
+
+    def test_channel_only_from_a_channel_url(self) -> None:
+        """Subtitles without a /channel/UC… url give no channel."""
+        (view,) = parse(
+            record(subtitles=[{"name": "Someone", "url": "https://www.youtube.com/@someone"}])
+        ).views
+        assert view.channel_id is None and view.channel_name is None
+
+    @pytest.mark.parametrize(
+        ("title", "expected"),
+        [
+            ("Wie Gezeiten funktionieren angesehen", "Wie Gezeiten funktionieren"),
+            ("Vous avez regardé Les marées", "Les marées"),
+            ("Je hebt naar Getijden gekeken", "Getijden"),
+            ("潮の仕組み を視聴しました", "潮の仕組み"),
+            ("Has visto Las mareas", "Las mareas"),
+            ("Gezeiten erklärt (unbekannte Sprache)", "Gezeiten erklärt (unbekannte Sprache)"),
+        ],
+    )
+    def test_localized_verbs(self, title: str, expected: str) -> None:
+        """Known verbs are stripped (prefix, suffix or both); an unknown locale keeps the full title."""
+        (view,) = parse(record(title=title)).views
+        assert view.title == expected and view.video_id == VID
+
+
+class TestNonViews:
+    def test_kinds(self) -> None:
+        """Ads (en and ja markers), ad clicks, posts, visits, stories and other activity are counted."""
+        ads = [{"name": "From Google Ads"}]
+        result = parse(
+            record(details=ads, subtitles=None),
+            record(details=[{"name": "Google 広告から"}], subtitles=None),
+            record(
+                title="Visited https://ads.example", titleUrl="https://www.google.com/url?q=x", details=ads
+            ),
+            record(title="Viewed Hello", titleUrl="https://www.youtube.com/post/UgkxAbc"),
+            record(
+                title="Visited YouTube Music",
+                titleUrl=None,
+                subtitles=[{"name": "Temperature: Warm"}, {"name": "Weather: Partly cloudy"}],
+            ),
+            record(title="チャンネル のストーリーを視聴しました", titleUrl=None, subtitles=None),
+            record(title="Searched for tides", titleUrl="https://www.youtube.com/results?search_query=tides"),
+            record(title="Liked How Tides Work"),
+        )
+        assert result.views == []
+        assert result.non_views == {"ad": 2, "ad_click": 1, "post": 1, "visit": 1, "story": 1, "other": 2}
+        assert result.total_entries == 8
+        assert result.first_ms is None and result.last_ms is None
+
+
+class TestRejections:
+    def test_bad_entries_are_rejected_and_others_kept(self) -> None:
+        """Each bad entry becomes a Rejection with its index and field; good entries still parse."""
+        result = parse(
+            record(),
+            record(time=None),
+            record(time="yesterday"),
+            record(time="2024-02-30T10:00:00Z"),
+            "not an object",
+            record(titleUrl=12),
+            record(subtitles="Ocean Notes"),
+            record(title=None),
+            record(time=1704492932),
+            record(time="2024-01-06T10:00:00Z"),
+        )
+        assert [v.watched_at_ms for v in result.views] == [1704492932104, 1704535200000]
+        assert [(r.index, r.field) for r in result.rejected] == [
+            (1, "time"),
+            (2, "time"),
+            (3, "time"),
+            (4, "entry"),
+            (5, "titleUrl"),
+            (6, "subtitles"),
+            (7, "title"),
+            (8, "time"),
+        ]
+        assert result.rejected[0] == Rejection(1, "time", "missing")
+        assert "yesterday" in result.rejected[1].reason
+        assert result.total_entries == 10
+        assert "entry 4" in str(result.rejected[3])
+
+
+class TestWholeFileErrors:
+    def test_truncated_json_names_line_and_column(self) -> None:
+        """Truncated JSON raises TakeoutFormatError with line/column, not JSONDecodeError."""
+        data = json.dumps([record(), record()], indent=2).encode()[:-40]
+        with pytest.raises(TakeoutFormatError) as info:
+            parse_takeout_bytes(data, name="watch-history.json")
+        assert info.value.path == "watch-history.json"
+        assert info.value.position is not None and info.value.position.startswith("line ")
+        assert "truncated" in str(info.value)
+
+    @pytest.mark.parametrize(
+        ("data", "fragment"),
+        [
+            (b'{"header": "YouTube"}', "array"),
+            (b"[1, 2, 3]", "no objects"),
+            (b'[{"foo": 1}]', "unknown record structure"),
+            (b"hello, world", "neither JSON nor HTML"),
+            (b"", "empty"),
+            (b"\xff\xfe[\x00", "UTF-8"),
+            (b"<html><body><p>hi</p></body></html>", "no 'content-cell"),
+            (b"PK\x03\x04garbage", "zip"),
+        ],
+    )
+    def test_not_an_export(self, data: bytes, fragment: str) -> None:
+        """Whole-file problems raise TakeoutFormatError with a clear message."""
+        with pytest.raises(TakeoutFormatError, match=fragment):
+            parse_takeout_bytes(data, name="f")
+
+    def test_empty_array_is_an_empty_history(self) -> None:
+        """'[]' is a valid export with no entries."""
+        result = parse_takeout_bytes(b"[]", name="f")
+        assert result.total_entries == 0 and result.views == [] and result.first_ms is None
+
+    def test_missing_file(self, tmp_path: Path) -> None:
+        """An unreadable path raises TakeoutFormatError naming it."""
+        with pytest.raises(TakeoutFormatError, match="cannot read"):
+            parse_takeout_file(tmp_path / "nope.json")
+
+    def test_utf8_bom_accepted(self) -> None:
+        """A UTF-8 byte-order mark before the array is ignored."""
+        data = b"\xef\xbb\xbf" + json.dumps([record()]).encode()
+        assert len(parse_takeout_bytes(data, name="f").views) == 1
