@@ -87,17 +87,14 @@ export class DiskStore {
   load(): Mirror {
     const m = new Mirror();
     if (existsSync(this.snapshotPath)) {
-      let snap: { version: number; lastTs: string; nextDocId: number; lastCreationTime: number; documents: string[] };
+      let snap: { version: number; lastTs: string; nextDocId: number; lastCreationTime: number; documents: { _id: string }[] };
       try {
         snap = JSON.parse(readFileSync(this.snapshotPath, "utf8"));
       } catch (e) {
         throw new Error(`corrupt snapshot ${this.snapshotPath}: ${(e as Error).message}`);
       }
       if (snap.version !== 1) throw new Error(`unsupported snapshot version ${snap.version} in ${this.snapshotPath}`);
-      for (const doc of snap.documents) {
-        const id = (JSON.parse(doc) as { _id: string })._id;
-        m.documents.set(id, doc);
-      }
+      for (const doc of snap.documents) m.documents.set(doc._id, JSON.stringify(doc));
       m.nextDocId = snap.nextDocId;
       m.lastCreationTime = snap.lastCreationTime;
       m.lastTs = BigInt(snap.lastTs);

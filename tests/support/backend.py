@@ -1,0 +1,259 @@
+"""Start, stop and kill the local Convex-compatible backend (`convex-local/`) for tests.
+
+The backend is a Node process (``node convex-local/bin/convex-local.mjs``) that prints
+``convex-local ready url=<url> adminKey=<key>`` once it accepts requests. ``LocalBackend`` waits
+for that line (with a timeout), keeps the port stable across ``restart()`` so connected clients can
+reconnect, and kills the whole process group on ``stop()``/``kill()``/interpreter exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+import weakref
+from collections import deque
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BIN = REPO_ROOT / "convex-local" / "bin" / "convex-local.mjs"
+FIXTURE_FUNCTIONS_DIR = REPO_ROOT / "convex-local" / "test" / "fixture" / "convex"
+PROJECT_FUNCTIONS_DIR = REPO_ROOT / "convex"
+
+_live: weakref.WeakSet[LocalBackend] = weakref.WeakSet()
+
+
+class BackendStartError(RuntimeError):
+    """The backend did not print its ready line in time (message includes its stderr)."""
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalBackend:
+    """A local backend process.
+
+    Args:
+        functions_dir: directory with ``schema.ts``, modules and ``_generated/``.
+        data_dir: persistence directory (data survives ``restart()``/``kill()``); None = in memory.
+        port: HTTP/WebSocket port; None picks a free one (kept across restarts).
+        admin_key: admin key; None generates a random one (kept across restarts).
+        site_port: port for HTTP actions; None picks a free one when ``http.ts`` exists.
+        startup_timeout_s: how long to wait for the ready line.
+        extra_args: more CLI flags, e.g. ``["--function-timeout-ms", "500"]``.
+    """
+
+    def __init__(
+        self,
+        functions_dir: str | os.PathLike[str] = FIXTURE_FUNCTIONS_DIR,
+        *,
+        data_dir: str | os.PathLike[str] | None = None,
+        port: int | None = None,
+        admin_key: str | None = None,
+        site_port: int | None = None,
+        startup_timeout_s: float = 60.0,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.functions_dir = Path(functions_dir).resolve()
+        self.data_dir = Path(data_dir).resolve() if data_dir is not None else None
+        self.port = port or free_port()
+        self._admin_key = admin_key or f"convex-local|{secrets.token_hex(16)}"
+        has_http = any((self.functions_dir / f).exists() for f in ("http.ts", "http.js"))
+        self.site_port = site_port or (free_port() if has_http else None)
+        self.startup_timeout_s = startup_timeout_s
+        self.extra_args = list(extra_args or [])
+        self._proc: subprocess.Popen[str] | None = None
+        self._pumps: list[threading.Thread] = []
+        self._stderr_tail: deque[str] = deque(maxlen=200)
+        self._stdout_tail: deque[str] = deque(maxlen=50)
+        _live.add(self)
+
+    # -- properties -------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        """Deployment URL, e.g. ``http://127.0.0.1:3210`` (what clients are given)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def site_url(self) -> str | None:
+        """Base URL of HTTP actions, or None when the functions have no ``http.ts``."""
+        return f"http://127.0.0.1:{self.site_port}" if self.site_port else None
+
+    @property
+    def admin_key(self) -> str:
+        """Admin key accepted by the backend (``Authorization: Convex <key>``, ``set_admin_auth``)."""
+        return self._admin_key
+
+    @property
+    def running(self) -> bool:
+        """True while the process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def stderr_tail(self) -> str:
+        """Last lines the backend wrote to stderr (for diagnostics)."""
+        return "".join(self._stderr_tail)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> LocalBackend:
+        """Start the process and wait for its ready line.
+
+        Raises:
+            BackendStartError: the process exited or did not become ready within
+                ``startup_timeout_s``; the message carries its stderr.
+        """
+        if self.running:
+            return self
+        cmd = [
+            "node",
+            str(BIN),
+            "--port",
+            str(self.port),
+            "--admin-key",
+            self._admin_key,
+            "--functions",
+            str(self.functions_dir),
+        ]
+        if self.site_port:
+            cmd += ["--site-port", str(self.site_port)]
+        if self.data_dir is not None:
+            cmd += ["--data-dir", str(self.data_dir)]
+        cmd += self.extra_args
+        self._stderr_tail.clear()
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self._proc = proc
+        ready = threading.Event()
+
+        def pump_stdout() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                self._stdout_tail.append(line)
+                if line.startswith("convex-local ready "):
+                    ready.set()
+
+        def pump_stderr() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                self._stderr_tail.append(line)
+
+        self._pumps = [
+            threading.Thread(target=pump_stdout, daemon=True),
+            threading.Thread(target=pump_stderr, daemon=True),
+        ]
+        for t in self._pumps:
+            t.start()
+        deadline = time.monotonic() + self.startup_timeout_s
+        while not ready.wait(0.05):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                reason = (
+                    f"exited with code {proc.returncode}"
+                    if proc.poll() is not None
+                    else f"not ready after {self.startup_timeout_s:.0f} s"
+                )
+                self.kill()
+                raise BackendStartError(
+                    f"local backend ({' '.join(cmd)}) {reason}.\n"
+                    f"--- stderr ---\n{self.stderr_tail}\n--- stdout ---\n{''.join(self._stdout_tail)}"
+                )
+        return self
+
+    def _terminate(self, sig: signal.Signals) -> None:
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop with SIGTERM (clean shutdown); SIGKILL if it does not exit within ``timeout_s``."""
+        proc = self._proc
+        if proc is None:
+            return
+        self._terminate(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self._terminate(signal.SIGKILL)
+            proc.wait(5)
+        self._reap()
+
+    def _reap(self) -> None:
+        proc = self._proc
+        self._proc = None
+        if proc is None:
+            return
+        for t in self._pumps:
+            t.join(5)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    def kill(self) -> None:
+        """Kill with SIGKILL (simulates a crash); persisted data must survive."""
+        proc = self._proc
+        if proc is None:
+            return
+        self._terminate(signal.SIGKILL)
+        proc.wait(5)
+        self._reap()
+
+    def restart(self, *, hard: bool = False) -> LocalBackend:
+        """Stop (SIGTERM, or SIGKILL when ``hard``) and start again on the same port and key."""
+        if hard:
+            self.kill()
+        else:
+            self.stop()
+        return self.start()
+
+    # -- helpers ----------------------------------------------------------------------------
+    def mint_token(self, subject: str, *, ttl_seconds: int = 3600, claims: dict[str, object] | None = None) -> str:
+        """Return an RS256 JWT for ``subject`` signed by the backend (identity ``convex-local|<subject>``).
+
+        Raises:
+            RuntimeError: the backend refused (message includes status and body).
+        """
+        body = json.dumps({"subject": subject, "ttlSeconds": ttl_seconds, "claims": claims or {}}).encode()
+        req = urllib.request.Request(
+            f"{self.url}/_local/token",
+            data=body,
+            headers={"Authorization": f"Convex {self._admin_key}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return str(json.loads(resp.read())["token"])
+        except urllib.error.HTTPError as e:
+            raise RuntimeError(f"token request failed: {e.code} {e.read().decode(errors='replace')}") from e
+
+    def __enter__(self) -> LocalBackend:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@atexit.register
+def _kill_all() -> None:
+    for backend in list(_live):
+        backend._terminate(signal.SIGKILL)
