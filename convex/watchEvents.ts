@@ -81,6 +81,38 @@ export function validateEvent(event: WatchEventInput, index: number, nowMs: numb
   }
 }
 
+/** Largest number of stored views read by one range read for deduplication. */
+const MAX_DEDUPE_RANGE_READ = 4000;
+
+/**
+ * Return the dedupe keys of `userId`'s stored views between the batch's
+ * earliest and latest `watchedAtMs` (one index range read instead of one
+ * point read per event: importers send time-ordered batches, so the range is
+ * narrow). Returns null when more than `MAX_DEDUPE_RANGE_READ` views lie in
+ * that range; callers then look each key up on `by_user_and_dedupeKey`.
+ */
+async function storedKeysInRange(
+  ctx: MutationCtx,
+  userId: string,
+  events: WatchEventInput[],
+): Promise<Set<string> | null> {
+  if (events.length === 0) return new Set();
+  let lo = Number.POSITIVE_INFINITY;
+  let hi = Number.NEGATIVE_INFINITY;
+  for (const e of events) {
+    lo = Math.min(lo, e.watchedAtMs);
+    hi = Math.max(hi, e.watchedAtMs);
+  }
+  const rows = await ctx.db
+    .query("watchEvents")
+    .withIndex("by_user_and_watchedAt", (q) =>
+      q.eq("userId", userId).gte("watchedAtMs", lo).lte("watchedAtMs", hi),
+    )
+    .take(MAX_DEDUPE_RANGE_READ + 1);
+  if (rows.length > MAX_DEDUPE_RANGE_READ) return null;
+  return new Set(rows.map((r) => r.dedupeKey));
+}
+
 /**
  * Import a batch of views for `userId`: validate all, skip duplicates (within
  * the batch and against stored rows), insert the rest, and append one
@@ -102,6 +134,7 @@ export async function importEventsForUser(
   const nowMs = Date.now();
   events.forEach((event, index) => validateEvent(event, index, nowMs));
 
+  const stored = await storedKeysInRange(ctx, userId, events);
   const seen = new Set<string>();
   let inserted = 0;
   let duplicates = 0;
@@ -114,11 +147,14 @@ export async function importEventsForUser(
       continue;
     }
     seen.add(key);
-    const stored = await ctx.db
-      .query("watchEvents")
-      .withIndex("by_user_and_dedupeKey", (q) => q.eq("userId", userId).eq("dedupeKey", key))
-      .first();
-    if (stored !== null) {
+    const isStored =
+      stored !== null
+        ? stored.has(key)
+        : (await ctx.db
+            .query("watchEvents")
+            .withIndex("by_user_and_dedupeKey", (q) => q.eq("userId", userId).eq("dedupeKey", key))
+            .first()) !== null;
+    if (isStored) {
       duplicates++;
       continue;
     }
