@@ -165,10 +165,13 @@ def import_(
 # ---------------------------------------------------------------------------------------- demo
 
 
-async def _demo(file: Path, settings: Settings, token: str, *, keep_running: bool) -> None:
+async def _demo(file: Path, settings: Settings, token: str, *, time_zone: str, keep_running: bool) -> None:
     from worker.gateway import ConvexGateway
     from worker.runner import Runner
 
+    async with ConvexGateway(str(settings.convex_url), user_token=token) as user_gateway:
+        await user_gateway.mutation("settings:setTimeZone", {"timeZone": time_zone})
+    console.print(f"user time zone: {time_zone}")
     started = time.perf_counter()
     await _import(file, str(settings.convex_url), admin_key=None, token=token, user_id=None)
     import_s = time.perf_counter() - started
@@ -204,6 +207,10 @@ def demo(
     file: Annotated[
         Path | None, typer.Argument(help="Your own Takeout export; default: the bundled synthetic sample.")
     ] = None,
+    time_zone: Annotated[
+        str | None,
+        typer.Option(help="The user's IANA time zone; default Europe/Berlin for the bundled sample, else UTC."),
+    ] = None,
     keep_running: Annotated[bool, typer.Option(help="Keep backend and worker running afterwards.")] = False,
     log_format: Annotated[str, typer.Option(help="Worker log format: console, json.")] = "console",
 ) -> None:
@@ -224,7 +231,8 @@ def demo(
                 heartbeat_file=None,
             )
             token = backend.mint_token(DEMO_SUBJECT)
-            asyncio.run(_demo(path, settings, token, keep_running=keep_running))
+            zone = time_zone or ("Europe/Berlin" if file is None else "UTC")
+            asyncio.run(_demo(path, settings, token, time_zone=zone, keep_running=keep_running))
     except BackendStartError as exc:
         raise _fail(str(exc), 1) from None
     except (ImportFailedError, GatewayError, ConfigError) as exc:
