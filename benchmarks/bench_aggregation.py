@@ -32,7 +32,19 @@ TIME_ZONE = "Europe/Berlin"
 
 def _fallback_history(n: int, *, seed: int, end_ms: int) -> list[WatchEvent]:
     rng = random.Random(seed)
-    words = ["Minecraft", "recipe", "news", "vlog", "lofi", "review", "cat", "workout", "travel", "stocks", "xyz"]
+    words = [
+        "Minecraft",
+        "recipe",
+        "news",
+        "vlog",
+        "lofi",
+        "review",
+        "cat",
+        "workout",
+        "travel",
+        "stocks",
+        "xyz",
+    ]
     out: list[WatchEvent] = []
     t = end_ms - n * 20 * 60_000
     for i in range(n):
@@ -69,7 +81,9 @@ def _run(events: list[WatchEvent]) -> tuple[float, int]:
 def main(sizes: list[int]) -> None:
     """Run the benchmark for each history size and print one table row per size."""
     make = _generator()
-    print(f"{'views':>9} {'cold CPU s':>10} {'warm CPU s':>10} {'frame s':>8} {'results':>8} {'max KiB':>8} {'peak RSS MiB':>13}")
+    print(
+        f"{'views':>9} {'cold CPU s':>10} {'warm CPU s':>10} {'frame s':>8} {'results':>8} {'max KiB':>8} {'peak RSS MiB':>13}"
+    )
     for n in sizes:
         events = make(n)
         classify_topic.cache_clear()

@@ -9,7 +9,16 @@ from typing import Any
 
 import numpy as np
 
-from worker.aggregation.common import Output, change, channel_name, month_axis, num, per_month, ratio
+from worker.aggregation.common import (
+    Output,
+    change,
+    channel_name,
+    month_axis,
+    num,
+    per_month,
+    ratio,
+    unique_ints,
+)
 from worker.aggregation.frame import IntArray
 from worker.aggregation.slices import Slice
 from worker.aggregation.timeframes import month_label
@@ -60,7 +69,7 @@ def channel_metrics(s: Slice) -> Output:
         r, m = r[sel], month[sel]
         m0 = int(m.min())
         width = int(m.max()) - m0 + 1
-        active = np.bincount(np.unique(r * width + (m - m0)) // width, minlength=k)
+        active = np.bincount(unique_ints(r * width + (m - m0)) // width, minlength=k)
         first_month = np.full(k, np.iinfo(np.int64).max, dtype=np.int64)
         np.minimum.at(first_month, r, m)
         end_month = max(clock.month, int(s.month.max()))
@@ -113,19 +122,16 @@ def _co_watched(s: Slice, rank_of: IntArray, k: int) -> list[list[dict[str, Any]
     x, y, cnt, rx = x[sel], y[sel], cnt[sel], rx[sel]
     order = np.lexsort((y, -cnt, rx))
     rx, y, cnt = rx[order], y[order], cnt[order]
-    starts = np.searchsorted(rx, np.arange(k), side="left")
-    for i in range(k):
-        j = int(starts[i])
-        while j < rx.size and rx[j] == i and j - int(starts[i]) < per:
-            code = int(y[j])
-            out[i].append(
-                {
-                    "channelId": frame.channel_ids[code],
-                    "channelName": channel_name(frame, code),
-                    "coSessions": int(cnt[j]),
-                }
-            )
-            j += 1
+    position = np.arange(rx.size) - np.searchsorted(rx, rx, side="left")
+    keep = position < per
+    for i, code, count in zip(rx[keep].tolist(), y[keep].tolist(), cnt[keep].tolist(), strict=True):
+        out[i].append(
+            {
+                "channelId": frame.channel_ids[code],
+                "channelName": channel_name(frame, code),
+                "coSessions": count,
+            }
+        )
     return out
 
 

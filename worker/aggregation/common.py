@@ -11,7 +11,17 @@ import numpy as np
 from worker.aggregation.frame import Frame, IntArray
 from worker.aggregation.timeframes import month_label
 
-__all__ = ["Dependency", "Output", "ratio", "num", "channel_name", "MonthAxis", "month_axis", "change"]
+__all__ = [
+    "unique_ints",
+    "Dependency",
+    "Output",
+    "ratio",
+    "num",
+    "channel_name",
+    "MonthAxis",
+    "month_axis",
+    "change",
+]
 
 Dependency = Literal["window", "day", "month"]
 """What besides the timeframe makes a result time-relative: nothing, "today", or "this month"."""
@@ -101,6 +111,18 @@ def distinct_per_group(group: IntArray, item: IntArray, n_groups: int) -> IntArr
     if not keep.any():
         return np.zeros(n_groups, dtype=np.int64)
     width = int(item[keep].max()) + 1
-    pairs = np.unique(group[keep] * width + item[keep])
+    pairs = unique_ints(group[keep] * width + item[keep])
     out: IntArray = np.bincount(pairs // width, minlength=n_groups).astype(np.int64)
+    return out
+
+
+def unique_ints(values: IntArray) -> IntArray:
+    """Return the sorted distinct values of an int array (sort-based; faster than hashing here)."""
+    ordered = np.sort(values)
+    if ordered.size == 0:
+        return ordered
+    keep = np.empty(ordered.size, dtype=np.bool_)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    out: IntArray = ordered[keep]
     return out

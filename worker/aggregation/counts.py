@@ -20,6 +20,7 @@ from worker.aggregation.common import (
     num,
     per_month,
     ratio,
+    unique_ints,
 )
 from worker.aggregation.slices import Slice
 from worker.aggregation.timeframes import EPOCH_ORDINAL, month_first_day, shift_year_back
@@ -48,9 +49,9 @@ def kpi(s: Slice) -> Output:
     data: dict[str, Any] = {
         "views": s.n,
         "removedViews": int(np.count_nonzero(frame.removed[s.idx])),
-        "uniqueVideos": int(np.unique(video[video >= 0]).size),
+        "uniqueVideos": int(unique_ints(video[video >= 0]).size),
         "uniqueChannels": int(np.count_nonzero(s.channel_views)),
-        "activeDays": int(np.unique(s.day).size),
+        "activeDays": int(unique_ints(s.day).size),
         "firstViewMs": int(s.ts[0]) if s.n else None,
         "lastViewMs": int(s.ts[-1]) if s.n else None,
         "estimatedWatchTimeMinutes": num(int(sessions.estimated_ms.sum()) / _MINUTE_MS),

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.aggregation.common import Output, num, ratio
+from worker.aggregation.common import Output, num, ratio, unique_ints
 from worker.aggregation.frame import IntArray
 from worker.aggregation.slices import Slice
 
@@ -117,7 +117,7 @@ def viewing_patterns(s: Slice) -> Output:
     weekend = int(np.count_nonzero(s.weekday >= 5))
     ses = s.sessions
     binge_views = int(ses.views[ses.binge].sum())
-    active_days = int(np.unique(s.day).size)
+    active_days = int(unique_ints(s.day).size)
     span_days = int(s.day.max() - s.day.min() + 1) if n else 0
     views = s.channel_views
     attributed = int(views.sum())

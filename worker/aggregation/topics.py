@@ -12,7 +12,16 @@ from typing import Any
 import numpy as np
 
 from worker.aggregation.channels import recent_windows
-from worker.aggregation.common import Output, change, distinct_per_group, month_axis, num, per_month, ratio
+from worker.aggregation.common import (
+    Output,
+    change,
+    distinct_per_group,
+    month_axis,
+    num,
+    per_month,
+    ratio,
+    unique_ints,
+)
 from worker.aggregation.frame import IntArray
 from worker.aggregation.slices import Slice
 from worker.aggregation.timeframes import day_start_ms, month_first_day, month_label
@@ -232,7 +241,7 @@ def topic_discovery(s: Slice) -> Output:
                 **row(int(views[t]), int(new_views[t]), int(habitual[t]), int(new_channels[t])),
             }
         )
-    overall_new_channels = int(np.unique(ch[is_new]).size)
+    overall_new_channels = int(unique_ints(ch[is_new]).size)
     overall = row(
         s.n, int(np.count_nonzero(is_new)), int(np.count_nonzero(has & ~is_new)), overall_new_channels
     )

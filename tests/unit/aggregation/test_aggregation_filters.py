@@ -17,9 +17,14 @@ class TestFilterSet:
         [
             ({"timeframe": "All", "product": "all"}, "All|all||"),
             ({}, "All|all||"),
-            ({"timeframe": "Last6M", "product": "youtube_music", "topics": ["music", "gaming", "music"]},
-             "Last6M|youtube_music|gaming,music|"),
-            ({"timeframe": "MTD", "product": "youtube", "channels": ["UCz", "UCa"], "topics": []}, "MTD|youtube||UCa,UCz"),
+            (
+                {"timeframe": "Last6M", "product": "youtube_music", "topics": ["music", "gaming", "music"]},
+                "Last6M|youtube_music|gaming,music|",
+            ),
+            (
+                {"timeframe": "MTD", "product": "youtube", "channels": ["UCz", "UCa"], "topics": []},
+                "MTD|youtube||UCa,UCz",
+            ),
         ],
     )
     def test_keys(self, filters: dict, key: str) -> None:
@@ -34,7 +39,10 @@ class TestFilterSet:
         """Any permutation (with duplicates) of the lists yields the same key."""
         shuffled = list(channels)
         rnd.shuffle(shuffled)  # type: ignore[attr-defined]
-        assert FilterSet("All", "all", channels=tuple(channels)).key == FilterSet("All", "all", channels=tuple(shuffled)).key
+        assert (
+            FilterSet("All", "all", channels=tuple(channels)).key
+            == FilterSet("All", "all", channels=tuple(shuffled)).key
+        )
 
     @pytest.mark.parametrize(
         ("filters", "field"),

@@ -24,7 +24,12 @@ class TestKpi:
             removed(ms("2024-05-02T09:00")),
         ]
         data = compute_one(events, "kpi", now_ms=ms("2024-05-03T00:00")).data
-        assert (data["views"], data["removedViews"], data["uniqueVideos"], data["uniqueChannels"]) == (4, 1, 2, 2)
+        assert (data["views"], data["removedViews"], data["uniqueVideos"], data["uniqueChannels"]) == (
+            4,
+            1,
+            2,
+            2,
+        )
         assert data["activeDays"] == 2
         # 10 min + 5 min (gaps) + 5 min (last of session) + 5 min (removed view, alone) = 25
         assert data["estimatedWatchTimeMinutes"] == 25.0
@@ -90,7 +95,10 @@ class TestMonthlyTrend:
     def test_local_month_in_new_york(self) -> None:
         """A view at 2024-02-01T03:00Z is a January view in New York (22:00 local)."""
         data = compute_one(
-            [view(ms("2024-02-01T03:00"))], "monthly_trend", now_ms=ms("2024-02-10T00:00"), tz="America/New_York"
+            [view(ms("2024-02-01T03:00"))],
+            "monthly_trend",
+            now_ms=ms("2024-02-10T00:00"),
+            tz="America/New_York",
         ).data
         assert [m["month"] for m in data["months"]] == ["2024-01"]
 
@@ -105,7 +113,10 @@ class TestMonthlyTrend:
     )
     def test_timeframes_are_month_aligned(self, timeframe: str, expected_months: list[str]) -> None:
         """Timeframes start at local month boundaries relative to now (Last6M = current + 5 previous)."""
-        events = [view(ms(f"{y}-{m:02d}-15T12:00")) for y, m in [(2023, 11), (2023, 12)] + [(2024, i) for i in range(1, 6)]]
+        events = [
+            view(ms(f"{y}-{m:02d}-15T12:00"))
+            for y, m in [(2023, 11), (2023, 12)] + [(2024, i) for i in range(1, 6)]
+        ]
         data = compute_one(events, "monthly_trend", now_ms=ms("2024-05-20T00:00"), timeframe=timeframe).data
         assert [m["month"] for m in data["months"]] == expected_months
 
@@ -125,7 +136,10 @@ class TestTopChannels:
             removed(t + 5),
         ]
         data = compute_one(events, "top_channels", now_ms=t + 10).data
-        assert [(c["channelId"], c["views"], c["rank"]) for c in data["channels"]] == [("UCa", 2, 1), ("UCb", 2, 2)]
+        assert [(c["channelId"], c["views"], c["rank"]) for c in data["channels"]] == [
+            ("UCa", 2, 1),
+            ("UCb", 2, 2),
+        ]
         assert data["channels"][0]["channelName"] == "new"
         assert data["channels"][0]["share"] == pytest.approx(2 / 6)
         assert (data["totalViews"], data["attributedViews"], data["unattributedViews"]) == (6, 4, 2)
@@ -135,7 +149,12 @@ class TestTopChannels:
         t = ms("2024-01-01T00:00")
         events = [view(t + i, f"UC{i:03d}") for i in range(12)]
         data = compute_one(events, "top_channels", now_ms=t + 100).data
-        assert (len(data["channels"]), data["cap"], data["truncated"], data["channelCount"]) == (10, 10, True, 12)
+        assert (len(data["channels"]), data["cap"], data["truncated"], data["channelCount"]) == (
+            10,
+            10,
+            True,
+            12,
+        )
 
 
 class TestDayTimeHeatmap:
@@ -210,7 +229,9 @@ class TestViewingPatterns:
 
     def test_insufficient_data(self) -> None:
         """Below the minimum views nothing matches."""
-        data = compute_one([view(ms("2024-01-01T23:00"))], "viewing_patterns", now_ms=ms("2024-02-01T00:00")).data
+        data = compute_one(
+            [view(ms("2024-01-01T23:00"))], "viewing_patterns", now_ms=ms("2024-02-01T00:00")
+        ).data
         assert data["insufficientData"] and not any(lab["matched"] for lab in data["labels"])
 
 
@@ -231,7 +252,9 @@ class TestChannels:
 
     def test_relationships(self) -> None:
         """Sessions {a,b}, {a,b}, {a,c}: a–b share 2 sessions, Jaccard 2 / (3 + 2 − 2)."""
-        data = compute_one(self.sessions_history(), "channel_relationships", now_ms=ms("2024-01-02T00:00")).data
+        data = compute_one(
+            self.sessions_history(), "channel_relationships", now_ms=ms("2024-01-02T00:00")
+        ).data
         assert data["pairs"] == [
             {
                 "channelAId": "UCa",
@@ -260,8 +283,14 @@ class TestChannels:
 
     @pytest.mark.parametrize(
         ("recent", "previous", "is_new", "label"),
-        [(5, 0, True, "new"), (0, 0, False, "dormant"), (10, 8, False, "rising"), (9, 8, False, "stable"),
-         (6, 8, False, "declining"), (3, 0, False, "rising")],
+        [
+            (5, 0, True, "new"),
+            (0, 0, False, "dormant"),
+            (10, 8, False, "rising"),
+            (9, 8, False, "stable"),
+            (6, 8, False, "declining"),
+            (3, 0, False, "rising"),
+        ],
     )
     def test_trend_label(self, recent: int, previous: int, is_new: bool, label: str) -> None:
         """Trend labels follow the ±25 % rule."""
@@ -269,7 +298,11 @@ class TestChannels:
 
     def test_evolution(self) -> None:
         """Monthly series align with the months axis and the trend windows end at the current month."""
-        events = [view(ms("2023-10-10T10:00"), "UCa"), view(ms("2024-01-10T10:00"), "UCa"), view(ms("2024-01-11T10:00"), "UCa")]
+        events = [
+            view(ms("2023-10-10T10:00"), "UCa"),
+            view(ms("2024-01-10T10:00"), "UCa"),
+            view(ms("2024-01-11T10:00"), "UCa"),
+        ]
         result = compute_one(events, "channel_evolution", now_ms=ms("2024-01-20T00:00"))
         ch = result.data["channels"][0]
         assert result.data["months"] == ["2023-10", "2023-11", "2023-12", "2024-01"]
@@ -295,7 +328,12 @@ class TestTopics:
         """Gaming: 2 views of 1 video → rewatch rate 0.5, Shorts share 0.5."""
         data = compute_one(self.history(), "topic_engagement", now_ms=ms("2024-01-20T00:00")).data
         gaming = data["topics"][0]
-        assert (gaming["topic"], gaming["views"], gaming["uniqueVideos"], gaming["rewatchRate"]) == ("gaming", 2, 1, 0.5)
+        assert (gaming["topic"], gaming["views"], gaming["uniqueVideos"], gaming["rewatchRate"]) == (
+            "gaming",
+            2,
+            1,
+            0.5,
+        )
         assert gaming["shortsShare"] == 0.5 and gaming["bingeShare"] == 1.0
         assert data["untopicedViews"] == 2
 
@@ -320,17 +358,22 @@ class TestTopics:
 
     def test_leaderboard_mtd_equal_length(self) -> None:
         """For MTD on the 10th the previous window is the 10 days before the month start."""
-        events = [view(ms("2024-02-05T10:00"), title="Pasta recipe"), view(ms("2024-01-25T10:00"), title="Pasta recipe"),
-                  view(ms("2024-01-10T10:00"), title="Pasta recipe")]
+        events = [
+            view(ms("2024-02-05T10:00"), title="Pasta recipe"),
+            view(ms("2024-01-25T10:00"), title="Pasta recipe"),
+            view(ms("2024-01-10T10:00"), title="Pasta recipe"),
+        ]
         data = compute_one(events, "topics_leaderboard", now_ms=ms("2024-02-10T12:00"), timeframe="MTD").data
         assert data["comparison"]["previousStartMs"] == ms("2024-01-22T00:00")
         assert data["topics"][0]["previousViews"] == 1 and data["topics"][0]["change"] == 0.0
 
     def test_discovery(self) -> None:
         """Channels first seen within 30 days are new; older ones habitual."""
-        events = [view(ms("2023-06-01T10:00"), "UCf", title="Pasta recipe"),
-                  view(ms("2024-01-15T10:00"), "UCf", title="Pasta recipe"),
-                  view(ms("2024-01-16T10:00"), "UCn", title="Pizza recipe")]
+        events = [
+            view(ms("2023-06-01T10:00"), "UCf", title="Pasta recipe"),
+            view(ms("2024-01-15T10:00"), "UCf", title="Pasta recipe"),
+            view(ms("2024-01-16T10:00"), "UCn", title="Pizza recipe"),
+        ]
         data = compute_one(events, "topic_discovery", now_ms=ms("2024-01-20T00:00")).data
         food = data["topics"][0]
         assert (food["newChannelViews"], food["habitualChannelViews"], food["newChannels"]) == (1, 2, 1)
@@ -338,10 +381,18 @@ class TestTopics:
 
     def test_evolution_peak_and_low(self) -> None:
         """Peak is the busiest month, low the quietest month from the topic's first month on."""
-        events = [view(ms("2023-11-01T10:00"), title="Pasta recipe"), view(ms("2023-11-02T10:00"), title="Pasta recipe"),
-                  view(ms("2024-01-02T10:00"), title="Pasta recipe")]
+        events = [
+            view(ms("2023-11-01T10:00"), title="Pasta recipe"),
+            view(ms("2023-11-02T10:00"), title="Pasta recipe"),
+            view(ms("2024-01-02T10:00"), title="Pasta recipe"),
+        ]
         row = compute_one(events, "topic_evolution", now_ms=ms("2024-01-20T00:00")).data["topics"][0]
-        assert (row["peakMonth"], row["peakViews"], row["lowMonth"], row["lowViews"]) == ("2023-11", 2, "2023-12", 0)
+        assert (row["peakMonth"], row["peakViews"], row["lowMonth"], row["lowViews"]) == (
+            "2023-11",
+            2,
+            "2023-12",
+            0,
+        )
 
     def test_topic_filter(self) -> None:
         """A topic filter keeps only views of that topic."""
@@ -354,15 +405,21 @@ class TestEdgeHistories:
 
     def test_empty_history_all_types_all_sets(self) -> None:
         """Every type × eager set is produced for an empty history, in deterministic order."""
-        results = compute_aggregations([], now_ms=ms("2024-01-01T00:00"), time_zone="UTC", filter_sets=EAGER_FILTER_SETS)
+        results = compute_aggregations(
+            [], now_ms=ms("2024-01-01T00:00"), time_zone="UTC", filter_sets=EAGER_FILTER_SETS
+        )
         assert len(results) == 14 * 18
         assert [r.type for r in results[:14]] == list(AGGREGATION_TYPES)
         assert all(r.data is not None for r in results)
 
     def test_single_view(self) -> None:
         """One view: one session, one month, one channel."""
-        results = compute_aggregations([view(ms("2024-01-01T12:00"))], now_ms=ms("2024-01-02T00:00"), time_zone="UTC",
-                                       filter_sets=EAGER_FILTER_SETS[:1])
+        results = compute_aggregations(
+            [view(ms("2024-01-01T12:00"))],
+            now_ms=ms("2024-01-02T00:00"),
+            time_zone="UTC",
+            filter_sets=EAGER_FILTER_SETS[:1],
+        )
         by_type = {r.type: r.data for r in results}
         assert by_type["kpi"]["views"] == 1 and by_type["session_analysis"]["sessionCount"] == 1
         assert len(by_type["monthly_trend"]["months"]) == 1
@@ -371,7 +428,9 @@ class TestEdgeHistories:
         """MTD/QTD/YTD expire at the next month/quarter/year start; All with no time-relative part never."""
         now = ms("2024-05-20T00:00", "Europe/Berlin")
         sets = [fs for fs in EAGER_FILTER_SETS if fs.product == "all"]
-        results = compute_aggregations([], now_ms=now, time_zone="Europe/Berlin", filter_sets=sets, types=["monthly_trend"])
+        results = compute_aggregations(
+            [], now_ms=now, time_zone="Europe/Berlin", filter_sets=sets, types=["monthly_trend"]
+        )
         got = {r.filter_key.split("|")[0]: r.valid_until_ms for r in results}
         assert got["MTD"] == ms("2024-06-01T00:00", "Europe/Berlin")
         assert got["QTD"] == ms("2024-07-01T00:00", "Europe/Berlin")
@@ -389,8 +448,14 @@ class TestEdgeHistories:
         now = ms("2024-01-15T00:00")
         assert compute_one([view(now + 3_600_000)], "kpi", now_ms=now, timeframe="MTD").data["views"] == 1
 
-    @pytest.mark.parametrize(("kwargs", "field"), [({"time_zone": "Mars/Olympus"}, "time_zone"),
-                                                   ({"types": ["nope"]}, "types"), ({"now_ms": -5}, "now_ms")])
+    @pytest.mark.parametrize(
+        ("kwargs", "field"),
+        [
+            ({"time_zone": "Mars/Olympus"}, "time_zone"),
+            ({"types": ["nope"]}, "types"),
+            ({"now_ms": -5}, "now_ms"),
+        ],
+    )
     def test_invalid_arguments(self, kwargs: dict, field: str) -> None:
         """Invalid arguments raise ValueError naming the argument."""
         args = {"now_ms": 0, "time_zone": "UTC", "filter_sets": EAGER_FILTER_SETS[:1]} | kwargs

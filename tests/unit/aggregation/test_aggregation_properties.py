@@ -30,7 +30,11 @@ events_st = st.lists(
     max_size=40,
 )
 
-SETS = [FilterSet("All", "all"), FilterSet("Last6M", "youtube"), FilterSet("YTD", "all", topics=("food_cooking",))]
+SETS = [
+    FilterSet("All", "all"),
+    FilterSet("Last6M", "youtube"),
+    FilterSet("YTD", "all", topics=("food_cooking",)),
+]
 
 
 def _run(events: list[WatchEvent], tz: str = "Europe/Berlin") -> list[tuple[str, str, str, int | None]]:
@@ -57,15 +61,23 @@ class TestMergeability:
     @given(events=events_st, split=st.integers(ms("2023-01-01T00:00"), ms("2024-07-01T00:00")))
     def test_split_and_merge(self, events: list[WatchEvent], split: int) -> None:
         """monthly_trend views, heatmap cells and channel views of two halves sum to the whole."""
-        events = list({e.dedupe_key: e for e in events}.values())  # a duplicate could straddle nothing, but keep halves disjoint
+        events = list(
+            {e.dedupe_key: e for e in events}.values()
+        )  # a duplicate could straddle nothing, but keep halves disjoint
         left = [e for e in events if e.watched_at_ms < split]
         right = [e for e in events if e.watched_at_ms >= split]
         opts = AggregationOptions(top_n=100)
         types = ["monthly_trend", "day_time_heatmap", "top_channels"]
 
         def run(evs: list[WatchEvent]) -> dict[str, dict]:
-            res = compute_aggregations(evs, now_ms=NOW, time_zone="America/New_York",
-                                       filter_sets=[FilterSet("All", "all")], types=types, options=opts)
+            res = compute_aggregations(
+                evs,
+                now_ms=NOW,
+                time_zone="America/New_York",
+                filter_sets=[FilterSet("All", "all")],
+                types=types,
+                options=opts,
+            )
             return {r.type: r.data for r in res}
 
         whole, a, b = run(events), run(left), run(right)
@@ -77,8 +89,10 @@ class TestMergeability:
         for k, v in months(b).items():
             merged[k] = merged.get(k, 0) + v
         assert merged == months(whole)
-        cells = [[x + y for x, y in zip(ra, rb, strict=True)] for ra, rb in
-                 zip(a["day_time_heatmap"]["cells"], b["day_time_heatmap"]["cells"], strict=True)]
+        cells = [
+            [x + y for x, y in zip(ra, rb, strict=True)]
+            for ra, rb in zip(a["day_time_heatmap"]["cells"], b["day_time_heatmap"]["cells"], strict=True)
+        ]
         assert cells == whole["day_time_heatmap"]["cells"]
 
         def channels(d: dict) -> dict[str, int]:
@@ -88,8 +102,10 @@ class TestMergeability:
         for k, v in channels(b).items():
             merged_ch[k] = merged_ch.get(k, 0) + v
         assert merged_ch == channels(whole)
-        assert (a["top_channels"]["unattributedViews"] + b["top_channels"]["unattributedViews"]
-                == whole["top_channels"]["unattributedViews"])
+        assert (
+            a["top_channels"]["unattributedViews"] + b["top_channels"]["unattributedViews"]
+            == whole["top_channels"]["unattributedViews"]
+        )
 
 
 class TestConvexValues:
@@ -106,8 +122,13 @@ class TestConvexValues:
         """A 60k-view history over 2 000 channels with maximal caps stays under 1 MiB per result."""
         events = synthetic_history(60_000, seed=7, channels=2000)
         opts = AggregationOptions(top_n=100, channel_metrics_cap=1000, pairs_cap=1000, months_cap=1200)
-        results = compute_aggregations(events, now_ms=events[-1].watched_at_ms, time_zone="Asia/Kolkata",
-                                       filter_sets=[FilterSet("All", "all")], options=opts)
+        results = compute_aggregations(
+            events,
+            now_ms=events[-1].watched_at_ms,
+            time_zone="Asia/Kolkata",
+            filter_sets=[FilterSet("All", "all")],
+            options=opts,
+        )
         for r in results:
             assert_convex_value(r.data)
             assert len(json.dumps(r.data).encode()) < 1 << 20, r.type

@@ -9,7 +9,17 @@ import pytest
 
 import worker.aggregation
 
-FORBIDDEN = ("convex", "httpx", "structlog", "tenacity", "redis", "worker.gateway", "requests", "socket", "logging")
+FORBIDDEN = (
+    "convex",
+    "httpx",
+    "structlog",
+    "tenacity",
+    "redis",
+    "worker.gateway",
+    "requests",
+    "socket",
+    "logging",
+)
 PACKAGE = Path(worker.aggregation.__file__).parent
 
 
