@@ -82,7 +82,8 @@ def main(sizes: list[int]) -> None:
     """Run the benchmark for each history size and print one table row per size."""
     make = _generator()
     print(
-        f"{'views':>9} {'cold CPU s':>10} {'warm CPU s':>10} {'frame s':>8} {'results':>8} {'max KiB':>8} {'peak RSS MiB':>13}"
+        f"{'views':>9} {'cold CPU s':>10} {'warm CPU s':>10} {'frame s':>8} {'results':>8} "
+        f"{'max KiB':>8} {'peak RSS MiB':>13}"
     )
     for n in sizes:
         events = make(n)

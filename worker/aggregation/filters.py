@@ -1,4 +1,7 @@
-"""Filter sets and their canonical key (docs/architecture.md, "Filters and their canonical key"). Pure: no I/O."""
+"""Filter sets and their canonical key (docs/architecture.md, "Filters and their canonical key").
+
+Pure: no I/O.
+"""
 
 from __future__ import annotations
 
@@ -70,7 +73,7 @@ class FilterSet:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> FilterSet:
-        """Build from a Convex ``filters`` object (``timeframe``, ``product``, optional ``topics``, ``channels``).
+        """Build from a Convex ``filters`` object (timeframe, product, optional topics and channels).
 
         ``timeframe`` defaults to ``"All"`` and ``product`` to ``"all"`` when absent, as
         ``dashboard:getAggregation`` does. Lists may be in any order and contain duplicates.

@@ -44,7 +44,7 @@ _ONE_MS = timedelta(milliseconds=1)
 MIN_MS = 0
 """Earliest accepted instant (1970-01-01T00:00Z)."""
 MAX_MS = 253_402_214_400_000 - 1
-"""Latest accepted instant (9999-12-30T23:59:59.999Z; one day short of the datetime limit for local offsets)."""
+"""Latest accepted instant (9999-12-30T23:59:59.999Z; a day short of the datetime limit, for offsets)."""
 
 
 def load_zone(time_zone: str) -> ZoneInfo:

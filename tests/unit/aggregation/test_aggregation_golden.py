@@ -36,7 +36,7 @@ class TestKpi:
         assert data["firstViewMs"] == t0
 
     def test_year_over_year_to_date(self) -> None:
-        """Month-to-date counts run to the end of today (local) and compare with the same dates a year earlier."""
+        """Month-to-date runs to the end of today (local) and compares with the same dates a year earlier."""
         tz = "Europe/Berlin"
         events = [
             view(ms("2024-03-01T00:30", tz)),
