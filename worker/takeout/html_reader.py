@@ -11,6 +11,7 @@ tens of MB.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -86,10 +87,11 @@ def _slices(text: str) -> list[str]:
     return slices
 
 
-def _records(text: str) -> list[_Record]:
-    records: list[_Record] = []
+def _records(text: str) -> Iterator[_Record]:
+    """Yield the records of the document in order, one slice at a time (bounded memory)."""
     for chunk in _slices(text):
         header: str | None = None
+        records: list[_Record] = []
         for node in LexborHTMLParser(chunk).css(_SELECTOR):
             classes = (node.attributes.get("class") or "").split()
             if "header-cell" in classes:
@@ -98,12 +100,15 @@ def _records(text: str) -> list[_Record]:
                 records.append(_Record(header=header, lines=_body_lines(node)))
                 header = None
             elif "mdl-typography--caption" in classes and records:
-                records[-1].caption = normalize_spaces(node.text(deep=True, separator="\n"))
-    return records
+                records[-1].caption = node.text(deep=True, separator="\n")
+        yield from records
 
 
 def _is_ad(caption: str) -> bool:
-    return any(marker in caption for marker in AD_MARKERS)
+    """Return whether a caption holds an ad marker (ignoring the kind of space around it)."""
+    if any(marker in caption for marker in AD_MARKERS):
+        return True
+    return not caption.isascii() and any(marker in normalize_spaces(caption) for marker in AD_MARKERS)
 
 
 def _record(record: _Record, zones: Counter[str]) -> WatchEvent | str:
@@ -202,14 +207,13 @@ def parse_html_text(text: str, *, name: str) -> ParseResult:
     Raises:
         TakeoutFormatError: when the document holds no ``content-cell`` records.
     """
-    records = _records(text)
-    if not records:
-        raise TakeoutFormatError(name, "HTML without watch-history records (no 'content-cell … body-1' divs)")
     views: list[WatchEvent] = []
     non_views = dict.fromkeys(NON_VIEW_KINDS, 0)
     rejected: list[Rejection] = []
     zones: Counter[str] = Counter()
-    for index, record in enumerate(records):
+    total = 0
+    for index, record in enumerate(_records(text)):
+        total += 1
         try:
             outcome = _record(record, zones)
         except _RecordError as exc:
@@ -219,9 +223,11 @@ def parse_html_text(text: str, *, name: str) -> ParseResult:
             non_views[outcome] += 1
         else:
             views.append(outcome)
+    if total == 0:
+        raise TakeoutFormatError(name, "HTML without watch-history records (no 'content-cell … body-1' divs)")
     notes = tuple(
         f"{AMBIGUOUS_LABELS[label]} in {count} entries"
         for label, count in sorted(zones.items())
         if label in AMBIGUOUS_LABELS
     )
-    return build_result("takeout_html", views, non_views, rejected, len(records), notes)
+    return build_result("takeout_html", views, non_views, rejected, total, notes)

@@ -80,7 +80,6 @@ OTHER_PREFIXES: Final[tuple[str, ...]] = (
     "Voted on ",
 )
 
-_SPACES: Final = str.maketrans({"\u00a0": " ", "\u202f": " ", "\u2009": " ", "\u2003": " "})
 
 _EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
 
@@ -89,7 +88,8 @@ def normalize_spaces(text: str) -> str:
     """Return ``text`` with no-break, narrow no-break, thin and em spaces replaced by plain spaces."""
     if text.isascii():
         return text
-    return text.translate(_SPACES)
+    # str.replace is far faster than str.translate for a handful of characters.
+    return text.replace("\u00a0", " ").replace("\u202f", " ").replace("\u2009", " ").replace("\u2003", " ")
 
 
 def video_url_id(url: str) -> tuple[bool, str | None, bool]:
