@@ -99,7 +99,7 @@ def _activity_entry(entry: object) -> WatchEvent | str:
     if title is None:
         raise _EntryError("title", "missing")
 
-    if any(d.get("name") in AD_MARKERS for d in details):
+    if any(isinstance(d.get("name"), str) and d["name"] in AD_MARKERS for d in details):
         if non_view_kind(title) == "visit" or (url is not None and is_google_redirect(url)):
             return "ad_click"
         return "ad"

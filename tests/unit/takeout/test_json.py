@@ -237,3 +237,44 @@ class TestWholeFileErrors:
         """A UTF-8 byte-order mark before the array is ignored."""
         data = b"\xef\xbb\xbf" + json.dumps([record()]).encode()
         assert len(parse_takeout_bytes(data, name="f").views) == 1
+
+
+class TestZipAndCli:
+    def test_zip_without_history(self) -> None:
+        """A zip with no watch-history member raises TakeoutFormatError."""
+        import io
+        import zipfile
+
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("Takeout/YouTube/subscriptions/subscriptions.csv", "Channel Id,Title\n")
+        with pytest.raises(TakeoutFormatError, match="no watch-history file"):
+            parse_takeout_bytes(buffer.getvalue(), name="takeout.zip")
+
+    def test_zip_prefers_json_over_html(self) -> None:
+        """With both formats in the archive, the JSON file is read."""
+        import io
+        import zipfile
+
+        html = (
+            '<div class="content-cell mdl-typography--body-1">Watched <a href="https://youtu.be/'
+            f'{VID}">T</a><br>Jan 2, 2024, 10:00:00 AM UTC</div>'
+        )
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("Takeout/YouTube/history/watch-history.html", html)
+            archive.writestr("Takeout/YouTube/history/watch-history.json", json.dumps([record(), record()]))
+        result = parse_takeout_bytes(buffer.getvalue(), name="takeout.zip")
+        assert result.source == "takeout_json" and len(result.views) == 2
+
+    def test_cli_summary_and_exit_codes(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """The checker prints counts and rejections, and exits 1 on an unreadable file."""
+        from worker.takeout.__main__ import main
+
+        good = tmp_path / "h.json"
+        good.write_text(json.dumps([record(), record(time=None)]), encoding="utf-8")
+        assert main([str(good)]) == 0
+        out = capsys.readouterr().out
+        assert "1 views" in out and "rejected 1" in out and "entry 1, field 'time': missing" in out
+        assert main([str(tmp_path / "missing.json")]) == 1
+        assert "cannot read the file" in capsys.readouterr().err

@@ -1,0 +1,57 @@
+"""Check a Takeout export without importing it: ``python -m worker.takeout FILE [FILE …]``.
+
+Prints, per file, the format, the counts of views, non-views and rejected entries, the covered
+range (UTC) and the parse throughput; then the first rejections. Exit code 0 when every file was
+readable, 1 when a file raised :class:`~worker.takeout.errors.TakeoutFormatError`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from worker.takeout import TakeoutFormatError, parse_takeout_file
+
+_SHOWN_REJECTIONS = 10
+
+
+def _utc(ms: int | None) -> str:
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse each file named in ``argv`` and print a summary; return the exit code."""
+    paths = list(sys.argv[1:] if argv is None else argv)
+    if not paths:
+        print("usage: python -m worker.takeout FILE [FILE …]", file=sys.stderr)
+        return 2
+    status = 0
+    for path in paths:
+        started = time.perf_counter()
+        try:
+            result = parse_takeout_file(path)
+        except TakeoutFormatError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        elapsed_s = max(time.perf_counter() - started, 1e-9)
+        non_views = ", ".join(f"{kind} {count}" for kind, count in result.non_views.items() if count)
+        print(
+            f"{path}: {result.source}, {result.total_entries} entries, {len(result.views)} views, "
+            f"non-views: {non_views or 'none'}, rejected {len(result.rejected)}, "
+            f"range {_utc(result.first_ms)} .. {_utc(result.last_ms)}, "
+            f"{elapsed_s:.2f} s ({result.total_entries / elapsed_s:,.0f} entries/s)"
+        )
+        for note in result.notes:
+            print(f"  note: {note}")
+        for rejection in result.rejected[:_SHOWN_REJECTIONS]:
+            print(f"  rejected: {rejection}")
+        if len(result.rejected) > _SHOWN_REJECTIONS:
+            print(f"  … and {len(result.rejected) - _SHOWN_REJECTIONS} more rejections")
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
