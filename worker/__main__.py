@@ -5,19 +5,35 @@ Exit codes: 0 success (also after SIGTERM), 1 runtime failure, 2 configuration o
 
 from __future__ import annotations
 
-import asyncio
-import os
+import signal
 import sys
-import time
-from pathlib import Path
-from typing import Annotated, Any
 
-import typer
-from rich.console import Console
 
-from worker.config import Settings, load_settings
-from worker.errors import AuthenticationError, ConfigError, GatewayError, ImportFailedError, WorkerError
-from worker.logs import configure_logging
+def _exit_on_early_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM before the event loop takes over (during imports and start-up): exit 0, nothing to finish."""
+    sys.exit(0)
+
+
+signal.signal(signal.SIGTERM, _exit_on_early_sigterm)
+
+import asyncio  # noqa: E402 - after the early SIGTERM handler on purpose
+import os  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Annotated, Any  # noqa: E402
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+
+from worker.config import Settings, load_settings  # noqa: E402
+from worker.errors import (  # noqa: E402
+    AuthenticationError,
+    ConfigError,
+    GatewayError,
+    ImportFailedError,
+    WorkerError,
+)
+from worker.logs import configure_logging  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True)
@@ -45,14 +61,14 @@ async def _run_worker(settings: Settings) -> int:
         max_attempts=settings.max_attempts,
         max_backoff_s=settings.max_backoff_s,
     ) as gateway:
+        runner = Runner(settings, gateway)
+        runner.install_signal_handlers()  # before anything slow: SIGTERM during start-up still exits 0
         try:
             await gateway.validate_credentials()
         except AuthenticationError as exc:
             raise ConfigError(f"CONVEX_ADMIN_KEY was rejected: {exc}") from exc
         except GatewayError as exc:
             raise ConfigError(f"cannot use the deployment at CONVEX_URL={settings.convex_url}: {exc}") from exc
-        runner = Runner(settings, gateway)
-        runner.install_signal_handlers()
         await runner.run()
     return 0
 

@@ -205,7 +205,7 @@ class ConvexGateway:
         retrying = AsyncRetrying(
             retry=retry_if_exception_type(TransientGatewayError),
             stop=stop_after_attempt(self._max_attempts),
-            wait=wait_exponential_jitter(initial=0.1, max=self._max_backoff_s),
+            wait=wait_exponential_jitter(multiplier=0.1, max=self._max_backoff_s, jitter=0.1),
             reraise=True,
             before_sleep=before_sleep,
         )

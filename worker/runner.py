@@ -121,6 +121,8 @@ class Runner:
         Returns:
             The counters of this run.
         """
+        if self._stop.is_set():
+            return self.stats
         log.info("worker.started", worker_id=self.settings.worker_id, url=str(self.settings.convex_url))
         watcher = asyncio.create_task(self._watch_subscription(), name="pending-subscription")
         self._wake.set()  # catch up on start

@@ -16,6 +16,7 @@ Command line (the bundled demo export)::
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import math
 import random
@@ -33,7 +34,6 @@ from worker.takeout.html_dates import ZONE_OFFSETS_MS
 
 _DAY_MS: Final = 86_400_000
 _YEAR_MS: Final = int(365.25 * _DAY_MS)
-_ID_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 _EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
 _MAX_CHANNELS: Final = 20_000
 _MAX_ARTISTS: Final = 4_000
@@ -360,8 +360,12 @@ _AD_TITLES: Final = (
 
 
 def _random_id(rng: random.Random, length: int, taken: set[str]) -> str:
+    """Return a new id of ``length`` characters of ``[A-Za-z0-9_-]`` not yet in ``taken`` (and add it)."""
+    n_bytes = (length * 6 + 7) // 8 + 2
     while True:
-        value = "".join(rng.choices(_ID_ALPHABET, k=length))
+        value = base64.urlsafe_b64encode(rng.getrandbits(n_bytes * 8).to_bytes(n_bytes, "big")).decode()[
+            :length
+        ]
         if value not in taken:
             taken.add(value)
             return value
