@@ -19,8 +19,8 @@ from tests.support.backend import FIXTURE_FUNCTIONS_DIR, PROJECT_FUNCTIONS_DIR, 
 
 @pytest.fixture(scope="session")
 def fixture_backend() -> Iterator[LocalBackend]:
-    """Local backend with the fixture functions (``convex-local/test/fixture/convex``), in memory."""
-    backend = LocalBackend(FIXTURE_FUNCTIONS_DIR)
+    """Local backend with the fixture functions (``convex-local/test/fixture/convex``), in memory, 1 s function limit."""
+    backend = LocalBackend(FIXTURE_FUNCTIONS_DIR, extra_args=["--function-timeout-ms", "1000"])
     backend.start()
     try:
         yield backend

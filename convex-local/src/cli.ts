@@ -14,7 +14,7 @@
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import { existsSync } from "node:fs";
-import { LocalBackend } from "./server.ts";
+import { DEFAULT_FUNCTION_TIMEOUT_MS, LocalBackend } from "./server.ts";
 import { Authenticator, DEFAULT_ISSUER } from "./auth.ts";
 import { generate } from "./codegen.ts";
 
@@ -57,7 +57,7 @@ async function serve(argv: string[]): Promise<void> {
     issuer: values.issuer,
     extraIssuer: values["auth-issuer"],
     extraJwks: values["auth-jwks"],
-    functionTimeoutMs: intOption(values["function-timeout-ms"], "function-timeout-ms", 1000)!,
+    functionTimeoutMs: intOption(values["function-timeout-ms"], "function-timeout-ms", DEFAULT_FUNCTION_TIMEOUT_MS)!,
   });
   await backend.start();
   process.stdout.write(`Convex local backend listening on ${backend.url}\n`);

@@ -170,8 +170,8 @@ export class Engine extends EventEmitter {
     void old?.terminate();
     const limitMsg =
       crash ??
-      `Function execution timed out: a query or mutation ran longer than ${this.opts.functionTimeoutMs} ms ` +
-        `(Convex limit: 1 second of user code); its transaction was rolled back.`;
+      `Function execution timed out: a query or mutation transaction ran longer than ${this.opts.functionTimeoutMs} ms ` +
+        `(convex-local --function-timeout-ms; Convex allows 1 s of user code); its transaction was rolled back.`;
     this.opts.log(`convex-local: ${limitMsg} Restarting the function runtime.`);
     const resubmit: PendingOp[] = [];
     for (const [opId, p] of this.pending) {

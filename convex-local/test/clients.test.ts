@@ -125,7 +125,7 @@ describe("ConvexHttpClient", () => {
     expect(await http.query(api.messages.count, { channel: ch })).toBe(1);
     expect(await http.action(api.actions.sendViaAction, { channel: ch, body: "2" })).toBe(2);
     const err = await http.mutation(api.messages.sendThenFail, { channel: ch }).catch((e: unknown) => e);
-    expect((err as ConvexError<unknown>).data).toEqual({ code: "ROLLED_BACK", detail: 42 });
+    expect((err as ConvexError<{ code: string }>).data).toEqual({ code: "ROLLED_BACK", detail: 42 });
     await expect(http.query(api.messages.internalList, { channel: ch })).rejects.toThrow(/Could not find public function/);
     (http as unknown as { setAdminAuth(k: string): void }).setAdminAuth(backend.adminKey);
     expect(await http.query(api.messages.internalList, { channel: ch })).toEqual(["1", "2"]);
