@@ -216,6 +216,18 @@ export class LocalBackend {
         sendJson(res, 200, { issuer: this.auth.opts.issuer, jwks_uri: `${this.url}/.well-known/jwks.json`, id_token_signing_alg_values_supported: ["RS256"] });
         return;
       }
+      if (req.method === "GET" && path === "/_local/stats") {
+        const caller = await this.callerFromRequest(req, url);
+        if (!caller.admin) throw new HttpError(401, "Unauthenticated", "/_local/stats requires the admin key");
+        sendJson(res, 200, {
+          documents: this.engine.documentCount,
+          lastTs: this.engine.lastTs.toString(),
+          sessions: this.sessions.size,
+          queryEvaluations: this.syncCtx.evaluator.evaluations,
+          runtimeRestarts: this.engine.restarts,
+        });
+        return;
+      }
       if (req.method === "GET" && path === "/api/query") {
         const caller = await this.callerFromRequest(req, url);
         const fnPath = url.searchParams.get("path");

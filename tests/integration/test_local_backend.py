@@ -296,3 +296,35 @@ def _b64url_encode(b: bytes) -> str:
     import base64
 
     return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+class TestFanOut:
+    def test_identical_subscriptions_are_evaluated_once_per_commit(self) -> None:
+        """Two sockets subscribed to the same query and args cost one evaluation per commit."""
+        backend = LocalBackend(FIXTURE_FUNCTIONS_DIR)
+        backend.start()
+        try:
+            ch = channel()
+            a, b = ConvexClient(backend.url), ConvexClient(backend.url)
+            writer = ConvexHttpClient(backend.url)
+
+            def evaluations() -> int:
+                r = httpx.get(f"{backend.url}/_local/stats", headers={"Authorization": f"Convex {backend.admin_key}"})
+                return int(r.json()["queryEvaluations"])
+
+            async def scenario() -> int:
+                sub_a = a.subscribe("messages:count", {"channel": ch})
+                sub_b = b.subscribe("messages:count", {"channel": ch})
+                assert await asyncio.wait_for(sub_a.__anext__(), 10) == 0.0
+                assert await asyncio.wait_for(sub_b.__anext__(), 10) == 0.0
+                before = evaluations()
+                await asyncio.get_running_loop().run_in_executor(
+                    None, lambda: writer.mutation("messages:send", {"channel": ch, "author": "w", "body": "x"})
+                )
+                assert await asyncio.wait_for(sub_a.__anext__(), 10) == 1.0
+                assert await asyncio.wait_for(sub_b.__anext__(), 10) == 1.0
+                return evaluations() - before
+
+            assert asyncio.run(scenario()) == 1
+        finally:
+            backend.kill()
