@@ -328,3 +328,12 @@ class TestFanOut:
             assert asyncio.run(scenario()) == 1
         finally:
             backend.kill()
+
+
+class TestProjectBackend:
+    def test_project_functions_load_and_answer(self, project_backend: LocalBackend) -> None:
+        """The project's own convex/ functions load; a public and an internal function answer."""
+        http = ConvexHttpClient(project_backend.url)
+        assert http.query("settings:get") is None
+        http.set_admin_auth(project_backend.admin_key)
+        assert isinstance(http.query("worker:pendingChanges", {}), list)
