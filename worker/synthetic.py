@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import math
 import random
@@ -649,9 +650,13 @@ def _json_dumps(value: str) -> str:
 
 
 def _iso(ms: int) -> str:
-    dt = datetime.fromtimestamp(ms // 1000, UTC)
-    frac = ms % 1000
-    stamp = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    """Return Google's instant form: ``2024-01-05T22:15:32.104Z``, or without ``.mmm`` when it is 0."""
+    seconds, frac = divmod(ms, 1000)
+    days, rest = divmod(seconds, 86_400)
+    day = date.fromordinal(_EPOCH_ORDINAL + days)
+    hour, rest = divmod(rest, 3600)
+    minute, second = divmod(rest, 60)
+    stamp = f"{day.isoformat()}T{hour:02d}:{minute:02d}:{second:02d}"
     return f"{stamp}.{frac:03d}Z" if frac else f"{stamp}Z"
 
 
@@ -712,25 +717,40 @@ _WATCH_CONTROLS: Final = ("YouTube watch history",)
 _AD_CONTROLS: Final = ("Web & App Activity", "YouTube watch history")
 
 
+@functools.lru_cache(maxsize=65_536)
+def _subtitles_json(channel_id: str, channel_name: str) -> str:
+    channel = [("name", channel_name), ("url", f"https://www.youtube.com/channel/{channel_id}")]
+    return _json_objects([channel])
+
+
+@functools.lru_cache(maxsize=4)
+def _constant_json(kind: str) -> str:
+    if kind == "header_music":
+        return _gson("YouTube Music")
+    if kind == "header":
+        return _gson("YouTube")
+    if kind == "removed":
+        return _gson("Watched a video that has been removed")
+    if kind == "products":
+        return _json_list(["YouTube"])
+    return _json_list(_WATCH_CONTROLS)
+
+
 def _json_view(event: WatchEvent) -> str:
-    header = "YouTube Music" if event.product == "youtube_music" else "YouTube"
-    fields: list[tuple[str, str]] = [("header", _gson(header))]
+    header = _constant_json("header_music" if event.product == "youtube_music" else "header")
+    fields: list[tuple[str, str]] = [("header", header)]
     if event.kind == "removed":
-        fields.append(("title", _gson("Watched a video that has been removed")))
+        fields.append(("title", _constant_json("removed")))
     else:
         url = _video_url(event)
         title = url if event.title is None else event.title
         fields += [("title", _gson(f"Watched {title}")), ("titleUrl", _gson(url))]
         if event.channel_id is not None:
-            channel = [
-                ("name", event.channel_name or ""),
-                ("url", f"https://www.youtube.com/channel/{event.channel_id}"),
-            ]
-            fields.append(("subtitles", _json_objects([channel])))
+            fields.append(("subtitles", _subtitles_json(event.channel_id, event.channel_name or "")))
     fields += [
-        ("time", _gson(_iso(event.watched_at_ms))),
-        ("products", _json_list(["YouTube"])),
-        ("activityControls", _json_list(_WATCH_CONTROLS)),
+        ("time", f'"{_iso(event.watched_at_ms)}"'),
+        ("products", _constant_json("products")),
+        ("activityControls", _constant_json("controls")),
     ]
     return _json_record(fields)
 
@@ -797,14 +817,17 @@ def write_takeout_json(
     rng = random.Random(seed ^ 0xAD)
     taken: set[str] = {e.video_id for e in events if e.video_id}
     counts = {"ad": 0, "ad_click": 0, "post": 0, "visit": 0}
-    records: list[str] = []
-    for at, kind, event, _ in _rows(events, seed, extra_non_views):
-        if event is not None:
-            records.append(_json_view(event))
-        else:
-            counts[kind] += 1
-            records.append(_json_non_view(kind, at, rng, taken))
-    Path(path).write_text("[" + ",".join(records) + "]", encoding="utf-8")
+    with Path(path).open("w", encoding="utf-8", newline="\n") as out:
+        out.write("[")
+        for position, (at, kind, event, _) in enumerate(_rows(events, seed, extra_non_views)):
+            if position:
+                out.write(",")
+            if event is not None:
+                out.write(_json_view(event))
+            else:
+                counts[kind] += 1
+                out.write(_json_non_view(kind, at, rng, taken))
+        out.write("]")
     return counts
 
 
