@@ -38,6 +38,7 @@ _YEAR_MS: Final = int(365.25 * _DAY_MS)
 _EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
 _MAX_CHANNELS: Final = 20_000
 _MAX_ARTISTS: Final = 4_000
+_MIN_YEARS: Final = 0.02
 
 # Relative view intensity per local hour (evening peak, few night views).
 _HOUR_WEIGHTS: Final = (
@@ -522,13 +523,13 @@ def generate_history(
         characters of ``[A-Za-z0-9_-]``, channel ids ``UC`` + 22 such characters.
 
     Raises:
-        ValueError: for a negative ``n_events``, ``years`` ≤ 0, ``music_share`` outside [0, 1] or an
-            unknown ``time_zone``.
+        ValueError: for a negative ``n_events``, ``years`` < 0.02 (about a week), ``music_share``
+            outside [0, 1] or an unknown ``time_zone``.
     """
     if n_events < 0:
         raise ValueError(f"n_events must be >= 0, got {n_events}")
-    if not years > 0:
-        raise ValueError(f"years must be > 0, got {years}")
+    if not years >= _MIN_YEARS:
+        raise ValueError(f"years must be >= {_MIN_YEARS} (about a week), got {years}")
     if not 0.0 <= music_share <= 1.0:
         raise ValueError(f"music_share must be within [0, 1], got {music_share}")
     try:

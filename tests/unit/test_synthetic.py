@@ -93,7 +93,7 @@ class TestShape:
     def test_arguments_validated(self) -> None:
         """Bad arguments raise ValueError; zero events gives an empty list."""
         assert generate_history(0, seed=1, end_ms=END_MS) == []
-        for kwargs in ({"n_events": -1}, {"years": 0.0}, {"music_share": 1.5}, {"time_zone": "Mars/Base"}):
+        for kwargs in ({"n_events": -1}, {"years": 0.001}, {"music_share": 1.5}, {"time_zone": "Mars/Base"}):
             args = {"n_events": 10, "seed": 1, "end_ms": END_MS, **kwargs}
             with pytest.raises(ValueError):
                 generate_history(**args)  # type: ignore[arg-type]
