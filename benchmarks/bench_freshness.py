@@ -1,0 +1,195 @@
+"""Freshness end to end over the local Convex backend: import commit → updated public query result.
+
+For each history size: start the local backend, import a seeded synthetic history for one user,
+start the worker as its own process (``python -m worker run``), wait until the dashboard is fresh
+(the full recompute), then commit ``--changes`` small imports one at a time and measure, for each,
+the time from the mutation's commit (its HTTP response) to the moment a subscribed public query
+(``dashboard:getAggregation``, the React app's read path, through the official ``convex`` client
+over WebSocket) yields a result whose watermark covers that change.
+
+Prints p50/p95/p99/max freshness lag (ms), the worker's CPU time for the initial full recompute and
+per change (psutil, the worker process only), and the worker's own per-batch timings from its logs.
+The local backend is a development server (convex-test underneath): its reads are table scans, so
+absolute figures at 100k events are dominated by the backend, not the worker — see the backend
+benchmark for its own costs.
+
+Usage: .venv/bin/python benchmarks/bench_freshness.py [--events 10000 100000] [--changes 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+from convex import ConvexClient
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from worker.devbackend import LocalBackend  # noqa: E402
+from worker.gateway import ConvexGateway  # noqa: E402
+from worker.importer import upload_events  # noqa: E402
+from worker.models import WatchEvent  # noqa: E402
+from worker.synthetic import generate_history  # noqa: E402
+
+KPI_ALL = {"type": "kpi", "filters": {"timeframe": "All", "product": "all"}}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+class WorkerProcess:
+    """``python -m worker run`` with JSON logs collected in memory."""
+
+    def __init__(self, backend: LocalBackend) -> None:
+        env = {
+            **os.environ,
+            "CONVEX_URL": backend.url,
+            "CONVEX_ADMIN_KEY": backend.admin_key,
+            "WORKER_LOG_FORMAT": "json",
+            "WORKER_HEARTBEAT_FILE": "",
+            "WORKER_WORKER_ID": "bench-worker",
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "worker", "run"],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.ps = psutil.Process(self.proc.pid)
+        self.batches: list[dict[str, Any]] = []
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if '"batch.processed"' in line:
+                self.batches.append(json.loads(line))
+
+    def cpu_s(self) -> float:
+        t = self.ps.cpu_times()
+        return float(t.user + t.system)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+async def wait_for_watermark(sub: Any, seq: float, timeout_s: float) -> None:
+    async def loop() -> None:
+        async for value in sub:
+            if value is not None and value["watermark"] >= seq:
+                return
+
+    await asyncio.wait_for(loop(), timeout_s)
+
+
+def new_events(i: int, now_ms: int) -> list[WatchEvent]:
+    base = now_ms - 3_600_000 + i * 1000
+    return [
+        WatchEvent(
+            watched_at_ms=base + k,
+            video_id=f"bench{i:03d}x{k:02d}",
+            title=f"Minecraft speedrun attempt {i}-{k}",
+            channel_id="UCbenchbenchbenchbench01",
+            channel_name="Bench Channel",
+        )
+        for k in range(5)
+    ]
+
+
+async def measure(n_events: int, changes: int) -> dict[str, Any]:
+    now_ms = time.time_ns() // 1_000_000
+    history = generate_history(n_events, seed=20261130, end_ms=now_ms - 2 * 3_600_000)
+    with LocalBackend() as backend:
+        token = backend.mint_token(f"bench-{n_events}")
+        async with ConvexGateway(backend.url, user_token=token) as user:
+            await user.mutation("settings:setTimeZone", {"timeZone": "Europe/Berlin"})
+            t = time.perf_counter()
+            summary = await upload_events(user, history, source="synthetic")
+            import_s = time.perf_counter() - t
+            client = ConvexClient(backend.url)
+            client.set_auth(token)
+            sub = client.subscribe("dashboard:getAggregation", KPI_ALL)
+
+            worker = WorkerProcess(backend)
+            try:
+                cpu0, t = worker.cpu_s(), time.perf_counter()
+                assert summary.last_seq is not None
+                await wait_for_watermark(sub, summary.last_seq, timeout_s=1800)
+                full_wall_s = time.perf_counter() - t
+                full_cpu_s = worker.cpu_s() - cpu0  # includes the worker's start-up (imports)
+
+                lags_ms: list[float] = []
+                cpu1 = worker.cpu_s()
+                for i in range(changes):
+                    res = await user.import_batch(new_events(i, now_ms), source="synthetic")
+                    committed = time.perf_counter()
+                    await wait_for_watermark(sub, res["seq"], timeout_s=600)
+                    lags_ms.append((time.perf_counter() - committed) * 1000)
+                per_change_cpu_ms = (worker.cpu_s() - cpu1) / max(1, changes) * 1000
+            finally:
+                worker.stop()
+                sub.unsubscribe()
+    first = worker.batches[0] if worker.batches else {}
+    later = worker.batches[1:]
+    return {
+        "events": n_events,
+        "import_s": import_s,
+        "full_wall_s": full_wall_s,
+        "full_cpu_s": full_cpu_s,
+        "full_compute_ms": first.get("compute_ms"),
+        "full_read_ms": first.get("read_ms"),
+        "p50": statistics.median(lags_ms),
+        "p95": percentile(lags_ms, 95),
+        "p99": percentile(lags_ms, 99),
+        "max": max(lags_ms),
+        "changes": changes,
+        "batches": len(later),
+        "per_change_cpu_ms": per_change_cpu_ms,
+        "mean_events_read": statistics.mean(b["events_read"] for b in later) if later else 0,
+        "mean_total_ms": statistics.mean(b["total_ms"] for b in later) if later else 0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--changes", type=int, default=50)
+    args = parser.parse_args()
+    rows = [asyncio.run(measure(n, args.changes)) for n in args.events]
+    print()
+    print("freshness: import commit -> public query (dashboard:getAggregation kpi) shows the change")
+    header = (
+        f"{'events':>8} {'import s':>9} {'full wall s':>11} {'full CPU s':>10} {'compute ms':>10} "
+        f"{'changes':>7} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'max ms':>7} "
+        f"{'CPU/change ms':>13} {'read/change':>11}"
+    )
+    print(header)
+    for r in rows:
+        print(
+            f"{r['events']:>8} {r['import_s']:>9.1f} {r['full_wall_s']:>11.2f} {r['full_cpu_s']:>10.2f} "
+            f"{(r['full_compute_ms'] or 0):>10.0f} {r['changes']:>7} {r['p50']:>7.0f} {r['p95']:>7.0f} "
+            f"{r['p99']:>7.0f} {r['max']:>7.0f} {r['per_change_cpu_ms']:>13.0f} {r['mean_events_read']:>11.0f}"
+        )
+    print(
+        "\nfull CPU s = worker process CPU from start (incl. interpreter start-up and imports) to fresh;"
+        "\nCPU/change = worker CPU per incremental change; read/change = events read from Convex per change."
+    )
+
+
+if __name__ == "__main__":
+    main()
