@@ -4,6 +4,8 @@ Public API (docs/aggregations.md describes every definition and output shape)::
 
     compute_aggregations(events, *, now_ms, time_zone, filter_sets, types=None, options=None)
         -> list[AggregationResult]
+    compute_from_frame(frame, *, now_ms, time_zone, filter_sets, types=None, options=None)
+        -> list[AggregationResult]      # frame = merge_partitions(...) of aggregation.partition
     classify_topic(title, channel_name) -> str | None
 """
 
@@ -14,6 +16,7 @@ from worker.aggregation.engine import (
     DEFINITION_VERSION,
     AggregationResult,
     compute_aggregations,
+    compute_from_frame,
 )
 from worker.aggregation.filters import EAGER_FILTER_SETS, PRODUCTS, FilterSet
 from worker.aggregation.options import AggregationOptions
@@ -33,4 +36,5 @@ __all__ = [
     "FilterSet",
     "classify_topic",
     "compute_aggregations",
+    "compute_from_frame",
 ]

@@ -21,7 +21,13 @@ from worker.aggregation.slices import Slice
 from worker.aggregation.timeframes import Clock, load_zone, make_clock, resolve_window
 from worker.models import WatchEvent
 
-__all__ = ["AGGREGATION_TYPES", "DEFINITION_VERSION", "AggregationResult", "compute_aggregations"]
+__all__ = [
+    "AGGREGATION_TYPES",
+    "DEFINITION_VERSION",
+    "AggregationResult",
+    "compute_aggregations",
+    "compute_from_frame",
+]
 
 DEFINITION_VERSION = 1
 """Version of the definitions in docs/aggregations.md; bump on any change of a stored shape or formula."""
@@ -91,6 +97,15 @@ def _valid_until(window_change_ms: int | None, dependency: Dependency, clock: Cl
     return min(candidates) if candidates else None
 
 
+def _wanted_types(types: Sequence[str] | None) -> tuple[str, ...]:
+    if types is None:
+        return AGGREGATION_TYPES
+    unknown = sorted(set(types) - set(AGGREGATION_TYPES))
+    if unknown:
+        raise ValueError(f"types: unknown aggregation type(s) {unknown}")
+    return tuple(t for t in AGGREGATION_TYPES if t in set(types))
+
+
 def compute_aggregations(
     events: Sequence[WatchEvent],
     *,
@@ -119,16 +134,53 @@ def compute_aggregations(
             (the message names the argument).
     """
     opts = options if options is not None else AggregationOptions()
-    if types is None:
-        wanted = AGGREGATION_TYPES
-    else:
-        unknown = sorted(set(types) - set(AGGREGATION_TYPES))
-        if unknown:
-            raise ValueError(f"types: unknown aggregation type(s) {unknown}")
-        wanted = tuple(t for t in AGGREGATION_TYPES if t in set(types))
+    wanted = _wanted_types(types)
     zone = load_zone(time_zone)
     clock = make_clock(now_ms, zone, opts.recent_days)
-    frame = build_frame(events, zone)
+    return _compute(build_frame(events, zone), clock, filter_sets, wanted, opts)
+
+
+def compute_from_frame(
+    frame: Frame,
+    *,
+    now_ms: int,
+    time_zone: str,
+    filter_sets: Sequence[FilterSet],
+    types: Sequence[str] | None = None,
+    options: AggregationOptions | None = None,
+) -> list[AggregationResult]:
+    """Compute aggregations from an already built frame (e.g. merged month partitions).
+
+    ``compute_from_frame(build_frame(events, zone), ...)`` equals ``compute_aggregations(events,
+    ...)``; the frame must have been built in ``time_zone``.
+
+    Args:
+        frame: The user's encoded history (``build_frame`` or ``merge_partitions``).
+        now_ms: The instant of computation, epoch ms UTC.
+        time_zone: The IANA zone the frame was built in.
+        filter_sets: Filter sets to compute; duplicates (same key) are computed once.
+        types: Aggregation types to compute (default: all of ``AGGREGATION_TYPES``), any order.
+        options: Thresholds (default ``AggregationOptions()``).
+
+    Returns:
+        As :func:`compute_aggregations`.
+
+    Raises:
+        ValueError: unknown ``time_zone`` or type, ``now_ms`` out of range.
+    """
+    opts = options if options is not None else AggregationOptions()
+    wanted = _wanted_types(types)
+    clock = make_clock(now_ms, load_zone(time_zone), opts.recent_days)
+    return _compute(frame, clock, filter_sets, wanted, opts)
+
+
+def _compute(
+    frame: Frame,
+    clock: Clock,
+    filter_sets: Sequence[FilterSet],
+    wanted: tuple[str, ...],
+    opts: AggregationOptions,
+) -> list[AggregationResult]:
     bases: dict[tuple[str, tuple[str, ...], tuple[str, ...]], IntArray] = {}
     results: list[AggregationResult] = []
     done: set[str] = set()

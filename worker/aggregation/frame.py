@@ -1,8 +1,9 @@
 """Columnar frame of one user's history: the engine's only view of the events. Pure: no I/O.
 
 ``build_frame`` sorts, deduplicates and encodes the events once per call into numpy columns so
-that every aggregation is a handful of vectorised operations over index slices. A later per-month
-partition cache can build frames per month and keep this layer unchanged.
+that every aggregation is a handful of vectorised operations over index slices. The per-event
+work lives in ``worker.aggregation.partition``: a frame is the merge of encoded partitions (one
+for the whole history here, one per local month in the worker's partition cache).
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
-from worker.aggregation.taxonomy import MUSIC_TOPIC, TOPIC_SLUGS, classify_topic
-from worker.aggregation.timeframes import DAY_MS, HOUR_MS, check_instant, offset_ms_at
+from worker.aggregation.timeframes import DAY_MS, offset_ms_at
 from worker.models import WatchEvent
 
 __all__ = ["Frame", "build_frame", "IntArray", "BoolArray", "PRODUCT_CODES", "local_offsets_ms"]
@@ -24,7 +24,6 @@ __all__ = ["Frame", "build_frame", "IntArray", "BoolArray", "PRODUCT_CODES", "lo
 IntArray: TypeAlias = npt.NDArray[np.int64]
 BoolArray: TypeAlias = npt.NDArray[np.bool_]
 PRODUCT_CODES: dict[str, int] = {"youtube": 0, "youtube_music": 1}
-_TOPIC_CODE = {slug: i for i, slug in enumerate(TOPIC_SLUGS)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +46,8 @@ class Frame:
         video: Index into ``video_ids`` or -1 (n,).
         channel: Index into ``channel_ids`` or -1 (n,). Codes follow id order (code a < b ⇔ id a < id b).
         topic: Index into ``topic_slugs`` or -1 (unclassified) (n,).
-        video_ids: Distinct video ids, sorted.
+        video_ids: Distinct video ids, UTF-8 encoded, sorted (numpy bytes array; the aggregations
+            only count video codes, so the ids stay encoded).
         channel_ids: Distinct channel ids, sorted.
         channel_names: Most recent non-empty name seen per channel (None when never named).
         channel_first_ms: First view of each channel over the whole history, epoch ms UTC.
@@ -65,7 +65,7 @@ class Frame:
     video: IntArray
     channel: IntArray
     topic: IntArray
-    video_ids: tuple[str, ...]
+    video_ids: npt.NDArray[np.bytes_]
     channel_ids: tuple[str, ...]
     channel_names: tuple[str | None, ...]
     channel_first_ms: IntArray
@@ -75,20 +75,6 @@ class Frame:
     def size(self) -> int:
         """Return the number of views."""
         return int(self.ts.shape[0])
-
-
-def _sort_key(e: WatchEvent) -> tuple[int, str, str, str, str, str, str, str, tuple[str, ...]]:
-    return (
-        e.watched_at_ms,
-        e.dedupe_key,
-        e.kind,
-        e.product,
-        e.video_id or "",
-        e.title or "",
-        e.channel_id or "",
-        e.channel_name or "",
-        tuple(sorted(e.flags)),
-    )
 
 
 def local_offsets_ms(ts: IntArray, zone: ZoneInfo) -> IntArray:
@@ -112,6 +98,9 @@ def local_offsets_ms(ts: IntArray, zone: ZoneInfo) -> IntArray:
 def build_frame(events: Sequence[WatchEvent], zone: ZoneInfo) -> Frame:
     """Sort, deduplicate and encode events into a ``Frame``.
 
+    Equivalent to ``merge_partitions([build_partition(events, zone)])`` (see
+    ``worker.aggregation.partition``, which holds the per-event encoding).
+
     Args:
         events: Views of one user, any order; duplicate ``dedupe_key``s are counted once.
         zone: The user's time zone (local dates, months, weekdays and hours are computed in it).
@@ -122,93 +111,6 @@ def build_frame(events: Sequence[WatchEvent], zone: ZoneInfo) -> Frame:
     Raises:
         ValueError: a ``watched_at_ms`` outside 1970-01-01 … 9999-12-30 (message names ``watched_at_ms``).
     """
-    pairs = [((e.watched_at_ms, e.dedupe_key), e) for e in events]
-    pairs.sort(key=lambda p: p[0])
-    rows: list[WatchEvent] = []
-    i, total = 0, len(pairs)
-    while i < total:
-        j = i + 1
-        while j < total and pairs[j][0] == pairs[i][0]:
-            j += 1
-        # equal dedupe keys are adjacent; keep the smallest by the total order so input order never matters
-        rows.append(pairs[i][1] if j == i + 1 else min((p[1] for p in pairs[i:j]), key=_sort_key))
-        i = j
-    del pairs
-    n = len(rows)
-    ts = np.array([e.watched_at_ms for e in rows], dtype=np.int64).reshape(n)
-    if n:
-        check_instant("watched_at_ms", int(ts[0]))
-        check_instant("watched_at_ms", int(ts[-1]))
-    local = ts + local_offsets_ms(ts, zone)
-    day = local // DAY_MS
-    month = day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
-    weekday = (day + 3) % 7  # 1970-01-01 was a Thursday (ISO weekday index 3)
-    hour = (local // HOUR_MS) % 24
+    from worker.aggregation.partition import build_partition, merge_partitions  # imports this module
 
-    removed_l: list[bool] = []
-    product_l: list[int] = []
-    shorts_l: list[bool] = []
-    video_l: list[str | None] = []
-    channel_l: list[str | None] = []
-    topic_l: list[int] = []
-    topic_cache: dict[tuple[str, str | None, str | None], int] = {}
-    for e in rows:
-        is_removed = e.kind == "removed"
-        removed_l.append(is_removed)
-        product_l.append(PRODUCT_CODES[e.product])
-        shorts_l.append("shorts" in e.flags)
-        video_l.append(None if is_removed else (e.video_id or None))
-        channel_l.append(None if is_removed else (e.channel_id or None))
-        if is_removed:
-            topic_l.append(-1)
-            continue
-        title = None if "title_unknown" in e.flags else e.title
-        key = (e.product, title, e.channel_name)
-        code = topic_cache.get(key)
-        if code is None:
-            code = topic_cache[key] = _topic_code(e.product, title, e.channel_name)
-        topic_l.append(code)
-    removed = np.array(removed_l, dtype=np.bool_).reshape(n)
-    product = np.array(product_l, dtype=np.int64).reshape(n)
-    shorts = np.array(shorts_l, dtype=np.bool_).reshape(n)
-    topic = np.array(topic_l, dtype=np.int64).reshape(n)
-    video_ids = tuple(sorted({v for v in video_l if v is not None}))
-    video_code = {v: i for i, v in enumerate(video_ids)}
-    video = np.array([-1 if v is None else video_code[v] for v in video_l], dtype=np.int64).reshape(n)
-    channel_ids = tuple(sorted({c for c in channel_l if c is not None}))
-    channel_code = {c: i for i, c in enumerate(channel_ids)}
-    channel = np.array([-1 if c is None else channel_code[c] for c in channel_l], dtype=np.int64).reshape(n)
-    names: list[str | None] = [None] * len(channel_ids)
-    for e, c in zip(rows, channel.tolist(), strict=True):
-        if c >= 0 and e.channel_name:
-            names[c] = e.channel_name  # rows are in time order: the last write is the most recent name
-    channel_first_ms = np.full(len(channel_ids), np.iinfo(np.int64).max, dtype=np.int64)
-    has_channel = channel >= 0
-    np.minimum.at(channel_first_ms, channel[has_channel], ts[has_channel])
-
-    return Frame(
-        ts=ts,
-        day=day,
-        month=month,
-        weekday=weekday,
-        hour=hour,
-        product=product,
-        removed=removed,
-        shorts=shorts,
-        video=video,
-        channel=channel,
-        topic=topic,
-        video_ids=video_ids,
-        channel_ids=channel_ids,
-        channel_names=tuple(names),
-        channel_first_ms=channel_first_ms,
-        topic_slugs=TOPIC_SLUGS,
-    )
-
-
-def _topic_code(product: str, title: str | None, channel_name: str | None) -> int:
-    """Topic code of one (non-removed) view: YouTube Music plays are music; else the keyword classifier."""
-    if product == "youtube_music":
-        return _TOPIC_CODE[MUSIC_TOPIC]
-    slug = classify_topic(title, channel_name)
-    return -1 if slug is None else _TOPIC_CODE[slug]
+    return merge_partitions([build_partition(events, zone)])

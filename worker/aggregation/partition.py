@@ -1,0 +1,564 @@
+"""Encoded partial frames ("partitions") and their merge into a :class:`Frame`. Pure: no I/O.
+
+Building a frame is dominated by per-event Python work: sorting and deduplicating, reading the
+fields of every event, classifying titles into topics, collecting the string tables. A
+:class:`Partition` holds the result of that work for a subset of one user's events — in the worker,
+one local calendar month — as compact numpy columns with their own string tables, so that it can
+be kept between recomputes (and serialized with :func:`partition_to_bytes`). :func:`merge_partitions`
+turns any number of partitions into the engine's :class:`Frame` with vectorised numpy operations
+only (string codes are remapped with ``np.unique``/``np.searchsorted``); its Python work is
+proportional to the number of distinct channels, not to the number of events.
+
+Invariants:
+
+* Events with the same ``dedupe_key`` share an instant (the key starts with ``watchedAtMs``), so
+  they always fall in the same partition: deduplication inside a partition is deduplication of the
+  merged history, as long as partitions hold disjoint sets of instants.
+* ``merge_partitions(build_month_partitions(events, zone).values())`` equals
+  ``build_frame(events, zone)`` field by field, for any split of the events into partitions with
+  disjoint instants.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import numpy.typing as npt
+
+from worker.aggregation.frame import PRODUCT_CODES, BoolArray, Frame, IntArray, local_offsets_ms
+from worker.aggregation.taxonomy import MUSIC_TOPIC, TAXONOMY_VERSION, TOPIC_SLUGS, classify_topic
+from worker.aggregation.timeframes import DAY_MS, HOUR_MS, check_instant
+from worker.models import WatchEvent
+
+__all__ = [
+    "PARTITION_FORMAT_VERSION",
+    "Partition",
+    "build_partition",
+    "build_month_partitions",
+    "merge_partitions",
+    "local_months",
+    "partition_to_bytes",
+    "partition_from_bytes",
+]
+
+PARTITION_FORMAT_VERSION: Final = 1
+"""Version of the serialized layout written by :func:`partition_to_bytes`."""
+
+BytesArray: TypeAlias = npt.NDArray[np.bytes_]
+_TOPIC_CODE = {slug: i for i, slug in enumerate(TOPIC_SLUGS)}
+_NO_NAME_MS: Final = -1
+_NO_BYTES: Final = np.zeros(0, dtype="|S1")
+_MAGIC: Final = b"WAGP"
+_PREFIX = struct.Struct("<4sHHI")  # magic, format version, reserved, header length
+_ALIGN: Final = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """Sorted, deduplicated, encoded subset of one user's views (n views, c channels, v videos).
+
+    Rows are in the order of :class:`Frame` (``(watched_at_ms, dedupe_key)``, duplicates dropped).
+    Codes are -1 when absent; removed views have video, channel and topic -1. The partition is
+    tied to the time zone it was built in (``offset_ms``) and to the taxonomy (``topic`` codes
+    index ``TOPIC_SLUGS``).
+
+    Attributes:
+        ts: Instant, epoch ms UTC, int64 (n,), non-decreasing.
+        offset_ms: UTC offset in force at each instant, ms (local − UTC), int32 (n,).
+        product: 0 = youtube, 1 = youtube_music, int8 (n,).
+        removed: True for ``kind == "removed"``, bool (n,).
+        shorts: True when flags contain ``"shorts"``, bool (n,).
+        video: Index into ``video_ids`` or -1, int32 (n,).
+        channel: Index into ``channel_ids`` or -1, int32 (n,).
+        topic: Index into ``TOPIC_SLUGS`` or -1, int8 (n,).
+        video_ids: Distinct video ids of the partition, UTF-8, sorted, numpy bytes (v,).
+        channel_ids: Distinct channel ids of the partition, UTF-8, sorted, numpy bytes (c,). Ids
+            are compared as numpy fixed-width bytes, which ignore trailing NUL bytes.
+        channel_first_ms: First view of each channel within the partition, epoch ms UTC, int64 (c,).
+        channel_name_ms: Instant of the most recent view of each channel carrying a non-empty
+            name within the partition, epoch ms UTC, or -1 when none did, int64 (c,).
+        name_offsets: Byte offsets of each channel's name in ``name_blob``, int64 (c + 1,); an
+            empty slice means no name.
+        name_blob: The channel names, UTF-8, concatenated.
+    """
+
+    ts: IntArray
+    offset_ms: npt.NDArray[np.int32]
+    product: npt.NDArray[np.int8]
+    removed: BoolArray
+    shorts: BoolArray
+    video: npt.NDArray[np.int32]
+    channel: npt.NDArray[np.int32]
+    topic: npt.NDArray[np.int8]
+    video_ids: BytesArray
+    channel_ids: BytesArray
+    channel_first_ms: IntArray
+    channel_name_ms: IntArray
+    name_offsets: IntArray
+    name_blob: bytes
+
+    @property
+    def size(self) -> int:
+        """Return the number of views."""
+        return int(self.ts.shape[0])
+
+    def channel_name(self, code: int) -> str | None:
+        """Return the most recent non-empty name of a partition channel code, or None."""
+        lo, hi = int(self.name_offsets[code]), int(self.name_offsets[code + 1])
+        return self.name_blob[lo:hi].decode("utf-8") if hi > lo else None
+
+    @property
+    def nbytes(self) -> int:
+        """Return the memory held by the arrays and the name blob, in bytes."""
+        arrays = (getattr(self, name) for name, _ in _SCHEMA)
+        return sum(int(a.nbytes) for a in arrays if isinstance(a, np.ndarray)) + len(self.name_blob)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """All events of one build, encoded once, with codes into history-wide sorted tables."""
+
+    ts: IntArray
+    offset_ms: IntArray
+    product: IntArray
+    removed: BoolArray
+    shorts: BoolArray
+    video: IntArray
+    channel: IntArray
+    topic: IntArray
+    name: IntArray
+    video_ids: BytesArray
+    channel_ids: BytesArray
+    names: list[str]
+
+
+def _sort_key(e: WatchEvent) -> tuple[int, str, str, str, str, str, str, str, tuple[str, ...]]:
+    return (
+        e.watched_at_ms,
+        e.dedupe_key,
+        e.kind,
+        e.product,
+        e.video_id or "",
+        e.title or "",
+        e.channel_id or "",
+        e.channel_name or "",
+        tuple(sorted(e.flags)),
+    )
+
+
+def _topic_code(product: str, title: str | None, channel_name: str | None) -> int:
+    """Topic code of one (non-removed) view: YouTube Music plays are music; else the keyword classifier."""
+    if product == "youtube_music":
+        return _TOPIC_CODE[MUSIC_TOPIC]
+    slug = classify_topic(title, channel_name)
+    return -1 if slug is None else _TOPIC_CODE[slug]
+
+
+def _utf8_array(values: Sequence[str]) -> BytesArray:
+    """Return the UTF-8 encodings as a numpy bytes array; byte order of UTF-8 is code point order."""
+    out: BytesArray = np.array([v.encode("utf-8") for v in values], dtype=np.bytes_) if values else _NO_BYTES
+    return out
+
+
+def _codes(values: list[str | None]) -> tuple[BytesArray, IntArray]:
+    table = sorted({v for v in values if v is not None})
+    lookup = {v: i for i, v in enumerate(table)}
+    codes = np.array([-1 if v is None else lookup[v] for v in values], dtype=np.int64).reshape(len(values))
+    return _utf8_array(table), codes
+
+
+def _encode_rows(events: Iterable[WatchEvent], zone: ZoneInfo) -> _Rows:
+    """Sort, deduplicate and encode events: the only per-event Python work of the engine."""
+    pairs = [((e.watched_at_ms, e.dedupe_key), e) for e in events]
+    pairs.sort(key=lambda p: p[0])
+    rows: list[WatchEvent] = []
+    i, total = 0, len(pairs)
+    while i < total:
+        j = i + 1
+        while j < total and pairs[j][0] == pairs[i][0]:
+            j += 1
+        # equal dedupe keys are adjacent; keep the smallest by the total order so input order never matters
+        rows.append(pairs[i][1] if j == i + 1 else min((p[1] for p in pairs[i:j]), key=_sort_key))
+        i = j
+    del pairs
+    n = len(rows)
+    ts = np.array([e.watched_at_ms for e in rows], dtype=np.int64).reshape(n)
+    if n:
+        check_instant("watched_at_ms", int(ts[0]))
+        check_instant("watched_at_ms", int(ts[-1]))
+
+    removed_l: list[bool] = []
+    product_l: list[int] = []
+    shorts_l: list[bool] = []
+    video_l: list[str | None] = []
+    channel_l: list[str | None] = []
+    name_l: list[str | None] = []
+    topic_l: list[int] = []
+    topic_cache: dict[tuple[str, str | None, str | None], int] = {}
+    for e in rows:
+        is_removed = e.kind == "removed"
+        removed_l.append(is_removed)
+        product_l.append(PRODUCT_CODES[e.product])
+        shorts_l.append("shorts" in e.flags)
+        if is_removed:
+            video_l.append(None)
+            channel_l.append(None)
+            name_l.append(None)
+            topic_l.append(-1)
+            continue
+        channel_id = e.channel_id or None
+        video_l.append(e.video_id or None)
+        channel_l.append(channel_id)
+        name_l.append((e.channel_name or None) if channel_id is not None else None)
+        title = None if "title_unknown" in e.flags else e.title
+        key = (e.product, title, e.channel_name)
+        code = topic_cache.get(key)
+        if code is None:
+            code = topic_cache[key] = _topic_code(e.product, title, e.channel_name)
+        topic_l.append(code)
+    video_ids, video = _codes(video_l)
+    channel_ids, channel = _codes(channel_l)
+    name_table: dict[str, int] = {}
+    name = np.array(
+        [-1 if s is None else name_table.setdefault(s, len(name_table)) for s in name_l], dtype=np.int64
+    ).reshape(n)
+    return _Rows(
+        ts=ts,
+        offset_ms=local_offsets_ms(ts, zone),
+        product=np.array(product_l, dtype=np.int64).reshape(n),
+        removed=np.array(removed_l, dtype=np.bool_).reshape(n),
+        shorts=np.array(shorts_l, dtype=np.bool_).reshape(n),
+        video=video,
+        channel=channel,
+        topic=np.array(topic_l, dtype=np.int64).reshape(n),
+        name=name,
+        video_ids=video_ids,
+        channel_ids=channel_ids,
+        names=list(name_table),
+    )
+
+
+def _compact(codes: IntArray, table: BytesArray) -> tuple[npt.NDArray[np.int32], BytesArray, IntArray]:
+    """Return codes into the used part of ``table``, that part (still sorted), and the used codes."""
+    used: IntArray = np.unique(codes[codes >= 0])
+    remapped = np.where(codes >= 0, np.searchsorted(used, codes), -1)
+    return remapped.astype(np.int32), table[used], used
+
+
+def _pack(rows: _Rows, idx: IntArray | None) -> Partition:
+    """Build the partition of ``rows[idx]`` (all rows when None); ``idx`` ascending."""
+
+    def sel(a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        return a if idx is None else a[idx]
+
+    ts = sel(rows.ts)
+    video, video_ids, _ = _compact(sel(rows.video), rows.video_ids)
+    channel, channel_ids, _ = _compact(sel(rows.channel), rows.channel_ids)
+    c = int(channel_ids.shape[0])
+    has = channel >= 0
+    ch_rows = channel[has]
+    first_ms = np.zeros(c, dtype=np.int64)
+    if c:
+        _, first_at = np.unique(ch_rows, return_index=True)
+        first_ms = ts[has][first_at].astype(np.int64)
+    name_ms = np.full(c, _NO_NAME_MS, dtype=np.int64)
+    name_of = np.full(c, -1, dtype=np.int64)
+    named = has & (sel(rows.name) >= 0)
+    if named.any():
+        ch_named = channel[named][::-1]
+        uniq, last_rev = np.unique(ch_named, return_index=True)
+        ts_named = ts[named][::-1]
+        name_ms[uniq] = ts_named[last_rev]
+        name_of[uniq] = sel(rows.name)[named][::-1][last_rev]
+    encoded = [b"" if k < 0 else rows.names[k].encode("utf-8") for k in name_of.tolist()]
+    offsets = np.zeros(c + 1, dtype=np.int64)
+    if c:
+        offsets[1:] = np.cumsum([len(b) for b in encoded])
+    return Partition(
+        ts=ts.astype(np.int64),
+        offset_ms=sel(rows.offset_ms).astype(np.int32),
+        product=sel(rows.product).astype(np.int8),
+        removed=sel(rows.removed),
+        shorts=sel(rows.shorts),
+        video=video,
+        channel=channel,
+        topic=sel(rows.topic).astype(np.int8),
+        video_ids=video_ids,
+        channel_ids=channel_ids,
+        channel_first_ms=first_ms,
+        channel_name_ms=name_ms,
+        name_offsets=offsets,
+        name_blob=b"".join(encoded),
+    )
+
+
+def local_months(ts: IntArray, offset_ms: npt.NDArray[Any]) -> IntArray:
+    """Return the local month index ``year*12 + month-1`` of each instant (vectorised).
+
+    Args:
+        ts: Instants, epoch ms UTC (n,).
+        offset_ms: UTC offset at each instant, ms (n,).
+
+    Returns:
+        Month indexes, int64 (n,).
+    """
+    day = (ts + offset_ms.astype(np.int64)) // DAY_MS
+    out: IntArray = day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
+    return out
+
+
+def build_partition(events: Iterable[WatchEvent], zone: ZoneInfo) -> Partition:
+    """Sort, deduplicate and encode events into one partition.
+
+    Args:
+        events: Views of one user, any order; duplicate ``dedupe_key``s are counted once.
+        zone: The user's time zone (offsets are computed in it).
+
+    Returns:
+        The partition (empty arrays for no events).
+
+    Raises:
+        ValueError: a ``watched_at_ms`` outside 1970-01-01 … 9999-12-30 (message names ``watched_at_ms``).
+    """
+    return _pack(_encode_rows(events, zone), None)
+
+
+def build_month_partitions(events: Iterable[WatchEvent], zone: ZoneInfo) -> dict[int, Partition]:
+    """Encode events once and split them into one partition per local month.
+
+    Args:
+        events: Views of one user, any order; duplicate ``dedupe_key``s are counted once.
+        zone: The user's time zone; months are local calendar months in it.
+
+    Returns:
+        ``{month index: partition}`` for every month holding at least one view, ascending.
+
+    Raises:
+        ValueError: a ``watched_at_ms`` outside 1970-01-01 … 9999-12-30 (message names ``watched_at_ms``).
+    """
+    rows = _encode_rows(events, zone)
+    if rows.ts.size == 0:
+        return {}
+    month = local_months(rows.ts, rows.offset_ms)
+    order = np.argsort(month, kind="stable")
+    uniq, starts = np.unique(month[order], return_index=True)
+    bounds = [*starts.tolist(), int(order.size)]
+    return {int(m): _pack(rows, order[bounds[k] : bounds[k + 1]].astype(np.int64)) for k, m in enumerate(uniq.tolist())}
+
+
+def _remap(codes: npt.NDArray[Any], local_table: BytesArray, merged_table: BytesArray) -> IntArray:
+    """Translate partition codes into codes of ``merged_table`` (a sorted superset), -1 kept."""
+    ext = np.append(np.searchsorted(merged_table, local_table).astype(np.int64), np.int64(-1))
+    out: IntArray = ext[codes]  # code -1 picks the appended -1
+    return out
+
+
+def merge_partitions(parts: Iterable[Partition]) -> Frame:
+    """Concatenate partitions into the engine's frame, remapping string codes.
+
+    Args:
+        parts: Partitions of one user built in the same time zone, any order, holding disjoint
+            sets of instants (e.g. one per local month).
+
+    Returns:
+        The frame of the union of the partitions' views: identical to ``build_frame`` over the
+        union of their events.
+    """
+    ps = sorted((p for p in parts if p.size), key=lambda p: int(p.ts[0]))
+    if not ps:
+        empty_i = np.zeros(0, dtype=np.int64)
+        empty_b = np.zeros(0, dtype=np.bool_)
+        return Frame(
+            ts=empty_i,
+            day=empty_i,
+            month=empty_i,
+            weekday=empty_i,
+            hour=empty_i,
+            product=empty_i,
+            removed=empty_b,
+            shorts=empty_b,
+            video=empty_i,
+            channel=empty_i,
+            topic=empty_i,
+            video_ids=_NO_BYTES,
+            channel_ids=(),
+            channel_names=(),
+            channel_first_ms=empty_i,
+            topic_slugs=TOPIC_SLUGS,
+        )
+    video_ids = np.unique(np.concatenate([p.video_ids for p in ps]))
+    channel_ids = np.unique(np.concatenate([p.channel_ids for p in ps]))
+    ch_maps = [np.searchsorted(channel_ids, p.channel_ids).astype(np.int64) for p in ps]
+    ts = np.concatenate([p.ts for p in ps]).astype(np.int64)
+    offset = np.concatenate([p.offset_ms for p in ps]).astype(np.int64)
+    product = np.concatenate([p.product for p in ps]).astype(np.int64)
+    removed = np.concatenate([p.removed for p in ps]).astype(np.bool_)
+    shorts = np.concatenate([p.shorts for p in ps]).astype(np.bool_)
+    topic = np.concatenate([p.topic for p in ps]).astype(np.int64)
+    video = np.concatenate([_remap(p.video, p.video_ids, video_ids) for p in ps])
+    channel = np.concatenate([_remap(p.channel, p.channel_ids, channel_ids) for p in ps])
+    if ts.size > 1 and bool((ts[1:] < ts[:-1]).any()):
+        # partitions interleave in time (only when a local month is not one UTC interval); equal
+        # instants always share a partition, so a stable sort restores the frame order exactly
+        order = np.argsort(ts, kind="stable")
+        ts, offset, product, topic = ts[order], offset[order], product[order], topic[order]
+        video, channel, removed, shorts = video[order], channel[order], removed[order], shorts[order]
+
+    n_channels = int(channel_ids.shape[0])
+    first_ms = np.full(n_channels, np.iinfo(np.int64).max, dtype=np.int64)
+    all_codes = np.concatenate(ch_maps)
+    np.minimum.at(first_ms, all_codes, np.concatenate([p.channel_first_ms for p in ps]))
+    # most recent name: among every partition's named channels, the one named last
+    name_ms = np.concatenate([p.channel_name_ms for p in ps])
+    part_of = np.concatenate([np.full(p.channel_ids.shape[0], k, dtype=np.int64) for k, p in enumerate(ps)])
+    local_of = np.concatenate([np.arange(p.channel_ids.shape[0], dtype=np.int64) for p in ps])
+    named = np.flatnonzero(name_ms != _NO_NAME_MS)
+    order = named[np.lexsort((name_ms[named], all_codes[named]))]
+    codes_sorted = all_codes[order]
+    last = np.flatnonzero(np.append(codes_sorted[1:] != codes_sorted[:-1], True)) if order.size else order
+    names: list[str | None] = [None] * n_channels
+    for g, k, j in zip(
+        codes_sorted[last].tolist(), part_of[order[last]].tolist(), local_of[order[last]].tolist(), strict=True
+    ):
+        names[g] = ps[k].channel_name(j)
+
+    local = ts + offset
+    day = local // DAY_MS
+    return Frame(
+        ts=ts,
+        day=day,
+        month=day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) + 1970 * 12,
+        weekday=(day + 3) % 7,  # 1970-01-01 was a Thursday (ISO weekday index 3)
+        hour=(local // HOUR_MS) % 24,
+        product=product,
+        removed=removed,
+        shorts=shorts,
+        video=video,
+        channel=channel,
+        topic=topic,
+        video_ids=video_ids,
+        channel_ids=tuple(c.decode("utf-8") for c in channel_ids.tolist()),
+        channel_names=tuple(names),
+        channel_first_ms=first_ms,
+        topic_slugs=TOPIC_SLUGS,
+    )
+
+
+# ------------------------------------------------------------------------------------ serialization
+
+_SCHEMA: tuple[tuple[str, str], ...] = (
+    ("ts", "<i8"),
+    ("offset_ms", "<i4"),
+    ("product", "|i1"),
+    ("removed", "|b1"),
+    ("shorts", "|b1"),
+    ("video", "<i4"),
+    ("channel", "<i4"),
+    ("topic", "|i1"),
+    ("video_ids", "S"),
+    ("channel_ids", "S"),
+    ("channel_first_ms", "<i8"),
+    ("channel_name_ms", "<i8"),
+    ("name_offsets", "<i8"),
+)
+
+
+def partition_to_bytes(part: Partition) -> bytes:
+    """Serialize a partition: a fixed prefix, a JSON header, then the raw little-endian arrays.
+
+    Layout: ``struct "<4sHHI"`` (magic ``WAGP``, format version, 0, header length), the UTF-8 JSON
+    header ``{"taxonomy": TAXONOMY_VERSION, "arrays": [[name, dtype, count, offset], ...],
+    "names": [offset, length]}``, then the array buffers (each 8-byte aligned) and the name blob.
+    Only fixed-width numeric and bytes dtypes are written; never pickle.
+
+    Args:
+        part: The partition.
+
+    Returns:
+        The payload, about 24 bytes per view plus the string tables.
+    """
+    chunks: list[bytes] = []
+    specs: list[list[Any]] = []
+    pos = 0
+    for name, _ in _SCHEMA:
+        arr = np.ascontiguousarray(getattr(part, name))
+        data = arr.tobytes()
+        specs.append([name, arr.dtype.str, int(arr.shape[0]), pos])
+        pad = (-len(data)) % _ALIGN
+        chunks.append(data + b"\0" * pad)
+        pos += len(data) + pad
+    header = json.dumps(
+        {"taxonomy": TAXONOMY_VERSION, "arrays": specs, "names": [pos, len(part.name_blob)]},
+        separators=(",", ":"),
+    ).encode("utf-8")
+    header += b" " * ((-(_PREFIX.size + len(header))) % _ALIGN)
+    prefix = _PREFIX.pack(_MAGIC, PARTITION_FORMAT_VERSION, 0, len(header))
+    return b"".join([prefix, header, *chunks, part.name_blob])
+
+
+def partition_from_bytes(payload: bytes) -> Partition:
+    """Deserialize :func:`partition_to_bytes` output (arrays are read-only views of ``payload``).
+
+    Args:
+        payload: Bytes written by :func:`partition_to_bytes`.
+
+    Returns:
+        The partition.
+
+    Raises:
+        ValueError: wrong magic, format or taxonomy version, unexpected dtype, or inconsistent
+            lengths (a truncated or foreign payload).
+    """
+    if len(payload) < _PREFIX.size:
+        raise ValueError("partition payload: too short")
+    magic, version, _, header_len = _PREFIX.unpack_from(payload, 0)
+    if magic != _MAGIC or version != PARTITION_FORMAT_VERSION:
+        raise ValueError(f"partition payload: unknown magic/version {magic!r}/{version}")
+    base = _PREFIX.size + header_len
+    try:
+        header = json.loads(payload[_PREFIX.size : base].decode("utf-8"))
+        if header["taxonomy"] != TAXONOMY_VERSION:
+            raise ValueError(f"partition payload: taxonomy {header['taxonomy']!r} != {TAXONOMY_VERSION!r}")
+        specs = {str(s[0]): (str(s[1]), int(s[2]), int(s[3])) for s in header["arrays"]}
+        names_at, names_len = (int(v) for v in header["names"])
+    except (KeyError, TypeError, IndexError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"partition payload: bad header ({exc})") from None
+    fields: dict[str, Any] = {}
+    for name, want in _SCHEMA:
+        if name not in specs:
+            raise ValueError(f"partition payload: missing array {name}")
+        dtype_str, count, offset = specs[name]
+        dtype = np.dtype(dtype_str)
+        if (want == "S" and dtype.kind != "S") or (want != "S" and dtype.str != want):
+            raise ValueError(f"partition payload: array {name} has dtype {dtype_str}")
+        end = base + offset + count * dtype.itemsize
+        if offset < 0 or count < 0 or end > len(payload):
+            raise ValueError(f"partition payload: array {name} out of bounds")
+        fields[name] = np.frombuffer(payload, dtype=dtype, count=count, offset=base + offset)
+    blob_end = base + names_at + names_len
+    if names_at < 0 or names_len < 0 or blob_end > len(payload):
+        raise ValueError("partition payload: name blob out of bounds")
+    fields["name_blob"] = bytes(payload[base + names_at : blob_end])
+    part = Partition(**fields)
+    n, c = part.size, int(part.channel_ids.shape[0])
+    lengths = {part.offset_ms.size, part.product.size, part.removed.size, part.shorts.size}
+    lengths |= {part.video.size, part.channel.size, part.topic.size}
+    if lengths != {n} or {part.channel_first_ms.size, part.channel_name_ms.size} != {c}:
+        raise ValueError("partition payload: inconsistent array lengths")
+    if part.name_offsets.size != c + 1 or (c and int(part.name_offsets[-1]) > names_len):
+        raise ValueError("partition payload: inconsistent name offsets")
+    for codes, bound in (
+        (part.video, part.video_ids.shape[0]),
+        (part.channel, c),
+        (part.topic, len(TOPIC_SLUGS)),
+        (part.product, len(PRODUCT_CODES)),
+    ):
+        if n and (int(codes.min()) < -1 or int(codes.max()) >= bound):
+            raise ValueError("partition payload: code out of range")
+    return part
