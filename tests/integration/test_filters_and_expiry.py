@@ -1,0 +1,101 @@
+"""On-demand filter sets and time-relative expiry, end to end over the local backend."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+from tests.integration.test_pipeline import as_int, import_as_user, run_worker
+from tests.support.backend import LocalBackend
+from worker.aggregation import FilterSet, compute_aggregations
+from worker.gateway import ConvexGateway
+from worker.models import WatchEvent
+
+pytestmark = pytest.mark.integration
+
+DAY_MS = 86_400_000
+
+
+def history(now_ms: int) -> list[WatchEvent]:
+    """Forty views over the last 40 days: gaming, music and cooking titles on three channels."""
+    titles = [
+        ("Minecraft hardcore survival episode", "UCgaminggaminggaminggami", "Pixel Plays"),
+        ("Official music video live concert", "UCmusicmusicmusicmusicmu", "Loud Records"),
+        ("Easy chicken curry recipe", "UCcookingcookingcookingc", "Home Kitchen"),
+    ]
+    events = []
+    for i in range(40):
+        title, channel_id, channel_name = titles[i % 3]
+        events.append(
+            WatchEvent(
+                watched_at_ms=now_ms - (i + 1) * DAY_MS + 3_600_000,
+                video_id=f"vid{i:08d}",
+                title=f"{title} {i}",
+                channel_id=channel_id,
+                channel_name=channel_name,
+            )
+        )
+    return events
+
+
+class TestOnDemandFilters:
+    def test_registered_filter_is_computed_under_its_canonical_key(self, project_backend: LocalBackend) -> None:
+        """registerFilter makes the worker compute that set; any list order reads the same result."""
+        now_ms = time.time_ns() // 1_000_000
+        views = history(now_ms)
+        filters = {"timeframe": "All", "product": "all", "topics": ["music", "gaming", "music"]}
+
+        async def scenario() -> tuple[Any, Any, Any]:
+            token = await import_as_user(project_backend, "filters", views, "UTC")
+            await run_worker(project_backend)
+            async with ConvexGateway(project_backend.url, user_token=token) as gw:
+                before = await gw.query("dashboard:getAggregation", {"type": "kpi", "filters": filters})
+                reg = await gw.mutation("dashboard:registerFilter", {"filters": filters})
+                await run_worker(project_backend)
+                swapped = {"timeframe": "All", "product": "all", "topics": ["gaming", "music"]}
+                after = await gw.query("dashboard:getAggregation", {"type": "kpi", "filters": swapped})
+            return before, reg, after
+
+        before, reg, after = asyncio.run(scenario())
+        key = FilterSet("All", "all", topics=("gaming", "music")).key
+        assert before is None
+        assert reg["filterKey"] == key
+        assert after is not None and after["filterKey"] == key
+        expected = compute_aggregations(
+            views, now_ms=now_ms, time_zone="UTC", filter_sets=[FilterSet.from_dict(filters)], types=["kpi"]
+        )[0]
+        assert as_int(after["data"]["views"]) == expected.data["views"]
+        assert as_int(after["data"]["uniqueChannels"]) == 2
+
+
+class TestExpiry:
+    def test_expired_time_relative_results_are_recomputed(self, project_backend: LocalBackend) -> None:
+        """Once validUntilMs passes, enqueueExpired appends a change and the worker refreshes the result."""
+        now_ms = time.time_ns() // 1_000_000
+        views = history(now_ms)
+
+        async def scenario() -> tuple[Any, Any, int]:
+            token = await import_as_user(project_backend, "expiry", views, "UTC")
+            await run_worker(project_backend)
+            async with ConvexGateway(project_backend.url, user_token=token) as user:
+                first = await user.query(
+                    "dashboard:getAggregation", {"type": "kpi", "filters": {"timeframe": "MTD", "product": "all"}}
+                )
+                async with ConvexGateway(project_backend.url, admin_key=project_backend.admin_key) as admin:
+                    enqueued = await admin.enqueue_expired(int(first["validUntilMs"]) + 1)
+                    again = await admin.enqueue_expired(int(first["validUntilMs"]) + 1)
+                assert again == 0, "a user with a pending expiry change is not enqueued twice"
+                await run_worker(project_backend)
+                second = await user.query(
+                    "dashboard:getAggregation", {"type": "kpi", "filters": {"timeframe": "MTD", "product": "all"}}
+                )
+            return first, second, enqueued
+
+        first, second, enqueued = asyncio.run(scenario())
+        assert first["validUntilMs"] is not None and first["validUntilMs"] > first["computedAtMs"]
+        assert enqueued >= 1
+        assert second["watermark"] > first["watermark"]
+        assert second["computedAtMs"] >= first["computedAtMs"]
