@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run every test: Python (unit + integration against the local Convex backend and a real Redis),
-# the Convex functions (vitest + convex-test), the TypeScript type check and the Dockerfile lint.
+# the Convex functions (vitest + convex-test), type checks (tsc, mypy), ruff and the Dockerfile lint.
 # Installs what is missing first. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,10 @@ npx tsc --noEmit -p convex-local
 
 echo "== vitest (Convex functions and local backend clients)"
 npx vitest run
+
+echo "== Python lint and types (ruff, mypy --strict)"
+.venv/bin/ruff check worker tests benchmarks
+.venv/bin/mypy worker
 
 echo "== Dockerfile lint"
 .venv/bin/hadolint Dockerfile

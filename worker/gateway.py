@@ -18,8 +18,7 @@ retry after an unknown outcome is safe.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import httpx
@@ -245,8 +244,8 @@ class ConvexGateway:
         if payload.get("status") == "success":
             return json_to_convex(payload["value"])
         message = str(payload.get("errorMessage", "unknown error"))
-        data = json_to_convex(payload["errorData"]) if "errorData" in payload else None
-        code = data.get("code") if isinstance(data, dict) else None
+        data: Any = json_to_convex(payload["errorData"]) if "errorData" in payload else None
+        code = str(data["code"]) if isinstance(data, dict) and "code" in data else None
         raise PermanentGatewayError(f"{path}: {message}", function=path, code=code, data=data)
 
     async def query(self, path: str, args: Mapping[str, Any] | None = None) -> Any:
@@ -396,7 +395,7 @@ class ConvexGateway:
         try:
             while True:
                 try:
-                    value = await subscription.__anext__()
+                    value: Any = await subscription.__anext__()
                 except ConvexError as exc:
                     raise PermanentGatewayError(
                         f"worker:pendingChanges subscription failed: {exc}", function="worker:pendingChanges"
@@ -426,11 +425,3 @@ class ConvexGateway:
     async def dashboard(self, filters: Mapping[str, Any] | None = None) -> Any:
         """Read the token user's dashboard (public ``dashboard:getDashboard``)."""
         return await self.query("dashboard:getDashboard", {"filters": dict(filters)} if filters else {})
-
-
-async def first_value(iterator: AsyncIterator[Any], timeout_s: float) -> Any:
-    """Return the next value of an async iterator or raise ``TimeoutError`` after ``timeout_s`` s."""
-    return await asyncio.wait_for(iterator.__anext__(), timeout_s)
-
-
-Clock = Callable[[], int]
