@@ -1,4 +1,8 @@
-"""Turn a claimed user into aggregation results: read events, compute, encode for Convex."""
+"""Turn a claimed user into aggregation results: read the changed months, merge, compute, encode.
+
+Read and compute time are measured separately: ``read_ms`` covers the cache look-up, the Convex
+reads and the partition build and merge; ``compute_ms`` the aggregation engine.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +10,17 @@ import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from worker.aggregation import (
-    EAGER_FILTER_SETS,
-    AggregationResult,
-    FilterSet,
-    compute_aggregations,
-)
+from worker.aggregation import EAGER_FILTER_SETS, AggregationResult, FilterSet, compute_from_frame
+from worker.aggregation.frame import Frame
+from worker.aggregation.partition import Partition, build_month_partitions, merge_partitions
+from worker.aggregation.timeframes import load_zone
+from worker.cache import PartitionCache
 from worker.config import Settings
 from worker.gateway import Gateway
 from worker.models import Claim, WatchEvent
+from worker.partitions import MonthEntry, PartitionIndex, PartitionStore, Plan, plan_recompute, read_ranges
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +36,9 @@ class RecomputeOutcome:
         compute_ms: Wall time spent in the aggregation engine, ms.
         types: Aggregation types computed.
         filter_sets: Number of filter sets computed.
+        full_rebuild: True when every event was read and every month partition rebuilt.
+        months_rebuilt: Month partitions read and rebuilt (-1 for a full rebuild).
+        plan_reason: Why the recompute was full or incremental (see :class:`worker.partitions.Plan`).
     """
 
     results: list[dict[str, Any]]
@@ -40,6 +48,9 @@ class RecomputeOutcome:
     compute_ms: float
     types: list[str]
     filter_sets: int
+    full_rebuild: bool = True
+    months_rebuilt: int = -1
+    plan_reason: str = "full"
 
 
 def result_to_convex(result: AggregationResult) -> dict[str, Any]:
@@ -67,24 +78,121 @@ def filter_sets_for(claim: Claim) -> list[FilterSet]:
     return list(sets.values())
 
 
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """Outcome of the cache look-up: the plan and the reused partitions."""
+
+    plan: Plan
+    index: PartitionIndex | None
+    reused: dict[int, Partition]
+
+
 class Recomputer:
-    """Full recompute of a user's aggregates from all of their events.
+    """Recompute a user's aggregates from month partitions, reading only invalidated months.
+
+    Partition state is kept in a :class:`~worker.cache.PartitionCache` (``settings.cache_max_bytes``
+    in process, plus Redis at ``settings.redis_url`` when set, shared by replicas); the reuse rules
+    are in :mod:`worker.partitions`. Non-mergeable aggregations (sessions, relationships, first
+    seen, distinct counts) are computed on the merged frame, so results equal a from-scratch
+    :func:`~worker.aggregation.compute_aggregations` over the user's current events.
 
     Args:
         gateway: Source of the events.
-        settings: Page size and related knobs.
+        settings: Page size and cache knobs.
+        cache: The partition cache; built from ``settings`` when None.
     """
 
-    def __init__(self, gateway: Gateway, settings: Settings) -> None:
+    def __init__(self, gateway: Gateway, settings: Settings, *, cache: PartitionCache | None = None) -> None:
         self.gateway = gateway
         self.settings = settings
+        self.cache = (
+            cache
+            if cache is not None
+            else PartitionCache(max_bytes=settings.cache_max_bytes, redis_url=settings.redis_url)
+        )
+        self.store = PartitionStore(self.cache)
 
-    async def read_events(self, user_id: str) -> list[WatchEvent]:
-        """Read every event of the user, in ``watchedAtMs`` order."""
+    async def read_events(
+        self, user_id: str, *, from_ms: int | None = None, to_ms: int | None = None
+    ) -> list[WatchEvent]:
+        """Read the user's events with ``from_ms <= watchedAtMs <= to_ms`` (None = unbounded), in order."""
         events: list[WatchEvent] = []
-        async for page in self.gateway.iter_event_pages(user_id, page_size=self.settings.page_size):
+        async for page in self.gateway.iter_event_pages(
+            user_id, from_ms=from_ms, to_ms=to_ms, page_size=self.settings.page_size
+        ):
             events.extend(page)
         return events
+
+    def _prepare(self, user_id: str, claim: Claim, zone: ZoneInfo) -> _Prepared:
+        """Plan from the cached index and load the reusable partitions (blocking: runs in a thread)."""
+        index = None
+        if claim.changes:
+            first_seq = min(c.seq for c in claim.changes)
+            index = self.store.load_index(user_id, claim.time_zone, min_watermark=first_seq - 1)
+        plan = plan_recompute(index, claim.changes, claim.time_zone, zone)
+        reused: dict[int, Partition] = {}
+        if plan.full:
+            return _Prepared(plan, index, reused)
+        missing: list[int] = []
+        for month, entry in plan.reuse.items():
+            part = self.store.load(user_id, claim.time_zone, month, min_watermark=entry.watermark)
+            if part is None or part.size != entry.count:
+                missing.append(month)
+            else:
+                reused[month] = part
+        if missing:  # evicted or expired: read those months again too
+            rebuild = tuple(sorted({*plan.rebuild, *missing}))
+            plan = Plan(full=False, reason="incremental", rebuild=rebuild, reuse=plan.reuse)
+        return _Prepared(plan, index, reused)
+
+    def _finish(
+        self,
+        user_id: str,
+        claim: Claim,
+        zone: ZoneInfo,
+        prepared: _Prepared,
+        events: list[WatchEvent],
+    ) -> Frame | None:
+        """Build the read months, store them and the index, merge everything (runs in a thread).
+
+        Returns None when the read events do not fit the planned months (a local month that is not
+        one UTC interval); the caller then reads everything.
+        """
+        built = build_month_partitions(events, zone)
+        plan = prepared.plan
+        if not plan.full and not set(built) <= set(plan.rebuild):
+            return None
+        if not user_id:
+            return merge_partitions(built.values())
+        watermark = claim.watermark
+        if plan.full and any(c.kind == "timezone" for c in claim.changes):
+            self.cache.invalidate_user(user_id)  # partitions of the previous zone are useless now
+        for month, part in built.items():
+            self.store.save(user_id, claim.time_zone, month, part, watermark=watermark)
+        months = {m: e for m, e in plan.reuse.items() if m in prepared.reused}
+        months.update({m: MonthEntry(p.size, watermark) for m, p in built.items()})
+        self.store.save_index(user_id, PartitionIndex(claim.time_zone, watermark, months))
+        return merge_partitions([*prepared.reused.values(), *built.values()])
+
+    async def build_frame(self, claim: Claim, zone: ZoneInfo) -> tuple[Frame, int, Plan]:
+        """Return the user's merged frame, the events read from Convex, and the plan followed."""
+        user_id = claim.changes[0].user_id if claim.changes else ""
+        prepared = await asyncio.to_thread(self._prepare, user_id, claim, zone)
+        if prepared.plan.full:
+            events = await self.read_events(user_id)
+        else:
+            events = []
+            for lo, hi in read_ranges(prepared.plan.rebuild, zone):
+                events.extend(await self.read_events(user_id, from_ms=lo, to_ms=hi))
+        read = len(events)
+        frame = await asyncio.to_thread(self._finish, user_id, claim, zone, prepared, events)
+        if frame is None:
+            prepared = _Prepared(Plan(full=True, reason="irregular months"), prepared.index, {})
+            events = await self.read_events(user_id)
+            read += len(events)
+            frame = await asyncio.to_thread(self._finish, user_id, claim, zone, prepared, events)
+            assert frame is not None  # a full plan accepts every month
+        return frame, read, prepared.plan
 
     async def recompute(self, claim: Claim, *, now_ms: int) -> RecomputeOutcome:
         """Recompute every eager and on-demand filter set of the claimed user.
@@ -92,16 +200,23 @@ class Recomputer:
         Args:
             claim: A granted claim (user, time zone, pending changes, interests).
             now_ms: The instant the time-relative results are computed for, epoch ms UTC.
+
+        Returns:
+            The results and their cost (``events_read`` counts only the events read from Convex).
+
+        Raises:
+            ValueError: unknown time zone or an event instant out of range.
+            GatewayError: reading events failed.
         """
-        user_id = claim.changes[0].user_id if claim.changes else ""
+        zone = load_zone(claim.time_zone)
         started = time.perf_counter()
-        events = await self.read_events(user_id)
+        frame, events_read, plan = await self.build_frame(claim, zone)
         read_ms = (time.perf_counter() - started) * 1000
         filter_sets = filter_sets_for(claim)
         started = time.perf_counter()
         results = await asyncio.to_thread(
-            compute_aggregations,
-            events,
+            compute_from_frame,
+            frame,
             now_ms=now_ms,
             time_zone=claim.time_zone,
             filter_sets=filter_sets,
@@ -110,9 +225,12 @@ class Recomputer:
         return RecomputeOutcome(
             results=[result_to_convex(r) for r in results],
             computed_at_ms=now_ms,
-            events_read=len(events),
+            events_read=events_read,
             read_ms=read_ms,
             compute_ms=compute_ms,
             types=sorted({r.type for r in results}),
             filter_sets=len(filter_sets),
+            full_rebuild=plan.full,
+            months_rebuilt=len(plan.rebuild) if not plan.full else -1,
+            plan_reason=plan.reason,
         )

@@ -1,0 +1,290 @@
+"""Per-user, per-local-month partition state kept between recomputes, and the rules that reuse it.
+
+A user's history is split into **partitions**, one per local calendar month in the user's time zone
+(:class:`worker.aggregation.partition.Partition`: the month's views, encoded once). They live in the
+:class:`~worker.cache.PartitionCache` (L1 in process, optional Redis L2 shared by replicas) together
+with a small **partition index** per user: the zone, the watermark of the recompute that wrote it,
+and for every month holding views its view count and the watermark its partition was built at.
+A recompute then reads from Convex only the months its changes touch and merges every partition
+into the engine's frame.
+
+Invalidation (:func:`plan_recompute`):
+
+* ``import``/``delete`` changes with a ``[fromMs, toMs]`` range invalidate the local months that
+  range overlaps (late data in an old month and deletions rebuild exactly those months; a month left
+  empty leaves the index);
+* ``timezone`` (every month boundary moves), ``manual`` (an explicit "recompute everything"), and
+  any data change without a range invalidate everything;
+* ``expiry`` and ``filter`` changes change no event: they invalidate nothing (the recompute still
+  runs, with a new ``now`` or a new filter set, from cached partitions only);
+* a claim for a zone other than the index's reads everything (the cache key includes the zone).
+
+Validity rule. State written by the recompute of a claim with watermark ``W`` (its highest change
+seq) reflects every change with ``seq <= W``: each write to ``watchEvents`` appends its change row
+in the same transaction, and the claim saw every row committed before it. (It may also reflect
+later writes; their change rows are still pending, so the next claim rebuilds those months again.)
+Hence an index with watermark ``Wi`` is usable for a claim whose lowest change seq is ``s0`` iff
+``Wi >= s0 - 1``: then every change the index does not reflect is in the claim, and each month not
+touched by a claim change is unchanged since its partition was built. If ``Wi < s0 - 1``, a change
+between them was never seen by this cache (processed by a replica without a shared L2, or
+dead-lettered): everything is read again. A partition is loaded with ``min_watermark`` = the
+watermark the index records for it, so an older entry for the same key (another replica's L1, a
+zone used before) is never taken. Partitions are written before the index; after a crash between
+the two, the claim's changes are still pending and rebuild the same months.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Final
+from zoneinfo import ZoneInfo
+
+from worker.aggregation import DEFINITION_VERSION
+from worker.aggregation.partition import (
+    PARTITION_FORMAT_VERSION,
+    Partition,
+    partition_from_bytes,
+    partition_to_bytes,
+)
+from worker.aggregation.timeframes import DAY_MS, EPOCH_ORDINAL, MAX_MS, MIN_MS, month_start_ms, offset_ms_at
+from worker.cache import PartitionCache, PartitionKey
+from worker.models import ChangeEntry
+
+__all__ = [
+    "INDEX_MONTH",
+    "MAX_RANGE_MONTHS",
+    "STATE_VERSION",
+    "MonthEntry",
+    "PartitionIndex",
+    "PartitionStore",
+    "Plan",
+    "local_month_of",
+    "month_bounds_ms",
+    "plan_recompute",
+    "read_ranges",
+]
+
+STATE_VERSION: Final = DEFINITION_VERSION * 1000 + PARTITION_FORMAT_VERSION
+"""``PartitionKey.definition_version`` of every entry: changes with the definitions or the layout."""
+
+INDEX_MONTH: Final = 0
+"""Month slot of the partition index in :class:`PartitionKey` (month 0 = January of year 0, which
+no view can fall in: instants start in 1970)."""
+
+MAX_RANGE_MONTHS: Final = 1200
+"""A change range overlapping more local months than this is treated as the whole history."""
+
+_DATA_KINDS_WITHOUT_EFFECT: Final = frozenset({"expiry", "filter"})
+_WHOLE_HISTORY_KINDS: Final = frozenset({"timezone", "manual"})
+
+
+def local_month_of(instant_ms: int, zone: ZoneInfo) -> int:
+    """Return the local month index ``year*12 + month-1`` of an instant (epoch ms UTC)."""
+    local = date.fromordinal((instant_ms + offset_ms_at(instant_ms, zone)) // DAY_MS + EPOCH_ORDINAL)
+    return local.year * 12 + local.month - 1
+
+
+def month_bounds_ms(month: int, zone: ZoneInfo) -> tuple[int, int]:
+    """Return the inclusive UTC range ``[first ms, last ms]`` of a local month.
+
+    Args:
+        month: Month index ``year*12 + month-1`` (1970 … 9999).
+        zone: The user's zone; the month starts at its first existing local instant.
+
+    Returns:
+        ``(start_ms, next_start_ms - 1)``, epoch ms UTC, clipped to the engine's instant range.
+    """
+    start = max(month_start_ms(month, zone), MIN_MS)
+    end = MAX_MS if month + 1 >= 10000 * 12 else month_start_ms(month + 1, zone) - 1
+    return start, min(end, MAX_MS)
+
+
+def read_ranges(months: Iterable[int], zone: ZoneInfo) -> list[tuple[int, int]]:
+    """Return inclusive UTC ranges covering the given local months, consecutive months joined.
+
+    Args:
+        months: Month indexes, any order, duplicates allowed.
+        zone: The user's zone.
+
+    Returns:
+        ``[(from_ms, to_ms), ...]`` ascending, one per run of consecutive months.
+    """
+    ordered = sorted(set(months))
+    runs: list[tuple[int, int]] = []
+    for m in ordered:
+        if runs and runs[-1][1] == m - 1:
+            runs[-1] = (runs[-1][0], m)
+        else:
+            runs.append((m, m))
+    return [(month_bounds_ms(a, zone)[0], month_bounds_ms(b, zone)[1]) for a, b in runs]
+
+
+@dataclass(frozen=True, slots=True)
+class MonthEntry:
+    """One month of the partition index.
+
+    Attributes:
+        count: Views in the month's partition (after deduplication), ``> 0``.
+        watermark: Watermark of the recompute that built the partition (change seq).
+    """
+
+    count: int
+    watermark: int
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionIndex:
+    """Which local months of a user hold views, and when each partition was built.
+
+    Attributes:
+        time_zone: IANA zone the months are local to.
+        watermark: Watermark of the recompute that wrote the index (its claim's highest seq).
+        months: ``{month index: MonthEntry}`` for every month holding at least one view.
+    """
+
+    time_zone: str
+    watermark: int
+    months: Mapping[int, MonthEntry]
+
+    def to_bytes(self) -> bytes:
+        """Serialize as compact JSON (``{"z", "w", "m": [[month, count, watermark], ...]}``)."""
+        doc = {
+            "z": self.time_zone,
+            "w": self.watermark,
+            "m": [[m, e.count, e.watermark] for m, e in sorted(self.months.items())],
+        }
+        return json.dumps(doc, separators=(",", ":")).encode("utf-8")
+
+    @staticmethod
+    def from_bytes(payload: bytes) -> PartitionIndex:
+        """Parse :meth:`to_bytes` output.
+
+        Raises:
+            ValueError: the payload is not a partition index.
+        """
+        try:
+            doc = json.loads(payload.decode("utf-8"))
+            months = {int(m): MonthEntry(int(c), int(w)) for m, c, w in doc["m"]}
+            return PartitionIndex(str(doc["z"]), int(doc["w"]), months)
+        except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"partition index: bad payload ({exc})") from None
+
+    @property
+    def events(self) -> int:
+        """Return the number of views over all months."""
+        return sum(e.count for e in self.months.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What a recompute reads and what it reuses.
+
+    Attributes:
+        full: True when every event is read and every partition rebuilt.
+        reason: Why (``"cold"``, ``"gap"``, ``"zone"``, ``"whole-history change"``, ``"wide range"``,
+            ``"no changes"``) or ``"incremental"``.
+        rebuild: Months to read from Convex and rebuild, ascending (empty when ``full``).
+        reuse: Months to take from the cache, with the watermark to require.
+    """
+
+    full: bool
+    reason: str
+    rebuild: tuple[int, ...] = ()
+    reuse: Mapping[int, MonthEntry] = field(default_factory=dict)
+
+
+def _touched_months(changes: Sequence[ChangeEntry], zone: ZoneInfo) -> set[int] | None:
+    """Months the changes' ranges overlap, or None when a change affects the whole history."""
+    touched: set[int] = set()
+    for c in changes:
+        if c.kind in _DATA_KINDS_WITHOUT_EFFECT:
+            continue
+        if c.kind in _WHOLE_HISTORY_KINDS or c.from_ms is None or c.to_ms is None:
+            return None
+        lo, hi = max(c.from_ms, MIN_MS), min(c.to_ms, MAX_MS)
+        if lo > hi:
+            continue
+        first, last = local_month_of(lo, zone), local_month_of(hi, zone)
+        if last - first + 1 > MAX_RANGE_MONTHS:
+            return None
+        touched.update(range(first, last + 1))
+    return touched
+
+
+def plan_recompute(
+    index: PartitionIndex | None, changes: Sequence[ChangeEntry], time_zone: str, zone: ZoneInfo
+) -> Plan:
+    """Decide which months a recompute must read again (the rule of the module docstring).
+
+    Args:
+        index: The user's cached partition index, or None when absent.
+        changes: The claim's changes (any order).
+        time_zone: The user's current IANA zone.
+        zone: ``ZoneInfo`` of ``time_zone``.
+
+    Returns:
+        The plan: full, or the months to rebuild and those to reuse.
+    """
+    if not changes:
+        return Plan(full=True, reason="no changes")
+    if index is None:
+        return Plan(full=True, reason="cold")
+    if index.time_zone != time_zone:
+        return Plan(full=True, reason="zone")
+    if index.watermark < min(c.seq for c in changes) - 1:
+        return Plan(full=True, reason="gap")
+    touched = _touched_months(changes, zone)
+    if touched is None:
+        return Plan(full=True, reason="whole-history change")
+    reuse = {m: e for m, e in index.months.items() if m not in touched}
+    return Plan(full=False, reason="incremental", rebuild=tuple(sorted(touched)), reuse=reuse)
+
+
+class PartitionStore:
+    """Typed access to a user's partitions and index in a :class:`PartitionCache`.
+
+    Undecodable payloads (foreign or truncated) are treated as misses.
+
+    Args:
+        cache: The two-level cache.
+        version: ``PartitionKey.definition_version`` of the entries (default :data:`STATE_VERSION`).
+    """
+
+    def __init__(self, cache: PartitionCache, *, version: int = STATE_VERSION) -> None:
+        self.cache = cache
+        self.version = version
+
+    def _key(self, user_id: str, time_zone: str, month: int) -> PartitionKey:
+        return PartitionKey(user_id=user_id, month=month, time_zone=time_zone, definition_version=self.version)
+
+    def load_index(self, user_id: str, time_zone: str, *, min_watermark: int) -> PartitionIndex | None:
+        """Return the user's index for ``time_zone`` if its watermark is at least ``min_watermark``."""
+        payload = self.cache.get(self._key(user_id, time_zone, INDEX_MONTH), min_watermark=max(min_watermark, 0))
+        if payload is None:
+            return None
+        try:
+            index = PartitionIndex.from_bytes(payload)
+        except ValueError:
+            return None
+        return index if index.time_zone == time_zone else None
+
+    def save_index(self, user_id: str, index: PartitionIndex) -> None:
+        """Store the index under its zone with its watermark (a newer index is kept)."""
+        self.cache.put(self._key(user_id, index.time_zone, INDEX_MONTH), index.to_bytes(), watermark=index.watermark)
+
+    def load(self, user_id: str, time_zone: str, month: int, *, min_watermark: int) -> Partition | None:
+        """Return a month's partition built at ``min_watermark`` or later, or None."""
+        payload = self.cache.get(self._key(user_id, time_zone, month), min_watermark=min_watermark)
+        if payload is None:
+            return None
+        try:
+            return partition_from_bytes(payload)
+        except ValueError:
+            return None
+
+    def save(self, user_id: str, time_zone: str, month: int, part: Partition, *, watermark: int) -> None:
+        """Store a month's partition built by the recompute with ``watermark``."""
+        self.cache.put(self._key(user_id, time_zone, month), partition_to_bytes(part), watermark=watermark)
