@@ -1,0 +1,101 @@
+"""The command line as an operator uses it: clear one-line errors and exit codes, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.backend import REPO_ROOT, LocalBackend
+
+pytestmark = pytest.mark.integration
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("CONVEX_", "WORKER_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        cwd=REPO_ROOT, env={**base, "COLUMNS": "200", **(env or {})},
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+class TestRun:
+    def test_missing_configuration_is_named(self) -> None:
+        """Without CONVEX_URL and a key the worker exits 2 naming both variables."""
+        res = run_cli("run")
+        assert res.returncode == 2
+        assert "CONVEX_URL is not set" in res.stderr and "CONVEX_ADMIN_KEY" in res.stderr
+        assert "Traceback" not in res.stderr + res.stdout
+
+    def test_rejected_admin_key_fails_fast(self, project_backend: LocalBackend) -> None:
+        """A wrong admin key is reported at start-up (the WebSocket client alone would retry forever)."""
+        started = time.monotonic()
+        res = run_cli("run", env={"CONVEX_URL": project_backend.url, "CONVEX_ADMIN_KEY": "wrong-key"}, timeout=60)
+        assert res.returncode == 2
+        assert "CONVEX_ADMIN_KEY was rejected" in res.stderr
+        assert time.monotonic() - started < 60
+
+    def test_unreachable_deployment(self) -> None:
+        """A deployment that does not answer ends start-up with exit 2 and the URL in the message."""
+        env = {"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_ADMIN_KEY": "k", "WORKER_MAX_ATTEMPTS": "2"}
+        res = run_cli("run", env=env)
+        assert res.returncode == 2
+        assert "http://127.0.0.1:9" in res.stderr
+        assert "Traceback" not in res.stderr + res.stdout
+
+
+class TestImport:
+    def test_malformed_file_names_position_and_imports_nothing(
+        self, project_backend: LocalBackend, tmp_path: Path
+    ) -> None:
+        """A truncated JSON export is refused before any batch is sent, with file and position."""
+        bad = tmp_path / "watch-history.json"
+        bad.write_text('[{"header": "YouTube", "title": "Watched x", "time": "2024-01-01T00:00:00Z"},\n{"hea', "utf-8")
+        token = project_backend.mint_token("cli-bad-file")
+        res = run_cli("import", str(bad), "--token", token, env={"CONVEX_URL": project_backend.url})
+        assert res.returncode == 2
+        assert "watch-history.json" in res.stderr and "line 2" in res.stderr
+        assert "Traceback" not in res.stderr + res.stdout
+
+    def test_import_summary(self, project_backend: LocalBackend) -> None:
+        """Importing the bundled export prints counts of views, duplicates, non-views and the date range."""
+        sample = REPO_ROOT / "worker" / "data" / "demo-watch-history.json"
+        token = project_backend.mint_token("cli-import")
+        env = {"CONVEX_URL": project_backend.url}
+        first = run_cli("import", str(sample), "--token", token, env=env)
+        assert first.returncode == 0, first.stderr
+        assert "imported            5000" in first.stderr
+        second = run_cli("import", str(sample), "--token", token, env=env)
+        assert second.returncode == 0, second.stderr
+        assert "imported            0" in second.stderr
+        assert "duplicates skipped  5000" in second.stderr
+        assert "ad 45" in second.stderr
+
+
+class TestHealthcheck:
+    def test_fresh_and_stale_heartbeat(self, tmp_path: Path) -> None:
+        """The container health check passes on a recent heartbeat and fails on an old or missing one."""
+        hb = tmp_path / "hb"
+        env = {"WORKER_HEARTBEAT_FILE": str(hb)}
+        assert run_cli("healthcheck", env=env).returncode == 1
+        hb.touch()
+        assert run_cli("healthcheck", env=env).returncode == 0
+        old = time.time() - 600
+        os.utime(hb, (old, old))
+        res = run_cli("healthcheck", "--max-age-s", "90", env=env)
+        assert res.returncode == 1 and "heartbeat is" in res.stderr
+
+
+class TestDemo:
+    def test_demo_runs_the_whole_pipeline(self) -> None:
+        """The README's main command path: backend, import, worker until fresh, dashboard printed."""
+        res = run_cli("demo", timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert "imported            5000" in res.stderr
+        assert "— fresh" in res.stdout
+        assert "Top channels" in res.stdout
