@@ -1,0 +1,379 @@
+"""Month partitions: exact merge, serialization, invalidation rules, and incremental == from scratch."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from worker.aggregation import compute_aggregations
+from worker.aggregation.frame import Frame, build_frame
+from worker.aggregation.partition import (
+    build_month_partitions,
+    build_partition,
+    merge_partitions,
+    partition_from_bytes,
+    partition_to_bytes,
+)
+from worker.aggregation.timeframes import load_zone
+from worker.cache import PartitionCache
+from worker.config import Settings, load_settings
+from worker.gateway import Gateway
+from worker.models import ChangeEntry, Claim, WatchEvent
+from worker.partitions import (
+    MonthEntry,
+    PartitionIndex,
+    local_month_of,
+    month_bounds_ms,
+    plan_recompute,
+    read_ranges,
+)
+from worker.recompute import Recomputer, filter_sets_for, result_to_convex
+
+DAY = 86_400_000
+BASE = 1_672_531_200_000  # 2023-01-01T00:00Z
+ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Pacific/Chatham"]
+USER = "user-1"
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+@dataclass
+class MemorySource:
+    """Stands in for Convex's ``worker:listEvents``: serves events by range and counts what it serves."""
+
+    events: list[WatchEvent] = field(default_factory=list)
+    read: int = 0
+    ranges: list[tuple[int | None, int | None]] = field(default_factory=list)
+
+    async def iter_event_pages(
+        self, user_id: str, *, from_ms: int | None = None, to_ms: int | None = None, page_size: int = 4000
+    ) -> AsyncIterator[list[WatchEvent]]:
+        self.ranges.append((from_ms, to_ms))
+        lo = from_ms if from_ms is not None else -(2**62)
+        hi = to_ms if to_ms is not None else 2**62
+        rows = sorted((e for e in self.events if lo <= e.watched_at_ms <= hi), key=lambda e: e.watched_at_ms)
+        for i in range(0, max(len(rows), 1), page_size):
+            page = rows[i : i + page_size]
+            self.read += len(page)
+            yield page
+
+
+def make_settings() -> Settings:
+    return load_settings(convex_url="http://127.0.0.1:9", convex_admin_key="k", heartbeat_file=None)
+
+
+def recomputer(source: MemorySource, cache: PartitionCache | None = None) -> Recomputer:
+    cache = cache if cache is not None else PartitionCache(max_bytes=64 * 1024 * 1024)
+    return Recomputer(cast(Gateway, source), make_settings(), cache=cache)
+
+
+def claim(tz: str, changes: list[ChangeEntry]) -> Claim:
+    return Claim(
+        granted=True,
+        lease_owner="w",
+        lease_expires_at_ms=None,
+        time_zone=tz,
+        last_seq=max(c.seq for c in changes),
+        changes=tuple(changes),
+    )
+
+
+def change(seq: int, kind: str, lo: int | None = None, hi: int | None = None) -> ChangeEntry:
+    return ChangeEntry(user_id=USER, seq=seq, kind=kind, from_ms=lo, to_ms=hi)  # type: ignore[arg-type]
+
+
+def from_scratch(events: list[WatchEvent], c: Claim, now_ms: int) -> list[dict[str, Any]]:
+    results = compute_aggregations(events, now_ms=now_ms, time_zone=c.time_zone, filter_sets=filter_sets_for(c))
+    return [result_to_convex(r) for r in results]
+
+
+def assert_frames_equal(a: Frame, b: Frame) -> None:
+    for name in a.__dataclass_fields__:
+        x, y = getattr(a, name), getattr(b, name)
+        if isinstance(x, np.ndarray):
+            assert x.dtype == y.dtype and np.array_equal(x, y), name
+        else:
+            assert x == y, name
+
+
+def history(n: int, seed: int, *, days: int = 400) -> list[WatchEvent]:
+    """Small varied history: sessions, duplicates, removed views, music, renamed channels."""
+    rng = np.random.default_rng(seed)
+    out: list[WatchEvent] = []
+    t = BASE
+    for i in range(n):
+        t += (
+            int(rng.choice([60_000, 300_000, 3 * 3_600_000, DAY]))
+            if rng.random() < 0.9
+            else int(rng.integers(days * DAY // n))
+        )
+        out.append(event(t, int(rng.integers(0, 1000)), i))
+    return out
+
+
+def event(at_ms: int, pick: int, salt: int = 0) -> WatchEvent:
+    """A deterministic view derived from ``pick`` (0–999)."""
+    if pick % 50 == 0:
+        return WatchEvent(watched_at_ms=at_ms, kind="removed")
+    ch = pick % 7
+    return WatchEvent(
+        watched_at_ms=at_ms,
+        product="youtube_music" if pick % 9 == 0 else "youtube",
+        video_id=f"vid{pick % 40:08d}",
+        title=["Minecraft lets play", "Cooking pasta recipe", "News tonight", "Untitled"][pick % 4],
+        channel_id=None if pick % 13 == 0 else f"UC{ch:022d}",
+        channel_name=None if pick % 11 == 0 else f"Channel {ch} v{salt % 3}",
+        flags=frozenset({"shorts"}) if pick % 17 == 0 else frozenset(),
+    )
+
+
+# ------------------------------------------------------------------------------------ pure partitions
+
+
+event_st = st.builds(
+    event,
+    st.one_of(
+        st.integers(BASE, BASE + 500 * DAY),
+        st.sampled_from([BASE + k * 31 * DAY + d for k in range(12) for d in (-3_600_000, -1, 0, 1, 3_600_000)]),
+    ),
+    st.integers(0, 999),
+    st.integers(0, 5),
+)
+
+
+class TestPartitionFrames:
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(event_st, max_size=80), st.sampled_from(ZONES))
+    def test_month_partitions_merge_to_the_full_frame(self, events: list[WatchEvent], tz: str) -> None:
+        """Splitting by local month, serializing and merging gives build_frame's frame exactly."""
+        zone = load_zone(tz)
+        parts = build_month_partitions(events + events[:5], zone)  # duplicates are dropped
+        for month, part in parts.items():
+            months = {local_month_of(int(t), zone) for t in part.ts}
+            assert months == {month}
+        restored = [partition_from_bytes(partition_to_bytes(p)) for p in reversed(list(parts.values()))]
+        assert_frames_equal(merge_partitions(restored), build_frame(events, zone))
+
+    def test_empty(self) -> None:
+        """No events: no partitions, and the merge of nothing is the empty frame."""
+        zone = load_zone("UTC")
+        assert build_month_partitions([], zone) == {}
+        assert_frames_equal(merge_partitions([]), build_frame([], zone))
+        assert partition_from_bytes(partition_to_bytes(build_partition([], zone))).size == 0
+
+    def test_most_recent_channel_name_wins_across_months(self) -> None:
+        """A channel renamed in a later month carries the later name in the merged frame."""
+        zone = load_zone("UTC")
+        a = WatchEvent(watched_at_ms=BASE, video_id="a", channel_id="UCx", channel_name="Old")
+        b = WatchEvent(watched_at_ms=BASE + 40 * DAY, video_id="b", channel_id="UCx", channel_name="New")
+        c = WatchEvent(watched_at_ms=BASE + 80 * DAY, video_id="c", channel_id="UCx")
+        frame = merge_partitions(build_month_partitions([c, b, a], zone).values())
+        assert frame.channel_names == ("New",)
+        assert frame.channel_first_ms.tolist() == [BASE]
+
+    @pytest.mark.parametrize("cut", [0, 3, 10, 40, -1])
+    def test_truncated_or_foreign_payload_is_rejected(self, cut: int) -> None:
+        """A damaged payload raises ValueError instead of giving wrong arrays."""
+        payload = partition_to_bytes(build_partition(history(30, 1), load_zone("UTC")))
+        with pytest.raises(ValueError):
+            partition_from_bytes(payload[:cut])
+        with pytest.raises(ValueError):
+            partition_from_bytes(b"XXXX" + payload[4:])
+
+
+# ------------------------------------------------------------------------------------ planning rules
+
+
+class TestPlanning:
+    def test_month_bounds_follow_local_midnight(self) -> None:
+        """A month's UTC range starts at local midnight of the 1st (Berlin: UTC+1 in winter, +2 in summer)."""
+        zone = load_zone("Europe/Berlin")
+        jan = 2024 * 12
+        lo, hi = month_bounds_ms(jan, zone)
+        assert lo == 1_704_063_600_000  # 2023-12-31T23:00Z
+        assert local_month_of(lo, zone) == jan and local_month_of(lo - 1, zone) == jan - 1
+        assert local_month_of(hi, zone) == jan and local_month_of(hi + 1, zone) == jan + 1
+        lo4, _ = month_bounds_ms(jan + 3, zone)
+        assert lo4 == 1_711_922_400_000  # 2024-03-31T22:00Z (CEST)
+
+    def test_read_ranges_join_consecutive_months(self) -> None:
+        zone = load_zone("UTC")
+        m = 2024 * 12
+        ranges = read_ranges([m + 2, m, m + 1, m + 5], zone)
+        assert ranges == [(month_bounds_ms(m, zone)[0], month_bounds_ms(m + 2, zone)[1]), month_bounds_ms(m + 5, zone)]
+
+    def index(self, watermark: int = 5, tz: str = "UTC") -> PartitionIndex:
+        m = 2024 * 12
+        return PartitionIndex(tz, watermark, {m: MonthEntry(10, 3), m + 1: MonthEntry(5, 5), m + 2: MonthEntry(7, 5)})
+
+    def test_range_change_rebuilds_only_overlapping_months(self) -> None:
+        zone = load_zone("UTC")
+        m = 2024 * 12
+        lo, _ = month_bounds_ms(m + 1, zone)
+        plan = plan_recompute(self.index(), [change(6, "import", lo, lo + DAY)], "UTC", zone)
+        assert not plan.full and plan.rebuild == (m + 1,)
+        assert set(plan.reuse) == {m, m + 2} and plan.reuse[m].watermark == 3
+
+    def test_late_data_in_a_new_old_month(self) -> None:
+        """Late data in a month the index does not know yet is read; known months are reused."""
+        zone = load_zone("UTC")
+        old = 2020 * 12 + 4
+        lo, hi = month_bounds_ms(old, zone)
+        plan = plan_recompute(self.index(), [change(6, "import", lo + 5, hi - 5)], "UTC", zone)
+        assert plan.rebuild == (old,) and len(plan.reuse) == 3
+
+    @pytest.mark.parametrize(
+        ("changes", "reason"),
+        [
+            ([change(6, "timezone")], "whole-history change"),
+            ([change(6, "manual")], "whole-history change"),
+            ([change(6, "delete", None, 5)], "whole-history change"),
+            ([change(6, "import", 0, 9_000_000_000_000_000)], "whole-history change"),
+            ([change(8, "import", 0, 1)], "gap"),
+            ([], "no changes"),
+        ],
+    )
+    def test_full_rebuilds(self, changes: list[ChangeEntry], reason: str) -> None:
+        plan = plan_recompute(self.index(), changes, "UTC", load_zone("UTC"))
+        assert plan.full and plan.reason == reason
+
+    def test_cold_and_other_zone(self) -> None:
+        zone = load_zone("UTC")
+        assert plan_recompute(None, [change(1, "import", 0, 1)], "UTC", zone).reason == "cold"
+        assert plan_recompute(self.index(tz="Asia/Tokyo"), [change(6, "import", 0, 1)], "UTC", zone).reason == "zone"
+
+    @pytest.mark.parametrize("kind", ["expiry", "filter"])
+    def test_changes_without_data_reuse_everything(self, kind: str) -> None:
+        plan = plan_recompute(self.index(), [change(6, kind)], "UTC", load_zone("UTC"))
+        assert not plan.full and plan.rebuild == () and len(plan.reuse) == 3
+
+    def test_index_already_covering_part_of_the_claim_is_usable(self) -> None:
+        """A retry after the cache was written (store or ack failed) still reuses partitions."""
+        plan = plan_recompute(
+            self.index(watermark=7), [change(6, "import", 0, 1), change(7, "import", 0, 1)], "UTC", load_zone("UTC")
+        )
+        assert not plan.full
+
+    def test_index_round_trip(self) -> None:
+        idx = self.index()
+        assert PartitionIndex.from_bytes(idx.to_bytes()) == idx
+        with pytest.raises(ValueError):
+            PartitionIndex.from_bytes(b"{}")
+
+
+# ------------------------------------------------------------------------------ incremental recompute
+
+
+NOW = BASE + 520 * DAY
+
+
+class TestIncremental:
+    def test_append_to_latest_month_reads_that_month_only(self) -> None:
+        """Second recompute after appending 30 views reads exactly the latest month's views."""
+        tz = "Europe/Berlin"
+        zone = load_zone(tz)
+        source = MemorySource(history(600, 7))
+        rc = recomputer(source)
+        first = asyncio.run(rc.recompute(claim(tz, [change(1, "import", BASE, NOW)]), now_ms=NOW))
+        assert first.full_rebuild and source.read == 600
+        last = max(e.watched_at_ms for e in source.events)
+        new = [event(last + (i + 1) * 60_000, i) for i in range(30)]
+        source.events += new
+        source.read = 0
+        c2 = claim(tz, [change(2, "import", new[0].watched_at_ms, new[-1].watched_at_ms)])
+        second = asyncio.run(rc.recompute(c2, now_ms=NOW))
+        month = local_month_of(new[-1].watched_at_ms, zone)
+        in_month = [e for e in source.events if local_month_of(e.watched_at_ms, zone) == month]
+        assert not second.full_rebuild and second.months_rebuilt == len(
+            {local_month_of(e.watched_at_ms, zone) for e in new}
+        )
+        assert second.events_read == source.read == len(in_month) < 600 // 5
+        assert second.results == from_scratch(source.events, c2, NOW)
+
+    def test_expiry_reads_nothing(self) -> None:
+        tz = "UTC"
+        source = MemorySource(history(200, 8))
+        rc = recomputer(source)
+        asyncio.run(rc.recompute(claim(tz, [change(1, "import", BASE, NOW)]), now_ms=NOW))
+        source.read = 0
+        c2 = claim(tz, [change(2, "expiry")])
+        out = asyncio.run(rc.recompute(c2, now_ms=NOW + 40 * DAY))
+        assert out.events_read == 0 and source.read == 0
+        assert out.results == from_scratch(source.events, c2, NOW + 40 * DAY)
+
+    def test_evicted_partition_is_read_again(self) -> None:
+        """An L1 too small for every month still gives exact results, reading the evicted months."""
+        tz = "UTC"
+        source = MemorySource(history(400, 9))
+        rc = recomputer(source, PartitionCache(max_bytes=12_000))
+        asyncio.run(rc.recompute(claim(tz, [change(1, "import", BASE, NOW)]), now_ms=NOW))
+        late = event(BASE + 3 * DAY + 17, 5)
+        source.events.append(late)
+        source.read = 0
+        c2 = claim(tz, [change(2, "import", late.watched_at_ms, late.watched_at_ms)])
+        out = asyncio.run(rc.recompute(c2, now_ms=NOW))
+        assert out.results == from_scratch(source.events, c2, NOW)
+        assert rc.cache.stats().evictions > 0 and out.events_read == source.read
+
+    @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["insert", "insert", "late", "delete", "delete_all_before", "timezone", "expiry"]),
+                st.integers(0, 10**9),
+                st.sampled_from(["a", "a", "a", "a", "b"]),
+                st.booleans(),
+            ),
+            min_size=1,
+            max_size=8,
+        ),
+        st.integers(0, 10**6),
+    )
+    def test_incremental_equals_from_scratch(self, steps: list[tuple[str, int, str, bool]], seed: int) -> None:
+        """After every step (inserts, late data, range deletes, zone changes, expiry, coalesced claims,
+        a replica without the shared cache in between), the partition path equals a fresh compute."""
+        source = MemorySource(history(150, seed))
+        shared = PartitionCache(max_bytes=64 * 1024 * 1024)
+        replicas = {"a": recomputer(source, shared), "b": recomputer(source)}  # b: another replica, no L2
+        tz, seq, pending = "Europe/Berlin", 1, []
+        first = claim(tz, [change(1, "import", BASE, NOW)])
+        assert asyncio.run(replicas["a"].recompute(first, now_ms=NOW)).results == from_scratch(
+            source.events, first, NOW
+        )
+        zones = ["Europe/Berlin", "America/New_York", "UTC", "Asia/Kolkata"]
+        for op, r, who, coalesce in steps:
+            rng = np.random.default_rng(r)
+            seq += 1
+            if op in ("insert", "late"):
+                span = (5 * DAY, 120 * DAY) if op == "late" else (380 * DAY, 420 * DAY)
+                at = sorted(BASE + int(x) for x in rng.integers(*span, size=int(rng.integers(1, 25))))
+                source.events += [event(t, int(rng.integers(0, 1000)), seq) for t in at]
+                pending.append(change(seq, "import", at[0], at[-1]))
+            elif op == "delete":
+                lo = BASE + int(rng.integers(0, 400 * DAY))
+                hi = lo + int(rng.integers(0, 60 * DAY))
+                source.events = [e for e in source.events if not lo <= e.watched_at_ms <= hi]
+                pending.append(change(seq, "delete", lo, hi))
+            elif op == "delete_all_before":
+                hi = BASE + int(rng.integers(0, 200 * DAY))
+                source.events = [e for e in source.events if e.watched_at_ms > hi]
+                pending.append(change(seq, "delete", None, hi))
+            elif op == "timezone":
+                tz = zones[int(rng.integers(0, len(zones)))]
+                pending.append(change(seq, "timezone"))
+            else:
+                pending.append(change(seq, "expiry"))
+            if coalesce and len(pending) < 2:
+                continue  # the next claim carries several changes
+            c = claim(tz, pending)
+            out = asyncio.run(replicas[who].recompute(c, now_ms=NOW))
+            assert out.results == from_scratch(source.events, c, NOW)
+            pending = []
