@@ -1,0 +1,161 @@
+"""Full vs incremental recompute through the Recomputer's partition path (in-memory event source).
+
+    python benchmarks/bench_incremental.py [sizes...]      # default: 10000 100000
+
+For each size, one seeded ``worker.synthetic`` history (Europe/Berlin, 3 years), the whole catalogue
+for the 18 eager filter sets, measured in one process:
+
+* full: cold cache, every event read and every month partition built (CPU seconds, documents read);
+* append: 100 views appended to the latest month, then an incremental recompute;
+* delete: one old month deleted, then an incremental recompute.
+
+CPU is ``time.process_time`` (this process; the event source's own work is included but tiny).
+Events come from an in-memory stand-in for ``worker:listEvents``: Convex transfer time is excluded.
+Peak RSS is measured in a child process per size (``resource.getrusage`` ``ru_maxrss``), and includes
+the in-memory history the source serves (a worker reading from Convex does not hold it twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from worker.aggregation.timeframes import load_zone  # noqa: E402
+from worker.cache import PartitionCache  # noqa: E402
+from worker.config import load_settings  # noqa: E402
+from worker.gateway import Gateway  # noqa: E402
+from worker.models import ChangeEntry, Claim, WatchEvent  # noqa: E402
+from worker.partitions import local_month_of, month_bounds_ms  # noqa: E402
+from worker.recompute import Recomputer  # noqa: E402
+from worker.synthetic import generate_history  # noqa: E402
+
+TZ = "Europe/Berlin"
+END_MS = 1_790_000_000_000
+USER = "bench-user"
+
+
+@dataclass
+class MemorySource:
+    """In-memory ``iter_event_pages`` over a sorted history; counts the documents it serves."""
+
+    events: list[WatchEvent]
+    read: int = 0
+    ts: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.events.sort(key=lambda e: e.watched_at_ms)
+        self.ts = [e.watched_at_ms for e in self.events]
+
+    async def iter_event_pages(
+        self, user_id: str, *, from_ms: int | None = None, to_ms: int | None = None, page_size: int = 4000
+    ) -> AsyncIterator[list[WatchEvent]]:
+        import bisect
+
+        lo = 0 if from_ms is None else bisect.bisect_left(self.ts, from_ms)
+        hi = len(self.ts) if to_ms is None else bisect.bisect_right(self.ts, to_ms)
+        for i in range(lo, max(hi, lo + 1), page_size):
+            page = self.events[i : min(i + page_size, hi)]
+            self.read += len(page)
+            yield page
+
+
+def claim(seq: int, kind: str, lo: int | None, hi: int | None) -> Claim:
+    change = ChangeEntry(user_id=USER, seq=seq, kind=kind, from_ms=lo, to_ms=hi)  # type: ignore[arg-type]
+    return Claim(True, "bench", None, TZ, seq, (change,))
+
+
+def measure(rc: Recomputer, source: MemorySource, c: Claim, now_ms: int) -> tuple[float, int, str]:
+    source.read = 0
+    started = time.process_time()
+    out = asyncio.run(rc.recompute(c, now_ms=now_ms))
+    return time.process_time() - started, source.read, out.plan_reason
+
+
+def run(n: int, full_only: bool = False) -> dict[str, Any]:
+    events = generate_history(n, seed=42, end_ms=END_MS, time_zone=TZ, years=3.0)
+    source = MemorySource(events)
+    settings = load_settings(convex_url="http://127.0.0.1:9", convex_admin_key="k", heartbeat_file=None)
+    cache = PartitionCache(max_bytes=512 * 1024 * 1024)
+    rc = Recomputer(cast(Gateway, source), settings, cache=cache)
+    zone = load_zone(TZ)
+    now = END_MS
+    row: dict[str, Any] = {"n": n}
+    row["full_cpu"], row["full_read"], _ = measure(rc, source, claim(1, "import", 0, END_MS), now)
+    row["cache_mb"] = cache.stats().l1_bytes / 2**20
+    if full_only:
+        return row
+    last = source.ts[-1]
+    lo, hi = month_bounds_ms(local_month_of(last, zone), zone)
+    step = max((hi - last) // 101, 1)
+    new = [
+        WatchEvent(watched_at_ms=last + (i + 1) * step, video_id=f"new{i:08d}", title="New upload", channel_id="UCnew")
+        for i in range(100)
+    ]
+    source.events += new
+    source.ts += [e.watched_at_ms for e in new]
+    row["append_cpu"], row["append_read"], row["append_plan"] = measure(
+        rc, source, claim(2, "import", new[0].watched_at_ms, new[-1].watched_at_ms), now
+    )
+    old_lo, old_hi = month_bounds_ms(local_month_of(source.ts[0], zone) + 3, zone)
+    kept = [e for e in source.events if not old_lo <= e.watched_at_ms <= old_hi]
+    source.events[:] = kept
+    source.ts = [e.watched_at_ms for e in kept]
+    row["delete_cpu"], row["delete_read"], row["delete_plan"] = measure(
+        rc, source, claim(3, "delete", old_lo, old_hi), now
+    )
+    return row
+
+
+def peak_rss_mb(n: int) -> float:
+    """Run a full recompute of size n in a child process and return its peak RSS (MiB)."""
+    here = str(Path(__file__).resolve().parent)
+    code = (
+        f"import sys, json, resource; sys.path.insert(0, {here!r}); import bench_incremental as b; "
+        f"b.run({n}, full_only=True); print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return float(json.loads(out.stdout.strip().splitlines()[-1])) / 1024
+
+
+def ratio(full: int, part: int) -> str:
+    """Return ``full / part`` formatted, or "all" when nothing had to be read."""
+    return "none" if part == 0 else f"{full / part:.1f}"
+
+
+def main(argv: list[str]) -> int:
+    sizes = [int(a) for a in argv] or [10_000, 100_000]
+    print("Recomputer partition path, 14 types x 18 eager filter sets, in-memory event source")
+    print("(Convex transfer excluded; CPU = time.process_time; RSS = child process peak incl. the source's history)")
+    header = (
+        f"{'events':>9} {'full s':>7} {'read':>8} {'RSS MB':>7} {'cacheMB':>7} | {'append s':>8} {'read':>6}"
+        f" {'cpu x':>6} {'read x':>7} | {'del s':>6} {'read':>6} {'cpu x':>6} {'read x':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for n in sizes:
+        r = run(n)
+        rss = peak_rss_mb(n)
+        print(
+            f"{n:>9} {r['full_cpu']:>7.3f} {r['full_read']:>8} {rss:>7.0f} {r['cache_mb']:>7.1f} |"
+            f" {r['append_cpu']:>8.3f} {r['append_read']:>6} {r['full_cpu'] / r['append_cpu']:>6.1f}"
+            f" {r['full_read'] / max(r['append_read'], 1):>7.1f} |"
+            f" {r['delete_cpu']:>6.3f} {r['delete_read']:>6} {r['full_cpu'] / r['delete_cpu']:>6.1f}"
+            f" {ratio(r['full_read'], r['delete_read']):>7}   ({r['append_plan']}, {r['delete_plan']})"
+        )
+    print("A deleted month reads 0 documents: its range is read again and is empty.")
+    print("cpu x / read x = full ÷ incremental (higher is better). Targets: full 100k <= 1 s CPU;")
+    print("append cost <= 1/50 of full (x >= 50) in CPU and documents read; peak RSS <= 200 MB at 1M.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
