@@ -8,26 +8,15 @@ import {
   vAggregationType,
   vChangeKind,
   vChangeStatus,
-  vEventFlag,
-  vEventKind,
   vFilters,
-  vProduct,
-  vSource,
+  vWatchEventInput,
 } from "./validators";
 
 export default defineSchema({
   /** One document per view. `dedupeKey` is computed server-side (see `watchEvents.ts`). */
   watchEvents: defineTable({
     userId: v.string(),
-    watchedAtMs: v.number(),
-    kind: vEventKind,
-    product: vProduct,
-    videoId: v.optional(v.string()),
-    title: v.optional(v.string()),
-    channelId: v.optional(v.string()),
-    channelName: v.optional(v.string()),
-    source: vSource,
-    flags: v.optional(v.array(vEventFlag)),
+    ...vWatchEventInput.fields,
     dedupeKey: v.string(),
   })
     .index("by_user_and_watchedAt", ["userId", "watchedAtMs"])
