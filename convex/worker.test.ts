@@ -278,6 +278,15 @@ describe("storeAggregations", () => {
     rows = await aggregations(t);
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({ computedAtMs: 3000, definitionVersion: 2, data: { views: 3 } });
+
+    // A replica still on definition 1 (rolling deploy) cannot overwrite definition 2, even with newer data.
+    await importFor(t, A, [event(2)]);
+    const olderDefinition = await t.mutation(internal.worker.storeAggregations, {
+      userId: A, watermark: 3, computedAtMs: 4000, results: [result({ views: 4 }, { definitionVersion: 1 })],
+    });
+    expect(olderDefinition).toEqual({ written: 0, unchanged: 0, skippedStale: 1 });
+    rows = await aggregations(t);
+    expect(rows[0]).toMatchObject({ computedAtMs: 3000, definitionVersion: 2, data: { views: 3 } });
   });
 
   test("keys rows by user, type and filter key", async () => {

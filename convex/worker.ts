@@ -300,7 +300,8 @@ export async function storeAggregationsHandler(
     if (old === null) {
       await ctx.db.insert("aggregations", doc);
       outcome.written++;
-    } else if (watermark < old.watermark) {
+    } else if (watermark < old.watermark || result.definitionVersion < old.definitionVersion) {
+      // Older data, or an older definition (a replica not yet upgraded during a rolling deploy).
       outcome.skippedStale++;
     } else if (
       watermark === old.watermark &&
