@@ -4,6 +4,8 @@
  *    like Convex's own runtime, with convex-test inlined so it shares the module graph.
  *  - `convex-local`: the local backend's tests (convex-local/test/**), in Node: they start the
  *    backend as a child process and talk to it with the real `convex` npm clients.
+ *  - `dashboard-client`: the React app's read path (tests/js/**): the npm `ConvexClient` against
+ *    the project's functions with the Python worker running as its own process.
  */
 import { defineConfig } from "vitest/config";
 
@@ -27,6 +29,15 @@ export default defineConfig({
           testTimeout: 60_000,
           hookTimeout: 90_000,
           fileParallelism: false,
+        },
+      },
+      {
+        test: {
+          name: "dashboard-client",
+          include: ["tests/js/**/*.test.ts"],
+          environment: "node",
+          testTimeout: 90_000,
+          hookTimeout: 90_000,
         },
       },
     ],
