@@ -5,8 +5,13 @@
  *  - subscription update latency (writer's mutation → subscriber's new value), p50/p99 ms
  *  - bulk insert rate and indexed range read rate over N small documents (default 100k)
  *  - persistence: restart time (load snapshot+log and compact) for N documents
+ *  - the project's `watchEvents:importBatch` (convex/): a 500-event batch into a table already
+ *    holding N events of the same user, appended after the stored ones and spread across them
  *
- * Usage: node convex-local/bench/run.mjs [--docs 100000] [--iterations 300]
+ * Index range reads use convex-local's sorted index structures; run with
+ * CONVEX_LOCAL_INDEX_ACCEL=0 in the environment for convex-test's scan-and-sort figures.
+ *
+ * Usage: node convex-local/bench/run.mjs [--docs 100000] [--iterations 300] [--skip-import]
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -15,9 +20,11 @@ import { parseArgs } from "node:util";
 import WebSocket from "ws";
 import { ConvexClient, ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
-import { startBackend, type RunningBackend } from "../test/support.ts";
+import { REPO_ROOT, startBackend, type RunningBackend } from "../test/support.ts";
 
-const { values } = parseArgs({ options: { docs: { type: "string" }, iterations: { type: "string" } } });
+const { values } = parseArgs({
+  options: { docs: { type: "string" }, iterations: { type: "string" }, "skip-import": { type: "boolean" } },
+});
 const DOCS = Number(values.docs ?? 100_000);
 const ITER = Number(values.iterations ?? 300);
 const api = anyApi;
@@ -115,4 +122,65 @@ async function main(): Promise<void> {
   }
 }
 
+/** The project's import mutation against a table already holding DOCS events of one user. */
+async function importBench(): Promise<void> {
+  const backend = await startBackend(["--functions", join(REPO_ROOT, "convex")]);
+  try {
+    const http = new ConvexHttpClient(backend.url, { skipConvexDeploymentUrlCheck: true });
+    http.setAuth(await backend.mintToken("bench-user"));
+    const base = Date.UTC(2020, 0, 1);
+    const minute = 60_000;
+    const event = (ms: number, i: number) => ({
+      watchedAtMs: ms,
+      kind: "watch" as const,
+      product: "youtube" as const,
+      videoId: `v${i}`,
+      title: `Video ${i}`,
+      source: "synthetic" as const,
+    });
+    let t0 = performance.now();
+    for (let start = 0; start < DOCS; start += 1000) {
+      const events = [];
+      for (let i = start; i < Math.min(DOCS, start + 1000); i++) events.push(event(base + i * minute, i));
+      await http.mutation(api.watchEvents.importBatch, { events });
+    }
+    let secs = (performance.now() - t0) / 1000;
+    console.log(`${"importBatch seed (1000/call, in memory)".padEnd(44)} ${DOCS} events in ${secs.toFixed(2)} s`);
+
+    const times: number[] = [];
+    let next = DOCS;
+    for (let b = 0; b < 5; b++) {
+      const events = [];
+      for (let i = 0; i < 500; i++, next++) events.push(event(base + next * minute, next));
+      t0 = performance.now();
+      const res = (await http.mutation(api.watchEvents.importBatch, { events })) as { inserted: number };
+      times.push(performance.now() - t0);
+      if (res.inserted !== 500) throw new Error(`expected 500 inserted, got ${res.inserted}`);
+    }
+    report(`importBatch 500 new events (after ${DOCS})`, times);
+
+    if (process.env.CONVEX_LOCAL_INDEX_ACCEL === "0") {
+      console.log(`${"importBatch 500 spread events".padEnd(44)} skipped (500 scan-and-sort reads)`);
+      return;
+    }
+    // Spread over the whole stored range: more than the dedupe range read allows, so every event
+    // is checked with its own index lookup.
+    const spread: number[] = [];
+    for (let b = 0; b < 3; b++) {
+      const events = [];
+      for (let i = 0; i < 500; i++) {
+        const k = Math.floor(((i + 0.5) / 500) * DOCS);
+        events.push(event(base + k * minute + 1000 * (b + 1), DOCS * 10 + b * 1000 + i));
+      }
+      t0 = performance.now();
+      await http.mutation(api.watchEvents.importBatch, { events });
+      spread.push(performance.now() - t0);
+    }
+    report("importBatch 500 events spread over stored", spread);
+  } finally {
+    await backend.stop();
+  }
+}
+
 await main();
+if (!values["skip-import"]) await importBench();

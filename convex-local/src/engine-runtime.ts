@@ -13,6 +13,8 @@ import { convexTest } from "convex-test";
 import { makeFunctionReference } from "convex/server";
 import { convexToJson, jsonToConvex, type Value } from "convex/values";
 import { listModuleFiles, isReservedModule } from "./modules.ts";
+import { captureInternals } from "./convex-test-internals.ts";
+import { installIndexAccel } from "./index-accel.ts";
 import type { Caller, DbState, FromWorker, RunResult, ToWorker, UdfType } from "./protocol.ts";
 import {
   checkValueLimits,
@@ -98,24 +100,15 @@ async function init(dir: string, state: DbState): Promise<bigint> {
     schema = mod.default;
   }
   t = convexTest({ schema: schema as never, modules: modules as never, transactionLimits: true });
-  // Capture convex-test's per-instance global state (database + transaction manager): it is
-  // entered through AsyncLocalStorage.run on every call of the accessor.
-  let captured: AnyRecord | undefined;
-  const origRun = AsyncLocalStorage.prototype.run;
-  AsyncLocalStorage.prototype.run = function (this: AsyncLocalStorage<unknown>, store: unknown, cb: any, ...rest: any[]) {
-    if (store && typeof store === "object" && "transactionManager" in store && "components" in store) {
-      captured = store as AnyRecord;
-    }
-    return origRun.call(this, store, cb, ...rest);
-  } as typeof origRun;
-  try {
-    await t.run(async () => null);
-  } finally {
-    AsyncLocalStorage.prototype.run = origRun;
-  }
-  if (!captured) throw new Error("could not attach to convex-test internals (unsupported convex-test version)");
+  // convex-test's per-instance global state (databases + transaction manager).
+  const captured = await captureInternals(t as never);
   db = captured.components[""].db;
   tm = captured.transactionManager;
+  // Sorted index structures instead of convex-test's scan-and-sort index reads
+  // (CONVEX_LOCAL_INDEX_ACCEL=0 keeps convex-test's own code, for comparison).
+  if (process.env.CONVEX_LOCAL_INDEX_ACCEL !== "0") {
+    for (const component of Object.values(captured.components)) installIndexAccel(component.db);
+  }
   restore(state);
   installHooks();
   return tm._lastCommitTs as bigint;
