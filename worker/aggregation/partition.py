@@ -166,81 +166,115 @@ def _utf8_array(values: Sequence[str]) -> BytesArray:
     return out
 
 
+def _dedupe(events: Sequence[WatchEvent]) -> list[WatchEvent]:
+    """Return the events sorted by ``(watched_at_ms, dedupe_key)``, one per dedupe key.
+
+    Of events sharing a dedupe key, the smallest by the total order of every field is kept, so
+    input order never matters. Dedupe keys start with the instant, so only events sharing an
+    instant are compared by key (in Python); the rest is one numpy sort.
+    """
+    n = len(events)
+    ts = np.fromiter((e.watched_at_ms for e in events), dtype=np.int64, count=n)
+    order = np.argsort(ts, kind="stable")
+    ts_sorted = ts[order]
+    tied = np.flatnonzero(ts_sorted[1:] == ts_sorted[:-1])
+    if tied.size == 0:
+        return [events[i] for i in order.tolist()]
+    # runs of equal instants: [start, end) in sorted positions
+    run_start = np.flatnonzero(np.concatenate(([True], ts_sorted[1:] != ts_sorted[:-1])))
+    run_end = np.append(run_start[1:], n)
+    multi = (run_end - run_start) > 1
+    out: list[WatchEvent] = []
+    pos = 0
+    ordered = order.tolist()
+    for lo, hi in zip(run_start[multi].tolist(), run_end[multi].tolist(), strict=True):
+        out.extend(events[i] for i in ordered[pos:lo])
+        group = sorted((events[i] for i in ordered[lo:hi]), key=lambda e: (e.dedupe_key, _sort_key(e)))
+        previous: str | None = None
+        for e in group:
+            key = e.dedupe_key
+            if key != previous:
+                out.append(e)
+                previous = key
+        pos = hi
+    out.extend(events[i] for i in ordered[pos:])
+    return out
+
+
 def _codes(values: list[str | None]) -> tuple[BytesArray, IntArray]:
-    table = sorted({v for v in values if v is not None})
-    lookup = {v: i for i, v in enumerate(table)}
-    codes = np.array([-1 if v is None else lookup[v] for v in values], dtype=np.int64).reshape(len(values))
-    return _utf8_array(table), codes
+    """Return the sorted distinct non-None values (UTF-8) and each value's code into them (-1 for None)."""
+    lookup: dict[str | None, int] = {None: -1}
+    first = [lookup.setdefault(v, len(lookup) - 1) for v in values]
+    table: list[str] = [v for v in lookup if v is not None]
+    perm = sorted(range(len(table)), key=lambda i: table[i])
+    rank = np.empty(len(table) + 1, dtype=np.int64)
+    rank[np.array(perm, dtype=np.int64)] = np.arange(len(table), dtype=np.int64)
+    rank[-1] = -1  # code -1 (None) picks the last slot
+    codes: IntArray = rank[np.array(first, dtype=np.int64).reshape(len(values))]
+    return _utf8_array([table[i] for i in perm]), codes
 
 
 def _encode_rows(events: Iterable[WatchEvent], zone: ZoneInfo) -> _Rows:
-    """Sort, deduplicate and encode events: the only per-event Python work of the engine."""
-    pairs = [((e.watched_at_ms, e.dedupe_key), e) for e in events]
-    pairs.sort(key=lambda p: p[0])
-    rows: list[WatchEvent] = []
-    i, total = 0, len(pairs)
-    while i < total:
-        j = i + 1
-        while j < total and pairs[j][0] == pairs[i][0]:
-            j += 1
-        # equal dedupe keys are adjacent; keep the smallest by the total order so input order never matters
-        rows.append(pairs[i][1] if j == i + 1 else min((p[1] for p in pairs[i:j]), key=_sort_key))
-        i = j
-    del pairs
+    """Sort, deduplicate and encode events: the only per-event Python work of the engine.
+
+    Each field is read in one list comprehension; string tables are built with one dict pass and a
+    sort of the distinct values only; each distinct (title, channel name) is classified once.
+    """
+    rows = _dedupe(events if isinstance(events, Sequence) else list(events))
     n = len(rows)
-    ts = np.array([e.watched_at_ms for e in rows], dtype=np.int64).reshape(n)
+    ts = np.fromiter((e.watched_at_ms for e in rows), dtype=np.int64, count=n)
     if n:
         check_instant("watched_at_ms", int(ts[0]))
         check_instant("watched_at_ms", int(ts[-1]))
+    product_codes = PRODUCT_CODES
+    removed = np.fromiter((e.kind == "removed" for e in rows), dtype=np.bool_, count=n)
+    product = np.fromiter((product_codes[e.product] for e in rows), dtype=np.int64, count=n)
+    shorts = np.fromiter(("shorts" in e.flags for e in rows), dtype=np.bool_, count=n)
+    video_ids, video = _codes([e.video_id or None for e in rows])
+    channel_l = [e.channel_id or None for e in rows]
+    channel_ids, channel = _codes(channel_l)
+    name_table: dict[str | None, int] = {None: -1}
+    name = np.fromiter(
+        (
+            name_table.setdefault((e.channel_name or None) if c is not None else None, len(name_table) - 1)
+            for e, c in zip(rows, channel_l, strict=True)
+        ),
+        dtype=np.int64,
+        count=n,
+    )
+    music = _TOPIC_CODE[MUSIC_TOPIC]
+    topic_cache: dict[tuple[str | None, str | None], int] = {}
 
-    removed_l: list[bool] = []
-    product_l: list[int] = []
-    shorts_l: list[bool] = []
-    video_l: list[str | None] = []
-    channel_l: list[str | None] = []
-    name_l: list[str | None] = []
-    topic_l: list[int] = []
-    topic_cache: dict[tuple[str, str | None, str | None], int] = {}
-    for e in rows:
-        is_removed = e.kind == "removed"
-        removed_l.append(is_removed)
-        product_l.append(PRODUCT_CODES[e.product])
-        shorts_l.append("shorts" in e.flags)
-        if is_removed:
-            video_l.append(None)
-            channel_l.append(None)
-            name_l.append(None)
-            topic_l.append(-1)
-            continue
-        channel_id = e.channel_id or None
-        video_l.append(e.video_id or None)
-        channel_l.append(channel_id)
-        name_l.append((e.channel_name or None) if channel_id is not None else None)
-        title = None if "title_unknown" in e.flags else e.title
-        key = (e.product, title, e.channel_name)
+    def topic_of(e: WatchEvent) -> int:
+        if e.product == "youtube_music":
+            return music
+        key = (None if "title_unknown" in e.flags else e.title, e.channel_name)
         code = topic_cache.get(key)
         if code is None:
-            code = topic_cache[key] = _topic_code(e.product, title, e.channel_name)
-        topic_l.append(code)
-    video_ids, video = _codes(video_l)
-    channel_ids, channel = _codes(channel_l)
-    name_table: dict[str, int] = {}
-    name = np.array(
-        [-1 if s is None else name_table.setdefault(s, len(name_table)) for s in name_l], dtype=np.int64
-    ).reshape(n)
+            slug = classify_topic(*key)
+            code = topic_cache[key] = -1 if slug is None else _TOPIC_CODE[slug]
+        return code
+
+    topic = np.fromiter((topic_of(e) for e in rows), dtype=np.int64, count=n)
+    if removed.any():
+        # removed views have no video, channel or topic (table entries left unused are dropped by _compact)
+        video[removed] = -1
+        channel[removed] = -1
+        name[removed] = -1
+        topic[removed] = -1
     return _Rows(
         ts=ts,
         offset_ms=local_offsets_ms(ts, zone),
-        product=np.array(product_l, dtype=np.int64).reshape(n),
-        removed=np.array(removed_l, dtype=np.bool_).reshape(n),
-        shorts=np.array(shorts_l, dtype=np.bool_).reshape(n),
+        product=product,
+        removed=removed,
+        shorts=shorts,
         video=video,
         channel=channel,
-        topic=np.array(topic_l, dtype=np.int64).reshape(n),
+        topic=topic,
         name=name,
         video_ids=video_ids,
         channel_ids=channel_ids,
-        names=list(name_table),
+        names=[s for s in name_table if s is not None],
     )
 
 
