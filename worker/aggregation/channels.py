@@ -26,16 +26,8 @@ from worker.aggregation.timeframes import month_label
 __all__ = ["channel_metrics", "channel_relationships", "channel_evolution", "trend_label"]
 
 
-def _first_last(codes: IntArray, ts: IntArray, n_channels: int) -> tuple[IntArray, IntArray]:
-    """Return the first and last view instant per channel (codes ≥ 0; ts sorted ascending)."""
-    first = np.zeros(n_channels, dtype=np.int64)
-    last = np.zeros(n_channels, dtype=np.int64)
-    if codes.size:
-        u, i = np.unique(codes, return_index=True)
-        first[u] = ts[i]
-        u, j = np.unique(codes[::-1], return_index=True)
-        last[u] = ts[::-1][j]
-    return first, last
+_DENSE_CELLS = 1 << 20
+"""Largest channels × months matrix counted densely (bincount) instead of by sorting."""
 
 
 def channel_metrics(s: Slice) -> Output:
@@ -55,26 +47,34 @@ def channel_metrics(s: Slice) -> Output:
     cap = opts.channel_metrics_cap
     ranking = s.channel_ranking
     top = ranking[:cap]
-    ch = s.channel
-    has = ch >= 0
-    codes, ts, month = ch[has], s.ts[has], s.month[has]
-    first, last = _first_last(codes, ts, n_channels)
     rank_of = np.full(n_channels, -1, dtype=np.int64)
     rank_of[top] = np.arange(top.size)
     k = int(top.size)
     rows: list[dict[str, Any]] = []
     if k:
-        r = rank_of[codes]
-        sel = r >= 0
-        r, m = r[sel], month[sel]
+        # only the views of the listed channels: r = their rank, rows in time order
+        r_all = rank_of[s.channel]  # channel -1 picks rank_of[-1] (the last channel): masked below
+        sel = (s.channel >= 0) & (r_all >= 0)
+        r, m, ts = r_all[sel], s.month[sel], s.ts[sel]
+        first = np.full(k, np.iinfo(np.int64).max, dtype=np.int64)
+        last = np.full(k, np.iinfo(np.int64).min, dtype=np.int64)
+        np.minimum.at(first, r, ts)
+        np.maximum.at(last, r, ts)
         m0 = int(m.min())
         width = int(m.max()) - m0 + 1
-        active = np.bincount(unique_ints(r * width + (m - m0)) // width, minlength=k)
-        first_month = np.full(k, np.iinfo(np.int64).max, dtype=np.int64)
-        np.minimum.at(first_month, r, m)
+        if k * width <= _DENSE_CELLS:
+            per_month_views = np.bincount(r * width + (m - m0), minlength=k * width).reshape(k, width) > 0
+            active = np.count_nonzero(per_month_views, axis=1)
+            first_month = np.argmax(per_month_views, axis=1).astype(np.int64) + m0
+        else:
+            active = np.bincount(unique_ints(r * width + (m - m0)) // width, minlength=k)
+            first_month = np.full(k, np.iinfo(np.int64).max, dtype=np.int64)
+            np.minimum.at(first_month, r, m)
         end_month = max(clock.month, int(s.month.max()))
-        hours = np.bincount(r * 24 + s.hour[has][sel], minlength=k * 24).reshape(k, 24)
-        weekdays = np.bincount(r * 7 + s.weekday[has][sel], minlength=k * 7).reshape(k, 7)
+        hours = np.bincount(r * 24 + s.hour[sel], minlength=k * 24).reshape(k, 24)
+        weekdays = np.bincount(r * 7 + s.weekday[sel], minlength=k * 7).reshape(k, 7)
+        peak_hours = np.argmax(hours, axis=1).tolist()
+        peak_weekdays = np.argmax(weekdays, axis=1).tolist()
         co = _co_watched(s, rank_of, k)
         for i, code in enumerate(top.tolist()):
             views = int(s.channel_views[code])
@@ -85,14 +85,14 @@ def channel_metrics(s: Slice) -> Output:
                     "channelName": channel_name(frame, code),
                     "views": views,
                     "share": ratio(views, s.n),
-                    "firstViewMs": int(first[code]),
-                    "lastViewMs": int(last[code]),
+                    "firstViewMs": int(first[i]),
+                    "lastViewMs": int(last[i]),
                     "firstSeenMs": int(frame.channel_first_ms[code]),
                     "activeMonths": int(active[i]),
                     "viewsPerActiveMonth": ratio(views, int(active[i])),
                     "loyaltyScore": ratio(int(active[i]), months_since),
-                    "peakHour": int(np.argmax(hours[i])),
-                    "peakWeekday": int(np.argmax(weekdays[i])),
+                    "peakHour": peak_hours[i],
+                    "peakWeekday": peak_weekdays[i],
                     "isNew": bool(frame.channel_first_ms[code] >= clock.recent_start_ms),
                     "coWatched": co[i],
                 }
@@ -114,14 +114,25 @@ def _co_watched(s: Slice, rank_of: IntArray, k: int) -> list[list[dict[str, Any]
     co = s.co_sessions
     if per == 0 or co.pair_a.size == 0:
         return out
-    x = np.concatenate((co.pair_a, co.pair_b))
-    y = np.concatenate((co.pair_b, co.pair_a))
-    cnt = np.concatenate((co.pair_sessions, co.pair_sessions))
-    rx = rank_of[x]
-    sel = rx >= 0
-    x, y, cnt, rx = x[sel], y[sel], cnt[sel], rx[sel]
-    order = np.lexsort((y, -cnt, rx))
-    rx, y, cnt = rx[order], y[order], cnt[order]
+    ra, rb = rank_of[co.pair_a], rank_of[co.pair_b]
+    sa, sb = ra >= 0, rb >= 0
+    rx = np.concatenate((ra[sa], rb[sb]))
+    y = np.concatenate((co.pair_b[sa], co.pair_a[sb]))
+    cnt = np.concatenate((co.pair_sessions[sa], co.pair_sessions[sb]))
+    if rx.size == 0:
+        return out
+    # order: rank asc, coSessions desc, partner id asc — one sort of a packed key when it fits
+    n_channels = len(frame.channel_ids)
+    top_count = int(cnt.max())
+    if k * (top_count + 1) * n_channels < 2**62:
+        packed = np.sort((rx * (top_count + 1) + (top_count - cnt)) * n_channels + y)
+        y = packed % n_channels
+        rest = packed // n_channels
+        cnt = top_count - rest % (top_count + 1)
+        rx = rest // (top_count + 1)
+    else:
+        order = np.lexsort((y, -cnt, rx))
+        rx, y, cnt = rx[order], y[order], cnt[order]
     position = np.arange(rx.size) - np.searchsorted(rx, rx, side="left")
     keep = position < per
     for i, code, count in zip(rx[keep].tolist(), y[keep].tolist(), cnt[keep].tolist(), strict=True):
@@ -217,8 +228,8 @@ def channel_evolution(s: Slice) -> Output:
     top = s.channel_ranking[: opts.top_n]
     axis = month_axis(s.month, opts.months_cap)
     prev_start, recent_start, current = recent_windows(s)
-    base_ch = frame.channel[s.base]
-    base_month = frame.month[s.base]
+    base_ch = s.base_channel
+    base_month = s.base_month
     rows: list[dict[str, Any]] = []
     ch = s.channel
     for code in top.tolist():

@@ -62,7 +62,7 @@ def kpi(s: Slice) -> Output:
             "lastViewMinutes": num(opts.last_view_estimate_ms / _MINUTE_MS),
         },
     }
-    base_day = frame.day[s.base]
+    base_day = s.base_day
     m = clock.month
     periods = (("month", m), ("quarter", m - (m % 12) % 3), ("year", m - m % 12))
     rows: list[dict[str, Any]] = []

@@ -181,7 +181,10 @@ def _compute(
     wanted: tuple[str, ...],
     opts: AggregationOptions,
 ) -> list[AggregationResult]:
-    bases: dict[tuple[str, tuple[str, ...], tuple[str, ...]], IntArray] = {}
+    # Filter sets differing only in timeframe share the base (filter over the whole history) and its
+    # derived columns; two timeframes whose windows select the same views share every derived array.
+    bases: dict[tuple[str, tuple[str, ...], tuple[str, ...]], tuple[IntArray, IntArray]] = {}
+    views: dict[tuple[tuple[str, tuple[str, ...], tuple[str, ...]], int], Slice] = {}
     results: list[AggregationResult] = []
     done: set[str] = set()
     for fs in filter_sets:
@@ -189,15 +192,20 @@ def _compute(
             continue
         done.add(fs.key)
         base_key = (fs.product, fs.topics, fs.channels)
-        base = bases.get(base_key)
-        if base is None:
-            base = bases[base_key] = _base_indices(frame, fs)
+        cached = bases.get(base_key)
+        if cached is None:
+            base = _base_indices(frame, fs)
+            cached = bases[base_key] = (base, frame.ts[base])
+        base, base_ts = cached
         window = resolve_window(fs.timeframe, clock)
-        if window.start_ms is None:
-            idx = base
-        else:
-            idx = base[int(np.searchsorted(frame.ts[base], window.start_ms, side="left")) :]
+        start = 0 if window.start_ms is None else int(np.searchsorted(base_ts, window.start_ms, side="left"))
+        same = views.get((base_key, start))
+        previous = same if same is not None else next((v for (k, _), v in views.items() if k == base_key), None)
+        idx = same.idx if same is not None else (base if start == 0 else base[start:])
         view = Slice(frame, idx, base, clock, window, opts)
+        if previous is not None:
+            view.share_derived(previous)
+        views[(base_key, start)] = view
         for name in wanted:
             data, dependency = _REGISTRY[name](view)
             results.append(

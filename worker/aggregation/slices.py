@@ -10,14 +10,39 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from worker.aggregation.frame import BoolArray, Frame, IntArray
 from worker.aggregation.options import AggregationOptions
 from worker.aggregation.timeframes import Clock, Window
 
 __all__ = ["Slice", "Sessions", "CoSessions"]
+
+_VIEW_DERIVED: tuple[str, ...] = (
+    "ts",
+    "day",
+    "month",
+    "weekday",
+    "hour",
+    "video",
+    "channel",
+    "topic",
+    "shorts",
+    "channel_views",
+    "channel_ranking",
+    "sessions",
+    "co_sessions",
+)
+_BASE_DERIVED: tuple[str, ...] = ("base_channel", "base_month", "base_topic", "base_day")
+
+
+def _wide(values: npt.NDArray[Any]) -> IntArray:
+    """Return the values as int64 (frame columns may be stored narrower; no copy when already int64)."""
+    out: IntArray = values.astype(np.int64, copy=False)
+    return out
 
 
 @dataclass(frozen=True)
@@ -103,6 +128,20 @@ class Slice:
         self.window = window
         self.options = options
 
+    def share_derived(self, other: Slice) -> None:
+        """Reuse the derived data already computed by ``other``, a slice of the same frame and options.
+
+        Every cached property depends only on the frame, ``idx`` (or ``base``) and the options, never
+        on the window or the clock: the ``base_*`` columns are shared when the bases are the same
+        array, everything else too when ``idx`` is (two timeframes selecting the same views).
+        """
+        if other.frame is not self.frame or other.options != self.options or other.base is not self.base:
+            return
+        names = _BASE_DERIVED + (_VIEW_DERIVED if other.idx is self.idx else ())
+        for name in names:
+            if name in other.__dict__:
+                self.__dict__[name] = other.__dict__[name]
+
     @property
     def n(self) -> int:
         """Return the number of views in the slice."""
@@ -116,37 +155,57 @@ class Slice:
     @cached_property
     def day(self) -> IntArray:
         """Return local epoch days."""
-        return self.frame.day[self.idx]
+        return _wide(self.frame.day[self.idx])
 
     @cached_property
     def month(self) -> IntArray:
         """Return local month indices."""
-        return self.frame.month[self.idx]
+        return _wide(self.frame.month[self.idx])
 
     @cached_property
     def weekday(self) -> IntArray:
         """Return local ISO weekdays (Monday = 0)."""
-        return self.frame.weekday[self.idx]
+        return _wide(self.frame.weekday[self.idx])
 
     @cached_property
     def hour(self) -> IntArray:
         """Return local hours."""
-        return self.frame.hour[self.idx]
+        return _wide(self.frame.hour[self.idx])
 
     @cached_property
     def video(self) -> IntArray:
         """Return video codes (-1 = none)."""
-        return self.frame.video[self.idx]
+        return _wide(self.frame.video[self.idx])
 
     @cached_property
     def channel(self) -> IntArray:
         """Return channel codes (-1 = none)."""
-        return self.frame.channel[self.idx]
+        return _wide(self.frame.channel[self.idx])
 
     @cached_property
     def topic(self) -> IntArray:
         """Return topic codes (-1 = unclassified)."""
-        return self.frame.topic[self.idx]
+        return _wide(self.frame.topic[self.idx])
+
+    @cached_property
+    def base_channel(self) -> IntArray:
+        """Return channel codes of the filter's views over the whole history."""
+        return _wide(self.frame.channel[self.base])
+
+    @cached_property
+    def base_month(self) -> IntArray:
+        """Return local month indices of the filter's views over the whole history."""
+        return _wide(self.frame.month[self.base])
+
+    @cached_property
+    def base_topic(self) -> IntArray:
+        """Return topic codes of the filter's views over the whole history."""
+        return _wide(self.frame.topic[self.base])
+
+    @cached_property
+    def base_day(self) -> IntArray:
+        """Return local epoch days of the filter's views over the whole history."""
+        return _wide(self.frame.day[self.base])
 
     @cached_property
     def shorts(self) -> BoolArray:
@@ -186,9 +245,7 @@ class Slice:
         views = ends - starts
         span_ms = ts[ends - 1] - ts[starts]
         estimated = np.empty(n, dtype=np.int64)
-        estimated[:-1] = np.where(
-            new_session, opts.last_view_estimate_ms, np.minimum(gaps, opts.watch_time_cap_ms)
-        )
+        estimated[:-1] = np.where(new_session, opts.last_view_estimate_ms, np.minimum(gaps, opts.watch_time_cap_ms))
         estimated[-1] = opts.last_view_estimate_ms
         binge = (views >= opts.binge_min_views) | (span_ms >= opts.binge_min_span_ms)
         return Sessions(of_view, starts, views.astype(np.int64), span_ms, estimated, binge)
@@ -204,12 +261,18 @@ class Slice:
         if has.size == 0:
             return CoSessions(np.zeros(n_channels, dtype=np.int64), empty, empty, empty, 0, 0)
         sid = self.sessions.of_view[has]
-        keys = sid * n_channels + ch[has]
-        uniq, first = np.unique(keys, return_index=True)
-        # order distinct (session, channel) pairs by first appearance: sessions are contiguous in time
-        order = np.argsort(has[first], kind="stable")
-        s = (uniq // n_channels)[order]
-        c = (uniq % n_channels)[order]
+        ch_has = ch[has]
+        # distinct (session, channel) pairs in order of first appearance: group the views by channel
+        # with a stable sort (radix sort on 16-bit codes), keep each channel's first view per session
+        sort_key = ch_has.astype(np.uint16) if n_channels <= 1 << 16 else ch_has
+        by_channel = np.argsort(sort_key, kind="stable")
+        c_sorted, s_sorted = ch_has[by_channel], sid[by_channel]
+        is_first = np.ones(by_channel.size, dtype=np.bool_)
+        is_first[1:] = (c_sorted[1:] != c_sorted[:-1]) | (s_sorted[1:] != s_sorted[:-1])
+        first_mask = np.zeros(by_channel.size, dtype=np.bool_)
+        first_mask[by_channel[is_first]] = True
+        s = sid[first_mask]
+        c = ch_has[first_mask]
         group_start = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
         sizes = np.diff(np.concatenate((group_start, [s.size])))
         rank = np.arange(s.size) - np.repeat(group_start, sizes)
@@ -227,7 +290,9 @@ class Slice:
             b = matrix[:, ju].ravel()
             pair_keys.append(np.minimum(a, b) * n_channels + np.maximum(a, b))
         if pair_keys:
-            pk, counts = np.unique(np.concatenate(pair_keys), return_counts=True)
+            all_keys = np.sort(np.concatenate(pair_keys))
+            bounds = np.flatnonzero(np.concatenate(([True], all_keys[1:] != all_keys[:-1], [True])))
+            pk, counts = all_keys[bounds[:-1]], np.diff(bounds)
         else:
             pk, counts = empty, empty
         return CoSessions(

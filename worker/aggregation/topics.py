@@ -53,7 +53,7 @@ def topics_leaderboard(s: Slice) -> Output:
     frame, clock = s.frame, s.clock
     k = len(frame.topic_slugs)
     base_ts = frame.ts[s.base]
-    base_topic = frame.topic[s.base]
+    base_topic = s.base_topic
     if s.window.start_month is None:
         days = ALL_WINDOW_DAYS
         current_start = day_start_ms(clock.today - days + 1, clock.zone)
@@ -111,8 +111,8 @@ def topic_evolution(s: Slice) -> Output:
     k = len(frame.topic_slugs)
     axis = month_axis(s.month, opts.months_cap)
     prev_start, recent_start, current = recent_windows(s)
-    base_month = frame.month[s.base]
-    base_topic = frame.topic[s.base]
+    base_month = s.base_month
+    base_topic = s.base_topic
     in_recent = (base_month >= recent_start) & (base_month <= current)
     in_previous = (base_month >= prev_start) & (base_month < recent_start)
     recent = _topic_counts(base_topic[in_recent], k)
@@ -242,9 +242,7 @@ def topic_discovery(s: Slice) -> Output:
             }
         )
     overall_new_channels = int(unique_ints(ch[is_new]).size)
-    overall = row(
-        s.n, int(np.count_nonzero(is_new)), int(np.count_nonzero(has & ~is_new)), overall_new_channels
-    )
+    overall = row(s.n, int(np.count_nonzero(is_new)), int(np.count_nonzero(has & ~is_new)), overall_new_channels)
     data: dict[str, Any] = {
         "recentDays": s.options.recent_days,
         "recentStartMs": clock.recent_start_ms,
