@@ -162,6 +162,9 @@ async def measure(n_events: int, changes: int) -> dict[str, Any]:
         "per_change_cpu_ms": per_change_cpu_ms,
         "mean_events_read": statistics.mean(b["events_read"] for b in later) if later else 0,
         "mean_total_ms": statistics.mean(b["total_ms"] for b in later) if later else 0,
+        "mean_read_ms": statistics.mean(b["read_ms"] for b in later) if later else 0,
+        "mean_compute_ms": statistics.mean(b["compute_ms"] for b in later) if later else 0,
+        "mean_store_ms": statistics.mean(b["store_ms"] for b in later) if later else 0,
     }
 
 
@@ -184,6 +187,13 @@ def main() -> None:
             f"{r['events']:>8} {r['import_s']:>9.1f} {r['full_wall_s']:>11.2f} {r['full_cpu_s']:>10.2f} "
             f"{(r['full_compute_ms'] or 0):>10.0f} {r['changes']:>7} {r['p50']:>7.0f} {r['p95']:>7.0f} "
             f"{r['p99']:>7.0f} {r['max']:>7.0f} {r['per_change_cpu_ms']:>13.0f} {r['mean_events_read']:>11.0f}"
+        )
+    print("\nworker per change (from its batch.processed logs, wall ms):")
+    print(f"{'events':>8} {'batches':>7} {'read':>7} {'compute':>8} {'store+ack':>9} {'total':>7}")
+    for r in rows:
+        print(
+            f"{r['events']:>8} {r['batches']:>7} {r['mean_read_ms']:>7.0f} {r['mean_compute_ms']:>8.0f} "
+            f"{r['mean_store_ms']:>9.0f} {r['mean_total_ms']:>7.0f}"
         )
     print(
         "\nfull CPU s = worker process CPU from start (incl. interpreter start-up and imports) to fresh;"
