@@ -19,9 +19,20 @@ import numpy.typing as npt
 from worker.aggregation.timeframes import DAY_MS, offset_ms_at
 from worker.models import WatchEvent
 
-__all__ = ["Frame", "build_frame", "IntArray", "BoolArray", "PRODUCT_CODES", "local_offsets_ms"]
+__all__ = [
+    "Frame",
+    "build_frame",
+    "IntArray",
+    "Int32Array",
+    "Int8Array",
+    "BoolArray",
+    "PRODUCT_CODES",
+    "local_offsets_ms",
+]
 
 IntArray: TypeAlias = npt.NDArray[np.int64]
+Int32Array: TypeAlias = npt.NDArray[np.int32]
+Int8Array: TypeAlias = npt.NDArray[np.int8]
 BoolArray: TypeAlias = npt.NDArray[np.bool_]
 PRODUCT_CODES: dict[str, int] = {"youtube": 0, "youtube_music": 1}
 
@@ -33,6 +44,9 @@ class Frame:
     Rows are sorted by ``(watched_at_ms, dedupe_key)`` (then by every other field, so the order is
     total); a later row with an already-seen ``dedupe_key`` is dropped, as the backend does.
     Codes are -1 when absent; ``removed`` views always have video, channel and topic -1.
+    Columns use the narrowest dtype their range allows (int64 instants, int32 days, months and
+    string codes, int8 weekdays, hours, products and topics): about 31 bytes per view. Arithmetic
+    that can leave that range widens first (``Slice`` hands out int64 copies).
 
     Attributes:
         ts: Instant, epoch ms UTC (n,), non-decreasing.
@@ -55,16 +69,16 @@ class Frame:
     """
 
     ts: IntArray
-    day: IntArray
-    month: IntArray
-    weekday: IntArray
-    hour: IntArray
-    product: IntArray
+    day: Int32Array
+    month: Int32Array
+    weekday: Int8Array
+    hour: Int8Array
+    product: Int8Array
     removed: BoolArray
     shorts: BoolArray
-    video: IntArray
-    channel: IntArray
-    topic: IntArray
+    video: Int32Array
+    channel: Int32Array
+    topic: Int8Array
     video_ids: npt.NDArray[np.bytes_]
     channel_ids: tuple[str, ...]
     channel_names: tuple[str | None, ...]

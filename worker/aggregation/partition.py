@@ -407,19 +407,21 @@ def merge_partitions(parts: Iterable[Partition]) -> Frame:
     ps = sorted((p for p in parts if p.size), key=lambda p: int(p.ts[0]))
     if not ps:
         empty_i = np.zeros(0, dtype=np.int64)
+        empty_32 = np.zeros(0, dtype=np.int32)
+        empty_8 = np.zeros(0, dtype=np.int8)
         empty_b = np.zeros(0, dtype=np.bool_)
         return Frame(
             ts=empty_i,
-            day=empty_i,
-            month=empty_i,
-            weekday=empty_i,
-            hour=empty_i,
-            product=empty_i,
+            day=empty_32,
+            month=empty_32,
+            weekday=empty_8,
+            hour=empty_8,
+            product=empty_8,
             removed=empty_b,
             shorts=empty_b,
-            video=empty_i,
-            channel=empty_i,
-            topic=empty_i,
+            video=empty_32,
+            channel=empty_32,
+            topic=empty_8,
             video_ids=_NO_BYTES,
             channel_ids=(),
             channel_names=(),
@@ -430,13 +432,13 @@ def merge_partitions(parts: Iterable[Partition]) -> Frame:
     channel_ids = np.unique(np.concatenate([p.channel_ids for p in ps]))
     ch_maps = [np.searchsorted(channel_ids, p.channel_ids).astype(np.int64) for p in ps]
     ts = np.concatenate([p.ts for p in ps]).astype(np.int64)
-    offset = np.concatenate([p.offset_ms for p in ps]).astype(np.int64)
-    product = np.concatenate([p.product for p in ps]).astype(np.int64)
+    offset = np.concatenate([p.offset_ms for p in ps]).astype(np.int32)
+    product = np.concatenate([p.product for p in ps]).astype(np.int8)
     removed = np.concatenate([p.removed for p in ps]).astype(np.bool_)
     shorts = np.concatenate([p.shorts for p in ps]).astype(np.bool_)
-    topic = np.concatenate([p.topic for p in ps]).astype(np.int64)
-    video = np.concatenate([_remap(p.video, p.video_ids, video_ids) for p in ps])
-    channel = np.concatenate([_remap(p.channel, p.channel_ids, channel_ids) for p in ps])
+    topic = np.concatenate([p.topic for p in ps]).astype(np.int8)
+    video = np.concatenate([_remap(p.video, p.video_ids, video_ids).astype(np.int32) for p in ps])
+    channel = np.concatenate([_remap(p.channel, p.channel_ids, channel_ids).astype(np.int32) for p in ps])
     if ts.size > 1 and bool((ts[1:] < ts[:-1]).any()):
         # partitions interleave in time (only when a local month is not one UTC interval); equal
         # instants always share a partition, so a stable sort restores the frame order exactly
@@ -464,12 +466,14 @@ def merge_partitions(parts: Iterable[Partition]) -> Frame:
 
     local = ts + offset
     day = local // DAY_MS
+    hour = ((local // HOUR_MS) % 24).astype(np.int8)
+    del local
     return Frame(
         ts=ts,
-        day=day,
-        month=day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) + 1970 * 12,
-        weekday=(day + 3) % 7,  # 1970-01-01 was a Thursday (ISO weekday index 3)
-        hour=(local // HOUR_MS) % 24,
+        day=day.astype(np.int32),
+        month=(day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) + 1970 * 12).astype(np.int32),
+        weekday=((day + 3) % 7).astype(np.int8),  # 1970-01-01 was a Thursday (ISO weekday index 3)
+        hour=hour,
         product=product,
         removed=removed,
         shorts=shorts,
