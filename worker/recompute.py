@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from worker.aggregation import EAGER_FILTER_SETS, AggregationResult, FilterSet, compute_from_frame
 from worker.aggregation.frame import Frame
-from worker.aggregation.partition import Partition, build_month_partitions, merge_partitions
+from worker.aggregation.partition import MonthPartitioner, Partition, build_month_partitions, merge_partitions
 from worker.aggregation.timeframes import load_zone
 from worker.cache import PartitionCache
 from worker.config import Settings
@@ -145,20 +145,39 @@ class Recomputer:
             plan = Plan(full=False, reason="incremental", rebuild=rebuild, reuse=plan.reuse)
         return _Prepared(plan, index, reused)
 
+    async def read_partitions(
+        self, user_id: str, zone: ZoneInfo, ranges: list[tuple[int | None, int | None]]
+    ) -> tuple[dict[int, Partition] | None, int]:
+        """Read the events of ``ranges`` page by page into month partitions.
+
+        Pages are split by local month as they arrive and each finished month is encoded at once,
+        so at most about one month of events is held (a cold full read of a long history stays
+        small). Returns ``(None, read)`` when the events did not arrive month by month (see
+        :class:`~worker.aggregation.partition.MonthPartitioner`); the caller then splits them in one pass.
+        """
+        builder = MonthPartitioner(zone)
+        read = 0
+        for lo, hi in ranges:
+            async for page in self.gateway.iter_event_pages(
+                user_id, from_ms=lo, to_ms=hi, page_size=self.settings.page_size
+            ):
+                read += len(page)
+                await asyncio.to_thread(builder.add, page)
+        built = await asyncio.to_thread(builder.finish)
+        return (None if builder.out_of_order else built), read
+
     def _finish(
         self,
         user_id: str,
         claim: Claim,
-        zone: ZoneInfo,
         prepared: _Prepared,
-        events: list[WatchEvent],
+        built: dict[int, Partition],
     ) -> Frame | None:
-        """Build the read months, store them and the index, merge everything (runs in a thread).
+        """Store the built months and the index, merge everything (runs in a thread).
 
-        Returns None when the read events do not fit the planned months (a local month that is not
-        one UTC interval); the caller then reads everything.
+        Returns None when the built months do not fit the plan (a local month that is not one UTC
+        interval); the caller then reads everything.
         """
-        built = build_month_partitions(events, zone)
         plan = prepared.plan
         if not plan.full and not set(built) <= set(plan.rebuild):
             return None
@@ -178,19 +197,25 @@ class Recomputer:
         """Return the user's merged frame, the events read from Convex, and the plan followed."""
         user_id = claim.changes[0].user_id if claim.changes else ""
         prepared = await asyncio.to_thread(self._prepare, user_id, claim, zone)
-        if prepared.plan.full:
-            events = await self.read_events(user_id)
-        else:
-            events = []
-            for lo, hi in read_ranges(prepared.plan.rebuild, zone):
+        ranges: list[tuple[int | None, int | None]] = (
+            [(None, None)] if prepared.plan.full else list(read_ranges(prepared.plan.rebuild, zone))
+        )
+        built, read = await self.read_partitions(user_id, zone, ranges)
+        if built is None:  # not month by month: split everything read in one pass
+            events: list[WatchEvent] = []
+            for lo, hi in ranges:
                 events.extend(await self.read_events(user_id, from_ms=lo, to_ms=hi))
-        read = len(events)
-        frame = await asyncio.to_thread(self._finish, user_id, claim, zone, prepared, events)
+            read += len(events)
+            built = await asyncio.to_thread(build_month_partitions, events, zone)
+            del events
+        frame = await asyncio.to_thread(self._finish, user_id, claim, prepared, built)
         if frame is None:
             prepared = _Prepared(Plan(full=True, reason="irregular months"), prepared.index, {})
             events = await self.read_events(user_id)
             read += len(events)
-            frame = await asyncio.to_thread(self._finish, user_id, claim, zone, prepared, events)
+            built = await asyncio.to_thread(build_month_partitions, events, zone)
+            del events
+            frame = await asyncio.to_thread(self._finish, user_id, claim, prepared, built)
             assert frame is not None  # a full plan accepts every month
         return frame, read, prepared.plan
 

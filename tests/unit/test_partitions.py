@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from worker.aggregation import compute_aggregations
 from worker.aggregation.frame import Frame, build_frame
 from worker.aggregation.partition import (
+    MonthPartitioner,
     build_month_partitions,
     build_partition,
     merge_partitions,
@@ -161,6 +162,38 @@ class TestPartitionFrames:
             assert months == {month}
         restored = [partition_from_bytes(partition_to_bytes(p)) for p in reversed(list(parts.values()))]
         assert_frames_equal(merge_partitions(restored), build_frame(events, zone))
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(event_st, max_size=80), st.sampled_from(ZONES), st.integers(1, 30))
+    def test_month_partitioner_pages_equal_one_pass_split(self, events: list[WatchEvent], tz: str, page: int) -> None:
+        """Time-ordered pages split month by month give the partitions of the one-pass split."""
+        zone = load_zone(tz)
+        ordered = sorted(events + events[:3], key=lambda e: e.watched_at_ms)
+        builder = MonthPartitioner(zone)
+        for i in range(0, len(ordered), page):
+            builder.add(ordered[i : i + page])
+        expected = build_month_partitions(events, zone)
+        if builder.out_of_order:  # only where a local month is not one UTC interval
+            assert builder.finish() == {}
+            return
+        built = builder.finish()
+        assert list(built) == list(expected)
+        for got, want in zip(built.values(), expected.values(), strict=True):
+            for name in got.__dataclass_fields__:
+                x, y = getattr(got, name), getattr(want, name)
+                assert np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y, name
+        assert_frames_equal(merge_partitions(built.values()), build_frame(events, zone))
+
+    def test_month_partitioner_detects_out_of_order_input(self) -> None:
+        """An event for a month already finished marks the builder out of order."""
+        zone = load_zone("UTC")
+        builder = MonthPartitioner(zone)
+        builder.add([WatchEvent(watched_at_ms=BASE, video_id="a")])
+        builder.add([WatchEvent(watched_at_ms=BASE + 40 * DAY, video_id="b")])
+        assert not builder.out_of_order
+        builder.add([WatchEvent(watched_at_ms=BASE + DAY, video_id="c")])
+        assert builder.out_of_order
+        assert builder.finish() == {}
 
     def test_empty(self) -> None:
         """No events: no partitions, and the merge of nothing is the empty frame."""

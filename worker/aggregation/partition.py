@@ -41,6 +41,7 @@ __all__ = [
     "Partition",
     "build_partition",
     "build_month_partitions",
+    "MonthPartitioner",
     "merge_partitions",
     "local_months",
     "partition_to_bytes",
@@ -384,6 +385,62 @@ def build_month_partitions(events: Iterable[WatchEvent], zone: ZoneInfo) -> dict
     uniq, starts = np.unique(month[order], return_index=True)
     bounds = [*starts.tolist(), int(order.size)]
     return {int(m): _pack(rows, order[bounds[k] : bounds[k + 1]].astype(np.int64)) for k, m in enumerate(uniq.tolist())}
+
+
+class MonthPartitioner:
+    """Build month partitions from events arriving in time order, page by page.
+
+    Holds the events of the months still open (the month of the newest event seen and any later
+    one) and the finished partitions: reading a whole history keeps at most about one month of
+    :class:`WatchEvent` objects alive, plus the compact partitions. A month is finished when an
+    event of a later local month arrives; :meth:`finish` builds the rest.
+
+    If an event arrives for a month already finished (input not in time order, or a zone whose
+    local month is not one UTC interval), :attr:`out_of_order` turns True and the builder ignores
+    further input: the caller must split the events with :func:`build_month_partitions` instead.
+
+    Args:
+        zone: The user's time zone; months are local calendar months in it.
+    """
+
+    def __init__(self, zone: ZoneInfo) -> None:
+        self.zone = zone
+        self.out_of_order = False
+        self._open: dict[int, list[WatchEvent]] = {}
+        self._built: dict[int, Partition] = {}
+
+    def add(self, events: Sequence[WatchEvent]) -> None:
+        """Take the next page of events (in ``watched_at_ms`` order across pages).
+
+        Raises:
+            ValueError: a ``watched_at_ms`` outside 1970-01-01 … 9999-12-30.
+        """
+        if self.out_of_order or not events:
+            return
+        ts = np.fromiter((e.watched_at_ms for e in events), dtype=np.int64, count=len(events))
+        check_instant("watched_at_ms", int(ts.min()))
+        check_instant("watched_at_ms", int(ts.max()))
+        months = local_months(ts, local_offsets_ms(ts, self.zone))
+        distinct = np.unique(months).tolist()
+        if any(m in self._built for m in distinct):
+            self.out_of_order = True
+            self._open.clear()
+            self._built.clear()
+            return
+        if len(distinct) == 1:
+            self._open.setdefault(distinct[0], []).extend(events)
+        else:
+            for m, e in zip(months.tolist(), events, strict=True):
+                self._open.setdefault(m, []).append(e)
+        newest = int(months[int(np.argmax(ts))])
+        for m in sorted(k for k in self._open if k < newest):
+            self._built[m] = build_partition(self._open.pop(m), self.zone)
+
+    def finish(self) -> dict[int, Partition]:
+        """Build the open months and return ``{month index: partition}`` ascending (empty if out of order)."""
+        for m in sorted(self._open):
+            self._built[m] = build_partition(self._open.pop(m), self.zone)
+        return dict(sorted(self._built.items()))
 
 
 def _remap(codes: npt.NDArray[Any], local_table: BytesArray, merged_table: BytesArray) -> IntArray:
