@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from worker.aggregation.frame import Frame, IntArray
+from worker.aggregation.frame import CodeArray, Frame, IntArray
 from worker.aggregation.timeframes import month_label
 
 __all__ = [
@@ -85,7 +85,7 @@ class MonthAxis:
         return {"cap": self.cap, "truncated": self.truncated}
 
 
-def month_axis(months: IntArray, cap: int) -> MonthAxis:
+def month_axis(months: CodeArray, cap: int) -> MonthAxis:
     """Return the axis from the first to the last month present in ``months`` (keeping the newest ``cap``)."""
     if months.size == 0:
         return MonthAxis(0, -1, False, cap)
@@ -95,7 +95,7 @@ def month_axis(months: IntArray, cap: int) -> MonthAxis:
     return MonthAxis(first, last, False, cap)
 
 
-def per_month(months: IntArray, axis: MonthAxis) -> IntArray:
+def per_month(months: CodeArray, axis: MonthAxis) -> IntArray:
     """Return views per month of the axis (views outside the axis ignored)."""
     if axis.size == 0:
         return np.zeros(0, dtype=np.int64)
@@ -105,24 +105,24 @@ def per_month(months: IntArray, axis: MonthAxis) -> IntArray:
     return out
 
 
-def distinct_per_group(group: IntArray, item: IntArray, n_groups: int) -> IntArray:
+def distinct_per_group(group: CodeArray, item: CodeArray, n_groups: int) -> IntArray:
     """Return, per group 0…n_groups−1, the number of distinct items ≥ 0 (rows with group < 0 ignored)."""
     keep = (item >= 0) & (group >= 0) & (group < n_groups)
     if not keep.any():
         return np.zeros(n_groups, dtype=np.int64)
     width = int(item[keep].max()) + 1
-    pairs = unique_ints(group[keep] * width + item[keep])
+    pairs = unique_ints(group[keep].astype(np.int64) * width + item[keep])  # int64: narrow inputs would overflow
     out: IntArray = np.bincount(pairs // width, minlength=n_groups).astype(np.int64)
     return out
 
 
-def unique_ints(values: IntArray) -> IntArray:
+def unique_ints(values: CodeArray) -> CodeArray:
     """Return the sorted distinct values of an int array (sort-based; faster than hashing here)."""
-    ordered = np.sort(values)
+    ordered: CodeArray = np.sort(values)
     if ordered.size == 0:
         return ordered
     keep = np.empty(ordered.size, dtype=np.bool_)
     keep[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
-    out: IntArray = ordered[keep]
+    out: CodeArray = ordered[keep]
     return out

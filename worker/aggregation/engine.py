@@ -182,39 +182,40 @@ def _compute(
     opts: AggregationOptions,
 ) -> list[AggregationResult]:
     # Filter sets differing only in timeframe share the base (filter over the whole history) and its
-    # derived columns; two timeframes whose windows select the same views share every derived array.
-    bases: dict[tuple[str, tuple[str, ...], tuple[str, ...]], tuple[IntArray, IntArray]] = {}
-    views: dict[tuple[tuple[str, tuple[str, ...], tuple[str, ...]], int], Slice] = {}
-    results: list[AggregationResult] = []
-    done: set[str] = set()
+    # derived columns; a timeframe whose window selects the same views as the previous one (e.g.
+    # YTD and Last6M in June) shares every derived array. Filter sets are computed base by base,
+    # so only one base's arrays are alive at a time; results keep the first-occurrence order.
+    groups: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[FilterSet]] = {}
+    order: dict[str, None] = {}
     for fs in filter_sets:
-        if fs.key in done:
-            continue
-        done.add(fs.key)
-        base_key = (fs.product, fs.topics, fs.channels)
-        cached = bases.get(base_key)
-        if cached is None:
-            base = _base_indices(frame, fs)
-            cached = bases[base_key] = (base, frame.ts[base])
-        base, base_ts = cached
-        window = resolve_window(fs.timeframe, clock)
-        start = 0 if window.start_ms is None else int(np.searchsorted(base_ts, window.start_ms, side="left"))
-        same = views.get((base_key, start))
-        previous = same if same is not None else next((v for (k, _), v in views.items() if k == base_key), None)
-        idx = same.idx if same is not None else (base if start == 0 else base[start:])
-        view = Slice(frame, idx, base, clock, window, opts)
-        if previous is not None:
-            view.share_derived(previous)
-        views[(base_key, start)] = view
-        for name in wanted:
-            data, dependency = _REGISTRY[name](view)
-            results.append(
-                AggregationResult(
-                    type=name,
-                    filter_key=fs.key,
-                    data=data,
-                    valid_until_ms=_valid_until(window.next_change_ms, dependency, clock),
-                    definition_version=DEFINITION_VERSION,
+        if fs.key not in order:
+            order[fs.key] = None
+            groups.setdefault((fs.product, fs.topics, fs.channels), []).append(fs)
+    by_key: dict[str, list[AggregationResult]] = {}
+    for group in groups.values():
+        base = _base_indices(frame, group[0])
+        base_ts = frame.ts[base]
+        previous: tuple[int, Slice] | None = None
+        for fs in group:
+            window = resolve_window(fs.timeframe, clock)
+            start = 0 if window.start_ms is None else int(np.searchsorted(base_ts, window.start_ms, side="left"))
+            same_views = previous is not None and previous[0] == start
+            idx = previous[1].idx if previous is not None and same_views else (base if start == 0 else base[start:])
+            view = Slice(frame, idx, base, clock, window, opts)
+            if previous is not None:
+                view.share_derived(previous[1])
+            previous = (start, view)
+            results = by_key[fs.key] = []
+            for name in wanted:
+                data, dependency = _REGISTRY[name](view)
+                results.append(
+                    AggregationResult(
+                        type=name,
+                        filter_key=fs.key,
+                        data=data,
+                        valid_until_ms=_valid_until(window.next_change_ms, dependency, clock),
+                        definition_version=DEFINITION_VERSION,
+                    )
                 )
-            )
-    return results
+        del base_ts, previous
+    return [r for key in order for r in by_key[key]]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -25,6 +25,7 @@ __all__ = [
     "IntArray",
     "Int32Array",
     "Int8Array",
+    "CodeArray",
     "BoolArray",
     "PRODUCT_CODES",
     "local_offsets_ms",
@@ -33,6 +34,8 @@ __all__ = [
 IntArray: TypeAlias = npt.NDArray[np.int64]
 Int32Array: TypeAlias = npt.NDArray[np.int32]
 Int8Array: TypeAlias = npt.NDArray[np.int8]
+CodeArray: TypeAlias = npt.NDArray[np.signedinteger[Any]]
+"""Any signed integer column (frame columns of any width, int64 slices and results)."""
 BoolArray: TypeAlias = npt.NDArray[np.bool_]
 PRODUCT_CODES: dict[str, int] = {"youtube": 0, "youtube_music": 1}
 

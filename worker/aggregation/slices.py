@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
-from worker.aggregation.frame import BoolArray, Frame, IntArray
+from worker.aggregation.frame import BoolArray, CodeArray, Frame, Int8Array, Int32Array, IntArray
 from worker.aggregation.options import AggregationOptions
 from worker.aggregation.timeframes import Clock, Window
 
@@ -36,13 +36,20 @@ _VIEW_DERIVED: tuple[str, ...] = (
     "sessions",
     "co_sessions",
 )
-_BASE_DERIVED: tuple[str, ...] = ("base_channel", "base_month", "base_topic", "base_day")
+_BASE_DERIVED: tuple[str, ...] = ("base_ts", "base_channel", "base_month", "base_topic", "base_day")
 
 
-def _wide(values: npt.NDArray[Any]) -> IntArray:
-    """Return the values as int64 (frame columns may be stored narrower; no copy when already int64)."""
-    out: IntArray = values.astype(np.int64, copy=False)
-    return out
+_Column = TypeVar("_Column", bound=np.generic)
+
+
+def _take(column: npt.NDArray[_Column], idx: IntArray) -> npt.NDArray[_Column]:
+    """Return ``column[idx]`` for sorted distinct indices: a view (no copy) when they are contiguous.
+
+    Columns keep the frame's narrow dtypes; arithmetic that could leave their range widens first.
+    """
+    if idx.size and int(idx[-1]) - int(idx[0]) + 1 == idx.size:
+        return column[int(idx[0]) : int(idx[-1]) + 1]
+    return column[idx]
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,57 @@ class CoSessions:
     multi_channel_sessions: int
 
 
+_PAIRS_PER_CHUNK = 1 << 18
+"""Channel pairs generated at once when counting co-sessions (bounds the temporary arrays)."""
+
+
+def _count_pairs(c_kept: CodeArray, starts: IntArray, sizes: IntArray, n_channels: int) -> tuple[IntArray, IntArray]:
+    """Count the sessions holding each channel pair.
+
+    Args:
+        c_kept: Distinct channels of each session, sessions one after another (m,).
+        starts: Offset of each session's channels in ``c_kept`` (s,).
+        sizes: Number of channels of each session (s,).
+        n_channels: Channel code bound; pair key = ``low * n_channels + high``.
+
+    Returns:
+        The distinct pair keys, ascending, and the number of sessions holding each. Pairs are
+        generated per session size, at most ``_PAIRS_PER_CHUNK`` at a time, and counted per chunk
+        (sort + run lengths), so temporaries stay bounded however many sessions there are.
+    """
+    key_type = np.int32 if n_channels * n_channels < 2**31 else np.int64
+    keys: list[IntArray] = []
+    counts: list[IntArray] = []
+    for k in np.unique(sizes[sizes >= 2]).tolist():
+        starts_k = starts[sizes == k]
+        iu, ju = np.triu_indices(k, 1)
+        step = max(1, _PAIRS_PER_CHUNK // iu.size)
+        for lo in range(0, starts_k.size, step):
+            matrix = c_kept[starts_k[lo : lo + step, None] + np.arange(k)[None, :]].astype(key_type)
+            a, b = matrix[:, iu], matrix[:, ju]
+            chunk = (np.minimum(a, b) * key_type(n_channels) + np.maximum(a, b)).ravel()
+            del matrix, a, b
+            chunk.sort()
+            bounds = np.flatnonzero(np.concatenate(([True], chunk[1:] != chunk[:-1], [True])))
+            keys.append(chunk[bounds[:-1]].astype(np.int64))
+            counts.append(np.diff(bounds).astype(np.int64))
+    if not keys:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    if len(keys) == 1:
+        return keys[0], counts[0]
+    all_keys = np.concatenate(keys)
+    all_counts = np.concatenate(counts)
+    del keys, counts
+    order = np.argsort(all_keys, kind="stable")
+    all_keys, all_counts = all_keys[order], all_counts[order]
+    del order
+    starts_g = np.flatnonzero(np.concatenate(([True], all_keys[1:] != all_keys[:-1])))
+    out_counts: IntArray = np.add.reduceat(all_counts, starts_g)
+    out_keys: IntArray = all_keys[starts_g]
+    return out_keys, out_counts
+
+
 class Slice:
     """The views of one filter set (time-sorted), with cached derived data.
 
@@ -149,63 +207,68 @@ class Slice:
 
     @cached_property
     def ts(self) -> IntArray:
-        """Return view instants, epoch ms UTC."""
-        return self.frame.ts[self.idx]
+        """Return view instants, epoch ms UTC (the frame's dtype; a view when the slice is contiguous)."""
+        return _take(self.frame.ts, self.idx)
 
     @cached_property
-    def day(self) -> IntArray:
-        """Return local epoch days."""
-        return _wide(self.frame.day[self.idx])
+    def day(self) -> Int32Array:
+        """Return local epoch days (the frame's dtype; a view when the slice is contiguous)."""
+        return _take(self.frame.day, self.idx)
 
     @cached_property
-    def month(self) -> IntArray:
-        """Return local month indices."""
-        return _wide(self.frame.month[self.idx])
+    def month(self) -> Int32Array:
+        """Return local month indices (the frame's dtype; a view when the slice is contiguous)."""
+        return _take(self.frame.month, self.idx)
 
     @cached_property
-    def weekday(self) -> IntArray:
-        """Return local ISO weekdays (Monday = 0)."""
-        return _wide(self.frame.weekday[self.idx])
+    def weekday(self) -> Int8Array:
+        """Return local ISO weekdays (Monday = 0) (the frame's dtype; a view when the slice is contiguous)."""
+        return _take(self.frame.weekday, self.idx)
 
     @cached_property
-    def hour(self) -> IntArray:
-        """Return local hours."""
-        return _wide(self.frame.hour[self.idx])
+    def hour(self) -> Int8Array:
+        """Return local hours (the frame's dtype; a view when the slice is contiguous)."""
+        return _take(self.frame.hour, self.idx)
 
     @cached_property
-    def video(self) -> IntArray:
-        """Return video codes (-1 = none)."""
-        return _wide(self.frame.video[self.idx])
+    def video(self) -> Int32Array:
+        """Return video codes (-1 = none) (the frame's dtype; a view when the slice is contiguous)."""
+        return _take(self.frame.video, self.idx)
 
     @cached_property
-    def channel(self) -> IntArray:
-        """Return channel codes (-1 = none)."""
-        return _wide(self.frame.channel[self.idx])
+    def channel(self) -> Int32Array:
+        """Return channel codes (-1 = none) (the frame's dtype; a view when the slice is contiguous)."""
+        return _take(self.frame.channel, self.idx)
 
     @cached_property
-    def topic(self) -> IntArray:
-        """Return topic codes (-1 = unclassified)."""
-        return _wide(self.frame.topic[self.idx])
+    def topic(self) -> Int8Array:
+        """Return topic codes (-1 = unclassified) (the frame's dtype; a view when the slice is contiguous)."""
+        return _take(self.frame.topic, self.idx)
 
     @cached_property
-    def base_channel(self) -> IntArray:
+    def base_ts(self) -> IntArray:
+        """Return view instants of the filter's views over the whole history, epoch ms UTC."""
+        return self.ts if self.idx is self.base else _take(self.frame.ts, self.base)
+
+    @cached_property
+    def base_channel(self) -> Int32Array:
         """Return channel codes of the filter's views over the whole history."""
-        return _wide(self.frame.channel[self.base])
+        return self.channel if self.idx is self.base else _take(self.frame.channel, self.base)
 
     @cached_property
-    def base_month(self) -> IntArray:
+    def base_month(self) -> Int32Array:
         """Return local month indices of the filter's views over the whole history."""
-        return _wide(self.frame.month[self.base])
+        return self.month if self.idx is self.base else _take(self.frame.month, self.base)
 
     @cached_property
-    def base_topic(self) -> IntArray:
+    def base_topic(self) -> Int8Array:
         """Return topic codes of the filter's views over the whole history."""
-        return _wide(self.frame.topic[self.base])
+        return self.topic if self.idx is self.base else _take(self.frame.topic, self.base)
 
     @cached_property
-    def base_day(self) -> IntArray:
+    def base_day(self) -> Int32Array:
         """Return local epoch days of the filter's views over the whole history."""
-        return _wide(self.frame.day[self.base])
+        return self.day if self.idx is self.base else _take(self.frame.day, self.base)
 
     @cached_property
     def shorts(self) -> BoolArray:
@@ -281,20 +344,8 @@ class Slice:
         kept_sizes = np.minimum(sizes, cap)
         kept_start = np.concatenate(([0], np.cumsum(kept_sizes)[:-1]))
         sessions_with = np.bincount(c_kept, minlength=n_channels).astype(np.int64)
-        pair_keys: list[IntArray] = []
-        for k in np.unique(kept_sizes[kept_sizes >= 2]).tolist():
-            starts_k = kept_start[kept_sizes == k]
-            matrix = c_kept[starts_k[:, None] + np.arange(k)[None, :]]
-            iu, ju = np.triu_indices(k, 1)
-            a = matrix[:, iu].ravel()
-            b = matrix[:, ju].ravel()
-            pair_keys.append(np.minimum(a, b) * n_channels + np.maximum(a, b))
-        if pair_keys:
-            all_keys = np.sort(np.concatenate(pair_keys))
-            bounds = np.flatnonzero(np.concatenate(([True], all_keys[1:] != all_keys[:-1], [True])))
-            pk, counts = all_keys[bounds[:-1]], np.diff(bounds)
-        else:
-            pk, counts = empty, empty
+        del by_channel, c_sorted, s_sorted, is_first, first_mask, sid, ch_has, has, rank, keep
+        pk, counts = _count_pairs(c_kept, kept_start, kept_sizes, n_channels)
         return CoSessions(
             sessions_with=sessions_with,
             pair_a=(pk // n_channels).astype(np.int64),

@@ -22,7 +22,7 @@ from worker.aggregation.common import (
     ratio,
     unique_ints,
 )
-from worker.aggregation.frame import IntArray
+from worker.aggregation.frame import CodeArray, IntArray
 from worker.aggregation.slices import Slice
 from worker.aggregation.timeframes import day_start_ms, month_first_day, month_label
 
@@ -32,7 +32,7 @@ ALL_WINDOW_DAYS = 30
 """For timeframe All the leaderboard compares the last 30 local days with the 30 days before."""
 
 
-def _topic_counts(topic: IntArray, k: int) -> IntArray:
+def _topic_counts(topic: CodeArray, k: int) -> IntArray:
     out: IntArray = np.bincount(topic[topic >= 0], minlength=k).astype(np.int64)
     return out
 
@@ -52,7 +52,7 @@ def topics_leaderboard(s: Slice) -> Output:
     """
     frame, clock = s.frame, s.clock
     k = len(frame.topic_slugs)
-    base_ts = frame.ts[s.base]
+    base_ts = s.base_ts
     base_topic = s.base_topic
     if s.window.start_month is None:
         days = ALL_WINDOW_DAYS
