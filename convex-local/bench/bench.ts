@@ -3,6 +3,8 @@
  *
  *  - small mutation round trip (HTTP API and WebSocket ConvexClient), p50/p99 ms
  *  - subscription update latency (writer's mutation → subscriber's new value), p50/p99 ms
+ *  - write throughput of large `v.any()` documents (storeAggregations-sized: 252 results of
+ *    1-20 KB, 40 per mutation, upserted by index, two live subscriptions), MB/s of argument JSON
  *  - bulk insert rate and indexed range read rate over N small documents (default 100k)
  *  - persistence: restart time (load snapshot+log and compact) for N documents
  *  - the project's `watchEvents:importBatch` (convex/): a 500-event batch into a table already
@@ -11,7 +13,7 @@
  * Index range reads use convex-local's sorted index structures; run with
  * CONVEX_LOCAL_INDEX_ACCEL=0 in the environment for convex-test's scan-and-sort figures.
  *
- * Usage: node convex-local/bench/run.mjs [--docs 100000] [--iterations 300] [--skip-import]
+ * Usage: node convex-local/bench/run.mjs [--docs 100000] [--iterations 300] [--skip-import] [--write-only]
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -23,7 +25,12 @@ import { anyApi } from "convex/server";
 import { REPO_ROOT, startBackend, type RunningBackend } from "../test/support.ts";
 
 const { values } = parseArgs({
-  options: { docs: { type: "string" }, iterations: { type: "string" }, "skip-import": { type: "boolean" } },
+  options: {
+    docs: { type: "string" },
+    iterations: { type: "string" },
+    "skip-import": { type: "boolean" },
+    "write-only": { type: "boolean" },
+  },
 });
 const DOCS = Number(values.docs ?? 100_000);
 const ITER = Number(values.iterations ?? 300);
@@ -39,6 +46,12 @@ function report(name: string, xs: number[]): void {
 
 async function main(): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), "convex-local-bench-"));
+  await writeBench(null);
+  await writeBench(join(dataDir, "writes"));
+  if (values["write-only"]) {
+    rmSync(dataDir, { recursive: true, force: true });
+    return;
+  }
   let backend: RunningBackend = await startBackend(["--data-dir", dataDir]);
   const ws = { webSocketConstructor: WebSocket as unknown as typeof globalThis.WebSocket, skipConvexDeploymentUrlCheck: true };
   try {
@@ -122,6 +135,56 @@ async function main(): Promise<void> {
   }
 }
 
+/** Deterministic aggregate-like payload of about `bytes` bytes of JSON (nested rows of numbers/strings). */
+function payload(seed: number, bytes: number): unknown {
+  const rows: unknown[] = [];
+  let size = 0;
+  for (let i = 0; size < bytes; i++) {
+    const row = { label: `channel-${seed}-${i}`, count: (seed * 31 + i * 7) % 997, hours: ((seed + i) % 113) / 7, share: i / 1000, buckets: [i % 24, (i * 3) % 7, seed % 12] };
+    rows.push(row);
+    size += JSON.stringify(row).length + 1;
+  }
+  return { rows, total: rows.length, meta: { seed, version: 3 } };
+}
+
+/** storeAggregations-sized writes: 252 large `v.any()` documents, 40 per mutation, two subscribers. */
+async function writeBench(dataDir: string | null): Promise<void> {
+  const backend = await startBackend(dataDir ? ["--data-dir", dataDir] : []);
+  const ws = { webSocketConstructor: WebSocket as unknown as typeof globalThis.WebSocket, skipConvexDeploymentUrlCheck: true };
+  const subscribers = [new ConvexClient(backend.url, ws), new ConvexClient(backend.url, ws)];
+  try {
+    const http = new ConvexHttpClient(backend.url, { skipConvexDeploymentUrlCheck: true });
+    (http as unknown as { setAdminAuth(k: string): void }).setAdminAuth(backend.adminKey);
+    const kinds = ["kpi", "trend", "top", "heatmap", "topics"] as const;
+    const results = Array.from({ length: 252 }, (_, i) => ({
+      kind: kinds[i % kinds.length],
+      key: `filters-${Math.floor(i / kinds.length)}`,
+      data: payload(i, 1000 + ((i * 7919) % 19_000)),
+    }));
+    const bytes = JSON.stringify(results).length;
+    let seen = 0;
+    for (const s of subscribers) s.onUpdate(api.aggregates.latest, { owner: "bench" }, (v: number) => (seen = Math.max(seen, v)));
+    const rounds: number[] = [];
+    for (let round = 1; round <= 6; round++) {
+      const t0 = performance.now();
+      for (let i = 0; i < results.length; i += 40) {
+        await http.mutation(api.aggregates.store, { owner: "bench", computedAtMs: round, results: results.slice(i, i + 40) });
+      }
+      rounds.push(performance.now() - t0);
+      while (seen < round) await new Promise((r) => setTimeout(r, 1));
+    }
+    const best = Math.min(...rounds.slice(1));
+    const median = pct(rounds.slice(1), 50);
+    console.log(
+      `${`large-document writes (${dataDir ? "persisted" : "in memory"})`.padEnd(44)} ${results.length} docs, ${(bytes / 1e6).toFixed(2)} MB, 40/mutation: ` +
+        `median ${median.toFixed(0)} ms = ${(bytes / 1e6 / (median / 1000)).toFixed(1)} MB/s (best ${best.toFixed(0)} ms; first, inserts: ${rounds[0].toFixed(0)} ms)`,
+    );
+  } finally {
+    for (const s of subscribers) await s.close();
+    await backend.stop();
+  }
+}
+
 /** The project's import mutation against a table already holding DOCS events of one user. */
 async function importBench(): Promise<void> {
   const backend = await startBackend(["--functions", join(REPO_ROOT, "convex")]);
@@ -183,4 +246,4 @@ async function importBench(): Promise<void> {
 }
 
 await main();
-if (!values["skip-import"]) await importBench();
+if (!values["skip-import"] && !values["write-only"]) await importBench();

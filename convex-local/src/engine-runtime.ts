@@ -11,10 +11,11 @@ import { inspect } from "node:util";
 import { parentPort } from "node:worker_threads";
 import { convexTest } from "convex-test";
 import { makeFunctionReference } from "convex/server";
-import { convexToJson, jsonToConvex, type Value } from "convex/values";
+import { convexToJson, jsonToConvex, type JSONValue, type Value } from "convex/values";
 import { listModuleFiles, isReservedModule } from "./modules.ts";
 import { captureInternals } from "./convex-test-internals.ts";
 import { installIndexAccel } from "./index-accel.ts";
+import { installFastValidate } from "./fast-validate.ts";
 import type { Caller, DbState, FromWorker, RunResult, ToWorker, UdfType } from "./protocol.ts";
 import {
   checkValueLimits,
@@ -109,6 +110,9 @@ async function init(dir: string, state: DbState): Promise<bigint> {
   if (process.env.CONVEX_LOCAL_INDEX_ACCEL !== "0") {
     for (const component of Object.values(captured.components)) installIndexAccel(component.db);
   }
+  // Schema validation of written documents without convex-test's per-union-member exceptions
+  // (convex-test still validates, with its own messages, whatever the fast check does not accept).
+  for (const component of Object.values(captured.components)) installFastValidate(component.db);
   restore(state);
   installHooks();
   return tm._lastCommitTs as bigint;
@@ -143,17 +147,25 @@ function installHooks(): void {
   tm.commit = (isNested: boolean) => {
     if (isNested) return origCommit(isNested);
     const pending: AnyRecord = db._writes[db._writes.length - 1] ?? {};
+    // Each written document is encoded once: the encoding is checked against the limits and,
+    // when the committed document is the pending one (no commit-timestamp placeholder was
+    // substituted), reused for the commit record.
+    const encoded = new Map<string, { doc: unknown; json: JSONValue }>();
     for (const [id, doc] of Object.entries(pending)) {
       if (doc === null) continue;
-      checkValueLimits(convexToJson(doc as Value), `document ${id} in table '${tableOf(id)}'`, {
+      const json = convexToJson(doc as Value);
+      checkValueLimits(json, `document ${id} in table '${tableOf(id)}'`, {
         maxNesting: MAX_DOCUMENT_NESTING,
         document: !tableOf(id).startsWith("_"),
       });
+      encoded.set(id, { doc, json });
     }
     const ts: bigint = origCommit(false);
     const writes: [string, string | null][] = Object.keys(pending).map((id) => {
       const doc = db._documents[id];
-      return [id, doc ? JSON.stringify(convexToJson(doc as Value)) : null];
+      if (!doc) return [id, null];
+      const pre = encoded.get(id);
+      return [id, JSON.stringify(pre !== undefined && pre.doc === doc ? pre.json : convexToJson(doc as Value))];
     });
     const ctx = opStore.getStore();
     if (ctx && !ctx.done) ctx.commitTs = ts;

@@ -118,35 +118,74 @@ export function checkValueLimits(
   opts: { maxNesting?: number; document?: boolean } = {},
 ): void {
   const maxNesting = opts.maxNesting ?? MAX_VALUE_NESTING;
-  const walk = (v: unknown, path: string, depth: number): void => {
+  const document = opts.document === true;
+  // The path of the element being visited, as segments (array index or field name); it is only
+  // turned into text ("$.a[3].b") when a limit is violated, so a valid value allocates no strings.
+  const segments: (string | number)[] = [];
+  const pathText = (extra?: string): string => {
+    let text = "$";
+    for (const s of segments) text += typeof s === "number" ? `[${s}]` : `.${s}`;
+    return extra === undefined ? text : `${text}.${extra}`;
+  };
+  const walk = (v: unknown, depth: number): void => {
     if (v === null || typeof v !== "object") return;
     if (depth > maxNesting) {
-      throw new LimitError(`${where}: value is nested more than ${maxNesting} levels deep at ${path}`);
+      throw new LimitError(`${where}: value is nested more than ${maxNesting} levels deep at ${pathText()}`);
     }
     if (Array.isArray(v)) {
-      if (v.length > MAX_ARRAY_ELEMENTS) {
+      const n = v.length;
+      if (n > MAX_ARRAY_ELEMENTS) {
         throw new LimitError(
-          `${where}: array at ${path} has ${v.length} elements; the maximum is ${MAX_ARRAY_ELEMENTS}`,
+          `${where}: array at ${pathText()} has ${n} elements; the maximum is ${MAX_ARRAY_ELEMENTS}`,
         );
       }
-      v.forEach((e, i) => walk(e, `${path}[${i}]`, depth + 1));
+      for (let i = 0; i < n; i++) {
+        const e = v[i];
+        if (e === null || typeof e !== "object") continue;
+        segments.push(i);
+        walk(e, depth + 1);
+        segments.pop();
+      }
       return;
     }
     const keys = Object.keys(v);
     if (keys.length === 1 && SPECIAL_KEYS.has(keys[0])) return;
     if (keys.length > MAX_OBJECT_FIELDS) {
       throw new LimitError(
-        `${where}: object at ${path} has ${keys.length} fields; the maximum is ${MAX_OBJECT_FIELDS}`,
+        `${where}: object at ${pathText()} has ${keys.length} fields; the maximum is ${MAX_OBJECT_FIELDS}`,
       );
     }
-    const topLevelDoc = opts.document === true && depth === 1;
+    const topLevelDoc = document && depth === 1;
     for (const k of keys) {
-      checkFieldName(k, `${path}.${k}`, where, topLevelDoc);
-      walk((v as Record<string, unknown>)[k], `${path}.${k}`, depth + 1);
+      if (!isPlainFieldName(k, topLevelDoc)) checkFieldName(k, pathText(k), where, topLevelDoc);
+      const e = (v as Record<string, unknown>)[k];
+      if (e === null || typeof e !== "object") continue;
+      segments.push(k);
+      walk(e, depth + 1);
+      segments.pop();
     }
   };
-  walk(value, "$", 1);
+  walk(value, 1);
 }
+
+/**
+ * True when `checkFieldName` would accept `name` (printable ASCII, no leading `$`, within the
+ * length limit; top-level document fields also alphanumeric/underscore and no leading `_` other
+ * than the system fields). A cheap pre-check: anything it does not accept goes through
+ * `checkFieldName`, which produces the exact error.
+ */
+function isPlainFieldName(name: string, topLevelDoc: boolean): boolean {
+  const n = name.length;
+  if (n === 0 || n > (topLevelDoc ? MAX_TOP_LEVEL_FIELD_NAME_LENGTH : MAX_FIELD_NAME_LENGTH)) return false;
+  if (topLevelDoc) return PLAIN_TOP_LEVEL.test(name) && (name.charCodeAt(0) !== 95 || name === "_id" || name === "_creationTime");
+  if (name.charCodeAt(0) === 36) return false; // "$"
+  for (let i = 0; i < n; i++) {
+    const c = name.charCodeAt(i);
+    if (c < 0x20 || c > 0x7e) return false;
+  }
+  return true;
+}
+const PLAIN_TOP_LEVEL = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 // eslint-disable-next-line no-control-regex
 const CONTROL_OR_NON_ASCII = /[^\x20-\x7e]/;
