@@ -1,7 +1,7 @@
 import { describe, expect, test } from "vitest";
 import { api, internal } from "./_generated/api";
 import { filterKey, normalizeFilters } from "./filters";
-import { ALICE, BOB, initConvexTest } from "./setup.test";
+import { ALICE, BOB, initConvexTest, toSets } from "./setup.test";
 
 const A = ALICE.tokenIdentifier;
 const T0 = Date.UTC(2024, 0, 1);
@@ -14,11 +14,11 @@ async function seedWithAggregates(t: ReturnType<typeof initConvexTest>) {
     userId: A,
     watermark: 1,
     computedAtMs: 1000,
-    results: [
+    sets: toSets([
       { type: "kpi", filterKey: "All|all||", data: { views: 1 }, definitionVersion: 1 },
       { type: "monthly_trend", filterKey: "All|all||", data: { months: [] }, definitionVersion: 1, validUntilMs: 4_000_000_000_000 },
       { type: "kpi", filterKey: "YTD|youtube||", data: { views: 0 }, definitionVersion: 1 },
-    ],
+    ]),
   });
 }
 
@@ -55,6 +55,7 @@ describe("getAggregation", () => {
       computedAtMs: 1000,
       watermark: 1,
       definitionVersion: 1,
+      dataChangedAtMs: 1000,
       stale: false,
       pending: false,
     });
@@ -73,17 +74,48 @@ describe("getAggregation", () => {
     expect(await alice.query(api.dashboard.getAggregation, { type: "kpi" })).toMatchObject({ stale: true, pending: false });
   });
 
-  test("an aggregate past validUntilMs is stale", async () => {
+  test("an aggregate past its type's validUntilMs is stale; other types of the set are not", async () => {
     const t = initConvexTest();
     await seedWithAggregates(t);
+    const past = Date.now() - 1;
     await t.mutation(internal.worker.storeAggregations, {
       userId: A, watermark: 1, computedAtMs: 2000,
-      results: [{ type: "kpi", filterKey: "All|all||", data: {}, definitionVersion: 1, validUntilMs: Date.now() - 1 }],
+      sets: toSets([
+        { type: "kpi", filterKey: "All|all||", data: { views: 1 }, definitionVersion: 1, validUntilMs: past },
+        { type: "monthly_trend", filterKey: "All|all||", data: { months: [] }, definitionVersion: 1, validUntilMs: 4_000_000_000_000 },
+      ]),
     });
     await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w", upToSeq: 1 });
-    expect(await t.withIdentity(ALICE).query(api.dashboard.getAggregation, { type: "kpi" })).toMatchObject({
+    const alice = t.withIdentity(ALICE);
+    expect(await alice.query(api.dashboard.getAggregation, { type: "kpi" })).toMatchObject({
+      validUntilMs: past,
+      computedAtMs: 2000,
+      dataChangedAtMs: 1000,
       stale: true,
       pending: false,
+    });
+    expect(await alice.query(api.dashboard.getAggregation, { type: "monthly_trend" })).toMatchObject({
+      validUntilMs: 4_000_000_000_000,
+      stale: false,
+    });
+    expect((await alice.query(api.dashboard.getDashboard, {}))!.freshness).toMatchObject({ computedAtMs: 2000, stale: true });
+  });
+
+  test("a row without its set row is not returned", async () => {
+    const t = initConvexTest();
+    await seedWithAggregates(t);
+    await t.run(async (ctx) => {
+      const rs = await ctx.db
+        .query("resultSets")
+        .withIndex("by_user_filter", (q) => q.eq("userId", A).eq("filterKey", "All|all||"))
+        .unique();
+      await ctx.db.delete(rs!._id);
+    });
+    const alice = t.withIdentity(ALICE);
+    expect(await alice.query(api.dashboard.getAggregation, { type: "kpi" })).toBeNull();
+    expect(await alice.query(api.dashboard.getDashboard, {})).toMatchObject({
+      aggregations: [],
+      freshness: { computedAtMs: null, watermark: null, lastSeq: 1, stale: true },
     });
   });
 

@@ -28,29 +28,52 @@ export const PENDING_COUNT_CAP = 100;
 /** Most aggregation rows read for one filter set (14 types today). */
 const MAX_AGGREGATIONS_PER_FILTER = 64;
 
+/** What every view of one filter set shares: its `resultSets` row and the flags derived from it. */
+interface SetState {
+  rs: Doc<"resultSets">;
+  lastSeq: number;
+  pending: boolean;
+  nowMs: number;
+}
+
+/** The caller's `resultSets` row for `key` with the set-wide flags, or null when never stored. */
+async function setState(ctx: QueryCtx, userId: string, key: string): Promise<SetState | null> {
+  const rs = await ctx.db
+    .query("resultSets")
+    .withIndex("by_user_filter", (q) => q.eq("userId", userId).eq("filterKey", key))
+    .unique();
+  if (rs === null) return null;
+  const user = await getUser(ctx, userId);
+  return {
+    rs,
+    lastSeq: user?.lastSeq ?? 0,
+    pending: await hasPendingChangeAfter(ctx, userId, rs.watermark),
+    nowMs: Date.now(),
+  };
+}
+
 /**
- * Build the UI view of a stored aggregate. `stale`: the user has changes newer
- * than the watermark or `validUntilMs` has passed; `pending`: a change newer
- * than the watermark is still unacknowledged.
+ * Build the UI view of a stored aggregate. Freshness comes from the set's
+ * `resultSets` row: `stale` when the user has changes newer than the set's
+ * watermark or this type's `validUntilMs` has passed; `pending` when a change
+ * newer than the watermark is still unacknowledged. `dataChangedAtMs` is when
+ * this row's data last changed.
  */
-async function toView(
-  ctx: QueryCtx,
-  row: Doc<"aggregations">,
-  lastSeq: number,
-  nowMs: number,
-): Promise<AggregationView> {
-  const pending = await hasPendingChangeAfter(ctx, row.userId, row.watermark);
-  const expired = row.validUntilMs !== undefined && row.validUntilMs <= nowMs;
+function toView(row: Doc<"aggregations">, state: SetState): AggregationView {
+  const { rs } = state;
+  const validUntilMs = rs.validUntil.find((e) => e.type === row.type)?.validUntilMs;
+  const expired = validUntilMs !== undefined && validUntilMs <= state.nowMs;
   return {
     type: row.type,
     filterKey: row.filterKey,
     data: row.data,
-    computedAtMs: row.computedAtMs,
-    watermark: row.watermark,
-    ...(row.validUntilMs !== undefined ? { validUntilMs: row.validUntilMs } : {}),
+    computedAtMs: rs.computedAtMs,
+    watermark: rs.watermark,
+    ...(validUntilMs !== undefined ? { validUntilMs } : {}),
     definitionVersion: row.definitionVersion,
-    stale: lastSeq > row.watermark || expired,
-    pending,
+    dataChangedAtMs: row.computedAtMs,
+    stale: state.lastSeq > rs.watermark || expired,
+    pending: state.pending,
   };
 }
 
@@ -69,8 +92,8 @@ export async function getAggregationHandler(
     )
     .unique();
   if (row === null) return null;
-  const user = await getUser(ctx, userId);
-  return await toView(ctx, row, user?.lastSeq ?? 0, Date.now());
+  const state = await setState(ctx, userId, key);
+  return state === null ? null : toView(row, state);
 }
 
 /** Handler of `dashboard:getDashboard`. */
@@ -81,26 +104,27 @@ export async function getDashboardHandler(
   const userId = await callerUserId(ctx);
   if (userId === null) return null;
   const key = filterKey(normalizeFilters(args.filters));
-  const rows = await ctx.db
-    .query("aggregations")
-    .withIndex("by_user_filter", (q) => q.eq("userId", userId).eq("filterKey", key))
-    .take(MAX_AGGREGATIONS_PER_FILTER);
-  const user = await getUser(ctx, userId);
-  const lastSeq = user?.lastSeq ?? 0;
-  const nowMs = Date.now();
-  const aggregations: AggregationView[] = [];
-  for (const row of rows) aggregations.push(await toView(ctx, row, lastSeq, nowMs));
+  const state = await setState(ctx, userId, key);
+  const rows =
+    state === null
+      ? []
+      : await ctx.db
+          .query("aggregations")
+          .withIndex("by_user_filter", (q) => q.eq("userId", userId).eq("filterKey", key))
+          .take(MAX_AGGREGATIONS_PER_FILTER);
+  const lastSeq = state?.lastSeq ?? (await getUser(ctx, userId))?.lastSeq ?? 0;
+  const aggregations = state === null ? [] : rows.map((row) => toView(row, state));
   aggregations.sort((a, b) => (a.type < b.type ? -1 : a.type > b.type ? 1 : 0));
   const pendingChanges = await countPendingChanges(ctx, userId, PENDING_COUNT_CAP);
   return {
     filterKey: key,
     aggregations,
     freshness: {
-      computedAtMs: rows.length === 0 ? null : Math.min(...rows.map((r) => r.computedAtMs)),
-      watermark: rows.length === 0 ? null : Math.min(...rows.map((r) => r.watermark)),
+      computedAtMs: state?.rs.computedAtMs ?? null,
+      watermark: state?.rs.watermark ?? null,
       lastSeq,
       pendingChanges,
-      stale: aggregations.length === 0 ? lastSeq > 0 : aggregations.some((a) => a.stale),
+      stale: state === null ? lastSeq > 0 : aggregations.some((a) => a.stale),
     },
   };
 }
@@ -178,7 +202,10 @@ export async function registerFilterHandler(
  *
  * `filters` defaults to `{timeframe: "All", product: "all"}`; topic and channel
  * order does not matter. Returns `null` when unauthenticated or not computed
- * yet. `stale`/`pending` as in `docs/architecture.md`. Times are epoch ms.
+ * yet. `computedAtMs`, `watermark`, `validUntilMs`, `stale` and `pending`
+ * describe the filter set's last stored computation (`resultSets`);
+ * `dataChangedAtMs` is when this aggregate's data last changed. Flags as in
+ * `docs/architecture.md`. Times are epoch ms.
  *
  * @throws ConvexError `INVALID_FILTERS` (too many or malformed topics/channels).
  */
@@ -190,11 +217,12 @@ export const getAggregation = query({
 
 /**
  * Read every aggregate of the signed-in user for one filter set, sorted by
- * type, with overall freshness (UI). `freshness.computedAtMs`/`watermark` are
- * the oldest over the returned aggregates (null when none);
- * `pendingChanges` counts unacknowledged changes up to 100; `stale` is true
- * when any aggregate is stale, or when none is stored yet although the user
- * has changes. Returns `null` when unauthenticated.
+ * type, with overall freshness (UI). All aggregates of a set come from one
+ * stored computation; `freshness.computedAtMs`/`watermark` are the set's
+ * (null when never stored); `pendingChanges` counts unacknowledged changes up
+ * to 100; `stale` is true when any aggregate is stale (newer changes or an
+ * expired type), or when none is stored yet although the user has changes.
+ * Returns `null` when unauthenticated.
  *
  * @throws ConvexError `INVALID_FILTERS`.
  */

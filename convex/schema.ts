@@ -9,6 +9,7 @@ import {
   vChangeKind,
   vChangeStatus,
   vFilters,
+  vTypeValidUntil,
   vWatchEventInput,
 } from "./validators";
 
@@ -50,20 +51,40 @@ export default defineSchema({
     eventCount: v.number(),
   }).index("by_userId", ["userId"]),
 
-  /** Materialized aggregates written by the worker behind the write guard. */
+  /**
+   * Materialized aggregates written by the worker behind the write guard, one
+   * row per (user, type, filter set). `watermark`/`computedAtMs` say when this
+   * row's data last changed; the freshness of the set is in `resultSets`.
+   */
   aggregations: defineTable({
     userId: v.string(),
     type: vAggregationType,
     filterKey: v.string(),
     data: v.any(),
+    dataHash: v.string(),
     watermark: v.number(),
     computedAtMs: v.number(),
     definitionVersion: v.number(),
-    validUntilMs: v.optional(v.number()),
   })
     .index("by_user_type_filter", ["userId", "type", "filterKey"])
+    .index("by_user_filter", ["userId", "filterKey"]),
+
+  /**
+   * One row per (user, filter set): the last stored computation of the set
+   * (write guard state and what the views report), and the expiry of its
+   * time-relative types.
+   */
+  resultSets: defineTable({
+    userId: v.string(),
+    filterKey: v.string(),
+    watermark: v.number(),
+    computedAtMs: v.number(),
+    definitionVersion: v.number(),
+    validUntil: v.array(vTypeValidUntil),
+    nextValidUntilMs: v.optional(v.number()),
+  })
     .index("by_user_filter", ["userId", "filterKey"])
-    .index("by_validUntil", ["validUntilMs"]),
+    .index("by_nextValidUntil", ["nextValidUntilMs"]),
 
   /** On-demand filter sets the worker keeps computed until `expiresAtMs`. */
   filterInterests: defineTable({

@@ -5,7 +5,7 @@ import { convexTest } from "convex-test";
 import { expect, test } from "vitest";
 import schema from "./schema";
 import { ensureUser } from "./users";
-import type { WatchEventInput } from "./validators";
+import type { AggregationType, ResultSetInput, WatchEventInput } from "./validators";
 import { dedupeKey } from "./watchEvents";
 
 /** Every module under `convex/`, including `_generated` (convex-test derives the root from it). */
@@ -40,4 +40,35 @@ export async function seedEvents(
     const user = await ensureUser(ctx, userId);
     await ctx.db.patch(user._id, { eventCount: user.eventCount + events.length });
   });
+}
+
+/** A result as the worker produces it before grouping (test shorthand). */
+export interface FlatResult {
+  type: AggregationType;
+  filterKey: string;
+  data: unknown;
+  definitionVersion: number;
+  validUntilMs?: number;
+}
+
+/**
+ * Group flat results by filter key into `storeAggregations` sets, as the
+ * worker does; `dataHash` is the JSON text of `data` (any digest will do).
+ */
+export function toSets(results: readonly FlatResult[]): ResultSetInput[] {
+  const sets = new Map<string, ResultSetInput>();
+  for (const r of results) {
+    let set = sets.get(r.filterKey);
+    if (set === undefined) {
+      set = { filterKey: r.filterKey, definitionVersion: r.definitionVersion, results: [] };
+      sets.set(r.filterKey, set);
+    }
+    set.results.push({
+      type: r.type,
+      data: r.data,
+      dataHash: JSON.stringify(r.data) ?? "undefined",
+      ...(r.validUntilMs !== undefined ? { validUntilMs: r.validUntilMs } : {}),
+    });
+  }
+  return [...sets.values()];
 }

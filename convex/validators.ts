@@ -133,17 +133,48 @@ export const vPendingChange = v.object({
 });
 export type PendingChange = Infer<typeof vPendingChange>;
 
-/** One computed aggregate sent by the worker to `worker:storeAggregations`. */
+/**
+ * One computed aggregate of a filter set, sent by the worker inside a
+ * `vResultSetInput`. `dataHash` is the worker's digest of `data` (trusted:
+ * only the admin key can call `worker:storeAggregations`); equal hashes mean
+ * equal data, so the row is not rewritten.
+ */
 export const vAggregationResult = v.object({
   type: vAggregationType,
-  filterKey: v.string(),
   data: v.any(),
-  definitionVersion: v.number(),
+  dataHash: v.string(),
   validUntilMs: v.optional(v.number()),
 });
 export type AggregationResult = Infer<typeof vAggregationResult>;
 
-/** A stored aggregate with its freshness flags, as the UI reads it. */
+/** The complete results of one filter set, stored in one transaction. */
+export const vResultSetInput = v.object({
+  filterKey: v.string(),
+  definitionVersion: v.number(),
+  results: v.array(vAggregationResult),
+});
+export type ResultSetInput = Infer<typeof vResultSetInput>;
+
+/** Expiry of one aggregation type of a filter set (`resultSets.validUntil`). */
+export const vTypeValidUntil = v.object({
+  type: vAggregationType,
+  validUntilMs: v.number(),
+});
+export type TypeValidUntil = Infer<typeof vTypeValidUntil>;
+
+export const vStoreResult = v.object({
+  written: v.number(),
+  unchanged: v.number(),
+  skippedStale: v.number(),
+});
+export type StoreResult = Infer<typeof vStoreResult>;
+
+/**
+ * A stored aggregate with its freshness flags, as the UI reads it.
+ * `computedAtMs`, `watermark`, `validUntilMs`, `stale` and `pending` describe
+ * the filter set's last stored computation; `dataChangedAtMs` is when this
+ * aggregate's data last changed.
+ */
 export const vAggregationView = v.object({
   type: vAggregationType,
   filterKey: v.string(),
@@ -152,6 +183,7 @@ export const vAggregationView = v.object({
   watermark: v.number(),
   validUntilMs: v.optional(v.number()),
   definitionVersion: v.number(),
+  dataChangedAtMs: v.number(),
   stale: v.boolean(),
   pending: v.boolean(),
 });

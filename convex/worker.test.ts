@@ -1,13 +1,18 @@
 import { describe, expect, test } from "vitest";
 import { api, internal } from "./_generated/api";
 import type { Doc } from "./_generated/dataModel";
-import { ALICE, BOB, initConvexTest, seedEvents } from "./setup.test";
-import type { WatchEventInput } from "./validators";
+import { ALICE, BOB, initConvexTest, seedEvents, toSets, type FlatResult } from "./setup.test";
+import type { AggregationType, ResultSetInput, WatchEventInput } from "./validators";
 import { coalesceChanges, MAX_ATTEMPTS } from "./worker";
 
 const T0 = Date.UTC(2024, 0, 1);
 const HOUR = 3_600_000;
 const A = ALICE.tokenIdentifier;
+const AGGREGATION_TYPES: AggregationType[] = [
+  "kpi", "monthly_trend", "top_channels", "day_time_heatmap", "topics_leaderboard", "session_analysis",
+  "viewing_patterns", "channel_metrics", "channel_relationships", "channel_evolution", "topic_evolution",
+  "topic_engagement", "topic_discovery", "topic_diversity",
+];
 
 function event(i: number): WatchEventInput {
   return {
@@ -224,84 +229,188 @@ describe("listEvents", () => {
 });
 
 describe("storeAggregations", () => {
-  const result = (data: unknown, extra: Record<string, unknown> = {}) => ({
-    type: "kpi" as const,
+  type T = ReturnType<typeof initConvexTest>;
+  const result = (data: unknown, extra: Partial<FlatResult> = {}): FlatResult => ({
+    type: "kpi",
     filterKey: "All|all||",
     data,
     definitionVersion: 1,
     ...extra,
   });
 
-  async function aggregations(t: ReturnType<typeof initConvexTest>) {
+  async function store(t: T, watermark: number, computedAtMs: number, results: FlatResult[], userId = A) {
+    return await t.mutation(internal.worker.storeAggregations, {
+      userId, watermark, computedAtMs, sets: toSets(results),
+    });
+  }
+
+  async function aggregations(t: T) {
     return await t.run(async (ctx) => ctx.db.query("aggregations").collect());
+  }
+
+  async function resultSets(t: T) {
+    return await t.run(async (ctx) => ctx.db.query("resultSets").collect());
+  }
+
+  async function seqs(t: T, n: number) {
+    for (let i = 0; i < n; i++) await importFor(t, A, [event(i)]);
   }
 
   test("writes newer results, skips stale ones and treats repeats as no-ops", async () => {
     const t = initConvexTest();
-    await importFor(t, A, [event(0)]);
-    await importFor(t, A, [event(1)]);
+    await seqs(t, 2);
 
-    const w1 = await t.mutation(internal.worker.storeAggregations, {
-      userId: A, watermark: 1, computedAtMs: 1000, results: [result({ views: 1 }, { validUntilMs: 5000 })],
+    expect(await store(t, 1, 1000, [result({ views: 1 }, { validUntilMs: 5000 })])).toEqual({
+      written: 1, unchanged: 0, skippedStale: 0,
     });
-    expect(w1).toEqual({ written: 1, unchanged: 0, skippedStale: 0 });
-
-    const w2 = await t.mutation(internal.worker.storeAggregations, {
-      userId: A, watermark: 2, computedAtMs: 2000, results: [result({ views: 2 })],
-    });
-    expect(w2).toEqual({ written: 1, unchanged: 0, skippedStale: 0 });
+    expect(await store(t, 2, 2000, [result({ views: 2 })])).toEqual({ written: 1, unchanged: 0, skippedStale: 0 });
     let rows = await aggregations(t);
     expect(rows).toHaveLength(1);
-    expect(rows[0]).toMatchObject({ watermark: 2, computedAtMs: 2000, data: { views: 2 } });
-    expect(rows[0].validUntilMs).toBeUndefined();
+    expect(rows[0]).toMatchObject({ watermark: 2, computedAtMs: 2000, data: { views: 2 }, dataHash: '{"views":2}' });
+    let sets = await resultSets(t);
+    expect(sets).toHaveLength(1);
+    expect(sets[0]).toMatchObject({ userId: A, filterKey: "All|all||", watermark: 2, computedAtMs: 2000, definitionVersion: 1, validUntil: [] });
+    expect(sets[0].nextValidUntilMs).toBeUndefined();
 
-    const stale = await t.mutation(internal.worker.storeAggregations, {
-      userId: A, watermark: 1, computedAtMs: 9000, results: [result({ views: 1 })],
-    });
-    expect(stale).toEqual({ written: 0, unchanged: 0, skippedStale: 1 });
-
-    const repeat = await t.mutation(internal.worker.storeAggregations, {
-      userId: A, watermark: 2, computedAtMs: 2000, results: [result({ views: 999 })],
-    });
-    expect(repeat).toEqual({ written: 0, unchanged: 1, skippedStale: 0 });
+    expect(await store(t, 1, 9000, [result({ views: 1 })])).toEqual({ written: 0, unchanged: 0, skippedStale: 1 });
+    expect(await store(t, 2, 2000, [result({ views: 999 })])).toEqual({ written: 0, unchanged: 1, skippedStale: 0 });
     rows = await aggregations(t);
     expect(rows[0]).toMatchObject({ watermark: 2, computedAtMs: 2000, data: { views: 2 } });
 
-    const newerDefinition = await t.mutation(internal.worker.storeAggregations, {
-      userId: A, watermark: 2, computedAtMs: 2000, results: [result({ views: 2, v: 2 }, { definitionVersion: 2 })],
+    // A new definition rewrites the row even when the data (and hash) are equal.
+    expect(await store(t, 2, 2000, [result({ views: 2 }, { definitionVersion: 2 })])).toEqual({
+      written: 1, unchanged: 0, skippedStale: 0,
     });
-    expect(newerDefinition).toEqual({ written: 1, unchanged: 0, skippedStale: 0 });
-    const recomputed = await t.mutation(internal.worker.storeAggregations, {
-      userId: A, watermark: 2, computedAtMs: 3000, results: [result({ views: 3 }, { definitionVersion: 2 })],
-    });
-    expect(recomputed.written).toBe(1);
+    expect((await aggregations(t))[0].definitionVersion).toBe(2);
+    expect((await store(t, 2, 3000, [result({ views: 3 }, { definitionVersion: 2 })])).written).toBe(1);
     rows = await aggregations(t);
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({ computedAtMs: 3000, definitionVersion: 2, data: { views: 3 } });
+    sets = await resultSets(t);
+    expect(sets[0]).toMatchObject({ watermark: 2, computedAtMs: 3000, definitionVersion: 2 });
+  });
 
-    // A replica still on definition 1 (rolling deploy) cannot overwrite definition 2, even with newer data.
-    await importFor(t, A, [event(2)]);
-    const olderDefinition = await t.mutation(internal.worker.storeAggregations, {
-      userId: A, watermark: 3, computedAtMs: 4000, results: [result({ views: 4 }, { definitionVersion: 1 })],
-    });
-    expect(olderDefinition).toEqual({ written: 0, unchanged: 0, skippedStale: 1 });
+  test("unchanged data writes no row; changed data replaces it; the set row always advances", async () => {
+    const t = initConvexTest();
+    await seqs(t, 3);
+    await store(t, 1, 1000, [result({ views: 1 }), result({ months: [1] }, { type: "monthly_trend" })]);
+    const before = await aggregations(t);
+    const kpi0 = before.find((r) => r.type === "kpi")!;
+    const trend0 = before.find((r) => r.type === "monthly_trend")!;
+
+    const same = await store(t, 2, 2000, [result({ views: 1 }), result({ months: [1] }, { type: "monthly_trend" })]);
+    expect(same).toEqual({ written: 0, unchanged: 2, skippedStale: 0 });
+    let rows = await aggregations(t);
+    // Untouched documents: same id, same creation time, same "last changed" stamps.
+    expect(rows.find((r) => r.type === "kpi")).toEqual(kpi0);
+    expect(rows.find((r) => r.type === "monthly_trend")).toEqual(trend0);
+    expect((await resultSets(t))[0]).toMatchObject({ watermark: 2, computedAtMs: 2000 });
+
+    const changed = await store(t, 3, 3000, [result({ views: 2 }), result({ months: [1] }, { type: "monthly_trend" })]);
+    expect(changed).toEqual({ written: 1, unchanged: 1, skippedStale: 0 });
     rows = await aggregations(t);
-    expect(rows[0]).toMatchObject({ computedAtMs: 3000, definitionVersion: 2, data: { views: 3 } });
+    const kpi = rows.find((r) => r.type === "kpi")!;
+    expect(kpi).toMatchObject({ _id: kpi0._id, data: { views: 2 }, watermark: 3, computedAtMs: 3000 });
+    expect(kpi._creationTime).toBe(kpi0._creationTime); // replaced in place
+    expect(rows.find((r) => r.type === "monthly_trend")).toEqual(trend0);
+    expect((await resultSets(t))[0]).toMatchObject({ watermark: 3, computedAtMs: 3000 });
+  });
+
+  test("a stale set is skipped as a whole and a repeat changes nothing", async () => {
+    const t = initConvexTest();
+    await seqs(t, 2);
+    const full = (v: number) => [result({ v }), result({ v }, { type: "monthly_trend" }), result({ v }, { type: "top_channels" })];
+    await store(t, 2, 2000, full(2));
+    const rowsBefore = await aggregations(t);
+    const setBefore = await resultSets(t);
+
+    expect(await store(t, 1, 5000, full(1))).toEqual({ written: 0, unchanged: 0, skippedStale: 3 });
+    expect(await store(t, 2, 2000, full(9))).toEqual({ written: 0, unchanged: 3, skippedStale: 0 });
+    expect(await store(t, 2, 1500, full(9))).toEqual({ written: 0, unchanged: 3, skippedStale: 0 });
+    expect(await aggregations(t)).toEqual(rowsBefore);
+    expect(await resultSets(t)).toEqual(setBefore);
+  });
+
+  test("a replica on an older definition cannot overwrite a newer one, even with newer data", async () => {
+    const t = initConvexTest();
+    await seqs(t, 2);
+    await store(t, 1, 1000, [result({ v: 1 }, { definitionVersion: 2 }), result({ v: 1 }, { type: "monthly_trend", definitionVersion: 2 })]);
+    const rowsBefore = await aggregations(t);
+    const older = await store(t, 2, 4000, [result({ v: 2 }), result({ v: 2 }, { type: "monthly_trend" })]);
+    expect(older).toEqual({ written: 0, unchanged: 0, skippedStale: 2 });
+    expect(await aggregations(t)).toEqual(rowsBefore);
+    expect((await resultSets(t))[0]).toMatchObject({ watermark: 1, definitionVersion: 2 });
+  });
+
+  test("guards each set of a call on its own", async () => {
+    const t = initConvexTest();
+    await seqs(t, 2);
+    await store(t, 2, 2000, [result(1, { filterKey: "YTD|all||" })]);
+    const outcome = await store(t, 1, 1000, [
+      result(1),
+      result(1, { type: "monthly_trend" }),
+      result(2, { filterKey: "YTD|all||" }),
+    ]);
+    expect(outcome).toEqual({ written: 2, unchanged: 0, skippedStale: 1 });
+    const sets = (await resultSets(t)).map((r) => [r.filterKey, r.watermark]).sort();
+    expect(sets).toEqual([["All|all||", 1], ["YTD|all||", 2]]);
+  });
+
+  test("readers never see two watermarks within one filter set", async () => {
+    const t = initConvexTest();
+    await seqs(t, 2);
+    const alice = t.withIdentity(ALICE);
+    await store(t, 1, 1000, [result({ v: 1 }), result({ m: 1 }, { type: "monthly_trend" }), result({ c: 1 }, { type: "top_channels" })]);
+    // Only kpi changes at watermark 2; the other rows keep their stamps from watermark 1.
+    await store(t, 2, 2000, [result({ v: 2 }), result({ m: 1 }, { type: "monthly_trend" }), result({ c: 1 }, { type: "top_channels" })]);
+    const rows = await aggregations(t);
+    expect(new Set(rows.map((r) => r.watermark))).toEqual(new Set([1, 2]));
+
+    const dash = (await alice.query(api.dashboard.getDashboard, {}))!;
+    expect(dash.aggregations).toHaveLength(3);
+    for (const view of dash.aggregations) {
+      expect(view).toMatchObject({ watermark: 2, computedAtMs: 2000, stale: false });
+    }
+    expect(dash.freshness).toMatchObject({ watermark: 2, computedAtMs: 2000, stale: false });
+    const changedAt = Object.fromEntries(dash.aggregations.map((a) => [a.type, a.dataChangedAtMs]));
+    expect(changedAt).toEqual({ kpi: 2000, monthly_trend: 1000, top_channels: 1000 });
+    for (const type of ["kpi", "monthly_trend", "top_channels"] as const) {
+      expect(await alice.query(api.dashboard.getAggregation, { type })).toMatchObject({ watermark: 2, computedAtMs: 2000 });
+    }
+  });
+
+  test("types missing from a stored set are removed", async () => {
+    const t = initConvexTest();
+    await seqs(t, 2);
+    await store(t, 1, 1000, [result(1), result(1, { type: "monthly_trend" })]);
+    expect(await store(t, 2, 2000, [result(1)])).toEqual({ written: 0, unchanged: 1, skippedStale: 0 });
+    expect((await aggregations(t)).map((r) => r.type)).toEqual(["kpi"]);
+    expect(await t.withIdentity(ALICE).query(api.dashboard.getAggregation, { type: "monthly_trend" })).toBeNull();
+  });
+
+  test("records expiry per type and the set's earliest expiry", async () => {
+    const t = initConvexTest();
+    await seqs(t, 1);
+    await store(t, 1, 1000, [
+      result(1, { filterKey: "MTD|all||", validUntilMs: 9000 }),
+      result(1, { filterKey: "MTD|all||", type: "monthly_trend", validUntilMs: 7000 }),
+      result(1, { filterKey: "MTD|all||", type: "top_channels" }),
+    ]);
+    const [set] = await resultSets(t);
+    expect(set.validUntil).toEqual([
+      { type: "kpi", validUntilMs: 9000 },
+      { type: "monthly_trend", validUntilMs: 7000 },
+    ]);
+    expect(set.nextValidUntilMs).toBe(7000);
+    expect(await aggregations(t)).toSatisfy((rows: Doc<"aggregations">[]) => rows.every((r) => !("validUntilMs" in r)));
   });
 
   test("keys rows by user, type and filter key", async () => {
     const t = initConvexTest();
     await importFor(t, A, [event(0)]);
     await importFor(t, "user-b", [event(0)]);
-    await t.mutation(internal.worker.storeAggregations, {
-      userId: A,
-      watermark: 1,
-      computedAtMs: 1,
-      results: [result(1), result(2, { type: "monthly_trend" }), result(3, { filterKey: "YTD|all||" })],
-    });
-    await t.mutation(internal.worker.storeAggregations, {
-      userId: "user-b", watermark: 1, computedAtMs: 1, results: [result(4)],
-    });
+    await store(t, 1, 1, [result(1), result(2, { type: "monthly_trend" }), result(3, { filterKey: "YTD|all||" })]);
+    await store(t, 1, 1, [result(4)], "user-b");
     const rows = await aggregations(t);
     expect(rows.map((r) => [r.userId, r.type, r.filterKey, r.data]).sort()).toEqual(
       [
@@ -311,21 +420,34 @@ describe("storeAggregations", () => {
         ["user-b", "kpi", "All|all||", 4],
       ].sort(),
     );
+    expect((await resultSets(t)).map((r) => [r.userId, r.filterKey]).sort()).toEqual(
+      [[A, "All|all||"], [A, "YTD|all||"], ["user-b", "All|all||"]].sort(),
+    );
   });
 
-  test("rejects a watermark ahead of lastSeq and more than 50 results", async () => {
+  test("rejects bad calls without writing anything", async () => {
     const t = initConvexTest();
     await importFor(t, A, [event(0)]);
+    const call = (sets: ResultSetInput[], watermark = 1) =>
+      t.mutation(internal.worker.storeAggregations, { userId: A, watermark, computedAtMs: 1, sets });
+    const set = (filterKey: string, n: number, extra: Partial<ResultSetInput["results"][number]> = {}): ResultSetInput => ({
+      filterKey,
+      definitionVersion: 1,
+      results: Array.from({ length: n }, (_, i) => ({ type: AGGREGATION_TYPES[i % 14], data: i, dataHash: `h${i}`, ...extra })),
+    });
+    await expect(call([set("All|all||", 1)], 2)).rejects.toMatchObject({ data: { code: "INVALID_ARGUMENT", field: "watermark" } });
     await expect(
-      t.mutation(internal.worker.storeAggregations, { userId: A, watermark: 2, computedAtMs: 1, results: [result(1)] }),
-    ).rejects.toMatchObject({ data: { code: "INVALID_ARGUMENT", field: "watermark" } });
-    await expect(
-      t.mutation(internal.worker.storeAggregations, {
-        userId: A, watermark: 1, computedAtMs: 1,
-        results: Array.from({ length: 51 }, (_, i) => result(i, { filterKey: `k${i}` })),
-      }),
-    ).rejects.toMatchObject({ data: { code: "INVALID_ARGUMENT", field: "results" } });
+      call([set("a", 14), set("b", 14), set("c", 14), set("d", 14)]),
+    ).rejects.toMatchObject({ data: { code: "INVALID_ARGUMENT", field: "sets" } });
+    await expect(call([set("a", 1), set("a", 1)])).rejects.toMatchObject({ data: { code: "INVALID_ARGUMENT", field: "filterKey" } });
+    await expect(call([set("a", 15)])).rejects.toMatchObject({ data: { code: "INVALID_ARGUMENT", field: "type" } });
+    await expect(call([set("a", 1, { dataHash: "" })])).rejects.toMatchObject({ data: { code: "INVALID_ARGUMENT", field: "dataHash" } });
+    await expect(call([set("", 1)])).rejects.toMatchObject({ data: { code: "INVALID_ARGUMENT", field: "filterKey" } });
+    await expect(call([set("a", 1, { validUntilMs: Infinity })])).rejects.toMatchObject({ data: { code: "INVALID_ARGUMENT", field: "validUntilMs" } });
     expect(await aggregations(t)).toHaveLength(0);
+    expect(await resultSets(t)).toHaveLength(0);
+    // 3 sets × 14 = 42 results fit in one call.
+    expect(await call([set("a", 14), set("b", 14), set("c", 14)])).toEqual({ written: 42, unchanged: 0, skippedStale: 0 });
   });
 });
 
@@ -403,16 +525,20 @@ describe("enqueueExpired", () => {
         userId,
         watermark: 1,
         computedAtMs: now,
-        results: [
-          { type: "kpi", filterKey: "MTD|all||", data: {}, definitionVersion: 1, validUntilMs: userId === "user-c" ? now + HOUR : now - 1 },
-          { type: "monthly_trend", filterKey: "MTD|all||", data: {}, definitionVersion: 1, validUntilMs: now - 2 },
+        sets: toSets([
+          { type: "kpi", filterKey: "MTD|all||", data: {}, definitionVersion: 1, validUntilMs: now + HOUR },
+          // user-c's MTD set expires through its second type only.
+          { type: "monthly_trend", filterKey: "MTD|all||", data: {}, definitionVersion: 1, validUntilMs: userId === A ? now + HOUR : now - 2 },
           { type: "top_channels", filterKey: "All|all||", data: {}, definitionVersion: 1 },
-        ],
+          ...(userId === A
+            ? [{ type: "kpi" as const, filterKey: "YTD|all||", data: {}, definitionVersion: 1, validUntilMs: now - 1 }]
+            : []),
+        ]),
       });
     }
     await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 1 });
     await t.mutation(internal.worker.ackChanges, { userId: "user-c", workerId: "w1", upToSeq: 1 });
-    // user-b still has its import pending → skipped; user-c's monthly_trend expired → enqueued.
+    // user-b still has its import pending → skipped.
 
     expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: now })).toEqual({ enqueued: 2 });
     const a = await changeRows(t, A);
@@ -428,13 +554,32 @@ describe("enqueueExpired", () => {
     expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: now - 10 })).toEqual({ enqueued: 0 });
   });
 
+  test("a recompute moves the set's expiry forward", async () => {
+    const t = initConvexTest();
+    await importFor(t, A, [event(0)]);
+    const store = (watermark: number, validUntilMs: number) =>
+      t.mutation(internal.worker.storeAggregations, {
+        userId: A, watermark, computedAtMs: watermark * 1000,
+        sets: toSets([{ type: "kpi", filterKey: "MTD|all||", data: {}, definitionVersion: 1, validUntilMs }]),
+      });
+    await store(1, 100);
+    await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 1 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 150 })).toEqual({ enqueued: 1 });
+    // Same data (no row write), new expiry: the set is no longer expired at 150.
+    expect(await store(2, 200)).toEqual({ written: 0, unchanged: 1, skippedStale: 0 });
+    await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 2 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 150 })).toEqual({ enqueued: 0 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 200 })).toEqual({ enqueued: 1 });
+  });
+
   test("honours limit", async () => {
     const t = initConvexTest();
     for (const userId of ["u1", "u2", "u3"]) {
       await t.run(async (ctx) => {
         await ctx.db.insert("users", { userId, timeZone: "UTC", lastSeq: 1, ackedSeq: 1, eventCount: 0 });
-        await ctx.db.insert("aggregations", {
-          userId, type: "kpi", filterKey: "MTD|all||", data: null, watermark: 1, computedAtMs: 0, definitionVersion: 1, validUntilMs: 10,
+        await ctx.db.insert("resultSets", {
+          userId, filterKey: "MTD|all||", watermark: 1, computedAtMs: 0, definitionVersion: 1,
+          validUntil: [{ type: "kpi", validUntilMs: 10 }], nextValidUntilMs: 10,
         });
       });
     }
@@ -447,7 +592,8 @@ test("B never sees A's data through the public API", async () => {
   const t = initConvexTest();
   await importFor(t, A, [event(0)]);
   await t.mutation(internal.worker.storeAggregations, {
-    userId: A, watermark: 1, computedAtMs: 1, results: [{ type: "kpi", filterKey: "All|all||", data: { views: 1 }, definitionVersion: 1 }],
+    userId: A, watermark: 1, computedAtMs: 1,
+    sets: toSets([{ type: "kpi", filterKey: "All|all||", data: { views: 1 }, definitionVersion: 1 }]),
   });
   const bob = t.withIdentity(BOB);
   expect(await bob.query(api.dashboard.getAggregation, { type: "kpi" })).toBeNull();

@@ -16,16 +16,20 @@ import { appendChange, hasPendingChangeAfter } from "./changeLog";
 import { appError, requireInteger } from "./errors";
 import { ensureUser, getUser, requireUserIdArg } from "./users";
 import {
-  vAggregationResult,
   vChangeEntry,
   vFilters,
   vPendingChange,
+  vResultSetInput,
+  vStoreResult,
   vWatchEventOutput,
-  type AggregationResult,
+  type AggregationType,
   type ChangeEntry,
   type ChangeKind,
   type Filters,
   type PendingChange,
+  type ResultSetInput,
+  type StoreResult,
+  type TypeValidUntil,
   type WatchEventOutput,
 } from "./validators";
 
@@ -42,8 +46,10 @@ export const CHANGE_ROWS_PER_CALL = 8000;
 export const CLAIM_MAX_INTERESTS = 200;
 /** Largest `paginationOpts.numItems` accepted by `listEvents`. */
 export const LIST_EVENTS_MAX_PAGE = 4000;
-/** Most results per `storeAggregations` call. */
+/** Most results per `storeAggregations` call (over all its sets). */
 export const STORE_MAX_RESULTS = 50;
+/** Most stored aggregation rows read for one filter set (14 types today). */
+export const MAX_ROWS_PER_SET = 64;
 /** Longest accepted `filterKey`, in characters. */
 export const MAX_FILTER_KEY_LENGTH = 16_384;
 /** A change failed this many times becomes `"failed"` (dead letter). */
@@ -53,7 +59,7 @@ export const MAX_ERROR_LENGTH = 2000;
 /** Default and maximum `limit` of `enqueueExpired` (users). */
 export const EXPIRED_DEFAULT_LIMIT = 100;
 export const EXPIRED_MAX_LIMIT = 1000;
-/** Most expired aggregation rows `enqueueExpired` scans per call. */
+/** Most expired `resultSets` rows `enqueueExpired` scans per call. */
 export const EXPIRED_SCAN_ROWS = 4000;
 /** Longest accepted worker id, in characters. */
 export const MAX_WORKER_ID_LENGTH = 256;
@@ -231,89 +237,145 @@ export async function listEventsHandler(
   };
 }
 
-export interface StoreResult {
-  written: number;
-  unchanged: number;
-  skippedStale: number;
+/** Longest accepted `dataHash`, in characters. */
+export const MAX_DATA_HASH_LENGTH = 128;
+
+function invalid(message: string, field: string, extra: Record<string, unknown> = {}): never {
+  throw appError("INVALID_ARGUMENT", message, { field, ...extra });
+}
+
+/** Reject malformed sets before anything is read or written (the call then changes nothing). */
+function validateSets(sets: readonly ResultSetInput[]): void {
+  const total = sets.reduce((n, set) => n + set.results.length, 0);
+  if (total > STORE_MAX_RESULTS) {
+    invalid(`sets hold ${total} results; at most ${STORE_MAX_RESULTS} per call are allowed`, "sets");
+  }
+  const keys = new Set<string>();
+  sets.forEach((set, index) => {
+    if (set.filterKey.length === 0 || set.filterKey.length > MAX_FILTER_KEY_LENGTH) {
+      invalid(`sets[${index}].filterKey must be 1-${MAX_FILTER_KEY_LENGTH} characters`, "filterKey", { index });
+    }
+    if (keys.has(set.filterKey)) {
+      invalid(`sets[${index}].filterKey ${set.filterKey} appears twice; send each set once, whole`, "filterKey", {
+        index,
+      });
+    }
+    keys.add(set.filterKey);
+    requireInteger(set.definitionVersion, `sets[${index}].definitionVersion`, 0);
+    const types = new Set<AggregationType>();
+    set.results.forEach((result, r) => {
+      const where = `sets[${index}].results[${r}]`;
+      if (types.has(result.type)) {
+        invalid(`${where}.type ${result.type} appears twice in one set`, "type", { index });
+      }
+      types.add(result.type);
+      if (result.dataHash.length === 0 || result.dataHash.length > MAX_DATA_HASH_LENGTH) {
+        invalid(`${where}.dataHash must be 1-${MAX_DATA_HASH_LENGTH} characters`, "dataHash", { index });
+      }
+      if (result.validUntilMs !== undefined && !Number.isFinite(result.validUntilMs)) {
+        invalid(`${where}.validUntilMs must be finite`, "validUntilMs", { index });
+      }
+    });
+  });
+}
+
+/**
+ * Store one filter set (the write guard of `storeAggregations`; see
+ * docs/architecture.md). Adds the set's results to `outcome`.
+ */
+async function storeSet(
+  ctx: MutationCtx,
+  userId: string,
+  watermark: number,
+  computedAtMs: number,
+  set: ResultSetInput,
+  outcome: StoreResult,
+): Promise<void> {
+  const { filterKey, definitionVersion, results } = set;
+  const rs = await ctx.db
+    .query("resultSets")
+    .withIndex("by_user_filter", (q) => q.eq("userId", userId).eq("filterKey", filterKey))
+    .unique();
+  if (rs !== null) {
+    if (watermark < rs.watermark || definitionVersion < rs.definitionVersion) {
+      // Older data, or an older definition (a replica not yet upgraded during a rolling deploy).
+      outcome.skippedStale += results.length;
+      return;
+    }
+    if (
+      watermark === rs.watermark &&
+      computedAtMs <= rs.computedAtMs &&
+      definitionVersion <= rs.definitionVersion
+    ) {
+      outcome.unchanged += results.length; // a retry
+      return;
+    }
+  }
+
+  const stored = await ctx.db
+    .query("aggregations")
+    .withIndex("by_user_filter", (q) => q.eq("userId", userId).eq("filterKey", filterKey))
+    .take(MAX_ROWS_PER_SET);
+  const byType = new Map(stored.map((row) => [row.type, row]));
+  for (const result of results) {
+    const old = byType.get(result.type);
+    byType.delete(result.type);
+    if (old !== undefined && old.dataHash === result.dataHash && old.definitionVersion === definitionVersion) {
+      outcome.unchanged++;
+      continue;
+    }
+    const doc = {
+      userId,
+      type: result.type,
+      filterKey,
+      data: result.data,
+      dataHash: result.dataHash,
+      watermark,
+      computedAtMs,
+      definitionVersion,
+    };
+    if (old === undefined) await ctx.db.insert("aggregations", doc);
+    else await ctx.db.replace(old._id, doc);
+    outcome.written++;
+  }
+  // The set is sent whole: a type it no longer contains must not be shown under its new watermark.
+  for (const leftover of byType.values()) await ctx.db.delete(leftover._id);
+
+  const validUntil: TypeValidUntil[] = results
+    .filter((r) => r.validUntilMs !== undefined)
+    .map((r) => ({ type: r.type, validUntilMs: r.validUntilMs! }));
+  const doc = {
+    userId,
+    filterKey,
+    watermark,
+    computedAtMs,
+    definitionVersion,
+    validUntil,
+    ...(validUntil.length > 0
+      ? { nextValidUntilMs: Math.min(...validUntil.map((e) => e.validUntilMs)) }
+      : {}),
+  };
+  if (rs === null) await ctx.db.insert("resultSets", doc);
+  else await ctx.db.replace(rs._id, doc);
 }
 
 /** Handler of `worker:storeAggregations` (the write guard; see the JSDoc of the function). */
 export async function storeAggregationsHandler(
   ctx: MutationCtx,
-  args: { userId: string; watermark: number; computedAtMs: number; results: AggregationResult[] },
+  args: { userId: string; watermark: number; computedAtMs: number; sets: ResultSetInput[] },
 ): Promise<StoreResult> {
   const userId = requireUserIdArg(args.userId);
   const { watermark, computedAtMs } = args;
-  if (args.results.length > STORE_MAX_RESULTS) {
-    throw appError(
-      "INVALID_ARGUMENT",
-      `results has ${args.results.length} entries; at most ${STORE_MAX_RESULTS} per call are allowed`,
-      { field: "results" },
-    );
-  }
+  validateSets(args.sets);
   requireInteger(watermark, "watermark", 0);
   requireInteger(computedAtMs, "computedAtMs", 0);
   const user = await getUser(ctx, userId);
   const lastSeq = user?.lastSeq ?? 0;
   if (watermark > lastSeq) {
-    throw appError(
-      "INVALID_ARGUMENT",
-      `watermark ${watermark} is ahead of the user's last change seq ${lastSeq}`,
-      { field: "watermark" },
-    );
+    invalid(`watermark ${watermark} is ahead of the user's last change seq ${lastSeq}`, "watermark");
   }
-  args.results.forEach((result, index) => {
-    requireInteger(result.definitionVersion, `results[${index}].definitionVersion`, 0);
-    if (result.filterKey.length === 0 || result.filterKey.length > MAX_FILTER_KEY_LENGTH) {
-      throw appError(
-        "INVALID_ARGUMENT",
-        `results[${index}].filterKey must be 1-${MAX_FILTER_KEY_LENGTH} characters`,
-        { field: "filterKey", index },
-      );
-    }
-    if (result.validUntilMs !== undefined && !Number.isFinite(result.validUntilMs)) {
-      throw appError("INVALID_ARGUMENT", `results[${index}].validUntilMs must be finite`, {
-        field: "validUntilMs",
-        index,
-      });
-    }
-  });
-
   const outcome: StoreResult = { written: 0, unchanged: 0, skippedStale: 0 };
-  for (const result of args.results) {
-    const old = await ctx.db
-      .query("aggregations")
-      .withIndex("by_user_type_filter", (q) =>
-        q.eq("userId", userId).eq("type", result.type).eq("filterKey", result.filterKey),
-      )
-      .unique();
-    const doc = {
-      userId,
-      type: result.type,
-      filterKey: result.filterKey,
-      data: result.data,
-      watermark,
-      computedAtMs,
-      definitionVersion: result.definitionVersion,
-      ...(result.validUntilMs !== undefined ? { validUntilMs: result.validUntilMs } : {}),
-    };
-    if (old === null) {
-      await ctx.db.insert("aggregations", doc);
-      outcome.written++;
-    } else if (watermark < old.watermark || result.definitionVersion < old.definitionVersion) {
-      // Older data, or an older definition (a replica not yet upgraded during a rolling deploy).
-      outcome.skippedStale++;
-    } else if (
-      watermark === old.watermark &&
-      computedAtMs <= old.computedAtMs &&
-      result.definitionVersion <= old.definitionVersion
-    ) {
-      outcome.unchanged++;
-    } else {
-      await ctx.db.replace(old._id, doc);
-      outcome.written++;
-    }
-  }
+  for (const set of args.sets) await storeSet(ctx, userId, watermark, computedAtMs, set, outcome);
   return outcome;
 }
 
@@ -398,9 +460,9 @@ export async function enqueueExpiredHandler(
   const limit = args.limit ?? EXPIRED_DEFAULT_LIMIT;
   requireInteger(limit, "limit", 1, EXPIRED_MAX_LIMIT);
   const expired = await ctx.db
-    .query("aggregations")
-    .withIndex("by_validUntil", (q) =>
-      q.gte("validUntilMs", Number.MIN_SAFE_INTEGER).lte("validUntilMs", nowMs),
+    .query("resultSets")
+    .withIndex("by_nextValidUntil", (q) =>
+      q.gte("nextValidUntilMs", Number.MIN_SAFE_INTEGER).lte("nextValidUntilMs", nowMs),
     )
     .take(EXPIRED_SCAN_ROWS);
   const seen = new Set<string>();
@@ -480,25 +542,37 @@ export const listEvents = internalQuery({
 });
 
 /**
- * Store computed aggregates for `userId` behind the write guard (worker).
+ * Store computed aggregates for `userId`, one filter set at a time, behind the
+ * write guard (worker). Each element of `sets` is the complete result of one
+ * filter set and is applied as a unit in this transaction, so readers never
+ * see two computations mixed within a set.
  *
- * For each result, with the stored row `old` of the same (userId, type,
- * filterKey): skipped as stale when `watermark < old.watermark`; a no-op
- * (`unchanged`) when `watermark == old.watermark`, `computedAtMs <=
- * old.computedAtMs` and `definitionVersion <= old.definitionVersion`;
- * otherwise replaced (`written`). Safe to retry (at-least-once). At most 50
- * results per call; `watermark` must not exceed the user's `lastSeq`;
- * `computedAtMs`/`validUntilMs` are epoch ms. `data` must be a valid Convex
- * value (see docs/architecture.md).
+ * Per set, against its `resultSets` row `rs`: skipped as stale (all its
+ * results count in `skippedStale`) when `watermark < rs.watermark` or
+ * `definitionVersion < rs.definitionVersion`; a no-op (`unchanged`) when
+ * `watermark == rs.watermark`, `computedAtMs <= rs.computedAtMs` and
+ * `definitionVersion <= rs.definitionVersion` (a retry). Otherwise each result
+ * whose stored row has the same `dataHash` and `definitionVersion` is left
+ * untouched (`unchanged`), the others are inserted or replaced (`written`),
+ * stored types missing from the set are deleted, and `rs` takes the new
+ * watermark, `computedAtMs`, `definitionVersion` and per-type `validUntilMs`.
+ *
+ * `dataHash` is computed by the worker and trusted (this is an admin-key-only
+ * function): a wrong hash can only make the server keep or rewrite a row.
+ * At most 50 results per call over all sets; a filter key at most once per
+ * call; `watermark` must not exceed the user's `lastSeq`; times are epoch ms.
+ * `data` must be a valid Convex value (see docs/architecture.md).
+ *
+ * @throws ConvexError `INVALID_ARGUMENT` (nothing is written).
  */
 export const storeAggregations = internalMutation({
   args: {
     userId: v.string(),
     watermark: v.number(),
     computedAtMs: v.number(),
-    results: v.array(vAggregationResult),
+    sets: v.array(vResultSetInput),
   },
-  returns: v.object({ written: v.number(), unchanged: v.number(), skippedStale: v.number() }),
+  returns: vStoreResult,
   handler: storeAggregationsHandler,
 });
 
@@ -529,10 +603,11 @@ export const failChanges = internalMutation({
 
 /**
  * Append an `"expiry"` change (whole history) for up to `limit` users
- * (default 100, max 1000) who have an aggregate with `validUntilMs ≤ nowMs`
- * (epoch ms) and no pending change (worker, periodically). Idempotent until
- * the worker catches up: a user with a pending change is skipped. Scans at
- * most 4000 expired aggregate rows per call.
+ * (default 100, max 1000) who have a filter set with an aggregate whose
+ * `validUntilMs ≤ nowMs` (epoch ms; `resultSets.nextValidUntilMs`) and no
+ * pending change (worker, periodically). Idempotent until the worker catches
+ * up: a user with a pending change is skipped. Scans at most 4000 expired
+ * `resultSets` rows per call.
  */
 export const enqueueExpired = internalMutation({
   args: { nowMs: v.number(), limit: v.optional(v.number()) },

@@ -18,6 +18,8 @@ retry after an unknown outcome is safe.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
@@ -95,6 +97,74 @@ def change_from_convex(doc: Mapping[str, Any], user_id: str | None = None) -> Ch
         to_ms=_opt_int(doc.get("toMs")),
         count=int(doc.get("count", 0)),
     )
+
+
+def data_hash(data: Any) -> str:
+    """Digest of an aggregate's ``data``, sent as ``dataHash``: equal data, equal hash.
+
+    BLAKE2b (16-byte digest, hex) of the canonical JSON text (sorted keys, no spaces, UTF-8).
+    The backend trusts it (admin-only function) and does not rewrite a row whose stored hash and
+    definition version match.
+    """
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def group_result_sets(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Group flat results into ``worker:storeAggregations`` sets, in first-seen filter-key order.
+
+    Args:
+        results: ``{type, filterKey, data, definitionVersion, validUntilMs?}`` objects.
+
+    Returns:
+        ``{filterKey, definitionVersion, results: [{type, data, dataHash, validUntilMs?}]}`` objects.
+
+    Raises:
+        ValueError: results of one filter set disagree on ``definitionVersion``.
+    """
+    sets: dict[str, dict[str, Any]] = {}
+    for result in results:
+        key = str(result["filterKey"])
+        version = result["definitionVersion"]
+        entry = sets.get(key)
+        if entry is None:
+            entry = {"filterKey": key, "definitionVersion": version, "results": []}
+            sets[key] = entry
+        elif entry["definitionVersion"] != version:
+            raise ValueError(
+                f"filter set {key!r} mixes definitionVersion {entry['definitionVersion']} and {version}"
+            )
+        item: dict[str, Any] = {
+            "type": result["type"],
+            "data": result["data"],
+            "dataHash": data_hash(result["data"]),
+        }
+        if result.get("validUntilMs") is not None:
+            item["validUntilMs"] = result["validUntilMs"]
+        entry["results"].append(item)
+    return list(sets.values())
+
+
+def pack_result_sets(sets: Iterable[dict[str, Any]], chunk_size: int) -> list[list[dict[str, Any]]]:
+    """Pack whole sets, in order, into batches of at most ``chunk_size`` results.
+
+    A set is never split; one larger than ``chunk_size`` forms a batch of its own.
+    """
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    batches: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    count = 0
+    for entry in sets:
+        size = len(entry["results"])
+        if current and count + size > chunk_size:
+            batches.append(current)
+            current, count = [], 0
+        current.append(entry)
+        count += size
+    if current:
+        batches.append(current)
+    return batches
 
 
 class Gateway(Protocol):
@@ -327,27 +397,36 @@ class ConvexGateway:
         results: Sequence[Mapping[str, Any]],
         chunk_size: int = 40,
     ) -> StoreOutcome:
-        """Write aggregation results, ``chunk_size`` per mutation, under the watermark guard.
+        """Write aggregation results under the write guard, one whole filter set per transaction.
+
+        The results are grouped by ``filterKey`` into sets (each stored atomically by
+        ``worker:storeAggregations``, so a reader never sees two computations mixed within a set),
+        each result gets a ``dataHash`` (see :func:`data_hash`) so the backend rewrites only rows
+        whose data changed, and whole sets are packed into calls of at most ``chunk_size`` results
+        (a set larger than ``chunk_size`` is sent alone).
 
         Args:
             user_id: The user.
             watermark: Highest change seq the results reflect.
             computed_at_ms: When they were computed, epoch ms UTC.
             results: ``{type, filterKey, data, definitionVersion, validUntilMs?}`` objects.
-            chunk_size: Results per ``worker:storeAggregations`` call.
+            chunk_size: Most results per ``worker:storeAggregations`` call (the backend allows 50).
 
         Returns:
-            Written / unchanged / stale-skipped counts summed over the chunks.
+            Written / unchanged / stale-skipped counts summed over the calls.
+
+        Raises:
+            ValueError: results of one filter set disagree on ``definitionVersion``.
         """
         outcome = StoreOutcome()
-        for start in range(0, len(results), chunk_size):
+        for batch in pack_result_sets(group_result_sets(results), chunk_size):
             raw = await self.mutation(
                 "worker:storeAggregations",
                 {
                     "userId": user_id,
                     "watermark": watermark,
                     "computedAtMs": computed_at_ms,
-                    "results": list(results[start : start + chunk_size]),
+                    "sets": batch,
                 },
             )
             outcome = outcome + StoreOutcome(
