@@ -65,11 +65,11 @@ class Sessions:
         binge: Whether each session is a binge session (s,).
     """
 
-    of_view: IntArray
+    of_view: Int32Array
     starts: IntArray
     views: IntArray
     span_ms: IntArray
-    estimated_ms: IntArray
+    estimated_ms: Int32Array
     binge: BoolArray
 
     @property
@@ -82,7 +82,7 @@ class Sessions:
         """Return the estimated watch time per session, ms (s,)."""
         if self.count == 0:
             return np.zeros(0, dtype=np.int64)
-        out: IntArray = np.add.reduceat(self.estimated_ms, self.starts)
+        out: IntArray = np.add.reduceat(self.estimated_ms, self.starts, dtype=np.int64)
         return out
 
 
@@ -299,17 +299,21 @@ class Slice:
         n = self.n
         if n == 0:
             empty = np.zeros(0, dtype=np.int64)
-            return Sessions(empty, empty, empty, empty, empty, np.zeros(0, dtype=np.bool_))
+            empty_32 = np.zeros(0, dtype=np.int32)
+            return Sessions(empty_32, empty, empty, empty, empty_32, np.zeros(0, dtype=np.bool_))
         gaps = np.diff(ts)
         new_session = gaps > opts.session_gap_ms
-        of_view = np.concatenate(([0], np.cumsum(new_session))).astype(np.int64)
+        of_view = np.zeros(n, dtype=np.int32)
+        np.cumsum(new_session, out=of_view[1:])
         starts = np.concatenate(([0], np.flatnonzero(new_session) + 1)).astype(np.int64)
         ends = np.concatenate((starts[1:], [n]))
         views = ends - starts
         span_ms = ts[ends - 1] - ts[starts]
-        estimated = np.empty(n, dtype=np.int64)
+        # per-view estimates fit int32 (both bounds are at most a day); sums are taken in int64
+        estimated = np.empty(n, dtype=np.int32)
         estimated[:-1] = np.where(new_session, opts.last_view_estimate_ms, np.minimum(gaps, opts.watch_time_cap_ms))
         estimated[-1] = opts.last_view_estimate_ms
+        del gaps, new_session
         binge = (views >= opts.binge_min_views) | (span_ms >= opts.binge_min_span_ms)
         return Sessions(of_view, starts, views.astype(np.int64), span_ms, estimated, binge)
 
@@ -319,32 +323,41 @@ class Slice:
         n_channels = len(self.frame.channel_ids)
         cap = self.options.max_channels_per_session
         ch = self.channel
-        has = np.flatnonzero(ch >= 0)
+        has = ch >= 0
         empty = np.zeros(0, dtype=np.int64)
-        if has.size == 0:
+        if not has.any():
             return CoSessions(np.zeros(n_channels, dtype=np.int64), empty, empty, empty, 0, 0)
         sid = self.sessions.of_view[has]
         ch_has = ch[has]
+        del has
         # distinct (session, channel) pairs in order of first appearance: group the views by channel
         # with a stable sort (radix sort on 16-bit codes), keep each channel's first view per session
         sort_key = ch_has.astype(np.uint16) if n_channels <= 1 << 16 else ch_has
         by_channel = np.argsort(sort_key, kind="stable")
+        del sort_key
         c_sorted, s_sorted = ch_has[by_channel], sid[by_channel]
         is_first = np.ones(by_channel.size, dtype=np.bool_)
         is_first[1:] = (c_sorted[1:] != c_sorted[:-1]) | (s_sorted[1:] != s_sorted[:-1])
+        del c_sorted, s_sorted
         first_mask = np.zeros(by_channel.size, dtype=np.bool_)
         first_mask[by_channel[is_first]] = True
+        del by_channel, is_first
         s = sid[first_mask]
         c = ch_has[first_mask]
+        del sid, ch_has, first_mask
         group_start = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
         sizes = np.diff(np.concatenate((group_start, [s.size])))
-        rank = np.arange(s.size) - np.repeat(group_start, sizes)
-        keep = rank < cap
-        c_kept = c[keep]
+        if int(sizes.max()) > cap:
+            rank = np.arange(s.size)
+            rank -= np.repeat(group_start, sizes)
+            c_kept = c[rank < cap]
+            del rank
+        else:
+            c_kept = c
+        del s, c
         kept_sizes = np.minimum(sizes, cap)
         kept_start = np.concatenate(([0], np.cumsum(kept_sizes)[:-1]))
         sessions_with = np.bincount(c_kept, minlength=n_channels).astype(np.int64)
-        del by_channel, c_sorted, s_sorted, is_first, first_mask, sid, ch_has, has, rank, keep
         pk, counts = _count_pairs(c_kept, kept_start, kept_sizes, n_channels)
         return CoSessions(
             sessions_with=sessions_with,
