@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     batch_size: int = Field(default=200, gt=0, le=1000, description="Pending change rows read per round.")
     page_size: int = Field(default=4000, gt=0, le=8000, description="Events per listEvents page.")
     store_chunk_size: int = Field(
-        default=40, gt=0, le=200, description="Aggregation results per storeAggregations call."
+        default=50, gt=0, le=50, description="Aggregation results per storeAggregations call (whole filter sets, ≤ 50)."
     )
     poll_interval_s: float = Field(
         default=30.0, gt=0, description="Fallback poll period when the subscription is silent (seconds)."

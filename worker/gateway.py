@@ -395,7 +395,7 @@ class ConvexGateway:
         watermark: int,
         computed_at_ms: int,
         results: Sequence[Mapping[str, Any]],
-        chunk_size: int = 40,
+        chunk_size: int = 50,
     ) -> StoreOutcome:
         """Write aggregation results under the write guard, one whole filter set per transaction.
 
