@@ -1,6 +1,7 @@
 """Full vs incremental recompute through the Recomputer's partition path (in-memory event source).
 
     python benchmarks/bench_incremental.py [sizes...]      # default: 10000 100000
+    python benchmarks/bench_incremental.py --rss-only 1000000
 
 For each size, one seeded ``worker.synthetic`` history (Europe/Berlin, 3 years), the whole catalogue
 for the 18 eager filter sets, measured in one process:
@@ -11,16 +12,23 @@ for the 18 eager filter sets, measured in one process:
 
 CPU is ``time.process_time`` (this process; the event source's own work is included but tiny).
 Events come from an in-memory stand-in for ``worker:listEvents``: Convex transfer time is excluded.
-Peak RSS is measured in a child process per size (``resource.getrusage`` ``ru_maxrss``), and includes
-the in-memory history the source serves (a worker reading from Convex does not hold it twice).
+
+Peak RSS is the worker's: a child process per size runs a cold full recompute whose event source
+reads pickled pages of 4000 events (field tuples, turned into ``WatchEvent`` objects per page as the
+gateway does with Convex documents) from a temporary file one page at a time, so the history is
+never held whole by the source; ``resource.getrusage`` ``ru_maxrss``
+after the recompute, including the interpreter and numpy (about 60 MB). A second child writes the
+file first. ``--rss-only`` skips the in-process measurements (for large sizes).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import pickle
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -66,6 +74,57 @@ class MemorySource:
             page = self.events[i : min(i + page_size, hi)]
             self.read += len(page)
             yield page
+
+
+@dataclass
+class FileSource:
+    """``iter_event_pages`` over pickled pages of field tuples in a file, read lazily (whole-history reads only)."""
+
+    path: str
+    read: int = 0
+    cpu_s: float = 0.0  # CPU spent decoding pages (the stand-in for Convex transfer), excluded from "full s"
+
+    async def iter_event_pages(
+        self, user_id: str, *, from_ms: int | None = None, to_ms: int | None = None, page_size: int = 4000
+    ) -> AsyncIterator[list[WatchEvent]]:
+        assert from_ms is None and to_ms is None
+        with open(self.path, "rb") as fh:
+            while True:
+                started = time.process_time()
+                try:
+                    rows: list[tuple[Any, ...]] = pickle.load(fh)
+                except EOFError:
+                    return
+                page = [WatchEvent(*row) for row in rows]
+                del rows
+                self.cpu_s += time.process_time() - started
+                self.read += len(page)
+                yield page
+
+
+def write_history(n: int, path: str, page_size: int = 4000) -> None:
+    """Write the benchmark history of size n to ``path`` as pickled pages (time order)."""
+    events = generate_history(n, seed=42, end_ms=END_MS, time_zone=TZ, years=3.0)
+    events.sort(key=lambda e: e.watched_at_ms)
+    with open(path, "wb") as fh:
+        for i in range(0, len(events), page_size):
+            rows = [
+                (e.watched_at_ms, e.kind, e.product, e.video_id, e.title, e.channel_id, e.channel_name, e.flags)
+                for e in events[i : i + page_size]
+            ]
+            pickle.dump(rows, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def full_from_file(path: str) -> dict[str, float]:
+    """Cold full recompute from a page file: worker CPU s (page decoding excluded), reads, peak RSS (MiB)."""
+    import resource
+
+    source = FileSource(path)
+    settings = load_settings(convex_url="http://127.0.0.1:9", convex_admin_key="k", heartbeat_file=None)
+    rc = Recomputer(cast(Gateway, source), settings, cache=PartitionCache(max_bytes=settings.cache_max_bytes))
+    cpu, read, _ = measure(rc, cast(MemorySource, source), claim(1, "import", 0, END_MS), END_MS)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"cpu": cpu - source.cpu_s, "source_cpu": source.cpu_s, "read": read, "rss": rss}
 
 
 def claim(seq: int, kind: str, lo: int | None, hi: int | None) -> Claim:
@@ -115,15 +174,17 @@ def run(n: int, full_only: bool = False) -> dict[str, Any]:
     return row
 
 
-def peak_rss_mb(n: int) -> float:
-    """Run a full recompute of size n in a child process and return its peak RSS (MiB)."""
+def peak_rss(n: int) -> dict[str, float]:
+    """Write a size-n history to a page file (one child), run a cold full recompute from it (another)."""
     here = str(Path(__file__).resolve().parent)
-    code = (
-        f"import sys, json, resource; sys.path.insert(0, {here!r}); import bench_incremental as b; "
-        f"b.run({n}, full_only=True); print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    return float(json.loads(out.stdout.strip().splitlines()[-1])) / 1024
+    with tempfile.TemporaryDirectory() as tmp:
+        path = str(Path(tmp) / "history.pages")
+        prelude = f"import sys, json; sys.path.insert(0, {here!r}); import bench_incremental as b; "
+        subprocess.run([sys.executable, "-c", prelude + f"b.write_history({n}, {path!r})"], check=True)
+        code = prelude + f"print(json.dumps(b.full_from_file({path!r})))"
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 def ratio(full: int, part: int) -> str:
@@ -132,9 +193,16 @@ def ratio(full: int, part: int) -> str:
 
 
 def main(argv: list[str]) -> int:
-    sizes = [int(a) for a in argv] or [10_000, 100_000]
+    rss_only = "--rss-only" in argv
+    sizes = [int(a) for a in argv if a != "--rss-only"] or [10_000, 100_000]
     print("Recomputer partition path, 14 types x 18 eager filter sets, in-memory event source")
-    print("(Convex transfer excluded; CPU = time.process_time; RSS = child process peak incl. the source's history)")
+    print("(Convex transfer excluded; CPU = time.process_time; RSS = worker peak in a child, pages read from a file)")
+    if rss_only:
+        print(f"{'events':>9} {'full s':>7} {'read':>8} {'RSS MB':>7}")
+        for n in sizes:
+            r = peak_rss(n)
+            print(f"{n:>9} {r['cpu']:>7.3f} {int(r['read']):>8} {r['rss']:>7.0f}")
+        return 0
     header = (
         f"{'events':>9} {'full s':>7} {'read':>8} {'RSS MB':>7} {'cacheMB':>7} | {'append s':>8} {'read':>6}"
         f" {'cpu x':>6} {'read x':>7} | {'del s':>6} {'read':>6} {'cpu x':>6} {'read x':>7}"
@@ -143,7 +211,7 @@ def main(argv: list[str]) -> int:
     print("-" * len(header))
     for n in sizes:
         r = run(n)
-        rss = peak_rss_mb(n)
+        rss = peak_rss(n)["rss"]
         print(
             f"{n:>9} {r['full_cpu']:>7.3f} {r['full_read']:>8} {rss:>7.0f} {r['cache_mb']:>7.1f} |"
             f" {r['append_cpu']:>8.3f} {r['append_read']:>6} {r['full_cpu'] / r['append_cpu']:>6.1f}"

@@ -288,3 +288,7 @@ class PartitionStore:
     def save(self, user_id: str, time_zone: str, month: int, part: Partition, *, watermark: int) -> None:
         """Store a month's partition built by the recompute with ``watermark``."""
         self.cache.put(self._key(user_id, time_zone, month), partition_to_bytes(part), watermark=watermark)
+
+    def save_payload(self, user_id: str, time_zone: str, month: int, payload: bytes, *, watermark: int) -> None:
+        """Store a month's partition already serialized with :func:`partition_to_bytes`."""
+        self.cache.put(self._key(user_id, time_zone, month), payload, watermark=watermark)

@@ -14,7 +14,14 @@ from zoneinfo import ZoneInfo
 
 from worker.aggregation import EAGER_FILTER_SETS, AggregationResult, FilterSet, compute_from_frame
 from worker.aggregation.frame import Frame
-from worker.aggregation.partition import MonthPartitioner, Partition, build_month_partitions, merge_partitions
+from worker.aggregation.partition import (
+    MonthPartitioner,
+    Partition,
+    build_month_partitions,
+    merge_partitions,
+    partition_from_bytes,
+    partition_to_bytes,
+)
 from worker.aggregation.timeframes import load_zone
 from worker.cache import PartitionCache
 from worker.config import Settings
@@ -147,31 +154,41 @@ class Recomputer:
 
     async def read_partitions(
         self, user_id: str, zone: ZoneInfo, ranges: list[tuple[int | None, int | None]]
-    ) -> tuple[dict[int, Partition] | None, int]:
-        """Read the events of ``ranges`` page by page into month partitions.
+    ) -> tuple[dict[int, bytes] | None, int]:
+        """Read the events of ``ranges`` page by page into serialized month partitions.
 
-        Pages are split by local month as they arrive and each finished month is encoded at once,
-        so at most about one month of events is held (a cold full read of a long history stays
-        small). Returns ``(None, read)`` when the events did not arrive month by month (see
-        :class:`~worker.aggregation.partition.MonthPartitioner`); the caller then splits them in one pass.
+        Pages are split by local month as they arrive; each finished month is encoded and
+        serialized at once (the payload is what the cache keeps, and the merge reads it through
+        zero-copy views), so at most about one month of events is held. Returns ``(None, read)``
+        when the events did not arrive month by month (see
+        :class:`~worker.aggregation.partition.MonthPartitioner`).
         """
         builder = MonthPartitioner(zone)
+        payloads: dict[int, bytes] = {}
+
+        def add(page: list[WatchEvent]) -> None:
+            builder.add(page)
+            payloads.update({m: partition_to_bytes(p) for m, p in builder.take_finished().items()})
+
         read = 0
         for lo, hi in ranges:
             async for page in self.gateway.iter_event_pages(
                 user_id, from_ms=lo, to_ms=hi, page_size=self.settings.page_size
             ):
                 read += len(page)
-                await asyncio.to_thread(builder.add, page)
-        built = await asyncio.to_thread(builder.finish)
-        return (None if builder.out_of_order else built), read
+                await asyncio.to_thread(add, page)
+        rest = await asyncio.to_thread(builder.finish)
+        if builder.out_of_order:
+            return None, read
+        payloads.update({m: partition_to_bytes(p) for m, p in rest.items()})
+        return dict(sorted(payloads.items())), read
 
     def _finish(
         self,
         user_id: str,
         claim: Claim,
         prepared: _Prepared,
-        built: dict[int, Partition],
+        payloads: dict[int, bytes],
     ) -> Frame | None:
         """Store the built months and the index, merge everything (runs in a thread).
 
@@ -179,19 +196,30 @@ class Recomputer:
         interval); the caller then reads everything.
         """
         plan = prepared.plan
-        if not plan.full and not set(built) <= set(plan.rebuild):
+        if not plan.full and not set(payloads) <= set(plan.rebuild):
             return None
+        built = {m: partition_from_bytes(p) for m, p in payloads.items()}
         if not user_id:
             return merge_partitions(built.values())
         watermark = claim.watermark
         if plan.full and any(c.kind == "timezone" for c in claim.changes):
             self.cache.invalidate_user(user_id)  # partitions of the previous zone are useless now
-        for month, part in built.items():
-            self.store.save(user_id, claim.time_zone, month, part, watermark=watermark)
+        for month, payload in payloads.items():
+            self.store.save_payload(user_id, claim.time_zone, month, payload, watermark=watermark)
         months = {m: e for m, e in plan.reuse.items() if m in prepared.reused}
         months.update({m: MonthEntry(p.size, watermark) for m, p in built.items()})
         self.store.save_index(user_id, PartitionIndex(claim.time_zone, watermark, months))
         return merge_partitions([*prepared.reused.values(), *built.values()])
+
+    async def _read_all_at_once(
+        self, user_id: str, zone: ZoneInfo, ranges: list[tuple[int | None, int | None]]
+    ) -> tuple[dict[int, bytes], int]:
+        """Read ``ranges`` whole and split the events by month in one pass (any arrival order)."""
+        events: list[WatchEvent] = []
+        for lo, hi in ranges:
+            events.extend(await self.read_events(user_id, from_ms=lo, to_ms=hi))
+        parts = await asyncio.to_thread(build_month_partitions, events, zone)
+        return {m: partition_to_bytes(p) for m, p in parts.items()}, len(events)
 
     async def build_frame(self, claim: Claim, zone: ZoneInfo) -> tuple[Frame, int, Plan]:
         """Return the user's merged frame, the events read from Convex, and the plan followed."""
@@ -200,22 +228,16 @@ class Recomputer:
         ranges: list[tuple[int | None, int | None]] = (
             [(None, None)] if prepared.plan.full else list(read_ranges(prepared.plan.rebuild, zone))
         )
-        built, read = await self.read_partitions(user_id, zone, ranges)
-        if built is None:  # not month by month: split everything read in one pass
-            events: list[WatchEvent] = []
-            for lo, hi in ranges:
-                events.extend(await self.read_events(user_id, from_ms=lo, to_ms=hi))
-            read += len(events)
-            built = await asyncio.to_thread(build_month_partitions, events, zone)
-            del events
-        frame = await asyncio.to_thread(self._finish, user_id, claim, prepared, built)
+        payloads, read = await self.read_partitions(user_id, zone, ranges)
+        if payloads is None:  # not month by month: split everything read in one pass
+            payloads, more = await self._read_all_at_once(user_id, zone, ranges)
+            read += more
+        frame = await asyncio.to_thread(self._finish, user_id, claim, prepared, payloads)
         if frame is None:
             prepared = _Prepared(Plan(full=True, reason="irregular months"), prepared.index, {})
-            events = await self.read_events(user_id)
-            read += len(events)
-            built = await asyncio.to_thread(build_month_partitions, events, zone)
-            del events
-            frame = await asyncio.to_thread(self._finish, user_id, claim, prepared, built)
+            payloads, more = await self._read_all_at_once(user_id, zone, [(None, None)])
+            read += more
+            frame = await asyncio.to_thread(self._finish, user_id, claim, prepared, payloads)
             assert frame is not None  # a full plan accepts every month
         return frame, read, prepared.plan
 

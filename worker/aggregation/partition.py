@@ -397,7 +397,9 @@ class MonthPartitioner:
 
     If an event arrives for a month already finished (input not in time order, or a zone whose
     local month is not one UTC interval), :attr:`out_of_order` turns True and the builder ignores
-    further input: the caller must split the events with :func:`build_month_partitions` instead.
+    further input: the caller must drop what it took and split the events with
+    :func:`build_month_partitions` instead. :meth:`take_finished` hands finished months over early
+    (e.g. to serialize them at once).
 
     Args:
         zone: The user's time zone; months are local calendar months in it.
@@ -407,7 +409,8 @@ class MonthPartitioner:
         self.zone = zone
         self.out_of_order = False
         self._open: dict[int, list[WatchEvent]] = {}
-        self._built: dict[int, Partition] = {}
+        self._finished: dict[int, Partition] = {}
+        self._built: set[int] = set()
 
     def add(self, events: Sequence[WatchEvent]) -> None:
         """Take the next page of events (in ``watched_at_ms`` order across pages).
@@ -425,7 +428,7 @@ class MonthPartitioner:
         if any(m in self._built for m in distinct):
             self.out_of_order = True
             self._open.clear()
-            self._built.clear()
+            self._finished.clear()
             return
         if len(distinct) == 1:
             self._open.setdefault(distinct[0], []).extend(events)
@@ -434,13 +437,20 @@ class MonthPartitioner:
                 self._open.setdefault(m, []).append(e)
         newest = int(months[int(np.argmax(ts))])
         for m in sorted(k for k in self._open if k < newest):
-            self._built[m] = build_partition(self._open.pop(m), self.zone)
+            self._finished[m] = build_partition(self._open.pop(m), self.zone)
+            self._built.add(m)
+
+    def take_finished(self) -> dict[int, Partition]:
+        """Return the months finished since the last call (ascending) and stop holding them."""
+        out, self._finished = self._finished, {}
+        return out
 
     def finish(self) -> dict[int, Partition]:
-        """Build the open months and return ``{month index: partition}`` ascending (empty if out of order)."""
+        """Build the open months; return them with the finished months not taken yet (empty if out of order)."""
         for m in sorted(self._open):
-            self._built[m] = build_partition(self._open.pop(m), self.zone)
-        return dict(sorted(self._built.items()))
+            self._finished[m] = build_partition(self._open.pop(m), self.zone)
+            self._built.add(m)
+        return dict(sorted(self.take_finished().items()))
 
 
 def _remap(codes: npt.NDArray[Any], local_table: BytesArray, merged_table: BytesArray) -> IntArray:
