@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import secrets
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
@@ -106,8 +108,24 @@ def data_hash(data: Any) -> str:
     The backend trusts it (admin-only function) and does not rewrite a row whose stored hash and
     definition version match.
     """
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _hash_text(canonical_json(data))
+
+
+def canonical_json(data: Any) -> str:
+    """Serialise ``data`` as canonical JSON (sorted keys, no spaces, UTF-8 text).
+
+    Raises:
+        ValueError: ``data`` holds NaN or an infinity (not valid JSON; the engine never emits them).
+    """
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _hash_text(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+class RawJson(str):
+    """JSON text embedded as-is in a request body (already canonical; see :func:`canonical_json`)."""
 
 
 def group_result_sets(results: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -134,10 +152,11 @@ def group_result_sets(results: Iterable[Mapping[str, Any]]) -> list[dict[str, An
             raise ValueError(
                 f"filter set {key!r} mixes definitionVersion {entry['definitionVersion']} and {version}"
             )
+        text = canonical_json(result["data"])
         item: dict[str, Any] = {
             "type": result["type"],
-            "data": result["data"],
-            "dataHash": data_hash(result["data"]),
+            "data": RawJson(text),  # serialised once: hashed here, embedded verbatim in the request
+            "dataHash": _hash_text(text),
         }
         if result.get("validUntilMs") is not None:
             item["validUntilMs"] = result["validUntilMs"]
@@ -165,6 +184,38 @@ def pack_result_sets(sets: Iterable[dict[str, Any]], chunk_size: int) -> list[li
     if current:
         batches.append(current)
     return batches
+
+
+_RAW_MARK = re.compile(r'"\\u0000raw([0-9a-f]{16}):(\d+)\\u0000"')
+
+
+def _encode_body(path: str, args: Mapping[str, Any]) -> bytes:
+    """Encode a function call body; :class:`RawJson` values are embedded verbatim.
+
+    Arguments holding :class:`RawJson` are plain JSON by construction (aggregate data: strings,
+    finite numbers, booleans, null, lists, objects with string keys), so they skip the Convex value
+    encoder, whose per-value Python walk dominated the cost of large stores; everything else is
+    encoded with ``convex.values.convex_to_json``.
+    """
+    raws: list[str] = []
+    nonce = secrets.token_hex(8)  # placeholders cannot collide with text inside the arguments
+
+    def lift(value: Any) -> Any:
+        if isinstance(value, RawJson):
+            raws.append(str(value))
+            return f"\x00raw{nonce}:{len(raws) - 1}\x00"
+        if isinstance(value, dict):
+            return {k: lift(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [lift(v) for v in value]
+        return value
+
+    lifted = lift(dict(args))
+    body = {"path": path, "args": convex_to_json(lifted), "format": "convex_encoded_json"}
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if raws:
+        text = _RAW_MARK.sub(lambda m: raws[int(m.group(2))] if m.group(1) == nonce else m.group(0), text)
+    return text.encode("utf-8")
 
 
 class Gateway(Protocol):
@@ -284,9 +335,13 @@ class ConvexGateway:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _call_once(self, kind: FunctionKind, path: str, args: Mapping[str, Any]) -> Any:
-        body = {"path": path, "args": convex_to_json(dict(args)), "format": "convex_encoded_json"}
+        return await self._post(kind, path, _encode_body(path, args))
+
+    async def _post(self, kind: FunctionKind, path: str, content: bytes) -> Any:
         try:
-            response = await self._http.post(f"/api/{kind}", json=body)
+            response = await self._http.post(
+                f"/api/{kind}", content=content, headers={"Content-Type": "application/json"}
+            )
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             raise TransientGatewayError(f"{path}: {type(exc).__name__}: {exc}", function=path) from exc
         if response.status_code >= 500:

@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 
-from worker.gateway import ConvexGateway, data_hash, group_result_sets, pack_result_sets
+from worker.gateway import (
+    ConvexGateway,
+    RawJson,
+    _encode_body,
+    canonical_json,
+    data_hash,
+    group_result_sets,
+    pack_result_sets,
+)
 from worker.models import StoreOutcome
 
 TYPES = ["kpi", "monthly_trend", "top_channels"]
@@ -66,6 +74,15 @@ def test_data_hash_is_blake2b_of_canonical_json() -> None:
     assert data_hash(json.loads(json.dumps(data))) == expected
 
 
+def decoded(sets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The sets with each result's embedded canonical JSON text parsed back."""
+    for s in sets:
+        for r in s["results"]:
+            assert isinstance(r["data"], RawJson)
+            r["data"] = json.loads(r["data"])
+    return sets
+
+
 def test_groups_by_filter_key_in_first_seen_order() -> None:
     results = [
         flat("All|all||", "kpi", {"v": 1}),
@@ -73,7 +90,7 @@ def test_groups_by_filter_key_in_first_seen_order() -> None:
         flat("All|all||", "monthly_trend", []),
         flat("MTD|all||", "monthly_trend", [], valid_until_ms=None),
     ]
-    sets = group_result_sets(results)
+    sets = decoded(group_result_sets(results))
     assert [s["filterKey"] for s in sets] == ["All|all||", "MTD|all||"]
     assert sets[0] == {
         "filterKey": "All|all||",
@@ -122,7 +139,7 @@ def test_store_sends_each_set_whole_and_sums_outcomes() -> None:
         assert sum(len(s["results"]) for s in args["sets"]) <= 10
         for s in args["sets"]:
             assert [r["type"] for r in s["results"]] == TYPES
-            assert all(r["dataHash"] == data_hash(r["data"]) for r in s["results"])
+            assert all(r["dataHash"] == data_hash(json.loads(r["data"])) for r in s["results"])
             seen.append(s["filterKey"])
     assert seen == keys  # every set exactly once, never split
 
@@ -130,3 +147,22 @@ def test_store_sends_each_set_whole_and_sums_outcomes() -> None:
 def test_store_of_nothing_makes_no_call() -> None:
     outcome, calls = store([], chunk_size=40)
     assert outcome == StoreOutcome() and calls == []
+
+
+def test_request_body_embeds_canonical_data_verbatim() -> None:
+    """The wire body carries each result's canonical JSON text once, and parses to the same values."""
+    data = {"z": [1, 2.5, None], "a": "é \u0000raw0000000000000000:0\u0000"}
+    sets = group_result_sets([flat("All|all||", "kpi", data)])
+    body = _encode_body("worker:storeAggregations", {"userId": "u\x00raw00:0\x00", "sets": sets})
+    text = body.decode("utf-8")
+    assert canonical_json(data) in text
+    parsed = json.loads(text)
+    assert parsed["path"] == "worker:storeAggregations"
+    assert parsed["args"]["userId"] == "u\x00raw00:0\x00"
+    assert parsed["args"]["sets"][0]["results"][0]["data"] == data
+
+
+def test_non_finite_numbers_are_refused() -> None:
+    """NaN is not JSON: a result holding one is refused before anything is sent."""
+    with pytest.raises(ValueError):
+        group_result_sets([flat("All|all||", "kpi", {"share": float("nan")})])
