@@ -17,7 +17,7 @@ from worker.aggregation.common import Dependency, Output
 from worker.aggregation.filters import FilterSet
 from worker.aggregation.frame import PRODUCT_CODES, Frame, IntArray, build_frame
 from worker.aggregation.options import AggregationOptions
-from worker.aggregation.slices import Slice
+from worker.aggregation.slices import Slice, take_rows
 from worker.aggregation.timeframes import Clock, load_zone, make_clock, resolve_window
 from worker.models import WatchEvent
 
@@ -194,14 +194,14 @@ def _compute(
     by_key: dict[str, list[AggregationResult]] = {}
     for group in groups.values():
         base = _base_indices(frame, group[0])
-        base_ts = frame.ts[base]
+        base_ts = take_rows(frame.ts, base)
         previous: tuple[int, Slice] | None = None
         for fs in group:
             window = resolve_window(fs.timeframe, clock)
             start = 0 if window.start_ms is None else int(np.searchsorted(base_ts, window.start_ms, side="left"))
             same_views = previous is not None and previous[0] == start
             idx = previous[1].idx if previous is not None and same_views else (base if start == 0 else base[start:])
-            view = Slice(frame, idx, base, clock, window, opts)
+            view = Slice(frame, idx, base, clock, window, opts, start=start)
             if previous is not None:
                 view.share_derived(previous[1])
             previous = (start, view)

@@ -498,20 +498,44 @@ def merge_partitions(parts: Iterable[Partition]) -> Frame:
     video_ids = np.unique(np.concatenate([p.video_ids for p in ps]))
     channel_ids = np.unique(np.concatenate([p.channel_ids for p in ps]))
     ch_maps = [np.searchsorted(channel_ids, p.channel_ids).astype(np.int64) for p in ps]
-    ts = np.concatenate([p.ts for p in ps]).astype(np.int64)
-    offset = np.concatenate([p.offset_ms for p in ps]).astype(np.int32)
-    product = np.concatenate([p.product for p in ps]).astype(np.int8)
-    removed = np.concatenate([p.removed for p in ps]).astype(np.bool_)
-    shorts = np.concatenate([p.shorts for p in ps]).astype(np.bool_)
-    topic = np.concatenate([p.topic for p in ps]).astype(np.int8)
-    video = np.concatenate([_remap(p.video, p.video_ids, video_ids).astype(np.int32) for p in ps])
-    channel = np.concatenate([_remap(p.channel, p.channel_ids, channel_ids).astype(np.int32) for p in ps])
-    if ts.size > 1 and bool((ts[1:] < ts[:-1]).any()):
+    # fill the frame's columns partition by partition: temporaries stay the size of one partition
+    n = sum(p.size for p in ps)
+    ts = np.empty(n, dtype=np.int64)
+    day = np.empty(n, dtype=np.int32)
+    month = np.empty(n, dtype=np.int32)
+    weekday = np.empty(n, dtype=np.int8)
+    hour = np.empty(n, dtype=np.int8)
+    product = np.empty(n, dtype=np.int8)
+    removed = np.empty(n, dtype=np.bool_)
+    shorts = np.empty(n, dtype=np.bool_)
+    video = np.empty(n, dtype=np.int32)
+    channel = np.empty(n, dtype=np.int32)
+    topic = np.empty(n, dtype=np.int8)
+    pos = 0
+    for p in ps:
+        end = pos + p.size
+        ts[pos:end] = p.ts
+        local = p.ts + p.offset_ms.astype(np.int64)
+        p_day = local // DAY_MS
+        day[pos:end] = p_day
+        month[pos:end] = p_day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) + 1970 * 12
+        weekday[pos:end] = (p_day + 3) % 7  # 1970-01-01 was a Thursday (ISO weekday index 3)
+        hour[pos:end] = (local // HOUR_MS) % 24
+        product[pos:end] = p.product
+        removed[pos:end] = p.removed
+        shorts[pos:end] = p.shorts
+        video[pos:end] = _remap(p.video, p.video_ids, video_ids)
+        channel[pos:end] = _remap(p.channel, p.channel_ids, channel_ids)
+        topic[pos:end] = p.topic
+        pos = end
+    columns: list[npt.NDArray[Any]] = [ts, day, month, weekday, hour, product, removed, shorts, video, channel, topic]
+    if n > 1 and bool((ts[1:] < ts[:-1]).any()):
         # partitions interleave in time (only when a local month is not one UTC interval); equal
         # instants always share a partition, so a stable sort restores the frame order exactly
         order = np.argsort(ts, kind="stable")
-        ts, offset, product, topic = ts[order], offset[order], product[order], topic[order]
-        video, channel, removed, shorts = video[order], channel[order], removed[order], shorts[order]
+        for column in columns:
+            column[:] = column[order]
+        del order
 
     n_channels = int(channel_ids.shape[0])
     first_ms = np.full(n_channels, np.iinfo(np.int64).max, dtype=np.int64)
@@ -531,15 +555,11 @@ def merge_partitions(parts: Iterable[Partition]) -> Frame:
     ):
         names[g] = ps[k].channel_name(j)
 
-    local = ts + offset
-    day = local // DAY_MS
-    hour = ((local // HOUR_MS) % 24).astype(np.int8)
-    del local
     return Frame(
         ts=ts,
-        day=day.astype(np.int32),
-        month=(day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) + 1970 * 12).astype(np.int32),
-        weekday=((day + 3) % 7).astype(np.int8),  # 1970-01-01 was a Thursday (ISO weekday index 3)
+        day=day,
+        month=month,
+        weekday=weekday,
         hour=hour,
         product=product,
         removed=removed,

@@ -19,7 +19,7 @@ from worker.aggregation.frame import BoolArray, CodeArray, Frame, Int8Array, Int
 from worker.aggregation.options import AggregationOptions
 from worker.aggregation.timeframes import Clock, Window
 
-__all__ = ["Slice", "Sessions", "CoSessions"]
+__all__ = ["Slice", "Sessions", "CoSessions", "take_rows"]
 
 _VIEW_DERIVED: tuple[str, ...] = (
     "ts",
@@ -36,16 +36,18 @@ _VIEW_DERIVED: tuple[str, ...] = (
     "sessions",
     "co_sessions",
 )
-_BASE_DERIVED: tuple[str, ...] = ("base_ts", "base_channel", "base_month", "base_topic", "base_day")
+_BASE_DERIVED: tuple[str, ...] = tuple(f"base_{name}" for name in _VIEW_DERIVED[:9])
 
 
 _Column = TypeVar("_Column", bound=np.generic)
 
 
-def _take(column: npt.NDArray[_Column], idx: IntArray) -> npt.NDArray[_Column]:
+def take_rows(column: npt.NDArray[_Column], idx: IntArray) -> npt.NDArray[_Column]:
     """Return ``column[idx]`` for sorted distinct indices: a view (no copy) when they are contiguous.
 
     Columns keep the frame's narrow dtypes; arithmetic that could leave their range widens first.
+    The filter's columns over the whole history (``base_*``) are gathered once per base; a
+    timeframe's columns are suffix views of them.
     """
     if idx.size and int(idx[-1]) - int(idx[0]) + 1 == idx.size:
         return column[int(idx[0]) : int(idx[-1]) + 1]
@@ -168,6 +170,9 @@ class Slice:
         clock: Now, in the user's zone.
         window: The resolved timeframe.
         options: Thresholds.
+        start: When given, ``idx`` is ``base[start:]`` (a timeframe is a suffix of the filter's
+            history): the slice's columns are then views of the base's columns, gathered once per
+            base and shared by every timeframe (see :meth:`share_derived`).
     """
 
     def __init__(
@@ -178,10 +183,13 @@ class Slice:
         clock: Clock,
         window: Window,
         options: AggregationOptions,
+        *,
+        start: int | None = None,
     ) -> None:
         self.frame = frame
         self.idx = idx
         self.base = base
+        self.start = start
         self.clock = clock
         self.window = window
         self.options = options
@@ -195,7 +203,8 @@ class Slice:
         """
         if other.frame is not self.frame or other.options != self.options or other.base is not self.base:
             return
-        names = _BASE_DERIVED + (_VIEW_DERIVED if other.idx is self.idx else ())
+        same_views = other.idx is self.idx and other.start == self.start
+        names = _BASE_DERIVED + (_VIEW_DERIVED if same_views else ())
         for name in names:
             if name in other.__dict__:
                 self.__dict__[name] = other.__dict__[name]
@@ -207,73 +216,111 @@ class Slice:
 
     @cached_property
     def ts(self) -> IntArray:
-        """Return view instants, epoch ms UTC (the frame's dtype; a view when the slice is contiguous)."""
-        return _take(self.frame.ts, self.idx)
+        """Return view instants, epoch ms UTC."""
+        if self.start is not None:
+            return self.base_ts[self.start :]
+        return take_rows(self.frame.ts, self.idx)
 
     @cached_property
     def day(self) -> Int32Array:
-        """Return local epoch days (the frame's dtype; a view when the slice is contiguous)."""
-        return _take(self.frame.day, self.idx)
+        """Return local epoch days."""
+        if self.start is not None:
+            return self.base_day[self.start :]
+        return take_rows(self.frame.day, self.idx)
 
     @cached_property
     def month(self) -> Int32Array:
-        """Return local month indices (the frame's dtype; a view when the slice is contiguous)."""
-        return _take(self.frame.month, self.idx)
+        """Return local month indices."""
+        if self.start is not None:
+            return self.base_month[self.start :]
+        return take_rows(self.frame.month, self.idx)
 
     @cached_property
     def weekday(self) -> Int8Array:
-        """Return local ISO weekdays (Monday = 0) (the frame's dtype; a view when the slice is contiguous)."""
-        return _take(self.frame.weekday, self.idx)
+        """Return local ISO weekdays (Monday = 0)."""
+        if self.start is not None:
+            return self.base_weekday[self.start :]
+        return take_rows(self.frame.weekday, self.idx)
 
     @cached_property
     def hour(self) -> Int8Array:
-        """Return local hours (the frame's dtype; a view when the slice is contiguous)."""
-        return _take(self.frame.hour, self.idx)
+        """Return local hours."""
+        if self.start is not None:
+            return self.base_hour[self.start :]
+        return take_rows(self.frame.hour, self.idx)
 
     @cached_property
     def video(self) -> Int32Array:
-        """Return video codes (-1 = none) (the frame's dtype; a view when the slice is contiguous)."""
-        return _take(self.frame.video, self.idx)
+        """Return video codes (-1 = none)."""
+        if self.start is not None:
+            return self.base_video[self.start :]
+        return take_rows(self.frame.video, self.idx)
 
     @cached_property
     def channel(self) -> Int32Array:
-        """Return channel codes (-1 = none) (the frame's dtype; a view when the slice is contiguous)."""
-        return _take(self.frame.channel, self.idx)
+        """Return channel codes (-1 = none)."""
+        if self.start is not None:
+            return self.base_channel[self.start :]
+        return take_rows(self.frame.channel, self.idx)
 
     @cached_property
     def topic(self) -> Int8Array:
-        """Return topic codes (-1 = unclassified) (the frame's dtype; a view when the slice is contiguous)."""
-        return _take(self.frame.topic, self.idx)
-
-    @cached_property
-    def base_ts(self) -> IntArray:
-        """Return view instants of the filter's views over the whole history, epoch ms UTC."""
-        return self.ts if self.idx is self.base else _take(self.frame.ts, self.base)
-
-    @cached_property
-    def base_channel(self) -> Int32Array:
-        """Return channel codes of the filter's views over the whole history."""
-        return self.channel if self.idx is self.base else _take(self.frame.channel, self.base)
-
-    @cached_property
-    def base_month(self) -> Int32Array:
-        """Return local month indices of the filter's views over the whole history."""
-        return self.month if self.idx is self.base else _take(self.frame.month, self.base)
-
-    @cached_property
-    def base_topic(self) -> Int8Array:
-        """Return topic codes of the filter's views over the whole history."""
-        return self.topic if self.idx is self.base else _take(self.frame.topic, self.base)
-
-    @cached_property
-    def base_day(self) -> Int32Array:
-        """Return local epoch days of the filter's views over the whole history."""
-        return self.day if self.idx is self.base else _take(self.frame.day, self.base)
+        """Return topic codes (-1 = unclassified)."""
+        if self.start is not None:
+            return self.base_topic[self.start :]
+        return take_rows(self.frame.topic, self.idx)
 
     @cached_property
     def shorts(self) -> BoolArray:
         """Return the Shorts flag."""
-        return self.frame.shorts[self.idx]
+        if self.start is not None:
+            return self.base_shorts[self.start :]
+        return take_rows(self.frame.shorts, self.idx)
+
+    @cached_property
+    def base_ts(self) -> IntArray:
+        """Return view instants, epoch ms UTC of the filter's views over the whole history."""
+        return take_rows(self.frame.ts, self.base)
+
+    @cached_property
+    def base_day(self) -> Int32Array:
+        """Return local epoch days of the filter's views over the whole history."""
+        return take_rows(self.frame.day, self.base)
+
+    @cached_property
+    def base_month(self) -> Int32Array:
+        """Return local month indices of the filter's views over the whole history."""
+        return take_rows(self.frame.month, self.base)
+
+    @cached_property
+    def base_weekday(self) -> Int8Array:
+        """Return local ISO weekdays (Monday = 0) of the filter's views over the whole history."""
+        return take_rows(self.frame.weekday, self.base)
+
+    @cached_property
+    def base_hour(self) -> Int8Array:
+        """Return local hours of the filter's views over the whole history."""
+        return take_rows(self.frame.hour, self.base)
+
+    @cached_property
+    def base_video(self) -> Int32Array:
+        """Return video codes (-1 = none) of the filter's views over the whole history."""
+        return take_rows(self.frame.video, self.base)
+
+    @cached_property
+    def base_channel(self) -> Int32Array:
+        """Return channel codes (-1 = none) of the filter's views over the whole history."""
+        return take_rows(self.frame.channel, self.base)
+
+    @cached_property
+    def base_topic(self) -> Int8Array:
+        """Return topic codes (-1 = unclassified) of the filter's views over the whole history."""
+        return take_rows(self.frame.topic, self.base)
+
+    @cached_property
+    def base_shorts(self) -> BoolArray:
+        """Return the Shorts flag of the filter's views over the whole history."""
+        return take_rows(self.frame.shorts, self.base)
 
     @cached_property
     def channel_views(self) -> IntArray:
