@@ -100,7 +100,7 @@ def _add_hits(matcher: _Matcher, text: str | None, weight: int, scores: list[int
             i += 1
 
 
-@lru_cache(maxsize=131072)
+@lru_cache(maxsize=32768)  # ~8 MB of titles; one history of 100k views has ~21k distinct pairs
 def classify_topic(title: str | None, channel_name: str | None) -> str | None:
     """Return the topic slug of a video from its title and channel name, or None when unknown.
 
