@@ -16,8 +16,8 @@ Events come from an in-memory stand-in for ``worker:listEvents``: Convex transfe
 Peak RSS is the worker's: a child process per size runs a cold full recompute whose event source
 reads pickled pages of 4000 events (field tuples, turned into ``WatchEvent`` objects per page as the
 gateway does with Convex documents) from a temporary file one page at a time, so the history is
-never held whole by the source; ``resource.getrusage`` ``ru_maxrss``
-after the recompute, including the interpreter and numpy (about 60 MB). A second child writes the
+never held whole by the source; the peak is ``VmHWM`` after the recompute, including the
+interpreter and its imports (about 66 MB). A second child writes the
 file first. ``--rss-only`` skips the in-process measurements (for large sizes).
 """
 
@@ -117,14 +117,28 @@ def write_history(n: int, path: str, page_size: int = 4000) -> None:
 
 def full_from_file(path: str) -> dict[str, float]:
     """Cold full recompute from a page file: worker CPU s (page decoding excluded), reads, peak RSS (MiB)."""
-    import resource
-
     source = FileSource(path)
     settings = load_settings(convex_url="http://127.0.0.1:9", convex_admin_key="k", heartbeat_file=None)
     rc = Recomputer(cast(Gateway, source), settings, cache=PartitionCache(max_bytes=settings.cache_max_bytes))
     cpu, read, _ = measure(rc, cast(MemorySource, source), claim(1, "import", 0, END_MS), END_MS)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"cpu": cpu - source.cpu_s, "source_cpu": source.cpu_s, "read": read, "rss": rss}
+    return {"cpu": cpu - source.cpu_s, "source_cpu": source.cpu_s, "read": read, "rss": peak_rss_mib()}
+
+
+def peak_rss_mib() -> float:
+    """Return this process's peak RSS in MiB: ``VmHWM`` of ``/proc/self/status`` where available.
+
+    ``ru_maxrss`` is not used on Linux: a child started by a large parent inherits the parent's value.
+    """
+    import resource
+
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def claim(seq: int, kind: str, lo: int | None, hi: int | None) -> Claim:
