@@ -51,7 +51,7 @@ END_MS = 1_790_000_000_000
 USER = "bench-user"
 
 
-@dataclass
+@dataclass(repr=False)  # asyncio may repr coroutine arguments: never format the whole history
 class MemorySource:
     """In-memory ``iter_event_pages`` over a sorted history; counts the documents it serves."""
 
