@@ -48,7 +48,7 @@ class Frame:
     total); a later row with an already-seen ``dedupe_key`` is dropped, as the backend does.
     Codes are -1 when absent; ``removed`` views always have video, channel and topic -1.
     Columns use the narrowest dtype their range allows (int64 instants, int32 days, months and
-    string codes, int8 weekdays, hours, products and topics): about 31 bytes per view. Arithmetic
+    string codes, int8 weekdays, hours, products and topics): about 30 bytes per view. Arithmetic
     that can leave that range widens first (``Slice`` hands out int64 copies).
 
     Attributes:
