@@ -137,11 +137,12 @@ export type PendingChange = Infer<typeof vPendingChange>;
  * One computed aggregate of a filter set, sent by the worker inside a
  * `vResultSetInput`. `dataHash` is the worker's digest of `data` (trusted:
  * only the admin key can call `worker:storeAggregations`); equal hashes mean
- * equal data, so the row is not rewritten.
+ * equal data, so the row is not rewritten, and `data` may then be left out.
  */
 export const vAggregationResult = v.object({
   type: vAggregationType,
-  data: v.any(),
+  /** Omitted when the worker believes the stored row already holds data with this `dataHash`. */
+  data: v.optional(v.any()),
   dataHash: v.string(),
   validUntilMs: v.optional(v.number()),
 });
@@ -166,6 +167,8 @@ export const vStoreResult = v.object({
   written: v.number(),
   unchanged: v.number(),
   skippedStale: v.number(),
+  /** Filter keys of sets not applied because a result without `data` did not match the stored hash. */
+  missing: v.array(v.string()),
 });
 export type StoreResult = Infer<typeof vStoreResult>;
 

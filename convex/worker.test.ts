@@ -261,9 +261,9 @@ describe("storeAggregations", () => {
     await seqs(t, 2);
 
     expect(await store(t, 1, 1000, [result({ views: 1 }, { validUntilMs: 5000 })])).toEqual({
-      written: 1, unchanged: 0, skippedStale: 0,
+      written: 1, unchanged: 0, skippedStale: 0, missing: [],
     });
-    expect(await store(t, 2, 2000, [result({ views: 2 })])).toEqual({ written: 1, unchanged: 0, skippedStale: 0 });
+    expect(await store(t, 2, 2000, [result({ views: 2 })])).toEqual({ written: 1, unchanged: 0, skippedStale: 0, missing: [] });
     let rows = await aggregations(t);
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({ watermark: 2, computedAtMs: 2000, data: { views: 2 }, dataHash: '{"views":2}' });
@@ -272,14 +272,14 @@ describe("storeAggregations", () => {
     expect(sets[0]).toMatchObject({ userId: A, filterKey: "All|all||", watermark: 2, computedAtMs: 2000, definitionVersion: 1, validUntil: [] });
     expect(sets[0].nextValidUntilMs).toBeUndefined();
 
-    expect(await store(t, 1, 9000, [result({ views: 1 })])).toEqual({ written: 0, unchanged: 0, skippedStale: 1 });
-    expect(await store(t, 2, 2000, [result({ views: 999 })])).toEqual({ written: 0, unchanged: 1, skippedStale: 0 });
+    expect(await store(t, 1, 9000, [result({ views: 1 })])).toEqual({ written: 0, unchanged: 0, skippedStale: 1, missing: [] });
+    expect(await store(t, 2, 2000, [result({ views: 999 })])).toEqual({ written: 0, unchanged: 1, skippedStale: 0, missing: [] });
     rows = await aggregations(t);
     expect(rows[0]).toMatchObject({ watermark: 2, computedAtMs: 2000, data: { views: 2 } });
 
     // A new definition rewrites the row even when the data (and hash) are equal.
     expect(await store(t, 2, 2000, [result({ views: 2 }, { definitionVersion: 2 })])).toEqual({
-      written: 1, unchanged: 0, skippedStale: 0,
+      written: 1, unchanged: 0, skippedStale: 0, missing: [],
     });
     expect((await aggregations(t))[0].definitionVersion).toBe(2);
     expect((await store(t, 2, 3000, [result({ views: 3 }, { definitionVersion: 2 })])).written).toBe(1);
@@ -288,6 +288,36 @@ describe("storeAggregations", () => {
     expect(rows[0]).toMatchObject({ computedAtMs: 3000, definitionVersion: 2, data: { views: 3 } });
     sets = await resultSets(t);
     expect(sets[0]).toMatchObject({ watermark: 2, computedAtMs: 3000, definitionVersion: 2 });
+  });
+
+  test("a result sent without data is accepted only when the stored hash matches", async () => {
+    const t = initConvexTest();
+    await seqs(t, 3);
+    const kpi = result({ views: 1 });
+    const trend = result({ months: [1] }, { type: "monthly_trend" });
+    await store(t, 1, 1000, [kpi, trend]);
+    const before = await aggregations(t);
+    const hashOnly = (sets: ResultSetInput[]) =>
+      sets.map((set) => ({ ...set, results: set.results.map(({ data: _d, ...rest }) => rest) }));
+    const call = (watermark: number, computedAtMs: number, sets: ResultSetInput[]) =>
+      t.mutation(internal.worker.storeAggregations, { userId: A, watermark, computedAtMs, sets });
+
+    // Claims that hold: nothing rewritten, the set row advances.
+    expect(await call(2, 2000, hashOnly(toSets([kpi, trend])))).toEqual({
+      written: 0, unchanged: 2, skippedStale: 0, missing: [],
+    });
+    expect(await aggregations(t)).toEqual(before);
+    expect((await resultSets(t))[0]).toMatchObject({ watermark: 2, computedAtMs: 2000 });
+
+    // One claim does not hold: the whole set is refused (nothing written) and reported missing.
+    const [changedSet] = toSets([result({ views: 5 })]);
+    const [wrongTrend] = hashOnly(toSets([result({ months: [2] }, { type: "monthly_trend" })]));
+    const mixed = { ...changedSet, results: [...changedSet.results, ...wrongTrend.results] };
+    expect(await call(3, 3000, [mixed])).toEqual({
+      written: 0, unchanged: 0, skippedStale: 0, missing: ["All|all||"],
+    });
+    expect(await aggregations(t)).toEqual(before);
+    expect((await resultSets(t))[0]).toMatchObject({ watermark: 2, computedAtMs: 2000 });
   });
 
   test("unchanged data writes no row; changed data replaces it; the set row always advances", async () => {
@@ -299,7 +329,7 @@ describe("storeAggregations", () => {
     const trend0 = before.find((r) => r.type === "monthly_trend")!;
 
     const same = await store(t, 2, 2000, [result({ views: 1 }), result({ months: [1] }, { type: "monthly_trend" })]);
-    expect(same).toEqual({ written: 0, unchanged: 2, skippedStale: 0 });
+    expect(same).toEqual({ written: 0, unchanged: 2, skippedStale: 0, missing: [] });
     let rows = await aggregations(t);
     // Untouched documents: same id, same creation time, same "last changed" stamps.
     expect(rows.find((r) => r.type === "kpi")).toEqual(kpi0);
@@ -307,7 +337,7 @@ describe("storeAggregations", () => {
     expect((await resultSets(t))[0]).toMatchObject({ watermark: 2, computedAtMs: 2000 });
 
     const changed = await store(t, 3, 3000, [result({ views: 2 }), result({ months: [1] }, { type: "monthly_trend" })]);
-    expect(changed).toEqual({ written: 1, unchanged: 1, skippedStale: 0 });
+    expect(changed).toEqual({ written: 1, unchanged: 1, skippedStale: 0, missing: [] });
     rows = await aggregations(t);
     const kpi = rows.find((r) => r.type === "kpi")!;
     expect(kpi).toMatchObject({ _id: kpi0._id, data: { views: 2 }, watermark: 3, computedAtMs: 3000 });
@@ -324,9 +354,9 @@ describe("storeAggregations", () => {
     const rowsBefore = await aggregations(t);
     const setBefore = await resultSets(t);
 
-    expect(await store(t, 1, 5000, full(1))).toEqual({ written: 0, unchanged: 0, skippedStale: 3 });
-    expect(await store(t, 2, 2000, full(9))).toEqual({ written: 0, unchanged: 3, skippedStale: 0 });
-    expect(await store(t, 2, 1500, full(9))).toEqual({ written: 0, unchanged: 3, skippedStale: 0 });
+    expect(await store(t, 1, 5000, full(1))).toEqual({ written: 0, unchanged: 0, skippedStale: 3, missing: [] });
+    expect(await store(t, 2, 2000, full(9))).toEqual({ written: 0, unchanged: 3, skippedStale: 0, missing: [] });
+    expect(await store(t, 2, 1500, full(9))).toEqual({ written: 0, unchanged: 3, skippedStale: 0, missing: [] });
     expect(await aggregations(t)).toEqual(rowsBefore);
     expect(await resultSets(t)).toEqual(setBefore);
   });
@@ -337,7 +367,7 @@ describe("storeAggregations", () => {
     await store(t, 1, 1000, [result({ v: 1 }, { definitionVersion: 2 }), result({ v: 1 }, { type: "monthly_trend", definitionVersion: 2 })]);
     const rowsBefore = await aggregations(t);
     const older = await store(t, 2, 4000, [result({ v: 2 }), result({ v: 2 }, { type: "monthly_trend" })]);
-    expect(older).toEqual({ written: 0, unchanged: 0, skippedStale: 2 });
+    expect(older).toEqual({ written: 0, unchanged: 0, skippedStale: 2, missing: [] });
     expect(await aggregations(t)).toEqual(rowsBefore);
     expect((await resultSets(t))[0]).toMatchObject({ watermark: 1, definitionVersion: 2 });
   });
@@ -351,7 +381,7 @@ describe("storeAggregations", () => {
       result(1, { type: "monthly_trend" }),
       result(2, { filterKey: "YTD|all||" }),
     ]);
-    expect(outcome).toEqual({ written: 2, unchanged: 0, skippedStale: 1 });
+    expect(outcome).toEqual({ written: 2, unchanged: 0, skippedStale: 1, missing: [] });
     const sets = (await resultSets(t)).map((r) => [r.filterKey, r.watermark]).sort();
     expect(sets).toEqual([["All|all||", 1], ["YTD|all||", 2]]);
   });
@@ -383,7 +413,7 @@ describe("storeAggregations", () => {
     const t = initConvexTest();
     await seqs(t, 2);
     await store(t, 1, 1000, [result(1), result(1, { type: "monthly_trend" })]);
-    expect(await store(t, 2, 2000, [result(1)])).toEqual({ written: 0, unchanged: 1, skippedStale: 0 });
+    expect(await store(t, 2, 2000, [result(1)])).toEqual({ written: 0, unchanged: 1, skippedStale: 0, missing: [] });
     expect((await aggregations(t)).map((r) => r.type)).toEqual(["kpi"]);
     expect(await t.withIdentity(ALICE).query(api.dashboard.getAggregation, { type: "monthly_trend" })).toBeNull();
   });
@@ -447,7 +477,7 @@ describe("storeAggregations", () => {
     expect(await aggregations(t)).toHaveLength(0);
     expect(await resultSets(t)).toHaveLength(0);
     // 3 sets × 14 = 42 results fit in one call.
-    expect(await call([set("a", 14), set("b", 14), set("c", 14)])).toEqual({ written: 42, unchanged: 0, skippedStale: 0 });
+    expect(await call([set("a", 14), set("b", 14), set("c", 14)])).toEqual({ written: 42, unchanged: 0, skippedStale: 0, missing: [] });
   });
 });
 
@@ -566,7 +596,7 @@ describe("enqueueExpired", () => {
     await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 1 });
     expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 150 })).toEqual({ enqueued: 1 });
     // Same data (no row write), new expiry: the set is no longer expired at 150.
-    expect(await store(2, 200)).toEqual({ written: 0, unchanged: 1, skippedStale: 0 });
+    expect(await store(2, 200)).toEqual({ written: 0, unchanged: 1, skippedStale: 0, missing: [] });
     await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 2 });
     expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 150 })).toEqual({ enqueued: 0 });
     expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 200 })).toEqual({ enqueued: 1 });

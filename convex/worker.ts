@@ -317,6 +317,15 @@ async function storeSet(
     .withIndex("by_user_filter", (q) => q.eq("userId", userId).eq("filterKey", filterKey))
     .take(MAX_ROWS_PER_SET);
   const byType = new Map(stored.map((row) => [row.type, row]));
+  // A result sent without `data` claims "unchanged": the set is applied only if every such claim holds.
+  for (const result of results) {
+    if (result.data !== undefined) continue;
+    const old = byType.get(result.type);
+    if (old === undefined || old.dataHash !== result.dataHash || old.definitionVersion !== definitionVersion) {
+      outcome.missing.push(filterKey);
+      return;
+    }
+  }
   for (const result of results) {
     const old = byType.get(result.type);
     byType.delete(result.type);
@@ -374,7 +383,7 @@ export async function storeAggregationsHandler(
   if (watermark > lastSeq) {
     invalid(`watermark ${watermark} is ahead of the user's last change seq ${lastSeq}`, "watermark");
   }
-  const outcome: StoreResult = { written: 0, unchanged: 0, skippedStale: 0 };
+  const outcome: StoreResult = { written: 0, unchanged: 0, skippedStale: 0, missing: [] };
   for (const set of args.sets) await storeSet(ctx, userId, watermark, computedAtMs, set, outcome);
   return outcome;
 }

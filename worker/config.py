@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     store_chunk_size: int = Field(
         default=50, gt=0, le=50, description="Aggregation results per storeAggregations call (whole filter sets, ≤ 50)."
     )
+    hash_memo_users: int = Field(
+        default=2000,
+        gt=0,
+        description="Users whose stored result hashes are remembered, so unchanged results are not re-uploaded.",
+    )
     poll_interval_s: float = Field(
         default=30.0, gt=0, description="Fallback poll period when the subscription is silent (seconds)."
     )

@@ -218,6 +218,16 @@ def _encode_body(path: str, args: Mapping[str, Any]) -> bytes:
     return text.encode("utf-8")
 
 
+def _strip_known(result_set: dict[str, Any], known: Mapping[tuple[str, str], str]) -> dict[str, Any]:
+    """Copy of a set whose results with a known stored hash carry no ``data``."""
+    key = result_set["filterKey"]
+    results = [
+        {k: v for k, v in r.items() if k != "data"} if known.get((key, r["type"])) == r["dataHash"] else r
+        for r in result_set["results"]
+    ]
+    return {**result_set, "results": results}
+
+
 class Gateway(Protocol):
     """What the runner needs from Convex; :class:`ConvexGateway` is the real implementation."""
 
@@ -237,6 +247,7 @@ class Gateway(Protocol):
         computed_at_ms: int,
         results: Sequence[Mapping[str, Any]],
         chunk_size: int,
+        known_hashes: Mapping[tuple[str, str], str] | None = None,
     ) -> StoreOutcome: ...
 
     async def ack_changes(self, user_id: str, worker_id: str, up_to_seq: int) -> int: ...
@@ -451,6 +462,7 @@ class ConvexGateway:
         computed_at_ms: int,
         results: Sequence[Mapping[str, Any]],
         chunk_size: int = 50,
+        known_hashes: Mapping[tuple[str, str], str] | None = None,
     ) -> StoreOutcome:
         """Write aggregation results under the write guard, one whole filter set per transaction.
 
@@ -458,7 +470,10 @@ class ConvexGateway:
         ``worker:storeAggregations``, so a reader never sees two computations mixed within a set),
         each result gets a ``dataHash`` (see :func:`data_hash`) so the backend rewrites only rows
         whose data changed, and whole sets are packed into calls of at most ``chunk_size`` results
-        (a set larger than ``chunk_size`` is sent alone).
+        (a set larger than ``chunk_size`` is sent alone). A result whose hash equals
+        ``known_hashes[(filterKey, type)]`` is sent without its data; if the backend's stored hash
+        differs after all (another replica wrote, or the memo is stale) it refuses that set as
+        ``missing`` and the set is sent again with all its data.
 
         Args:
             user_id: The user.
@@ -466,28 +481,49 @@ class ConvexGateway:
             computed_at_ms: When they were computed, epoch ms UTC.
             results: ``{type, filterKey, data, definitionVersion, validUntilMs?}`` objects.
             chunk_size: Most results per ``worker:storeAggregations`` call (the backend allows 50).
+            known_hashes: ``(filterKey, type) → dataHash`` believed stored (a previous outcome's
+                ``hashes``); None uploads every result's data.
 
         Returns:
-            Written / unchanged / stale-skipped counts summed over the calls.
+            Written / unchanged / stale-skipped counts summed over the calls, the number of sets
+            re-sent, and the hashes now stored.
 
         Raises:
             ValueError: results of one filter set disagree on ``definitionVersion``.
         """
+        sets = group_result_sets(results)
+        full = {s["filterKey"]: s for s in sets}
+        outgoing = [_strip_known(s, known_hashes) for s in sets] if known_hashes else sets
+        outcome, missing = await self._store_sets(user_id, watermark, computed_at_ms, outgoing, chunk_size)
+        if missing:
+            resend = [full[key] for key in missing]
+            retry, _ = await self._store_sets(user_id, watermark, computed_at_ms, resend, chunk_size)
+            outcome = outcome + StoreOutcome(resent=len(resend)) + retry
+        return outcome
+
+    async def _store_sets(
+        self, user_id: str, watermark: int, computed_at_ms: int, sets: list[dict[str, Any]], chunk_size: int
+    ) -> tuple[StoreOutcome, list[str]]:
+        """Send the sets in packed calls; return the summed outcome and the filter keys refused as missing."""
         outcome = StoreOutcome()
-        for batch in pack_result_sets(group_result_sets(results), chunk_size):
+        missing: list[str] = []
+        for batch in pack_result_sets(sets, chunk_size):
             raw = await self.mutation(
                 "worker:storeAggregations",
-                {
-                    "userId": user_id,
-                    "watermark": watermark,
-                    "computedAtMs": computed_at_ms,
-                    "sets": batch,
-                },
+                {"userId": user_id, "watermark": watermark, "computedAtMs": computed_at_ms, "sets": batch},
             )
+            refused = set(raw.get("missing", []))
+            missing.extend(refused)
+            accepted = {
+                (s["filterKey"], r["type"]): r["dataHash"]
+                for s in batch
+                if s["filterKey"] not in refused
+                for r in s["results"]
+            }
             outcome = outcome + StoreOutcome(
-                int(raw["written"]), int(raw["unchanged"]), int(raw["skippedStale"])
+                int(raw["written"]), int(raw["unchanged"]), int(raw["skippedStale"]), hashes=accepted
             )
-        return outcome
+        return outcome, missing
 
     async def ack_changes(self, user_id: str, worker_id: str, up_to_seq: int) -> int:
         """Mark the user's pending rows with ``seq ≤ up_to_seq`` done and release the lease."""

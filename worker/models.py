@@ -107,15 +107,28 @@ class Claim:
 
 @dataclass(frozen=True, slots=True)
 class StoreOutcome:
-    """Counts returned by ``worker:storeAggregations`` (summed over chunks)."""
+    """Counts returned by ``worker:storeAggregations`` (summed over calls).
+
+    Attributes:
+        written: Rows inserted or replaced.
+        unchanged: Rows left as they were (same data hash), or results of a repeated store.
+        skipped_stale: Results refused because newer results (or a newer definition) are stored.
+        resent: Filter sets sent again with their data after a hash-only claim did not hold.
+        hashes: ``(filterKey, type) → dataHash`` of every result the backend accepted; passed back
+            as ``known_hashes`` next time so unchanged data is not uploaded again.
+    """
 
     written: int = 0
     unchanged: int = 0
     skipped_stale: int = 0
+    resent: int = 0
+    hashes: dict[tuple[str, str], str] = field(default_factory=dict, compare=False)
 
     def __add__(self, other: StoreOutcome) -> StoreOutcome:
         return StoreOutcome(
             self.written + other.written,
             self.unchanged + other.unchanged,
             self.skipped_stale + other.skipped_stale,
+            self.resent + other.resent,
+            {**self.hashes, **other.hashes},
         )

@@ -24,6 +24,7 @@ import contextlib
 import os
 import signal
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ import structlog
 from worker.config import Settings
 from worker.errors import GatewayError, TransientGatewayError
 from worker.gateway import Gateway
-from worker.models import ChangeEntry
+from worker.models import ChangeEntry, StoreOutcome
 
 if TYPE_CHECKING:
     from worker.recompute import Recomputer
@@ -95,6 +96,9 @@ class Runner:
         self.recomputer = recomputer
         self.clock_ms = clock_ms
         self.stats = RunStats()
+        # Per user: (filterKey, type) → dataHash last accepted by the backend, so unchanged results are
+        # sent as hashes only. Bounded LRU; a wrong or missing memo only costs an upload.
+        self._stored_hashes: OrderedDict[str, dict[tuple[str, str], str]] = OrderedDict()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
 
@@ -216,7 +220,9 @@ class Runner:
                     computed_at_ms=outcome.computed_at_ms,
                     results=outcome.results,
                     chunk_size=self.settings.store_chunk_size,
+                    known_hashes=self._stored_hashes.get(user_id),
                 )
+                self._remember_hashes(user_id, stored)
                 acked = await self.gateway.ack_changes(user_id, self.settings.worker_id, watermark)
             except TransientGatewayError:
                 raise
@@ -251,6 +257,7 @@ class Runner:
                 written=stored.written,
                 unchanged=stored.unchanged,
                 skipped_stale=stored.skipped_stale,
+                resent_sets=stored.resent,
                 acked=acked,
             )
             return True
@@ -258,6 +265,15 @@ class Runner:
             structlog.contextvars.unbind_contextvars("user")
 
     # ------------------------------------------------------------------ helpers
+
+    def _remember_hashes(self, user_id: str, stored: StoreOutcome) -> None:
+        if stored.skipped_stale:
+            self._stored_hashes.pop(user_id, None)  # newer results are stored: what they hold is unknown
+            return
+        self._stored_hashes[user_id] = dict(stored.hashes)
+        self._stored_hashes.move_to_end(user_id)
+        while len(self._stored_hashes) > self.settings.hash_memo_users:
+            self._stored_hashes.popitem(last=False)
 
     async def _watch_subscription(self) -> None:
         """Set the wake event whenever the pending-change subscription yields a non-empty list."""

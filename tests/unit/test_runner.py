@@ -56,6 +56,7 @@ class FakeGateway:
     async def store_aggregations(
         self, user_id: str, *, watermark: int, computed_at_ms: int,
         results: Sequence[Mapping[str, Any]], chunk_size: int,
+        known_hashes: Mapping[tuple[str, str], str] | None = None,
     ) -> StoreOutcome:
         if self.fail_store_with:
             raise self.fail_store_with
