@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -212,16 +212,24 @@ class Runner:
                 await self.gateway.ack_changes(user_id, self.settings.worker_id, claim.last_seq)
                 return False
             watermark = claim.watermark
-            try:
-                outcome = await self.recomputer.recompute(claim, now_ms=self.clock_ms())
-                stored = await self.gateway.store_aggregations(
+            now_ms = self.clock_ms()
+            stored = StoreOutcome()
+
+            async def store(results: list[dict[str, Any]]) -> None:
+                nonlocal stored
+                stored = stored + await self.gateway.store_aggregations(
                     user_id,
                     watermark=watermark,
-                    computed_at_ms=outcome.computed_at_ms,
-                    results=outcome.results,
+                    computed_at_ms=now_ms,
+                    results=results,
                     chunk_size=self.settings.store_chunk_size,
                     known_hashes=self._stored_hashes.get(user_id),
                 )
+
+            try:
+                # The default dashboard's set is stored as soon as it is computed, the rest after.
+                outcome = await self.recomputer.recompute(claim, now_ms=now_ms, on_first=store)
+                await store(outcome.results)
                 self._remember_hashes(user_id, stored)
                 acked = await self.gateway.ack_changes(user_id, self.settings.worker_id, watermark)
             except TransientGatewayError:

@@ -8,7 +8,7 @@ tests/integration/.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ class FakeGateway:
         self.pending: list[ChangeEntry] = []
         self.lease_owner: dict[str, str] = {}
         self.stored: dict[str, list[Mapping[str, Any]]] = {}
+        self.store_calls: list[list[str]] = []
         self.acked: list[tuple[str, int]] = []
         self.failed: list[tuple[str, int, str]] = []
         self.fail_store_with: Exception | None = None
@@ -60,7 +61,8 @@ class FakeGateway:
     ) -> StoreOutcome:
         if self.fail_store_with:
             raise self.fail_store_with
-        self.stored[user_id] = list(results)
+        self.stored.setdefault(user_id, []).extend(results)
+        self.store_calls.append([str(r["filterKey"]) for r in results])
         return StoreOutcome(written=len(results))
 
     async def ack_changes(self, user_id: str, worker_id: str, up_to_seq: int) -> int:
@@ -84,15 +86,20 @@ class FakeGateway:
 
 
 class FakeRecomputer:
-    def __init__(self, poisoned: set[str] | None = None) -> None:
+    def __init__(self, poisoned: set[str] | None = None, first: bool = False) -> None:
         self.poisoned = poisoned or set()
+        self.first = first
         self.calls: list[str] = []
 
-    async def recompute(self, claim: Claim, *, now_ms: int) -> RecomputeOutcome:
+    async def recompute(
+        self, claim: Claim, *, now_ms: int, on_first: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None
+    ) -> RecomputeOutcome:
         user = claim.changes[0].user_id
         self.calls.append(user)
         if user in self.poisoned:
             raise ValueError(f"bad data for {user}")
+        if self.first and on_first is not None:
+            await on_first([{"type": "kpi", "filterKey": "All|all||", "data": {}, "definitionVersion": 1}])
         return RecomputeOutcome(
             results=[{"type": "kpi", "filterKey": "All|all||", "data": {"views": 1}, "definitionVersion": 1}],
             computed_at_ms=now_ms, events_read=0, read_ms=0.0, compute_ms=0.0, types=["kpi"], filter_sets=1,
@@ -160,6 +167,16 @@ class TestProcessRound:
         with pytest.raises(TransientGatewayError):
             asyncio.run(runner.process_round())
         assert gw.acked == [] and gw.failed == [] and len(gw.pending) == 1
+
+
+    def test_default_set_is_stored_before_the_rest(self, settings: Settings) -> None:
+        """Results handed over early (the default dashboard) are stored first, under the same watermark."""
+        gw, rc = FakeGateway(), FakeRecomputer(first=True)
+        gw.pending = [change("a", 1)]
+        runner = Runner(settings, gw, recomputer=rc)  # type: ignore[arg-type]
+        asyncio.run(runner.process_round())
+        assert gw.store_calls == [["All|all||"], ["All|all||"]]
+        assert runner.stats.results_written == 2 and gw.acked == [("a", 1)]
 
 
 class TestRunLoop:
