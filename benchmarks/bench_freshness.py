@@ -37,6 +37,7 @@ from convex import ConvexClient
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from worker.aggregation import FilterSet, compute_aggregations  # noqa: E402
 from worker.devbackend import LocalBackend  # noqa: E402
 from worker.gateway import ConvexGateway  # noqa: E402
 from worker.importer import upload_events  # noqa: E402
@@ -125,6 +126,36 @@ def new_events(i: int, now_ms: int) -> list[WatchEvent]:
     ]
 
 
+async def dashboard_read_vs_compute_on_read(
+    backend: LocalBackend, user: ConvexGateway, user_id: str, reads: int = 20
+) -> tuple[float, float]:
+    """Median ms of reading the stored default dashboard vs computing it on read from raw events.
+
+    On read = page through all of the user's events (``worker:listEvents``, 4000 per call, as a
+    client without pre-computation would have to) and run the aggregation engine for the default
+    filter set (14 types) — in this process, so no worker is involved.
+    """
+    stored: list[float] = []
+    for _ in range(reads):
+        t = time.perf_counter()
+        await user.query("dashboard:getDashboard", DEFAULT_DASHBOARD)
+        stored.append((time.perf_counter() - t) * 1000)
+    on_read: list[float] = []
+    settings = await user.query("settings:get")
+    async with ConvexGateway(backend.url, admin_key=backend.admin_key) as admin:
+        for _ in range(3):
+            t = time.perf_counter()
+            events: list[WatchEvent] = []
+            async for page in admin.iter_event_pages(user_id, page_size=4000):
+                events.extend(page)
+            compute_aggregations(
+                events, now_ms=time.time_ns() // 1_000_000, time_zone=settings["timeZone"],
+                filter_sets=[FilterSet("All", "all")],
+            )
+            on_read.append((time.perf_counter() - t) * 1000)
+    return statistics.median(stored), statistics.median(on_read)
+
+
 async def measure(n_events: int, changes: int) -> dict[str, Any]:
     now_ms = time.time_ns() // 1_000_000
     history = generate_history(n_events, seed=20261130, end_ms=now_ms - 2 * 3_600_000)
@@ -159,6 +190,9 @@ async def measure(n_events: int, changes: int) -> dict[str, Any]:
                     await wait_for_ack(acks, res["seq"], timeout_s=600)
                     ack_ms.append((time.perf_counter() - committed) * 1000)
                 per_change_cpu_ms = (worker.cpu_s() - cpu1) / max(1, changes) * 1000
+                read_ms, on_read_ms = await dashboard_read_vs_compute_on_read(
+                    backend, user, f"convex-local|bench-{n_events}"
+                )
             finally:
                 worker.stop()
                 sub.unsubscribe()
@@ -176,6 +210,8 @@ async def measure(n_events: int, changes: int) -> dict[str, Any]:
         "p95": percentile(lags_ms, 95),
         "p99": percentile(lags_ms, 99),
         "max": max(lags_ms),
+        "dashboard_read_ms": read_ms,
+        "compute_on_read_ms": on_read_ms,
         "ack_p50": statistics.median(ack_ms),
         "ack_p99": percentile(ack_ms, 99),
         "changes": changes,
@@ -211,6 +247,11 @@ def main() -> None:
             f"{r['p99']:>7.0f} {r['max']:>7.0f} {r['per_change_cpu_ms']:>13.0f} {r['mean_events_read']:>11.0f} "
             f"{r['ack_p50']:>8.0f} {r['ack_p99']:>8.0f}"
         )
+    print("\nreading the default dashboard: stored (public query) vs computed on read from raw events")
+    print(f"{'events':>8} {'stored ms':>10} {'on read ms':>11} {'ratio':>8}")
+    for r in rows:
+        ratio = r["compute_on_read_ms"] / r["dashboard_read_ms"]
+        print(f"{r['events']:>8} {r['dashboard_read_ms']:>10.1f} {r['compute_on_read_ms']:>11.0f} {ratio:>7.0f}x")
     print("\nworker per change (from its batch.processed logs, wall ms):")
     print(f"{'events':>8} {'batches':>7} {'read':>7} {'compute':>8} {'store+ack':>9} {'total':>7}")
     for r in rows:
