@@ -25,15 +25,9 @@ from worker.takeout.result import NON_VIEW_KINDS, ParseResult, Rejection
 from worker.takeout.rules import (
     AD_MARKERS,
     channel_url_id,
-    is_google_redirect,
-    is_post_url,
-    is_removed_title,
-    non_view_kind,
+    classify_entry,
     normalize_spaces,
-    product_of,
-    strip_watch_verb,
     title_is_url,
-    video_url_id,
 )
 
 _SLICE_CHARS: Final = 4_000_000
@@ -137,25 +131,12 @@ def _record(record: _Record, zones: Counter[str]) -> WatchEvent | str:
     verb_text = first.text
     link = first.links[0] if first.links else None
     url = link[0] if link else None
-    if _is_ad(record.caption):
-        if non_view_kind(verb_text) == "visit" or (url is not None and is_google_redirect(url)):
-            return "ad_click"
-        return "ad"
-    verb_kind = non_view_kind(verb_text)
-    if verb_kind is not None:
-        return verb_kind
-    product = product_of(record.header, url)
-    if url is None:
-        if is_removed_title(verb_text) or strip_watch_verb(verb_text) is not None:
-            return WatchEvent(watched_at_ms=watched_at_ms, kind="removed", product=product)
-        return "other"
-    is_video, video_id, shorts_url = video_url_id(url)
-    if not is_video:
-        if is_post_url(url):
-            return "post"
-        return "ad_click" if is_google_redirect(url) else "other"
-    if video_id is None:
-        return WatchEvent(watched_at_ms=watched_at_ms, kind="removed", product=product)
+    ref = classify_entry(verb_text, url, record.header, is_ad=_is_ad(record.caption))
+    if isinstance(ref, str):
+        return ref
+    if ref.kind == "removed":
+        return WatchEvent(watched_at_ms=watched_at_ms, kind="removed", product=ref.product)
+    product, video_id, shorts_url = ref.product, ref.video_id, ref.shorts_url
     title: str | None = link[1] if link else None
     flags: set[str] = set()
     if title is not None and title_is_url(title, url):

@@ -16,15 +16,10 @@ from worker.takeout.rules import (
     AD_MARKERS,
     VIDEO_ID_RE,
     channel_url_id,
+    classify_entry,
     epoch_ms,
-    is_google_redirect,
-    is_post_url,
-    is_removed_title,
-    non_view_kind,
-    product_of,
     strip_watch_verb,
     title_is_url,
-    video_url_id,
 )
 
 _ISO_RE: Final = re.compile(
@@ -99,25 +94,14 @@ def _activity_entry(entry: object) -> WatchEvent | str:
     if title is None:
         raise _EntryError("title", "missing")
 
-    if any(isinstance(d.get("name"), str) and d["name"] in AD_MARKERS for d in details):
-        if non_view_kind(title) == "visit" or (url is not None and is_google_redirect(url)):
-            return "ad_click"
-        return "ad"
-    verb_kind = non_view_kind(title)
-    if verb_kind is not None:
-        return verb_kind
-    product = product_of(header, url)
-    if url is None:
-        if is_removed_title(title) or strip_watch_verb(title) is not None:
-            return WatchEvent(watched_at_ms=watched_at_ms, kind="removed", product=product)
-        return "other"
-    is_video, video_id, shorts_url = video_url_id(url)
-    if not is_video:
-        if is_post_url(url):
-            return "post"
-        return "ad_click" if is_google_redirect(url) else "other"
-    if video_id is None:
-        return WatchEvent(watched_at_ms=watched_at_ms, kind="removed", product=product)
+    is_ad = any(isinstance(d.get("name"), str) and d["name"] in AD_MARKERS for d in details)
+    ref = classify_entry(title, url, header, is_ad=is_ad)
+    if isinstance(ref, str):
+        return ref
+    if ref.kind == "removed":
+        return WatchEvent(watched_at_ms=watched_at_ms, kind="removed", product=ref.product)
+    assert url is not None  # a "watch" ref always comes from a video URL
+    product, video_id, shorts_url = ref.product, ref.video_id, ref.shorts_url
 
     stripped = strip_watch_verb(title)
     text = title if stripped is None else stripped

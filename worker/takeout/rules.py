@@ -7,8 +7,9 @@ kept in the shared project documentation.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import date
-from typing import Final
+from typing import Final, Literal
 
 from worker.models import Product
 
@@ -193,3 +194,60 @@ def epoch_ms(year: int, month: int, day: int, hour: int, minute: int, second: in
         raise ValueError(f"time {hour:02d}:{minute:02d}:{second:02d}.{millis:03d} out of range")
     days = date(year, month, day).toordinal() - _EPOCH_ORDINAL
     return (((days * 24 + hour) * 60 + minute) * 60 + second) * 1000 + millis
+
+
+@dataclass(frozen=True, slots=True)
+class ViewRef:
+    """What an entry's verb and URL say about a view (before title and channel are read).
+
+    Attributes:
+        kind: ``"watch"`` (a video id is known) or ``"removed"`` (removed/private or blank id).
+        product: ``"youtube"`` or ``"youtube_music"`` (see :func:`product_of`).
+        video_id: The 11-character id for ``"watch"``, else None.
+        shorts_url: True when the URL is a ``/shorts/ID`` URL.
+    """
+
+    kind: Literal["watch", "removed"]
+    product: Product
+    video_id: str | None = None
+    shorts_url: bool = False
+
+
+def classify_entry(verb_text: str, url: str | None, header: str | None, *, is_ad: bool) -> ViewRef | str:
+    """Decide what one record is, the same way for the JSON and the HTML formats.
+
+    Rules (takeout-formats.md §3): an ad marker makes an ad (or an ad click for a ``Visited`` row or a
+    Google redirect URL); a non-view verb (posts, visits, searches, ...) gives its kind; without a URL,
+    a watch verb or the removed-video title is a removed view; a URL that is not a video is a post,
+    an ad click (Google redirect) or "other"; a video URL without an id is a removed view.
+
+    Args:
+        verb_text: The record's title line, verb included (``"Watched …"``, localized).
+        url: ``titleUrl`` / the first link of the body, or None.
+        header: The product card (``"YouTube"``, ``"YouTube Music"``), or None.
+        is_ad: True when the record carries the "From Google Ads" detail.
+
+    Returns:
+        A :class:`ViewRef` for a view, or the non-view kind (``ad``, ``ad_click``, ``post``, ``visit``,
+        ``story``, ``other``).
+    """
+    if is_ad:
+        if non_view_kind(verb_text) == "visit" or (url is not None and is_google_redirect(url)):
+            return "ad_click"
+        return "ad"
+    verb_kind = non_view_kind(verb_text)
+    if verb_kind is not None:
+        return verb_kind
+    product = product_of(header, url)
+    if url is None:
+        if is_removed_title(verb_text) or strip_watch_verb(verb_text) is not None:
+            return ViewRef("removed", product)
+        return "other"
+    is_video, video_id, shorts_url = video_url_id(url)
+    if not is_video:
+        if is_post_url(url):
+            return "post"
+        return "ad_click" if is_google_redirect(url) else "other"
+    if video_id is None:
+        return ViewRef("removed", product)
+    return ViewRef("watch", product, video_id, shorts_url)
