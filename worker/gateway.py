@@ -575,7 +575,10 @@ class ConvexGateway:
                 previous = value
                 yield [change_from_convex(row) for row in value]
         finally:
-            subscription.unsubscribe()
+            # Not unsubscribed here: the client's unsubscribe() blocks (holding the GIL) while the
+            # deployment is unreachable, which would turn a SIGTERM during an outage into a hang.
+            # The subscription ends with the client (one per gateway, closed with the process).
+            del subscription
 
     # ------------------------------------------------------------------ user/operator API
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -47,6 +48,40 @@ class TestRun:
         assert res.returncode == 2
         assert "http://127.0.0.1:9" in res.stderr
         assert "Traceback" not in res.stderr + res.stdout
+
+
+    def test_sigterm_during_backend_outage_exits_promptly(self, tmp_path: Path) -> None:
+        """With the deployment gone, SIGTERM still ends the worker with exit 0 (no blocking unsubscribe)."""
+        backend = LocalBackend()
+        backend.start()
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("CONVEX_", "WORKER_"))},
+            "CONVEX_URL": backend.url,
+            "CONVEX_ADMIN_KEY": backend.admin_key,
+            "WORKER_LOG_FORMAT": "json",
+            "WORKER_HEARTBEAT_FILE": str(tmp_path / "hb"),
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker", "run"], cwd=REPO_ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                if "worker.started" in line:
+                    break
+            time.sleep(0.5)  # the subscription is established
+            backend.kill()
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            if proc.stdout:
+                proc.stdout.close()
+            backend.kill()
 
 
 class TestImport:

@@ -43,9 +43,23 @@ beforeAll(async () => {
   });
 });
 
+/** SIGTERM the worker and wait for it to exit (SIGKILL after 10 s), before the backend goes away. */
+async function stopWorker(): Promise<void> {
+  const proc = worker;
+  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(() => proc.kill("SIGKILL"), 10_000);
+    proc.once("exit", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    proc.kill("SIGTERM");
+  });
+}
+
 afterAll(async () => {
   await client?.close();
-  worker?.kill("SIGTERM");
+  await stopWorker();
   await backend?.stop();
 });
 
