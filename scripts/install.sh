@@ -22,13 +22,13 @@ if [[ ! -x .venv/bin/python ]]; then
   "$PYTHON" -m venv .venv
 fi
 if [[ ! -f "$stamp_py" ]]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  .venv/bin/python -m pip install --quiet --upgrade pip >&2
+  .venv/bin/python -m pip install --quiet -e ".[dev]" >&2
   rm -f .venv/.installed-* && touch "$stamp_py"
 fi
 
 stamp_npm="node_modules/.installed-$(sha1sum package-lock.json | cut -c1-12)"
 if [[ ! -f "$stamp_npm" ]]; then
-  npm ci --no-audit --no-fund --loglevel=error
+  npm ci --no-audit --no-fund --loglevel=error >&2  # keep stdout for the commands' own output
   touch "$stamp_npm"
 fi

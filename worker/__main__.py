@@ -25,25 +25,26 @@ from typing import Annotated, Any  # noqa: E402
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from worker.config import Settings, load_settings  # noqa: E402
+from worker.config import KEY_VARIABLES, URL_VARIABLES, Settings, env_first, load_settings  # noqa: E402
 from worker.errors import (  # noqa: E402
     AuthenticationError,
     ConfigError,
     GatewayError,
     ImportFailedError,
+    PermanentGatewayError,
     WorkerError,
 )
 from worker.logs import configure_logging  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # one message, one line: never wrapped at 80 columns
 
 DEMO_SAMPLE = Path(__file__).resolve().parent / "data" / "demo-watch-history.json"
 DEMO_SUBJECT = "demo-user"
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
     return typer.Exit(code)
 
 
@@ -94,12 +95,21 @@ def run() -> None:
 def _parse_file(path: Path) -> Any:
     from worker.takeout import TakeoutFormatError, parse_takeout_file
 
+    if path.is_dir():
+        raise _fail(f"{path}: is a directory, not a Takeout file")
     if not path.is_file():
         raise _fail(f"{path}: no such file")
     try:
-        return parse_takeout_file(path)
+        parsed = parse_takeout_file(path)
     except TakeoutFormatError as exc:
         raise _fail(str(exc)) from None
+    if not parsed.views and parsed.rejected:
+        first = parsed.rejected[0]
+        raise _fail(
+            f"{path}: no view could be read ({len(parsed.rejected)} entries rejected; "
+            f"first: entry {first.index}: {first.field}: {first.reason})"
+        )
+    return parsed
 
 
 def _print_import_summary(path: Path, parsed: Any, summary: Any) -> None:
@@ -160,20 +170,23 @@ def import_(
         str | None, typer.Option(help="Operator mode: import for this user id with the admin key.")
     ] = None,
     token: Annotated[str | None, typer.Option(help="User mode: the user's JWT.", envvar="CONVEX_USER_TOKEN")] = None,
-    url: Annotated[str | None, typer.Option(help="Deployment URL.", envvar="CONVEX_URL")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="Deployment URL (default: CONVEX_URL or CONVEX_SELF_HOSTED_URL).")
+    ] = None,
 ) -> None:
     """Import a Google Takeout watch history into Convex (idempotent: a re-import adds nothing)."""
+    url = url or env_first(URL_VARIABLES)
     if not url:
         raise _fail("CONVEX_URL is not set (or pass --url)")
-    admin_key = os.environ.get("CONVEX_ADMIN_KEY") or os.environ.get("CONVEX_SELF_HOSTED_ADMIN_KEY")
+    admin_key = env_first(KEY_VARIABLES)
     if user_id and not admin_key:
-        raise _fail("--user-id needs CONVEX_ADMIN_KEY")
+        raise _fail("--user-id needs CONVEX_ADMIN_KEY (or CONVEX_SELF_HOSTED_ADMIN_KEY / CONVEX_DEPLOY_KEY)")
     if not user_id and not token:
         raise _fail("pass --token (user mode) or --user-id with CONVEX_ADMIN_KEY (operator mode)")
     try:
         asyncio.run(_import(file, url, admin_key=admin_key, token=token, user_id=user_id))
     except ImportFailedError as exc:
-        raise _fail(str(exc), 1) from None
+        raise _fail(str(exc), 2 if isinstance(exc.__cause__, PermanentGatewayError) else 1) from None
     except GatewayError as exc:
         raise _fail(str(exc), 1) from None
 
@@ -234,8 +247,17 @@ def demo(
     from worker.devbackend import BackendStartError, LocalBackend
 
     path = file or DEMO_SAMPLE
+    if path.is_dir():
+        raise _fail(f"{path}: is a directory, not a Takeout file")
     if not path.is_file():
         raise _fail(f"{path}: no such file")
+    if time_zone is not None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise _fail(f"--time-zone {time_zone!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
     configure_logging("console" if log_format == "console" else "json", "warning")
     console.print("[bold]starting the local Convex backend[/] (npx convex-local)")
     try:
@@ -251,7 +273,9 @@ def demo(
             asyncio.run(_demo(path, settings, token, time_zone=zone, keep_running=keep_running))
     except BackendStartError as exc:
         raise _fail(str(exc), 1) from None
-    except (ImportFailedError, GatewayError, ConfigError) as exc:
+    except ImportFailedError as exc:
+        raise _fail(str(exc), 2 if isinstance(exc.__cause__, PermanentGatewayError) else 1) from None
+    except (GatewayError, ConfigError) as exc:
         raise _fail(str(exc), 1) from None
 
 

@@ -16,6 +16,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigError
 
+URL_VARIABLES = ("CONVEX_URL", "CONVEX_SELF_HOSTED_URL")
+"""Environment variables read for the deployment URL, first match wins."""
+KEY_VARIABLES = ("CONVEX_ADMIN_KEY", "CONVEX_SELF_HOSTED_ADMIN_KEY", "CONVEX_DEPLOY_KEY")
+"""Environment variables read for the admin/deploy key, first match wins."""
 
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -32,13 +36,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore", populate_by_name=True)
 
     convex_url: HttpUrl = Field(
-        validation_alias=AliasChoices("CONVEX_URL", "CONVEX_SELF_HOSTED_URL", "convex_url"),
+        validation_alias=AliasChoices(*URL_VARIABLES, "convex_url"),
         description="Deployment URL, e.g. https://happy-otter-123.convex.cloud or http://127.0.0.1:3210.",
     )
     convex_admin_key: SecretStr = Field(
-        validation_alias=AliasChoices(
-            "CONVEX_ADMIN_KEY", "CONVEX_SELF_HOSTED_ADMIN_KEY", "CONVEX_DEPLOY_KEY", "convex_admin_key"
-        ),
+        validation_alias=AliasChoices(*KEY_VARIABLES, "convex_admin_key"),
         description="Admin or deploy key; lets the worker call internal functions. Never logged.",
     )
     worker_id: str = Field(
@@ -88,7 +90,9 @@ class Settings(BaseSettings):
 
 _ENV_NAMES = {
     "convex_url": "CONVEX_URL",
+    "CONVEX_URL": "CONVEX_URL",
     "convex_admin_key": "CONVEX_ADMIN_KEY (or CONVEX_SELF_HOSTED_ADMIN_KEY / CONVEX_DEPLOY_KEY)",
+    "CONVEX_ADMIN_KEY": "CONVEX_ADMIN_KEY (or CONVEX_SELF_HOSTED_ADMIN_KEY / CONVEX_DEPLOY_KEY)",
 }
 
 
@@ -110,7 +114,16 @@ def load_settings(**overrides: object) -> Settings:
         problems = []
         for err in exc.errors():
             field = str(err["loc"][0]) if err["loc"] else "?"
-            name = _ENV_NAMES.get(field, f"WORKER_{field.upper()}")
+            name = _ENV_NAMES.get(field) or (field if field.isupper() else f"WORKER_{field.upper()}")
             what = "is not set" if err["type"] == "missing" else f"is invalid: {err['msg']}"
             problems.append(f"{name} {what}")
         raise ConfigError("; ".join(problems)) from None
+
+
+def env_first(names: tuple[str, ...]) -> str | None:
+    """Return the value of the first of ``names`` set (non-empty) in the environment, or None."""
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return None

@@ -382,6 +382,8 @@ class ConvexGateway:
         message = str(payload.get("errorMessage", "unknown error"))
         data: Any = json_to_convex(payload["errorData"]) if "errorData" in payload else None
         code = str(data["code"]) if isinstance(data, dict) and "code" in data else None
+        if isinstance(data, dict) and isinstance(data.get("message"), str):
+            message = f"{code}: {data['message']}" if code else data["message"]  # the function's own words
         raise PermanentGatewayError(f"{path}: {message}", function=path, code=code, data=data)
 
     async def query(self, path: str, args: Mapping[str, Any] | None = None) -> Any:

@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from worker.errors import GatewayError, ImportFailedError
+from worker.errors import AuthenticationError, GatewayError, ImportFailedError, PermanentGatewayError
 from worker.gateway import ConvexGateway
 from worker.models import WatchEvent
 
@@ -67,8 +67,9 @@ async def upload_events(
         The summary (``non_views``/``rejected`` left empty: the parser owns those).
 
     Raises:
-        ImportFailedError: a batch failed; earlier batches stay committed, and importing the same
-            file again skips them as duplicates.
+        ImportFailedError: a batch failed (its ``__cause__`` is the gateway error: permanent when the
+            backend refused it, transient when the deployment could not be reached); earlier batches
+            stay committed, and importing the same file again skips them as duplicates.
     """
     summary = ImportSummary()
     if events:
@@ -79,9 +80,24 @@ async def upload_events(
         batch = ordered[start : start + batch_size]
         try:
             result = await gateway.import_batch(batch, source=source, user_id=user_id)
+        except AuthenticationError as exc:
+            raise ImportFailedError(
+                f"the deployment rejected the credentials (token or admin key): {exc}. "
+                f"{summary.batches} earlier batches ({summary.imported} events) are committed.",
+                committed_batches=summary.batches,
+                inserted=summary.imported,
+            ) from exc
+        except PermanentGatewayError as exc:
+            raise ImportFailedError(
+                f"batch {summary.batches + 1} (views {start}..{start + len(batch) - 1} in time order) "
+                f"was refused: {exc}. {summary.batches} earlier batches ({summary.imported} events) are "
+                "committed; nothing of this batch was written.",
+                committed_batches=summary.batches,
+                inserted=summary.imported,
+            ) from exc
         except GatewayError as exc:
             raise ImportFailedError(
-                f"batch {summary.batches + 1} (events {start}..{start + len(batch) - 1} in time order) "
+                f"batch {summary.batches + 1} (views {start}..{start + len(batch) - 1} in time order) "
                 f"failed: {exc}. {summary.batches} earlier batches ({summary.imported} events) are "
                 "committed; importing the file again skips them as duplicates.",
                 committed_batches=summary.batches,

@@ -45,7 +45,8 @@ def print_dashboard(dashboard: dict[str, Any] | None, *, console: Console) -> No
     console.rule(f"Dashboard {dashboard.get('filterKey')} — {state}")
     console.print(
         f"computed at {_utc(fresh.get('computedAtMs'))}, watermark {_num(fresh.get('watermark'))}, "
-        f"last change {_num(fresh.get('lastSeq'))}, pending changes {_num(fresh.get('pendingChanges'))}"
+        f"last change {_num(fresh.get('lastSeq'))}, pending changes {_num(fresh.get('pendingChanges'))}",
+        soft_wrap=True,
     )
 
     kpi = aggs.get("kpi", {}).get("data", {})

@@ -134,3 +134,24 @@ class TestDemo:
         assert "imported            5000" in res.stderr
         assert "— fresh" in res.stdout
         assert "Top channels" in res.stdout
+
+
+class TestImportErrors:
+    def test_directory_and_rejected_credentials(self, project_backend: LocalBackend, tmp_path: Path) -> None:
+        """A directory is named as such; a forged token is reported as rejected credentials (exit 2)."""
+        res = run_cli("import", str(tmp_path), "--token", "x", env={"CONVEX_URL": project_backend.url})
+        assert res.returncode == 2 and "is a directory" in res.stderr
+        sample = REPO_ROOT / "worker" / "data" / "demo-watch-history.json"
+        res = run_cli("import", str(sample), "--token", "not.a.jwt", env={"CONVEX_URL": project_backend.url})
+        assert res.returncode == 2
+        assert "rejected the credentials" in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr  # one line, not wrapped
+        assert "Traceback" not in res.stderr
+
+    def test_operator_mode_accepts_the_standard_key_names(self, project_backend: LocalBackend) -> None:
+        """CONVEX_SELF_HOSTED_URL and CONVEX_DEPLOY_KEY work for import as they do for run."""
+        sample = REPO_ROOT / "worker" / "data" / "demo-watch-history.json"
+        env = {"CONVEX_SELF_HOSTED_URL": project_backend.url, "CONVEX_DEPLOY_KEY": project_backend.admin_key}
+        res = run_cli("import", str(sample), "--user-id", "operator-imported", env=env)
+        assert res.returncode == 0, res.stderr
+        assert "imported            5000" in res.stderr
