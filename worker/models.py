@@ -5,8 +5,11 @@ Timestamps are integer epoch milliseconds, UTC. Models are immutable.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import Final, Literal
 
 Kind = Literal["watch", "removed"]
 """A view of a known video (``watch``) or of a removed/private video whose id is unknown (``removed``)."""
@@ -46,6 +49,75 @@ class WatchEvent:
     def dedupe_key(self) -> str:
         """Return the key the backend deduplicates on: time + video id, or time + title without an id."""
         return f"{self.watched_at_ms}|{self.video_id or ''}|{'' if self.video_id else (self.title or '')}"
+
+
+# Input limits of the backend, mirroring convex/watchEvents.ts (MIN_WATCHED_AT_MS, MAX_FUTURE_SKEW_MS,
+# MAX_FIELD_LENGTH, MAX_FLAGS, checked by validateEvent). Change both sides together: an event the
+# backend refuses makes it reject the whole import batch.
+
+MIN_WATCHED_AT_MS: Final = 1_104_537_600_000
+"""Earliest accepted ``watched_at_ms``: 2005-01-01T00:00:00Z (YouTube did not exist before)."""
+
+MAX_FUTURE_SKEW_MS: Final = 24 * 60 * 60 * 1000
+"""How far past the current time a ``watched_at_ms`` may be (clock skew), in ms: 1 day."""
+
+MAX_FIELD_LENGTH: Final[Mapping[str, int]] = MappingProxyType(
+    {"video_id": 64, "title": 1000, "channel_id": 128, "channel_name": 1000}
+)
+"""Longest accepted value per optional string field, in UTF-16 code units (JavaScript ``length``)."""
+
+MAX_FLAGS: Final = 8
+"""Most flags on one event."""
+
+
+def _iso(ms: int) -> str:
+    """Return ``ms`` as ISO 8601 UTC, or the bare number when it is outside the years 1–9999."""
+    try:
+        return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except OverflowError:
+        return str(ms)
+
+
+def _utf16_length(text: str) -> int:
+    """Return the length of ``text`` in UTF-16 code units, as JavaScript's ``String.length``."""
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
+def view_problem(event: WatchEvent, *, now_ms: int) -> tuple[str, str] | None:
+    """Return why the backend would refuse ``event``, or None when it is within the limits.
+
+    The same checks as ``validateEvent`` in ``convex/watchEvents.ts``: ``watched_at_ms`` in
+    [:data:`MIN_WATCHED_AT_MS`, ``now_ms`` + :data:`MAX_FUTURE_SKEW_MS`]; optional strings never
+    empty and at most :data:`MAX_FIELD_LENGTH` UTF-16 code units; at most :data:`MAX_FLAGS` flags.
+
+    Args:
+        event: The view to check.
+        now_ms: Current time, epoch ms UTC. The backend uses its own clock at import time, which
+            is later than a clock read before the import, so an event accepted here is accepted
+            there unless the two clocks disagree by about a day.
+
+    Returns:
+        ``(field, reason)`` for the first problem found, ``field`` being the :class:`WatchEvent`
+        attribute name (``"watched_at_ms"``, ``"title"``…), or None.
+    """
+    t = event.watched_at_ms
+    latest_ms = now_ms + MAX_FUTURE_SKEW_MS
+    if t < MIN_WATCHED_AT_MS:
+        return "watched_at_ms", f"{_iso(t)} is before 2005-01-01T00:00:00Z, the earliest accepted instant"
+    if t > latest_ms:
+        return "watched_at_ms", f"{_iso(t)} is more than 1 day in the future (latest accepted {_iso(latest_ms)})"
+    for name, limit in MAX_FIELD_LENGTH.items():
+        value: str | None = getattr(event, name)
+        if value is None:
+            continue
+        if not value:
+            return name, "is empty; use None for an unknown value"
+        # A code point is at most 2 UTF-16 units, so short strings need no counting.
+        if len(value) * 2 > limit and (length := _utf16_length(value)) > limit:
+            return name, f"is {length} characters (UTF-16 units); at most {limit} are allowed"
+    if len(event.flags) > MAX_FLAGS:
+        return "flags", f"has {len(event.flags)} entries; at most {MAX_FLAGS} are allowed"
+    return None
 
 
 ChangeKind = Literal["import", "delete", "timezone", "manual", "expiry", "filter"]

@@ -2,11 +2,14 @@
 
 Prints, per file, the format, the counts of views, non-views and rejected entries, the covered
 range (UTC) and the parse throughput; then the first rejections. Exit code 0 when every file was
-readable, 1 when a file raised :class:`~worker.takeout.errors.TakeoutFormatError`.
+readable; 2 for a usage error or when a file could not be read (missing, a directory, unreadable, or
+not a readable export: :class:`~worker.takeout.errors.TakeoutFormatError`), after one
+``error: PATH: reason`` line on stderr per such file.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Sequence
@@ -23,10 +26,12 @@ def _utc(ms: int | None) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse each file named in ``argv`` and print a summary; return the exit code."""
-    paths = list(sys.argv[1:] if argv is None else argv)
-    if not paths:
-        print("usage: python -m worker.takeout FILE [FILE …]", file=sys.stderr)
-        return 2
+    parser = argparse.ArgumentParser(
+        prog="python -m worker.takeout",
+        description="Check Takeout watch-history exports (JSON, HTML or zip) without importing them.",
+    )
+    parser.add_argument("paths", nargs="+", metavar="FILE", help="export file to check")
+    paths: list[str] = parser.parse_args(sys.argv[1:] if argv is None else list(argv)).paths
     status = 0
     for path in paths:
         started = time.perf_counter()
@@ -34,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = parse_takeout_file(path)
         except TakeoutFormatError as exc:
             print(f"error: {exc}", file=sys.stderr)
-            status = 1
+            status = 2
             continue
         elapsed_s = max(time.perf_counter() - started, 1e-9)
         non_views = ", ".join(f"{kind} {count}" for kind, count in result.non_views.items() if count)

@@ -6,10 +6,15 @@ caption cell and header cell are paired with the body cell of the same record by
 within the record, never by a global index. The document is cut at ``outer-cell`` boundaries into
 slices of a few MB, each parsed with selectolax (lexbor), so memory stays bounded for exports of
 tens of MB.
+
+A cut file is refused, not read in part: a page that opens ``<html>``/``<body>`` must close them
+after its last record, and the last record's ``<div>`` must be closed. A fragment of records
+without the page tags (it may start inside a record) is accepted when its last record is closed.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +29,7 @@ from worker.takeout.json_reader import build_result
 from worker.takeout.result import NON_VIEW_KINDS, ParseResult, Rejection
 from worker.takeout.rules import (
     AD_MARKERS,
+    admit_view,
     channel_url_id,
     classify_entry,
     normalize_spaces,
@@ -33,6 +39,17 @@ from worker.takeout.rules import (
 _SLICE_CHARS: Final = 4_000_000
 _OUTER_MARK: Final = '<div class="outer-cell'
 _SELECTOR: Final = "div.header-cell, div.content-cell"
+_DIV_OPEN_RE: Final = re.compile(r"<div\b", re.IGNORECASE)
+_DIV_CLOSE_RE: Final = re.compile(r"</div\s*>", re.IGNORECASE)
+_PAGE_OPEN_RE: Final = re.compile(r"<(html|body)\b", re.IGNORECASE)
+_FIELDS: Final = {
+    "watched_at_ms": "date",
+    "video_id": "body",
+    "title": "body",
+    "channel_id": "body",
+    "channel_name": "body",
+}
+"""Rejection field per WatchEvent attribute: the date line, or the body cell for the rest."""
 
 
 @dataclass(slots=True)
@@ -166,6 +183,44 @@ def _record(record: _Record, zones: Counter[str]) -> WatchEvent | str:
     )
 
 
+def _line_column(text: str, offset: int) -> str:
+    line = text.count("\n", 0, offset) + 1
+    column = offset - text.rfind("\n", 0, offset)
+    return f"line {line}, column {column}"
+
+
+def _check_complete(text: str, name: str) -> None:
+    """Raise when the document ends inside its last record or before the page's closing tags.
+
+    Raises:
+        TakeoutFormatError: with the line/column where the unclosed record starts, or of the end of
+            the file when ``</body>``/``</html>`` is missing.
+    """
+    first = text.find("content-cell")
+    if first < 0:
+        return  # no records at all: reported by the caller
+    last = text.rfind(_OUTER_MARK)
+    if last < 0:
+        # A fragment without outer-cell divs: its last record part is the last content-cell div.
+        last = max(text.rfind("<div", 0, text.rfind("content-cell")), 0)
+    tail = text[last:]
+    if len(_DIV_CLOSE_RE.findall(tail)) < len(_DIV_OPEN_RE.findall(tail)):
+        raise TakeoutFormatError(
+            name,
+            "the file ends inside the last record (its <div> is never closed); "
+            "the file is truncated or damaged",
+            _line_column(text, last),
+        )
+    opened = {match.lower() for match in _PAGE_OPEN_RE.findall(text, 0, first)}
+    for tag in ("body", "html"):
+        if tag in opened and f"</{tag}" not in tail.lower():
+            raise TakeoutFormatError(
+                name,
+                f"the document opens <{tag}> but ends without </{tag}>; the file is truncated or damaged",
+                _line_column(text, len(text)),
+            )
+
+
 class _RecordError(Exception):
     def __init__(self, field: str, reason: str) -> None:
         super().__init__(reason)
@@ -173,12 +228,14 @@ class _RecordError(Exception):
         self.reason = reason
 
 
-def parse_html_text(text: str, *, name: str) -> ParseResult:
+def parse_html_text(text: str, *, name: str, now_ms: int) -> ParseResult:
     """Parse the text of an HTML export (whole page or a fragment of records).
 
     Args:
         text: The whole file, decoded.
         name: File name used in error messages.
+        now_ms: Wall-clock time when parsing started, epoch ms UTC: views more than 1 day after it
+            (or before 2005) are rejected, as the backend would refuse them.
 
     Returns:
         A :class:`ParseResult` with source ``"takeout_html"``; instants are whole seconds (HTML has
@@ -186,8 +243,10 @@ def parse_html_text(text: str, *, name: str) -> ParseResult:
         :mod:`worker.takeout.html_dates`). Uses of an ambiguous label are listed in ``notes``.
 
     Raises:
-        TakeoutFormatError: when the document holds no ``content-cell`` records.
+        TakeoutFormatError: when the document holds no ``content-cell`` records, or is cut: it ends
+            inside its last record, or opens ``<html>``/``<body>`` without closing them.
     """
+    _check_complete(text, name)
     views: list[WatchEvent] = []
     non_views = dict.fromkeys(NON_VIEW_KINDS, 0)
     rejected: list[Rejection] = []
@@ -202,8 +261,12 @@ def parse_html_text(text: str, *, name: str) -> ParseResult:
             continue
         if isinstance(outcome, str):
             non_views[outcome] += 1
+            continue
+        admitted = admit_view(outcome, index, now_ms=now_ms, fields=_FIELDS)
+        if isinstance(admitted, Rejection):
+            rejected.append(admitted)
         else:
-            views.append(outcome)
+            views.append(admitted)
     if total == 0:
         raise TakeoutFormatError(name, "HTML without watch-history records (no 'content-cell … body-1' divs)")
     notes = tuple(

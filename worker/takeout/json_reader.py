@@ -15,6 +15,7 @@ from worker.takeout.result import NON_VIEW_KINDS, ParseResult, Rejection
 from worker.takeout.rules import (
     AD_MARKERS,
     VIDEO_ID_RE,
+    admit_view,
     channel_url_id,
     classify_entry,
     epoch_ms,
@@ -28,6 +29,18 @@ _ISO_RE: Final = re.compile(
 _ACTIVITY_KEYS: Final = frozenset({"header", "title", "time", "titleUrl", "products"})
 _LEGACY_KIND: Final = "youtube#playlistItem"
 _LEGACY_REMOVED_TITLES: Final = frozenset({"Deleted video", "Private video"})
+_ACTIVITY_FIELDS: Final = {
+    "watched_at_ms": "time",
+    "video_id": "titleUrl",
+    "title": "title",
+    "channel_id": "subtitles",
+    "channel_name": "subtitles",
+}
+_LEGACY_FIELDS: Final = {
+    "watched_at_ms": "snippet.publishedAt",
+    "video_id": "contentDetails.videoId",
+    "title": "snippet.title",
+}
 
 
 class _EntryError(Exception):
@@ -190,15 +203,18 @@ def _layout(entries: list[Any], name: str) -> str:
     raise TakeoutFormatError(name, "the array holds no objects; not a watch-history export", "entry 0")
 
 
-def parse_json_text(text: str, *, name: str) -> ParseResult:
+def parse_json_text(text: str, *, name: str, now_ms: int) -> ParseResult:
     """Parse the text of a JSON export (My Activity layout or legacy 2016 layout).
 
     Args:
         text: The whole file, decoded.
         name: File name used in error messages.
+        now_ms: Wall-clock time when parsing started, epoch ms UTC: views more than 1 day after it
+            (or before 2005) are rejected, as the backend would refuse them.
 
     Returns:
-        A :class:`ParseResult` with source ``"takeout_json"``.
+        A :class:`ParseResult` with source ``"takeout_json"``; views outside the backend's limits
+        (``worker.models.view_problem``) are in ``rejected``, empty strings are None.
 
     Raises:
         TakeoutFormatError: invalid or truncated JSON (position = line/column), a top level
@@ -218,7 +234,9 @@ def parse_json_text(text: str, *, name: str) -> ParseResult:
         raise TakeoutFormatError(
             name, f"expected a JSON array of records at the top level, got {type(data).__name__}"
         )
-    reader = _legacy_entry if _layout(data, name) == "legacy" else _activity_entry
+    legacy = _layout(data, name) == "legacy"
+    reader = _legacy_entry if legacy else _activity_entry
+    fields = _LEGACY_FIELDS if legacy else _ACTIVITY_FIELDS
     views: list[WatchEvent] = []
     non_views = dict.fromkeys(NON_VIEW_KINDS, 0)
     rejected: list[Rejection] = []
@@ -230,8 +248,12 @@ def parse_json_text(text: str, *, name: str) -> ParseResult:
             continue
         if isinstance(outcome, str):
             non_views[outcome] += 1
+            continue
+        admitted = admit_view(outcome, index, now_ms=now_ms, fields=fields)
+        if isinstance(admitted, Rejection):
+            rejected.append(admitted)
         else:
-            views.append(outcome)
+            views.append(admitted)
     return build_result("takeout_json", views, non_views, rejected, len(data))
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 import zipfile
 from pathlib import Path
 from typing import Final
@@ -28,13 +29,13 @@ def _decode(data: bytes, name: str) -> str:
         ) from None
 
 
-def _parse_text(data: bytes, name: str) -> ParseResult:
+def _parse_text(data: bytes, name: str, now_ms: int) -> ParseResult:
     text = _decode(data, name)
     head = text[:4096].lstrip()
     if head.startswith(("[", "{")):
-        return parse_json_text(text, name=name)
+        return parse_json_text(text, name=name, now_ms=now_ms)
     if _HTML_HINT_RE.search(text[:_SNIFF_BYTES]) or "content-cell" in text[: _SNIFF_BYTES * 4]:
-        return parse_html_text(text, name=name)
+        return parse_html_text(text, name=name, now_ms=now_ms)
     if not head:
         raise TakeoutFormatError(name, "the file is empty")
     raise TakeoutFormatError(name, "neither JSON nor HTML: not a watch-history export", "byte 0")
@@ -55,7 +56,7 @@ def _member_rank(info: zipfile.ZipInfo, head: bytes) -> tuple[int, int, int] | N
     return (0 if in_my_activity else 1, 1 if is_json else 0, info.file_size)
 
 
-def _parse_zip(data: bytes, name: str) -> ParseResult:
+def _parse_zip(data: bytes, name: str, now_ms: int) -> ParseResult:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError) as exc:
@@ -78,10 +79,10 @@ def _parse_zip(data: bytes, name: str) -> ParseResult:
             content = archive.read(info)
         except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
             raise TakeoutFormatError(name, f"cannot read archive member: {exc}", info.filename) from None
-    return _parse_text(content, f"{name}!{info.filename}")
+    return _parse_text(content, f"{name}!{info.filename}", now_ms)
 
 
-def parse_takeout_bytes(data: bytes, *, name: str) -> ParseResult:
+def parse_takeout_bytes(data: bytes, *, name: str, now_ms: int | None = None) -> ParseResult:
     """Parse a watch-history export given as bytes; the format is detected from the content.
 
     Accepted: the My Activity JSON array, the legacy 2016 ``youtube#playlistItem`` JSON array, the
@@ -89,31 +90,50 @@ def parse_takeout_bytes(data: bytes, *, name: str) -> ParseResult:
     (chosen by content, not by the localized file name; the YouTube history file is preferred over
     ``My Activity``, JSON over HTML). Text must be UTF-8 (a BOM is allowed).
 
+    Views are held to the backend's input limits (``worker.models.view_problem``): empty strings
+    become None, and a view dated before 2005 or more than 1 day after ``now_ms``, or with an
+    over-long field, is rejected rather than returned.
+
     Args:
         data: The file content.
         name: Name used in error messages (usually the path).
+        now_ms: Current time, epoch ms UTC, for the "not in the future" limit. None (the default)
+            reads the wall clock once, when parsing starts.
 
     Returns:
-        The :class:`ParseResult`; unreadable entries are listed in ``rejected``.
+        The :class:`ParseResult`; unreadable or out-of-limit entries are listed in ``rejected``.
 
     Raises:
-        TakeoutFormatError: whole-file problems (not JSON/HTML, truncated JSON, top level not an
-            array, unknown record structure, not UTF-8, zip without a watch-history file).
+        TakeoutFormatError: whole-file problems (not JSON/HTML, truncated JSON or HTML, top level
+            not an array, unknown record structure, not UTF-8, zip without a watch-history file).
     """
+    if now_ms is None:
+        now_ms = int(time.time() * 1000)
     if data.startswith(_ZIP_MAGIC):
-        return _parse_zip(data, name)
-    return _parse_text(data, name)
+        return _parse_zip(data, name, now_ms)
+    return _parse_text(data, name, now_ms)
 
 
-def parse_takeout_file(path: str | Path) -> ParseResult:
+def parse_takeout_file(path: str | Path, *, now_ms: int | None = None) -> ParseResult:
     """Parse a watch-history export file (JSON, HTML or Takeout zip); see :func:`parse_takeout_bytes`.
 
+    Args:
+        path: The file.
+        now_ms: Current time, epoch ms UTC; None reads the wall clock once, before the file is read.
+
     Raises:
-        TakeoutFormatError: whole-file problems, including a file that cannot be read.
+        TakeoutFormatError: whole-file problems, including a path that is missing, is a directory
+            or cannot be read.
     """
+    if now_ms is None:
+        now_ms = int(time.time() * 1000)
     name = str(path)
+    if Path(path).is_dir():
+        raise TakeoutFormatError(name, "is a directory, not an export file")
     try:
         data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise TakeoutFormatError(name, "cannot read the file: no such file") from None
     except OSError as exc:
         raise TakeoutFormatError(name, f"cannot read the file: {exc.strerror or exc}") from None
-    return parse_takeout_bytes(data, name=name)
+    return parse_takeout_bytes(data, name=name, now_ms=now_ms)

@@ -7,11 +7,13 @@ kept in the shared project documentation.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Final, Literal
 
-from worker.models import Product
+from worker.models import Product, WatchEvent, view_problem
+from worker.takeout.result import Rejection
 
 VIDEO_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{11}")
 """A YouTube video id: 11 characters of ``[A-Za-z0-9_-]`` (may start with ``-`` or ``_``)."""
@@ -251,3 +253,46 @@ def classify_entry(verb_text: str, url: str | None, header: str | None, *, is_ad
     if video_id is None:
         return ViewRef("removed", product)
     return ViewRef("watch", product, video_id, shorts_url)
+
+
+def _blank(value: str | None) -> bool:
+    return value is not None and not value.strip()
+
+
+def admit_view(
+    event: WatchEvent, index: int, *, now_ms: int, fields: Mapping[str, str]
+) -> WatchEvent | Rejection:
+    """Bring one view within the backend's limits (``worker.models.view_problem``), or reject it.
+
+    Empty or blank optional strings become None: an empty channel name means "no name", an empty
+    title an unknown title (flag ``title_unknown`` on a watch). An instant outside
+    [2005-01-01, ``now_ms`` + 1 day] or an over-long field rejects the entry, so that one bad entry
+    never makes the backend refuse a whole import batch.
+
+    Args:
+        event: The view as read from the file.
+        index: 0-based position of the entry in the file.
+        now_ms: Wall-clock time taken once when parsing started, epoch ms UTC.
+        fields: :class:`WatchEvent` attribute name → the file's field name used in the
+            :class:`Rejection` (``"watched_at_ms"`` → ``"time"`` for JSON, ``"date"`` for HTML).
+
+    Returns:
+        The (possibly cleaned) view, or the :class:`Rejection` of the entry.
+    """
+    if _blank(event.video_id) or _blank(event.title) or _blank(event.channel_id) or _blank(event.channel_name):
+        flags = event.flags
+        if _blank(event.title) and event.kind == "watch":
+            flags = flags | {"title_unknown"}
+        event = replace(
+            event,
+            video_id=None if _blank(event.video_id) else event.video_id,
+            title=None if _blank(event.title) else event.title,
+            channel_id=None if _blank(event.channel_id) else event.channel_id,
+            channel_name=None if _blank(event.channel_name) else event.channel_name,
+            flags=flags,
+        )
+    problem = view_problem(event, now_ms=now_ms)
+    if problem is None:
+        return event
+    field, reason = problem
+    return Rejection(index, fields.get(field, field), reason)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.takeout import parse_takeout_bytes
+from worker.takeout import TakeoutFormatError, parse_takeout_bytes
 from worker.takeout.html_dates import DateError, parse_html_date
 
 VID = "Qx7Lm2Np9Ta"
@@ -32,7 +32,9 @@ def watched(date: str, title: str = "Tides &amp; Waves", channel: bool = True) -
 
 
 def page(*cells: str) -> bytes:
-    return ('<html><head><style>p{}</style></head><body><div class="mdl-grid">' + "".join(cells)).encode()
+    return (
+        '<html><head><style>p{}</style></head><body><div class="mdl-grid">' + "".join(cells) + "</div></body></html>"
+    ).encode()
 
 
 class TestDateLines:
@@ -148,3 +150,38 @@ class TestRecords:
         result = parse_takeout_bytes(page(cell(watched("Jan 2, 2024, 10:00:00 AM IST"))), name="h")
         assert result.views[0].watched_at_ms == 1704169800000
         assert result.notes == ("IST read as India Standard Time (UTC+05:30) in 1 entries",)
+
+
+class TestTruncatedFiles:
+    def test_every_cut_inside_the_last_record_is_refused(self) -> None:
+        """A page cut anywhere inside its last record raises TakeoutFormatError at that record's line/column."""
+        first = cell(watched("Jan 2, 2024, 10:00:00 AM UTC"))
+        last = cell(watched("Jan 1, 2024, 10:00:00 AM UTC"))
+        data = page(first, last)
+        start = len(page(first).decode()) - len("</div></body></html>")
+        text = data.decode()
+        for cut in range(start + len('<div class="outer-cell'), start + len(last)):
+            with pytest.raises(TakeoutFormatError, match="truncated") as info:
+                parse_takeout_bytes(text[:cut].encode(), name="h")
+            assert info.value.position == f"line 1, column {start + 1}"
+
+    @pytest.mark.parametrize("closing", ["", "</div>", "</div></body>"])
+    def test_page_without_its_closing_tags_is_refused(self, closing: str) -> None:
+        """Whole records but no </body> or </html> after them: the file was cut between records."""
+        data = page(cell(watched("Jan 2, 2024, 10:00:00 AM UTC"))).removesuffix(b"</div></body></html>")
+        with pytest.raises(TakeoutFormatError, match="ends without </(body|html)>") as info:
+            parse_takeout_bytes(data + closing.encode(), name="h")
+        assert info.value.position == f"line 1, column {len((data + closing.encode()).decode()) + 1}"
+
+    def test_complete_page_and_fragment_are_read(self) -> None:
+        """A closed page, and a fragment of closed records without page tags, both parse."""
+        record = cell(watched("Jan 2, 2024, 10:00:00 AM UTC"))
+        assert len(parse_takeout_bytes(page(record) + b"\n", name="h").views) == 1
+        fragment = (record + "\n\n" + record + "\n").encode()
+        assert len(parse_takeout_bytes(fragment, name="h").views) == 2
+
+    def test_cut_fragment_is_refused(self) -> None:
+        """A fragment (no <html>) whose last record is not closed is refused as well."""
+        record = cell(watched("Jan 2, 2024, 10:00:00 AM UTC"))
+        with pytest.raises(TakeoutFormatError, match="ends inside the last record"):
+            parse_takeout_bytes((record + record[:-20]).encode(), name="h")

@@ -233,6 +233,12 @@ class TestWholeFileErrors:
         with pytest.raises(TakeoutFormatError, match="cannot read"):
             parse_takeout_file(tmp_path / "nope.json")
 
+    def test_directory(self, tmp_path: Path) -> None:
+        """A directory raises TakeoutFormatError saying it is a directory."""
+        with pytest.raises(TakeoutFormatError, match="is a directory") as info:
+            parse_takeout_file(tmp_path)
+        assert info.value.path == str(tmp_path)
+
     def test_utf8_bom_accepted(self) -> None:
         """A UTF-8 byte-order mark before the array is ignored."""
         data = b"\xef\xbb\xbf" + json.dumps([record()]).encode()
@@ -267,8 +273,8 @@ class TestZipAndCli:
         result = parse_takeout_bytes(buffer.getvalue(), name="takeout.zip")
         assert result.source == "takeout_json" and len(result.views) == 2
 
-    def test_cli_summary_and_exit_codes(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        """The checker prints counts and rejections, and exits 1 on an unreadable file."""
+    def test_cli_summary(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """The checker prints counts and rejections, and exits 0 when every file was read."""
         from worker.takeout.__main__ import main
 
         good = tmp_path / "h.json"
@@ -276,5 +282,47 @@ class TestZipAndCli:
         assert main([str(good)]) == 0
         out = capsys.readouterr().out
         assert "1 views" in out and "rejected 1" in out and "entry 1, field 'time': missing" in out
-        assert main([str(tmp_path / "missing.json")]) == 1
-        assert "cannot read the file" in capsys.readouterr().err
+
+    @pytest.mark.parametrize(
+        ("make", "message"),
+        [
+            (lambda d: d, "is a directory"),
+            (lambda d: d / "missing.json", "no such file"),
+            (lambda d: d / "bad.json", "invalid JSON"),
+        ],
+    )
+    def test_cli_input_errors_exit_2(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], make: Any, message: str
+    ) -> None:
+        """A directory, a missing file or a broken export: one error line naming the path, exit 2."""
+        from worker.takeout.__main__ import main
+
+        (tmp_path / "bad.json").write_text("[{", encoding="utf-8")
+        path = make(tmp_path)
+        assert main([str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {path}") and message in err[0]
+
+    def test_cli_unreadable_file_exits_2(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A file that cannot be read (permissions) gives one error line and exit 2."""
+        from worker.takeout.__main__ import main
+
+        path = tmp_path / "h.json"
+        path.write_text("[]", encoding="utf-8")
+
+        def refuse(self: Path) -> bytes:
+            raise PermissionError(13, "Permission denied", str(self))
+
+        monkeypatch.setattr(Path, "read_bytes", refuse)
+        assert main([str(path)]) == 2
+        assert capsys.readouterr().err.strip() == f"error: {path}: cannot read the file: Permission denied"
+
+    def test_cli_usage_error_exits_2(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """No file given: usage on stderr, exit 2."""
+        from worker.takeout.__main__ import main
+
+        with pytest.raises(SystemExit) as info:
+            main([])
+        assert info.value.code == 2 and "usage:" in capsys.readouterr().err

@@ -8,7 +8,9 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from worker.takeout import parse_takeout_bytes, parse_takeout_file
+import pytest
+
+from worker.takeout import TakeoutFormatError, parse_takeout_bytes, parse_takeout_file
 
 
 def ms(text: str) -> int:
@@ -32,6 +34,14 @@ class TestRabbitHtml:
         assert view.title == "#112  Swift Should Buy Chrome, Not Perplexity"
         assert view.kind == "watch" and view.product == "youtube" and view.flags == frozenset()
         assert result.first_ms == result.last_ms == view.watched_at_ms
+
+    def test_fragment_ends_with_its_last_record_closed(self, samples: Path) -> None:
+        """The fragment starts mid-document and ends '</div></div></div>' with no page tags: it is not cut."""
+        data = (samples / "rabbit_watch-history-sample-1.html").read_bytes()
+        assert data.rstrip().endswith(b"</div></div></div>") and b"<html" not in data and b"<body" not in data
+        assert parse_takeout_bytes(data, name="rabbit").total_entries == 2
+        with pytest.raises(TakeoutFormatError, match="ends inside the last record"):
+            parse_takeout_bytes(data.rstrip()[:-6], name="rabbit")
 
 
 class TestLemmingsCodeHtml:
@@ -67,6 +77,14 @@ class TestLemmingsCodeHtml:
             if datetime.fromtimestamp(v.watched_at_ms / 1000 + 11 * 3600, UTC).month == 9
         ]
         assert len(september) == 4
+
+    @pytest.mark.parametrize("size", [150_000, 160_000, 165_000])
+    def test_truncated_copy_is_refused(self, samples: Path, size: int) -> None:
+        """The first `size` bytes of the export (cut inside a record) raise with a line/column, not a partial import."""
+        data = (samples / "lemmingscode_watch-history-excerpt_en-AU.html").read_bytes()[:size]
+        with pytest.raises(TakeoutFormatError, match="truncated") as info:
+            parse_takeout_bytes(data, name="t.html")
+        assert info.value.position is not None and info.value.position.startswith("line 33, column ")
 
     def test_html_entities_unescaped_once(self, samples: Path) -> None:
         """'&#39;' in a title becomes an apostrophe."""
