@@ -13,6 +13,7 @@ available, else from a small seeded generator in this file.
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 import resource
@@ -100,5 +101,19 @@ def main(sizes: list[int]) -> None:
         )
 
 
+def parse_sizes(argv: list[str]) -> list[int]:
+    """Return the history sizes given on the command line (default 10k and 100k views)."""
+    parser = argparse.ArgumentParser(
+        prog="bench_aggregation.py", description="Benchmark the aggregation engine over the 18 eager filter sets."
+    )
+    parser.add_argument(
+        "sizes", nargs="*", type=int, metavar="VIEWS", help="history sizes in views (default: 10000 100000)"
+    )
+    sizes: list[int] = parser.parse_args(argv).sizes
+    if any(n <= 0 for n in sizes):
+        parser.error("sizes must be positive")
+    return sizes or [10_000, 100_000]
+
+
 if __name__ == "__main__":
-    main([int(a) for a in sys.argv[1:]] or [10_000, 100_000])
+    main(parse_sizes(sys.argv[1:]))

@@ -23,6 +23,7 @@ file first. ``--rss-only`` skips the in-process measurements (for large sizes).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import pickle
@@ -206,9 +207,26 @@ def ratio(full: int, part: int) -> str:
     return "none" if part == 0 else f"{full / part:.1f}"
 
 
+def parse_args(argv: list[str]) -> tuple[list[int], bool]:
+    """Return ``(sizes, rss_only)`` from the command line (default sizes 10k and 100k events)."""
+    parser = argparse.ArgumentParser(
+        prog="bench_incremental.py", description="Full vs incremental recompute through the partition path."
+    )
+    parser.add_argument(
+        "sizes", nargs="*", type=int, metavar="EVENTS", help="history sizes in events (default: 10000 100000)"
+    )
+    parser.add_argument(
+        "--rss-only", action="store_true", help="only measure the peak RSS in a child process (for large sizes)"
+    )
+    args = parser.parse_args(argv)
+    sizes: list[int] = args.sizes
+    if any(n <= 0 for n in sizes):
+        parser.error("sizes must be positive")
+    return sizes or [10_000, 100_000], bool(args.rss_only)
+
+
 def main(argv: list[str]) -> int:
-    rss_only = "--rss-only" in argv
-    sizes = [int(a) for a in argv if a != "--rss-only"] or [10_000, 100_000]
+    sizes, rss_only = parse_args(argv)
     print("Recomputer partition path, 14 types x 18 eager filter sets, in-memory event source")
     print("(Convex transfer excluded; CPU = time.process_time; RSS = worker peak in a child, pages read from a file)")
     if rss_only:

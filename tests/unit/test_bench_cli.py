@@ -1,0 +1,42 @@
+"""Benchmark scripts: command-line arguments (the benchmarks themselves are not run here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+_BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.mark.parametrize("script", ["bench_aggregation.py", "bench_incremental.py"])
+def test_help_prints_usage(script: str) -> None:
+    """--help prints the usage with the size arguments and exits 0."""
+    done = subprocess.run(
+        [sys.executable, str(_BENCHMARKS / script), "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage:") and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("script", ["bench_aggregation.py", "bench_incremental.py"])
+def test_bad_size_is_a_usage_error(script: str) -> None:
+    """A size that is not a positive integer is a usage error (exit 2), not a traceback."""
+    done = subprocess.run(
+        [sys.executable, str(_BENCHMARKS / script), "ten"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and "invalid int value" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_incremental_arguments() -> None:
+    """Sizes and --rss-only are read in any order; no sizes means 10k and 100k."""
+    sys.path.insert(0, str(_BENCHMARKS))
+    try:
+        import bench_incremental
+    finally:
+        sys.path.remove(str(_BENCHMARKS))
+    assert bench_incremental.parse_args(["--rss-only", "1000000"]) == ([1_000_000], True)
+    assert bench_incremental.parse_args(["500", "--rss-only"]) == ([500], True)
+    assert bench_incremental.parse_args([]) == ([10_000, 100_000], False)
