@@ -19,7 +19,7 @@ from worker.aggregation.common import (
     ratio,
     unique_ints,
 )
-from worker.aggregation.frame import IntArray
+from worker.aggregation.frame import CodeArray
 from worker.aggregation.slices import Slice
 from worker.aggregation.timeframes import month_label
 
@@ -47,19 +47,24 @@ def channel_metrics(s: Slice) -> Output:
     cap = opts.channel_metrics_cap
     ranking = s.channel_ranking
     top = ranking[:cap]
-    rank_of = np.full(n_channels, -1, dtype=np.int64)
+    rank_of: CodeArray = np.full(n_channels, -1, dtype=np.int32 if n_channels < 2**31 else np.int64)
     rank_of[top] = np.arange(top.size)
     k = int(top.size)
     rows: list[dict[str, Any]] = []
     if k:
+        co = _co_watched(s, rank_of, k)  # before the per-view temporaries below (smaller peak)
         # only the views of the listed channels: r = their rank, rows in time order
-        r_all = rank_of[s.channel]  # channel -1 picks rank_of[-1] (the last channel): masked below
-        sel = (s.channel >= 0) & (r_all >= 0)
-        r, m, ts = r_all[sel], s.month[sel], s.ts[sel]
+        ch = s.channel
+        r_all = rank_of[ch]  # channel -1 picks rank_of[-1] (the last channel): masked below
+        sel = (ch >= 0) & (r_all >= 0)
+        r = r_all[sel].astype(np.int64)
+        del r_all
+        m, ts = s.month[sel], s.ts[sel]
         first = np.full(k, np.iinfo(np.int64).max, dtype=np.int64)
         last = np.full(k, np.iinfo(np.int64).min, dtype=np.int64)
         np.minimum.at(first, r, ts)
         np.maximum.at(last, r, ts)
+        del ts
         m0 = int(m.min())
         width = int(m.max()) - m0 + 1
         if k * width <= _DENSE_CELLS:
@@ -75,7 +80,6 @@ def channel_metrics(s: Slice) -> Output:
         weekdays = np.bincount(r * 7 + s.weekday[sel], minlength=k * 7).reshape(k, 7)
         peak_hours = np.argmax(hours, axis=1).tolist()
         peak_weekdays = np.argmax(weekdays, axis=1).tolist()
-        co = _co_watched(s, rank_of, k)
         for i, code in enumerate(top.tolist()):
             views = int(s.channel_views[code])
             months_since = end_month - int(first_month[i]) + 1
@@ -107,14 +111,14 @@ def channel_metrics(s: Slice) -> Output:
     return data, "day"
 
 
-def _co_watched(s: Slice, rank_of: IntArray, k: int) -> list[list[dict[str, Any]]]:
+def _co_watched(s: Slice, rank_of: CodeArray, k: int) -> list[list[dict[str, Any]]]:
     frame = s.frame
     per = s.options.co_watched_per_channel
     out: list[list[dict[str, Any]]] = [[] for _ in range(k)]
     co = s.co_sessions
     if per == 0 or co.pair_a.size == 0:
         return out
-    ra, rb = rank_of[co.pair_a], rank_of[co.pair_b]
+    ra, rb = rank_of[co.pair_a].astype(np.int64), rank_of[co.pair_b].astype(np.int64)
     sa, sb = ra >= 0, rb >= 0
     rx = np.concatenate((ra[sa], rb[sb]))
     y = np.concatenate((co.pair_b[sa], co.pair_a[sb]))

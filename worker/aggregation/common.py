@@ -111,8 +111,19 @@ def distinct_per_group(group: CodeArray, item: CodeArray, n_groups: int) -> IntA
     if not keep.any():
         return np.zeros(n_groups, dtype=np.int64)
     width = int(item[keep].max()) + 1
-    pairs = unique_ints(group[keep].astype(np.int64) * width + item[keep])  # int64: narrow inputs would overflow
-    out: IntArray = np.bincount(pairs // width, minlength=n_groups).astype(np.int64)
+    # one int64 key per row (narrow inputs would overflow), built and sorted in place
+    keys = group[keep].astype(np.int64)
+    keys *= width
+    keys += item[keep]
+    del keep
+    keys.sort()
+    first = np.empty(keys.size, dtype=np.bool_)
+    first[0] = True
+    np.not_equal(keys[1:], keys[:-1], out=first[1:])
+    pairs = keys[first]
+    del keys, first
+    pairs //= width
+    out: IntArray = np.bincount(pairs, minlength=n_groups).astype(np.int64)
     return out
 
 

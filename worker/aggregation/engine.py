@@ -84,7 +84,7 @@ def _base_indices(frame: Frame, fs: FilterSet) -> IntArray:
         lookup = {c: i for i, c in enumerate(frame.channel_ids)}
         codes = [lookup[c] for c in fs.channels if c in lookup]
         mask &= np.isin(frame.channel, np.array(codes, dtype=np.int64))
-    out: IntArray = np.flatnonzero(mask).astype(np.int64)
+    out: IntArray = np.flatnonzero(mask).astype(np.int64, copy=False)
     return out
 
 
@@ -201,7 +201,7 @@ def _compute(
             start = 0 if window.start_ms is None else int(np.searchsorted(base_ts, window.start_ms, side="left"))
             same_views = previous is not None and previous[0] == start
             idx = previous[1].idx if previous is not None and same_views else (base if start == 0 else base[start:])
-            view = Slice(frame, idx, base, clock, window, opts, start=start)
+            view = Slice(frame, idx, base, clock, window, opts, start=start, base_ts=base_ts)
             if previous is not None:
                 view.share_derived(previous[1])
             previous = (start, view)

@@ -160,6 +160,51 @@ def _count_pairs(c_kept: CodeArray, starts: IntArray, sizes: IntArray, n_channel
     return out_keys, out_counts
 
 
+_VIEWS_PER_CHUNK = 1 << 18
+"""Views handled at once when computing sessions and co-sessions (bounds the temporary arrays)."""
+
+
+def _session_channels(ch: CodeArray, sid: Int32Array, n_channels: int, cap: int) -> tuple[CodeArray, IntArray]:
+    """Return the distinct channels of each session (at most ``cap``) and each session's distinct count.
+
+    Args:
+        ch: Channel codes of consecutive views (-1 = none), whole sessions only (m,).
+        sid: Session number of each view, non-decreasing (m,).
+        n_channels: Channel code bound.
+        cap: Most channels kept per session (the first ones to appear).
+
+    Returns:
+        The kept channels, sessions one after another, each session's in order of first appearance;
+        and the number of distinct channels of every session holding one (before the cap), int64.
+    """
+    has = ch >= 0
+    sid = sid[has]
+    ch_has = ch[has]
+    del has
+    # distinct (session, channel) pairs in order of first appearance: group the views by channel
+    # with a stable sort (radix sort on 16-bit codes), keep each channel's first view per session
+    sort_key = ch_has.astype(np.uint16) if n_channels <= 1 << 16 else ch_has
+    by_channel = np.argsort(sort_key, kind="stable")
+    del sort_key
+    c_sorted, s_sorted = ch_has[by_channel], sid[by_channel]
+    is_first = np.ones(by_channel.size, dtype=np.bool_)
+    is_first[1:] = (c_sorted[1:] != c_sorted[:-1]) | (s_sorted[1:] != s_sorted[:-1])
+    del c_sorted, s_sorted
+    first_mask = np.zeros(by_channel.size, dtype=np.bool_)
+    first_mask[by_channel[is_first]] = True
+    del by_channel, is_first
+    s = sid[first_mask]
+    c = ch_has[first_mask]
+    del sid, ch_has, first_mask
+    group_start = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1]))) if s.size else np.zeros(0, np.int64)
+    sizes: IntArray = np.diff(np.concatenate((group_start, [s.size]))).astype(np.int64)
+    if sizes.size and int(sizes.max()) > cap:
+        rank = np.arange(s.size)
+        rank -= np.repeat(group_start, sizes)
+        c = c[rank < cap]
+    return c, sizes
+
+
 class Slice:
     """The views of one filter set (time-sorted), with cached derived data.
 
@@ -173,6 +218,7 @@ class Slice:
         start: When given, ``idx`` is ``base[start:]`` (a timeframe is a suffix of the filter's
             history): the slice's columns are then views of the base's columns, gathered once per
             base and shared by every timeframe (see :meth:`share_derived`).
+        base_ts: When given, ``frame.ts[base]`` (the instants of the base, already gathered).
     """
 
     def __init__(
@@ -185,7 +231,10 @@ class Slice:
         options: AggregationOptions,
         *,
         start: int | None = None,
+        base_ts: IntArray | None = None,
     ) -> None:
+        if base_ts is not None:
+            self.__dict__["base_ts"] = base_ts  # already gathered by the caller: not gathered twice
         self.frame = frame
         self.idx = idx
         self.base = base
@@ -348,19 +397,25 @@ class Slice:
             empty = np.zeros(0, dtype=np.int64)
             empty_32 = np.zeros(0, dtype=np.int32)
             return Sessions(empty_32, empty, empty, empty, empty_32, np.zeros(0, dtype=np.bool_))
-        gaps = np.diff(ts)
-        new_session = gaps > opts.session_gap_ms
+        # gaps, session breaks and per-view estimates chunk by chunk: int64 temporaries stay bounded
+        new_session = np.empty(n - 1, dtype=np.bool_)
+        # per-view estimates fit int32 (both bounds are at most a day); sums are taken in int64
+        estimated = np.empty(n, dtype=np.int32)
+        for lo in range(0, n - 1, _VIEWS_PER_CHUNK):
+            hi = min(lo + _VIEWS_PER_CHUNK, n - 1)
+            gaps = np.diff(ts[lo : hi + 1])
+            breaks = new_session[lo:hi]
+            np.greater(gaps, opts.session_gap_ms, out=breaks)
+            estimated[lo:hi] = np.where(breaks, opts.last_view_estimate_ms, np.minimum(gaps, opts.watch_time_cap_ms))
+            del gaps, breaks
+        estimated[-1] = opts.last_view_estimate_ms
         of_view = np.zeros(n, dtype=np.int32)
         np.cumsum(new_session, out=of_view[1:])
         starts = np.concatenate(([0], np.flatnonzero(new_session) + 1)).astype(np.int64)
+        del new_session
         ends = np.concatenate((starts[1:], [n]))
         views = ends - starts
         span_ms = ts[ends - 1] - ts[starts]
-        # per-view estimates fit int32 (both bounds are at most a day); sums are taken in int64
-        estimated = np.empty(n, dtype=np.int32)
-        estimated[:-1] = np.where(new_session, opts.last_view_estimate_ms, np.minimum(gaps, opts.watch_time_cap_ms))
-        estimated[-1] = opts.last_view_estimate_ms
-        del gaps, new_session
         binge = (views >= opts.binge_min_views) | (span_ms >= opts.binge_min_span_ms)
         return Sessions(of_view, starts, views.astype(np.int64), span_ms, estimated, binge)
 
@@ -374,34 +429,23 @@ class Slice:
         empty = np.zeros(0, dtype=np.int64)
         if not has.any():
             return CoSessions(np.zeros(n_channels, dtype=np.int64), empty, empty, empty, 0, 0)
-        sid = self.sessions.of_view[has]
-        ch_has = ch[has]
         del has
-        # distinct (session, channel) pairs in order of first appearance: group the views by channel
-        # with a stable sort (radix sort on 16-bit codes), keep each channel's first view per session
-        sort_key = ch_has.astype(np.uint16) if n_channels <= 1 << 16 else ch_has
-        by_channel = np.argsort(sort_key, kind="stable")
-        del sort_key
-        c_sorted, s_sorted = ch_has[by_channel], sid[by_channel]
-        is_first = np.ones(by_channel.size, dtype=np.bool_)
-        is_first[1:] = (c_sorted[1:] != c_sorted[:-1]) | (s_sorted[1:] != s_sorted[:-1])
-        del c_sorted, s_sorted
-        first_mask = np.zeros(by_channel.size, dtype=np.bool_)
-        first_mask[by_channel[is_first]] = True
-        del by_channel, is_first
-        s = sid[first_mask]
-        c = ch_has[first_mask]
-        del sid, ch_has, first_mask
-        group_start = np.flatnonzero(np.concatenate(([True], s[1:] != s[:-1])))
-        sizes = np.diff(np.concatenate((group_start, [s.size])))
-        if int(sizes.max()) > cap:
-            rank = np.arange(s.size)
-            rank -= np.repeat(group_start, sizes)
-            c_kept = c[rank < cap]
-            del rank
-        else:
-            c_kept = c
-        del s, c
+        # sessions never straddle a chunk (chunks end at session starts): per chunk, the distinct
+        # channels of each session in order of first appearance, capped; temporaries stay bounded
+        ses = self.sessions
+        kept: list[CodeArray] = []
+        sizes_of: list[IntArray] = []
+        lo = 0
+        while lo < self.n:
+            k = int(np.searchsorted(ses.starts, lo + _VIEWS_PER_CHUNK, side="left"))
+            hi = int(ses.starts[k]) if k < ses.count else self.n
+            c_chunk, sizes_chunk = _session_channels(ch[lo:hi], ses.of_view[lo:hi], n_channels, cap)
+            kept.append(c_chunk)
+            sizes_of.append(sizes_chunk)
+            lo = hi
+        c_kept = np.concatenate(kept)
+        sizes = np.concatenate(sizes_of)
+        del kept, sizes_of
         kept_sizes = np.minimum(sizes, cap)
         kept_start = np.concatenate(([0], np.cumsum(kept_sizes)[:-1]))
         sessions_with = np.bincount(c_kept, minlength=n_channels).astype(np.int64)
