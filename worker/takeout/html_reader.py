@@ -26,10 +26,10 @@ from worker.models import WatchEvent
 from worker.takeout.errors import TakeoutFormatError
 from worker.takeout.html_dates import AMBIGUOUS_LABELS, DateError, parse_html_date
 from worker.takeout.json_reader import build_result
-from worker.takeout.result import NON_VIEW_KINDS, ParseResult, Rejection
+from worker.takeout.result import ParseResult
 from worker.takeout.rules import (
     AD_MARKERS,
-    admit_view,
+    Tally,
     channel_url_id,
     classify_entry,
     normalize_spaces,
@@ -247,26 +247,15 @@ def parse_html_text(text: str, *, name: str, now_ms: int) -> ParseResult:
             inside its last record, or opens ``<html>``/``<body>`` without closing them.
     """
     _check_complete(text, name)
-    views: list[WatchEvent] = []
-    non_views = dict.fromkeys(NON_VIEW_KINDS, 0)
-    rejected: list[Rejection] = []
+    tally = Tally(now_ms, _FIELDS)
     zones: Counter[str] = Counter()
     total = 0
     for index, record in enumerate(_records(text)):
         total += 1
         try:
-            outcome = _record(record, zones)
+            tally.add(index, _record(record, zones))
         except _RecordError as exc:
-            rejected.append(Rejection(index, exc.field, exc.reason))
-            continue
-        if isinstance(outcome, str):
-            non_views[outcome] += 1
-            continue
-        admitted = admit_view(outcome, index, now_ms=now_ms, fields=_FIELDS)
-        if isinstance(admitted, Rejection):
-            rejected.append(admitted)
-        else:
-            views.append(admitted)
+            tally.reject(index, exc.field, exc.reason)
     if total == 0:
         raise TakeoutFormatError(name, "HTML without watch-history records (no 'content-cell … body-1' divs)")
     notes = tuple(
@@ -274,4 +263,4 @@ def parse_html_text(text: str, *, name: str, now_ms: int) -> ParseResult:
         for label, count in sorted(zones.items())
         if label in AMBIGUOUS_LABELS
     )
-    return build_result("takeout_html", views, non_views, rejected, total, notes)
+    return build_result("takeout_html", tally.views, tally.non_views, tally.rejected, total, notes)

@@ -11,11 +11,11 @@ from typing import Any, Final
 
 from worker.models import Kind, Product, WatchEvent
 from worker.takeout.errors import TakeoutFormatError
-from worker.takeout.result import NON_VIEW_KINDS, ParseResult, Rejection
+from worker.takeout.result import ParseResult, Rejection
 from worker.takeout.rules import (
     AD_MARKERS,
     VIDEO_ID_RE,
-    admit_view,
+    Tally,
     channel_url_id,
     classify_entry,
     epoch_ms,
@@ -237,24 +237,13 @@ def parse_json_text(text: str, *, name: str, now_ms: int) -> ParseResult:
     legacy = _layout(data, name) == "legacy"
     reader = _legacy_entry if legacy else _activity_entry
     fields = _LEGACY_FIELDS if legacy else _ACTIVITY_FIELDS
-    views: list[WatchEvent] = []
-    non_views = dict.fromkeys(NON_VIEW_KINDS, 0)
-    rejected: list[Rejection] = []
+    tally = Tally(now_ms, fields)
     for index, entry in enumerate(data):
         try:
-            outcome = reader(entry)
+            tally.add(index, reader(entry))
         except _EntryError as exc:
-            rejected.append(Rejection(index, exc.field, exc.reason))
-            continue
-        if isinstance(outcome, str):
-            non_views[outcome] += 1
-            continue
-        admitted = admit_view(outcome, index, now_ms=now_ms, fields=fields)
-        if isinstance(admitted, Rejection):
-            rejected.append(admitted)
-        else:
-            views.append(admitted)
-    return build_result("takeout_json", views, non_views, rejected, len(data))
+            tally.reject(index, exc.field, exc.reason)
+    return build_result("takeout_json", tally.views, tally.non_views, tally.rejected, len(data))
 
 
 def build_result(

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Final, Literal
 
 from worker.models import Product, WatchEvent, view_problem
-from worker.takeout.result import Rejection
+from worker.takeout.result import NON_VIEW_KINDS, Rejection
 
 VIDEO_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{11}")
 """A YouTube video id: 11 characters of ``[A-Za-z0-9_-]`` (may start with ``-`` or ``_``)."""
@@ -296,3 +296,34 @@ def admit_view(
         return event
     field, reason = problem
     return Rejection(index, fields.get(field, field), reason)
+
+
+@dataclass
+class Tally:
+    """What a reader has made of a file's entries so far: views, non-views by kind, rejections.
+
+    Attributes:
+        now_ms: Wall-clock time taken once when parsing started, epoch ms UTC (see :func:`admit_view`).
+        fields: :class:`WatchEvent` attribute name → the file's field name, for rejections.
+    """
+
+    now_ms: int
+    fields: Mapping[str, str]
+    views: list[WatchEvent] = field(default_factory=list)
+    non_views: dict[str, int] = field(default_factory=lambda: dict.fromkeys(NON_VIEW_KINDS, 0))
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def add(self, index: int, outcome: WatchEvent | str) -> None:
+        """Count a non-view kind, or admit a view within the backend's limits (else reject it)."""
+        if isinstance(outcome, str):
+            self.non_views[outcome] += 1
+            return
+        admitted = admit_view(outcome, index, now_ms=self.now_ms, fields=self.fields)
+        if isinstance(admitted, Rejection):
+            self.rejected.append(admitted)
+        else:
+            self.views.append(admitted)
+
+    def reject(self, index: int, field_name: str, reason: str) -> None:
+        """Record an entry that could not be read."""
+        self.rejected.append(Rejection(index, field_name, reason))
