@@ -6,9 +6,9 @@ import { defineSchema, defineTable } from "convex/server";
 import { v } from "convex/values";
 import {
   vAggregationType,
-  vChangeKind,
   vChangeStatus,
   vFilters,
+  vPendingChange,
   vTypeValidUntil,
   vWatchEventInput,
 } from "./validators";
@@ -25,12 +25,7 @@ export default defineSchema({
 
   /** The transactional outbox: one row per write to a user's watch data or settings. */
   changeLog: defineTable({
-    userId: v.string(),
-    seq: v.number(),
-    kind: vChangeKind,
-    fromMs: v.optional(v.number()),
-    toMs: v.optional(v.number()),
-    count: v.number(),
+    ...vPendingChange.fields,
     status: vChangeStatus,
     attempts: v.number(),
     error: v.optional(v.string()),

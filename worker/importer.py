@@ -80,29 +80,8 @@ async def upload_events(
         batch = ordered[start : start + batch_size]
         try:
             result = await gateway.import_batch(batch, source=source, user_id=user_id)
-        except AuthenticationError as exc:
-            raise ImportFailedError(
-                f"the deployment rejected the credentials (token or admin key): {exc}. "
-                f"{summary.batches} earlier batches ({summary.imported} events) are committed.",
-                committed_batches=summary.batches,
-                inserted=summary.imported,
-            ) from exc
-        except PermanentGatewayError as exc:
-            raise ImportFailedError(
-                f"batch {summary.batches + 1} (views {start}..{start + len(batch) - 1} in time order) "
-                f"was refused: {exc}. {summary.batches} earlier batches ({summary.imported} events) are "
-                "committed; nothing of this batch was written.",
-                committed_batches=summary.batches,
-                inserted=summary.imported,
-            ) from exc
         except GatewayError as exc:
-            raise ImportFailedError(
-                f"batch {summary.batches + 1} (views {start}..{start + len(batch) - 1} in time order) "
-                f"failed: {exc}. {summary.batches} earlier batches ({summary.imported} events) are "
-                "committed; importing the file again skips them as duplicates.",
-                committed_batches=summary.batches,
-                inserted=summary.imported,
-            ) from exc
+            raise _batch_failure(exc, summary, start, len(batch)) from exc
         summary.batches += 1
         summary.imported += int(result["inserted"])
         summary.duplicates += int(result["duplicates"])
@@ -111,3 +90,16 @@ async def upload_events(
         if on_batch:
             on_batch(len(batch))
     return summary
+
+
+def _batch_failure(exc: GatewayError, summary: ImportSummary, start: int, size: int) -> ImportFailedError:
+    """Describe a failed batch: rejected credentials, a refused batch, or an unreachable deployment."""
+    where = f"batch {summary.batches + 1} (views {start}..{start + size - 1} in time order)"
+    committed = f"{summary.batches} earlier batches ({summary.imported} events) are committed"
+    if isinstance(exc, AuthenticationError):
+        message = f"the deployment rejected the credentials (token or admin key): {exc}. {committed}."
+    elif isinstance(exc, PermanentGatewayError):
+        message = f"{where} was refused: {exc}. {committed}; nothing of this batch was written."
+    else:
+        message = f"{where} failed: {exc}. {committed}; importing the file again skips them as duplicates."
+    return ImportFailedError(message, committed_batches=summary.batches, inserted=summary.imported)
