@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -54,25 +54,60 @@ USER = "bench-user"
 
 @dataclass(repr=False)  # asyncio may repr coroutine arguments: never format the whole history
 class MemorySource:
-    """In-memory ``iter_event_pages`` over a sorted history; counts the documents it serves."""
+    """In-memory ``worker:listEvents``/``listEventsByChange`` over a sorted history; counts documents served.
+
+    ``seqs[i]`` is the seq of the change that inserted ``events[i]``.
+    """
 
     events: list[WatchEvent]
     read: int = 0
     ts: list[int] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.events.sort(key=lambda e: e.watched_at_ms)
         self.ts = [e.watched_at_ms for e in self.events]
+        self.seqs = [1] * len(self.events)
+
+    def append(self, new: list[WatchEvent], seq: int) -> None:
+        """Add views later than every stored one, inserted by change ``seq``."""
+        self.events += new
+        self.ts += [e.watched_at_ms for e in new]
+        self.seqs += [seq] * len(new)
+
+    def keep(self, pred: Callable[[WatchEvent], bool]) -> None:
+        """Delete every view failing ``pred``."""
+        kept = [(e, s) for e, s in zip(self.events, self.seqs, strict=True) if pred(e)]
+        self.events = [e for e, _ in kept]
+        self.seqs = [s for _, s in kept]
+        self.ts = [e.watched_at_ms for e in self.events]
 
     async def iter_event_pages(
-        self, user_id: str, *, from_ms: int | None = None, to_ms: int | None = None, page_size: int = 4000
+        self,
+        user_id: str,
+        *,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+        max_change_seq: int | None = None,
+        page_size: int = 4000,
     ) -> AsyncIterator[list[WatchEvent]]:
         import bisect
 
         lo = 0 if from_ms is None else bisect.bisect_left(self.ts, from_ms)
         hi = len(self.ts) if to_ms is None else bisect.bisect_right(self.ts, to_ms)
+        top = max_change_seq if max_change_seq is not None else 2**62
         for i in range(lo, max(hi, lo + 1), page_size):
-            page = self.events[i : min(i + page_size, hi)]
+            end = min(i + page_size, hi)
+            page = [e for e, s in zip(self.events[i:end], self.seqs[i:end], strict=True) if s <= top]
+            self.read += end - i  # documents the backend reads, filtered or not
+            yield page
+
+    async def iter_changed_event_pages(
+        self, user_id: str, *, after_seq: int, through_seq: int, page_size: int = 4000
+    ) -> AsyncIterator[list[WatchEvent]]:
+        rows = [e for e, s in zip(self.events, self.seqs, strict=True) if after_seq < s <= through_seq]
+        for i in range(0, max(len(rows), 1), page_size):
+            page = rows[i : i + page_size]
             self.read += len(page)
             yield page
 
@@ -86,7 +121,13 @@ class FileSource:
     cpu_s: float = 0.0  # CPU spent decoding pages (the stand-in for Convex transfer), excluded from "full s"
 
     async def iter_event_pages(
-        self, user_id: str, *, from_ms: int | None = None, to_ms: int | None = None, page_size: int = 4000
+        self,
+        user_id: str,
+        *,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+        max_change_seq: int | None = None,
+        page_size: int = 4000,
     ) -> AsyncIterator[list[WatchEvent]]:
         assert from_ms is None and to_ms is None
         with open(self.path, "rb") as fh:
@@ -142,8 +183,8 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def claim(seq: int, kind: str, lo: int | None, hi: int | None) -> Claim:
-    change = ChangeEntry(user_id=USER, seq=seq, kind=kind, from_ms=lo, to_ms=hi)  # type: ignore[arg-type]
+def claim(seq: int, kind: str, lo: int | None, hi: int | None, count: int = 0) -> Claim:
+    change = ChangeEntry(user_id=USER, seq=seq, kind=kind, from_ms=lo, to_ms=hi, count=count)  # type: ignore[arg-type]
     return Claim(True, "bench", None, TZ, seq, (change,))
 
 
@@ -174,15 +215,12 @@ def run(n: int, full_only: bool = False) -> dict[str, Any]:
         WatchEvent(watched_at_ms=last + (i + 1) * step, video_id=f"new{i:08d}", title="New upload", channel_id="UCnew")
         for i in range(100)
     ]
-    source.events += new
-    source.ts += [e.watched_at_ms for e in new]
+    source.append(new, 2)
     row["append_cpu"], row["append_read"], row["append_plan"] = measure(
-        rc, source, claim(2, "import", new[0].watched_at_ms, new[-1].watched_at_ms), now
+        rc, source, claim(2, "import", new[0].watched_at_ms, new[-1].watched_at_ms, len(new)), now
     )
     old_lo, old_hi = month_bounds_ms(local_month_of(source.ts[0], zone) + 3, zone)
-    kept = [e for e in source.events if not old_lo <= e.watched_at_ms <= old_hi]
-    source.events[:] = kept
-    source.ts = [e.watched_at_ms for e in kept]
+    source.keep(lambda e: not old_lo <= e.watched_at_ms <= old_hi)
     row["delete_cpu"], row["delete_read"], row["delete_plan"] = measure(
         rc, source, claim(3, "delete", old_lo, old_hi), now
     )

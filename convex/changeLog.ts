@@ -4,7 +4,7 @@
  * the data and its change entry commit (or fail) together.
  */
 import type { MutationCtx, QueryCtx } from "./_generated/server";
-import { ensureUser } from "./users";
+import { ensureUser, getUser } from "./users";
 import type { ChangeKind } from "./validators";
 
 /** What changed: the affected `watchedAtMs` range (inclusive; absent = whole history) and size. */
@@ -26,9 +26,13 @@ export async function appendChange(
   ctx: MutationCtx,
   userId: string,
   change: ChangeSpec,
+  expectedSeq?: number,
 ): Promise<number> {
   const user = await ensureUser(ctx, userId);
   const seq = user.lastSeq + 1;
+  if (expectedSeq !== undefined && seq !== expectedSeq) {
+    throw new Error(`change seq for ${userId} is ${seq}, expected ${expectedSeq} (reserved by nextChangeSeq)`);
+  }
   await ctx.db.patch(user._id, { lastSeq: seq });
   await ctx.db.insert("changeLog", {
     userId,
@@ -42,6 +46,16 @@ export async function appendChange(
     createdAtMs: Date.now(),
   });
   return seq;
+}
+
+/**
+ * The seq the next `appendChange` for `userId` in this transaction will take
+ * (writes nothing). Lets a mutation stamp the rows it writes with their
+ * change's seq before the change row itself is appended.
+ */
+export async function nextChangeSeq(ctx: QueryCtx, userId: string): Promise<number> {
+  const user = await getUser(ctx, userId);
+  return (user?.lastSeq ?? 0) + 1;
 }
 
 /** True when `userId` has a pending change with `seq > afterSeq`. */

@@ -14,14 +14,20 @@ import {
 } from "./validators";
 
 export default defineSchema({
-  /** One document per view. `dedupeKey` is computed server-side (see `watchEvents.ts`). */
+  /**
+   * One document per view. `dedupeKey` is computed server-side (see
+   * `watchEvents.ts`); `changeSeq` is the seq of the `"import"` change that
+   * inserted the view (absent on views stored before the field existed).
+   */
   watchEvents: defineTable({
     userId: v.string(),
     ...vWatchEventInput.fields,
     dedupeKey: v.string(),
+    changeSeq: v.optional(v.number()),
   })
     .index("by_user_and_watchedAt", ["userId", "watchedAtMs"])
-    .index("by_user_and_dedupeKey", ["userId", "dedupeKey"]),
+    .index("by_user_and_dedupeKey", ["userId", "dedupeKey"])
+    .index("by_user_and_changeSeq", ["userId", "changeSeq"]),
 
   /** The transactional outbox: one row per write to a user's watch data or settings. */
   changeLog: defineTable({

@@ -5,7 +5,7 @@
 import { v } from "convex/values";
 import type { Doc } from "./_generated/dataModel";
 import { mutation, type MutationCtx } from "./_generated/server";
-import { appendChange } from "./changeLog";
+import { appendChange, nextChangeSeq } from "./changeLog";
 import { appError } from "./errors";
 import { getUser, requireCallerUserId } from "./users";
 import {
@@ -115,8 +115,9 @@ async function storedKeysInRange(
 
 /**
  * Import a batch of views for `userId`: validate all, skip duplicates (within
- * the batch and against stored rows), insert the rest, and append one
- * `"import"` change covering the inserted range. Nothing is written when any
+ * the batch and against stored rows), insert the rest stamped with the
+ * `changeSeq` of their change, and append that `"import"` change covering the
+ * inserted range. Nothing is written when any
  * event is invalid or when every event is a duplicate (`seq` is then null).
  */
 export async function importEventsForUser(
@@ -135,6 +136,7 @@ export async function importEventsForUser(
   events.forEach((event, index) => validateEvent(event, index, nowMs));
 
   const stored = await storedKeysInRange(ctx, userId, events);
+  const changeSeq = await nextChangeSeq(ctx, userId);
   const seen = new Set<string>();
   let inserted = 0;
   let duplicates = 0;
@@ -171,6 +173,7 @@ export async function importEventsForUser(
       source: event.source,
       ...(flags !== undefined && flags.length > 0 ? { flags } : {}),
       dedupeKey: key,
+      changeSeq,
     });
     inserted++;
     fromMs = Math.min(fromMs, event.watchedAtMs);
@@ -178,7 +181,7 @@ export async function importEventsForUser(
   }
   if (inserted === 0) return { inserted, duplicates, seq: null };
 
-  const seq = await appendChange(ctx, userId, { kind: "import", fromMs, toMs, count: inserted });
+  const seq = await appendChange(ctx, userId, { kind: "import", fromMs, toMs, count: inserted }, changeSeq);
   const user = await getUser(ctx, userId);
   if (user === null) throw new Error(`users row for ${userId} missing after appendChange`);
   await ctx.db.patch(user._id, { eventCount: user.eventCount + inserted });

@@ -228,6 +228,72 @@ describe("listEvents", () => {
   });
 });
 
+describe("listEventsByChange and maxChangeSeq", () => {
+  type T = ReturnType<typeof initConvexTest>;
+  async function all(t: T, fn: "byChange" | "byTime", args: Record<string, unknown>) {
+    const seen: WatchEventInput[] = [];
+    let cursor: string | null = null;
+    for (let i = 0; i < 20; i++) {
+      const page: { page: WatchEventInput[]; isDone: boolean; continueCursor: string } =
+        fn === "byChange"
+          ? await t.query(internal.worker.listEventsByChange, {
+              userId: A,
+              afterSeq: 0,
+              throughSeq: 0,
+              ...args,
+              paginationOpts: { numItems: 2, cursor },
+            })
+          : await t.query(internal.worker.listEvents, { userId: A, ...args, paginationOpts: { numItems: 2, cursor } });
+      seen.push(...page.page);
+      cursor = page.continueCursor;
+      if (page.isDone) break;
+    }
+    return seen.map((e) => e.watchedAtMs);
+  }
+
+  test("imports stamp their views with the change's seq; the delta reads exactly those still stored", async () => {
+    const t = initConvexTest();
+    expect((await importFor(t, A, [event(0), event(5)])).seq).toBe(1);
+    expect((await importFor(t, A, [event(1), event(5), event(2)])).seq).toBe(2); // event(5) is a duplicate
+    expect((await importFor(t, A, [event(0)])).seq).toBeNull(); // nothing new: no change, seq not used
+    await importFor(t, "other", [event(3)]);
+    expect((await importFor(t, A, [event(3), event(4)])).seq).toBe(3);
+    await t.mutation(internal.admin.deleteRange, { userId: A, fromMs: T0 + 4 * HOUR, toMs: T0 + 4 * HOUR }); // seq 4
+    const stamped = await t.run(async (ctx) => await ctx.db.query("watchEvents").collect());
+    expect(stamped.filter((r) => r.userId === A).map((r) => [r.watchedAtMs, r.changeSeq])).toEqual(
+      [
+        [0, 1],
+        [5, 1],
+        [1, 2],
+        [2, 2],
+        [3, 3],
+      ].map(([i, seq]) => [T0 + i * HOUR, seq]),
+    );
+    expect(await all(t, "byChange", { afterSeq: 1, throughSeq: 4 })).toEqual([1, 2, 3].map((i) => T0 + i * HOUR));
+    expect(await all(t, "byChange", { afterSeq: 0, throughSeq: 1 })).toEqual([0, 5].map((i) => T0 + i * HOUR));
+    expect(await all(t, "byChange", { afterSeq: 3, throughSeq: 9 })).toEqual([]);
+    // the time-ordered read leaves out views of later changes, and keeps views without a changeSeq
+    await seedEvents(t, A, [event(9)]);
+    expect(await all(t, "byTime", { maxChangeSeq: 2 })).toEqual([0, 1, 2, 5, 9].map((i) => T0 + i * HOUR));
+    expect(await all(t, "byTime", {})).toEqual([0, 1, 2, 3, 5, 9].map((i) => T0 + i * HOUR));
+  });
+
+  test("rejects a negative or fractional seq bound, naming it", async () => {
+    const t = initConvexTest();
+    await expect(
+      t.query(internal.worker.listEventsByChange, {
+        userId: A,
+        afterSeq: -1,
+        throughSeq: 2,
+        paginationOpts: { numItems: 2, cursor: null },
+      }),
+    ).rejects.toThrow(/afterSeq/);
+    await expect(
+      t.query(internal.worker.listEvents, { userId: A, maxChangeSeq: 1.5, paginationOpts: { numItems: 2, cursor: null } }),
+    ).rejects.toThrow(/maxChangeSeq/);
+  });
+});
+
 describe("storeAggregations", () => {
   type T = ReturnType<typeof initConvexTest>;
   const result = (data: unknown, extra: Partial<FlatResult> = {}): FlatResult => ({

@@ -205,14 +205,34 @@ export interface EventPage {
   continueCursor: string;
 }
 
+function toEventOutput(row: Doc<"watchEvents">): WatchEventOutput {
+  return {
+    watchedAtMs: row.watchedAtMs,
+    kind: row.kind,
+    product: row.product,
+    ...(row.videoId !== undefined ? { videoId: row.videoId } : {}),
+    ...(row.title !== undefined ? { title: row.title } : {}),
+    ...(row.channelId !== undefined ? { channelId: row.channelId } : {}),
+    ...(row.channelName !== undefined ? { channelName: row.channelName } : {}),
+    ...(row.flags !== undefined ? { flags: row.flags } : {}),
+  };
+}
+
 /** Handler of `worker:listEvents`. */
 export async function listEventsHandler(
   ctx: QueryCtx,
-  args: { userId: string; fromMs?: number; toMs?: number; paginationOpts: PaginationOptions },
+  args: {
+    userId: string;
+    fromMs?: number;
+    toMs?: number;
+    maxChangeSeq?: number;
+    paginationOpts: PaginationOptions;
+  },
 ): Promise<EventPage> {
   const userId = requireUserIdArg(args.userId);
   requireInteger(args.paginationOpts.numItems, "paginationOpts.numItems", 1, LIST_EVENTS_MAX_PAGE);
-  const { fromMs, toMs } = args;
+  const { fromMs, toMs, maxChangeSeq } = args;
+  if (maxChangeSeq !== undefined) requireInteger(maxChangeSeq, "maxChangeSeq", 0);
   const result = await ctx.db
     .query("watchEvents")
     .withIndex("by_user_and_watchedAt", (q) => {
@@ -221,20 +241,30 @@ export async function listEventsHandler(
       return toMs !== undefined ? lower.lte("watchedAtMs", toMs) : lower;
     })
     .paginate(args.paginationOpts);
-  return {
-    page: result.page.map((row) => ({
-      watchedAtMs: row.watchedAtMs,
-      kind: row.kind,
-      product: row.product,
-      ...(row.videoId !== undefined ? { videoId: row.videoId } : {}),
-      ...(row.title !== undefined ? { title: row.title } : {}),
-      ...(row.channelId !== undefined ? { channelId: row.channelId } : {}),
-      ...(row.channelName !== undefined ? { channelName: row.channelName } : {}),
-      ...(row.flags !== undefined ? { flags: row.flags } : {}),
-    })),
-    isDone: result.isDone,
-    continueCursor: result.continueCursor,
-  };
+  const rows =
+    maxChangeSeq === undefined
+      ? result.page
+      : result.page.filter((row) => row.changeSeq === undefined || row.changeSeq <= maxChangeSeq);
+  return { page: rows.map(toEventOutput), isDone: result.isDone, continueCursor: result.continueCursor };
+}
+
+/** Handler of `worker:listEventsByChange`. */
+export async function listEventsByChangeHandler(
+  ctx: QueryCtx,
+  args: { userId: string; afterSeq: number; throughSeq: number; paginationOpts: PaginationOptions },
+): Promise<EventPage> {
+  const userId = requireUserIdArg(args.userId);
+  requireInteger(args.paginationOpts.numItems, "paginationOpts.numItems", 1, LIST_EVENTS_MAX_PAGE);
+  requireInteger(args.afterSeq, "afterSeq", 0);
+  requireInteger(args.throughSeq, "throughSeq", 0);
+  const { afterSeq, throughSeq } = args;
+  const result = await ctx.db
+    .query("watchEvents")
+    .withIndex("by_user_and_changeSeq", (q) =>
+      q.eq("userId", userId).gt("changeSeq", afterSeq).lte("changeSeq", throughSeq),
+    )
+    .paginate(args.paginationOpts);
+  return { page: result.page.map(toEventOutput), isDone: result.isDone, continueCursor: result.continueCursor };
 }
 
 /** Longest accepted `dataHash`, in characters. */
@@ -529,25 +559,47 @@ export const claimUser = internalMutation({
   handler: claimUserHandler,
 });
 
+const vEventPage = v.object({
+  page: v.array(vWatchEventOutput),
+  isDone: v.boolean(),
+  continueCursor: v.string(),
+});
+
 /**
  * One page of `userId`'s views in `watchedAtMs` order, optionally limited to
- * `fromMs <= watchedAtMs <= toMs` (epoch ms, inclusive) (worker). Pass
- * `continueCursor` back until `isDone`. `numItems` at most 4000. Rows carry
- * only the fields the aggregation needs (no ids, `source` or `dedupeKey`).
+ * `fromMs <= watchedAtMs <= toMs` (epoch ms, inclusive) (worker). With
+ * `maxChangeSeq`, views inserted by a later change are left out of the page
+ * (so a page may hold fewer than `numItems` rows while `isDone` is false).
+ * Pass `continueCursor` back until `isDone`. `numItems` at most 4000. Rows
+ * carry only the fields the aggregation needs (no ids, `source` or `dedupeKey`).
  */
 export const listEvents = internalQuery({
   args: {
     userId: v.string(),
     fromMs: v.optional(v.number()),
     toMs: v.optional(v.number()),
+    maxChangeSeq: v.optional(v.number()),
     paginationOpts: paginationOptsValidator,
   },
-  returns: v.object({
-    page: v.array(vWatchEventOutput),
-    isDone: v.boolean(),
-    continueCursor: v.string(),
-  }),
+  returns: vEventPage,
   handler: listEventsHandler,
+});
+
+/**
+ * One page of the views `userId`'s `"import"` changes with
+ * `afterSeq < seq <= throughSeq` inserted and that still exist, in change
+ * order (worker: the delta of appends since its cached state). Same page
+ * contract and projection as `listEvents`.
+ */
+export const listEventsByChange = internalQuery({
+  args: {
+    userId: v.string(),
+    afterSeq: v.number(),
+    throughSeq: v.number(),
+    paginationOpts: paginationOptsValidator,
+  },
+  returns: vEventPage,
+  handler: listEventsByChangeHandler,
 });
 
 /**

@@ -21,6 +21,7 @@ URL_VARIABLES = ("CONVEX_URL", "CONVEX_SELF_HOSTED_URL")
 KEY_VARIABLES = ("CONVEX_ADMIN_KEY", "CONVEX_SELF_HOSTED_ADMIN_KEY", "CONVEX_DEPLOY_KEY")
 """Environment variables read for the admin/deploy key, first match wins."""
 
+
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -80,11 +81,14 @@ class Settings(BaseSettings):
         default="auto", description="auto = console on a TTY, JSON otherwise."
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(default="info")
-    redis_url: str | None = Field(
-        default=None, description="Optional Redis URL for the shared partition cache (L2)."
-    )
+    redis_url: str | None = Field(default=None, description="Optional Redis URL for the shared partition cache (L2).")
     cache_max_bytes: int = Field(
         default=64 * 1024 * 1024, gt=0, description="Bound of the in-memory partition cache (L1), bytes."
+    )
+    delta_max_events: int = Field(
+        default=50_000,
+        ge=0,
+        description="Largest append (views) read by change seq and combined with cached months; 0 = never.",
     )
 
 

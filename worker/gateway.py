@@ -149,9 +149,7 @@ def group_result_sets(results: Iterable[Mapping[str, Any]]) -> list[dict[str, An
             entry = {"filterKey": key, "definitionVersion": version, "results": []}
             sets[key] = entry
         elif entry["definitionVersion"] != version:
-            raise ValueError(
-                f"filter set {key!r} mixes definitionVersion {entry['definitionVersion']} and {version}"
-            )
+            raise ValueError(f"filter set {key!r} mixes definitionVersion {entry['definitionVersion']} and {version}")
         text = canonical_json(result["data"])
         item: dict[str, Any] = {
             "type": result["type"],
@@ -236,7 +234,17 @@ class Gateway(Protocol):
     async def claim_user(self, user_id: str, worker_id: str, lease_ms: int) -> Claim: ...
 
     def iter_event_pages(
-        self, user_id: str, *, from_ms: int | None = None, to_ms: int | None = None, page_size: int = 4000
+        self,
+        user_id: str,
+        *,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+        max_change_seq: int | None = None,
+        page_size: int = 4000,
+    ) -> AsyncIterator[list[WatchEvent]]: ...
+
+    def iter_changed_event_pages(
+        self, user_id: str, *, after_seq: int, through_seq: int, page_size: int = 4000
     ) -> AsyncIterator[list[WatchEvent]]: ...
 
     async def store_aggregations(
@@ -356,9 +364,7 @@ class ConvexGateway:
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             raise TransientGatewayError(f"{path}: {type(exc).__name__}: {exc}", function=path) from exc
         if response.status_code >= 500:
-            raise TransientGatewayError(
-                f"{path}: HTTP {response.status_code} {response.text[:200]}", function=path
-            )
+            raise TransientGatewayError(f"{path}: HTTP {response.status_code} {response.text[:200]}", function=path)
         try:
             payload = response.json()
         except ValueError as exc:
@@ -416,9 +422,7 @@ class ConvexGateway:
 
     async def claim_user(self, user_id: str, worker_id: str, lease_ms: int) -> Claim:
         """Take or renew the user's lease and read its pending changes (``worker:claimUser``)."""
-        raw = await self.mutation(
-            "worker:claimUser", {"userId": user_id, "workerId": worker_id, "leaseMs": lease_ms}
-        )
+        raw = await self.mutation("worker:claimUser", {"userId": user_id, "workerId": worker_id, "leaseMs": lease_ms})
         return Claim(
             granted=bool(raw["granted"]),
             lease_owner=raw.get("leaseOwner"),
@@ -430,7 +434,13 @@ class ConvexGateway:
         )
 
     async def iter_event_pages(
-        self, user_id: str, *, from_ms: int | None = None, to_ms: int | None = None, page_size: int = 4000
+        self,
+        user_id: str,
+        *,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+        max_change_seq: int | None = None,
+        page_size: int = 4000,
     ) -> AsyncIterator[list[WatchEvent]]:
         """Yield the user's events in ``watchedAtMs`` order, one page at a time.
 
@@ -438,19 +448,42 @@ class ConvexGateway:
             user_id: The user.
             from_ms: Inclusive lower bound on ``watchedAtMs`` (epoch ms UTC), None = unbounded.
             to_ms: Inclusive upper bound, None = unbounded.
+            max_change_seq: Leave out events inserted by a change with a higher seq (None = keep
+                all); pages may then be shorter than ``page_size``.
             page_size: Events per ``worker:listEvents`` call.
         """
+        args: dict[str, Any] = {"userId": user_id}
+        if from_ms is not None:
+            args["fromMs"] = from_ms
+        if to_ms is not None:
+            args["toMs"] = to_ms
+        if max_change_seq is not None:
+            args["maxChangeSeq"] = max_change_seq
+        async for page in self._pages("worker:listEvents", args, page_size):
+            yield page
+
+    async def iter_changed_event_pages(
+        self, user_id: str, *, after_seq: int, through_seq: int, page_size: int = 4000
+    ) -> AsyncIterator[list[WatchEvent]]:
+        """Yield the events inserted by the user's changes with ``after_seq < seq <= through_seq``.
+
+        The delta of appends since a cached state (``worker:listEventsByChange``): events in change
+        order, not time order; events deleted since are not returned.
+
+        Args:
+            user_id: The user.
+            after_seq: Exclusive lower bound on the inserting change's seq.
+            through_seq: Inclusive upper bound.
+            page_size: Events per call.
+        """
+        args: dict[str, Any] = {"userId": user_id, "afterSeq": after_seq, "throughSeq": through_seq}
+        async for page in self._pages("worker:listEventsByChange", args, page_size):
+            yield page
+
+    async def _pages(self, function: str, args: dict[str, Any], page_size: int) -> AsyncIterator[list[WatchEvent]]:
         cursor: str | None = None
         while True:
-            args: dict[str, Any] = {
-                "userId": user_id,
-                "paginationOpts": {"numItems": page_size, "cursor": cursor},
-            }
-            if from_ms is not None:
-                args["fromMs"] = from_ms
-            if to_ms is not None:
-                args["toMs"] = to_ms
-            page = await self.query("worker:listEvents", args)
+            page = await self.query(function, {**args, "paginationOpts": {"numItems": page_size, "cursor": cursor}})
             yield [event_from_convex(doc) for doc in page["page"]]
             if page["isDone"]:
                 return
@@ -529,9 +562,7 @@ class ConvexGateway:
 
     async def ack_changes(self, user_id: str, worker_id: str, up_to_seq: int) -> int:
         """Mark the user's pending rows with ``seq ≤ up_to_seq`` done and release the lease."""
-        raw = await self.mutation(
-            "worker:ackChanges", {"userId": user_id, "workerId": worker_id, "upToSeq": up_to_seq}
-        )
+        raw = await self.mutation("worker:ackChanges", {"userId": user_id, "workerId": worker_id, "upToSeq": up_to_seq})
         return int(raw["acked"])
 
     async def fail_changes(self, user_id: str, worker_id: str, up_to_seq: int, error: str) -> int:

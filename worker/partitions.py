@@ -10,27 +10,37 @@ into the engine's frame.
 
 Invalidation (:func:`plan_recompute`):
 
-* ``import``/``delete`` changes with a ``[fromMs, toMs]`` range invalidate the local months that
-  range overlaps (late data in an old month and deletions rebuild exactly those months; a month left
-  empty leaves the index);
+* when every change newer than the index is an ``import`` (and together they inserted at most
+  ``delta_max_events`` views), the plan is an **append**: the views those changes inserted are read
+  by change seq (``worker:listEventsByChange``, ``after_seq`` = the index's watermark) and combined
+  with the cached partitions of the months they fall in, so an append of 100 views reads 100
+  documents whatever the size of its month;
+* otherwise ``import``/``delete`` changes with a ``[fromMs, toMs]`` range invalidate the local
+  months that range overlaps (late data in an old month and deletions rebuild exactly those
+  months; a month left empty leaves the index);
 * ``timezone`` (every month boundary moves), ``manual`` (an explicit "recompute everything"), and
   any data change without a range invalidate everything;
 * ``expiry`` and ``filter`` changes change no event: they invalidate nothing (the recompute still
   runs, with a new ``now`` or a new filter set, from cached partitions only);
 * a claim for a zone other than the index's reads everything (the cache key includes the zone).
 
-Validity rule. State written by the recompute of a claim with watermark ``W`` (its highest change
-seq) reflects every change with ``seq <= W``: each write to ``watchEvents`` appends its change row
-in the same transaction, and the claim saw every row committed before it. (It may also reflect
-later writes; their change rows are still pending, so the next claim rebuilds those months again.)
-Hence an index with watermark ``Wi`` is usable for a claim whose lowest change seq is ``s0`` iff
-``Wi >= s0 - 1``: then every change the index does not reflect is in the claim, and each month not
-touched by a claim change is unchanged since its partition was built. If ``Wi < s0 - 1``, a change
-between them was never seen by this cache (processed by a replica without a shared L2, or
-dead-lettered): everything is read again. A partition is loaded with ``min_watermark`` = the
-watermark the index records for it, so an older entry for the same key (another replica's L1, a
-zone used before) is never taken. Partitions are written before the index; after a crash between
-the two, the claim's changes are still pending and rebuild the same months.
+Validity rule. Every view stores the seq of the change that inserted it (``changeSeq``), and every
+month read of the recompute of a claim with watermark ``W`` (its highest change seq) leaves out
+views with ``changeSeq > W``. State written by that recompute therefore holds exactly the views of
+the changes with ``seq <= W`` (each write to ``watchEvents`` appends its change row in the same
+transaction, and the claim saw every row committed before it), except that a delete committed
+after the claim may already be applied; its change row is still pending, so the next claim
+re-reads those months. Hence an index with watermark ``Wi`` is usable for a claim whose lowest
+change seq is ``s0`` iff ``Wi >= s0 - 1``: then every change the index does not reflect is in the
+claim, each month not touched by a claim change is unchanged since its partition was built, and
+the views appended since are exactly those with ``Wi < changeSeq <= W`` (never counted twice). If
+``Wi < s0 - 1``, a change between them was never seen by this cache (processed by a replica
+without a shared L2, or dead-lettered): everything is read again. A partition is loaded with
+``min_watermark`` = the watermark the index records for it, so an older entry for the same key
+(another replica's L1, a zone used before) is never taken. Partitions are written before the
+index; after a crash between the two, the claim's changes are still pending and rebuild the same
+months. Views stored without ``changeSeq`` (before the field existed) count as seq 0: always read
+by month, never part of a delta.
 """
 
 from __future__ import annotations
@@ -61,6 +71,7 @@ __all__ = [
     "PartitionIndex",
     "PartitionStore",
     "Plan",
+    "Delta",
     "local_month_of",
     "month_bounds_ms",
     "plan_recompute",
@@ -179,21 +190,45 @@ class PartitionIndex:
 
 
 @dataclass(frozen=True, slots=True)
+class Delta:
+    """The appends a recompute reads by change seq instead of by month.
+
+    Attributes:
+        after_seq: The index's watermark: appends of changes with a higher seq are read.
+        through_seq: The claim's watermark (inclusive).
+        months: Local months the appends' ranges overlap, ascending: each is the cached partition
+            (absent from the index = empty) combined with the appended views.
+        events: Views the changes report inserted (an upper bound of what is read: some may have
+            been deleted since).
+    """
+
+    after_seq: int
+    through_seq: int
+    months: tuple[int, ...]
+    events: int
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     """What a recompute reads and what it reuses.
 
     Attributes:
         full: True when every event is read and every partition rebuilt.
         reason: Why (``"cold"``, ``"gap"``, ``"zone"``, ``"whole-history change"``, ``"wide range"``,
-            ``"no changes"``) or ``"incremental"``.
+            ``"no changes"``), ``"incremental"`` (months re-read) or ``"append"`` (delta read).
         rebuild: Months to read from Convex and rebuild, ascending (empty when ``full``).
-        reuse: Months to take from the cache, with the watermark to require.
+        reuse: Months to take from the cache as they are, with the watermark to require.
+        delta: For ``"append"``: the appended views to read and the months they patch (their cached
+            partitions are required at the watermark ``reuse``-style entries of the index give).
+        patch: For ``"append"``: the index entries of the months in ``delta.months`` it knows.
     """
 
     full: bool
     reason: str
     rebuild: tuple[int, ...] = ()
     reuse: Mapping[int, MonthEntry] = field(default_factory=dict)
+    delta: Delta | None = None
+    patch: Mapping[int, MonthEntry] = field(default_factory=dict)
 
 
 def _touched_months(changes: Sequence[ChangeEntry], zone: ZoneInfo) -> set[int] | None:
@@ -214,19 +249,45 @@ def _touched_months(changes: Sequence[ChangeEntry], zone: ZoneInfo) -> set[int] 
     return touched
 
 
+def _append_delta(
+    index: PartitionIndex, changes: Sequence[ChangeEntry], zone: ZoneInfo, max_events: int
+) -> Delta | None:
+    """The delta when every change newer than the index only appended views (else None)."""
+    if max_events <= 0:
+        return None
+    newer = [c for c in changes if c.seq > index.watermark and c.kind not in _DATA_KINDS_WITHOUT_EFFECT]
+    if not newer or any(c.kind != "import" for c in newer):
+        return None
+    inserted = sum(c.count for c in newer)
+    if inserted > max_events:
+        return None
+    months = _touched_months(newer, zone)
+    if months is None:
+        return None
+    return Delta(index.watermark, max(c.seq for c in changes), tuple(sorted(months)), inserted)
+
+
 def plan_recompute(
-    index: PartitionIndex | None, changes: Sequence[ChangeEntry], time_zone: str, zone: ZoneInfo
+    index: PartitionIndex | None,
+    changes: Sequence[ChangeEntry],
+    time_zone: str,
+    zone: ZoneInfo,
+    *,
+    delta_max_events: int = 0,
 ) -> Plan:
-    """Decide which months a recompute must read again (the rule of the module docstring).
+    """Decide which months a recompute must read again (the rules of the module docstring).
 
     Args:
         index: The user's cached partition index, or None when absent.
         changes: The claim's changes (any order).
         time_zone: The user's current IANA zone.
         zone: ``ZoneInfo`` of ``time_zone``.
+        delta_max_events: Largest append read by change seq (0 = never): when every change the index
+            does not reflect is an ``import`` (or changes no event) and they inserted at most this
+            many views, the plan is ``"append"``.
 
     Returns:
-        The plan: full, or the months to rebuild and those to reuse.
+        The plan: full, or the months to rebuild and those to reuse (and the delta for appends).
     """
     if not changes:
         return Plan(full=True, reason="no changes")
@@ -236,6 +297,11 @@ def plan_recompute(
         return Plan(full=True, reason="zone")
     if index.watermark < min(c.seq for c in changes) - 1:
         return Plan(full=True, reason="gap")
+    delta = _append_delta(index, changes, zone, delta_max_events)
+    if delta is not None:
+        reuse = {m: e for m, e in index.months.items() if m not in delta.months}
+        patch = {m: index.months[m] for m in delta.months if m in index.months}
+        return Plan(full=False, reason="append", reuse=reuse, delta=delta, patch=patch)
     touched = _touched_months(changes, zone)
     if touched is None:
         return Plan(full=True, reason="whole-history change")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -19,6 +19,7 @@ from worker.aggregation.partition import (
     MonthPartitioner,
     Partition,
     build_month_partitions,
+    combine_partitions,
     merge_partitions,
     partition_from_bytes,
     partition_to_bytes,
@@ -28,7 +29,15 @@ from worker.cache import PartitionCache
 from worker.config import Settings
 from worker.gateway import Gateway
 from worker.models import Claim, WatchEvent
-from worker.partitions import MonthEntry, PartitionIndex, PartitionStore, Plan, plan_recompute, read_ranges
+from worker.partitions import (
+    Delta,
+    MonthEntry,
+    PartitionIndex,
+    PartitionStore,
+    Plan,
+    plan_recompute,
+    read_ranges,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,25 +107,30 @@ def filter_sets_for(claim: Claim) -> list[FilterSet]:
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
-    """Outcome of the cache look-up: the plan and the reused partitions."""
+    """Outcome of the cache look-up: the plan, the reused partitions and the bases of appends."""
 
     plan: Plan
     index: PartitionIndex | None
     reused: dict[int, Partition]
+    patch_base: dict[int, Partition] = field(default_factory=dict)
 
 
 class Recomputer:
-    """Recompute a user's aggregates from month partitions, reading only invalidated months.
+    """Recompute a user's aggregates from month partitions, reading only what changed.
 
     Partition state is kept in a :class:`~worker.cache.PartitionCache` (``settings.cache_max_bytes``
     in process, plus Redis at ``settings.redis_url`` when set, shared by replicas); the reuse rules
-    are in :mod:`worker.partitions`. Non-mergeable aggregations (sessions, relationships, first
-    seen, distinct counts) are computed on the merged frame, so results equal a from-scratch
-    :func:`~worker.aggregation.compute_aggregations` over the user's current events.
+    are in :mod:`worker.partitions`. Appends (import changes only) are read by change seq and
+    combined with the cached months they fall in; other changes re-read the months they touch.
+    Every month read leaves out views of changes newer than the claim, so cached state at a
+    watermark holds exactly the views of the changes up to it. Non-mergeable aggregations
+    (sessions, relationships, first seen, distinct counts) are computed on the merged frame, so
+    results equal a from-scratch :func:`~worker.aggregation.compute_aggregations` over the user's
+    events of the claimed changes.
 
     Args:
         gateway: Source of the events.
-        settings: Page size and cache knobs.
+        settings: Page size, delta bound and cache knobs.
         cache: The partition cache; built from ``settings`` when None.
     """
 
@@ -131,12 +145,17 @@ class Recomputer:
         self.store = PartitionStore(self.cache)
 
     async def read_events(
-        self, user_id: str, *, from_ms: int | None = None, to_ms: int | None = None
+        self,
+        user_id: str,
+        *,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+        max_change_seq: int | None = None,
     ) -> list[WatchEvent]:
         """Read the user's events with ``from_ms <= watchedAtMs <= to_ms`` (None = unbounded), in order."""
         events: list[WatchEvent] = []
         async for page in self.gateway.iter_event_pages(
-            user_id, from_ms=from_ms, to_ms=to_ms, page_size=self.settings.page_size
+            user_id, from_ms=from_ms, to_ms=to_ms, max_change_seq=max_change_seq, page_size=self.settings.page_size
         ):
             events.extend(page)
         return events
@@ -147,24 +166,35 @@ class Recomputer:
         if claim.changes:
             first_seq = min(c.seq for c in claim.changes)
             index = self.store.load_index(user_id, claim.time_zone, min_watermark=first_seq - 1)
-        plan = plan_recompute(index, claim.changes, claim.time_zone, zone)
-        reused: dict[int, Partition] = {}
+        plan = plan_recompute(
+            index, claim.changes, claim.time_zone, zone, delta_max_events=self.settings.delta_max_events
+        )
         if plan.full:
-            return _Prepared(plan, index, reused)
+            return _Prepared(plan, index, {})
         missing: list[int] = []
-        for month, entry in plan.reuse.items():
-            part = self.store.load(user_id, claim.time_zone, month, min_watermark=entry.watermark)
-            if part is None or part.size != entry.count:
-                missing.append(month)
-            else:
-                reused[month] = part
+
+        def load(entries: Mapping[int, MonthEntry]) -> dict[int, Partition]:
+            out: dict[int, Partition] = {}
+            for month, entry in entries.items():
+                part = self.store.load(user_id, claim.time_zone, month, min_watermark=entry.watermark)
+                if part is None or part.size != entry.count:
+                    missing.append(month)
+                else:
+                    out[month] = part
+            return out
+
+        reused, patch_base = load(plan.reuse), load(plan.patch)
         if missing:  # evicted or expired: read those months again too
             rebuild = tuple(sorted({*plan.rebuild, *missing}))
-            plan = Plan(full=False, reason="incremental", rebuild=rebuild, reuse=plan.reuse)
-        return _Prepared(plan, index, reused)
+            plan = replace(plan, rebuild=rebuild)
+        return _Prepared(plan, index, reused, patch_base)
 
     async def read_partitions(
-        self, user_id: str, zone: ZoneInfo, ranges: list[tuple[int | None, int | None]]
+        self,
+        user_id: str,
+        zone: ZoneInfo,
+        ranges: list[tuple[int | None, int | None]],
+        max_change_seq: int | None = None,
     ) -> tuple[dict[int, bytes] | None, int]:
         """Read the events of ``ranges`` page by page into serialized month partitions.
 
@@ -184,7 +214,7 @@ class Recomputer:
         read = 0
         for lo, hi in ranges:
             async for page in self.gateway.iter_event_pages(
-                user_id, from_ms=lo, to_ms=hi, page_size=self.settings.page_size
+                user_id, from_ms=lo, to_ms=hi, max_change_seq=max_change_seq, page_size=self.settings.page_size
             ):
                 read += len(page)
                 await asyncio.to_thread(add, page)
@@ -194,12 +224,50 @@ class Recomputer:
         payloads.update({m: partition_to_bytes(p) for m, p in rest.items()})
         return dict(sorted(payloads.items())), read
 
+    async def read_delta(self, user_id: str, zone: ZoneInfo, delta: Delta) -> tuple[dict[int, Partition], int]:
+        """Read the appended views of ``delta`` and split them by local month."""
+        events: list[WatchEvent] = []
+        async for page in self.gateway.iter_changed_event_pages(
+            user_id, after_seq=delta.after_seq, through_seq=delta.through_seq, page_size=self.settings.page_size
+        ):
+            events.extend(page)
+        parts = await asyncio.to_thread(build_month_partitions, events, zone)
+        return parts, len(events)
+
+    @staticmethod
+    def _combine(prepared: _Prepared, delta_parts: dict[int, Partition]) -> tuple[dict[int, bytes], set[int]]:
+        """Combine each month's appended views with its cached partition (runs in a thread).
+
+        Returns the serialized combined months and the months to read whole instead: a month
+        whose cached partition is missing although the index lists it, a month outside the
+        changes' ranges, or a month where old and new views share an instant.
+        """
+        plan = prepared.plan
+        assert plan.delta is not None
+        expected = set(plan.delta.months)
+        reread = set(plan.rebuild) & expected
+        combined: dict[int, bytes] = {}
+        for month, extra in delta_parts.items():
+            if month in reread:
+                continue
+            if month not in expected:
+                reread.add(month)
+                continue
+            base = prepared.patch_base.get(month)
+            part = extra if base is None else combine_partitions(base, extra)
+            if part is None:
+                reread.add(month)
+            else:
+                combined[month] = partition_to_bytes(part)
+        return combined, reread
+
     def _finish(
         self,
         user_id: str,
         claim: Claim,
         prepared: _Prepared,
         payloads: dict[int, bytes],
+        combined: dict[int, bytes],
     ) -> Frame | None:
         """Store the built months and the index, merge everything (runs in a thread).
 
@@ -209,46 +277,64 @@ class Recomputer:
         plan = prepared.plan
         if not plan.full and not set(payloads) <= set(plan.rebuild):
             return None
-        built = {m: partition_from_bytes(p) for m, p in payloads.items()}
+        built = {m: partition_from_bytes(p) for m, p in {**combined, **payloads}.items()}
+        kept = {m: p for m, p in prepared.patch_base.items() if m not in built and m not in plan.rebuild}
         if not user_id:
             return merge_partitions(built.values())
         watermark = claim.watermark
         if plan.full and any(c.kind == "timezone" for c in claim.changes):
             self.cache.invalidate_user(user_id)  # partitions of the previous zone are useless now
-        for month, payload in payloads.items():
+        for month, payload in {**combined, **payloads}.items():
             self.store.save_payload(user_id, claim.time_zone, month, payload, watermark=watermark)
         months = {m: e for m, e in plan.reuse.items() if m in prepared.reused}
+        months.update({m: e for m, e in plan.patch.items() if m in kept})
         months.update({m: MonthEntry(p.size, watermark) for m, p in built.items()})
         self.store.save_index(user_id, PartitionIndex(claim.time_zone, watermark, months))
-        return merge_partitions([*prepared.reused.values(), *built.values()])
+        return merge_partitions([*prepared.reused.values(), *kept.values(), *built.values()])
 
     async def _read_all_at_once(
-        self, user_id: str, zone: ZoneInfo, ranges: list[tuple[int | None, int | None]]
+        self,
+        user_id: str,
+        zone: ZoneInfo,
+        ranges: list[tuple[int | None, int | None]],
+        max_change_seq: int | None,
     ) -> tuple[dict[int, bytes], int]:
         """Read ``ranges`` whole and split the events by month in one pass (any arrival order)."""
         events: list[WatchEvent] = []
         for lo, hi in ranges:
-            events.extend(await self.read_events(user_id, from_ms=lo, to_ms=hi))
+            events.extend(await self.read_events(user_id, from_ms=lo, to_ms=hi, max_change_seq=max_change_seq))
         parts = await asyncio.to_thread(build_month_partitions, events, zone)
         return {m: partition_to_bytes(p) for m, p in parts.items()}, len(events)
 
     async def build_frame(self, claim: Claim, zone: ZoneInfo) -> tuple[Frame, int, Plan]:
         """Return the user's merged frame, the events read from Convex, and the plan followed."""
         user_id = claim.changes[0].user_id if claim.changes else ""
+        max_seq = claim.watermark if claim.changes else None
         prepared = await asyncio.to_thread(self._prepare, user_id, claim, zone)
+        read = 0
+        combined: dict[int, bytes] = {}
+        if prepared.plan.delta is not None:
+            delta_parts, read = await self.read_delta(user_id, zone, prepared.plan.delta)
+            combined, reread = await asyncio.to_thread(self._combine, prepared, delta_parts)
+            if reread - set(prepared.plan.rebuild):
+                prepared = replace(
+                    prepared, plan=replace(prepared.plan, rebuild=tuple(sorted({*prepared.plan.rebuild, *reread})))
+                )
         ranges: list[tuple[int | None, int | None]] = (
             [(None, None)] if prepared.plan.full else list(read_ranges(prepared.plan.rebuild, zone))
         )
-        payloads, read = await self.read_partitions(user_id, zone, ranges)
+        payloads, more = await self.read_partitions(user_id, zone, ranges, max_seq)
+        read += more
         if payloads is None:  # not month by month: split everything read in one pass
-            payloads, more = await self._read_all_at_once(user_id, zone, ranges)
+            payloads, more = await self._read_all_at_once(user_id, zone, ranges, max_seq)
             read += more
-        frame = await asyncio.to_thread(self._finish, user_id, claim, prepared, payloads)
+        combined = {m: p for m, p in combined.items() if m not in prepared.plan.rebuild}
+        frame = await asyncio.to_thread(self._finish, user_id, claim, prepared, payloads, combined)
         if frame is None:
             prepared = _Prepared(Plan(full=True, reason="irregular months"), prepared.index, {})
-            payloads, more = await self._read_all_at_once(user_id, zone, [(None, None)])
+            payloads, more = await self._read_all_at_once(user_id, zone, [(None, None)], max_seq)
             read += more
-            frame = await asyncio.to_thread(self._finish, user_id, claim, prepared, payloads)
+            frame = await asyncio.to_thread(self._finish, user_id, claim, prepared, payloads, {})
             assert frame is not None  # a full plan accepts every month
         return frame, read, prepared.plan
 
@@ -310,6 +396,6 @@ class Recomputer:
             types=sorted({r.type for r in results} | first_types),
             filter_sets=len(filter_sets),
             full_rebuild=plan.full,
-            months_rebuilt=len(plan.rebuild) if not plan.full else -1,
+            months_rebuilt=len(plan.rebuild) + len(plan.delta.months if plan.delta else ()) if not plan.full else -1,
             plan_reason=plan.reason,
         )

@@ -50,7 +50,13 @@ class FakeGateway:
         )
 
     async def iter_event_pages(
-        self, user_id: str, *, from_ms: int | None = None, to_ms: int | None = None, page_size: int = 4000
+        self, user_id: str, *, from_ms: int | None = None, to_ms: int | None = None,
+        max_change_seq: int | None = None, page_size: int = 4000,
+    ) -> AsyncIterator[list[WatchEvent]]:
+        yield []
+
+    async def iter_changed_event_pages(
+        self, user_id: str, *, after_seq: int, through_seq: int, page_size: int = 4000
     ) -> AsyncIterator[list[WatchEvent]]:
         yield []
 

@@ -43,6 +43,7 @@ __all__ = [
     "build_month_partitions",
     "MonthPartitioner",
     "merge_partitions",
+    "combine_partitions",
     "local_months",
     "partition_to_bytes",
     "partition_from_bytes",
@@ -572,6 +573,76 @@ def merge_partitions(parts: Iterable[Partition]) -> Frame:
         channel_names=tuple(names),
         channel_first_ms=first_ms,
         topic_slugs=TOPIC_SLUGS,
+    )
+
+
+def combine_partitions(base: Partition, extra: Partition) -> Partition | None:
+    """Return the partition of the union of two partitions' views (an append to a cached month).
+
+    Both must be built in the same time zone and taxonomy. Rows are merged by instant; string
+    tables are united and codes remapped; a channel's first view is the earlier of the two, its
+    name the one seen last. Exact only when no instant occurs in both (rows of one instant are
+    ordered by dedupe key, which a partition does not keep), so the combination is refused then.
+
+    Args:
+        base: The cached partition.
+        extra: The new views' partition.
+
+    Returns:
+        The combined partition (equal to ``build_partition`` over the union of both events), or
+        None when the two share an instant (the caller reads the month again instead).
+    """
+    if extra.size == 0:
+        return base
+    if base.size == 0:
+        return extra
+    pos = np.searchsorted(base.ts, extra.ts)
+    hit = pos < base.size
+    if bool((base.ts[pos[hit]] == extra.ts[hit]).any()):
+        return None
+    ts = np.concatenate([base.ts, extra.ts])
+    order = np.argsort(ts, kind="stable")  # equal instants lie in one input, in their stored order
+
+    def rows(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        out: npt.NDArray[Any] = np.concatenate([a, b])[order]
+        return out
+
+    video_ids = np.unique(np.concatenate([base.video_ids, extra.video_ids]))
+    channel_ids = np.unique(np.concatenate([base.channel_ids, extra.channel_ids]))
+    video = rows(_remap(base.video, base.video_ids, video_ids), _remap(extra.video, extra.video_ids, video_ids))
+    channel = rows(
+        _remap(base.channel, base.channel_ids, channel_ids), _remap(extra.channel, extra.channel_ids, channel_ids)
+    )
+    c = int(channel_ids.shape[0])
+    maps = [np.searchsorted(channel_ids, p.channel_ids).astype(np.int64) for p in (base, extra)]
+    first_ms = np.full(c, np.iinfo(np.int64).max, dtype=np.int64)
+    name_ms = np.full(c, _NO_NAME_MS, dtype=np.int64)
+    names: list[bytes] = [b""] * c
+    for part, codes in zip((base, extra), maps, strict=True):
+        np.minimum.at(first_ms, codes, part.channel_first_ms)
+        newer = np.flatnonzero(part.channel_name_ms > name_ms[codes])  # no ties: instants are disjoint
+        for local, code in zip(newer.tolist(), codes[newer].tolist(), strict=True):
+            lo, hi = int(part.name_offsets[local]), int(part.name_offsets[local + 1])
+            names[code] = part.name_blob[lo:hi]
+        name_ms[codes[newer]] = part.channel_name_ms[newer]
+    offsets = np.zeros(c + 1, dtype=np.int64)
+    if c:
+        offsets[1:] = np.cumsum([len(b) for b in names])
+    return Partition(
+        ts=ts[order],
+        offset_ms=rows(base.offset_ms, extra.offset_ms),
+        product=rows(base.product, extra.product),
+        removed=rows(base.removed, extra.removed),
+        shorts=rows(base.shorts, extra.shorts),
+        video=video.astype(np.int32),
+        channel=channel.astype(np.int32),
+        topic=rows(base.topic, extra.topic),
+        video_ids=video_ids,
+        channel_ids=channel_ids,
+        channel_first_ms=first_ms,
+        channel_name_ms=name_ms,
+        name_offsets=offsets,
+        name_blob=b"".join(names),
     )
 
 
