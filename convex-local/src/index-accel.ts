@@ -313,6 +313,16 @@ export function installIndexAccel(db: AnyRecord): IndexAccel {
       index = new SortedIndex(fields, docs);
       indexes.set(name, index);
       accel.stats.builds++;
+      // Like a real deployment, keep every schema index of the table up to date from now on, so
+      // the first query on another index of a large table does not pay for building it.
+      const schemaIndexes = db._schema?.tables.get(table)?.indexes as { indexDescriptor: string }[] | undefined;
+      for (const other of schemaIndexes ?? []) {
+        const otherName = `${table}.${other.indexDescriptor}`;
+        const otherFields = indexFields(table, other.indexDescriptor);
+        if (indexes.has(otherName) || otherFields === null) continue;
+        indexes.set(otherName, new SortedIndex(otherFields, docs));
+        accel.stats.builds++;
+      }
     }
     return index;
   }

@@ -360,6 +360,25 @@ describe("index range reads over sorted structures", () => {
     checkStructures(db, accel);
   });
 
+  test("the first read of one index builds every schema index of its table, kept current by writes", async () => {
+    const { t, accel } = await setup();
+    await t.run(async (ctx: Any) => {
+      for (let i = 0; i < 50; i++) await ctx.db.insert("items", { a: i, b: 50 - i, tag: `t${i % 3}` });
+    });
+    await t.run(async (ctx: Any) => await ctx.db.query("items").withIndex("by_a", (q: Any) => q.gte("a", 10)).first());
+    const built = accel.stats.builds;
+    expect(built).toBe(5); // by_a, by_a_b, by_b_a_tag, by_o_x, by_tag
+    await t.run(async (ctx: Any) => {
+      for (let i = 50; i < 60; i++) await ctx.db.insert("items", { a: i, b: 60 - i, tag: "new" });
+    });
+    const tagged = await t.run(
+      async (ctx: Any) =>
+        await ctx.db.query("items").withIndex("by_tag", (q: Any) => q.eq("tag", "new")).collect(),
+    );
+    expect(tagged.map((x: Any) => x.a)).toEqual([50, 51, 52, 53, 54, 55, 56, 57, 58, 59]);
+    expect(accel.stats.builds).toBe(built); // served by the structure built with by_a, not rebuilt
+  });
+
   test("a narrow read of a large table visits only its range", async () => {
     const { t, accel } = await setup();
     await t.run(async (ctx: Any) => {
