@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     cache_max_bytes: int = Field(
         default=64 * 1024 * 1024, gt=0, description="Bound of the in-memory partition cache (L1), bytes."
     )
+    frame_cache_max_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        ge=0,
+        description="Bound of the in-memory cache of merged whole-history frames (extended by appends), bytes.",
+    )
     delta_max_events: int = Field(
         default=50_000,
         ge=0,

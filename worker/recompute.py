@@ -7,7 +7,9 @@ reads and the partition build and merge; ``compute_ms`` the aggregation engine.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -20,6 +22,8 @@ from worker.aggregation.partition import (
     Partition,
     build_month_partitions,
     combine_partitions,
+    extend_frame,
+    frame_nbytes,
     merge_partitions,
     partition_from_bytes,
     partition_to_bytes,
@@ -115,6 +119,70 @@ class _Prepared:
     patch_base: dict[int, Partition] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class _CachedFrame:
+    """A user's merged frame and the partition index state it was merged from."""
+
+    watermark: int
+    months: dict[int, MonthEntry]
+    frame: Frame
+    nbytes: int
+
+
+class FrameCache:
+    """Byte-bounded LRU of merged whole-history frames, per (user, zone), in process.
+
+    An append then extends the cached frame with the new views (:func:`extend_frame`) instead of
+    merging every month partition again. An entry is used only for the exact partition index state
+    it was merged from (watermark and every month's count and build watermark), so a replica whose
+    frame is older than the shared index merges instead. Thread-safe (recomputes run in threads).
+
+    Args:
+        max_bytes: Bound on the frames held (estimated with :func:`frame_nbytes`); 0 disables.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[str, str], _CachedFrame] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    def get(self, user_id: str, time_zone: str, index: PartitionIndex) -> Frame | None:
+        """Return the frame merged from exactly ``index``'s state, or None."""
+        with self._lock:
+            entry = self._entries.get((user_id, time_zone))
+            if entry is None or entry.watermark != index.watermark or entry.months != dict(index.months):
+                return None
+            self._entries.move_to_end((user_id, time_zone))
+            self.hits += 1
+            return entry.frame
+
+    def put(self, user_id: str, index: PartitionIndex, frame: Frame) -> None:
+        """Keep ``frame`` as the merge of ``index``'s partitions (evicting least recently used frames)."""
+        size = frame_nbytes(frame)
+        with self._lock:
+            self._drop((user_id, index.time_zone))
+            if size > self.max_bytes:
+                return
+            self._entries[(user_id, index.time_zone)] = _CachedFrame(index.watermark, dict(index.months), frame, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, old = self._entries.popitem(last=False)
+                self._bytes -= old.nbytes
+
+    def drop_user(self, user_id: str) -> None:
+        """Forget every frame of ``user_id`` (all zones)."""
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == user_id]:
+                self._drop(key)
+
+    def _drop(self, key: tuple[str, str]) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= old.nbytes
+
+
 class Recomputer:
     """Recompute a user's aggregates from month partitions, reading only what changed.
 
@@ -143,6 +211,7 @@ class Recomputer:
             else PartitionCache(max_bytes=settings.cache_max_bytes, redis_url=settings.redis_url)
         )
         self.store = PartitionStore(self.cache)
+        self.frames = FrameCache(settings.frame_cache_max_bytes)
 
     async def read_events(
         self,
@@ -268,11 +337,14 @@ class Recomputer:
         prepared: _Prepared,
         payloads: dict[int, bytes],
         combined: dict[int, bytes],
+        delta_parts: dict[int, Partition],
     ) -> Frame | None:
         """Store the built months and the index, merge everything (runs in a thread).
 
-        Returns None when the built months do not fit the plan (a local month that is not one UTC
-        interval); the caller then reads everything.
+        For an append whose months were all combined (none read whole), the cached frame of the
+        index's state is extended with the new views when they all follow its last view; otherwise
+        every partition is merged. Returns None when the built months do not fit the plan (a local
+        month that is not one UTC interval); the caller then reads everything.
         """
         plan = prepared.plan
         if not plan.full and not set(payloads) <= set(plan.rebuild):
@@ -284,13 +356,23 @@ class Recomputer:
         watermark = claim.watermark
         if plan.full and any(c.kind == "timezone" for c in claim.changes):
             self.cache.invalidate_user(user_id)  # partitions of the previous zone are useless now
+            self.frames.drop_user(user_id)
         for month, payload in {**combined, **payloads}.items():
             self.store.save_payload(user_id, claim.time_zone, month, payload, watermark=watermark)
         months = {m: e for m, e in plan.reuse.items() if m in prepared.reused}
         months.update({m: e for m, e in plan.patch.items() if m in kept})
         months.update({m: MonthEntry(p.size, watermark) for m, p in built.items()})
-        self.store.save_index(user_id, PartitionIndex(claim.time_zone, watermark, months))
-        return merge_partitions([*prepared.reused.values(), *kept.values(), *built.values()])
+        index = PartitionIndex(claim.time_zone, watermark, months)
+        self.store.save_index(user_id, index)
+        frame: Frame | None = None
+        if plan.delta is not None and not payloads and set(delta_parts) == set(combined) and prepared.index:
+            cached = self.frames.get(user_id, claim.time_zone, prepared.index)
+            if cached is not None:
+                frame = extend_frame(cached, delta_parts.values())
+        if frame is None:
+            frame = merge_partitions([*prepared.reused.values(), *kept.values(), *built.values()])
+        self.frames.put(user_id, index, frame)
+        return frame
 
     async def _read_all_at_once(
         self,
@@ -313,6 +395,7 @@ class Recomputer:
         prepared = await asyncio.to_thread(self._prepare, user_id, claim, zone)
         read = 0
         combined: dict[int, bytes] = {}
+        delta_parts: dict[int, Partition] = {}
         if prepared.plan.delta is not None:
             delta_parts, read = await self.read_delta(user_id, zone, prepared.plan.delta)
             combined, reread = await asyncio.to_thread(self._combine, prepared, delta_parts)
@@ -329,12 +412,12 @@ class Recomputer:
             payloads, more = await self._read_all_at_once(user_id, zone, ranges, max_seq)
             read += more
         combined = {m: p for m, p in combined.items() if m not in prepared.plan.rebuild}
-        frame = await asyncio.to_thread(self._finish, user_id, claim, prepared, payloads, combined)
+        frame = await asyncio.to_thread(self._finish, user_id, claim, prepared, payloads, combined, delta_parts)
         if frame is None:
             prepared = _Prepared(Plan(full=True, reason="irregular months"), prepared.index, {})
             payloads, more = await self._read_all_at_once(user_id, zone, [(None, None)], max_seq)
             read += more
-            frame = await asyncio.to_thread(self._finish, user_id, claim, prepared, payloads, {})
+            frame = await asyncio.to_thread(self._finish, user_id, claim, prepared, payloads, {}, {})
             assert frame is not None  # a full plan accepts every month
         return frame, read, prepared.plan
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, cast
 
 import numpy as np
@@ -18,6 +18,8 @@ from worker.aggregation.partition import (
     MonthPartitioner,
     build_month_partitions,
     build_partition,
+    combine_partitions,
+    extend_frame,
     merge_partitions,
     partition_from_bytes,
     partition_to_bytes,
@@ -211,6 +213,36 @@ class TestPartitionFrames:
                 assert np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y, name
         assert_frames_equal(merge_partitions(built.values()), build_frame(events, zone))
 
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(event_st, max_size=60), st.lists(event_st, max_size=40), st.sampled_from(ZONES))
+    def test_combine_and_extend_equal_building_from_scratch(
+        self, old: list[WatchEvent], new: list[WatchEvent], tz: str
+    ) -> None:
+        """A cached month combined with new views, and a cached frame extended by later views, equal
+        the partition and the frame built from all the events (or are refused, never wrong)."""
+        zone = load_zone(tz)
+        base, extra = build_partition(old, zone), build_partition(new, zone)
+        combined = combine_partitions(base, extra)
+        shared = {e.watched_at_ms for e in old} & {e.watched_at_ms for e in new}
+        if shared and old and new:
+            assert combined is None
+        else:
+            assert combined is not None
+            want = build_partition(old + new, zone)
+            for name in want.__dataclass_fields__:
+                x, y = getattr(combined, name), getattr(want, name)
+                assert np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y, name
+        # extend: the new views shifted after the old ones (a tail append)
+        last = max((e.watched_at_ms for e in old), default=BASE)
+        first_new = min((e.watched_at_ms for e in new), default=0)
+        later = [replace(e, watched_at_ms=e.watched_at_ms - first_new + last + 1) for e in new]
+        frame = merge_partitions(build_month_partitions(old, zone).values())
+        extended = extend_frame(frame, build_month_partitions(later, zone).values())
+        assert extended is not None
+        assert_frames_equal(extended, build_frame(old + later, zone))
+        if old and new:  # a view not after the frame's last one is refused
+            assert extend_frame(frame, [build_partition([replace(new[0], watched_at_ms=last)], zone)]) is None
+
     def test_month_partitioner_detects_out_of_order_input(self) -> None:
         """An event for a month already finished marks the builder out of order."""
         zone = load_zone("UTC")
@@ -376,6 +408,7 @@ class TestIncremental:
         in_months = [e for e in source.events if local_month_of(e.watched_at_ms, zone) in months]
         assert not second.full_rebuild and second.months_rebuilt == len(months)
         assert second.plan_reason == ("append" if delta else "incremental")
+        assert rc.frames.hits == (1 if delta else 0)  # the cached frame was extended, not re-merged
         assert second.events_read == source.read == (30 if delta else len(in_months))
         assert second.results == from_scratch(source.events, c2, NOW)
 

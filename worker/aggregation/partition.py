@@ -44,6 +44,8 @@ __all__ = [
     "MonthPartitioner",
     "merge_partitions",
     "combine_partitions",
+    "extend_frame",
+    "frame_nbytes",
     "local_months",
     "partition_to_bytes",
     "partition_from_bytes",
@@ -644,6 +646,115 @@ def combine_partitions(base: Partition, extra: Partition) -> Partition | None:
         name_offsets=offsets,
         name_blob=b"".join(names),
     )
+
+
+def _union_bytes(old: BytesArray, new: BytesArray) -> tuple[BytesArray, IntArray | None, IntArray]:
+    """Unite two sorted, distinct bytes tables.
+
+    Returns the united table (sorted), the new code of each ``old`` entry (None when unchanged:
+    ``new`` brought nothing ``old`` lacks), and the code of each ``new`` entry.
+    """
+    if old.size == 0:
+        return new, None, np.arange(new.size, dtype=np.int64)
+    pos = np.searchsorted(old, new)
+    found = (pos < old.size) & (old[np.minimum(pos, old.size - 1)] == new)
+    missing = new[~found]
+    if missing.size == 0:
+        return old, None, pos.astype(np.int64)
+    width = max(old.dtype.itemsize, missing.dtype.itemsize)
+    united = np.insert(old.astype(f"S{width}"), np.searchsorted(old, missing), missing.astype(f"S{width}"))
+    old_codes = np.arange(old.size, dtype=np.int64) + np.searchsorted(missing, old)
+    return united, old_codes, np.searchsorted(united, new).astype(np.int64)
+
+
+def _recode(codes: npt.NDArray[Any], mapping: IntArray | None) -> npt.NDArray[np.int32]:
+    """Apply a code mapping to a code column (-1 kept), as int32."""
+    if mapping is None:
+        return codes.astype(np.int32, copy=False)
+    ext = np.append(mapping, np.int64(-1))
+    out: npt.NDArray[np.int32] = ext[codes].astype(np.int32)
+    return out
+
+
+def extend_frame(frame: Frame, parts: Iterable[Partition]) -> Frame | None:
+    """Return ``frame`` with the views of ``parts`` appended, when they all come after its last view.
+
+    The cheap path for an append: the frame of the whole history is kept between recomputes and
+    only the new views are encoded, instead of merging every month partition again. String tables
+    are united (codes of the old rows remapped only when a new id sorts among them); a channel's
+    first view stays the old one, its name becomes the newest name the new views carry.
+
+    Args:
+        frame: The frame of the history so far (``merge_partitions`` of its partitions).
+        parts: Partitions of the new views (same zone and taxonomy).
+
+    Returns:
+        The frame of both (equal to ``merge_partitions`` over all the partitions), or None when a
+        new view is not later than the frame's last view (late data: the caller merges instead).
+    """
+    tail = merge_partitions(parts)
+    if tail.size == 0:
+        return frame
+    if frame.size == 0:
+        return tail
+    if int(tail.ts[0]) <= int(frame.ts[-1]):
+        return None
+    video_ids, old_video, tail_video = _union_bytes(frame.video_ids, tail.video_ids)
+    old_channels = frame.channel_ids
+    known = {c: i for i, c in enumerate(old_channels)}
+    new_channels = sorted(c for c in tail.channel_ids if c not in known)
+    if new_channels:
+        channel_ids = tuple(sorted((*old_channels, *new_channels)))
+        code_of = {c: i for i, c in enumerate(channel_ids)}
+        old_channel: IntArray | None = np.array([code_of[c] for c in old_channels], dtype=np.int64)
+    else:
+        channel_ids, code_of, old_channel = old_channels, known, None
+    tail_channel = np.array([code_of[c] for c in tail.channel_ids], dtype=np.int64)
+    names: list[str | None] = [None] * len(channel_ids)
+    first_ms = np.empty(len(channel_ids), dtype=np.int64)
+    targets = np.arange(len(old_channels), dtype=np.int64) if old_channel is None else old_channel
+    first_ms[targets] = frame.channel_first_ms
+    for code, name in zip(targets.tolist(), frame.channel_names, strict=True):
+        names[code] = name
+    is_new = np.array([c not in known for c in tail.channel_ids], dtype=np.bool_)
+    first_ms[tail_channel[is_new]] = tail.channel_first_ms[is_new]  # old channels keep their earlier first
+    for code, name in zip(tail_channel.tolist(), tail.channel_names, strict=True):
+        if name is not None:  # the new views are the latest: their name is the most recent
+            names[code] = name
+
+    def cat(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        out: npt.NDArray[Any] = np.concatenate([a, b])
+        return out
+
+    return Frame(
+        ts=cat(frame.ts, tail.ts),
+        day=cat(frame.day, tail.day),
+        month=cat(frame.month, tail.month),
+        weekday=cat(frame.weekday, tail.weekday),
+        hour=cat(frame.hour, tail.hour),
+        product=cat(frame.product, tail.product),
+        removed=cat(frame.removed, tail.removed),
+        shorts=cat(frame.shorts, tail.shorts),
+        video=cat(_recode(frame.video, old_video), _recode(tail.video, tail_video)),
+        channel=cat(_recode(frame.channel, old_channel), _recode(tail.channel, tail_channel)),
+        topic=cat(frame.topic, tail.topic),
+        video_ids=video_ids,
+        channel_ids=channel_ids,
+        channel_names=tuple(names),
+        channel_first_ms=first_ms,
+        topic_slugs=frame.topic_slugs,
+    )
+
+
+def frame_nbytes(frame: Frame) -> int:
+    """Return the memory held by a frame's arrays plus an estimate for its string tuples, in bytes."""
+    arrays = sum(
+        int(value.nbytes)
+        for value in (getattr(frame, name) for name in frame.__dataclass_fields__)
+        if isinstance(value, np.ndarray)
+    )
+    strings = sum(len(c) + 60 for c in frame.channel_ids) + sum(len(n or "") + 60 for n in frame.channel_names)
+    return arrays + strings
 
 
 # ------------------------------------------------------------------------------------ serialization
