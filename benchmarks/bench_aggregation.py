@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from worker.aggregation import EAGER_FILTER_SETS, compute_aggregations
 from worker.aggregation.frame import build_frame
-from worker.aggregation.taxonomy import classify_topic
+from worker.aggregation.taxonomy import clear_classifier_caches
 from worker.aggregation.timeframes import load_zone
 from worker.models import WatchEvent
 
@@ -88,7 +88,7 @@ def main(sizes: list[int]) -> None:
     )
     for n in sizes:
         events = make(n)
-        classify_topic.cache_clear()
+        clear_classifier_caches()
         cold, largest = _run(events)
         warm, _ = _run(events)
         start = time.process_time()

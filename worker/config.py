@@ -50,9 +50,13 @@ class Settings(BaseSettings):
     )
     lease_ms: int = Field(default=60_000, gt=0, description="Per-user lease duration in milliseconds.")
     debounce_ms: int = Field(
-        default=20,
+        default=0,
         ge=0,
-        description="Wait after a wake-up before reading pending changes, to coalesce bursts (ms).",
+        description=(
+            "Wait after a wake-up before reading pending changes (ms). Changes committed while a user is"
+            " recomputed are coalesced into its next claim anyway; set this only when writers commit"
+            " bursts faster than that and each change should not start a recompute."
+        ),
     )
     batch_size: int = Field(default=200, gt=0, le=1000, description="Pending change rows read per round.")
     page_size: int = Field(default=4000, gt=0, le=8000, description="Events per listEvents page.")

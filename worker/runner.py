@@ -226,9 +226,16 @@ class Runner:
                     known_hashes=self._stored_hashes.get(user_id),
                 )
 
+            first_stored_ms: float | None = None
+
+            async def store_first(results: list[dict[str, Any]]) -> None:
+                nonlocal first_stored_ms
+                await store(results)
+                first_stored_ms = (time.perf_counter() - started) * 1000
+
             try:
                 # The default dashboard's set is stored as soon as it is computed, the rest after.
-                outcome = await self.recomputer.recompute(claim, now_ms=now_ms, on_first=store)
+                outcome = await self.recomputer.recompute(claim, now_ms=now_ms, on_first=store_first)
                 await store(outcome.results)
                 self._remember_hashes(user_id, stored)
                 acked = await self.gateway.ack_changes(user_id, self.settings.worker_id, watermark)
@@ -262,6 +269,7 @@ class Runner:
                 compute_ms=round(outcome.compute_ms, 1),
                 store_ms=round(total_ms - outcome.read_ms - outcome.compute_ms, 1),
                 total_ms=round(total_ms, 1),
+                first_stored_ms=None if first_stored_ms is None else round(first_stored_ms, 1),
                 written=stored.written,
                 unchanged=stored.unchanged,
                 skipped_stale=stored.skipped_stale,
