@@ -20,6 +20,7 @@ from worker.aggregation.partition import (
     build_partition,
     combine_partitions,
     extend_frame,
+    frame_nbytes,
     merge_partitions,
     partition_from_bytes,
     partition_to_bytes,
@@ -37,7 +38,7 @@ from worker.partitions import (
     plan_recompute,
     read_ranges,
 )
-from worker.recompute import Recomputer, filter_sets_for, result_to_convex
+from worker.recompute import FrameCache, Recomputer, filter_sets_for, result_to_convex
 
 DAY = 86_400_000
 BASE = 1_672_531_200_000  # 2023-01-01T00:00Z
@@ -379,6 +380,41 @@ class TestPlanning:
         assert PartitionIndex.from_bytes(idx.to_bytes()) == idx
         with pytest.raises(ValueError):
             PartitionIndex.from_bytes(b"{}")
+
+
+class TestFrameCache:
+    def frame(self, n: int, seed: int) -> Frame:
+        return build_frame(history(n, seed), load_zone("UTC"))
+
+    def index(self, watermark: int, count: int = 10) -> PartitionIndex:
+        return PartitionIndex("UTC", watermark, {2024 * 12: MonthEntry(count, watermark)})
+
+    def test_hit_only_for_the_exact_index_state(self) -> None:
+        cache = FrameCache(max_bytes=64 * 1024 * 1024)
+        f = self.frame(50, 1)
+        cache.put("u", self.index(3), f)
+        assert cache.get("u", "UTC", self.index(3)) is f
+        assert cache.get("u", "UTC", self.index(4)) is None  # another watermark
+        assert cache.get("u", "UTC", self.index(3, count=11)) is None  # same watermark, other months
+        assert cache.get("u", "Asia/Tokyo", replace(self.index(3), time_zone="Asia/Tokyo")) is None
+        assert cache.get("v", "UTC", self.index(3)) is None
+        assert cache.hits == 1
+
+    def test_bounded_in_bytes_least_recently_used_first(self) -> None:
+        f = self.frame(300, 2)
+        size = frame_nbytes(f)
+        cache = FrameCache(max_bytes=2 * size + size // 2)
+        for user in ("a", "b"):
+            cache.put(user, self.index(1), f)
+        assert cache.get("a", "UTC", self.index(1)) is f  # a is now the most recently used
+        cache.put("c", self.index(1), f)
+        assert cache.get("b", "UTC", self.index(1)) is None
+        assert cache.get("a", "UTC", self.index(1)) is f and cache.get("c", "UTC", self.index(1)) is f
+        small = FrameCache(max_bytes=size - 1)
+        small.put("big", self.index(1), f)
+        assert small.get("big", "UTC", self.index(1)) is None  # larger than the bound: not kept
+        cache.drop_user("a")
+        assert cache.get("a", "UTC", self.index(1)) is None
 
 
 # ------------------------------------------------------------------------------ incremental recompute
