@@ -231,10 +231,10 @@ describe("listEvents", () => {
 describe("listEventsByChange and maxChangeSeq", () => {
   type T = ReturnType<typeof initConvexTest>;
   async function all(t: T, fn: "byChange" | "byTime", args: Record<string, unknown>) {
-    const seen: WatchEventInput[] = [];
+    const seen: { watchedAtMs: number }[] = [];
     let cursor: string | null = null;
     for (let i = 0; i < 20; i++) {
-      const page: { page: WatchEventInput[]; isDone: boolean; continueCursor: string } =
+      const page: { page: { watchedAtMs: number }[]; isDone: boolean; continueCursor: string } =
         fn === "byChange"
           ? await t.query(internal.worker.listEventsByChange, {
               userId: A,
