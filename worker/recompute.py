@@ -365,7 +365,10 @@ class Recomputer:
         index = PartitionIndex(claim.time_zone, watermark, months)
         self.store.save_index(user_id, index)
         frame: Frame | None = None
-        if plan.delta is not None and not payloads and set(delta_parts) == set(combined) and prepared.index:
+        unchanged_months = not plan.full and not plan.rebuild and set(delta_parts) == set(combined)
+        if unchanged_months and prepared.index is not None:
+            # no month invalidated: the cached frame of the previous state, extended by the appended
+            # views (an expiry or filter change appends nothing and reuses the frame as it is)
             cached = self.frames.get(user_id, claim.time_zone, prepared.index)
             if cached is not None:
                 frame = extend_frame(cached, delta_parts.values())

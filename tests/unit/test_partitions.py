@@ -474,7 +474,24 @@ class TestIncremental:
         c2 = claim(tz, [change(2, "expiry")])
         out = asyncio.run(rc.recompute(c2, now_ms=NOW + 40 * DAY))
         assert out.events_read == 0 and source.read == 0
+        assert rc.frames.hits == 1  # the merged frame is reused as it is
         assert out.results == from_scratch(source.events, c2, NOW + 40 * DAY)
+
+    def test_deleting_a_whole_month_never_reuses_the_cached_frame(self) -> None:
+        """A delete that empties a month reads nothing, yet the merged frame must lose that month."""
+        tz = "UTC"
+        zone = load_zone(tz)
+        source = MemorySource()
+        source.insert(history(300, 5), 1)
+        rc = recomputer(source)
+        asyncio.run(rc.recompute(claim(tz, [change(1, "import", BASE, NOW)]), now_ms=NOW))
+        lo, hi = month_bounds_ms(local_month_of(BASE + 40 * DAY, zone), zone)
+        assert any(lo <= e.watched_at_ms <= hi for e in source.events)
+        source.events = [e for e in source.events if not lo <= e.watched_at_ms <= hi]
+        c2 = claim(tz, [change(2, "delete", lo, hi)])
+        out = asyncio.run(rc.recompute(c2, now_ms=NOW))
+        assert out.events_read == 0 and rc.frames.hits == 0
+        assert out.results == from_scratch(source.events, c2, NOW)
 
     def test_evicted_partition_is_read_again(self) -> None:
         """An L1 too small for every month still gives exact results, reading the evicted months."""
