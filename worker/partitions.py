@@ -49,6 +49,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 from typing import Final
 from zoneinfo import ZoneInfo
 
@@ -59,7 +60,15 @@ from worker.aggregation.partition import (
     partition_from_bytes,
     partition_to_bytes,
 )
-from worker.aggregation.timeframes import DAY_MS, EPOCH_ORDINAL, MAX_MS, MIN_MS, month_start_ms, offset_ms_at
+from worker.aggregation.timeframes import (
+    DAY_MS,
+    EPOCH_ORDINAL,
+    MAX_MS,
+    MIN_MS,
+    month_first_day,
+    month_start_ms,
+    offset_ms_at,
+)
 from worker.cache import PartitionCache, PartitionKey
 from worker.models import ChangeEntry
 
@@ -98,18 +107,62 @@ def local_month_of(instant_ms: int, zone: ZoneInfo) -> int:
     return local.year * 12 + local.month - 1
 
 
+_REENTRY_PROBE_MS: Final = 26 * 3_600_000
+"""How long after a month's end a backward transition is looked for (larger than any clock change)."""
+_REENTRY_STEP_MS: Final = 15 * 60_000
+"""Sampling step of that search: transitions closer together than this are assumed not to cancel out."""
+
+
+def _last_instant_of_month(month: int, next_start: int, zone: ZoneInfo) -> int:
+    """Return the last instant whose local month is ``month`` (epoch ms UTC; ≥ ``next_start - 1``).
+
+    Usually ``next_start - 1``. But a backward clock change shortly after the next month began can
+    bring the local date back into ``month``: in America/Goose_Bay, November 2009 began at
+    03:00Z and from 03:01Z to 04:00Z the local date was 31 October again. Offset changes in the
+    26 hours after ``next_start`` are located (15-minute samples, then bisection to the second); a
+    segment that starts back in ``month`` lasts, at most, until its local clock reaches the next
+    month's first midnight.
+    """
+    end = next_start - 1
+    local_next = month_first_day(month + 1) * DAY_MS  # the next month's first local midnight, as local ms
+    t, prev = next_start, offset_ms_at(next_start, zone)
+    limit = min(next_start + _REENTRY_PROBE_MS, MAX_MS)
+    while t < limit:
+        u = min(t + _REENTRY_STEP_MS, limit)
+        offset = offset_ms_at(u, zone)
+        if offset != prev:
+            lo, hi = t, u  # offset(lo) == prev != offset(hi): find the first second of the new offset
+            while hi - lo > 1000:
+                mid = (lo + hi) // 2
+                if offset_ms_at(mid, zone) == prev:
+                    lo = mid
+                else:
+                    hi = mid
+            if local_month_of(hi, zone) == month:
+                end = max(end, local_next - offset - 1)
+            prev = offset
+        t = u
+    return end
+
+
+@lru_cache(maxsize=8192)
 def month_bounds_ms(month: int, zone: ZoneInfo) -> tuple[int, int]:
-    """Return the inclusive UTC range ``[first ms, last ms]`` of a local month.
+    """Return the inclusive UTC range ``[first ms, last ms]`` covering every instant of a local month.
 
     Args:
         month: Month index ``year*12 + month-1`` (1970 … 9999).
         zone: The user's zone; the month starts at its first existing local instant.
 
     Returns:
-        ``(start_ms, next_start_ms - 1)``, epoch ms UTC, clipped to the engine's instant range.
+        ``(start_ms, end_ms)``, epoch ms UTC, clipped to the engine's instant range. ``end_ms`` is
+        the next month's start − 1, unless a backward clock change right after it brings the local
+        date back into the month (then the range also holds the next month's first instants, so
+        a reader of the range must drop views of other months).
     """
     start = max(month_start_ms(month, zone), MIN_MS)
-    end = MAX_MS if month + 1 >= 10000 * 12 else month_start_ms(month + 1, zone) - 1
+    if month + 1 >= 10000 * 12:
+        return start, MAX_MS
+    end = _last_instant_of_month(month, month_start_ms(month + 1, zone), zone)
     return start, min(end, MAX_MS)
 
 
@@ -243,6 +296,14 @@ def _touched_months(changes: Sequence[ChangeEntry], zone: ZoneInfo) -> set[int] 
         if lo > hi:
             continue
         first, last = local_month_of(lo, zone), local_month_of(hi, zone)
+        if last - first + 1 > MAX_RANGE_MONTHS:
+            return None
+        # around a backward clock change the local month is not monotone in UTC: also take a later
+        # month that begins inside the range, and an earlier one whose last instant lies inside it
+        while last + 1 < 10000 * 12 and month_bounds_ms(last + 1, zone)[0] <= hi:
+            last += 1
+        while first - 1 >= 1970 * 12 and month_bounds_ms(first - 1, zone)[1] >= lo:
+            first -= 1
         if last - first + 1 > MAX_RANGE_MONTHS:
             return None
         touched.update(range(first, last + 1))

@@ -10,7 +10,7 @@ import asyncio
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -264,8 +264,12 @@ class Recomputer:
         zone: ZoneInfo,
         ranges: list[tuple[int | None, int | None]],
         max_change_seq: int | None = None,
+        keep: Collection[int] | None = None,
     ) -> tuple[dict[int, bytes] | None, int]:
         """Read the events of ``ranges`` page by page into serialized month partitions.
+
+        With ``keep``, views of other local months are dropped (a month's range may hold the next
+        month's first instants: :func:`~worker.partitions.month_bounds_ms`).
 
         Pages are split by local month as they arrive; each finished month is encoded and
         serialized at once (the payload is what the cache keeps, and the merge reads it through
@@ -273,7 +277,7 @@ class Recomputer:
         when the events did not arrive month by month (see
         :class:`~worker.aggregation.partition.MonthPartitioner`).
         """
-        builder = MonthPartitioner(zone)
+        builder = MonthPartitioner(zone, keep)
         payloads: dict[int, bytes] = {}
 
         def add(page: list[WatchEvent]) -> None:
@@ -383,13 +387,18 @@ class Recomputer:
         zone: ZoneInfo,
         ranges: list[tuple[int | None, int | None]],
         max_change_seq: int | None,
+        keep: Collection[int] | None = None,
     ) -> tuple[dict[int, bytes], int]:
-        """Read ``ranges`` whole and split the events by month in one pass (any arrival order)."""
+        """Read ``ranges`` whole and split the events by month in one pass (any arrival order).
+
+        With ``keep``, only those local months are returned.
+        """
         events: list[WatchEvent] = []
         for lo, hi in ranges:
             events.extend(await self.read_events(user_id, from_ms=lo, to_ms=hi, max_change_seq=max_change_seq))
         parts = await asyncio.to_thread(build_month_partitions, events, zone)
-        return {m: partition_to_bytes(p) for m, p in parts.items()}, len(events)
+        wanted = parts if keep is None else {m: p for m, p in parts.items() if m in keep}
+        return {m: partition_to_bytes(p) for m, p in wanted.items()}, len(events)
 
     async def build_frame(self, claim: Claim, zone: ZoneInfo) -> tuple[Frame, int, Plan]:
         """Return the user's merged frame, the events read from Convex, and the plan followed."""
@@ -409,10 +418,11 @@ class Recomputer:
         ranges: list[tuple[int | None, int | None]] = (
             [(None, None)] if prepared.plan.full else list(read_ranges(prepared.plan.rebuild, zone))
         )
-        payloads, more = await self.read_partitions(user_id, zone, ranges, max_seq)
+        keep = None if prepared.plan.full else frozenset(prepared.plan.rebuild)
+        payloads, more = await self.read_partitions(user_id, zone, ranges, max_seq, keep)
         read += more
         if payloads is None:  # not month by month: split everything read in one pass
-            payloads, more = await self._read_all_at_once(user_id, zone, ranges, max_seq)
+            payloads, more = await self._read_all_at_once(user_id, zone, ranges, max_seq, keep)
             read += more
         combined = {m: p for m, p in combined.items() if m not in prepared.plan.rebuild}
         frame = await asyncio.to_thread(self._finish, user_id, claim, prepared, payloads, combined, delta_parts)

@@ -297,6 +297,24 @@ class TestPlanning:
         lo4, _ = month_bounds_ms(jan + 3, zone)
         assert lo4 == 1_711_922_400_000  # 2024-03-31T22:00Z (CEST)
 
+    def test_a_month_the_clock_returns_to_includes_the_repeated_instants(self) -> None:
+        """America/Goose_Bay, 2009-11-01: November began at 03:00Z, and from 03:01Z to 04:00Z the local
+        date was 31 October again: October's range reaches 04:00Z, and a change inside that hour or
+        around it touches every month its instants belong to."""
+        zone = load_zone("America/Goose_Bay")
+        october, nov_start = 2009 * 12 + 9, 1_257_044_400_000
+        lo, hi = month_bounds_ms(october, zone)
+        assert lo == month_bounds_ms(october - 1, zone)[1] + 1
+        assert hi == nov_start + 3_600_000 - 1
+        assert local_month_of(hi, zone) == october and local_month_of(hi + 1, zone) == october + 1
+        assert local_month_of(nov_start + 30_000, zone) == october + 1  # 03:00:30Z is November
+        assert month_bounds_ms(october + 1, zone)[0] == nov_start
+        index = PartitionIndex("America/Goose_Bay", 5, {october: MonthEntry(3, 5), october + 1: MonthEntry(3, 5)})
+        in_repeat = plan_recompute(index, [change(6, "import", nov_start + 5 * 60_000, hi)], index.time_zone, zone)
+        assert october in in_repeat.rebuild  # (November too: a month starting inside the range counts, conservatively)
+        across = plan_recompute(index, [change(6, "import", nov_start - 1, nov_start + 30 * 60_000)], index.time_zone, zone)
+        assert across.rebuild == (october, october + 1)  # both ends in October, November in between
+
     def test_read_ranges_join_consecutive_months(self) -> None:
         zone = load_zone("UTC")
         m = 2024 * 12
@@ -492,6 +510,28 @@ class TestIncremental:
         out = asyncio.run(rc.recompute(c2, now_ms=NOW))
         assert out.events_read == 0 and rc.frames.hits == 0
         assert out.results == from_scratch(source.events, c2, NOW)
+
+    @pytest.mark.parametrize(("cache_bytes", "delta"), [(1500, 50_000), (64 * 1024 * 1024, 0)])
+    def test_views_in_a_repeated_local_hour_are_not_lost(self, cache_bytes: int, delta: int) -> None:
+        """Views appended in Goose_Bay's repeated October hour (after November began) are counted, whether
+        the month is re-read (evicted partition, or the delta off) or patched."""
+        nov_start, tz = 1_257_044_400_000, "America/Goose_Bay"
+        now = nov_start + 30 * DAY
+        source = MemorySource()
+        base = [event(nov_start - 20 * DAY + i * 3_600_000, i, i) for i in range(100)]
+        source.insert(base, 1)
+        rc = recomputer(source, PartitionCache(max_bytes=cache_bytes), delta_max_events=delta)
+        c1 = claim(tz, [change(1, "import", base[0].watched_at_ms, base[-1].watched_at_ms)])
+        asyncio.run(rc.recompute(c1, now_ms=now))
+        new = [WatchEvent(watched_at_ms=nov_start + m * 60_000, video_id=f"r{m}") for m in (5, 30)]
+        source.insert(new, 2)
+        c2 = claim(tz, [change(2, "import", new[0].watched_at_ms, new[-1].watched_at_ms)])
+        out = asyncio.run(rc.recompute(c2, now_ms=now))
+        assert out.results == from_scratch(source.events, c2, now)
+        in_november = [WatchEvent(watched_at_ms=nov_start + 20_000, video_id="n1")]  # 03:00:20Z: November
+        source.insert(in_november, 3)
+        c3 = claim(tz, [change(3, "import", in_november[0].watched_at_ms, in_november[0].watched_at_ms)])
+        assert asyncio.run(rc.recompute(c3, now_ms=now)).results == from_scratch(source.events, c3, now)
 
     def test_evicted_partition_is_read_again(self) -> None:
         """An L1 too small for every month still gives exact results, reading the evicted months."""

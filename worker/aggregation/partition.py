@@ -406,10 +406,14 @@ class MonthPartitioner:
 
     Args:
         zone: The user's time zone; months are local calendar months in it.
+        keep: When given, only views of these local months are taken (the others are dropped: a
+            month's UTC range can hold the next month's first instants, see
+            :func:`worker.partitions.month_bounds_ms`).
     """
 
-    def __init__(self, zone: ZoneInfo) -> None:
+    def __init__(self, zone: ZoneInfo, keep: Iterable[int] | None = None) -> None:
         self.zone = zone
+        self.keep = None if keep is None else np.array(sorted(set(keep)), dtype=np.int64)
         self.out_of_order = False
         self._open: dict[int, list[WatchEvent]] = {}
         self._finished: dict[int, Partition] = {}
@@ -427,6 +431,14 @@ class MonthPartitioner:
         check_instant("watched_at_ms", int(ts.min()))
         check_instant("watched_at_ms", int(ts.max()))
         months = local_months(ts, local_offsets_ms(ts, self.zone))
+        if self.keep is not None:
+            wanted = np.isin(months, self.keep)
+            if not wanted.all():
+                picked = np.flatnonzero(wanted)
+                events = [events[i] for i in picked.tolist()]
+                ts, months = ts[picked], months[picked]
+                if not events:
+                    return
         distinct = np.unique(months).tolist()
         if any(m in self._built for m in distinct):
             self.out_of_order = True
