@@ -533,6 +533,53 @@ class TestIncremental:
         c3 = claim(tz, [change(3, "import", in_november[0].watched_at_ms, in_november[0].watched_at_ms)])
         assert asyncio.run(rc.recompute(c3, now_ms=now)).results == from_scratch(source.events, c3, now)
 
+    def test_crash_between_partition_and_index_writes_never_counts_an_append_twice(self) -> None:
+        """The combined month is cached at the new watermark but the index write fails: the retried claim
+        (same changes) finds the old index, must not take the newer partition as the month's base, and
+        equals a fresh compute."""
+        tz = "UTC"
+        source = MemorySource()
+        source.insert(history(300, 12), 1)
+        rc = recomputer(source)
+        asyncio.run(rc.recompute(claim(tz, [change(1, "import", BASE, NOW)]), now_ms=NOW))
+        last = max(e.watched_at_ms for e in source.events)
+        new = [event(last + (i + 1) * 60_000, i, 9) for i in range(7)]
+        source.insert(new, 2)
+        c2 = claim(tz, [change(2, "import", new[0].watched_at_ms, new[-1].watched_at_ms)])
+        real_save_index = rc.store.save_index
+
+        def crash(*args: Any, **kwargs: Any) -> None:
+            raise OSError("crashed before the index was written")
+
+        rc.store.save_index = crash  # type: ignore[method-assign]
+        with pytest.raises(OSError):
+            asyncio.run(rc.recompute(c2, now_ms=NOW))
+        rc.store.save_index = real_save_index  # type: ignore[method-assign]
+        rc.frames.drop_user(USER)  # a restarted replica: only the partition cache survived
+        out = asyncio.run(rc.recompute(c2, now_ms=NOW))
+        assert out.results == from_scratch(source.events, c2, NOW)
+
+    def test_a_coalesced_claim_reads_everything_again(self) -> None:
+        """Past 1000 pending rows the backend coalesces a kind into one entry (highest seq, summed count,
+        united range). Its lowest seq is hidden, so the cached index cannot be shown to reflect every
+        change before it: everything is read again, and the result is exact."""
+        tz = "Europe/Berlin"
+        source = MemorySource()
+        source.insert(history(300, 13), 1)
+        rc = recomputer(source)
+        asyncio.run(rc.recompute(claim(tz, [change(1, "import", BASE, NOW)]), now_ms=NOW))
+        last = max(e.watched_at_ms for e in source.events)
+        batches = [[event(last + (10 * k + i + 1) * 60_000, 7 * k + i, k) for i in range(3)] for k in range(4)]
+        for k, batch in enumerate(batches):
+            source.insert(batch, 2 + k)
+        everything = [e for batch in batches for e in batch]
+        entry = change(5, "import", everything[0].watched_at_ms, everything[-1].watched_at_ms)
+        object.__setattr__(entry, "count", len(everything))
+        c2 = claim(tz, [entry])
+        out = asyncio.run(rc.recompute(c2, now_ms=NOW))
+        assert out.full_rebuild and out.events_read == len(source.events)
+        assert out.results == from_scratch(source.events, c2, NOW)
+
     def test_evicted_partition_is_read_again(self) -> None:
         """An L1 too small for every month still gives exact results, reading the evicted months."""
         tz = "UTC"
