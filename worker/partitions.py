@@ -271,9 +271,10 @@ class Plan:
             ``"no changes"``), ``"incremental"`` (months re-read) or ``"append"`` (delta read).
         rebuild: Months to read from Convex and rebuild, ascending (empty when ``full``).
         reuse: Months to take from the cache as they are, with the watermark to require.
-        delta: For ``"append"``: the appended views to read and the months they patch (their cached
-            partitions are required at the watermark ``reuse``-style entries of the index give).
-        patch: For ``"append"``: the index entries of the months in ``delta.months`` it knows.
+        delta: For ``"append"``: the appended views to read (by change seq) and the months they fall in.
+        patch: For ``"append"``: the index entries of the months in ``delta.months`` that already hold
+            views; their cached partitions (required at these entries' watermarks) are the bases the
+            appended views are combined with. A month of ``delta.months`` absent here was empty.
     """
 
     full: bool
