@@ -7,6 +7,7 @@ reads and the partition build and merge; ``compute_ms`` the aggregation engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from collections import OrderedDict
@@ -443,6 +444,7 @@ class Recomputer:
         *,
         now_ms: int,
         on_first: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
+        on_batch: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
     ) -> RecomputeOutcome:
         """Recompute every eager and on-demand filter set of the claimed user.
 
@@ -452,49 +454,78 @@ class Recomputer:
             on_first: When given, the default dashboard's set (:data:`DEFAULT_FILTER_SET`) is computed
                 alone first and handed to this callback (the runner stores it) before the other sets
                 are computed, so the view most readers look at becomes fresh first.
+            on_batch: When given, the other sets are computed one filter base at a time (sets that
+                differ only in timeframe share their derived arrays) and each base's results are
+                handed to this callback as soon as they are computed, while the next base is
+                computed; calls are made in order, one at a time, each with whole filter sets.
 
         Returns:
-            The results not already handed to ``on_first``, and the cost of the whole recompute
-            (``events_read`` counts only the events read from Convex).
+            The results not handed to a callback, and the cost of the whole recompute
+            (``events_read`` counts only the events read from Convex; ``compute_ms`` excludes the
+            time spent waiting for callbacks).
 
         Raises:
             ValueError: unknown time zone or an event instant out of range.
             GatewayError: reading events failed.
+            Exception: whatever a callback raised (the sets after it are not handed over).
         """
         zone = load_zone(claim.time_zone)
         started = time.perf_counter()
         frame, events_read, plan = await self.build_frame(claim, zone)
         read_ms = (time.perf_counter() - started) * 1000
         filter_sets = filter_sets_for(claim)
-        started = time.perf_counter()
-        first_types: set[str] = set()
+        compute_ms = 0.0
+        types: set[str] = set()
+
+        async def compute(sets: list[FilterSet]) -> list[dict[str, Any]]:
+            nonlocal compute_ms
+            began = time.perf_counter()
+            out = await asyncio.to_thread(
+                compute_from_frame, frame, now_ms=now_ms, time_zone=claim.time_zone, filter_sets=sets
+            )
+            compute_ms += (time.perf_counter() - began) * 1000
+            types.update(r.type for r in out)
+            return [result_to_convex(r) for r in out]
+
         remaining = filter_sets
         if on_first is not None:
-            first = await asyncio.to_thread(
-                compute_from_frame, frame, now_ms=now_ms, time_zone=claim.time_zone, filter_sets=filter_sets[:1]
-            )
-            first_ms = (time.perf_counter() - started) * 1000
-            await on_first([result_to_convex(r) for r in first])
-            first_types = {r.type for r in first}
+            await on_first(await compute(filter_sets[:1]))
             remaining = filter_sets[1:]
-            started = time.perf_counter() - first_ms / 1000  # compute_ms excludes the callback's time
-        results = await asyncio.to_thread(
-            compute_from_frame,
-            frame,
-            now_ms=now_ms,
-            time_zone=claim.time_zone,
-            filter_sets=remaining,
-        )
-        compute_ms = (time.perf_counter() - started) * 1000
+        results: list[dict[str, Any]] = []
+        if on_batch is None:
+            results = await compute(remaining)
+        else:
+            in_flight: asyncio.Future[None] | None = None
+            try:
+                for group in _by_base(remaining):
+                    batch = await compute(group)
+                    if in_flight is not None:
+                        await in_flight
+                    in_flight = asyncio.ensure_future(on_batch(batch))
+                if in_flight is not None:
+                    await in_flight
+            finally:
+                if in_flight is not None and not in_flight.done():
+                    in_flight.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await in_flight
         return RecomputeOutcome(
-            results=[result_to_convex(r) for r in results],
+            results=results,
             computed_at_ms=now_ms,
             events_read=events_read,
             read_ms=read_ms,
             compute_ms=compute_ms,
-            types=sorted({r.type for r in results} | first_types),
+            types=sorted(types),
             filter_sets=len(filter_sets),
             full_rebuild=plan.full,
             months_rebuilt=len(plan.rebuild) + len(plan.delta.months if plan.delta else ()) if not plan.full else -1,
             plan_reason=plan.reason,
         )
+
+
+def _by_base(sets: list[FilterSet]) -> list[list[FilterSet]]:
+    """Group filter sets by base (product, topics, channels), in first-occurrence order."""
+    groups: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[FilterSet]] = {}
+    for fs in sets:
+        groups.setdefault((fs.product, fs.topics, fs.channels), []).append(fs)
+    return list(groups.values())

@@ -235,8 +235,12 @@ class Runner:
 
             try:
                 # The default dashboard's set is stored as soon as it is computed, the rest after.
-                outcome = await self.recomputer.recompute(claim, now_ms=now_ms, on_first=store_first)
-                await store(outcome.results)
+                # the other sets are stored base by base while the next base is computed.
+                outcome = await self.recomputer.recompute(
+                    claim, now_ms=now_ms, on_first=store_first, on_batch=store
+                )
+                if outcome.results:
+                    await store(outcome.results)
                 self._remember_hashes(user_id, stored)
                 acked = await self.gateway.ack_changes(user_id, self.settings.worker_id, watermark)
             except TransientGatewayError:

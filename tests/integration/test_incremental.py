@@ -45,7 +45,9 @@ class RecordingRecomputer(Recomputer):
 
     outcomes: list[tuple[Claim, RecomputeOutcome]]
 
-    async def recompute(self, claim: Claim, *, now_ms: int, on_first: Any = None) -> RecomputeOutcome:
+    async def recompute(
+        self, claim: Claim, *, now_ms: int, on_first: Any = None, on_batch: Any = None
+    ) -> RecomputeOutcome:
         # Computes every set in one pass (no early store), so each outcome holds all results.
         out = await super().recompute(claim, now_ms=now_ms)
         self.outcomes.append((claim, out))

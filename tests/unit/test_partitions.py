@@ -505,6 +505,51 @@ class TestIncremental:
         assert out.events_read > 1  # the delta, then the whole month
         assert out.results == from_scratch(source.events, c2, NOW)
 
+    def test_sets_handed_over_base_by_base_equal_one_pass(self) -> None:
+        """With on_first and on_batch, every set is handed over whole, the default set first, then one
+        filter base at a time with at most one hand-over in flight; together they equal one pass."""
+        tz = "UTC"
+        source = MemorySource()
+        source.insert(history(200, 21), 1)
+        c = claim(tz, [change(1, "import", BASE, NOW)])
+        batches: list[list[str]] = []
+        handed: list[dict[str, Any]] = []
+        in_flight = 0
+
+        async def take(results: list[dict[str, Any]]) -> None:
+            nonlocal in_flight
+            in_flight += 1
+            assert in_flight == 1
+            await asyncio.sleep(0.01)  # the next base is computed meanwhile
+            batches.append(sorted({r["filterKey"] for r in results}))
+            handed.extend(results)
+            in_flight -= 1
+
+        out = asyncio.run(recomputer(source).recompute(c, now_ms=NOW, on_first=take, on_batch=take))
+        assert out.results == [] and len(out.types) == 14
+        assert batches[0] == ["All|all||"]
+        products = [{key.split("|")[1] for key in keys} for keys in batches[1:]]
+        assert products == [{"all"}, {"youtube"}, {"youtube_music"}]
+        assert sorted(handed, key=lambda r: (r["filterKey"], r["type"])) == sorted(
+            from_scratch(source.events, c, NOW), key=lambda r: (r["filterKey"], r["type"])
+        )
+
+    def test_a_failed_hand_over_stops_the_later_ones(self) -> None:
+        source = MemorySource()
+        source.insert(history(100, 22), 1)
+        calls = 0
+
+        async def fail_second(results: list[dict[str, Any]]) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                raise OSError("store failed")
+
+        with pytest.raises(OSError):
+            asyncio.run(recomputer(source).recompute(claim("UTC", [change(1, "import", BASE, NOW)]), now_ms=NOW,
+                                                     on_batch=fail_second))
+        assert calls == 2
+
     def test_expiry_reads_nothing(self) -> None:
         tz = "UTC"
         source = MemorySource()

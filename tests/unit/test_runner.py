@@ -98,8 +98,9 @@ class FakeRecomputer:
         self.calls: list[str] = []
 
     async def recompute(
-        self, claim: Claim, *, now_ms: int, on_first: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None
-    ) -> RecomputeOutcome:
+        self, claim: Claim, *, now_ms: int, on_first: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
+        on_batch: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
+    ) -> RecomputeOutcome:  # results are returned, not handed to on_batch: the runner stores them itself
         user = claim.changes[0].user_id
         self.calls.append(user)
         if user in self.poisoned:
