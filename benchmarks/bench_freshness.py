@@ -273,7 +273,8 @@ def main() -> None:
         "\nfull wall s = worker start to the default set fresh; full CPU s = worker process CPU from start (incl."
         " interpreter start-up and imports) until every set is stored and acknowledged;"
         "\nCPU/change = worker CPU per incremental change; read/change = events read from Convex per change;"
-        "\ndefault set stored = from the worker's claim to the default dashboard's set stored (its share of the lag)."
+        "\ndefault set stored = from the worker's claim to the default dashboard's set stored (its share of the lag);"
+        "\nstore+ack = total - read - compute: store time not overlapped by computing the next base, and the ack."
     )
 
 
