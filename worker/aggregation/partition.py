@@ -207,15 +207,11 @@ def _dedupe(events: Sequence[WatchEvent]) -> list[WatchEvent]:
 
 def _codes(values: list[str | None]) -> tuple[BytesArray, IntArray]:
     """Return the sorted distinct non-None values (UTF-8) and each value's code into them (-1 for None)."""
-    lookup: dict[str | None, int] = {None: -1}
-    first = [lookup.setdefault(v, len(lookup) - 1) for v in values]
-    table: list[str] = [v for v in lookup if v is not None]
-    perm = sorted(range(len(table)), key=lambda i: table[i])
-    rank = np.empty(len(table) + 1, dtype=np.int64)
-    rank[np.array(perm, dtype=np.int64)] = np.arange(len(table), dtype=np.int64)
-    rank[-1] = -1  # code -1 (None) picks the last slot
-    codes: IntArray = rank[np.array(first, dtype=np.int64).reshape(len(values))]
-    return _utf8_array([table[i] for i in perm]), codes
+    table = sorted({v for v in values if v is not None})  # Python sorts str by code point
+    index: dict[str | None, int] = {v: i for i, v in enumerate(table)}
+    index[None] = -1
+    codes: IntArray = np.fromiter(map(index.__getitem__, values), dtype=np.int64, count=len(values))
+    return _utf8_array(table), codes
 
 
 def _encode_rows(events: Iterable[WatchEvent], zone: ZoneInfo) -> _Rows:
