@@ -45,21 +45,24 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import quote
 
 import redis
 import structlog
+from cachetools import LRUCache
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-__all__ = ["CacheStats", "PartitionCache", "PartitionKey", "generation_key"]
+__all__ = ["CacheStats", "PartitionCache", "PartitionKey", "SizedLRU", "generation_key"]
 
 log = structlog.get_logger(__name__)
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 DEFAULT_L2_TTL_S: Final = 7 * 24 * 3600
 """Default lifetime of an L2 entry, in seconds (7 days)."""
@@ -69,7 +72,7 @@ DEFAULT_KEY_PREFIX: Final = "watchagg:partition"
 
 L1_ENTRY_OVERHEAD_BYTES: Final = 200
 """Estimated bytes an L1 entry costs beyond its payload and the strings of its key: the key and
-entry objects, the ``OrderedDict`` node and the per-user index slot (CPython, 64-bit)."""
+entry objects, the LRU's link and the per-user index slot (CPython, 64-bit)."""
 
 _L2_ERROR_LOG_INTERVAL_S: Final = 60.0
 _USER_HASH_HEX_CHARS: Final = 32
@@ -224,6 +227,39 @@ class _L1Entry:
     size_bytes: int
 
 
+class SizedLRU(LRUCache[K, V]):
+    """``cachetools.LRUCache`` bounded by the summed sizes of its values, reporting evictions.
+
+    Storing a value larger than the whole bound keeps nothing (and drops an older value of the key)
+    instead of raising. Not thread-safe: callers hold their own lock.
+
+    Args:
+        max_bytes: Bound on the summed sizes; ``>= 0``.
+        size_of: Size of a value, in bytes.
+        on_evict: Called with each key evicted to make room (not for explicit ``pop``).
+    """
+
+    def __init__(
+        self, max_bytes: int, size_of: Callable[[V], int], on_evict: Callable[[K], None] | None = None
+    ) -> None:
+        super().__init__(maxsize=max_bytes, getsizeof=size_of)
+        self._on_evict = on_evict
+
+    def popitem(self) -> tuple[K, V]:
+        key, value = super().popitem()
+        if self._on_evict is not None:
+            self._on_evict(key)
+        return key, value
+
+    def store(self, key: K, value: V) -> bool:
+        """Store ``value`` (evicting least recently used entries); False when it cannot fit at all."""
+        self.pop(key, None)
+        if self.getsizeof(value) > self.maxsize:
+            return False
+        self[key] = value
+        return True
+
+
 class PartitionCache:
     """Two-level (in-process LRU + optional Redis) cache of partition payloads.
 
@@ -275,9 +311,8 @@ class PartitionCache:
         self._clock = clock
 
         self._lock = threading.Lock()
-        self._l1: OrderedDict[PartitionKey, _L1Entry] = OrderedDict()
+        self._l1: SizedLRU[PartitionKey, _L1Entry] = SizedLRU(max_bytes, lambda e: e.size_bytes, self._l1_evicted)
         self._l1_by_user: dict[str, set[PartitionKey]] = {}
-        self._l1_bytes = 0
         self._l1_hits = 0
         self._l2_hits = 0
         self._misses = 0
@@ -321,10 +356,9 @@ class PartitionCache:
             unreachable).
         """
         with self._lock:
-            entry = self._l1.get(key)
+            entry = self._l1.get(key)  # a hit becomes the most recently used
             if entry is not None:
                 if entry.watermark >= min_watermark:
-                    self._l1.move_to_end(key)
                     self._l1_hits += 1
                     return entry.payload
                 self._l1_remove(key)
@@ -389,7 +423,7 @@ class PartitionCache:
                 l1_hits=self._l1_hits,
                 l2_hits=self._l2_hits,
                 misses=self._misses,
-                l1_bytes=self._l1_bytes,
+                l1_bytes=int(self._l1.currsize),
                 l1_entries=len(self._l1),
                 evictions=self._evictions,
                 l2_errors=self._l2_errors,
@@ -417,26 +451,26 @@ class PartitionCache:
         old = self._l1.get(key)
         if old is not None and old.watermark > watermark:
             return
-        size = len(payload) + key.l1_overhead_bytes()
-        if old is not None:
-            self._l1_remove(key)
-        if size > self._max_bytes:
-            return
-        while self._l1_bytes + size > self._max_bytes:
-            victim, _ = next(iter(self._l1.items()))
-            self._l1_remove(victim)
-            self._evictions += 1
-        self._l1[key] = _L1Entry(watermark=watermark, payload=payload, size_bytes=size)
-        self._l1_by_user.setdefault(key.user_id, set()).add(key)
-        self._l1_bytes += size
+        entry = _L1Entry(watermark=watermark, payload=payload, size_bytes=len(payload) + key.l1_overhead_bytes())
+        if self._l1.store(key, entry):
+            self._l1_by_user.setdefault(key.user_id, set()).add(key)
+        else:
+            self._forget_user_key(key)
 
     def _l1_remove(self, key: PartitionKey) -> None:
-        entry = self._l1.pop(key)
-        self._l1_bytes -= entry.size_bytes
-        keys = self._l1_by_user[key.user_id]
-        keys.discard(key)
-        if not keys:
-            del self._l1_by_user[key.user_id]
+        self._l1.pop(key, None)
+        self._forget_user_key(key)
+
+    def _l1_evicted(self, key: PartitionKey) -> None:
+        self._evictions += 1
+        self._forget_user_key(key)
+
+    def _forget_user_key(self, key: PartitionKey) -> None:
+        keys = self._l1_by_user.get(key.user_id)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._l1_by_user[key.user_id]
 
     # -- L2 -----------------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -30,7 +29,7 @@ from worker.aggregation.partition import (
     partition_to_bytes,
 )
 from worker.aggregation.timeframes import load_zone
-from worker.cache import PartitionCache
+from worker.cache import PartitionCache, SizedLRU
 from worker.config import Settings
 from worker.gateway import Gateway
 from worker.models import Claim, WatchEvent
@@ -147,44 +146,30 @@ class FrameCache:
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[tuple[str, str], _CachedFrame] = OrderedDict()
-        self._bytes = 0
+        self._entries: SizedLRU[tuple[str, str], _CachedFrame] = SizedLRU(max_bytes, lambda e: e.nbytes)
         self._lock = threading.Lock()
         self.hits = 0
 
     def get(self, user_id: str, time_zone: str, index: PartitionIndex) -> Frame | None:
         """Return the frame merged from exactly ``index``'s state, or None."""
         with self._lock:
-            entry = self._entries.get((user_id, time_zone))
+            entry = self._entries.get((user_id, time_zone))  # a hit becomes the most recently used
             if entry is None or entry.watermark != index.watermark or entry.months != dict(index.months):
                 return None
-            self._entries.move_to_end((user_id, time_zone))
             self.hits += 1
             return entry.frame
 
     def put(self, user_id: str, index: PartitionIndex, frame: Frame) -> None:
         """Keep ``frame`` as the merge of ``index``'s partitions (evicting least recently used frames)."""
-        size = frame_nbytes(frame)
+        entry = _CachedFrame(index.watermark, dict(index.months), frame, frame_nbytes(frame))
         with self._lock:
-            self._drop((user_id, index.time_zone))
-            if size > self.max_bytes:
-                return
-            self._entries[(user_id, index.time_zone)] = _CachedFrame(index.watermark, dict(index.months), frame, size)
-            self._bytes += size
-            while self._bytes > self.max_bytes:
-                _, old = self._entries.popitem(last=False)
-                self._bytes -= old.nbytes
+            self._entries.store((user_id, index.time_zone), entry)
 
     def drop_user(self, user_id: str) -> None:
         """Forget every frame of ``user_id`` (all zones)."""
         with self._lock:
             for key in [k for k in self._entries if k[0] == user_id]:
-                self._drop(key)
-
-    def _drop(self, key: tuple[str, str]) -> None:
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self._bytes -= old.nbytes
+                self._entries.pop(key, None)
 
 
 class Recomputer:
