@@ -16,6 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from worker.aggregation import EAGER_FILTER_SETS, AggregationResult, FilterSet, compute_from_frame
+from worker.aggregation.filters import group_by_base
 from worker.aggregation.frame import Frame
 from worker.aggregation.partition import (
     MonthPartitioner,
@@ -482,7 +483,7 @@ class Recomputer:
         else:
             in_flight: asyncio.Future[None] | None = None
             try:
-                for group in _by_base(remaining):
+                for group in group_by_base(remaining):
                     batch = await compute(group)
                     if in_flight is not None:
                         await in_flight
@@ -507,10 +508,3 @@ class Recomputer:
             plan_reason=plan.reason,
         )
 
-
-def _by_base(sets: list[FilterSet]) -> list[list[FilterSet]]:
-    """Group filter sets by base (product, topics, channels), in first-occurrence order."""
-    groups: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[FilterSet]] = {}
-    for fs in sets:
-        groups.setdefault((fs.product, fs.topics, fs.channels), []).append(fs)
-    return list(groups.values())

@@ -14,7 +14,7 @@ import numpy as np
 
 from worker.aggregation import channels, counts, sessions, topics
 from worker.aggregation.common import Dependency, Output
-from worker.aggregation.filters import FilterSet
+from worker.aggregation.filters import FilterSet, group_by_base
 from worker.aggregation.frame import PRODUCT_CODES, Frame, IntArray, build_frame
 from worker.aggregation.options import AggregationOptions
 from worker.aggregation.slices import Slice, take_rows
@@ -185,14 +185,9 @@ def _compute(
     # derived columns; a timeframe whose window selects the same views as the previous one (e.g.
     # YTD and Last6M in June) shares every derived array. Filter sets are computed base by base,
     # so only one base's arrays are alive at a time; results keep the first-occurrence order.
-    groups: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[FilterSet]] = {}
-    order: dict[str, None] = {}
-    for fs in filter_sets:
-        if fs.key not in order:
-            order[fs.key] = None
-            groups.setdefault((fs.product, fs.topics, fs.channels), []).append(fs)
+    order = dict.fromkeys(fs.key for fs in filter_sets)
     by_key: dict[str, list[AggregationResult]] = {}
-    for group in groups.values():
+    for group in group_by_base(filter_sets):
         base = _base_indices(frame, group[0])
         base_ts = take_rows(frame.ts, base)
         previous: tuple[int, Slice] | None = None

@@ -11,7 +11,7 @@ from typing import Any, Literal, cast
 
 from worker.aggregation.timeframes import TIMEFRAMES, Timeframe
 
-__all__ = ["PRODUCTS", "ProductFilter", "FilterSet", "EAGER_FILTER_SETS"]
+__all__ = ["PRODUCTS", "ProductFilter", "FilterSet", "EAGER_FILTER_SETS", "group_by_base"]
 
 ProductFilter = Literal["all", "youtube", "youtube_music"]
 PRODUCTS: tuple[ProductFilter, ...] = ("all", "youtube", "youtube_music")
@@ -109,3 +109,19 @@ EAGER_FILTER_SETS: tuple[FilterSet, ...] = tuple(
     FilterSet(timeframe, product) for timeframe in TIMEFRAMES for product in PRODUCTS
 )
 """The 18 timeframe × product sets (no topics, no channels) that are always computed."""
+
+
+def group_by_base(filter_sets: Iterable[FilterSet]) -> list[list[FilterSet]]:
+    """Group distinct filter sets by base (product, topics, channels: all but the timeframe).
+
+    Sets of one base share the filter over the whole history and its derived columns, so the engine
+    computes them together. Groups and the sets in each keep first-occurrence order; a set repeated
+    (same ``key``) appears once.
+    """
+    groups: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[FilterSet]] = {}
+    seen: set[str] = set()
+    for fs in filter_sets:
+        if fs.key not in seen:
+            seen.add(fs.key)
+            groups.setdefault((fs.product, fs.topics, fs.channels), []).append(fs)
+    return list(groups.values())
