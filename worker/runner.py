@@ -24,13 +24,13 @@ import contextlib
 import os
 import signal
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
+from cachetools import LRUCache
 
 from worker.config import Settings
 from worker.errors import GatewayError, TransientGatewayError
@@ -98,7 +98,7 @@ class Runner:
         self.stats = RunStats()
         # Per user: (filterKey, type) → dataHash last accepted by the backend, so unchanged results are
         # sent as hashes only. Bounded LRU; a wrong or missing memo only costs an upload.
-        self._stored_hashes: OrderedDict[str, dict[tuple[str, str], str]] = OrderedDict()
+        self._stored_hashes: LRUCache[str, dict[tuple[str, str], str]] = LRUCache(maxsize=settings.hash_memo_users)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
 
@@ -290,10 +290,7 @@ class Runner:
         if stored.skipped_stale:
             self._stored_hashes.pop(user_id, None)  # newer results are stored: what they hold is unknown
             return
-        self._stored_hashes[user_id] = dict(stored.hashes)
-        self._stored_hashes.move_to_end(user_id)
-        while len(self._stored_hashes) > self.settings.hash_memo_users:
-            self._stored_hashes.popitem(last=False)
+        self._stored_hashes[user_id] = dict(stored.hashes)  # least recently used users drop out
 
     async def _watch_subscription(self) -> None:
         """Set the wake event whenever the pending-change subscription yields a non-empty list."""
