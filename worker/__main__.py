@@ -132,14 +132,21 @@ def _print_import_summary(path: Path, parsed: Any, summary: Any) -> None:
 
 
 async def _import(
-    path: Path, url: str, *, admin_key: str | None, token: str | None, user_id: str | None
+    path: Path,
+    url: str,
+    *,
+    admin_key: str | None,
+    token: str | None,
+    user_id: str | None,
+    parsed: Any = None,
 ) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from worker.gateway import ConvexGateway
     from worker.importer import upload_events
 
-    parsed = _parse_file(path)
+    if parsed is None:
+        parsed = _parse_file(path)
     async with ConvexGateway(url, admin_key=admin_key if user_id else None, user_token=token) as gateway:
         with Progress(
             TextColumn("importing"),
@@ -194,7 +201,9 @@ def import_(
 # ---------------------------------------------------------------------------------------- demo
 
 
-async def _demo(file: Path, settings: Settings, token: str, *, time_zone: str, keep_running: bool) -> None:
+async def _demo(
+    file: Path, parsed: Any, settings: Settings, token: str, *, time_zone: str, keep_running: bool
+) -> None:
     from worker.gateway import ConvexGateway
     from worker.runner import Runner
 
@@ -202,7 +211,7 @@ async def _demo(file: Path, settings: Settings, token: str, *, time_zone: str, k
         await user_gateway.mutation("settings:setTimeZone", {"timeZone": time_zone})
     console.print(f"user time zone: {time_zone}")
     started = time.perf_counter()
-    await _import(file, str(settings.convex_url), admin_key=None, token=token, user_id=None)
+    await _import(file, str(settings.convex_url), admin_key=None, token=token, user_id=None, parsed=parsed)
     import_s = time.perf_counter() - started
     async with ConvexGateway(
         str(settings.convex_url), admin_key=settings.convex_admin_key.get_secret_value()
@@ -247,10 +256,6 @@ def demo(
     from worker.devbackend import BackendStartError, LocalBackend
 
     path = file or DEMO_SAMPLE
-    if path.is_dir():
-        raise _fail(f"{path}: is a directory, not a Takeout file")
-    if not path.is_file():
-        raise _fail(f"{path}: no such file")
     if time_zone is not None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -258,6 +263,7 @@ def demo(
             ZoneInfo(time_zone)
         except (ZoneInfoNotFoundError, ValueError):
             raise _fail(f"--time-zone {time_zone!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
+    parsed = _parse_file(path)  # a file that cannot be read is refused before the backend starts
     configure_logging("console" if log_format == "console" else "json", "warning")
     console.print("[bold]starting the local Convex backend[/] (npx convex-local)")
     try:
@@ -270,7 +276,7 @@ def demo(
             )
             token = backend.mint_token(DEMO_SUBJECT)
             zone = time_zone or ("Europe/Berlin" if file is None else "UTC")
-            asyncio.run(_demo(path, settings, token, time_zone=zone, keep_running=keep_running))
+            asyncio.run(_demo(path, parsed, settings, token, time_zone=zone, keep_running=keep_running))
     except BackendStartError as exc:
         raise _fail(str(exc), 1) from None
     except ImportFailedError as exc:

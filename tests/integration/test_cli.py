@@ -136,6 +136,15 @@ class TestDemo:
         assert "Top channels" in res.stdout
 
 
+    def test_unreadable_export_is_refused_before_the_backend_starts(self, tmp_path: Path) -> None:
+        """A file that is not a Takeout export: one line naming it and its position, exit 2, no backend."""
+        bad = tmp_path / "notes.txt"
+        bad.write_text("hello", encoding="utf-8")
+        res = run_cli("demo", str(bad))
+        assert res.returncode == 2 and "notes.txt (byte 0): neither JSON nor HTML" in res.stderr
+        assert "starting the local Convex backend" not in res.stdout + res.stderr
+
+
 class TestImportErrors:
     def test_directory_and_rejected_credentials(self, project_backend: LocalBackend, tmp_path: Path) -> None:
         """A directory is named as such; a forged token is reported as rejected credentials (exit 2)."""
