@@ -28,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,29 @@ async def wait_for_ack(sub: Any, seq: float, timeout_s: float) -> None:
     await asyncio.wait_for(loop(), timeout_s)
 
 
+def lag_split(batches: list[dict[str, Any]], wall: dict[int, tuple[float, float]]) -> dict[str, float]:
+    """Median split of the lag of changes processed alone, from wall clocks of this host (ms).
+
+    ``wake``: commit → the worker starts on the user (the change-log subscription's push and the
+    worker's ``pendingChanges`` read); ``worker``: from there, the claim included, → default set
+    stored (its ``first_stored_ms``); ``notify``: stored → the subscribed client sees it (the backend re-running
+    the public query and pushing it, the client decoding it). A batch starts at its log line's
+    timestamp minus ``total_ms``.
+    """
+    parts: dict[str, list[float]] = {"wake_ms": [], "worker_ms": [], "notify_ms": []}
+    for b in batches:
+        seq = int(b["watermark"])
+        if seq not in wall or b.get("first_stored_ms") is None or b["changes"] != 1:
+            continue
+        committed, seen = wall[seq]
+        start = datetime.fromisoformat(b["timestamp"]).timestamp() - b["total_ms"] / 1000
+        stored = start + b["first_stored_ms"] / 1000
+        parts["wake_ms"].append((start - committed) * 1000)
+        parts["worker_ms"].append(b["first_stored_ms"])
+        parts["notify_ms"].append((seen - stored) * 1000)
+    return {k: statistics.median(v) if v else float("nan") for k, v in parts.items()}
+
+
 def new_events(i: int, now_ms: int) -> list[WatchEvent]:
     base = now_ms - 3_600_000 + i * 1000
     return [
@@ -184,12 +208,14 @@ async def measure(n_events: int, changes: int) -> dict[str, Any]:
 
                 lags_ms: list[float] = []
                 ack_ms: list[float] = []
+                wall: dict[int, tuple[float, float]] = {}  # seq -> (commit, seen), epoch s, as the worker's log
                 cpu1 = worker.cpu_s()
                 for i in range(changes):
                     res = await user.import_batch(new_events(i, now_ms), source="synthetic")
-                    committed = time.perf_counter()
+                    committed, committed_wall = time.perf_counter(), time.time()
                     await wait_for_watermark(sub, res["seq"], timeout_s=600)
                     lags_ms.append((time.perf_counter() - committed) * 1000)
+                    wall[int(res["seq"])] = (committed_wall, time.time())
                     await wait_for_ack(acks, res["seq"], timeout_s=600)
                     ack_ms.append((time.perf_counter() - committed) * 1000)
                 per_change_cpu_ms = (worker.cpu_s() - cpu1) / max(1, changes) * 1000
@@ -202,7 +228,9 @@ async def measure(n_events: int, changes: int) -> dict[str, Any]:
                 acks.unsubscribe()
     first = worker.batches[0] if worker.batches else {}
     later = worker.batches[1:]
+    split = lag_split(later, wall)
     return {
+        **split,
         "events": n_events,
         "import_s": import_s,
         "full_wall_s": full_wall_s,
@@ -269,6 +297,14 @@ def main() -> None:
             f"{r['events']:>8} {r['batches']:>7} {r['mean_read_ms']:>7.0f} {r['mean_compute_ms']:>8.0f} "
             f"{r['mean_store_ms']:>9.0f} {r['mean_total_ms']:>7.0f} {r['median_first_ms']:>28.0f}"
         )
+    print("\nwhere the lag of one change goes (medians, wall ms; changes the worker processed alone):")
+    print(f"{'events':>8} {'wake':>7} {'worker':>7} {'notify':>7}")
+    for r in rows:
+        print(f"{r['events']:>8} {r['wake_ms']:>7.0f} {r['worker_ms']:>7.0f} {r['notify_ms']:>7.0f}")
+    print(
+        "wake = commit -> the worker starts on the user; worker = claim -> default set stored;"
+        " notify = stored -> the client sees it"
+    )
     print(
         "\nfull wall s = worker start to the default set fresh; full CPU s = worker process CPU from start (incl."
         " interpreter start-up and imports) until every set is stored and acknowledged;"
