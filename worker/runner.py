@@ -101,6 +101,9 @@ class Runner:
         self._stored_hashes: LRUCache[str, dict[tuple[str, str], str]] = LRUCache(maxsize=settings.hash_memo_users)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
+        # The pending rows the subscription pushed last and no round has used yet: the round that
+        # follows the push starts from them instead of reading ``pendingChanges`` again.
+        self._pushed: list[ChangeEntry] | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -144,8 +147,9 @@ class Runner:
                 self._wake.clear()
                 if self.settings.debounce_ms:
                     await asyncio.sleep(self.settings.debounce_ms / 1000)
+                pushed, self._pushed = self._pushed, None
                 try:
-                    processed = await self.process_round()
+                    processed = await self.process_round(pushed)
                 except TransientGatewayError as exc:
                     log.warning("worker.round_failed", error=str(exc))
                     await asyncio.sleep(min(self.settings.max_backoff_s, 2.0))
@@ -174,14 +178,22 @@ class Runner:
                 break
         return self.stats
 
-    async def process_round(self) -> int:
+    async def process_round(self, pending: list[ChangeEntry] | None = None) -> int:
         """Run one round over the pending changes.
+
+        Args:
+            pending: Pending change rows just pushed by the subscription (a consistent snapshot of
+                ``worker:pendingChanges``); None reads them. A snapshot only picks the users to claim:
+                each claim returns that user's pending changes as they are then, so a row in the
+                snapshot that is already acknowledged costs an empty claim, and one committed after
+                it is left for the next round.
 
         Returns:
             Number of users whose changes were processed (acknowledged or failed) in this round.
         """
         self.stats.rounds += 1
-        pending = await self.gateway.pending_changes(self.settings.batch_size)
+        if pending is None:
+            pending = await self.gateway.pending_changes(self.settings.batch_size)
         done = 0
         for user_id in coalesce_by_user(pending):
             if self._stop.is_set():
@@ -298,6 +310,7 @@ class Runner:
             try:
                 async for changes in self.gateway.subscribe_pending(self.settings.batch_size):
                     if changes:
+                        self._pushed = changes
                         self._wake.set()
             except asyncio.CancelledError:
                 raise

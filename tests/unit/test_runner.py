@@ -33,11 +33,14 @@ class FakeGateway:
         self.failed: list[tuple[str, int, str]] = []
         self.fail_store_with: Exception | None = None
         self.subscription_values: asyncio.Queue[list[ChangeEntry]] = asyncio.Queue()
+        self.calls: list[str] = []  # "read" (pendingChanges) and "claim:<user>", in order
 
     async def pending_changes(self, limit: int) -> list[ChangeEntry]:
+        self.calls.append("read")
         return self.pending[:limit]
 
     async def claim_user(self, user_id: str, worker_id: str, lease_ms: int) -> Claim:
+        self.calls.append(f"claim:{user_id}")
         owner = self.lease_owner.setdefault(user_id, worker_id)
         changes = tuple(c for c in self.pending if c.user_id == user_id)
         return Claim(
@@ -185,6 +188,13 @@ class TestProcessRound:
         assert gw.store_calls == [["All|all||"], ["All|all||"]]
         assert runner.stats.results_written == 2 and gw.acked == [("a", 1)]
 
+    def test_stale_pushed_rows_cost_an_empty_claim_only(self, settings: Settings) -> None:
+        """Rows pushed by the subscription but acknowledged since: the claim finds nothing to do."""
+        gw, rc = FakeGateway(), FakeRecomputer()
+        runner = Runner(settings, gw, recomputer=rc)  # type: ignore[arg-type]
+        assert asyncio.run(runner.process_round([change("a", 1)])) == 0
+        assert gw.calls == ["claim:a"] and rc.calls == [] and gw.stored == {}
+
 
 class TestRunLoop:
     def test_subscription_wakes_loop_and_stop_exits(self, settings: Settings, tmp_path: Path) -> None:
@@ -208,3 +218,6 @@ class TestRunLoop:
         asyncio.run(scenario())
         assert gw.acked == [("a", 1)]
         assert (tmp_path / "hb").exists()
+        # catch-up read at start; the pushed rows are claimed without reading them again; the round
+        # after the one that did work reads, finds nothing and ends the burst
+        assert gw.calls == ["read", "claim:a", "read"]
