@@ -3,16 +3,19 @@
  * explicit `userId` (importer CLI in operator mode, maintenance scripts).
  */
 import { v } from "convex/values";
-import { internalMutation, type MutationCtx } from "./_generated/server";
+import { internalMutation, internalQuery, type MutationCtx, type QueryCtx } from "./_generated/server";
 import { requestRecomputeForUser } from "./dashboard";
+import { appError } from "./errors";
 import { setTimeZoneForUser } from "./settings";
 import { requireUserIdArg } from "./users";
 import {
+  vDeadLetter,
   vDeleteResult,
   vImportResult,
   vRecomputeResult,
   vSeqResult,
   vWatchEventInput,
+  type DeadLetter,
   type DeleteResult,
   type ImportResult,
   type WatchEventInput,
@@ -84,4 +87,53 @@ export const requestRecompute = internalMutation({
   args: { userId: v.string() },
   returns: vRecomputeResult,
   handler: requestRecomputeHandler,
+});
+
+/** Default and largest page of `admin:listDeadLetters`. */
+export const DEAD_LETTER_PAGE = 100;
+export const MAX_DEAD_LETTER_PAGE = 1000;
+
+/** Handler of `admin:listDeadLetters`. */
+export async function listDeadLettersHandler(
+  ctx: QueryCtx,
+  args: { limit?: number; userId?: string },
+): Promise<DeadLetter[]> {
+  const limit = args.limit ?? DEAD_LETTER_PAGE;
+  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_DEAD_LETTER_PAGE) {
+    throw appError("INVALID_ARGUMENT", `limit must be an integer from 1 to ${MAX_DEAD_LETTER_PAGE}, got ${limit}`, {
+      field: "limit",
+    });
+  }
+  const userId = args.userId === undefined ? undefined : requireUserIdArg(args.userId);
+  const rows = await ctx.db
+    .query("changeLog")
+    .withIndex("by_status_and_user", (q) =>
+      userId === undefined ? q.eq("status", "failed") : q.eq("status", "failed").eq("userId", userId),
+    )
+    .take(limit);
+  return rows.map((r) => ({
+    userId: r.userId,
+    seq: r.seq,
+    kind: r.kind,
+    ...(r.fromMs !== undefined ? { fromMs: r.fromMs } : {}),
+    ...(r.toMs !== undefined ? { toMs: r.toMs } : {}),
+    count: r.count,
+    attempts: r.attempts,
+    error: r.error ?? "",
+    createdAtMs: r.createdAtMs,
+    ...(r.processedAtMs !== undefined ? { failedAtMs: r.processedAtMs } : {}),
+  }));
+}
+
+/**
+ * Dead-lettered changes (operators): `changeLog` rows the worker failed on `MAX_ATTEMPTS` (5) times,
+ * which are no longer delivered. Ordered by `userId`, then `seq`; at most `limit` (default 100,
+ * 1–1000) rows, optionally of one `userId`. `error` is the last failure (≤ 2000 characters),
+ * `failedAtMs` (epoch ms) when the row was dead-lettered. The data of such a change is stored; after
+ * fixing the cause, `admin:requestRecompute` recomputes the user's whole history.
+ */
+export const listDeadLetters = internalQuery({
+  args: { limit: v.optional(v.number()), userId: v.optional(v.string()) },
+  returns: v.array(vDeadLetter),
+  handler: listDeadLettersHandler,
 });

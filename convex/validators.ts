@@ -133,6 +133,16 @@ export const vPendingChange = v.object({
 });
 export type PendingChange = Infer<typeof vPendingChange>;
 
+/** A dead-lettered change as `admin:listDeadLetters` returns it. */
+export const vDeadLetter = v.object({
+  ...vPendingChange.fields,
+  attempts: v.number(),
+  error: v.string(),
+  createdAtMs: v.number(),
+  failedAtMs: v.optional(v.number()),
+});
+export type DeadLetter = Infer<typeof vDeadLetter>;
+
 /**
  * One computed aggregate of a filter set, sent by the worker inside a
  * `vResultSetInput`. `dataHash` is the worker's digest of `data` (trusted:

@@ -607,6 +607,28 @@ describe("failChanges", () => {
     expect(pending.map((c) => c.seq)).toEqual([2]);
     expect(await t.mutation(internal.worker.failChanges, { userId: A, workerId: "w1", upToSeq: 1, error: "again" })).toEqual({ failed: 0, deadLettered: 0 });
   });
+
+  test("admin:listDeadLetters lists dead-lettered rows only, by user then seq, with the last error", async () => {
+    const t = initConvexTest();
+    const B = "user-b";
+    for (const userId of [B, A]) {
+      await importFor(t, userId, [event(0)]);
+      await importFor(t, userId, [event(1)]);
+    }
+    expect(await t.query(internal.admin.listDeadLetters, {})).toEqual([]);
+    for (const userId of [B, A]) {
+      for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
+        await t.mutation(internal.worker.failChanges, { userId, workerId: "w1", upToSeq: 1, error: `boom ${attempt}` });
+      }
+    }
+    const all = await t.query(internal.admin.listDeadLetters, {});
+    expect(all.map((r) => [r.userId, r.seq])).toEqual([[A, 1], [B, 1]].sort());
+    expect(all[0]).toMatchObject({ kind: "import", count: 1, attempts: MAX_ATTEMPTS, error: `boom ${MAX_ATTEMPTS}` });
+    expect(typeof all[0].failedAtMs).toBe("number");
+    expect(await t.query(internal.admin.listDeadLetters, { userId: B })).toMatchObject([{ userId: B, seq: 1 }]);
+    expect(await t.query(internal.admin.listDeadLetters, { limit: 1 })).toHaveLength(1);
+    await expect(t.query(internal.admin.listDeadLetters, { limit: 0 })).rejects.toThrow(/limit must be an integer/);
+  });
 });
 
 describe("enqueueExpired", () => {
