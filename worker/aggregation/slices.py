@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -113,6 +113,51 @@ _PAIRS_PER_CHUNK = 1 << 18
 """Channel pairs generated at once when counting co-sessions (bounds the temporary arrays)."""
 
 
+def _pair_keys(c: CodeArray, sizes: IntArray, n_channels: int, key_type: type[np.signedinteger[Any]]) -> CodeArray:
+    """Return the key ``low * n_channels + high`` of every channel pair of every session.
+
+    Args:
+        c: Distinct channels of each session, sessions one after another (m,).
+        sizes: Number of channels of each session (s,), summing to m.
+        n_channels: Channel code bound.
+        key_type: Integer type of the keys (int32 when ``n_channels²`` fits it).
+
+    Returns:
+        The keys, session by session (Σ k(k−1)/2 of them), without loops over sessions.
+    """
+    m = c.size
+    entry = np.arange(m)
+    position = entry - np.repeat(np.cumsum(sizes) - sizes, sizes)  # of each channel within its session
+    partners = np.repeat(sizes, sizes) - 1 - position  # channels after it in its session
+    run_start = np.cumsum(partners) - partners
+    left = np.repeat(entry, partners)
+    right = np.arange(left.size) - np.repeat(run_start - entry - 1, partners)
+    del entry, position, run_start
+    a, b = c[left].astype(key_type), c[right].astype(key_type)
+    del left, right
+    keys: CodeArray = np.minimum(a, b) * key_type(n_channels) + np.maximum(a, b)
+    return keys
+
+
+def _sum_by_key(keys: IntArray, counts: IntArray) -> tuple[IntArray, IntArray]:
+    """Return the distinct keys (≥ 0), ascending, and the sum of ``counts`` (≥ 0) of each."""
+    shift = max(int(counts.max()).bit_length(), 1)
+    if int(keys.max()) < 2 ** (62 - shift):
+        # one sort of (key, count) packed in an int64 (much faster than an argsort)
+        packed = (keys << shift) | counts
+        packed.sort()
+        keys, counts = packed >> shift, packed & ((1 << shift) - 1)
+        del packed
+    else:
+        order = np.argsort(keys)
+        keys, counts = keys[order], counts[order]
+        del order
+    first = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    out_counts: IntArray = np.add.reduceat(counts, first)
+    out_keys: IntArray = keys[first]
+    return out_keys, out_counts
+
+
 def _count_pairs(c_kept: CodeArray, starts: IntArray, sizes: IntArray, n_channels: int) -> tuple[IntArray, IntArray]:
     """Count the sessions holding each channel pair.
 
@@ -123,41 +168,35 @@ def _count_pairs(c_kept: CodeArray, starts: IntArray, sizes: IntArray, n_channel
         n_channels: Channel code bound; pair key = ``low * n_channels + high``.
 
     Returns:
-        The distinct pair keys, ascending, and the number of sessions holding each. Pairs are
-        generated per session size, at most ``_PAIRS_PER_CHUNK`` at a time, and counted per chunk
-        (sort + run lengths), so temporaries stay bounded however many sessions there are.
+        The distinct pair keys, ascending, and the number of sessions holding each. The pairs of
+        runs of consecutive sessions holding about ``_PAIRS_PER_CHUNK`` pairs are generated
+        together and counted per chunk (sort + run lengths), so temporaries stay bounded however
+        many sessions there are; the chunks' counts are then summed per key.
     """
     key_type = np.int32 if n_channels * n_channels < 2**31 else np.int64
+    pairs_end = np.cumsum(sizes * (sizes - 1) // 2)
     keys: list[IntArray] = []
     counts: list[IntArray] = []
-    for k in np.unique(sizes[sizes >= 2]).tolist():
-        starts_k = starts[sizes == k]
-        iu, ju = np.triu_indices(k, 1)
-        step = max(1, _PAIRS_PER_CHUNK // iu.size)
-        for lo in range(0, starts_k.size, step):
-            matrix = c_kept[starts_k[lo : lo + step, None] + np.arange(k)[None, :]].astype(key_type)
-            a, b = matrix[:, iu], matrix[:, ju]
-            chunk = (np.minimum(a, b) * key_type(n_channels) + np.maximum(a, b)).ravel()
-            del matrix, a, b
-            chunk.sort()
-            bounds = np.flatnonzero(np.concatenate(([True], chunk[1:] != chunk[:-1], [True])))
-            keys.append(chunk[bounds[:-1]].astype(np.int64))
-            counts.append(np.diff(bounds).astype(np.int64))
+    lo = 0
+    while lo < sizes.size:
+        done = int(pairs_end[lo - 1]) if lo else 0
+        hi = max(int(np.searchsorted(pairs_end, done + _PAIRS_PER_CHUNK, side="right")), lo + 1)
+        first, last = int(starts[lo]), int(starts[hi - 1] + sizes[hi - 1])
+        chunk = _pair_keys(c_kept[first:last], sizes[lo:hi], n_channels, key_type)
+        lo = hi
+        if chunk.size == 0:
+            continue
+        chunk.sort()
+        run = np.flatnonzero(np.concatenate(([True], chunk[1:] != chunk[:-1], [True])))
+        keys.append(chunk[run[:-1]].astype(np.int64))
+        counts.append(np.diff(run).astype(np.int64))
+        del chunk, run
     if not keys:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty
     if len(keys) == 1:
         return keys[0], counts[0]
-    all_keys = np.concatenate(keys)
-    all_counts = np.concatenate(counts)
-    del keys, counts
-    order = np.argsort(all_keys, kind="stable")
-    all_keys, all_counts = all_keys[order], all_counts[order]
-    del order
-    starts_g = np.flatnonzero(np.concatenate(([True], all_keys[1:] != all_keys[:-1])))
-    out_counts: IntArray = np.add.reduceat(all_counts, starts_g)
-    out_keys: IntArray = all_keys[starts_g]
-    return out_keys, out_counts
+    return _sum_by_key(np.concatenate(keys), np.concatenate(counts))
 
 
 _VIEWS_PER_CHUNK = 1 << 18
