@@ -18,7 +18,6 @@ from worker.aggregation.common import (
     distinct_per_group,
     month_axis,
     num,
-    per_month,
     ratio,
     unique_ints,
 )
@@ -33,7 +32,8 @@ ALL_WINDOW_DAYS = 30
 
 
 def _topic_counts(topic: CodeArray, k: int) -> IntArray:
-    out: IntArray = np.bincount(topic[topic >= 0], minlength=k).astype(np.int64)
+    # topic -1 (unclassified) is counted in bin 0 and dropped
+    out: IntArray = np.bincount(topic.astype(np.intp) + 1, minlength=k + 1)[1:].astype(np.int64)
     return out
 
 
@@ -120,16 +120,22 @@ def topic_evolution(s: Slice) -> Output:
     views = _topic_counts(s.topic, k)
     labels = axis.labels()
     rows: list[dict[str, Any]] = []
+    # monthly views of every topic: one (topic, month) count
     topic = s.topic
+    off = s.month - axis.first
+    sel = (topic >= 0) & (off >= 0)
+    monthly = np.bincount(topic[sel].astype(np.intp) * axis.size + off[sel], minlength=k * axis.size)
+    monthly = monthly.reshape(k, axis.size)
+    del off, sel
     for t in np.lexsort((np.arange(k), -views)).tolist():
         if views[t] == 0:
             continue
-        series = per_month(s.month[topic == t], axis)
+        series = monthly[t]
         nonzero = np.flatnonzero(series)
         row: dict[str, Any] = {
             "topic": frame.topic_slugs[t],
             "views": int(views[t]),
-            "monthlyViews": [int(v) for v in series],
+            "monthlyViews": series.tolist(),
             "recentViews": int(recent[t]),
             "previousViews": int(previous[t]),
             "growthRate": change(int(recent[t]), int(previous[t])),
