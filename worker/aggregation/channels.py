@@ -18,7 +18,7 @@ from worker.aggregation.common import (
     ratios,
     unique_ints,
 )
-from worker.aggregation.frame import CodeArray
+from worker.aggregation.frame import BoolArray, CodeArray, IntArray
 from worker.aggregation.slices import Slice
 from worker.aggregation.timeframes import month_label
 
@@ -141,6 +141,14 @@ def channel_metrics(s: Slice) -> Output:
     return data, "day"
 
 
+def _first_of_each(groups: IntArray, per: int) -> BoolArray:
+    """Return a mask of the first ``per`` rows of each run of equal values of ``groups`` (sorted)."""
+    group_start = np.flatnonzero(np.concatenate(([True], groups[1:] != groups[:-1])))
+    position = np.arange(groups.size) - np.repeat(group_start, np.diff(np.append(group_start, groups.size)))
+    keep: BoolArray = position < per
+    return keep
+
+
 def _co_watched(s: Slice, rank_of: CodeArray, k: int) -> list[list[dict[str, Any]]]:
     frame = s.frame
     per = s.options.co_watched_per_channel
@@ -148,29 +156,38 @@ def _co_watched(s: Slice, rank_of: CodeArray, k: int) -> list[list[dict[str, Any
     co = s.co_sessions
     if per == 0 or co.pair_a.size == 0:
         return out
-    ra, rb = rank_of[co.pair_a].astype(np.int64), rank_of[co.pair_b].astype(np.int64)
-    sa, sb = ra >= 0, rb >= 0
-    rx = np.concatenate((ra[sa], rb[sb]))
-    y = np.concatenate((co.pair_b[sa], co.pair_a[sb]))
-    cnt = np.concatenate((co.pair_sessions[sa], co.pair_sessions[sb]))
-    if rx.size == 0:
+    # each pair once per listed side: (rank of the listed channel, partner, coSessions)
+    ra, rb = rank_of[co.pair_a], rank_of[co.pair_b]
+    side_a, side_b = np.flatnonzero(ra >= 0), np.flatnonzero(rb >= 0)
+    if side_a.size + side_b.size == 0:
         return out
-    # order: rank asc, coSessions desc, partner id asc — one sort of a packed key when it fits
     n_channels = len(frame.channel_ids)
-    top_count = int(cnt.max())
+    top_count = int(co.pair_sessions.max())
+    # order: rank asc, coSessions desc, partner id asc — one sort of a packed key when it fits
     if k * (top_count + 1) * n_channels < 2**62:
-        packed = np.sort((rx * (top_count + 1) + (top_count - cnt)) * n_channels + y)
+        packed = np.concatenate(
+            (
+                (ra[side_a].astype(np.int64) * (top_count + 1) + (top_count - co.pair_sessions[side_a])) * n_channels
+                + co.pair_b[side_a],
+                (rb[side_b].astype(np.int64) * (top_count + 1) + (top_count - co.pair_sessions[side_b])) * n_channels
+                + co.pair_a[side_b],
+            )
+        )
+        packed.sort()
+        rx = packed // ((top_count + 1) * n_channels)
+        keep = _first_of_each(rx, per)
+        rx, packed = rx[keep], packed[keep]  # decode the kept entries only
         y = packed % n_channels
-        rest = packed // n_channels
-        cnt = top_count - rest % (top_count + 1)
-        rx = rest // (top_count + 1)
+        cnt = top_count - (packed // n_channels) % (top_count + 1)
     else:
+        rx = np.concatenate((ra[side_a], rb[side_b])).astype(np.int64)
+        y = np.concatenate((co.pair_b[side_a], co.pair_a[side_b]))
+        cnt = np.concatenate((co.pair_sessions[side_a], co.pair_sessions[side_b]))
         order = np.lexsort((y, -cnt, rx))
         rx, y, cnt = rx[order], y[order], cnt[order]
-    group_start = np.flatnonzero(np.concatenate(([True], rx[1:] != rx[:-1])))
-    position = np.arange(rx.size) - np.repeat(group_start, np.diff(np.append(group_start, rx.size)))
-    keep = position < per
-    for i, code, count in zip(rx[keep].tolist(), y[keep].tolist(), cnt[keep].tolist(), strict=True):
+        keep = _first_of_each(rx, per)
+        rx, y, cnt = rx[keep], y[keep], cnt[keep]
+    for i, code, count in zip(rx.tolist(), y.tolist(), cnt.tolist(), strict=True):
         out[i].append(
             {
                 "channelId": frame.channel_ids[code],
