@@ -40,6 +40,7 @@ _BASE_DERIVED: tuple[str, ...] = (
     *(f"base_{name}" for name in _VIEW_DERIVED[:9]),
     "base_sessions",
     "base_session_pairs",
+    "base_day_sorted",
 )
 
 
@@ -563,6 +564,17 @@ class Slice:
     def base_shorts(self) -> BoolArray:
         """Return the Shorts flag of the filter's views over the whole history."""
         return take_rows(self.frame.shorts, self.base)
+
+    @cached_property
+    def base_day_sorted(self) -> Int32Array:
+        """Return the local epoch days of the filter's views over the whole history, ascending."""
+        out: Int32Array = np.sort(self.base_day)
+        return out
+
+    def base_views_between(self, first_day: int, last_day: int) -> int:
+        """Return the filter's views over the whole history on local days ``first_day … last_day``."""
+        days = self.base_day_sorted
+        return int(np.searchsorted(days, last_day, side="right") - np.searchsorted(days, first_day, side="left"))
 
     @cached_property
     def channel_views(self) -> IntArray:
