@@ -286,23 +286,22 @@ def channel_evolution(s: Slice) -> Output:
     t = int(top.size)
     axis = month_axis(s.month, opts.months_cap)
     prev_start, recent_start, current = recent_windows(s)
-    rank_of = np.full(len(frame.channel_ids) + 1, -1, dtype=np.int64)  # channel -1 picks the last: -1
-    rank_of[top] = np.arange(t)
-    # monthly views of the listed channels in the slice: one (rank, month) count
-    r = rank_of[s.channel]
-    sel = r >= 0
-    off = s.month[sel] - axis.first
-    on_axis = off >= 0
-    series = np.bincount(r[sel][on_axis] * axis.size + off[on_axis], minlength=t * axis.size).reshape(t, axis.size)
-    del r, sel, off, on_axis
+    slot_of = np.zeros(len(frame.channel_ids) + 1, dtype=np.int64)  # channel -1 picks the last entry: 0
+    slot_of[top] = np.arange(1, t + 1)
+    # monthly views of the listed channels in the slice: one (slot, month) count, slot 0 = the others
+    key = slot_of[s.channel] * axis.size + (s.month - axis.first)
+    if axis.truncated:  # months before the axis are not counted
+        key[s.month < axis.first] = 0
+    series = np.bincount(key, minlength=(t + 1) * axis.size).reshape(t + 1, axis.size)[1:]
+    del key
     # trend windows and first month on the filter over the whole history
-    r = rank_of[s.base_channel]
-    sel = r >= 0
-    rb, mb = r[sel], s.base_month[sel]
-    del r, sel
+    slots = slot_of[s.base_channel]
+    listed = np.flatnonzero(slots)  # rows of the listed channels, in time order
+    rb, mb = slots[listed] - 1, s.base_month[listed]
+    del slots, listed
     recent = np.bincount(rb[(mb >= recent_start) & (mb <= current)], minlength=t).tolist()
     previous = np.bincount(rb[(mb >= prev_start) & (mb < recent_start)], minlength=t).tolist()
-    first_row = np.full(t, rb.size, dtype=np.int64)  # first view of each channel (rows are in time order)
+    first_row = np.full(t, rb.size, dtype=np.int64)  # first view of each channel
     np.minimum.at(first_row, rb, np.arange(rb.size))
     first_month = [current if i == rb.size else int(mb[i]) for i in first_row.tolist()]
     rows: list[dict[str, Any]] = [
