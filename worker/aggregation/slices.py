@@ -33,6 +33,7 @@ _VIEW_DERIVED: tuple[str, ...] = (
     "shorts",
     "channel_views",
     "channel_ranking",
+    "topic_views",
     "sessions",
     "co_sessions",
 )
@@ -581,6 +582,14 @@ class Slice:
         """Return views per channel code (C,)."""
         ch = self.channel
         out: IntArray = np.bincount(ch[ch >= 0], minlength=len(self.frame.channel_ids)).astype(np.int64)
+        return out
+
+    @cached_property
+    def topic_views(self) -> IntArray:
+        """Return views per topic code (T,), unclassified views not counted."""
+        # topic -1 (unclassified) is counted in bin 0 and dropped
+        k = len(self.frame.topic_slugs)
+        out: IntArray = np.bincount(self.topic.astype(np.intp) + 1, minlength=k + 1)[1:].astype(np.int64)
         return out
 
     @cached_property

@@ -66,7 +66,7 @@ def topics_leaderboard(s: Slice) -> Output:
     lo, mid = np.searchsorted(base_ts, [previous_start, current_start], side="left")
     previous = _topic_counts(base_topic[int(lo) : int(mid)], k)
     window = _topic_counts(base_topic[int(mid) :], k)
-    views = _topic_counts(s.topic, k)
+    views = s.topic_views
     classified = int(views.sum())
     listed = np.flatnonzero((views > 0) | (window > 0) | (previous > 0))
     order = listed[np.lexsort((listed, -window[listed], -views[listed]))]
@@ -117,7 +117,7 @@ def topic_evolution(s: Slice) -> Output:
     in_previous = (base_month >= prev_start) & (base_month < recent_start)
     recent = _topic_counts(base_topic[in_recent], k)
     previous = _topic_counts(base_topic[in_previous], k)
-    views = _topic_counts(s.topic, k)
+    views = s.topic_views
     labels = axis.labels()
     rows: list[dict[str, Any]] = []
     # monthly views of every topic: one (topic, month) count
@@ -180,7 +180,7 @@ def topic_engagement(s: Slice) -> Output:
     frame = s.frame
     k = len(frame.topic_slugs)
     topic = s.topic
-    views = _topic_counts(topic, k)
+    views = s.topic_views
     has_video = (s.video >= 0) & (topic >= 0)
     video_views = _topic_counts(topic[has_video], k)
     unique_videos = distinct_per_group(topic, s.video, k)
@@ -222,7 +222,7 @@ def topic_discovery(s: Slice) -> Output:
     has = ch >= 0
     is_new = np.zeros(s.n, dtype=np.bool_)
     is_new[has] = frame.channel_first_ms[ch[has]] >= clock.recent_start_ms
-    views = _topic_counts(topic, k)
+    views = s.topic_views
     new_views = _topic_counts(topic[is_new], k)
     habitual = _topic_counts(topic[has & ~is_new], k)
     new_channels = distinct_per_group(topic, np.where(is_new, ch, -1), k)
@@ -291,7 +291,7 @@ def topic_diversity(s: Slice) -> Output:
     """
     k = len(s.frame.topic_slugs)
     topic = s.topic
-    overall = _diversity(_topic_counts(topic, k))
+    overall = _diversity(s.topic_views)
     axis = month_axis(s.month, s.options.months_cap)
     months: list[dict[str, Any]] = []
     if axis.size:
