@@ -286,10 +286,13 @@ def channel_evolution(s: Slice) -> Output:
     t = int(top.size)
     axis = month_axis(s.month, opts.months_cap)
     prev_start, recent_start, current = recent_windows(s)
-    slot_of = np.zeros(len(frame.channel_ids) + 1, dtype=np.int64)  # channel -1 picks the last entry: 0
+    slot_of = np.zeros(len(frame.channel_ids) + 1, dtype=np.int32)  # channel -1 picks the last entry: 0
     slot_of[top] = np.arange(1, t + 1)
     # monthly views of the listed channels in the slice: one (slot, month) count, slot 0 = the others
-    key = slot_of[s.channel] * axis.size + (s.month - axis.first)
+    key = slot_of[s.channel]
+    key *= axis.size
+    key += s.month
+    key -= axis.first
     if axis.truncated:  # months before the axis are not counted
         key[s.month < axis.first] = 0
     series = np.bincount(key, minlength=(t + 1) * axis.size).reshape(t + 1, axis.size)[1:]
@@ -297,7 +300,7 @@ def channel_evolution(s: Slice) -> Output:
     # trend windows and first month on the filter over the whole history
     slots = slot_of[s.base_channel]
     listed = np.flatnonzero(slots)  # rows of the listed channels, in time order
-    rb, mb = slots[listed] - 1, s.base_month[listed]
+    rb, mb = slots[listed].astype(np.int64) - 1, s.base_month[listed]
     del slots, listed
     recent = np.bincount(rb[(mb >= recent_start) & (mb <= current)], minlength=t).tolist()
     previous = np.bincount(rb[(mb >= prev_start) & (mb < recent_start)], minlength=t).tolist()

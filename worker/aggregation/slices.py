@@ -41,7 +41,7 @@ _BASE_DERIVED: tuple[str, ...] = (
     *(f"base_{name}" for name in _VIEW_DERIVED[:9]),
     "base_sessions",
     "base_session_pairs",
-    "base_day_sorted",
+    "base_period_views",
 )
 
 
@@ -567,15 +567,18 @@ class Slice:
         return take_rows(self.frame.shorts, self.base)
 
     @cached_property
-    def base_day_sorted(self) -> Int32Array:
-        """Return the local epoch days of the filter's views over the whole history, ascending."""
-        out: Int32Array = np.sort(self.base_day)
-        return out
+    def base_period_views(self) -> dict[tuple[int, int], int]:
+        """Return the memo of :meth:`base_views_between`, shared by the timeframes of a base."""
+        return {}
 
     def base_views_between(self, first_day: int, last_day: int) -> int:
         """Return the filter's views over the whole history on local days ``first_day … last_day``."""
-        days = self.base_day_sorted
-        return int(np.searchsorted(days, last_day, side="right") - np.searchsorted(days, first_day, side="left"))
+        memo = self.base_period_views
+        views = memo.get((first_day, last_day))
+        if views is None:
+            days = self.base_day
+            views = memo[first_day, last_day] = int(np.count_nonzero((days >= first_day) & (days <= last_day)))
+        return views
 
     @cached_property
     def channel_views(self) -> IntArray:

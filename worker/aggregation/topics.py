@@ -120,13 +120,15 @@ def topic_evolution(s: Slice) -> Output:
     views = s.topic_views
     labels = axis.labels()
     rows: list[dict[str, Any]] = []
-    # monthly views of every topic: one (topic, month) count
-    topic = s.topic
-    off = s.month - axis.first
-    sel = (topic >= 0) & (off >= 0)
-    monthly = np.bincount(topic[sel].astype(np.intp) * axis.size + off[sel], minlength=k * axis.size)
-    monthly = monthly.reshape(k, axis.size)
-    del off, sel
+    # monthly views of every topic: one (topic + 1, month) count, row 0 = unclassified (dropped)
+    key = s.topic.astype(np.int32) + 1
+    key *= axis.size
+    key += s.month
+    key -= axis.first
+    if axis.truncated:  # months before the axis are not counted
+        key[s.month < axis.first] = 0
+    monthly = np.bincount(key, minlength=(k + 1) * axis.size).reshape(k + 1, axis.size)[1:]
+    del key
     for t in np.lexsort((np.arange(k), -views)).tolist():
         if views[t] == 0:
             continue
