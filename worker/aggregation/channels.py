@@ -15,11 +15,10 @@ from worker.aggregation.common import (
     channel_name,
     month_axis,
     num,
-    per_month,
-    ratio,
+    ratios,
     unique_ints,
 )
-from worker.aggregation.frame import CodeArray
+from worker.aggregation.frame import BoolArray, CodeArray, IntArray
 from worker.aggregation.slices import Slice
 from worker.aggregation.timeframes import month_label
 
@@ -80,27 +79,58 @@ def channel_metrics(s: Slice) -> Output:
         weekdays = np.bincount(r * 7 + s.weekday[sel], minlength=k * 7).reshape(k, 7)
         peak_hours = np.argmax(hours, axis=1).tolist()
         peak_weekdays = np.argmax(weekdays, axis=1).tolist()
-        for i, code in enumerate(top.tolist()):
-            views = int(s.channel_views[code])
-            months_since = end_month - int(first_month[i]) + 1
-            rows.append(
-                {
-                    "channelId": frame.channel_ids[code],
-                    "channelName": channel_name(frame, code),
-                    "views": views,
-                    "share": ratio(views, s.n),
-                    "firstViewMs": int(first[i]),
-                    "lastViewMs": int(last[i]),
-                    "firstSeenMs": int(frame.channel_first_ms[code]),
-                    "activeMonths": int(active[i]),
-                    "viewsPerActiveMonth": ratio(views, int(active[i])),
-                    "loyaltyScore": ratio(int(active[i]), months_since),
-                    "peakHour": peak_hours[i],
-                    "peakWeekday": peak_weekdays[i],
-                    "isNew": bool(frame.channel_first_ms[code] >= clock.recent_start_ms),
-                    "coWatched": co[i],
-                }
-            )
+        views = s.channel_views[top]
+        months_since = end_month - first_month + 1
+        first_seen = frame.channel_first_ms[top]
+        columns = zip(
+            top.tolist(),
+            views.tolist(),
+            ratios(views, np.full(k, s.n)),
+            first.tolist(),
+            last.tolist(),
+            first_seen.tolist(),
+            active.tolist(),
+            ratios(views, active),
+            ratios(active, months_since),
+            peak_hours,
+            peak_weekdays,
+            (first_seen >= clock.recent_start_ms).tolist(),
+            co,
+            strict=True,
+        )
+        rows = [
+            {
+                "channelId": frame.channel_ids[code],
+                "channelName": channel_name(frame, code),
+                "views": n_views,
+                "share": share,
+                "firstViewMs": first_ms,
+                "lastViewMs": last_ms,
+                "firstSeenMs": seen_ms,
+                "activeMonths": n_active,
+                "viewsPerActiveMonth": per_active,
+                "loyaltyScore": loyalty,
+                "peakHour": hour,
+                "peakWeekday": weekday,
+                "isNew": is_new,
+                "coWatched": co_watched,
+            }
+            for (
+                code,
+                n_views,
+                share,
+                first_ms,
+                last_ms,
+                seen_ms,
+                n_active,
+                per_active,
+                loyalty,
+                hour,
+                weekday,
+                is_new,
+                co_watched,
+            ) in columns
+        ]
     data: dict[str, Any] = {
         "channelCount": int(ranking.size),
         "channels": rows,
@@ -111,6 +141,14 @@ def channel_metrics(s: Slice) -> Output:
     return data, "day"
 
 
+def _first_of_each(groups: IntArray, per: int) -> BoolArray:
+    """Return a mask of the first ``per`` rows of each run of equal values of ``groups`` (sorted)."""
+    group_start = np.flatnonzero(np.concatenate(([True], groups[1:] != groups[:-1])))
+    position = np.arange(groups.size) - np.repeat(group_start, np.diff(np.append(group_start, groups.size)))
+    keep: BoolArray = position < per
+    return keep
+
+
 def _co_watched(s: Slice, rank_of: CodeArray, k: int) -> list[list[dict[str, Any]]]:
     frame = s.frame
     per = s.options.co_watched_per_channel
@@ -118,28 +156,38 @@ def _co_watched(s: Slice, rank_of: CodeArray, k: int) -> list[list[dict[str, Any
     co = s.co_sessions
     if per == 0 or co.pair_a.size == 0:
         return out
-    ra, rb = rank_of[co.pair_a].astype(np.int64), rank_of[co.pair_b].astype(np.int64)
-    sa, sb = ra >= 0, rb >= 0
-    rx = np.concatenate((ra[sa], rb[sb]))
-    y = np.concatenate((co.pair_b[sa], co.pair_a[sb]))
-    cnt = np.concatenate((co.pair_sessions[sa], co.pair_sessions[sb]))
-    if rx.size == 0:
+    # each pair once per listed side: (rank of the listed channel, partner, coSessions)
+    ra, rb = rank_of[co.pair_a], rank_of[co.pair_b]
+    side_a, side_b = np.flatnonzero(ra >= 0), np.flatnonzero(rb >= 0)
+    if side_a.size + side_b.size == 0:
         return out
-    # order: rank asc, coSessions desc, partner id asc — one sort of a packed key when it fits
     n_channels = len(frame.channel_ids)
-    top_count = int(cnt.max())
+    top_count = int(co.pair_sessions.max())
+    # order: rank asc, coSessions desc, partner id asc — one sort of a packed key when it fits
     if k * (top_count + 1) * n_channels < 2**62:
-        packed = np.sort((rx * (top_count + 1) + (top_count - cnt)) * n_channels + y)
+        packed = np.concatenate(
+            (
+                (ra[side_a].astype(np.int64) * (top_count + 1) + (top_count - co.pair_sessions[side_a])) * n_channels
+                + co.pair_b[side_a],
+                (rb[side_b].astype(np.int64) * (top_count + 1) + (top_count - co.pair_sessions[side_b])) * n_channels
+                + co.pair_a[side_b],
+            )
+        )
+        packed.sort()
+        rx = packed // ((top_count + 1) * n_channels)
+        keep = _first_of_each(rx, per)
+        rx, packed = rx[keep], packed[keep]  # decode the kept entries only
         y = packed % n_channels
-        rest = packed // n_channels
-        cnt = top_count - rest % (top_count + 1)
-        rx = rest // (top_count + 1)
+        cnt = top_count - (packed // n_channels) % (top_count + 1)
     else:
+        rx = np.concatenate((ra[side_a], rb[side_b])).astype(np.int64)
+        y = np.concatenate((co.pair_b[side_a], co.pair_a[side_b]))
+        cnt = np.concatenate((co.pair_sessions[side_a], co.pair_sessions[side_b]))
         order = np.lexsort((y, -cnt, rx))
         rx, y, cnt = rx[order], y[order], cnt[order]
-    position = np.arange(rx.size) - np.searchsorted(rx, rx, side="left")
-    keep = position < per
-    for i, code, count in zip(rx[keep].tolist(), y[keep].tolist(), cnt[keep].tolist(), strict=True):
+        keep = _first_of_each(rx, per)
+        rx, y, cnt = rx[keep], y[keep], cnt[keep]
+    for i, code, count in zip(rx.tolist(), y.tolist(), cnt.tolist(), strict=True):
         out[i].append(
             {
                 "channelId": frame.channel_ids[code],
@@ -160,33 +208,38 @@ def channel_relationships(s: Slice) -> Output:
     """
     frame, opts = s.frame, s.options
     co = s.co_sessions
-    keep = co.pair_sessions >= opts.min_co_sessions
-    a, b, cnt = co.pair_a[keep], co.pair_b[keep], co.pair_sessions[keep]
-    order = np.lexsort((b, a, -cnt))
-    rows: list[dict[str, Any]] = []
-    for j in order[: opts.pairs_cap].tolist():
-        ca, cb, c = int(a[j]), int(b[j]), int(cnt[j])
-        union = int(co.sessions_with[ca]) + int(co.sessions_with[cb]) - c
-        rows.append(
-            {
-                "channelAId": frame.channel_ids[ca],
-                "channelAName": channel_name(frame, ca),
-                "channelBId": frame.channel_ids[cb],
-                "channelBName": channel_name(frame, cb),
-                "coSessions": c,
-                "jaccard": ratio(c, union),
-            }
-        )
+    cnt = co.pair_sessions
+    pair_count = int(np.count_nonzero(cnt >= opts.min_co_sessions))
+    # the listed pairs: only those with at least the cap-th largest count can be among them; pairs
+    # are in (A, B) order, so a stable sort by count desc gives coSessions desc, then A, B asc
+    threshold = opts.min_co_sessions
+    if pair_count > opts.pairs_cap:
+        threshold = max(threshold, int(np.partition(cnt, cnt.size - opts.pairs_cap)[cnt.size - opts.pairs_cap]))
+    candidates = np.flatnonzero(cnt >= threshold)
+    listed = candidates[np.argsort(-cnt[candidates], kind="stable")[: opts.pairs_cap]]
+    a, b, c = co.pair_a[listed], co.pair_b[listed], cnt[listed]
+    union = co.sessions_with[a] + co.sessions_with[b] - c
+    rows = [
+        {
+            "channelAId": frame.channel_ids[ca],
+            "channelAName": channel_name(frame, ca),
+            "channelBId": frame.channel_ids[cb],
+            "channelBName": channel_name(frame, cb),
+            "coSessions": n,
+            "jaccard": jaccard,
+        }
+        for ca, cb, n, jaccard in zip(a.tolist(), b.tolist(), c.tolist(), ratios(c, union), strict=True)
+    ]
     data: dict[str, Any] = {
         "sessionCount": s.sessions.count,
         "multiChannelSessions": co.multi_channel_sessions,
         "cappedSessions": co.capped_sessions,
         "maxChannelsPerSession": opts.max_channels_per_session,
         "minCoSessions": opts.min_co_sessions,
-        "pairCount": int(cnt.size),
+        "pairCount": pair_count,
         "pairs": rows,
         "cap": opts.pairs_cap,
-        "truncated": bool(cnt.size > opts.pairs_cap),
+        "truncated": pair_count > opts.pairs_cap,
     }
     return data, "window"
 
@@ -230,30 +283,43 @@ def channel_evolution(s: Slice) -> Output:
     """
     frame, opts = s.frame, s.options
     top = s.channel_ranking[: opts.top_n]
+    t = int(top.size)
     axis = month_axis(s.month, opts.months_cap)
     prev_start, recent_start, current = recent_windows(s)
-    base_ch = s.base_channel
-    base_month = s.base_month
-    rows: list[dict[str, Any]] = []
-    ch = s.channel
-    for code in top.tolist():
-        series = per_month(s.month[ch == code], axis)
-        months_b = base_month[base_ch == code]
-        first_month = int(months_b[0]) if months_b.size else current
-        recent = int(np.count_nonzero((months_b >= recent_start) & (months_b <= current)))
-        previous = int(np.count_nonzero((months_b >= prev_start) & (months_b < recent_start)))
-        rows.append(
-            {
-                "channelId": frame.channel_ids[code],
-                "channelName": channel_name(frame, code),
-                "views": int(s.channel_views[code]),
-                "monthlyViews": [int(v) for v in series],
-                "recentViews": recent,
-                "previousViews": previous,
-                "change": change(recent, previous),
-                "trend": trend_label(recent, previous, first_month >= recent_start, opts.trend_ratio),
-            }
-        )
+    slot_of = np.zeros(len(frame.channel_ids) + 1, dtype=np.int32)  # channel -1 picks the last entry: 0
+    slot_of[top] = np.arange(1, t + 1)
+    # monthly views of the listed channels in the slice: one (slot, month) count, slot 0 = the others
+    key = slot_of[s.channel]
+    key *= axis.size
+    key += s.month
+    key -= axis.first
+    if axis.truncated:  # months before the axis are not counted
+        key[s.month < axis.first] = 0
+    series = np.bincount(key, minlength=(t + 1) * axis.size).reshape(t + 1, axis.size)[1:]
+    del key
+    # trend windows and first month on the filter over the whole history
+    slots = slot_of[s.base_channel]
+    listed = np.flatnonzero(slots)  # rows of the listed channels, in time order
+    rb, mb = slots[listed].astype(np.int64) - 1, s.base_month[listed]
+    del slots, listed
+    recent = np.bincount(rb[(mb >= recent_start) & (mb <= current)], minlength=t).tolist()
+    previous = np.bincount(rb[(mb >= prev_start) & (mb < recent_start)], minlength=t).tolist()
+    first_row = np.full(t, rb.size, dtype=np.int64)  # first view of each channel
+    np.minimum.at(first_row, rb, np.arange(rb.size))
+    first_month = [current if i == rb.size else int(mb[i]) for i in first_row.tolist()]
+    rows: list[dict[str, Any]] = [
+        {
+            "channelId": frame.channel_ids[code],
+            "channelName": channel_name(frame, code),
+            "views": int(s.channel_views[code]),
+            "monthlyViews": series[i].tolist(),
+            "recentViews": recent[i],
+            "previousViews": previous[i],
+            "change": change(recent[i], previous[i]),
+            "trend": trend_label(recent[i], previous[i], first_month[i] >= recent_start, opts.trend_ratio),
+        }
+        for i, code in enumerate(top.tolist())
+    ]
     data: dict[str, Any] = {
         "months": axis.labels(),
         "channels": rows,

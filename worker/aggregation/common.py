@@ -16,6 +16,7 @@ __all__ = [
     "Dependency",
     "Output",
     "ratio",
+    "ratios",
     "num",
     "channel_name",
     "MonthAxis",
@@ -43,6 +44,37 @@ def ratio(numerator: float, denominator: float) -> float | None:
     if denominator == 0:
         return None
     return num(numerator / denominator)
+
+
+_EXACT_FLOAT_INT = 2**53
+"""Integers below this (in magnitude) convert to float64 exactly."""
+
+
+def ratios(numerators: CodeArray, denominators: CodeArray) -> list[float | None]:
+    """Return ``[ratio(n, d) for n, d in zip(numerators, denominators)]``, computed with numpy.
+
+    Args:
+        numerators: Integers (k,).
+        denominators: Integers (k,).
+
+    Returns:
+        The same floats (and None) as ``ratio``, element by element. ``round(q, 6)`` rounds the exact
+        value of ``q``; ``rint(q * 1e6) / 1e6`` gives the same float except when ``q * 1e6`` lies
+        within its rounding error of a half-integer: such elements (and zero denominators, non-finite
+        quotients, integers too large for float64) go through ``ratio`` itself.
+    """
+    top = np.asarray(numerators, dtype=np.float64)
+    bottom = np.asarray(denominators, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = top / bottom * 10.0**_DECIMALS
+        out: list[float | None] = (np.rint(scaled) / 10.0**_DECIMALS).tolist()
+        magnitude = np.abs(scaled)
+        clear = np.abs(scaled - np.floor(scaled) - 0.5) > magnitude * 2.0**-50
+        clear &= magnitude < 2.0**52
+        clear &= (np.abs(top) < _EXACT_FLOAT_INT) & (np.abs(bottom) < _EXACT_FLOAT_INT)
+    for i in np.flatnonzero(~clear).tolist():
+        out[i] = ratio(int(numerators[i]), int(denominators[i]))
+    return out
 
 
 def change(current: float, previous: float) -> float | None:
@@ -105,17 +137,34 @@ def per_month(months: CodeArray, axis: MonthAxis) -> IntArray:
     return out
 
 
+_DENSE_CELLS_PER_ROW = 16
+"""Distinct values are counted in a bitmap when it has at most this many cells per input row (plus
+2^20), i.e. at most twice the bytes of the int64 sort keys (plus 1 MiB); otherwise by sorting."""
+
+
+def _dense(cells: int, rows: int) -> bool:
+    return cells <= _DENSE_CELLS_PER_ROW * rows + (1 << 20)
+
+
 def distinct_per_group(group: CodeArray, item: CodeArray, n_groups: int) -> IntArray:
     """Return, per group 0…n_groups−1, the number of distinct items ≥ 0 (rows with group < 0 ignored)."""
     keep = (item >= 0) & (group >= 0) & (group < n_groups)
     if not keep.any():
         return np.zeros(n_groups, dtype=np.int64)
-    width = int(item[keep].max()) + 1
-    # one int64 key per row (narrow inputs would overflow), built and sorted in place
+    item_kept = item[keep]
+    width = int(item_kept.max()) + 1
+    # one int64 key per row (narrow inputs would overflow), built in place
     keys = group[keep].astype(np.int64)
-    keys *= width
-    keys += item[keep]
     del keep
+    keys *= width
+    keys += item_kept
+    del item_kept
+    if _dense(n_groups * width, keys.size):
+        seen = np.zeros(n_groups * width, dtype=np.bool_)
+        seen[keys] = True
+        del keys
+        dense: IntArray = np.count_nonzero(seen.reshape(n_groups, width), axis=1).astype(np.int64)
+        return dense
     keys.sort()
     first = np.empty(keys.size, dtype=np.bool_)
     first[0] = True
@@ -128,10 +177,17 @@ def distinct_per_group(group: CodeArray, item: CodeArray, n_groups: int) -> IntA
 
 
 def unique_ints(values: CodeArray) -> CodeArray:
-    """Return the sorted distinct values of an int array (sort-based; faster than hashing here)."""
+    """Return the sorted distinct values of an int array (a bitmap over their range when it is small,
+    else a sort; both faster than hashing here)."""
+    if values.size == 0:
+        return np.sort(values)
+    low, high = int(values.min()), int(values.max())
+    if _dense(high - low + 1, values.size):
+        seen = np.zeros(high - low + 1, dtype=np.bool_)
+        seen[np.subtract(values, low, dtype=np.int64)] = True
+        present: CodeArray = (np.flatnonzero(seen) + low).astype(values.dtype)
+        return present
     ordered: CodeArray = np.sort(values)
-    if ordered.size == 0:
-        return ordered
     keep = np.empty(ordered.size, dtype=np.bool_)
     keep[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])

@@ -62,7 +62,6 @@ def kpi(s: Slice) -> Output:
             "lastViewMinutes": num(opts.last_view_estimate_ms / _MINUTE_MS),
         },
     }
-    base_day = s.base_day
     m = clock.month
     periods = (("month", m), ("quarter", m - (m % 12) % 3), ("year", m - m % 12))
     rows: list[dict[str, Any]] = []
@@ -70,8 +69,8 @@ def kpi(s: Slice) -> Output:
         start = month_first_day(start_month)
         end = clock.today
         prev_start, prev_end = shift_year_back(start), shift_year_back(end)
-        current = int(np.count_nonzero((base_day >= start) & (base_day <= end)))
-        previous = int(np.count_nonzero((base_day >= prev_start) & (base_day <= prev_end)))
+        current = s.base_views_between(start, end)
+        previous = s.base_views_between(prev_start, prev_end)
         rows.append(
             {
                 "period": period,

@@ -190,13 +190,15 @@ def _compute(
     for group in group_by_base(filter_sets):
         base = _base_indices(frame, group[0])
         base_ts = take_rows(frame.ts, base)
+        windows = [resolve_window(fs.timeframe, clock) for fs in group]
+        starts = [0 if w.start_ms is None else int(np.searchsorted(base_ts, w.start_ms, side="left")) for w in windows]
+        # co-sessions come from the base's sessions when its timeframes hold at least as many views
+        derive = sum(base.size - start for start in starts) >= base.size
         previous: tuple[int, Slice] | None = None
-        for fs in group:
-            window = resolve_window(fs.timeframe, clock)
-            start = 0 if window.start_ms is None else int(np.searchsorted(base_ts, window.start_ms, side="left"))
+        for fs, window, start in zip(group, windows, starts, strict=True):
             same_views = previous is not None and previous[0] == start
             idx = previous[1].idx if previous is not None and same_views else (base if start == 0 else base[start:])
-            view = Slice(frame, idx, base, clock, window, opts, start=start, base_ts=base_ts)
+            view = Slice(frame, idx, base, clock, window, opts, start=start, base_ts=base_ts, derive_co_sessions=derive)
             if previous is not None:
                 view.share_derived(previous[1])
             previous = (start, view)

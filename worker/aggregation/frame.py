@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, TypeAlias
 from zoneinfo import ZoneInfo
 
@@ -94,18 +95,34 @@ class Frame:
         return int(self.ts.shape[0])
 
 
+@lru_cache(maxsize=1 << 14)  # (zone, UTC day) → offsets: 45 years of one zone, about 3 MB at most
+def _day_offsets_ms(epoch_day: int, zone: ZoneInfo) -> tuple[int, int]:
+    """Return the zone's UTC offsets (ms) at the first and the last millisecond of a UTC day."""
+    return offset_ms_at(epoch_day * DAY_MS, zone), offset_ms_at((epoch_day + 1) * DAY_MS - 1, zone)
+
+
 def local_offsets_ms(ts: IntArray, zone: ZoneInfo) -> IntArray:
     """Return the zone's UTC offset (ms) for each instant in ``ts`` (epoch ms UTC), DST-correct.
 
     The offset is looked up at the first and the last millisecond of every distinct UTC day holding
-    a view; when they differ (a transition that day) the day's views are looked up one by one.
+    a view (memoized per zone and day: the worker splits and encodes the same days more than once);
+    when they differ (a transition that day) the day's views are looked up one by one.
     Assumes no UTC day holds two transitions that cancel out (none does in the tz database since 1970).
     """
     if ts.size == 0:
         return np.zeros(0, dtype=np.int64)
-    days, inverse = np.unique(ts // DAY_MS, return_inverse=True)
-    at_start = np.array([offset_ms_at(int(d) * DAY_MS, zone) for d in days], dtype=np.int64)
-    at_end = np.array([offset_ms_at(int(d + 1) * DAY_MS - 1, zone) for d in days], dtype=np.int64)
+    all_days = ts // DAY_MS
+    if ts.size > 1 and bool(np.all(all_days[1:] >= all_days[:-1])):  # sorted (the usual case): no sort
+        new_day = np.concatenate(([True], all_days[1:] != all_days[:-1]))
+        days = all_days[new_day]
+        inverse = np.cumsum(new_day) - 1
+        del new_day
+    else:
+        days, inverse = np.unique(all_days, return_inverse=True)
+    del all_days
+    bounds = [_day_offsets_ms(d, zone) for d in days.tolist()]
+    at_start = np.array([b[0] for b in bounds], dtype=np.int64)
+    at_end = np.array([b[1] for b in bounds], dtype=np.int64)
     offsets: IntArray = at_start[inverse]
     for i in np.flatnonzero((at_start != at_end)[inverse]).tolist():
         offsets[i] = offset_ms_at(int(ts[i]), zone)

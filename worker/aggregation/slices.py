@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -33,10 +33,16 @@ _VIEW_DERIVED: tuple[str, ...] = (
     "shorts",
     "channel_views",
     "channel_ranking",
+    "topic_views",
     "sessions",
     "co_sessions",
 )
-_BASE_DERIVED: tuple[str, ...] = tuple(f"base_{name}" for name in _VIEW_DERIVED[:9])
+_BASE_DERIVED: tuple[str, ...] = (
+    *(f"base_{name}" for name in _VIEW_DERIVED[:9]),
+    "base_sessions",
+    "base_session_pairs",
+    "base_period_views",
+)
 
 
 _Column = TypeVar("_Column", bound=np.generic)
@@ -113,6 +119,51 @@ _PAIRS_PER_CHUNK = 1 << 18
 """Channel pairs generated at once when counting co-sessions (bounds the temporary arrays)."""
 
 
+def _pair_keys(c: CodeArray, sizes: IntArray, n_channels: int, key_type: type[np.signedinteger[Any]]) -> CodeArray:
+    """Return the key ``low * n_channels + high`` of every channel pair of every session.
+
+    Args:
+        c: Distinct channels of each session, sessions one after another (m,).
+        sizes: Number of channels of each session (s,), summing to m.
+        n_channels: Channel code bound.
+        key_type: Integer type of the keys (int32 when ``n_channels²`` fits it).
+
+    Returns:
+        The keys, session by session (Σ k(k−1)/2 of them), without loops over sessions.
+    """
+    m = c.size
+    entry = np.arange(m)
+    position = entry - np.repeat(np.cumsum(sizes) - sizes, sizes)  # of each channel within its session
+    partners = np.repeat(sizes, sizes) - 1 - position  # channels after it in its session
+    run_start = np.cumsum(partners) - partners
+    left = np.repeat(entry, partners)
+    right = np.arange(left.size) - np.repeat(run_start - entry - 1, partners)
+    del entry, position, run_start
+    a, b = c[left].astype(key_type), c[right].astype(key_type)
+    del left, right
+    keys: CodeArray = np.minimum(a, b) * key_type(n_channels) + np.maximum(a, b)
+    return keys
+
+
+def _sum_by_key(keys: IntArray, counts: IntArray) -> tuple[IntArray, IntArray]:
+    """Return the distinct keys (≥ 0), ascending, and the sum of ``counts`` (≥ 0) of each."""
+    shift = max(int(counts.max()).bit_length(), 1)
+    if int(keys.max()) < 2 ** (62 - shift):
+        # one sort of (key, count) packed in an int64 (much faster than an argsort)
+        packed = (keys << shift) | counts
+        packed.sort()
+        keys, counts = packed >> shift, packed & ((1 << shift) - 1)
+        del packed
+    else:
+        order = np.argsort(keys)
+        keys, counts = keys[order], counts[order]
+        del order
+    first = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
+    out_counts: IntArray = np.add.reduceat(counts, first)
+    out_keys: IntArray = keys[first]
+    return out_keys, out_counts
+
+
 def _count_pairs(c_kept: CodeArray, starts: IntArray, sizes: IntArray, n_channels: int) -> tuple[IntArray, IntArray]:
     """Count the sessions holding each channel pair.
 
@@ -123,49 +174,45 @@ def _count_pairs(c_kept: CodeArray, starts: IntArray, sizes: IntArray, n_channel
         n_channels: Channel code bound; pair key = ``low * n_channels + high``.
 
     Returns:
-        The distinct pair keys, ascending, and the number of sessions holding each. Pairs are
-        generated per session size, at most ``_PAIRS_PER_CHUNK`` at a time, and counted per chunk
-        (sort + run lengths), so temporaries stay bounded however many sessions there are.
+        The distinct pair keys, ascending, and the number of sessions holding each. The pairs of
+        runs of consecutive sessions holding about ``_PAIRS_PER_CHUNK`` pairs are generated
+        together and counted per chunk (sort + run lengths), so temporaries stay bounded however
+        many sessions there are; the chunks' counts are then summed per key.
     """
     key_type = np.int32 if n_channels * n_channels < 2**31 else np.int64
+    pairs_end = np.cumsum(sizes * (sizes - 1) // 2)
     keys: list[IntArray] = []
     counts: list[IntArray] = []
-    for k in np.unique(sizes[sizes >= 2]).tolist():
-        starts_k = starts[sizes == k]
-        iu, ju = np.triu_indices(k, 1)
-        step = max(1, _PAIRS_PER_CHUNK // iu.size)
-        for lo in range(0, starts_k.size, step):
-            matrix = c_kept[starts_k[lo : lo + step, None] + np.arange(k)[None, :]].astype(key_type)
-            a, b = matrix[:, iu], matrix[:, ju]
-            chunk = (np.minimum(a, b) * key_type(n_channels) + np.maximum(a, b)).ravel()
-            del matrix, a, b
-            chunk.sort()
-            bounds = np.flatnonzero(np.concatenate(([True], chunk[1:] != chunk[:-1], [True])))
-            keys.append(chunk[bounds[:-1]].astype(np.int64))
-            counts.append(np.diff(bounds).astype(np.int64))
+    lo = 0
+    while lo < sizes.size:
+        done = int(pairs_end[lo - 1]) if lo else 0
+        hi = max(int(np.searchsorted(pairs_end, done + _PAIRS_PER_CHUNK, side="right")), lo + 1)
+        first, last = int(starts[lo]), int(starts[hi - 1] + sizes[hi - 1])
+        chunk = _pair_keys(c_kept[first:last], sizes[lo:hi], n_channels, key_type)
+        lo = hi
+        if chunk.size == 0:
+            continue
+        chunk.sort()
+        run = np.flatnonzero(np.concatenate(([True], chunk[1:] != chunk[:-1], [True])))
+        keys.append(chunk[run[:-1]].astype(np.int64))
+        counts.append(np.diff(run).astype(np.int64))
+        del chunk, run
     if not keys:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty
     if len(keys) == 1:
         return keys[0], counts[0]
-    all_keys = np.concatenate(keys)
-    all_counts = np.concatenate(counts)
-    del keys, counts
-    order = np.argsort(all_keys, kind="stable")
-    all_keys, all_counts = all_keys[order], all_counts[order]
-    del order
-    starts_g = np.flatnonzero(np.concatenate(([True], all_keys[1:] != all_keys[:-1])))
-    out_counts: IntArray = np.add.reduceat(all_counts, starts_g)
-    out_keys: IntArray = all_keys[starts_g]
-    return out_keys, out_counts
+    return _sum_by_key(np.concatenate(keys), np.concatenate(counts))
 
 
 _VIEWS_PER_CHUNK = 1 << 18
 """Views handled at once when computing sessions and co-sessions (bounds the temporary arrays)."""
 
 
-def _session_channels(ch: CodeArray, sid: Int32Array, n_channels: int, cap: int) -> tuple[CodeArray, IntArray]:
-    """Return the distinct channels of each session (at most ``cap``) and each session's distinct count.
+def _session_channels(
+    ch: CodeArray, sid: Int32Array, n_channels: int, cap: int
+) -> tuple[IntArray, CodeArray, IntArray]:
+    """Return the sessions holding a channel, their distinct channels (at most ``cap``) and distinct counts.
 
     Args:
         ch: Channel codes of consecutive views (-1 = none), whole sessions only (m,).
@@ -174,8 +221,9 @@ def _session_channels(ch: CodeArray, sid: Int32Array, n_channels: int, cap: int)
         cap: Most channels kept per session (the first ones to appear).
 
     Returns:
-        The kept channels, sessions one after another, each session's in order of first appearance;
-        and the number of distinct channels of every session holding one (before the cap), int64.
+        The number of every session holding a channel (int64, ascending); the kept channels, sessions
+        one after another, each session's in order of first appearance; and the number of distinct
+        channels of each of those sessions (before the cap), int64.
     """
     has = ch >= 0
     sid = sid[has]
@@ -202,7 +250,148 @@ def _session_channels(ch: CodeArray, sid: Int32Array, n_channels: int, cap: int)
         rank = np.arange(s.size)
         rank -= np.repeat(group_start, sizes)
         c = c[rank < cap]
-    return c, sizes
+    number: IntArray = s[group_start].astype(np.int64)
+    return number, c, sizes
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionPairs:
+    """The distinct channels and channel pairs of every session of a base (the filter's whole history).
+
+    The sessions of a timeframe are the base's sessions from some session on, except that the first
+    one may be cut at the timeframe start; their co-sessions are derived from these arrays without
+    generating or sorting the pairs again (see :meth:`Slice.co_sessions`).
+
+    Attributes:
+        group_session: Base session number of each session holding a channel, ascending (g,).
+        sizes: Distinct channels of each of those sessions, before the cap (g,).
+        kept: Their kept channels (at most the cap each), session after session (m,).
+        kept_start: Offset of each session's channels in ``kept``, then m (g + 1,).
+        pair_start: Offset of each session's pairs in generation order, then p (g + 1,).
+        keys: Key ``low * C + high`` of every pair of every session, ascending (p,).
+        position: Position of each pair in generation order (p,): ``keys[position >= pair_start[i]]``
+            are the sorted keys of the sessions from the i-th on.
+    """
+
+    group_session: IntArray
+    sizes: IntArray
+    kept: CodeArray
+    kept_start: IntArray
+    pair_start: IntArray
+    keys: CodeArray
+    position: CodeArray
+
+
+def _sessions(ts: IntArray, options: AggregationOptions) -> Sessions:
+    """Return the sessions of the views at instants ``ts`` (non-decreasing)."""
+    n = int(ts.shape[0])
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        empty_32 = np.zeros(0, dtype=np.int32)
+        return Sessions(empty_32, empty, empty, empty, empty_32, np.zeros(0, dtype=np.bool_))
+    # gaps, session breaks and per-view estimates chunk by chunk: int64 temporaries stay bounded
+    new_session = np.empty(n - 1, dtype=np.bool_)
+    # per-view estimates fit int32 (both bounds are at most a day); sums are taken in int64
+    estimated = np.empty(n, dtype=np.int32)
+    for lo in range(0, n - 1, _VIEWS_PER_CHUNK):
+        hi = min(lo + _VIEWS_PER_CHUNK, n - 1)
+        gaps = np.diff(ts[lo : hi + 1])
+        breaks = new_session[lo:hi]
+        np.greater(gaps, options.session_gap_ms, out=breaks)
+        estimated[lo:hi] = np.where(breaks, options.last_view_estimate_ms, np.minimum(gaps, options.watch_time_cap_ms))
+        del gaps, breaks
+    estimated[-1] = options.last_view_estimate_ms
+    of_view = np.zeros(n, dtype=np.int32)
+    np.cumsum(new_session, out=of_view[1:])
+    starts = np.concatenate(([0], np.flatnonzero(new_session) + 1)).astype(np.int64)
+    del new_session
+    ends = np.concatenate((starts[1:], [n]))
+    views = ends - starts
+    span_ms = ts[ends - 1] - ts[starts]
+    binge = (views >= options.binge_min_views) | (span_ms >= options.binge_min_span_ms)
+    return Sessions(of_view, starts, views.astype(np.int64), span_ms, estimated, binge)
+
+
+def _channels_by_session(
+    ch: CodeArray, ses: Sessions, n_channels: int, cap: int
+) -> tuple[IntArray, IntArray, CodeArray]:
+    """Return, for each session holding a channel: its number, its distinct channel count (before the
+    cap), and its first ``cap`` distinct channels (sessions one after another).
+
+    Sessions never straddle a chunk (chunks end at session starts): per chunk of about
+    ``_VIEWS_PER_CHUNK`` views, so temporaries stay bounded.
+    """
+    n = int(ch.shape[0])
+    numbers: list[IntArray] = []
+    sizes_of: list[IntArray] = []
+    kept: list[CodeArray] = []
+    lo = 0
+    while lo < n:
+        k = int(np.searchsorted(ses.starts, lo + _VIEWS_PER_CHUNK, side="left"))
+        hi = int(ses.starts[k]) if k < ses.count else n
+        number, c_chunk, sizes_chunk = _session_channels(ch[lo:hi], ses.of_view[lo:hi], n_channels, cap)
+        numbers.append(number)
+        kept.append(c_chunk)
+        sizes_of.append(sizes_chunk)
+        lo = hi
+    if not kept:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    return np.concatenate(numbers), np.concatenate(sizes_of), np.concatenate(kept)
+
+
+def _session_pairs(ch: CodeArray, ses: Sessions, n_channels: int, cap: int) -> _SessionPairs | None:
+    """Return the channels and channel pairs of every session of the views with channels ``ch``.
+
+    None when a packed pair (key and position) would not fit an int64 (millions of channels).
+    """
+    group_session, sizes, kept = _channels_by_session(ch, ses, n_channels, cap)
+    kept_sizes = np.minimum(sizes, cap)
+    kept_start = np.concatenate(([0], np.cumsum(kept_sizes))).astype(np.int64)
+    pair_start = np.concatenate(([0], np.cumsum(kept_sizes * (kept_sizes - 1) // 2))).astype(np.int64)
+    total = int(pair_start[-1])
+    shift = max(total.bit_length(), 1)
+    if (n_channels * n_channels) << shift >= 2**63:
+        return None
+    key_type = np.int32 if n_channels * n_channels < 2**31 else np.int64
+    packed = np.empty(total, dtype=np.int64)
+    lo = 0
+    while lo < sizes.size:  # about _PAIRS_PER_CHUNK pairs at a time (bounded temporaries)
+        hi = max(int(np.searchsorted(pair_start, pair_start[lo] + _PAIRS_PER_CHUNK, side="right")) - 1, lo + 1)
+        first, last = int(pair_start[lo]), int(pair_start[hi])
+        keys = _pair_keys(kept[kept_start[lo] : kept_start[hi]], kept_sizes[lo:hi], n_channels, key_type)
+        chunk = packed[first:last]
+        np.left_shift(keys, shift, out=chunk, dtype=np.int64)
+        chunk |= np.arange(first, last)
+        del keys, chunk
+        lo = hi
+    packed.sort()  # one sort of (key, position) packed in an int64 (much faster than an argsort)
+    keys = (packed >> shift).astype(key_type)
+    packed &= (1 << shift) - 1
+    position: CodeArray = packed.astype(np.int32) if total < 2**31 else packed
+    del packed
+    return _SessionPairs(group_session, sizes, kept, kept_start, pair_start, keys, position)
+
+
+def _run_counts(keys: CodeArray) -> tuple[IntArray, IntArray]:
+    """Return the distinct values of sorted ``keys`` and how often each occurs."""
+    if keys.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    run = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1], [True])))
+    return keys[run[:-1]].astype(np.int64), np.diff(run).astype(np.int64)
+
+
+def _add_pairs(keys: IntArray, counts: IntArray, extra: IntArray) -> tuple[IntArray, IntArray]:
+    """Return ``keys``/``counts`` (distinct keys, ascending) with one more session for each of ``extra``
+    (distinct keys, ascending)."""
+    at = np.searchsorted(keys, extra)
+    found = at < keys.size
+    found[found] = keys[at[found]] == extra[found]
+    counts = counts.copy()
+    counts[at[found]] += 1
+    new = ~found
+    return np.insert(keys, at[new], extra[new]), np.insert(counts, at[new], 1)
 
 
 class Slice:
@@ -219,6 +408,10 @@ class Slice:
             history): the slice's columns are then views of the base's columns, gathered once per
             base and shared by every timeframe (see :meth:`share_derived`).
         base_ts: When given, ``frame.ts[base]`` (the instants of the base, already gathered).
+        derive_co_sessions: When True (and ``start`` is given), co-sessions are derived from the
+            base's sessions (:meth:`base_session_pairs`), computed once per base and shared by every
+            timeframe: worth it when the base's timeframes together hold at least as many views
+            as the base.
     """
 
     def __init__(
@@ -232,6 +425,7 @@ class Slice:
         *,
         start: int | None = None,
         base_ts: IntArray | None = None,
+        derive_co_sessions: bool = False,
     ) -> None:
         if base_ts is not None:
             self.__dict__["base_ts"] = base_ts  # already gathered by the caller: not gathered twice
@@ -239,6 +433,7 @@ class Slice:
         self.idx = idx
         self.base = base
         self.start = start
+        self.derive_co_sessions = derive_co_sessions and start is not None
         self.clock = clock
         self.window = window
         self.options = options
@@ -372,10 +567,32 @@ class Slice:
         return take_rows(self.frame.shorts, self.base)
 
     @cached_property
+    def base_period_views(self) -> dict[tuple[int, int], int]:
+        """Return the memo of :meth:`base_views_between`, shared by the timeframes of a base."""
+        return {}
+
+    def base_views_between(self, first_day: int, last_day: int) -> int:
+        """Return the filter's views over the whole history on local days ``first_day … last_day``."""
+        memo = self.base_period_views
+        views = memo.get((first_day, last_day))
+        if views is None:
+            days = self.base_day
+            views = memo[first_day, last_day] = int(np.count_nonzero((days >= first_day) & (days <= last_day)))
+        return views
+
+    @cached_property
     def channel_views(self) -> IntArray:
         """Return views per channel code (C,)."""
         ch = self.channel
         out: IntArray = np.bincount(ch[ch >= 0], minlength=len(self.frame.channel_ids)).astype(np.int64)
+        return out
+
+    @cached_property
+    def topic_views(self) -> IntArray:
+        """Return views per topic code (T,), unclassified views not counted."""
+        # topic -1 (unclassified) is counted in bin 0 and dropped
+        k = len(self.frame.topic_slugs)
+        out: IntArray = np.bincount(self.topic.astype(np.intp) + 1, minlength=k + 1)[1:].astype(np.int64)
         return out
 
     @cached_property
@@ -390,34 +607,21 @@ class Slice:
     @cached_property
     def sessions(self) -> Sessions:
         """Return the sessions of the slice (computed on the filtered views only)."""
-        opts = self.options
-        ts = self.ts
-        n = self.n
-        if n == 0:
-            empty = np.zeros(0, dtype=np.int64)
-            empty_32 = np.zeros(0, dtype=np.int32)
-            return Sessions(empty_32, empty, empty, empty, empty_32, np.zeros(0, dtype=np.bool_))
-        # gaps, session breaks and per-view estimates chunk by chunk: int64 temporaries stay bounded
-        new_session = np.empty(n - 1, dtype=np.bool_)
-        # per-view estimates fit int32 (both bounds are at most a day); sums are taken in int64
-        estimated = np.empty(n, dtype=np.int32)
-        for lo in range(0, n - 1, _VIEWS_PER_CHUNK):
-            hi = min(lo + _VIEWS_PER_CHUNK, n - 1)
-            gaps = np.diff(ts[lo : hi + 1])
-            breaks = new_session[lo:hi]
-            np.greater(gaps, opts.session_gap_ms, out=breaks)
-            estimated[lo:hi] = np.where(breaks, opts.last_view_estimate_ms, np.minimum(gaps, opts.watch_time_cap_ms))
-            del gaps, breaks
-        estimated[-1] = opts.last_view_estimate_ms
-        of_view = np.zeros(n, dtype=np.int32)
-        np.cumsum(new_session, out=of_view[1:])
-        starts = np.concatenate(([0], np.flatnonzero(new_session) + 1)).astype(np.int64)
-        del new_session
-        ends = np.concatenate((starts[1:], [n]))
-        views = ends - starts
-        span_ms = ts[ends - 1] - ts[starts]
-        binge = (views >= opts.binge_min_views) | (span_ms >= opts.binge_min_span_ms)
-        return Sessions(of_view, starts, views.astype(np.int64), span_ms, estimated, binge)
+        if self.start == 0:
+            return self.base_sessions
+        return _sessions(self.ts, self.options)
+
+    @cached_property
+    def base_sessions(self) -> Sessions:
+        """Return the sessions of the filter's views over the whole history."""
+        return _sessions(self.base_ts, self.options)
+
+    @cached_property
+    def base_session_pairs(self) -> _SessionPairs | None:
+        """Return the channels and channel pairs of every session of the base (None: see ``_session_pairs``)."""
+        return _session_pairs(
+            self.base_channel, self.base_sessions, len(self.frame.channel_ids), self.options.max_channels_per_session
+        )
 
     @cached_property
     def co_sessions(self) -> CoSessions:
@@ -425,31 +629,18 @@ class Slice:
         n_channels = len(self.frame.channel_ids)
         cap = self.options.max_channels_per_session
         ch = self.channel
-        has = ch >= 0
-        empty = np.zeros(0, dtype=np.int64)
-        if not has.any():
+        if not (ch >= 0).any():
+            empty = np.zeros(0, dtype=np.int64)
             return CoSessions(np.zeros(n_channels, dtype=np.int64), empty, empty, empty, 0, 0)
-        del has
-        # sessions never straddle a chunk (chunks end at session starts): per chunk, the distinct
-        # channels of each session in order of first appearance, capped; temporaries stay bounded
-        ses = self.sessions
-        kept: list[CodeArray] = []
-        sizes_of: list[IntArray] = []
-        lo = 0
-        while lo < self.n:
-            k = int(np.searchsorted(ses.starts, lo + _VIEWS_PER_CHUNK, side="left"))
-            hi = int(ses.starts[k]) if k < ses.count else self.n
-            c_chunk, sizes_chunk = _session_channels(ch[lo:hi], ses.of_view[lo:hi], n_channels, cap)
-            kept.append(c_chunk)
-            sizes_of.append(sizes_chunk)
-            lo = hi
-        c_kept = np.concatenate(kept)
-        sizes = np.concatenate(sizes_of)
-        del kept, sizes_of
-        kept_sizes = np.minimum(sizes, cap)
-        kept_start = np.concatenate(([0], np.cumsum(kept_sizes)[:-1]))
-        sessions_with = np.bincount(c_kept, minlength=n_channels).astype(np.int64)
-        pk, counts = _count_pairs(c_kept, kept_start, kept_sizes, n_channels)
+        pairs = self.base_session_pairs if self.derive_co_sessions else None
+        if pairs is None:
+            _, sizes, c_kept = _channels_by_session(ch, self.sessions, n_channels, cap)
+            kept_sizes = np.minimum(sizes, cap)
+            kept_start = np.concatenate(([0], np.cumsum(kept_sizes)[:-1]))
+            sessions_with = np.bincount(c_kept, minlength=n_channels).astype(np.int64)
+            pk, counts = _count_pairs(c_kept, kept_start, kept_sizes, n_channels)
+        else:
+            pk, counts, sessions_with, sizes = self._derived_pairs(pairs, n_channels, cap)
         return CoSessions(
             sessions_with=sessions_with,
             pair_a=(pk // n_channels).astype(np.int64),
@@ -458,3 +649,34 @@ class Slice:
             capped_sessions=int(np.count_nonzero(sizes > cap)),
             multi_channel_sessions=int(np.count_nonzero(sizes >= 2)),
         )
+
+    def _derived_pairs(
+        self, pairs: _SessionPairs, n_channels: int, cap: int
+    ) -> tuple[IntArray, IntArray, IntArray, IntArray]:
+        """Return the co-sessions of this suffix of the base from the base's session pairs.
+
+        Returns:
+            The distinct pair keys (ascending) and their session counts, the sessions holding each
+            channel, and the distinct channel count of each session holding one (before the cap).
+        """
+        start = int(self.start or 0)
+        base_ses = self.base_sessions
+        session = int(base_ses.of_view[start]) if start < base_ses.of_view.size else base_ses.count
+        # the base session holding the timeframe start is cut there unless it starts there
+        cut = session < base_ses.count and int(base_ses.starts[session]) != start
+        g0 = int(np.searchsorted(pairs.group_session, session + 1 if cut else session))
+        p0 = int(pairs.pair_start[g0])
+        pk, counts = _run_counts(pairs.keys if p0 == 0 else pairs.keys[pairs.position >= p0])
+        kept = pairs.kept[int(pairs.kept_start[g0]) :]
+        sizes = pairs.sizes[g0:]
+        if cut:
+            end = int(base_ses.starts[session + 1]) if session + 1 < base_ses.count else self.n + start
+            ch = self.base_channel[start:end]
+            _, c_cut, size_cut = _session_channels(ch, np.zeros(ch.size, dtype=np.int32), n_channels, cap)
+            if size_cut.size:
+                kept = np.concatenate((c_cut, kept))
+                sizes = np.concatenate((size_cut, sizes))
+                cut_keys = _pair_keys(c_cut, np.minimum(size_cut, cap), n_channels, np.int64)
+                pk, counts = _add_pairs(pk, counts, np.sort(cut_keys))
+        sessions_with = np.bincount(kept, minlength=n_channels).astype(np.int64)
+        return pk, counts, sessions_with, sizes

@@ -41,6 +41,8 @@ class _Matcher:
     topic_of: dict[tuple[str, ...], int]
     max_words: int
     widest_from: dict[str, int]  # first word of a keyword → most words of a keyword starting with it
+    single: dict[str, int]  # word starting only one-word keywords → the topic of that keyword
+    multi_first: frozenset[str]  # first words of the keywords of two or more words
 
 
 def _words(text: str) -> list[str]:
@@ -60,7 +62,9 @@ def _build_matcher(keywords_by_topic: list[list[str]]) -> _Matcher:
     widest_from: dict[str, int] = {}
     for words in topic_of:
         widest_from[words[0]] = max(widest_from.get(words[0], 0), len(words))
-    return _Matcher(topic_of, max((len(k) for k in topic_of), default=0), widest_from)
+    single = {words[0]: index for words, index in topic_of.items() if widest_from[words[0]] == 1}
+    multi_first = frozenset(word for word, widest in widest_from.items() if widest > 1)
+    return _Matcher(topic_of, max((len(k) for k in topic_of), default=0), widest_from, single, multi_first)
 
 
 def _load() -> tuple[int, tuple[str, ...], _Matcher, _Matcher]:
@@ -85,12 +89,17 @@ def _hits(matcher: _Matcher, text: str | None) -> tuple[tuple[int, int], ...]:
     if not text or matcher.max_words == 0:
         return ()
     words = _words(text)
+    if matcher.multi_first.isdisjoint(words):
+        # no keyword of several words can start here (most texts): every match is one word
+        found: dict[int, int] = {}
+        for index in map(matcher.single.get, words):
+            if index is not None:
+                found[index] = found.get(index, 0) + 1
+        return tuple(found.items())
     widest_from = matcher.widest_from
-    if widest_from.keys().isdisjoint(words):
-        return ()  # no word starts a keyword (most texts for most topics)
     count = len(words)
     topic_of = matcher.topic_of
-    found: dict[int, int] = {}
+    found = {}
     i = 0
     while i < count:
         widest = widest_from.get(words[i], 0)
@@ -110,21 +119,13 @@ def _channel_hits(channel_name: str | None) -> tuple[tuple[int, int], ...]:
     return _hits(_CHANNEL, channel_name)
 
 
-@lru_cache(maxsize=32768)  # ~8 MB of titles; one history of 100k views has ~21k distinct pairs
-def classify_topic(title: str | None, channel_name: str | None) -> str | None:
-    """Return the topic slug of a video from its title and channel name, or None when unknown.
+@lru_cache(maxsize=16384)  # a title recurs with several channel names (~4 distinct pairs per title)
+def _title_hits(title: str | None) -> tuple[tuple[int, int], ...]:
+    return _hits(_TITLE, title)
 
-    Args:
-        title: Video title (any language/case), or None.
-        channel_name: Channel display name, or None.
 
-    Returns:
-        One of ``TOPIC_SLUGS``, or None when no keyword of the taxonomy matches either text.
-        Deterministic: the same arguments always give the same slug (rules in the module
-        docstring; tie → the topic listed first in ``taxonomy.json``).
-    """
-    title_hits = _hits(_TITLE, title)
-    channel_hits = _channel_hits(channel_name)
+@lru_cache(maxsize=4096)  # few distinct hit combinations: score each once
+def _best_topic(title_hits: tuple[tuple[int, int], ...], channel_hits: tuple[tuple[int, int], ...]) -> str | None:
     if not title_hits and not channel_hits:
         return None
     scores = [0] * len(TOPIC_SLUGS)
@@ -138,7 +139,25 @@ def classify_topic(title: str | None, channel_name: str | None) -> str | None:
     return TOPIC_SLUGS[scores.index(best)]
 
 
+@lru_cache(maxsize=32768)  # ~8 MB of titles; one history of 100k views has ~21k distinct pairs
+def classify_topic(title: str | None, channel_name: str | None) -> str | None:
+    """Return the topic slug of a video from its title and channel name, or None when unknown.
+
+    Args:
+        title: Video title (any language/case), or None.
+        channel_name: Channel display name, or None.
+
+    Returns:
+        One of ``TOPIC_SLUGS``, or None when no keyword of the taxonomy matches either text.
+        Deterministic: the same arguments always give the same slug (rules in the module
+        docstring; tie → the topic listed first in ``taxonomy.json``).
+    """
+    return _best_topic(_title_hits(title), _channel_hits(channel_name))
+
+
 def clear_classifier_caches() -> None:
     """Empty the classifier's memo caches (benchmarks measuring a cold start)."""
     classify_topic.cache_clear()
+    _title_hits.cache_clear()
     _channel_hits.cache_clear()
+    _best_topic.cache_clear()

@@ -18,7 +18,6 @@ from worker.aggregation.common import (
     distinct_per_group,
     month_axis,
     num,
-    per_month,
     ratio,
     unique_ints,
 )
@@ -33,7 +32,8 @@ ALL_WINDOW_DAYS = 30
 
 
 def _topic_counts(topic: CodeArray, k: int) -> IntArray:
-    out: IntArray = np.bincount(topic[topic >= 0], minlength=k).astype(np.int64)
+    # topic -1 (unclassified) is counted in bin 0 and dropped
+    out: IntArray = np.bincount(topic.astype(np.intp) + 1, minlength=k + 1)[1:].astype(np.int64)
     return out
 
 
@@ -66,7 +66,7 @@ def topics_leaderboard(s: Slice) -> Output:
     lo, mid = np.searchsorted(base_ts, [previous_start, current_start], side="left")
     previous = _topic_counts(base_topic[int(lo) : int(mid)], k)
     window = _topic_counts(base_topic[int(mid) :], k)
-    views = _topic_counts(s.topic, k)
+    views = s.topic_views
     classified = int(views.sum())
     listed = np.flatnonzero((views > 0) | (window > 0) | (previous > 0))
     order = listed[np.lexsort((listed, -window[listed], -views[listed]))]
@@ -117,19 +117,27 @@ def topic_evolution(s: Slice) -> Output:
     in_previous = (base_month >= prev_start) & (base_month < recent_start)
     recent = _topic_counts(base_topic[in_recent], k)
     previous = _topic_counts(base_topic[in_previous], k)
-    views = _topic_counts(s.topic, k)
+    views = s.topic_views
     labels = axis.labels()
     rows: list[dict[str, Any]] = []
-    topic = s.topic
+    # monthly views of every topic: one (topic + 1, month) count, row 0 = unclassified (dropped)
+    key = s.topic.astype(np.int32) + 1
+    key *= axis.size
+    key += s.month
+    key -= axis.first
+    if axis.truncated:  # months before the axis are not counted
+        key[s.month < axis.first] = 0
+    monthly = np.bincount(key, minlength=(k + 1) * axis.size).reshape(k + 1, axis.size)[1:]
+    del key
     for t in np.lexsort((np.arange(k), -views)).tolist():
         if views[t] == 0:
             continue
-        series = per_month(s.month[topic == t], axis)
+        series = monthly[t]
         nonzero = np.flatnonzero(series)
         row: dict[str, Any] = {
             "topic": frame.topic_slugs[t],
             "views": int(views[t]),
-            "monthlyViews": [int(v) for v in series],
+            "monthlyViews": series.tolist(),
             "recentViews": int(recent[t]),
             "previousViews": int(previous[t]),
             "growthRate": change(int(recent[t]), int(previous[t])),
@@ -174,7 +182,7 @@ def topic_engagement(s: Slice) -> Output:
     frame = s.frame
     k = len(frame.topic_slugs)
     topic = s.topic
-    views = _topic_counts(topic, k)
+    views = s.topic_views
     has_video = (s.video >= 0) & (topic >= 0)
     video_views = _topic_counts(topic[has_video], k)
     unique_videos = distinct_per_group(topic, s.video, k)
@@ -216,7 +224,7 @@ def topic_discovery(s: Slice) -> Output:
     has = ch >= 0
     is_new = np.zeros(s.n, dtype=np.bool_)
     is_new[has] = frame.channel_first_ms[ch[has]] >= clock.recent_start_ms
-    views = _topic_counts(topic, k)
+    views = s.topic_views
     new_views = _topic_counts(topic[is_new], k)
     habitual = _topic_counts(topic[has & ~is_new], k)
     new_channels = distinct_per_group(topic, np.where(is_new, ch, -1), k)
@@ -285,7 +293,7 @@ def topic_diversity(s: Slice) -> Output:
     """
     k = len(s.frame.topic_slugs)
     topic = s.topic
-    overall = _diversity(_topic_counts(topic, k))
+    overall = _diversity(s.topic_views)
     axis = month_axis(s.month, s.options.months_cap)
     months: list[dict[str, Any]] = []
     if axis.size:
