@@ -63,7 +63,7 @@ class RecomputeOutcome:
         plan_reason: Why the recompute was full or incremental (see :class:`worker.partitions.Plan`).
     """
 
-    results: list[dict[str, Any]]
+    results: list[dict[str, Any]] = field(repr=False)  # hundreds of documents: never formatted in logs or tracebacks
     computed_at_ms: int
     events_read: int
     read_ms: float
