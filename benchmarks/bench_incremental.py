@@ -17,8 +17,9 @@ Peak RSS is the worker's: a child process per size runs a cold full recompute wh
 reads pickled pages of 4000 events (field tuples, turned into ``WatchEvent`` objects per page as the
 gateway does with Convex documents) from a temporary file one page at a time, so the history is
 never held whole by the source; the peak is ``VmHWM`` after the recompute, including the
-interpreter and its imports (about 66 MB). A second child writes the
-file first. ``--rss-only`` skips the in-process measurements (for large sizes).
+interpreter and its imports (about 65 MB). The child does not import the synthetic-history
+generator, which the worker never loads. A second child writes the file first.
+``--rss-only`` skips the in-process measurements (for large sizes).
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ from worker.gateway import Gateway  # noqa: E402
 from worker.models import ChangeEntry, Claim, WatchEvent  # noqa: E402
 from worker.partitions import local_month_of, month_bounds_ms  # noqa: E402
 from worker.recompute import Recomputer  # noqa: E402
-from worker.synthetic import generate_history  # noqa: E402
 
 TZ = "Europe/Berlin"
 END_MS = 1_790_000_000_000
@@ -146,6 +146,8 @@ class FileSource:
 
 def write_history(n: int, path: str, page_size: int = 4000) -> None:
     """Write the benchmark history of size n to ``path`` as pickled pages (time order)."""
+    from worker.synthetic import generate_history  # not in the measured child: the worker never loads it
+
     events = generate_history(n, seed=42, end_ms=END_MS, time_zone=TZ, years=3.0)
     events.sort(key=lambda e: e.watched_at_ms)
     with open(path, "wb") as fh:
@@ -196,6 +198,8 @@ def measure(rc: Recomputer, source: MemorySource, c: Claim, now_ms: int) -> tupl
 
 
 def run(n: int, full_only: bool = False) -> dict[str, Any]:
+    from worker.synthetic import generate_history
+
     events = generate_history(n, seed=42, end_ms=END_MS, time_zone=TZ, years=3.0)
     source = MemorySource(events)
     settings = load_settings(convex_url="http://127.0.0.1:9", convex_admin_key="k", heartbeat_file=None)
