@@ -17,8 +17,9 @@ Peak RSS is the worker's: a child process per size runs a cold full recompute wh
 reads pickled pages of 4000 events (field tuples, turned into ``WatchEvent`` objects per page as the
 gateway does with Convex documents) from a temporary file one page at a time, so the history is
 never held whole by the source; the peak is ``VmHWM`` after the recompute, including the
-interpreter and its imports (about 65 MB). The child does not import the synthetic-history
-generator, which the worker never loads. A second child writes the file first.
+interpreter and its imports (about 65 MB). The child starts as ``python -m worker run`` does
+(``worker.allocator.configure_malloc`` with the default settings) and does not import the
+synthetic-history generator, which the worker never loads. A second child writes the file first.
 ``--rss-only`` skips the in-process measurements (for large sizes).
 """
 
@@ -40,6 +41,7 @@ from typing import Any, cast
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from worker.aggregation.timeframes import load_zone  # noqa: E402
+from worker.allocator import configure_malloc  # noqa: E402
 from worker.cache import PartitionCache  # noqa: E402
 from worker.config import load_settings  # noqa: E402
 from worker.gateway import Gateway  # noqa: E402
@@ -163,6 +165,8 @@ def full_from_file(path: str) -> dict[str, float]:
     """Cold full recompute from a page file: worker CPU s (page decoding excluded), reads, peak RSS (MiB)."""
     source = FileSource(path)
     settings = load_settings(convex_url="http://127.0.0.1:9", convex_admin_key="k", heartbeat_file=None)
+    # the start-up of ``python -m worker run``: the allocator tuning the shipped worker applies to itself
+    configure_malloc(arena_max=settings.malloc_arena_max, mmap_threshold_bytes=settings.malloc_mmap_threshold_bytes)
     rc = Recomputer(cast(Gateway, source), settings, cache=PartitionCache(max_bytes=settings.cache_max_bytes))
     cpu, read, _ = measure(rc, cast(MemorySource, source), claim(1, "import", 0, END_MS), END_MS)
     return {"cpu": cpu - source.cpu_s, "source_cpu": source.cpu_s, "read": read, "rss": peak_rss_mib()}
