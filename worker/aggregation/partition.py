@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 from zoneinfo import ZoneInfo
@@ -46,6 +46,9 @@ __all__ = [
     "combine_partitions",
     "extend_frame",
     "frame_nbytes",
+    "PartitionShell",
+    "shell_of",
+    "refill_partitions",
     "local_months",
     "partition_to_bytes",
     "partition_from_bytes",
@@ -752,6 +755,101 @@ def extend_frame(frame: Frame, parts: Iterable[Partition]) -> Frame | None:
         channel_first_ms=first_ms,
         topic_slugs=frame.topic_slugs,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionShell:
+    """What a merged frame cannot give back of one month's partition: its channel tables.
+
+    The row columns of a month (instants, offsets, flags, codes) are rows of the merged
+    :class:`Frame` again (its rows with that ``month``), so a recompute can drop a month's
+    serialized partition while it computes and rebuild the identical payload afterwards with
+    :func:`refill_partitions` (c channels of the partition).
+
+    Attributes:
+        month: Local month index ``year*12 + month-1`` of the partition.
+        size: Views of the partition.
+        video_itemsize: Width in bytes of the partition's ``video_ids`` table (fixed-width numpy bytes).
+        channel_ids: The partition's ``channel_ids`` (c,).
+        channel_first_ms: The partition's ``channel_first_ms`` (c,).
+        channel_name_ms: The partition's ``channel_name_ms`` (c,).
+        name_offsets: The partition's ``name_offsets`` (c + 1,).
+        name_blob: The partition's ``name_blob``.
+    """
+
+    month: int
+    size: int
+    video_itemsize: int
+    channel_ids: BytesArray
+    channel_first_ms: IntArray
+    channel_name_ms: IntArray
+    name_offsets: IntArray
+    name_blob: bytes
+
+
+def shell_of(month: int, part: Partition) -> PartitionShell:
+    """Return the shell of a month's partition (copies of its channel tables, a few bytes per channel)."""
+    return PartitionShell(
+        month=month,
+        size=part.size,
+        video_itemsize=int(part.video_ids.dtype.itemsize),
+        channel_ids=part.channel_ids.copy(),
+        channel_first_ms=part.channel_first_ms.copy(),
+        channel_name_ms=part.channel_name_ms.copy(),
+        name_offsets=part.name_offsets.copy(),
+        name_blob=part.name_blob,
+    )
+
+
+def refill_partitions(
+    frame: Frame, shells: Iterable[PartitionShell], zone: ZoneInfo
+) -> Iterator[tuple[int, Partition]]:
+    """Rebuild month partitions from the frame they were merged into and their shells.
+
+    Exact (``partition_to_bytes`` of each result equals that of the original) when ``frame`` is
+    the merge of a set of partitions holding those months' partitions, built in ``zone``: a
+    month's rows are the frame rows of that local month, in frame order (the partition's order);
+    offsets are looked up again per instant with :func:`~worker.aggregation.frame.local_offsets_ms`;
+    video codes index the frame's ids the month uses, channel codes the shell's table.
+
+    Args:
+        frame: The merged frame.
+        shells: The months' :func:`shell_of`.
+        zone: The time zone the partitions were built in.
+
+    Yields:
+        ``(month, partition)`` in the order of ``shells``, one at a time (a caller serializing each
+        before taking the next holds one rebuilt month at a time).
+
+    Raises:
+        ValueError: the frame does not hold ``shell.size`` views of a shell's month.
+    """
+    global_channels = _utf8_array(frame.channel_ids)
+    for shell in shells:
+        rows = np.flatnonzero(frame.month == shell.month)
+        if rows.size != shell.size:
+            raise ValueError(f"frame holds {rows.size} views of month {shell.month}, the partition {shell.size}")
+        ts = frame.ts[rows]
+        video_g = frame.video[rows]
+        used = np.unique(video_g[video_g >= 0])
+        channel_g = frame.channel[rows]
+        to_global = np.searchsorted(global_channels, shell.channel_ids)  # ascending: both tables sorted
+        yield shell.month, Partition(
+            ts=ts,
+            offset_ms=local_offsets_ms(ts, zone).astype(np.int32),
+            product=frame.product[rows],
+            removed=frame.removed[rows],
+            shorts=frame.shorts[rows],
+            video=np.where(video_g >= 0, np.searchsorted(used, video_g), -1).astype(np.int32),
+            channel=np.where(channel_g >= 0, np.searchsorted(to_global, channel_g), -1).astype(np.int32),
+            topic=frame.topic[rows],
+            video_ids=frame.video_ids[used].astype(f"S{shell.video_itemsize}"),
+            channel_ids=shell.channel_ids,
+            channel_first_ms=shell.channel_first_ms,
+            channel_name_ms=shell.channel_name_ms,
+            name_offsets=shell.name_offsets,
+            name_blob=shell.name_blob,
+        )
 
 
 def frame_nbytes(frame: Frame) -> int:
