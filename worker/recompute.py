@@ -393,10 +393,10 @@ class Recomputer:
             frame = merge_partitions([*prepared.reused.values(), *kept.values(), *built.values()])
         return frame, _PendingState(user_id, index, [shell_of(m, p) for m, p in built.items()])
 
-    def _store_state(self, frame: Frame, pending: _PendingState, zone: ZoneInfo) -> None:
+    def _store_state(self, frame: Frame, pending: _PendingState) -> None:
         """Store the built months (rebuilt from the frame), then the index, and keep the frame (runs in a thread)."""
         index = pending.index
-        for month, part in refill_partitions(frame, pending.shells, zone):
+        for month, part in refill_partitions(frame, pending.shells):
             payload = partition_to_bytes(part)
             self.store.save_payload(pending.user_id, index.time_zone, month, payload, watermark=index.watermark)
         self.store.save_index(pending.user_id, index)
@@ -532,7 +532,7 @@ class Recomputer:
                         await in_flight
         if pending is not None:
             began = time.perf_counter()
-            await asyncio.to_thread(self._store_state, frame, pending, zone)
+            await asyncio.to_thread(self._store_state, frame, pending)
             read_ms += (time.perf_counter() - began) * 1000
         return RecomputeOutcome(
             results=results,

@@ -204,7 +204,7 @@ class TestPartitionFrames:
         zone = load_zone(tz)
         parts = build_month_partitions(events + events[:5], zone)
         frame = merge_partitions(partition_from_bytes(partition_to_bytes(p)) for p in parts.values())
-        refilled = dict(refill_partitions(frame, [shell_of(m, p) for m, p in parts.items()], zone))
+        refilled = dict(refill_partitions(frame, [shell_of(m, p) for m, p in parts.items()]))
         assert list(refilled) == list(parts)
         for month, part in parts.items():
             assert partition_to_bytes(refilled[month]) == partition_to_bytes(part)

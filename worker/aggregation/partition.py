@@ -770,6 +770,9 @@ class PartitionShell:
         month: Local month index ``year*12 + month-1`` of the partition.
         size: Views of the partition.
         video_itemsize: Width in bytes of the partition's ``video_ids`` table (fixed-width numpy bytes).
+        offset_starts: Row index where each run of equal ``offset_ms`` begins, int64 (r,), first 0
+            (r = 1 unless a clock change falls in the month; empty for an empty partition).
+        offset_values: ``offset_ms`` of each run, ms, int32 (r,).
         channel_ids: The partition's ``channel_ids`` (c,).
         channel_first_ms: The partition's ``channel_first_ms`` (c,).
         channel_name_ms: The partition's ``channel_name_ms`` (c,).
@@ -780,6 +783,8 @@ class PartitionShell:
     month: int
     size: int
     video_itemsize: int
+    offset_starts: IntArray
+    offset_values: npt.NDArray[np.int32]
     channel_ids: BytesArray
     channel_first_ms: IntArray
     channel_name_ms: IntArray
@@ -789,10 +794,15 @@ class PartitionShell:
 
 def shell_of(month: int, part: Partition) -> PartitionShell:
     """Return the shell of a month's partition (copies of its channel tables, a few bytes per channel)."""
+    offsets = part.offset_ms
+    starts = np.flatnonzero(offsets[1:] != offsets[:-1]) + 1
+    starts = np.concatenate(([0], starts)).astype(np.int64) if offsets.size else starts.astype(np.int64)
     return PartitionShell(
         month=month,
         size=part.size,
         video_itemsize=int(part.video_ids.dtype.itemsize),
+        offset_starts=starts,
+        offset_values=offsets[starts].astype(np.int32),
         channel_ids=part.channel_ids.copy(),
         channel_first_ms=part.channel_first_ms.copy(),
         channel_name_ms=part.channel_name_ms.copy(),
@@ -801,21 +811,38 @@ def shell_of(month: int, part: Partition) -> PartitionShell:
     )
 
 
-def refill_partitions(
-    frame: Frame, shells: Iterable[PartitionShell], zone: ZoneInfo
-) -> Iterator[tuple[int, Partition]]:
+class _Ranks:
+    """Turn codes into a large table into codes into the part of it a subset of rows uses (reusable scratch)."""
+
+    def __init__(self, n_codes: int) -> None:
+        self._seen = np.zeros(n_codes, dtype=np.bool_)
+        self._rank = np.zeros(n_codes, dtype=np.int32)
+
+    def local(self, codes: npt.NDArray[Any]) -> tuple[IntArray, npt.NDArray[np.int32]]:
+        """Return the distinct codes ≥ 0 (ascending) and each code's rank among them (-1 kept), int32."""
+        valid = codes >= 0
+        picked = codes[valid]
+        self._seen[picked] = True
+        used: IntArray = np.flatnonzero(self._seen)
+        self._seen[picked] = False
+        self._rank[used] = np.arange(used.size, dtype=np.int32)
+        out = np.full(codes.shape, -1, dtype=np.int32)
+        out[valid] = self._rank[picked]
+        return used, out
+
+
+def refill_partitions(frame: Frame, shells: Iterable[PartitionShell]) -> Iterator[tuple[int, Partition]]:
     """Rebuild month partitions from the frame they were merged into and their shells.
 
     Exact (``partition_to_bytes`` of each result equals that of the original) when ``frame`` is
-    the merge of a set of partitions holding those months' partitions, built in ``zone``: a
-    month's rows are the frame rows of that local month, in frame order (the partition's order);
-    offsets are looked up again per instant with :func:`~worker.aggregation.frame.local_offsets_ms`;
-    video codes index the frame's ids the month uses, channel codes the shell's table.
+    the merge of a set of partitions holding those months' partitions: a month's rows are the
+    frame rows of that local month, in frame order (the partition's order); its offsets are the
+    shell's runs; a partition's string tables hold exactly the ids its rows use, so its codes are
+    the ranks of the frame codes among the month's distinct ones.
 
     Args:
         frame: The merged frame.
         shells: The months' :func:`shell_of`.
-        zone: The time zone the partitions were built in.
 
     Yields:
         ``(month, partition)`` in the order of ``shells``, one at a time (a caller serializing each
@@ -824,24 +851,25 @@ def refill_partitions(
     Raises:
         ValueError: the frame does not hold ``shell.size`` views of a shell's month.
     """
-    global_channels = _utf8_array(frame.channel_ids)
+    videos = _Ranks(int(frame.video_ids.shape[0]))
+    channels = _Ranks(len(frame.channel_ids))
     for shell in shells:
         rows = np.flatnonzero(frame.month == shell.month)
         if rows.size != shell.size:
             raise ValueError(f"frame holds {rows.size} views of month {shell.month}, the partition {shell.size}")
-        ts = frame.ts[rows]
-        video_g = frame.video[rows]
-        used = np.unique(video_g[video_g >= 0])
-        channel_g = frame.channel[rows]
-        to_global = np.searchsorted(global_channels, shell.channel_ids)  # ascending: both tables sorted
+        used, video = videos.local(frame.video[rows])
+        channels_used, channel = channels.local(frame.channel[rows])
+        if channels_used.size != shell.channel_ids.size:
+            raise ValueError(f"frame rows of month {shell.month} use {channels_used.size} channels, not its table's")
+        run_lengths = np.diff(np.append(shell.offset_starts, rows.size))
         yield shell.month, Partition(
-            ts=ts,
-            offset_ms=local_offsets_ms(ts, zone).astype(np.int32),
+            ts=frame.ts[rows],
+            offset_ms=np.repeat(shell.offset_values, run_lengths),
             product=frame.product[rows],
             removed=frame.removed[rows],
             shorts=frame.shorts[rows],
-            video=np.where(video_g >= 0, np.searchsorted(used, video_g), -1).astype(np.int32),
-            channel=np.where(channel_g >= 0, np.searchsorted(to_global, channel_g), -1).astype(np.int32),
+            video=video,
+            channel=channel,
             topic=frame.topic[rows],
             video_ids=frame.video_ids[used].astype(f"S{shell.video_itemsize}"),
             channel_ids=shell.channel_ids,
