@@ -546,4 +546,3 @@ class Recomputer:
             months_rebuilt=len(plan.rebuild) + len(plan.delta.months if plan.delta else ()) if not plan.full else -1,
             plan_reason=plan.reason,
         )
-

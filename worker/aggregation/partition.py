@@ -862,7 +862,7 @@ def refill_partitions(frame: Frame, shells: Iterable[PartitionShell]) -> Iterato
         if channels_used.size != shell.channel_ids.size:
             raise ValueError(f"frame rows of month {shell.month} use {channels_used.size} channels, not its table's")
         run_lengths = np.diff(np.append(shell.offset_starts, rows.size))
-        yield shell.month, Partition(
+        part = Partition(
             ts=frame.ts[rows],
             offset_ms=np.repeat(shell.offset_values, run_lengths),
             product=frame.product[rows],
@@ -878,6 +878,7 @@ def refill_partitions(frame: Frame, shells: Iterable[PartitionShell]) -> Iterato
             name_offsets=shell.name_offsets,
             name_blob=shell.name_blob,
         )
+        yield shell.month, part
 
 
 def frame_nbytes(frame: Frame) -> int:
