@@ -20,6 +20,8 @@ USER 10001
 # Healthy while the loop touches its heartbeat file at least every poll interval (30 s) + margin.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-m", "worker", "healthcheck", "--max-age-s", "90"]
+# No MALLOC_* variables needed: `run` bounds glibc malloc itself at start-up (WORKER_MALLOC_ARENA_MAX,
+# WORKER_MALLOC_MMAP_THRESHOLD_BYTES; worker/allocator.py).
 # Exec form: the worker is PID 1 and gets SIGTERM directly; it finishes the current user and exits 0.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["python", "-m", "worker"]

@@ -20,8 +20,10 @@ Peak RSS is the worker's: a child process per size runs a cold full recompute wh
 reads pickled pages of 4000 events (field tuples, turned into ``WatchEvent`` objects per page as the
 gateway does with Convex documents) from a temporary file one page at a time, so the history is
 never held whole by the source; the peak is ``VmHWM`` after the recompute, including the
-interpreter and its imports (about 66 MB). A second child writes the
-file first. ``--rss-only`` skips the in-process measurements (for large sizes).
+interpreter and its imports (about 65 MB). The child starts as ``python -m worker run`` does
+(``worker.allocator.configure_malloc`` with the default settings) and does not import the
+synthetic-history generator, which the worker never loads. A second child writes the file first.
+``--rss-only`` skips the in-process measurements (for large sizes).
 """
 
 from __future__ import annotations
@@ -42,13 +44,13 @@ from typing import Any, cast
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from worker.aggregation.timeframes import load_zone  # noqa: E402
+from worker.allocator import configure_malloc  # noqa: E402
 from worker.cache import PartitionCache  # noqa: E402
 from worker.config import load_settings  # noqa: E402
 from worker.gateway import Gateway, group_result_sets  # noqa: E402
 from worker.models import ChangeEntry, Claim, WatchEvent  # noqa: E402
 from worker.partitions import local_month_of, month_bounds_ms  # noqa: E402
 from worker.recompute import Recomputer  # noqa: E402
-from worker.synthetic import generate_history  # noqa: E402
 
 TZ = "Europe/Berlin"
 END_MS = 1_790_000_000_000
@@ -155,6 +157,8 @@ class FileSource:
 
 def write_history(n: int, path: str, page_size: int = 4000) -> None:
     """Write the benchmark history of size n to ``path`` as pickled pages (time order)."""
+    from worker.synthetic import generate_history  # not in the measured child: the worker never loads it
+
     events = generate_history(n, seed=42, end_ms=END_MS, time_zone=TZ, years=3.0)
     events.sort(key=lambda e: e.watched_at_ms)
     with open(path, "wb") as fh:
@@ -170,6 +174,8 @@ def full_from_file(path: str) -> dict[str, float]:
     """Cold full recompute from a page file: worker CPU s (page decoding excluded), reads, peak RSS (MiB)."""
     source = FileSource(path)
     settings = load_settings(convex_url="http://127.0.0.1:9", convex_admin_key="k", heartbeat_file=None)
+    # the start-up of ``python -m worker run``: the allocator tuning the shipped worker applies to itself
+    configure_malloc(arena_max=settings.malloc_arena_max, mmap_threshold_bytes=settings.malloc_mmap_threshold_bytes)
     rc = Recomputer(cast(Gateway, source), settings, cache=PartitionCache(max_bytes=settings.cache_max_bytes))
     cpu, read, _ = measure(rc, cast(MemorySource, source), claim(1, "import", 0, END_MS), END_MS)
     return {"cpu": cpu - source.cpu_s, "source_cpu": source.cpu_s, "read": read, "rss": peak_rss_mib()}
@@ -232,6 +238,8 @@ def changed_results(before: list[dict[str, Any]], after: list[dict[str, Any]]) -
 
 
 def run(n: int, full_only: bool = False) -> dict[str, Any]:
+    from worker.synthetic import generate_history
+
     events = generate_history(n, seed=42, end_ms=END_MS, time_zone=TZ, years=3.0)
     source = MemorySource(events)
     settings = load_settings(convex_url="http://127.0.0.1:9", convex_admin_key="k", heartbeat_file=None)

@@ -25,6 +25,7 @@ from typing import Annotated, Any  # noqa: E402
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 
+from worker.allocator import configure_malloc  # noqa: E402
 from worker.config import KEY_VARIABLES, URL_VARIABLES, Settings, env_first, load_settings  # noqa: E402
 from worker.errors import (  # noqa: E402
     AuthenticationError,
@@ -81,6 +82,7 @@ def run() -> None:
         settings = load_settings()
     except ConfigError as exc:
         raise _fail(str(exc)) from None
+    configure_malloc(arena_max=settings.malloc_arena_max, mmap_threshold_bytes=settings.malloc_mmap_threshold_bytes)
     configure_logging(settings.log_format, settings.log_level)
     try:
         code = asyncio.run(_run_worker(settings))

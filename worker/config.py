@@ -94,6 +94,20 @@ class Settings(BaseSettings):
         ge=0,
         description="Bound of the in-memory cache of merged whole-history frames (extended by appends), bytes.",
     )
+    malloc_arena_max: int = Field(
+        default=1,
+        ge=0,
+        description="glibc malloc arenas of the process, set at start-up; 0 = glibc's default (8 per core).",
+    )
+    malloc_mmap_threshold_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=0,
+        le=32 * 1024 * 1024,
+        description=(
+            "Allocations of at least this many bytes are mapped and unmapped on free (glibc, set at"
+            " start-up), bytes; 0 = glibc's dynamic threshold."
+        ),
+    )
     delta_max_events: int = Field(
         default=50_000,
         ge=0,

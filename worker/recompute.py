@@ -1,7 +1,14 @@
 """Turn a claimed user into aggregation results: read the changed months, merge, compute, encode.
 
 Read and compute time are measured separately: ``read_ms`` covers the cache look-up, the Convex
-reads and the partition build and merge; ``compute_ms`` the aggregation engine.
+reads, the partition build and merge and storing the cache state; ``compute_ms`` the aggregation
+engine.
+
+Memory: while the engine runs, a recompute holds the merged frame and, of each month it built,
+only the channel tables (:class:`~worker.aggregation.partition.PartitionShell`); the month payloads
+are rebuilt from the frame's rows once the results are computed (byte-identical, see
+:func:`~worker.aggregation.partition.refill_partitions`) and only then stored, months first, then
+the index. A recompute that fails before that stores no cache state.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from worker.aggregation.frame import Frame
 from worker.aggregation.partition import (
     MonthPartitioner,
     Partition,
+    PartitionShell,
     build_month_partitions,
     combine_partitions,
     extend_frame,
@@ -28,6 +36,8 @@ from worker.aggregation.partition import (
     merge_partitions,
     partition_from_bytes,
     partition_to_bytes,
+    refill_partitions,
+    shell_of,
 )
 from worker.aggregation.timeframes import load_zone
 from worker.cache import PartitionCache, SizedLRU
@@ -118,6 +128,19 @@ class _Prepared:
     index: PartitionIndex | None
     reused: dict[int, Partition]
     patch_base: dict[int, Partition] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingState:
+    """Cache state of a recompute, written once its results are computed.
+
+    The months it built are kept as shells only: their rows are rows of the merged frame, so their
+    payloads are rebuilt from it after the engine ran, instead of being held while it runs.
+    """
+
+    user_id: str
+    index: PartitionIndex
+    shells: list[PartitionShell]
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,13 +355,16 @@ class Recomputer:
         payloads: dict[int, bytes],
         combined: dict[int, bytes],
         delta_parts: dict[int, Partition],
-    ) -> Frame | None:
-        """Store the built months and the index, merge everything (runs in a thread).
+    ) -> tuple[Frame, _PendingState | None] | None:
+        """Merge everything and shell the built months (runs in a thread).
 
         For an append whose months were all combined (none read whole), the cached frame of the
         index's state is extended with the new views when they all follow its last view; otherwise
-        every partition is merged. Returns None when the built months do not fit the plan (a local
-        month that is not one UTC interval); the caller then reads everything.
+        every partition is merged. The built months and the new index are not stored yet: they are
+        returned for :meth:`_store_state`, with each built month reduced to its shell, so that the
+        payloads (the caller drops them) are not held while the engine runs. Returns None when the
+        built months do not fit the plan (a local month that is not one UTC interval); the caller
+        then reads everything.
         """
         plan = prepared.plan
         if not plan.full and not set(payloads) <= set(plan.rebuild):
@@ -346,18 +372,15 @@ class Recomputer:
         built = {m: partition_from_bytes(p) for m, p in {**combined, **payloads}.items()}
         kept = {m: p for m, p in prepared.patch_base.items() if m not in built and m not in plan.rebuild}
         if not user_id:
-            return merge_partitions(built.values())
+            return merge_partitions(built.values()), None
         watermark = claim.watermark
         if plan.full and any(c.kind == "timezone" for c in claim.changes):
             self.cache.invalidate_user(user_id)  # partitions of the previous zone are useless now
             self.frames.drop_user(user_id)
-        for month, payload in {**combined, **payloads}.items():
-            self.store.save_payload(user_id, claim.time_zone, month, payload, watermark=watermark)
         months = {m: e for m, e in plan.reuse.items() if m in prepared.reused}
         months.update({m: e for m, e in plan.patch.items() if m in kept})
         months.update({m: MonthEntry(p.size, watermark) for m, p in built.items()})
         index = PartitionIndex(claim.time_zone, watermark, months)
-        self.store.save_index(user_id, index)
         frame: Frame | None = None
         unchanged_months = not plan.full and not plan.rebuild and set(delta_parts) == set(combined)
         if unchanged_months and prepared.index is not None:
@@ -368,8 +391,16 @@ class Recomputer:
                 frame = extend_frame(cached, delta_parts.values())
         if frame is None:
             frame = merge_partitions([*prepared.reused.values(), *kept.values(), *built.values()])
-        self.frames.put(user_id, index, frame)
-        return frame
+        return frame, _PendingState(user_id, index, [shell_of(m, p) for m, p in built.items()])
+
+    def _store_state(self, frame: Frame, pending: _PendingState) -> None:
+        """Store the built months (rebuilt from the frame), then the index, and keep the frame (runs in a thread)."""
+        index = pending.index
+        for month, part in refill_partitions(frame, pending.shells):
+            payload = partition_to_bytes(part)
+            self.store.save_payload(pending.user_id, index.time_zone, month, payload, watermark=index.watermark)
+        self.store.save_index(pending.user_id, index)
+        self.frames.put(pending.user_id, index, frame)
 
     async def _read_all_at_once(
         self,
@@ -390,8 +421,9 @@ class Recomputer:
         wanted = parts if keep is None else {m: p for m, p in parts.items() if m in keep}
         return {m: partition_to_bytes(p) for m, p in wanted.items()}, len(events)
 
-    async def build_frame(self, claim: Claim, zone: ZoneInfo) -> tuple[Frame, int, Plan]:
-        """Return the user's merged frame, the events read from Convex, and the plan followed."""
+    async def build_frame(self, claim: Claim, zone: ZoneInfo) -> tuple[Frame, int, Plan, _PendingState | None]:
+        """Return the user's merged frame, the events read from Convex, the plan followed, and the
+        cache state to store once the results are computed (:meth:`_store_state`; None without a user)."""
         user_id = claim.changes[0].user_id if claim.changes else ""
         max_seq = claim.watermark if claim.changes else None
         prepared = await asyncio.to_thread(self._prepare, user_id, claim, zone)
@@ -415,14 +447,14 @@ class Recomputer:
             payloads, more = await self._read_all_at_once(user_id, zone, ranges, max_seq, keep)
             read += more
         combined = {m: p for m, p in combined.items() if m not in prepared.plan.rebuild}
-        frame = await asyncio.to_thread(self._finish, user_id, claim, prepared, payloads, combined, delta_parts)
-        if frame is None:
+        merged = await asyncio.to_thread(self._finish, user_id, claim, prepared, payloads, combined, delta_parts)
+        if merged is None:
             prepared = _Prepared(Plan(full=True, reason="irregular months"), prepared.index, {})
             payloads, more = await self._read_all_at_once(user_id, zone, [(None, None)], max_seq)
             read += more
-            frame = await asyncio.to_thread(self._finish, user_id, claim, prepared, payloads, {}, {})
-            assert frame is not None  # a full plan accepts every month
-        return frame, read, prepared.plan
+            merged = await asyncio.to_thread(self._finish, user_id, claim, prepared, payloads, {}, {})
+            assert merged is not None  # a full plan accepts every month
+        return merged[0], read, prepared.plan, merged[1]
 
     async def recompute(
         self,
@@ -445,6 +477,9 @@ class Recomputer:
                 handed to this callback as soon as they are computed, while the next base is
                 computed; calls are made in order, one at a time, each with whole filter sets.
 
+        The months built and the partition index are stored (and the frame kept) after every set is
+        computed and handed over; when a callback or the engine raises, nothing is stored.
+
         Returns:
             The results not handed to a callback, and the cost of the whole recompute
             (``events_read`` counts only the events read from Convex; ``compute_ms`` excludes the
@@ -457,7 +492,7 @@ class Recomputer:
         """
         zone = load_zone(claim.time_zone)
         started = time.perf_counter()
-        frame, events_read, plan = await self.build_frame(claim, zone)
+        frame, events_read, plan, pending = await self.build_frame(claim, zone)
         read_ms = (time.perf_counter() - started) * 1000
         filter_sets = filter_sets_for(claim)
         compute_ms = 0.0
@@ -495,6 +530,10 @@ class Recomputer:
                     in_flight.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await in_flight
+        if pending is not None:
+            began = time.perf_counter()
+            await asyncio.to_thread(self._store_state, frame, pending)
+            read_ms += (time.perf_counter() - began) * 1000
         return RecomputeOutcome(
             results=results,
             computed_at_ms=now_ms,
@@ -507,4 +546,3 @@ class Recomputer:
             months_rebuilt=len(plan.rebuild) + len(plan.delta.months if plan.delta else ()) if not plan.full else -1,
             plan_reason=plan.reason,
         )
-

@@ -24,6 +24,8 @@ from worker.aggregation.partition import (
     merge_partitions,
     partition_from_bytes,
     partition_to_bytes,
+    refill_partitions,
+    shell_of,
 )
 from worker.aggregation.timeframes import load_zone
 from worker.cache import PartitionCache
@@ -192,6 +194,20 @@ class TestPartitionFrames:
             assert months == {month}
         restored = [partition_from_bytes(partition_to_bytes(p)) for p in reversed(list(parts.values()))]
         assert_frames_equal(merge_partitions(restored), build_frame(events, zone))
+
+    @settings(max_examples=40, deadline=None)
+    @given(st.lists(event_st, max_size=80), st.sampled_from([*ZONES, "America/Goose_Bay"]))
+    def test_partitions_refilled_from_the_merged_frame_are_byte_identical(
+        self, events: list[WatchEvent], tz: str
+    ) -> None:
+        """A month rebuilt from the frame rows and its shell serializes exactly as the month built from events."""
+        zone = load_zone(tz)
+        parts = build_month_partitions(events + events[:5], zone)
+        frame = merge_partitions(partition_from_bytes(partition_to_bytes(p)) for p in parts.values())
+        refilled = dict(refill_partitions(frame, [shell_of(m, p) for m, p in parts.items()]))
+        assert list(refilled) == list(parts)
+        for month, part in parts.items():
+            assert partition_to_bytes(refilled[month]) == partition_to_bytes(part)
 
     @settings(max_examples=40, deadline=None)
     @given(st.lists(event_st, max_size=80), st.sampled_from(ZONES), st.integers(1, 30))

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 from zoneinfo import ZoneInfo
@@ -46,6 +46,9 @@ __all__ = [
     "combine_partitions",
     "extend_frame",
     "frame_nbytes",
+    "PartitionShell",
+    "shell_of",
+    "refill_partitions",
     "local_months",
     "partition_to_bytes",
     "partition_from_bytes",
@@ -752,6 +755,130 @@ def extend_frame(frame: Frame, parts: Iterable[Partition]) -> Frame | None:
         channel_first_ms=first_ms,
         topic_slugs=frame.topic_slugs,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionShell:
+    """What a merged frame cannot give back of one month's partition: its channel tables.
+
+    The row columns of a month (instants, offsets, flags, codes) are rows of the merged
+    :class:`Frame` again (its rows with that ``month``), so a recompute can drop a month's
+    serialized partition while it computes and rebuild the identical payload afterwards with
+    :func:`refill_partitions` (c channels of the partition).
+
+    Attributes:
+        month: Local month index ``year*12 + month-1`` of the partition.
+        size: Views of the partition.
+        video_itemsize: Width in bytes of the partition's ``video_ids`` table (fixed-width numpy bytes).
+        offset_starts: Row index where each run of equal ``offset_ms`` begins, int64 (r,), first 0
+            (r = 1 unless a clock change falls in the month; empty for an empty partition).
+        offset_values: ``offset_ms`` of each run, ms, int32 (r,).
+        channel_ids: The partition's ``channel_ids`` (c,).
+        channel_first_ms: The partition's ``channel_first_ms`` (c,).
+        channel_name_ms: The partition's ``channel_name_ms`` (c,).
+        name_offsets: The partition's ``name_offsets`` (c + 1,).
+        name_blob: The partition's ``name_blob``.
+    """
+
+    month: int
+    size: int
+    video_itemsize: int
+    offset_starts: IntArray
+    offset_values: npt.NDArray[np.int32]
+    channel_ids: BytesArray
+    channel_first_ms: IntArray
+    channel_name_ms: IntArray
+    name_offsets: IntArray
+    name_blob: bytes
+
+
+def shell_of(month: int, part: Partition) -> PartitionShell:
+    """Return the shell of a month's partition (copies of its channel tables, a few bytes per channel)."""
+    offsets = part.offset_ms
+    starts = np.flatnonzero(offsets[1:] != offsets[:-1]) + 1
+    starts = np.concatenate(([0], starts)).astype(np.int64) if offsets.size else starts.astype(np.int64)
+    return PartitionShell(
+        month=month,
+        size=part.size,
+        video_itemsize=int(part.video_ids.dtype.itemsize),
+        offset_starts=starts,
+        offset_values=offsets[starts].astype(np.int32),
+        channel_ids=part.channel_ids.copy(),
+        channel_first_ms=part.channel_first_ms.copy(),
+        channel_name_ms=part.channel_name_ms.copy(),
+        name_offsets=part.name_offsets.copy(),
+        name_blob=part.name_blob,
+    )
+
+
+class _Ranks:
+    """Turn codes into a large table into codes into the part of it a subset of rows uses (reusable scratch)."""
+
+    def __init__(self, n_codes: int) -> None:
+        self._seen = np.zeros(n_codes, dtype=np.bool_)
+        self._rank = np.zeros(n_codes, dtype=np.int32)
+
+    def local(self, codes: npt.NDArray[Any]) -> tuple[IntArray, npt.NDArray[np.int32]]:
+        """Return the distinct codes ≥ 0 (ascending) and each code's rank among them (-1 kept), int32."""
+        valid = codes >= 0
+        picked = codes[valid]
+        self._seen[picked] = True
+        used: IntArray = np.flatnonzero(self._seen)
+        self._seen[picked] = False
+        self._rank[used] = np.arange(used.size, dtype=np.int32)
+        out = np.full(codes.shape, -1, dtype=np.int32)
+        out[valid] = self._rank[picked]
+        return used, out
+
+
+def refill_partitions(frame: Frame, shells: Iterable[PartitionShell]) -> Iterator[tuple[int, Partition]]:
+    """Rebuild month partitions from the frame they were merged into and their shells.
+
+    Exact (``partition_to_bytes`` of each result equals that of the original) when ``frame`` is
+    the merge of a set of partitions holding those months' partitions: a month's rows are the
+    frame rows of that local month, in frame order (the partition's order); its offsets are the
+    shell's runs; a partition's string tables hold exactly the ids its rows use, so its codes are
+    the ranks of the frame codes among the month's distinct ones.
+
+    Args:
+        frame: The merged frame.
+        shells: The months' :func:`shell_of`.
+
+    Yields:
+        ``(month, partition)`` in the order of ``shells``, one at a time (a caller serializing each
+        before taking the next holds one rebuilt month at a time).
+
+    Raises:
+        ValueError: the frame does not hold ``shell.size`` views of a shell's month.
+    """
+    videos = _Ranks(int(frame.video_ids.shape[0]))
+    channels = _Ranks(len(frame.channel_ids))
+    for shell in shells:
+        rows = np.flatnonzero(frame.month == shell.month)
+        if rows.size != shell.size:
+            raise ValueError(f"frame holds {rows.size} views of month {shell.month}, the partition {shell.size}")
+        used, video = videos.local(frame.video[rows])
+        channels_used, channel = channels.local(frame.channel[rows])
+        if channels_used.size != shell.channel_ids.size:
+            raise ValueError(f"frame rows of month {shell.month} use {channels_used.size} channels, not its table's")
+        run_lengths = np.diff(np.append(shell.offset_starts, rows.size))
+        part = Partition(
+            ts=frame.ts[rows],
+            offset_ms=np.repeat(shell.offset_values, run_lengths),
+            product=frame.product[rows],
+            removed=frame.removed[rows],
+            shorts=frame.shorts[rows],
+            video=video,
+            channel=channel,
+            topic=frame.topic[rows],
+            video_ids=frame.video_ids[used].astype(f"S{shell.video_itemsize}"),
+            channel_ids=shell.channel_ids,
+            channel_first_ms=shell.channel_first_ms,
+            channel_name_ms=shell.channel_name_ms,
+            name_offsets=shell.name_offsets,
+            name_blob=shell.name_blob,
+        )
+        yield shell.month, part
 
 
 def frame_nbytes(frame: Frame) -> int:

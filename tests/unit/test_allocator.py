@@ -1,0 +1,33 @@
+"""glibc malloc tuning applied by ``python -m worker run`` at start-up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from worker.allocator import configure_malloc
+from worker.config import load_settings
+
+
+class TestConfigureMalloc:
+    @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+    def test_applies_the_default_settings_in_a_fresh_process(self) -> None:
+        """The default arena bound and mmap threshold are accepted by glibc (run apart: they are process-wide)."""
+        code = (
+            "from worker.allocator import configure_malloc; from worker.config import load_settings; "
+            "s = load_settings(convex_url='http://127.0.0.1:9', convex_admin_key='k'); "
+            "print(configure_malloc(arena_max=s.malloc_arena_max, mmap_threshold_bytes=s.malloc_mmap_threshold_bytes))"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+        assert out.stdout.strip() == "True"
+
+    def test_zero_leaves_glibc_alone(self) -> None:
+        """With both knobs 0 nothing is set, which always succeeds."""
+        assert configure_malloc(arena_max=0, mmap_threshold_bytes=0) is True
+
+    def test_defaults_bound_the_process_to_one_arena_and_a_fixed_threshold(self) -> None:
+        """The shipped defaults: one arena, 4 MiB threshold."""
+        settings = load_settings(convex_url="http://127.0.0.1:9", convex_admin_key="k")
+        assert (settings.malloc_arena_max, settings.malloc_mmap_threshold_bytes) == (1, 4 * 1024 * 1024)
