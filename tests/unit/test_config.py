@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
-from worker.config import load_settings
+from worker.config import KEY_VARIABLES, URL_VARIABLES, Settings, load_settings
 from worker.errors import ConfigError
 
 
@@ -49,3 +52,25 @@ class TestLoadSettings:
         monkeypatch.setenv("CONVEX_ADMIN_KEY", "k")
         with pytest.raises(ConfigError, match="^CONVEX_URL is invalid"):
             load_settings()
+
+
+class TestReadmeSettingsTable:
+    def test_every_setting_is_documented_with_its_default(self) -> None:
+        """README's settings table names every Settings field (its environment variable) with the default in code."""
+        readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+        rows = dict(re.findall(r"^\| `([A-Z_]+)` \| ([^|]+?) \|", readme, flags=re.MULTILINE))
+        for name, info in Settings.model_fields.items():
+            variable = {"convex_url": URL_VARIABLES[0], "convex_admin_key": KEY_VARIABLES[0]}.get(
+                name, f"WORKER_{name.upper()}"
+            )
+            assert variable in rows, f"{variable} is missing from README's settings table"
+            documented = rows[variable].strip()
+            if info.is_required() or info.default_factory is not None:
+                continue  # required, or computed at start-up (worker id): the table describes it in words
+            default = info.default
+            if default is None:
+                assert documented == "unset", (variable, documented)
+            elif isinstance(default, bool | str):
+                assert documented == str(default), (variable, documented)
+            else:
+                assert float(documented) == float(default), (variable, documented, default)
