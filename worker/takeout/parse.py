@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import time
 import zipfile
@@ -38,7 +39,23 @@ def _parse_text(data: bytes, name: str, now_ms: int) -> ParseResult:
         return parse_html_text(text, name=name, now_ms=now_ms)
     if not head:
         raise TakeoutFormatError(name, "the file is empty")
+    scalar = _json_scalar_kind(text)
+    if scalar is not None:
+        raise TakeoutFormatError(name, f"expected a JSON array of records at the top level, got a JSON {scalar}")
     raise TakeoutFormatError(name, "neither JSON nor HTML: not a watch-history export", "byte 0")
+
+
+def _json_scalar_kind(text: str) -> str | None:
+    """Return "null", "boolean", "number" or "string" when ``text`` is one JSON scalar, else None."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return "number" if isinstance(value, int | float) else "string"
 
 
 def _member_rank(info: zipfile.ZipInfo, head: bytes) -> tuple[int, int, int] | None:
