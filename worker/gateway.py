@@ -120,6 +120,12 @@ def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def _excerpt(body: str, limit: int = 200) -> str:
+    """The start of a response body on one line (whitespace runs collapsed), at most ``limit`` characters."""
+    flat = " ".join(body.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 def _hash_text(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
@@ -364,12 +370,12 @@ class ConvexGateway:
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             raise TransientGatewayError(f"{path}: {type(exc).__name__}: {exc}", function=path) from exc
         if response.status_code >= 500:
-            raise TransientGatewayError(f"{path}: HTTP {response.status_code} {response.text[:200]}", function=path)
+            raise TransientGatewayError(f"{path}: HTTP {response.status_code} {_excerpt(response.text)}", function=path)
         try:
             payload = response.json()
         except ValueError as exc:
             raise PermanentGatewayError(
-                f"{path}: HTTP {response.status_code}, not JSON: {response.text[:200]}", function=path
+                f"{path}: HTTP {response.status_code}, not JSON: {_excerpt(response.text)}", function=path
             ) from exc
         if response.status_code == 401:
             raise AuthenticationError(
