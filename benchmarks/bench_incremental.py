@@ -350,6 +350,9 @@ def main(argv: list[str]) -> int:
             f" {r['encode_changed_cpu']:>9.4f} {r['full_cpu'] / r['encode_changed_cpu']:>7.1f}"
         )
     print("A deleted month reads 0 documents: its range is read again and is empty.")
+    print("cacheMB = the L1 partition cache after the full recompute; (append, delete) at the end of a row =")
+    print("the plan each incremental recompute followed; changed s ÷ full = full recompute CPU ÷ encoding the")
+    print("changed results.")
     print("cpu x / read x = full ÷ incremental (higher is better). Targets: full 100k <= 1 s CPU;")
     print("append cost <= 1/50 of full (x >= 50) in CPU and documents read; peak RSS <= 200 MB at 1M.")
     return 0
