@@ -26,7 +26,14 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from worker.allocator import configure_malloc  # noqa: E402
-from worker.config import KEY_VARIABLES, URL_VARIABLES, Settings, env_first, load_settings  # noqa: E402
+from worker.config import (  # noqa: E402
+    KEY_VARIABLES,
+    URL_VARIABLES,
+    Settings,
+    check_deployment_url,
+    env_first,
+    load_settings,
+)
 from worker.errors import (  # noqa: E402
     AuthenticationError,
     ConfigError,
@@ -187,6 +194,10 @@ def import_(
     url = url or env_first(URL_VARIABLES)
     if not url:
         raise _fail("CONVEX_URL is not set (or pass --url)")
+    try:
+        check_deployment_url(url)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
     admin_key = env_first(KEY_VARIABLES)
     if user_id and not admin_key:
         raise _fail("--user-id needs CONVEX_ADMIN_KEY (or CONVEX_SELF_HOSTED_ADMIN_KEY / CONVEX_DEPLOY_KEY)")

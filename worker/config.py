@@ -154,3 +154,18 @@ def env_first(names: tuple[str, ...]) -> str | None:
         if value:
             return value
     return None
+
+
+def check_deployment_url(url: str) -> str:
+    """Return ``url`` when it is a valid deployment URL (http or https, with a host), as ``CONVEX_URL`` must be.
+
+    Raises:
+        ConfigError: naming ``CONVEX_URL`` and what is wrong (same wording as :func:`load_settings`).
+    """
+    from pydantic import TypeAdapter
+
+    try:
+        TypeAdapter(HttpUrl).validate_python(url)
+    except ValidationError as exc:
+        raise ConfigError(f"CONVEX_URL is invalid: {exc.errors()[0]['msg']}") from None
+    return url

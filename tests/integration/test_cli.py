@@ -157,6 +157,14 @@ class TestImportErrors:
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr  # one line, not wrapped
         assert "Traceback" not in res.stderr
 
+    def test_invalid_url_is_refused_before_any_call(self) -> None:
+        """A CONVEX_URL that is not an http(s) URL: exit 2 naming it, at once (as `run` does), no retries."""
+        sample = REPO_ROOT / "worker" / "data" / "demo-watch-history.json"
+        res = run_cli("import", str(sample), "--user-id", "u", env={"CONVEX_URL": "not-a-url", "CONVEX_ADMIN_KEY": "k"})
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.startswith("error: CONVEX_URL is invalid:") and "URL" in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
     def test_operator_mode_accepts_the_standard_key_names(self, project_backend: LocalBackend) -> None:
         """CONVEX_SELF_HOSTED_URL and CONVEX_DEPLOY_KEY work for import as they do for run."""
         sample = REPO_ROOT / "worker" / "data" / "demo-watch-history.json"
