@@ -103,7 +103,7 @@ def print_dashboard(dashboard: dict[str, Any] | None, *, console: Console) -> No
     if sessions:
         console.print(
             f"[bold]Sessions[/] {_num(sessions.get('sessionCount'))} "
-            f"(median {_num(sessions.get('medianViews'))} views, max {_num(sessions.get('maxViews'))})"
+            f"(views per session: median {_num(sessions.get('medianViews'))}, max {_num(sessions.get('maxViews'))})"
         )
     labels = aggs.get("viewing_patterns", {}).get("data", {}).get("labels", [])
     matched = [lab["label"] for lab in labels if lab.get("matched")]
