@@ -13,6 +13,7 @@ from worker.aggregation.timeframes import month_label
 
 __all__ = [
     "unique_ints",
+    "code_counts",
     "Dependency",
     "Output",
     "ratio",
@@ -137,6 +138,17 @@ def per_month(months: CodeArray, axis: MonthAxis) -> IntArray:
     return out
 
 
+def code_counts(codes: CodeArray, k: int) -> IntArray:
+    """Return how many of ``codes`` (values −1…k−1, −1 = none) are each code 0…k−1, as an int64 (k,).
+
+    One index-width copy of ``codes`` is made (``np.bincount`` needs one), shifted in place.
+    """
+    shifted = codes.astype(np.intp)
+    shifted += 1  # code -1 is counted in bin 0 and dropped
+    out: IntArray = np.bincount(shifted, minlength=k + 1)[1:].astype(np.int64)
+    return out
+
+
 _DENSE_CELLS_PER_ROW = 16
 """Distinct values are counted in a bitmap when it has at most this many cells per input row (plus
 2^20), i.e. at most twice the bytes of the int64 sort keys (plus 1 MiB); otherwise by sorting."""
@@ -153,8 +165,9 @@ def distinct_per_group(group: CodeArray, item: CodeArray, n_groups: int) -> IntA
         return np.zeros(n_groups, dtype=np.int64)
     item_kept = item[keep]
     width = int(item_kept.max()) + 1
-    # one int64 key per row (narrow inputs would overflow), built in place
-    keys = group[keep].astype(np.int64)
+    # one key per row, built in place: int32 when every key fits it, else int64 (narrow inputs would overflow)
+    key_type: type[np.signedinteger[Any]] = np.int32 if n_groups * width < 2**31 else np.int64
+    keys: CodeArray = group[keep].astype(key_type)
     del keep
     keys *= width
     keys += item_kept

@@ -152,7 +152,11 @@ def day_time_heatmap(s: Slice) -> Output:
     Monday = 0), totalViews, maxCount, peakWeekday, peakHour}``; peak = the first maximum in
     (weekday, hour) order, null when empty.
     """
-    counts = np.bincount(s.weekday.astype(np.int64) * 24 + s.hour, minlength=7 * 24).reshape(7, 24)
+    cell = s.weekday.astype(np.intp)  # one index-width copy, the cell number built in place
+    cell *= 24
+    cell += s.hour
+    counts = np.bincount(cell, minlength=7 * 24).reshape(7, 24)
+    del cell
     peak = int(np.argmax(counts)) if s.n else None
     data: dict[str, Any] = {
         "weekdayConvention": "iso-monday-0",

@@ -15,7 +15,7 @@ import numpy as np
 from worker.aggregation import channels, counts, sessions, topics
 from worker.aggregation.common import Dependency, Output
 from worker.aggregation.filters import FilterSet, group_by_base
-from worker.aggregation.frame import PRODUCT_CODES, Frame, IntArray, build_frame
+from worker.aggregation.frame import PRODUCT_CODES, CodeArray, Frame, build_frame
 from worker.aggregation.options import AggregationOptions
 from worker.aggregation.slices import Slice, take_rows
 from worker.aggregation.timeframes import Clock, load_zone, make_clock, resolve_window
@@ -73,7 +73,7 @@ class AggregationResult:
     definition_version: int
 
 
-def _base_indices(frame: Frame, fs: FilterSet) -> IntArray:
+def _base_indices(frame: Frame, fs: FilterSet) -> CodeArray:
     mask = np.ones(frame.size, dtype=np.bool_)
     if fs.product != "all":
         mask &= frame.product == PRODUCT_CODES[fs.product]
@@ -84,7 +84,8 @@ def _base_indices(frame: Frame, fs: FilterSet) -> IntArray:
         lookup = {c: i for i, c in enumerate(frame.channel_ids)}
         codes = [lookup[c] for c in fs.channels if c in lookup]
         mask &= np.isin(frame.channel, np.array(codes, dtype=np.int64))
-    out: IntArray = np.flatnonzero(mask).astype(np.int64, copy=False)
+    # int32 row numbers when they fit (half the size of the base's index and of its suffixes)
+    out: CodeArray = np.flatnonzero(mask).astype(np.int32 if frame.size < 2**31 else np.int64)
     return out
 
 
@@ -214,5 +215,5 @@ def _compute(
                         definition_version=DEFINITION_VERSION,
                     )
                 )
-        del base_ts, previous
+        del base, base_ts, previous, view  # the base's arrays are freed before the next base is gathered
     return [r for key in order for r in by_key[key]]

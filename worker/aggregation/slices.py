@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from worker.aggregation.common import code_counts
 from worker.aggregation.frame import BoolArray, CodeArray, Frame, Int8Array, Int32Array, IntArray
 from worker.aggregation.options import AggregationOptions
 from worker.aggregation.timeframes import Clock, Window
@@ -48,7 +49,7 @@ _BASE_DERIVED: tuple[str, ...] = (
 _Column = TypeVar("_Column", bound=np.generic)
 
 
-def take_rows(column: npt.NDArray[_Column], idx: IntArray) -> npt.NDArray[_Column]:
+def take_rows(column: npt.NDArray[_Column], idx: CodeArray) -> npt.NDArray[_Column]:
     """Return ``column[idx]`` for sorted distinct indices: a view (no copy) when they are contiguous.
 
     Columns keep the frame's narrow dtypes; arithmetic that could leave their range widens first.
@@ -399,8 +400,9 @@ class Slice:
 
     Args:
         frame: The user's frame.
-        idx: Sorted row indices of the views in the window (filter + timeframe).
-        base: Sorted row indices of the views passing the filter over the whole history.
+        idx: Sorted row indices of the views in the window (filter + timeframe), any signed
+            integer type (the engine's are int32 when the frame has fewer than 2^31 rows).
+        base: Sorted row indices of the views passing the filter over the whole history (same type).
         clock: Now, in the user's zone.
         window: The resolved timeframe.
         options: Thresholds.
@@ -417,8 +419,8 @@ class Slice:
     def __init__(
         self,
         frame: Frame,
-        idx: IntArray,
-        base: IntArray,
+        idx: CodeArray,
+        base: CodeArray,
         clock: Clock,
         window: Window,
         options: AggregationOptions,
@@ -590,10 +592,7 @@ class Slice:
     @cached_property
     def topic_views(self) -> IntArray:
         """Return views per topic code (T,), unclassified views not counted."""
-        # topic -1 (unclassified) is counted in bin 0 and dropped
-        k = len(self.frame.topic_slugs)
-        out: IntArray = np.bincount(self.topic.astype(np.intp) + 1, minlength=k + 1)[1:].astype(np.int64)
-        return out
+        return code_counts(self.topic, len(self.frame.topic_slugs))
 
     @cached_property
     def channel_ranking(self) -> IntArray:

@@ -15,13 +15,14 @@ from worker.aggregation.channels import recent_windows
 from worker.aggregation.common import (
     Output,
     change,
+    code_counts,
     distinct_per_group,
     month_axis,
     num,
     ratio,
     unique_ints,
 )
-from worker.aggregation.frame import CodeArray, IntArray
+from worker.aggregation.frame import IntArray
 from worker.aggregation.slices import Slice
 from worker.aggregation.timeframes import day_start_ms, month_first_day, month_label
 
@@ -29,12 +30,6 @@ __all__ = ["topics_leaderboard", "topic_evolution", "topic_engagement", "topic_d
 
 ALL_WINDOW_DAYS = 30
 """For timeframe All the leaderboard compares the last 30 local days with the 30 days before."""
-
-
-def _topic_counts(topic: CodeArray, k: int) -> IntArray:
-    # topic -1 (unclassified) is counted in bin 0 and dropped
-    out: IntArray = np.bincount(topic.astype(np.intp) + 1, minlength=k + 1)[1:].astype(np.int64)
-    return out
 
 
 def topics_leaderboard(s: Slice) -> Output:
@@ -64,8 +59,8 @@ def topics_leaderboard(s: Slice) -> Output:
     current_first_day = clock.today - days + 1
     previous_start = day_start_ms(current_first_day - days, clock.zone)
     lo, mid = np.searchsorted(base_ts, [previous_start, current_start], side="left")
-    previous = _topic_counts(base_topic[int(lo) : int(mid)], k)
-    window = _topic_counts(base_topic[int(mid) :], k)
+    previous = code_counts(base_topic[int(lo) : int(mid)], k)
+    window = code_counts(base_topic[int(mid) :], k)
     views = s.topic_views
     classified = int(views.sum())
     listed = np.flatnonzero((views > 0) | (window > 0) | (previous > 0))
@@ -115,8 +110,8 @@ def topic_evolution(s: Slice) -> Output:
     base_topic = s.base_topic
     in_recent = (base_month >= recent_start) & (base_month <= current)
     in_previous = (base_month >= prev_start) & (base_month < recent_start)
-    recent = _topic_counts(base_topic[in_recent], k)
-    previous = _topic_counts(base_topic[in_previous], k)
+    recent = code_counts(base_topic[in_recent], k)
+    previous = code_counts(base_topic[in_previous], k)
     views = s.topic_views
     labels = axis.labels()
     rows: list[dict[str, Any]] = []
@@ -184,11 +179,11 @@ def topic_engagement(s: Slice) -> Output:
     topic = s.topic
     views = s.topic_views
     has_video = (s.video >= 0) & (topic >= 0)
-    video_views = _topic_counts(topic[has_video], k)
+    video_views = code_counts(topic[has_video], k)
     unique_videos = distinct_per_group(topic, s.video, k)
     unique_channels = distinct_per_group(topic, s.channel, k)
-    shorts = _topic_counts(topic[s.shorts], k)
-    binge = _topic_counts(topic[s.sessions.binge[s.sessions.of_view]], k) if s.n else np.zeros(k, np.int64)
+    shorts = code_counts(topic[s.shorts], k)
+    binge = code_counts(topic[s.sessions.binge[s.sessions.of_view]], k) if s.n else np.zeros(k, np.int64)
     rows: list[dict[str, Any]] = []
     for t in np.lexsort((np.arange(k), -views)).tolist():
         if views[t] == 0:
@@ -225,8 +220,8 @@ def topic_discovery(s: Slice) -> Output:
     is_new = np.zeros(s.n, dtype=np.bool_)
     is_new[has] = frame.channel_first_ms[ch[has]] >= clock.recent_start_ms
     views = s.topic_views
-    new_views = _topic_counts(topic[is_new], k)
-    habitual = _topic_counts(topic[has & ~is_new], k)
+    new_views = code_counts(topic[is_new], k)
+    habitual = code_counts(topic[has & ~is_new], k)
     new_channels = distinct_per_group(topic, np.where(is_new, ch, -1), k)
 
     def row(v: int, nv: int, hv: int, nc: int) -> dict[str, Any]:
