@@ -317,13 +317,13 @@ def main(argv: list[str]) -> int:
     print("Recomputer partition path, 14 types x 18 eager filter sets, in-memory event source")
     print("(Convex transfer excluded; CPU = time.process_time; RSS = worker peak in a child, pages read from a file)")
     if rss_only:
-        print(f"{'events':>9} {'full s':>7} {'read':>8} {'RSS MB':>7}")
+        print(f"{'events':>9} {'full s':>7} {'read':>8} {'RSS MiB':>7}")
         for n in sizes:
             r = peak_rss(n)
-            print(f"{n:>9} {r['cpu']:>7.3f} {int(r['read']):>8} {r['rss']:>7.0f}")
+            print(f"{n:>9} {r['cpu']:>7.3f} {int(r['read']):>8} {r['rss']:>7.1f}")
         return 0
     header = (
-        f"{'events':>9} {'full s':>7} {'read':>8} {'RSS MB':>7} {'cacheMB':>7} | {'append s':>8} {'read':>6}"
+        f"{'events':>9} {'full s':>7} {'read':>8} {'RSS MiB':>7} {'cacheMiB':>8} | {'append s':>8} {'read':>6}"
         f" {'cpu x':>6} {'read x':>7} | {'del s':>6} {'read':>6} {'cpu x':>6} {'read x':>7}"
     )
     print(header)
@@ -334,7 +334,7 @@ def main(argv: list[str]) -> int:
         rows.append(r)
         rss = peak_rss(n)["rss"]
         print(
-            f"{n:>9} {r['full_cpu']:>7.3f} {r['full_read']:>8} {rss:>7.0f} {r['cache_mb']:>7.1f} |"
+            f"{n:>9} {r['full_cpu']:>7.3f} {r['full_read']:>8} {rss:>7.1f} {r['cache_mb']:>8.1f} |"
             f" {r['append_cpu']:>8.3f} {r['append_read']:>6} {r['full_cpu'] / r['append_cpu']:>6.1f}"
             f" {r['full_read'] / max(r['append_read'], 1):>7.1f} |"
             f" {r['delete_cpu']:>6.3f} {r['delete_read']:>6} {r['full_cpu'] / r['delete_cpu']:>6.1f}"
@@ -350,11 +350,12 @@ def main(argv: list[str]) -> int:
             f" {r['encode_changed_cpu']:>9.4f} {r['full_cpu'] / r['encode_changed_cpu']:>7.1f}"
         )
     print("A deleted month reads 0 documents: its range is read again and is empty.")
-    print("cacheMB = the L1 partition cache after the full recompute; (append, delete) at the end of a row =")
+    print("cacheMiB = the L1 partition cache after the full recompute; (append, delete) at the end of a row =")
     print("the plan each incremental recompute followed; changed s ÷ full = full recompute CPU ÷ encoding the")
     print("changed results.")
     print("cpu x / read x = full ÷ incremental (higher is better). Targets: full 100k <= 1 s CPU;")
-    print("append cost <= 1/50 of full (x >= 50) in CPU and documents read; peak RSS <= 200 MB at 1M.")
+    print("append cost <= 1/50 of full (x >= 50) in CPU and documents read; peak RSS <= 200 MB at 1M")
+    print("(RSS and cache sizes are MiB: 200 MiB = 209.7 MB).")
     return 0
 
 
