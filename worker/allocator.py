@@ -5,11 +5,9 @@ thread may get its own malloc arena (up to 8 per core) and each arena keeps the 
 it, and the mmap threshold grows to the size of the largest array freed (up to 32 MiB), after
 which arrays of that size are carved from the arenas instead of being unmapped when freed. Both
 raise the peak resident memory of a large recompute (≈ 20–30 MB at 1M views). One arena and a
-fixed mmap threshold of 1 MiB keep it close to the live data: the columns and temporaries of a
-large history (≥ 1 MiB each) are unmapped when freed instead of leaving holes in the heap between
-longer-lived arrays (≈ 12 MB less peak at 1M views than a 4 MiB threshold). Arrays below the
-threshold (int64 columns up to ≈ 130k views) still come from the heap, so CPU is not spent
-re-faulting fresh mappings for ordinary histories.
+fixed mmap threshold of a few MiB keep it close to the live data; arrays below the threshold (all
+of them up to ≈ 500k views) still come from the heap, so CPU is not spent re-faulting fresh
+mappings.
 """
 
 from __future__ import annotations

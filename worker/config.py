@@ -100,7 +100,7 @@ class Settings(BaseSettings):
         description="glibc malloc arenas of the process, set at start-up; 0 = glibc's default (8 per core).",
     )
     malloc_mmap_threshold_bytes: int = Field(
-        default=1024 * 1024,
+        default=4 * 1024 * 1024,
         ge=0,
         le=32 * 1024 * 1024,
         description=(

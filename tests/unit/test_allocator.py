@@ -28,6 +28,6 @@ class TestConfigureMalloc:
         assert configure_malloc(arena_max=0, mmap_threshold_bytes=0) is True
 
     def test_defaults_bound_the_process_to_one_arena_and_a_fixed_threshold(self) -> None:
-        """The shipped defaults: one arena, 1 MiB threshold."""
+        """The shipped defaults: one arena, 4 MiB threshold."""
         settings = load_settings(convex_url="http://127.0.0.1:9", convex_admin_key="k")
-        assert (settings.malloc_arena_max, settings.malloc_mmap_threshold_bytes) == (1, 1024 * 1024)
+        assert (settings.malloc_arena_max, settings.malloc_mmap_threshold_bytes) == (1, 4 * 1024 * 1024)
