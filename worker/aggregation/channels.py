@@ -16,6 +16,7 @@ from worker.aggregation.common import (
     month_axis,
     num,
     ratios,
+    slot_month_counts,
     unique_ints,
 )
 from worker.aggregation.frame import BoolArray, CodeArray, IntArray
@@ -289,14 +290,7 @@ def channel_evolution(s: Slice) -> Output:
     slot_of = np.zeros(len(frame.channel_ids) + 1, dtype=np.int32)  # channel -1 picks the last entry: 0
     slot_of[top] = np.arange(1, t + 1)
     # monthly views of the listed channels in the slice: one (slot, month) count, slot 0 = the others
-    key = slot_of[s.channel]
-    key *= axis.size
-    key += s.month
-    key -= axis.first
-    if axis.truncated:  # months before the axis are not counted
-        key[s.month < axis.first] = 0
-    series = np.bincount(key, minlength=(t + 1) * axis.size).reshape(t + 1, axis.size)[1:]
-    del key
+    series = slot_month_counts(slot_of[s.channel], s.month, axis, t)
     # trend windows and first month on the filter over the whole history
     slots = slot_of[s.base_channel]
     listed = np.flatnonzero(slots)  # rows of the listed channels, in time order

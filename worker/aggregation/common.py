@@ -14,6 +14,7 @@ from worker.aggregation.timeframes import month_label
 __all__ = [
     "unique_ints",
     "code_counts",
+    "slot_month_counts",
     "Dependency",
     "Output",
     "ratio",
@@ -146,6 +147,26 @@ def code_counts(codes: CodeArray, k: int) -> IntArray:
     shifted = codes.astype(np.intp)
     shifted += 1  # code -1 is counted in bin 0 and dropped
     out: IntArray = np.bincount(shifted, minlength=k + 1)[1:].astype(np.int64)
+    return out
+
+
+def slot_month_counts(slots: CodeArray, months: CodeArray, axis: MonthAxis, k: int) -> IntArray:
+    """Return views per (slot, month of ``axis``) as an int64 (k, axis.size) array.
+
+    Args:
+        slots: Per view its slot 1…k, or 0 for a view not counted; an int array of the views' length
+            that this function consumes (it is overwritten in place with the count keys).
+        months: Per view its month index (same length).
+        axis: The months counted; views of months before a truncated axis are not counted.
+        k: Number of slots.
+    """
+    key = slots
+    key *= axis.size
+    key += months
+    key -= axis.first
+    if axis.truncated:  # months before the axis are not counted
+        key[months < axis.first] = 0
+    out: IntArray = np.bincount(key, minlength=(k + 1) * axis.size).reshape(k + 1, axis.size)[1:]
     return out
 
 

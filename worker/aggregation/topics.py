@@ -20,6 +20,7 @@ from worker.aggregation.common import (
     month_axis,
     num,
     ratio,
+    slot_month_counts,
     unique_ints,
 )
 from worker.aggregation.frame import IntArray
@@ -116,14 +117,7 @@ def topic_evolution(s: Slice) -> Output:
     labels = axis.labels()
     rows: list[dict[str, Any]] = []
     # monthly views of every topic: one (topic + 1, month) count, row 0 = unclassified (dropped)
-    key = s.topic.astype(np.int32) + 1
-    key *= axis.size
-    key += s.month
-    key -= axis.first
-    if axis.truncated:  # months before the axis are not counted
-        key[s.month < axis.first] = 0
-    monthly = np.bincount(key, minlength=(k + 1) * axis.size).reshape(k + 1, axis.size)[1:]
-    del key
+    monthly = slot_month_counts(s.topic.astype(np.int32) + 1, s.month, axis, k)
     for t in np.lexsort((np.arange(k), -views)).tolist():
         if views[t] == 0:
             continue
