@@ -183,7 +183,10 @@ async def _import(
 def import_(
     file: Annotated[Path, typer.Argument(help="watch-history.json / .html, or a Takeout .zip")],
     user_id: Annotated[
-        str | None, typer.Option(help="Operator mode: import for this user id with the admin key.")
+        str | None,
+        typer.Option(
+            help="Operator mode: import for this user (the token identifier '<issuer>|<subject>') with the admin key."
+        ),
     ] = None,
     token: Annotated[str | None, typer.Option(help="User mode: the user's JWT.", envvar="CONVEX_USER_TOKEN")] = None,
     url: Annotated[
@@ -203,6 +206,12 @@ def import_(
         raise _fail("--user-id needs CONVEX_ADMIN_KEY (or CONVEX_SELF_HOSTED_ADMIN_KEY / CONVEX_DEPLOY_KEY)")
     if not user_id and not token:
         raise _fail("pass --token (user mode) or --user-id with CONVEX_ADMIN_KEY (operator mode)")
+    if user_id and "|" not in user_id:
+        console.print(
+            f"[yellow]warning:[/] --user-id {user_id!r} is not a token identifier ('<issuer>|<subject>', e.g."
+            f" 'convex-local|{user_id}'): no signed-in user will see these views",
+            soft_wrap=True,
+        )
     try:
         asyncio.run(_import(file, url, admin_key=admin_key, token=token, user_id=user_id))
     except ImportFailedError as exc:

@@ -172,3 +172,5 @@ class TestImportErrors:
         res = run_cli("import", str(sample), "--user-id", "operator-imported", env=env)
         assert res.returncode == 0, res.stderr
         assert "imported            5000" in res.stderr
+        # an id that no signed-in user can have is imported, with a warning naming the expected form
+        assert "warning: --user-id 'operator-imported' is not a token identifier ('<issuer>|<subject>'" in res.stderr
