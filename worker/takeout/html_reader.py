@@ -257,6 +257,15 @@ def parse_html_text(text: str, *, name: str, now_ms: int) -> ParseResult:
         except _RecordError as exc:
             tally.reject(index, exc.field, exc.reason)
     if total == 0:
+        lower = text.lower()
+        cut = [tag for tag in ("html", "body") if f"<{tag}" in lower and f"</{tag}" not in lower]
+        if cut:
+            raise TakeoutFormatError(
+                name,
+                f"HTML without watch-history records that opens <{cut[0]}> but ends without </{cut[0]}>; "
+                "the file is truncated before its first record or damaged",
+                _line_column(text, len(text)),
+            )
         raise TakeoutFormatError(name, "HTML without watch-history records (no 'content-cell … body-1' divs)")
     notes = tuple(
         f"{AMBIGUOUS_LABELS[label]} in {count} entries"

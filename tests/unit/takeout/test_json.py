@@ -219,6 +219,7 @@ class TestWholeFileErrors:
             (b"", "empty"),
             (b"\xff\xfe[\x00", "UTF-8"),
             (b"<html><body><p>hi</p></body></html>", "no 'content-cell"),
+            (b"<html><head><style>.x{}</style></head><body><div class='header'>", "truncated before its first record"),
             (b"PK\x03\x04garbage", "zip"),
         ],
     )
