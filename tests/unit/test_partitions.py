@@ -118,6 +118,14 @@ def claim(tz: str, changes: list[ChangeEntry]) -> Claim:
         changes=tuple(changes),
     )
 
+def warmed(tz: str, events: list[WatchEvent], cache: PartitionCache | None = None, **settings: int) -> tuple[MemorySource, Recomputer]:
+    """A source holding ``events`` (inserted by change 1) and a recomputer that has done the cold full recompute."""
+    source = MemorySource()
+    source.insert(events, 1)
+    rc = recomputer(source, cache, **settings)
+    asyncio.run(rc.recompute(claim(tz, [change(1, "import", BASE, NOW)]), now_ms=NOW))
+    return source, rc
+
 
 def change(seq: int, kind: str, lo: int | None = None, hi: int | None = None) -> ChangeEntry:
     return ChangeEntry(user_id=USER, seq=seq, kind=kind, from_ms=lo, to_ms=hi)  # type: ignore[arg-type]
@@ -508,10 +516,7 @@ class TestIncremental:
     def test_append_sharing_an_instant_with_a_cached_view_reads_the_month(self) -> None:
         """Old and new views at the same instant cannot be ordered without their keys: month re-read."""
         tz = "UTC"
-        source = MemorySource()
-        source.insert(history(200, 3), 1)
-        rc = recomputer(source, delta_max_events=1000)
-        asyncio.run(rc.recompute(claim(tz, [change(1, "import", BASE, NOW)]), now_ms=NOW))
+        source, rc = warmed(tz, history(200, 3), delta_max_events=1000)
         at = source.events[-1].watched_at_ms
         twin = WatchEvent(watched_at_ms=at, video_id="twin-video", title="Same instant", channel_id="UCtwin")
         source.insert([twin], 2)
@@ -568,10 +573,7 @@ class TestIncremental:
 
     def test_expiry_reads_nothing(self) -> None:
         tz = "UTC"
-        source = MemorySource()
-        source.insert(history(200, 8), 1)
-        rc = recomputer(source)
-        asyncio.run(rc.recompute(claim(tz, [change(1, "import", BASE, NOW)]), now_ms=NOW))
+        source, rc = warmed(tz, history(200, 8))
         source.read = 0
         c2 = claim(tz, [change(2, "expiry")])
         out = asyncio.run(rc.recompute(c2, now_ms=NOW + 40 * DAY))
@@ -583,10 +585,7 @@ class TestIncremental:
         """A delete that empties a month reads nothing, yet the merged frame must lose that month."""
         tz = "UTC"
         zone = load_zone(tz)
-        source = MemorySource()
-        source.insert(history(300, 5), 1)
-        rc = recomputer(source)
-        asyncio.run(rc.recompute(claim(tz, [change(1, "import", BASE, NOW)]), now_ms=NOW))
+        source, rc = warmed(tz, history(300, 5))
         lo, hi = month_bounds_ms(local_month_of(BASE + 40 * DAY, zone), zone)
         assert any(lo <= e.watched_at_ms <= hi for e in source.events)
         source.events = [e for e in source.events if not lo <= e.watched_at_ms <= hi]
@@ -622,10 +621,7 @@ class TestIncremental:
         (same changes) finds the old index, must not take the newer partition as the month's base, and
         equals a fresh compute."""
         tz = "UTC"
-        source = MemorySource()
-        source.insert(history(300, 12), 1)
-        rc = recomputer(source)
-        asyncio.run(rc.recompute(claim(tz, [change(1, "import", BASE, NOW)]), now_ms=NOW))
+        source, rc = warmed(tz, history(300, 12))
         last = max(e.watched_at_ms for e in source.events)
         new = [event(last + (i + 1) * 60_000, i, 9) for i in range(7)]
         source.insert(new, 2)
@@ -648,10 +644,7 @@ class TestIncremental:
         united range). Its lowest seq is hidden, so the cached index cannot be shown to reflect every
         change before it: everything is read again, and the result is exact."""
         tz = "Europe/Berlin"
-        source = MemorySource()
-        source.insert(history(300, 13), 1)
-        rc = recomputer(source)
-        asyncio.run(rc.recompute(claim(tz, [change(1, "import", BASE, NOW)]), now_ms=NOW))
+        source, rc = warmed(tz, history(300, 13))
         last = max(e.watched_at_ms for e in source.events)
         batches = [[event(last + (10 * k + i + 1) * 60_000, 7 * k + i, k) for i in range(3)] for k in range(4)]
         for k, batch in enumerate(batches):
@@ -667,10 +660,7 @@ class TestIncremental:
     def test_evicted_partition_is_read_again(self) -> None:
         """An L1 too small for every month still gives exact results, reading the evicted months."""
         tz = "UTC"
-        source = MemorySource()
-        source.insert(history(400, 9), 1)
-        rc = recomputer(source, PartitionCache(max_bytes=12_000))
-        asyncio.run(rc.recompute(claim(tz, [change(1, "import", BASE, NOW)]), now_ms=NOW))
+        source, rc = warmed(tz, history(400, 9), PartitionCache(max_bytes=12_000))
         late = event(BASE + 3 * DAY + 17, 5)
         source.insert([late], 2)
         source.read = 0
