@@ -23,6 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from worker.aggregation import EAGER_FILTER_SETS, AggregationResult, FilterSet, compute_from_frame
+from worker.aggregation.derived import DerivedState
 from worker.aggregation.filters import group_by_base
 from worker.aggregation.frame import Frame
 from worker.aggregation.partition import (
@@ -141,15 +142,17 @@ class _PendingState:
     user_id: str
     index: PartitionIndex
     shells: list[PartitionShell]
+    derived: DerivedState
 
 
 @dataclass(frozen=True, slots=True)
 class _CachedFrame:
-    """A user's merged frame and the partition index state it was merged from."""
+    """A user's merged frame, the engine state kept with it, and the partition index state it was merged from."""
 
     watermark: int
     months: dict[int, MonthEntry]
     frame: Frame
+    derived: DerivedState
     nbytes: int
 
 
@@ -157,12 +160,15 @@ class FrameCache:
     """Byte-bounded LRU of merged whole-history frames, per (user, zone), in process.
 
     An append then extends the cached frame with the new views (:func:`extend_frame`) instead of
-    merging every month partition again. An entry is used only for the exact partition index state
-    it was merged from (watermark and every month's count and build watermark), so a replica whose
-    frame is older than the shared index merges instead. Thread-safe (recomputes run in threads).
+    merging every month partition again, and the engine extends the session pairs kept with it
+    (:class:`~worker.aggregation.derived.DerivedState`, counted in the bound). An entry is used only
+    for the exact partition index state it was merged from (watermark and every month's count and
+    build watermark), so a replica whose frame is older than the shared index merges instead.
+    Thread-safe (recomputes run in threads).
 
     Args:
-        max_bytes: Bound on the frames held (estimated with :func:`frame_nbytes`); 0 disables.
+        max_bytes: Bound on the frames and states held (estimated with :func:`frame_nbytes` and
+            ``DerivedState.nbytes``); 0 disables.
 
     Attributes:
         hits: Look-ups that returned a frame (since start).
@@ -176,16 +182,23 @@ class FrameCache:
 
     def get(self, user_id: str, time_zone: str, index: PartitionIndex) -> Frame | None:
         """Return the frame merged from exactly ``index``'s state, or None."""
+        state = self.get_state(user_id, time_zone, index)
+        return None if state is None else state.frame
+
+    def get_state(self, user_id: str, time_zone: str, index: PartitionIndex) -> DerivedState | None:
+        """Return the engine state (with its frame) kept for exactly ``index``'s state, or None."""
         with self._lock:
             entry = self._entries.get((user_id, time_zone))  # a hit becomes the most recently used
             if entry is None or entry.watermark != index.watermark or entry.months != dict(index.months):
                 return None
             self.hits += 1
-            return entry.frame
+            return entry.derived
 
-    def put(self, user_id: str, index: PartitionIndex, frame: Frame) -> None:
-        """Keep ``frame`` as the merge of ``index``'s partitions (evicting least recently used frames)."""
-        entry = _CachedFrame(index.watermark, dict(index.months), frame, frame_nbytes(frame))
+    def put(self, user_id: str, index: PartitionIndex, frame: Frame, derived: DerivedState | None = None) -> None:
+        """Keep ``frame`` as the merge of ``index``'s partitions, with the engine state computed on it
+        (a cold one when None), evicting least recently used frames."""
+        state = derived if derived is not None and derived.frame is frame else DerivedState.cold(frame)
+        entry = _CachedFrame(index.watermark, dict(index.months), frame, state, frame_nbytes(frame) + state.nbytes)
         with self._lock:
             self._entries.store((user_id, index.time_zone), entry)
 
@@ -382,16 +395,21 @@ class Recomputer:
         months.update({m: MonthEntry(p.size, watermark) for m, p in built.items()})
         index = PartitionIndex(claim.time_zone, watermark, months)
         frame: Frame | None = None
+        derived: DerivedState | None = None
         unchanged_months = not plan.full and not plan.rebuild and set(delta_parts) == set(combined)
         if unchanged_months and prepared.index is not None:
             # no month invalidated: the cached frame of the previous state, extended by the appended
             # views (an expiry or filter change appends nothing and reuses the frame as it is)
-            cached = self.frames.get(user_id, claim.time_zone, prepared.index)
+            cached = self.frames.get_state(user_id, claim.time_zone, prepared.index)
             if cached is not None:
-                frame = extend_frame(cached, delta_parts.values())
+                frame = extend_frame(cached.frame, delta_parts.values())
+                if frame is not None:
+                    derived = cached if frame is cached.frame else cached.extended(frame)
         if frame is None:
             frame = merge_partitions([*prepared.reused.values(), *kept.values(), *built.values()])
-        return frame, _PendingState(user_id, index, [shell_of(m, p) for m, p in built.items()])
+        if derived is None:
+            derived = DerivedState.cold(frame)
+        return frame, _PendingState(user_id, index, [shell_of(m, p) for m, p in built.items()], derived)
 
     def _store_state(self, frame: Frame, pending: _PendingState) -> None:
         """Store the built months (rebuilt from the frame), then the index, and keep the frame (runs in a thread)."""
@@ -400,7 +418,7 @@ class Recomputer:
             payload = partition_to_bytes(part)
             self.store.save_payload(pending.user_id, index.time_zone, month, payload, watermark=index.watermark)
         self.store.save_index(pending.user_id, index)
-        self.frames.put(pending.user_id, index, frame)
+        self.frames.put(pending.user_id, index, frame, pending.derived)
 
     async def _read_all_at_once(
         self,
@@ -493,6 +511,7 @@ class Recomputer:
         zone = load_zone(claim.time_zone)
         started = time.perf_counter()
         frame, events_read, plan, pending = await self.build_frame(claim, zone)
+        derived = pending.derived if pending is not None else None
         read_ms = (time.perf_counter() - started) * 1000
         filter_sets = filter_sets_for(claim)
         compute_ms = 0.0
@@ -502,7 +521,7 @@ class Recomputer:
             nonlocal compute_ms
             began = time.perf_counter()
             out = await asyncio.to_thread(
-                compute_from_frame, frame, now_ms=now_ms, time_zone=claim.time_zone, filter_sets=sets
+                compute_from_frame, frame, now_ms=now_ms, time_zone=claim.time_zone, filter_sets=sets, derived=derived
             )
             compute_ms += (time.perf_counter() - began) * 1000
             types.update(r.type for r in out)

@@ -513,6 +513,29 @@ class TestIncremental:
         assert second.events_read == source.read == (30 if delta else len(in_months))
         assert second.results == from_scratch(source.events, c2, NOW)
 
+    def test_appends_extend_the_session_pairs_kept_with_the_frame(self) -> None:
+        """A cold recompute keeps no pairs; each append after the first extends those of the one before."""
+        tz = "Europe/Berlin"
+        source, rc = warmed(tz, history(800, 5), delta_max_events=1000)
+        index = rc.store.load_index(USER, tz, min_watermark=0)
+        assert index is not None
+        state = rc.frames.get_state(USER, tz, index)
+        assert state is not None and state.nbytes == 0  # the full recompute's peak memory is unchanged
+        held: list[int] = []
+        for seq in (2, 3, 4):
+            last = max(e.watched_at_ms for e in source.events)
+            new = [event(last + (i + 1) * 4 * 60_000, i, salt=seq) for i in range(12)]  # extends the last session
+            source.insert(new, seq)
+            c = claim(tz, [change(seq, "import", new[0].watched_at_ms, new[-1].watched_at_ms)])
+            out = asyncio.run(rc.recompute(c, now_ms=NOW))
+            assert out.plan_reason == "append" and out.results == from_scratch(source.events, c, NOW)
+            index = rc.store.load_index(USER, tz, min_watermark=0)
+            assert index is not None
+            state = rc.frames.get_state(USER, tz, index)
+            assert state is not None and state.epoch == seq - 1
+            held.append(state.nbytes)
+        assert all(n > 0 for n in held)
+
     def test_append_sharing_an_instant_with_a_cached_view_reads_the_month(self) -> None:
         """Old and new views at the same instant cannot be ordered without their keys: month re-read."""
         tz = "UTC"

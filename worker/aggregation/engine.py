@@ -6,6 +6,7 @@ the same results, whatever the order of ``events``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ import numpy as np
 
 from worker.aggregation import channels, counts, sessions, topics
 from worker.aggregation.common import Dependency, Output
+from worker.aggregation.derived import DerivedState
 from worker.aggregation.filters import FilterSet, group_by_base
 from worker.aggregation.frame import PRODUCT_CODES, CodeArray, Frame, build_frame
 from worker.aggregation.options import AggregationOptions
@@ -149,6 +151,7 @@ def compute_from_frame(
     filter_sets: Sequence[FilterSet],
     types: Sequence[str] | None = None,
     options: AggregationOptions | None = None,
+    derived: DerivedState | None = None,
 ) -> list[AggregationResult]:
     """Compute aggregations from an already built frame (e.g. merged month partitions).
 
@@ -162,6 +165,9 @@ def compute_from_frame(
         filter_sets: Filter sets to compute; duplicates (same key) are computed once.
         types: Aggregation types to compute (default: all of ``AGGREGATION_TYPES``), any order.
         options: Thresholds (default ``AggregationOptions()``).
+        derived: State kept with ``frame`` between recomputes (:class:`DerivedState`): each base's
+            session pairs are taken from it, or extended from the previous frame's, and retained
+            in it. Results are the same with or without it; a state of another frame is ignored.
 
     Returns:
         As :func:`compute_aggregations`.
@@ -172,7 +178,7 @@ def compute_from_frame(
     opts = options if options is not None else AggregationOptions()
     wanted = _wanted_types(types)
     clock = make_clock(now_ms, load_zone(time_zone), opts.recent_days)
-    return _compute(frame, clock, filter_sets, wanted, opts)
+    return _compute(frame, clock, filter_sets, wanted, opts, derived)
 
 
 def _compute(
@@ -181,6 +187,7 @@ def _compute(
     filter_sets: Sequence[FilterSet],
     wanted: tuple[str, ...],
     opts: AggregationOptions,
+    derived: DerivedState | None = None,
 ) -> list[AggregationResult]:
     # Filter sets differing only in timeframe share the base (filter over the whole history) and its
     # derived columns; a timeframe whose window selects the same views as the previous one (e.g.
@@ -195,11 +202,26 @@ def _compute(
         starts = [0 if w.start_ms is None else int(np.searchsorted(base_ts, w.start_ms, side="left")) for w in windows]
         # co-sessions come from the base's sessions when its timeframes hold at least as many views
         derive = sum(base.size - start for start in starts) >= base.size
+        provider = None
+        if derived is not None and derived.frame is frame:
+            key = (group[0].product, group[0].topics, group[0].channels)
+            provider = functools.partial(derived.session_pairs, key)
         previous: tuple[int, Slice] | None = None
         for fs, window, start in zip(group, windows, starts, strict=True):
             same_views = previous is not None and previous[0] == start
             idx = previous[1].idx if previous is not None and same_views else (base if start == 0 else base[start:])
-            view = Slice(frame, idx, base, clock, window, opts, start=start, base_ts=base_ts, derive_co_sessions=derive)
+            view = Slice(
+                frame,
+                idx,
+                base,
+                clock,
+                window,
+                opts,
+                start=start,
+                base_ts=base_ts,
+                derive_co_sessions=derive,
+                pairs_provider=provider,
+            )
             if previous is not None:
                 view.share_derived(previous[1])
             previous = (start, view)

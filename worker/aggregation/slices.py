@@ -8,6 +8,7 @@ computed once per slice and shared by every aggregation that uses them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
@@ -20,7 +21,7 @@ from worker.aggregation.frame import BoolArray, CodeArray, Frame, Int8Array, Int
 from worker.aggregation.options import AggregationOptions
 from worker.aggregation.timeframes import Clock, Window
 
-__all__ = ["Slice", "Sessions", "CoSessions", "take_rows"]
+__all__ = ["Slice", "Sessions", "CoSessions", "take_rows", "extend_session_pairs"]
 
 _VIEW_DERIVED: tuple[str, ...] = (
     "ts",
@@ -374,6 +375,90 @@ def _session_pairs(ch: CodeArray, ses: Sessions, n_channels: int, cap: int) -> _
     return _SessionPairs(group_session, sizes, kept, kept_start, pair_start, keys, position)
 
 
+def extend_session_pairs(
+    old: _SessionPairs,
+    *,
+    last_session: int,
+    last_start: int,
+    channel: CodeArray,
+    sessions: Sessions,
+    remap: IntArray | None,
+    old_channels: int,
+    n_channels: int,
+    cap: int,
+) -> _SessionPairs | None:
+    """Return the session pairs of a base that grew by views after its last one, from the old base's.
+
+    Equal, field by field and dtype by dtype, to ``_session_pairs(channel, sessions, n_channels, cap)``
+    over the grown base, without regenerating or sorting the pairs of the sessions that did not
+    change: every session but the old last one is unchanged (new views come after every old view),
+    so only the old last session (which the new views may extend) and the new sessions are
+    generated, and their sorted pairs are merged into the kept ones (O(p) instead of O(p log p)).
+
+    Args:
+        old: The old base's pairs (``_session_pairs`` or a previous extension).
+        last_session: Number of the old base's last session.
+        last_start: Index (into the base) of that session's first view.
+        channel: Channel codes of the grown base (n,), in the grown frame's codes.
+        sessions: Sessions of the grown base (``_sessions``).
+        remap: New code of each old channel code (C_old,), increasing, or None when the codes did
+            not change.
+        old_channels: Channel code bound of the old frame (C_old).
+        n_channels: Channel code bound of the grown frame (C).
+        cap: Most channels kept per session (``max_channels_per_session``).
+
+    Returns:
+        The grown base's pairs, or None when they would not fit the packed form (as
+        ``_session_pairs``) or when ``sessions`` does not start a session at ``last_start``
+        (not an extension of the old base: the caller computes from scratch).
+    """
+    if last_session >= sessions.count or int(sessions.starts[last_session]) != last_start:
+        return None
+    g = int(np.searchsorted(old.group_session, last_session))  # old groups kept: [0, g)
+    number, c_tail, sizes_tail = _session_channels(
+        channel[last_start:], sessions.of_view[last_start:], n_channels, cap
+    )
+    kept_tail = np.minimum(sizes_tail, cap)
+    kept_old = old.kept[: int(old.kept_start[g])]
+    if remap is not None:
+        kept_old = remap[kept_old].astype(kept_old.dtype)
+    kept_start = np.concatenate((old.kept_start[: g + 1], old.kept_start[g] + np.cumsum(kept_tail))).astype(np.int64)
+    pair_start = np.concatenate(
+        (old.pair_start[: g + 1], old.pair_start[g] + np.cumsum(kept_tail * (kept_tail - 1) // 2))
+    ).astype(np.int64)
+    total = int(pair_start[-1])
+    if (n_channels * n_channels) << max(total.bit_length(), 1) >= 2**63:
+        return None
+    key_type = np.int32 if n_channels * n_channels < 2**31 else np.int64
+    first_tail = int(old.pair_start[g])
+    keep = old.position < first_tail  # the old last session's pairs are generated again below
+    keys_old = old.keys[keep]
+    if remap is not None:
+        wide = keys_old.astype(np.int64)
+        keys_old = (remap[wide // old_channels] * n_channels + remap[wide % old_channels]).astype(key_type)
+        del wide
+    else:
+        keys_old = keys_old.astype(key_type)
+    tail_keys = _pair_keys(c_tail.astype(np.int64), kept_tail, n_channels, key_type)
+    order = np.argsort(tail_keys, kind="stable")  # positions ascend within a key, as in the packed sort
+    tail_keys = tail_keys[order]
+    tail_position = np.arange(first_tail, total, dtype=np.int64)[order]
+    at = np.searchsorted(keys_old, tail_keys, side="right")  # tail positions follow every kept one
+    position_type = np.int32 if total < 2**31 else np.int64
+    keys: CodeArray = np.insert(keys_old, at, tail_keys)
+    position: CodeArray = np.insert(old.position[keep].astype(position_type), at, tail_position.astype(position_type))
+    kept = np.concatenate((kept_old, c_tail.astype(kept_old.dtype)))
+    return _SessionPairs(
+        group_session=np.concatenate((old.group_session[:g], number)).astype(np.int64),
+        sizes=np.concatenate((old.sizes[:g], sizes_tail)).astype(np.int64),
+        kept=kept,
+        kept_start=kept_start,
+        pair_start=pair_start,
+        keys=keys,
+        position=position,
+    )
+
+
 def _run_counts(keys: CodeArray) -> tuple[IntArray, IntArray]:
     """Return the distinct values of sorted ``keys`` and how often each occurs."""
     if keys.size == 0:
@@ -414,6 +499,9 @@ class Slice:
             base's sessions (:meth:`base_session_pairs`), computed once per base and shared by every
             timeframe: worth it when the base's timeframes together hold at least as many views
             as the base.
+        pairs_provider: When given, :meth:`base_session_pairs` asks it for the base's pairs (it may
+            reuse pairs kept from an earlier recompute: ``worker.aggregation.derived``) instead of
+            computing them; it must return what ``_session_pairs`` would.
     """
 
     def __init__(
@@ -428,6 +516,7 @@ class Slice:
         start: int | None = None,
         base_ts: IntArray | None = None,
         derive_co_sessions: bool = False,
+        pairs_provider: Callable[[Slice], _SessionPairs | None] | None = None,
     ) -> None:
         if base_ts is not None:
             self.__dict__["base_ts"] = base_ts  # already gathered by the caller: not gathered twice
@@ -436,6 +525,7 @@ class Slice:
         self.base = base
         self.start = start
         self.derive_co_sessions = derive_co_sessions and start is not None
+        self.pairs_provider = pairs_provider
         self.clock = clock
         self.window = window
         self.options = options
@@ -618,6 +708,8 @@ class Slice:
     @cached_property
     def base_session_pairs(self) -> _SessionPairs | None:
         """Return the channels and channel pairs of every session of the base (None: see ``_session_pairs``)."""
+        if self.pairs_provider is not None:
+            return self.pairs_provider(self)
         return _session_pairs(
             self.base_channel, self.base_sessions, len(self.frame.channel_ids), self.options.max_channels_per_session
         )
