@@ -335,8 +335,8 @@ def main(argv: list[str]) -> int:
             print(f"{n:>9} {r['cpu']:>7.3f} {int(r['read']):>8} {r['rss']:>7.1f}")
         return 0
     header = (
-        f"{'events':>9} {'full s':>7} {'read':>8} {'RSS MiB':>7} {'cacheMiB':>8} | {'1st app s':>9} {'append s':>8} {'read':>6}"
-        f" {'cpu x':>6} {'read x':>7} | {'del s':>6} {'read':>6} {'cpu x':>6} {'read x':>7}"
+        f"{'events':>9} {'full s':>7} {'read':>8} {'RSS MiB':>7} {'cacheMiB':>8} | {'1st app s':>9} {'append s':>8}"
+        f" {'read':>6} {'cpu x':>6} {'read x':>7} | {'del s':>6} {'read':>6} {'cpu x':>6} {'read x':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -347,7 +347,8 @@ def main(argv: list[str]) -> int:
         rss = peak_rss(n)["rss"]
         print(
             f"{n:>9} {r['full_cpu']:>7.3f} {r['full_read']:>8} {rss:>7.1f} {r['cache_mb']:>8.1f} |"
-            f" {r['first_append_cpu']:>9.3f} {r['append_cpu']:>8.3f} {r['append_read']:>6} {r['full_cpu'] / r['append_cpu']:>6.1f}"
+            f" {r['first_append_cpu']:>9.3f} {r['append_cpu']:>8.3f} {r['append_read']:>6}"
+            f" {r['full_cpu'] / r['append_cpu']:>6.1f}"
             f" {r['full_read'] / max(r['append_read'], 1):>7.1f} |"
             f" {r['delete_cpu']:>6.3f} {r['delete_read']:>6} {r['full_cpu'] / r['delete_cpu']:>6.1f}"
             f" {ratio(int(r['full_read']), int(r['delete_read'])):>7}   ({r['append_plan']}, {r['delete_plan']})"
