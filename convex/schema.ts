@@ -9,6 +9,7 @@ import {
   vChangeStatus,
   vFilters,
   vPendingChange,
+  vStoredRow,
   vTypeValidUntil,
   vWatchEventInput,
 } from "./validators";
@@ -83,6 +84,8 @@ export default defineSchema({
     definitionVersion: v.number(),
     validUntil: v.array(vTypeValidUntil),
     nextValidUntilMs: v.optional(v.number()),
+    /** The set's `aggregations` rows (absent on rows stored before it existed: read them instead). */
+    rows: v.optional(v.array(vStoredRow)),
   })
     .index("by_user_filter", ["userId", "filterKey"])
     .index("by_nextValidUntil", ["nextValidUntilMs"]),

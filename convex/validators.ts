@@ -173,6 +173,18 @@ export const vTypeValidUntil = v.object({
 });
 export type TypeValidUntil = Infer<typeof vTypeValidUntil>;
 
+/**
+ * Where one aggregation row of a filter set is and what it holds (`resultSets.rows`): the write guard
+ * decides from these which rows to rewrite, without reading the rows' data.
+ */
+export const vStoredRow = v.object({
+  type: vAggregationType,
+  id: v.id("aggregations"),
+  dataHash: v.string(),
+  definitionVersion: v.number(),
+});
+export type StoredRow = Infer<typeof vStoredRow>;
+
 export const vStoreResult = v.object({
   written: v.number(),
   unchanged: v.number(),

@@ -475,6 +475,37 @@ describe("storeAggregations", () => {
     }
   });
 
+  test("the set row lists its rows, so a later store decides from it without reading their data", async () => {
+    const t = initConvexTest();
+    await seqs(t, 3);
+    const trend = result({ months: [1] }, { type: "monthly_trend" });
+    await store(t, 1, 1000, [result({ views: 1 }), trend]);
+    const listed = async () => {
+      const [set] = await resultSets(t);
+      const byId = new Map((await aggregations(t)).map((row) => [row._id, row]));
+      return set.rows!.map((r) => {
+        const row = byId.get(r.id)!;
+        expect(r).toEqual({ type: row.type, id: row._id, dataHash: row.dataHash, definitionVersion: row.definitionVersion });
+        return r.type;
+      });
+    };
+    expect(await listed()).toEqual(["kpi", "monthly_trend"]);
+    expect(await store(t, 2, 2000, [result({ views: 2 })])).toMatchObject({ written: 1, unchanged: 0 });
+    expect(await listed()).toEqual(["kpi"]); // the type no longer sent was deleted and unlisted
+    expect(await aggregations(t)).toHaveLength(1);
+
+    // A set row stored before `rows` existed: its rows are read once, then listed.
+    await t.run(async (ctx) => {
+      const [set] = await ctx.db.query("resultSets").collect();
+      const { _id, _creationTime, rows: _rows, ...legacy } = set;
+      await ctx.db.replace(_id, legacy);
+    });
+    expect((await resultSets(t))[0].rows).toBeUndefined();
+    expect(await store(t, 3, 3000, [result({ views: 2 }), trend])).toMatchObject({ written: 1, unchanged: 1 });
+    expect(await listed()).toEqual(["kpi", "monthly_trend"]);
+    expect(await aggregations(t)).toHaveLength(2);
+  });
+
   test("types missing from a stored set are removed", async () => {
     const t = initConvexTest();
     await seqs(t, 2);

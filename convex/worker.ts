@@ -29,6 +29,7 @@ import {
   type PendingChange,
   type ResultSetInput,
   type StoreResult,
+  type StoredRow,
   type TypeValidUntil,
   type WatchEventOutput,
 } from "./validators";
@@ -342,11 +343,25 @@ async function storeSet(
     }
   }
 
-  const stored = await ctx.db
-    .query("aggregations")
-    .withIndex("by_user_filter", (q) => q.eq("userId", userId).eq("filterKey", filterKey))
-    .take(MAX_ROWS_PER_SET);
-  const byType = new Map(stored.map((row) => [row.type, row]));
+  // The rows' hashes and ids come from the set's own row, so their data is not read (rows of a set
+  // stored before `rows` existed are read once, then listed).
+  const byType = new Map<string, StoredRow>();
+  if (rs !== null && rs.rows !== undefined) {
+    for (const row of rs.rows) byType.set(row.type, row);
+  } else {
+    const stored = await ctx.db
+      .query("aggregations")
+      .withIndex("by_user_filter", (q) => q.eq("userId", userId).eq("filterKey", filterKey))
+      .take(MAX_ROWS_PER_SET);
+    for (const row of stored) {
+      byType.set(row.type, {
+        type: row.type,
+        id: row._id,
+        dataHash: row.dataHash,
+        definitionVersion: row.definitionVersion,
+      });
+    }
+  }
   // A result sent without `data` claims "unchanged": the set is applied only if every such claim holds.
   for (const result of results) {
     if (result.data !== undefined) continue;
@@ -356,10 +371,12 @@ async function storeSet(
       return;
     }
   }
+  const rows: StoredRow[] = [];
   for (const result of results) {
     const old = byType.get(result.type);
     byType.delete(result.type);
     if (old !== undefined && old.dataHash === result.dataHash && old.definitionVersion === definitionVersion) {
+      rows.push(old);
       outcome.unchanged++;
       continue;
     }
@@ -373,12 +390,13 @@ async function storeSet(
       computedAtMs,
       definitionVersion,
     };
-    if (old === undefined) await ctx.db.insert("aggregations", doc);
-    else await ctx.db.replace(old._id, doc);
+    const id = old === undefined ? await ctx.db.insert("aggregations", doc) : old.id;
+    if (old !== undefined) await ctx.db.replace(old.id, doc);
+    rows.push({ type: result.type, id, dataHash: result.dataHash, definitionVersion });
     outcome.written++;
   }
   // The set is sent whole: a type it no longer contains must not be shown under its new watermark.
-  for (const leftover of byType.values()) await ctx.db.delete(leftover._id);
+  for (const leftover of byType.values()) await ctx.db.delete(leftover.id);
 
   const validUntil: TypeValidUntil[] = results
     .filter((r) => r.validUntilMs !== undefined)
@@ -390,6 +408,7 @@ async function storeSet(
     computedAtMs,
     definitionVersion,
     validUntil,
+    rows,
     ...(validUntil.length > 0
       ? { nextValidUntilMs: Math.min(...validUntil.map((e) => e.validUntilMs)) }
       : {}),
