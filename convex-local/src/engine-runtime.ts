@@ -38,6 +38,12 @@ interface OpContext {
   logOverflow: boolean;
   commitTs: bigint | null;
   done: boolean;
+  /** Tables read, recorded for queries only (null: not recorded). */
+  reads: Set<string> | null;
+  /** Something was read that `reads` cannot name (a component's table). */
+  readsUnknown: boolean;
+  /** Last commit ts when the top-level transaction began (the snapshot it reads). */
+  snapshotTs: bigint | null;
 }
 const opStore = new AsyncLocalStorage<OpContext>();
 
@@ -113,6 +119,8 @@ async function init(dir: string, state: DbState): Promise<bigint> {
   // Schema validation of written documents without convex-test's per-union-member exceptions
   // (convex-test still validates, with its own messages, whatever the fast check does not accept).
   for (const component of Object.values(captured.components)) installFastValidate(component.db);
+  // Last, so that it sees every read, including the index structures' own.
+  for (const [path, component] of Object.entries(captured.components)) installReadTracking(component.db, path === "");
   restore(state);
   installHooks();
   return tm._lastCommitTs as bigint;
@@ -120,6 +128,52 @@ async function init(dir: string, state: DbState): Promise<bigint> {
 
 function tableOf(id: string): string {
   return id.replace(/^[0-9]+/, "");
+}
+
+/**
+ * Record the tables a query reads into its OpContext. Every document read of convex-test's
+ * DatabaseFake goes through `get` (db.get, system tables, and each document of a scan),
+ * `_iterateDocs` (full scans, search, vector search) or `_resolveQuerySource` (every query and
+ * page, instance-overridden by the index structures). Reads of a component's tables (not named
+ * in the commit records) make the read set unknown.
+ */
+function installReadTracking(target: AnyRecord, root: boolean): void {
+  const get = target.get as (tableName: string | undefined, id: string) => unknown;
+  const iterateDocs = target._iterateDocs as (tableName: string, cb: (doc: unknown) => void) => void;
+  const resolveQuerySource = target._resolveQuerySource as (query: AnyRecord) => AnyRecord;
+  /** Inside `_iterateDocs`: its per-document `get` calls are already recorded. */
+  let scanning = 0;
+  const record = (table: unknown): void => {
+    const ctx = opStore.getStore();
+    if (!ctx || ctx.done || ctx.reads === null) return;
+    if (!root || typeof table !== "string") ctx.readsUnknown = true;
+    else ctx.reads.add(table);
+  };
+  target.get = function (this: AnyRecord, tableName: string | undefined, id: string): unknown {
+    if (scanning === 0) record(tableName ?? (typeof id === "string" ? tableOf(id) : undefined));
+    return get.call(this, tableName, id);
+  };
+  target._iterateDocs = function (this: AnyRecord, tableName: string, cb: (doc: unknown) => void): void {
+    record(tableName);
+    scanning++;
+    try {
+      iterateDocs.call(this, tableName, cb);
+    } finally {
+      scanning--;
+    }
+  };
+  target._resolveQuerySource = function (this: AnyRecord, query: AnyRecord): AnyRecord {
+    const source = query?.source as AnyRecord | undefined;
+    record(typeof source?.tableName === "string" ? source.tableName : typeof source?.indexName === "string" ? source.indexName.split(".")[0] : undefined);
+    return resolveQuerySource.call(this, query);
+  };
+}
+
+/** The query's read set (see `ReadSet` in protocol.ts), added to its result. */
+function withReadSet(result: RunResult, ctx: OpContext): RunResult {
+  if (ctx.reads !== null && !ctx.readsUnknown) result.reads = [...ctx.reads];
+  if (ctx.snapshotTs !== null) result.snapshotTs = ctx.snapshotTs.toString();
+  return result;
 }
 
 function restore(state: DbState): void {
@@ -174,6 +228,7 @@ function installHooks(): void {
       opId: ctx && !ctx.done ? ctx.opId : null,
       ts: ts.toString(),
       writes,
+      tables: [...new Set(writes.map(([id]) => tableOf(id)))],
       nextDocId: db._nextDocId as number,
       lastCreationTime: db._lastCreationTime as number,
     });
@@ -184,6 +239,7 @@ function installHooks(): void {
     await origBegin(isNested, limits);
     if (!isNested) {
       const ctx = opStore.getStore();
+      if (ctx && !ctx.done && ctx.snapshotTs === null) ctx.snapshotTs = tm._lastCommitTs as bigint;
       post({ kind: "txBegin", opId: ctx && !ctx.done ? ctx.opId : null });
     }
   };
@@ -283,7 +339,16 @@ function errorResult(e: unknown, logs: string[]): RunResult {
 }
 
 async function runFunction(msg: Extract<ToWorker, { kind: "run" }>): Promise<RunResult> {
-  const ctx: OpContext = { opId: msg.opId, logs: [], logOverflow: false, commitTs: null, done: false };
+  const ctx: OpContext = {
+    opId: msg.opId,
+    logs: [],
+    logOverflow: false,
+    commitTs: null,
+    done: false,
+    reads: msg.udfType === "query" ? new Set() : null,
+    readsUnknown: false,
+    snapshotTs: null,
+  };
   return opStore.run(ctx, async () => {
     try {
       const { canonical, type } = await resolveFunction(msg.path, msg.udfType, msg.caller);
@@ -300,15 +365,24 @@ async function runFunction(msg: Extract<ToWorker, { kind: "run" }>): Promise<Run
       }
       checkValueLimits(encoded, `return value of ${canonical}`);
       const ts = ctx.commitTs;
-      return { ok: true, valueJson, logLines: finishLogs(ctx), ts: ts === null ? null : ts.toString(), udfType: type };
+      return withReadSet({ ok: true, valueJson, logLines: finishLogs(ctx), ts: ts === null ? null : ts.toString(), udfType: type }, ctx);
     } catch (e) {
-      return errorResult(e, finishLogs(ctx));
+      return withReadSet(errorResult(e, finishLogs(ctx)), ctx);
     }
   });
 }
 
 async function runHttp(msg: Extract<ToWorker, { kind: "http" }>): Promise<void> {
-  const ctx: OpContext = { opId: msg.opId, logs: [], logOverflow: false, commitTs: null, done: false };
+  const ctx: OpContext = {
+    opId: msg.opId,
+    logs: [],
+    logOverflow: false,
+    commitTs: null,
+    done: false,
+    reads: null,
+    readsUnknown: false,
+    snapshotTs: null,
+  };
   await opStore.run(ctx, async () => {
     try {
       const acc = accessorFor(msg.caller);

@@ -30,8 +30,8 @@ interface PendingOp {
 }
 
 /**
- * Executes functions and reports commits. Emits `"commit"` (ts: bigint) after every committed
- * transaction, whatever caused it.
+ * Executes functions and reports commits. Emits `"commit"` (ts: bigint, tables: ReadonlySet<string>
+ * = the tables it wrote, possibly none) after every committed transaction, whatever caused it.
  */
 export class Engine extends EventEmitter {
   private worker: Worker | null = null;
@@ -128,7 +128,7 @@ export class Engine extends EventEmitter {
           const p = this.pending.get(m.opId);
           if (p) p.committed = true;
         }
-        this.emit("commit", BigInt(m.ts));
+        this.emit("commit", BigInt(m.ts), new Set(m.tables) as ReadonlySet<string>);
         break;
       }
       case "txBegin": {

@@ -43,20 +43,31 @@ export type ToWorker =
       caller: Caller;
     };
 
+/**
+ * What a query execution read, for reactivity (set by the runtime on query results, ok or error):
+ * `reads` = the tables it read (system tables included); absent when unknown (e.g. the runtime
+ * failed the query itself, or it read a component's tables). `snapshotTs` = the commit timestamp
+ * its transaction read at (bigint as decimal string), absent if no transaction began.
+ */
+export interface ReadSet {
+  reads?: string[];
+  snapshotTs?: string;
+}
+
 export type RunResult =
-  | {
+  | ({
       ok: true;
       valueJson: string;
       logLines: string[];
       ts: string | null;
       udfType: "query" | "mutation" | "action";
-    }
-  | {
+    } & ReadSet)
+  | ({
       ok: false;
       errorMessage: string;
       errorDataJson?: string;
       logLines: string[];
-    };
+    } & ReadSet);
 
 export interface HttpResult {
   status: number;
@@ -72,6 +83,8 @@ export type FromWorker =
       opId: number | null;
       ts: string;
       writes: [string, string | null][];
+      /** Tables of the written documents (deduplicated). */
+      tables: string[];
       nextDocId: number;
       lastCreationTime: number;
     }

@@ -98,7 +98,8 @@ export class LocalBackend {
       log: this.log,
       onClose: (s) => this.sessions.delete(s),
     };
-    this.engine.on("commit", () => {
+    this.engine.on("commit", (ts: bigint, tables: ReadonlySet<string>) => {
+      this.syncCtx.evaluator.onCommit(ts, tables);
       for (const s of this.sessions) s.onCommit();
     });
     this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_BODY_BYTES + 1024 });

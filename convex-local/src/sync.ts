@@ -2,8 +2,9 @@
  * The Convex WebSocket sync protocol, one `SyncSession` per socket (see the wire spec §3).
  *
  * Versions: each socket has (querySet, identity, ts); every Transition goes from the previous
- * Transition's end version to the new one. Query results are re-evaluated after commits and only
- * changed results are sent; a Transition always follows a Mutation/Action response.
+ * Transition's end version to the new one. After a commit, only queries that read a table it wrote
+ * are re-evaluated (`QueryEvaluator`) and only changed results are sent; a Transition always follows
+ * a Mutation/Action response.
  */
 import type { WebSocket } from "ws";
 import type { Caller, RunResult } from "./protocol.ts";
@@ -35,29 +36,173 @@ interface StoredMutationResponse {
   result: RunResult;
 }
 
+/** Cached evaluations kept at most (least recently used ones are dropped first). */
+const EVALUATION_CACHE_CAPACITY = 10_000;
+/** Commits remembered while evaluations are in flight, to check them against their read sets. */
+const COMMIT_LOG_CAPACITY = 10_000;
+
+/** One evaluation of (function, args, identity) and the timestamps its result is valid at. */
+interface Evaluation {
+  key: string;
+  /** Timestamp it was requested at; the result is valid from here on (it may be newer). */
+  ts: bigint;
+  promise: Promise<RunResult>;
+  settled: boolean;
+  /** Tables the result depends on; null while in flight or when unknown. */
+  reads: ReadonlySet<string> | null;
+  /** Valid through the latest commit (no commit since it ran wrote a table it read). */
+  live: boolean;
+  /** Last timestamp the result is known valid at, when not `live`. */
+  validThrough: bigint;
+}
+
 /**
  * Query evaluations shared by all sockets: identical (function, args, identity) subscriptions
- * evaluated once per database timestamp.
+ * are evaluated once, and a result is reused at later timestamps for as long as no commit writes a
+ * table it read (table-level read sets; Convex tracks index ranges, so this may re-run a query
+ * Convex would not, never the reverse). A result whose read set is not known yet (in flight) or
+ * not known at all is valid only up to the snapshot it ran at; a request for a later timestamp
+ * waits for an in-flight evaluation and reuses it only if it turns out to be still valid.
+ * `onCommit` must see every commit, before the sessions re-evaluate for it.
  */
 export class QueryEvaluator {
-  private cache = new Map<string, { ts: bigint; promise: Promise<RunResult> }>();
-  /** Evaluations actually executed (for diagnostics and benchmarks). */
+  private cache = new Map<string, Evaluation>();
+  /** Live evaluations by table read. */
+  private byTable = new Map<string, Set<Evaluation>>();
+  /** Commits after `logFloor`, kept while evaluations are in flight. */
+  private commitLog: { ts: bigint; tables: ReadonlySet<string> }[] = [];
+  private logFloor: bigint;
+  private inflight = 0;
+  private lastTs: bigint;
+  /** Evaluations actually executed (for diagnostics, tests and benchmarks). */
   evaluations = 0;
 
-  constructor(private readonly engine: Engine) {}
+  constructor(private readonly engine: Pick<Engine, "run" | "lastTs">) {
+    this.lastTs = engine.lastTs;
+    this.logFloor = this.lastTs;
+  }
 
-  /** Evaluate `udfPath(args)` as `caller`, reusing a result computed at the same ts. */
+  /** Record a commit at `ts` that wrote `tables`: results that read one of them become stale. */
+  onCommit(ts: bigint, tables: ReadonlySet<string>): void {
+    const previous = this.lastTs;
+    if (ts > this.lastTs) this.lastTs = ts;
+    if (this.inflight > 0) {
+      this.commitLog.push({ ts, tables });
+      if (this.commitLog.length > COMMIT_LOG_CAPACITY) this.logFloor = this.commitLog.shift()!.ts;
+    } else {
+      this.commitLog.length = 0;
+      this.logFloor = this.lastTs;
+    }
+    for (const table of tables) {
+      const set = this.byTable.get(table);
+      if (!set) continue;
+      for (const e of [...set]) {
+        this.unregister(e);
+        e.live = false;
+        e.validThrough = previous;
+        if (this.cache.get(e.key) === e) this.cache.delete(e.key);
+      }
+    }
+  }
+
+  /** Evaluate `udfPath(args)` as `caller` at `ts`, reusing a result still valid at `ts`. */
   evaluate(udfPath: string, argsJson: string, caller: Caller, ts: bigint): Promise<RunResult> {
     const key = `${udfPath}\u0000${argsJson}\u0000${caller.admin ? "A" : ""}${caller.user ? JSON.stringify(caller.user) : ""}`;
     const hit = this.cache.get(key);
-    if (hit && hit.ts === ts) return hit.promise;
-    this.evaluations += 1;
-    const promise = this.engine.run("query", udfPath, argsJson, caller);
-    this.cache.set(key, { ts, promise });
-    if (this.cache.size > 50_000) {
-      for (const [k, v] of this.cache) if (v.ts < ts) this.cache.delete(k);
+    if (hit && this.validAt(hit, ts)) {
+      this.cache.delete(key); // most recently used last
+      this.cache.set(key, hit);
+      return hit.promise;
     }
-    return promise;
+    if (hit) {
+      this.unregister(hit);
+      hit.live = false;
+    }
+    const e: Evaluation = { key, ts, promise: null as never, settled: false, reads: null, live: false, validThrough: ts };
+    this.inflight += 1;
+    const run = (): Promise<RunResult> => {
+      this.evaluations += 1;
+      return this.engine.run("query", udfPath, argsJson, caller).then((r) => {
+        this.settle(e, r);
+        return r;
+      });
+    };
+    if (hit && !hit.settled && hit.ts < ts) {
+      // Wait for the evaluation in flight: it may have run after the commits since its request.
+      const previous = hit;
+      e.promise = previous.promise.then((r) => {
+        if (!this.validAt(previous, ts)) return run();
+        this.adopt(e, previous);
+        return r;
+      });
+    } else {
+      e.promise = run();
+    }
+    this.cache.set(key, e);
+    if (this.cache.size > EVALUATION_CACHE_CAPACITY) this.evict();
+    return e.promise;
+  }
+
+  private validAt(e: Evaluation, ts: bigint): boolean {
+    return ts >= e.ts && ts <= (e.live ? this.lastTs : e.validThrough);
+  }
+
+  /** A result arrived: find the timestamps it is valid at from its read set and the commits since. */
+  private settle(e: Evaluation, r: RunResult): void {
+    this.inflight -= 1;
+    e.settled = true;
+    const snapshot = r.snapshotTs !== undefined ? BigInt(r.snapshotTs) : e.ts;
+    const base = snapshot > e.ts ? snapshot : e.ts;
+    e.validThrough = base;
+    if (r.reads === undefined || base < this.logFloor) return;
+    const reads = new Set(r.reads);
+    e.reads = reads;
+    for (const c of this.commitLog) {
+      if (c.ts <= base) continue;
+      for (const t of c.tables) if (reads.has(t)) return;
+      e.validThrough = c.ts;
+    }
+    e.live = true;
+    if (this.cache.get(e.key) === e) this.register(e);
+  }
+
+  /** `e` waited for `previous`, which is still valid at `e.ts`: take over its validity. */
+  private adopt(e: Evaluation, previous: Evaluation): void {
+    this.inflight -= 1;
+    e.settled = true;
+    e.reads = previous.reads;
+    e.live = previous.live;
+    e.validThrough = previous.validThrough;
+    if (e.live && this.cache.get(e.key) === e) this.register(e);
+  }
+
+  private register(e: Evaluation): void {
+    for (const t of e.reads!) {
+      let set = this.byTable.get(t);
+      if (!set) this.byTable.set(t, (set = new Set()));
+      set.add(e);
+    }
+  }
+
+  private unregister(e: Evaluation): void {
+    if (!e.live || !e.reads) return;
+    for (const t of e.reads) {
+      const set = this.byTable.get(t);
+      if (!set) continue;
+      set.delete(e);
+      if (set.size === 0) this.byTable.delete(t);
+    }
+  }
+
+  /** Drop the least recently used settled evaluations (in-flight ones finish first). */
+  private evict(): void {
+    for (const [key, e] of this.cache) {
+      if (this.cache.size <= EVALUATION_CACHE_CAPACITY * 0.9) break;
+      if (!e.settled) continue;
+      this.unregister(e);
+      e.live = false;
+      this.cache.delete(key);
+    }
   }
 }
 
