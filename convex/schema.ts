@@ -39,6 +39,7 @@ export default defineSchema({
     createdAtMs: v.number(),
     processedAtMs: v.optional(v.number()),
   })
+    .index("by_status", ["status"])
     .index("by_status_and_user", ["status", "userId", "seq"])
     .index("by_user_and_seq", ["userId", "seq"]),
 

@@ -49,7 +49,7 @@ async function userRow(t: ReturnType<typeof initConvexTest>, userId: string) {
 }
 
 describe("pendingChanges", () => {
-  test("lists pending rows of every user, by user then seq, honouring limit", async () => {
+  test("lists pending rows of every user, oldest first, honouring limit", async () => {
     const t = initConvexTest();
     await importFor(t, "user-b", [event(0)]);
     await importFor(t, "user-a", [event(0), event(1)]);
@@ -57,13 +57,14 @@ describe("pendingChanges", () => {
     await t.mutation(internal.admin.setTimeZone, { userId: "user-b", timeZone: "Europe/Rome" });
 
     const all = await t.query(internal.worker.pendingChanges, {});
+    // in commit order across users (a FIFO queue), not grouped by user id
     expect(all).toEqual([
+      { userId: "user-b", seq: 1, kind: "import", fromMs: T0, toMs: T0, count: 1 },
       { userId: "user-a", seq: 1, kind: "import", fromMs: T0, toMs: T0 + HOUR, count: 2 },
       { userId: "user-a", seq: 2, kind: "manual", count: 2 },
-      { userId: "user-b", seq: 1, kind: "import", fromMs: T0, toMs: T0, count: 1 },
       { userId: "user-b", seq: 2, kind: "timezone", count: 1 },
     ]);
-    expect(await t.query(internal.worker.pendingChanges, { limit: 1 })).toHaveLength(1);
+    expect(await t.query(internal.worker.pendingChanges, { limit: 1 })).toEqual([all[0]]);
 
     await t.mutation(internal.worker.ackChanges, { userId: "user-a", workerId: "w1", upToSeq: 2 });
     const after = await t.query(internal.worker.pendingChanges, {});

@@ -128,7 +128,7 @@ export async function pendingChangesHandler(
   requireInteger(limit, "limit", 1, PENDING_MAX_LIMIT);
   const rows = await ctx.db
     .query("changeLog")
-    .withIndex("by_status_and_user", (q) => q.eq("status", "pending"))
+    .withIndex("by_status", (q) => q.eq("status", "pending"))
     .take(limit);
   return rows.map((row) => ({ userId: row.userId, ...toEntry(row) }));
 }
@@ -539,9 +539,11 @@ export async function enqueueExpiredHandler(
 
 /**
  * Pending change-log rows, at most `limit` (default 500, max 2000) (worker
- * subscription). Order: by `userId`, then `seq` ascending (index
- * `by_status_and_user`), i.e. oldest first within each user; read-only and
- * cheap (one index range of `limit` rows), so it is a good subscription target.
+ * subscription). Order: oldest first across all users, i.e. commit order
+ * (index `by_status`, which ends in `_creationTime`), so a user whose id sorts
+ * late is not starved by others' newer changes; within a user that is `seq`
+ * order. Read-only and cheap (one index range of `limit` rows), so it is a good
+ * subscription target.
  *
  * @throws ConvexError `INVALID_ARGUMENT` for a bad `limit`.
  */
