@@ -690,7 +690,7 @@ describe("enqueueExpired", () => {
     await t.mutation(internal.worker.ackChanges, { userId: "user-c", workerId: "w1", upToSeq: 1 });
     // user-b still has its import pending → skipped.
 
-    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: now })).toEqual({ enqueued: 2 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: now })).toEqual({ enqueued: 2, retired: 0 });
     const a = await changeRows(t, A);
     expect(a.map((r) => [r.seq, r.kind, r.status])).toEqual([
       [1, "import", "done"],
@@ -700,8 +700,8 @@ describe("enqueueExpired", () => {
     expect((await changeRows(t, "user-b")).map((r) => r.kind)).toEqual(["import"]);
     expect((await changeRows(t, "user-c")).map((r) => r.kind)).toEqual(["import", "expiry"]);
 
-    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: now })).toEqual({ enqueued: 0 });
-    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: now - 10 })).toEqual({ enqueued: 0 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: now })).toEqual({ enqueued: 0, retired: 0 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: now - 10 })).toEqual({ enqueued: 0, retired: 0 });
   });
 
   test("a recompute moves the set's expiry forward", async () => {
@@ -714,12 +714,51 @@ describe("enqueueExpired", () => {
       });
     await store(1, 100);
     await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 1 });
-    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 150 })).toEqual({ enqueued: 1 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 150 })).toEqual({ enqueued: 1, retired: 0 });
     // Same data (no row write), new expiry: the set is no longer expired at 150.
     expect(await store(2, 200)).toEqual({ written: 0, unchanged: 1, skippedStale: 0, missing: [] });
     await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 2 });
-    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 150 })).toEqual({ enqueued: 0 });
-    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 200 })).toEqual({ enqueued: 1 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 150 })).toEqual({ enqueued: 0, retired: 0 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 200 })).toEqual({ enqueued: 1, retired: 0 });
+  });
+
+  test("retires an expired on-demand set whose interest expired, instead of enqueueing its user forever", async () => {
+    const t = initConvexTest();
+    const alice = t.withIdentity(ALICE);
+    await alice.mutation(api.watchEvents.importBatch, { events: [event(0)] });
+    const topics = { timeframe: "MTD" as const, product: "all" as const, topics: ["gaming"] };
+    const { filterKey } = await alice.mutation(api.dashboard.registerFilter, { filters: topics });
+    const now = Date.now();
+    const results = (key: string, validUntilMs: number) => [
+      { type: "kpi" as const, filterKey: key, data: { views: 1 }, definitionVersion: 1, validUntilMs },
+      { type: "top_channels" as const, filterKey: key, data: {}, definitionVersion: 1 },
+    ];
+    const lastSeq = (await changeRows(t, A)).length;
+    await t.mutation(internal.worker.storeAggregations, {
+      userId: A, watermark: lastSeq, computedAtMs: now,
+      sets: toSets([...results("MTD|all||", now + HOUR), ...results(filterKey, now - 1)]),
+    });
+    await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: lastSeq });
+    const count = async (table: "aggregations" | "resultSets" | "filterInterests") =>
+      (await t.run(async (ctx) => ctx.db.query(table).collect())).length;
+
+    // Interest still live: the expired set is recomputed as any other.
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: now })).toEqual({ enqueued: 1, retired: 0 });
+    await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: lastSeq + 1 });
+
+    // A day later the interest has expired: the set is deleted once, and nothing is enqueued for it.
+    const later = now + 25 * HOUR;
+    await t.mutation(internal.worker.storeAggregations, {
+      userId: A, watermark: lastSeq + 1, computedAtMs: later, sets: toSets(results("MTD|all||", later + HOUR)),
+    });
+    expect([await count("aggregations"), await count("resultSets"), await count("filterInterests")]).toEqual([4, 2, 1]);
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: later })).toEqual({ enqueued: 0, retired: 1 });
+    expect([await count("aggregations"), await count("resultSets"), await count("filterInterests")]).toEqual([2, 1, 0]);
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: later })).toEqual({ enqueued: 0, retired: 0 });
+
+    // Asking for the filter again registers it anew (a "filter" change recomputes it).
+    await alice.mutation(api.dashboard.registerFilter, { filters: topics });
+    expect((await changeRows(t, A)).at(-1)).toMatchObject({ kind: "filter", status: "pending" });
   });
 
   test("honours limit", async () => {
@@ -733,8 +772,8 @@ describe("enqueueExpired", () => {
         });
       });
     }
-    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 100, limit: 2 })).toEqual({ enqueued: 2 });
-    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 100, limit: 2 })).toEqual({ enqueued: 1 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 100, limit: 2 })).toEqual({ enqueued: 2, retired: 0 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 100, limit: 2 })).toEqual({ enqueued: 1, retired: 0 });
   });
 });
 

@@ -62,6 +62,8 @@ export const EXPIRED_DEFAULT_LIMIT = 100;
 export const EXPIRED_MAX_LIMIT = 1000;
 /** Most expired `resultSets` rows `enqueueExpired` scans per call. */
 export const EXPIRED_SCAN_ROWS = 4000;
+/** Most on-demand filter sets `enqueueExpired` retires per call (each deletes ≤ 66 documents). */
+export const RETIRE_MAX_SETS = 50;
 /** Longest accepted worker id, in characters. */
 export const MAX_WORKER_ID_LENGTH = 256;
 
@@ -510,7 +512,7 @@ export async function failChangesHandler(
 export async function enqueueExpiredHandler(
   ctx: MutationCtx,
   args: { nowMs: number; limit?: number },
-): Promise<{ enqueued: number }> {
+): Promise<{ enqueued: number; retired: number }> {
   const { nowMs } = args;
   if (!Number.isFinite(nowMs)) {
     throw appError("INVALID_ARGUMENT", "nowMs must be a finite epoch-ms number", { field: "nowMs" });
@@ -525,8 +527,25 @@ export async function enqueueExpiredHandler(
     .take(EXPIRED_SCAN_ROWS);
   const seen = new Set<string>();
   let enqueued = 0;
+  let retired = 0;
   for (const row of expired) {
     if (enqueued >= limit) break;
+    if (!isEagerFilterKey(row.filterKey)) {
+      // An on-demand set nobody asked for within its interest's lifetime is not recomputed by the
+      // worker, so its expiry never moves: without this it would enqueue an expiry change for its
+      // user on every call. It is retired (results, set row and interest deleted); asking for the
+      // filter again registers a new interest, which recomputes it.
+      const interest = await ctx.db
+        .query("filterInterests")
+        .withIndex("by_user_filter", (q) => q.eq("userId", row.userId).eq("filterKey", row.filterKey))
+        .unique();
+      if (interest === null || interest.expiresAtMs <= nowMs) {
+        if (retired >= RETIRE_MAX_SETS) continue;
+        await retireSet(ctx, row, interest);
+        retired++;
+        continue;
+      }
+    }
     if (seen.has(row.userId)) continue;
     seen.add(row.userId);
     if (await hasPendingChangeAfter(ctx, row.userId, 0)) continue;
@@ -534,7 +553,32 @@ export async function enqueueExpiredHandler(
     await appendChange(ctx, row.userId, { kind: "expiry", count: user?.eventCount ?? 0 });
     enqueued++;
   }
-  return { enqueued };
+  return { enqueued, retired };
+}
+
+/** True when `key` (see `filters.ts`) names one of the 18 eager sets: no topics, no channels. */
+function isEagerFilterKey(key: string): boolean {
+  const parts = key.split("|");
+  return parts.length === 4 && parts[2] === "" && parts[3] === "";
+}
+
+/** Delete an on-demand filter set's aggregates, its `resultSets` row and its expired interest. */
+async function retireSet(
+  ctx: MutationCtx,
+  rs: Doc<"resultSets">,
+  interest: Doc<"filterInterests"> | null,
+): Promise<void> {
+  if (rs.rows !== undefined) {
+    for (const row of rs.rows) await ctx.db.delete(row.id);
+  } else {
+    const stored = await ctx.db
+      .query("aggregations")
+      .withIndex("by_user_filter", (q) => q.eq("userId", rs.userId).eq("filterKey", rs.filterKey))
+      .take(MAX_ROWS_PER_SET);
+    for (const row of stored) await ctx.db.delete(row._id);
+  }
+  await ctx.db.delete(rs._id);
+  if (interest !== null) await ctx.db.delete(interest._id);
 }
 
 /**
@@ -690,9 +734,13 @@ export const failChanges = internalMutation({
  * pending change (worker, periodically). Idempotent until the worker catches
  * up: a user with a pending change is skipped. Scans at most 4000 expired
  * `resultSets` rows per call.
+ *
+ * An expired on-demand set (topics or channels) whose `filterInterests` row
+ * has expired too (or is gone) is retired instead, at most 50 per call: its
+ * aggregates, its `resultSets` row and the interest are deleted (`retired`).
  */
 export const enqueueExpired = internalMutation({
   args: { nowMs: v.number(), limit: v.optional(v.number()) },
-  returns: v.object({ enqueued: v.number() }),
+  returns: v.object({ enqueued: v.number(), retired: v.number() }),
   handler: enqueueExpiredHandler,
 });
