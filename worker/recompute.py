@@ -4,20 +4,23 @@ Read and compute time are measured separately: ``read_ms`` covers the cache look
 reads, the partition build and merge and storing the cache state; ``compute_ms`` the aggregation
 engine.
 
-Memory: while the engine runs, a recompute holds the merged frame and, of each month it built,
+Memory: each serialized month read is freed as soon as the merge has copied its rows into the
+frame. While the engine runs, a recompute holds the merged frame and, of each month it built,
 only the channel tables (:class:`~worker.aggregation.partition.PartitionShell`); the month payloads
 are rebuilt from the frame's rows once the results are computed (byte-identical, see
 :func:`~worker.aggregation.partition.refill_partitions`) and only then stored, months first, then
-the index. A recompute that fails before that stores no cache state.
+the index, each month's shell dropped once its payload is built. A recompute that fails before
+that stores no cache state.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import threading
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -84,6 +87,18 @@ class RecomputeOutcome:
     full_rebuild: bool = True
     months_rebuilt: int = -1
     plan_reason: str = "full"
+
+
+def _take_all(parts: dict[int, Partition]) -> Iterator[Partition]:
+    """Yield every partition of ``parts``, removing it first (the consumer then holds the only reference)."""
+    while parts:
+        yield parts.popitem()[1]
+
+
+def _pop_all(items: list[PartitionShell]) -> Iterator[PartitionShell]:
+    """Yield the items of ``items`` from the last, removing each first (the consumer holds the only reference)."""
+    while items:
+        yield items.pop()
 
 
 def result_to_convex(result: AggregationResult) -> dict[str, Any]:
@@ -375,17 +390,22 @@ class Recomputer:
         index's state is extended with the new views when they all follow its last view; otherwise
         every partition is merged. The built months and the new index are not stored yet: they are
         returned for :meth:`_store_state`, with each built month reduced to its shell, so that the
-        payloads (the caller drops them) are not held while the engine runs. Returns None when the
-        built months do not fit the plan (a local month that is not one UTC interval); the caller
-        then reads everything.
+        payloads are not held while the engine runs. ``payloads`` and ``combined`` are emptied once
+        decoded, and the merge takes the only references to the built months, so each month's
+        payload is freed as soon as its rows are in the frame. Returns None (nothing emptied) when
+        the built months do not fit the plan (a local month that is not one UTC interval); the
+        caller then reads everything.
         """
         plan = prepared.plan
         if not plan.full and not set(payloads) <= set(plan.rebuild):
             return None
         built = {m: partition_from_bytes(p) for m, p in {**combined, **payloads}.items()}
-        kept = {m: p for m, p in prepared.patch_base.items() if m not in built and m not in plan.rebuild}
+        combined_months = set(combined)
+        payloads.clear()  # the partitions' arrays are views of the payloads: they hold them now
+        combined.clear()
         if not user_id:
-            return merge_partitions(built.values()), None
+            return merge_partitions(_take_all(built)), None
+        kept = {m: p for m, p in prepared.patch_base.items() if m not in built and m not in plan.rebuild}
         watermark = claim.watermark
         if plan.full and any(c.kind == "timezone" for c in claim.changes):
             self.cache.invalidate_user(user_id)  # partitions of the previous zone are useless now
@@ -394,9 +414,10 @@ class Recomputer:
         months.update({m: e for m, e in plan.patch.items() if m in kept})
         months.update({m: MonthEntry(p.size, watermark) for m, p in built.items()})
         index = PartitionIndex(claim.time_zone, watermark, months)
+        shells = [shell_of(m, p) for m, p in built.items()]  # before the merge releases the months
         frame: Frame | None = None
         derived: DerivedState | None = None
-        unchanged_months = not plan.full and not plan.rebuild and set(delta_parts) == set(combined)
+        unchanged_months = not plan.full and not plan.rebuild and set(delta_parts) == combined_months
         if unchanged_months and prepared.index is not None:
             # no month invalidated: the cached frame of the previous state, extended by the appended
             # views (an expiry or filter change appends nothing and reuses the frame as it is)
@@ -406,15 +427,18 @@ class Recomputer:
                 if frame is not None:
                     derived = cached if frame is cached.frame else cached.extended(frame)
         if frame is None:
-            frame = merge_partitions([*prepared.reused.values(), *kept.values(), *built.values()])
+            frame = merge_partitions(itertools.chain(prepared.reused.values(), kept.values(), _take_all(built)))
         if derived is None:
             derived = DerivedState.cold(frame)
-        return frame, _PendingState(user_id, index, [shell_of(m, p) for m, p in built.items()], derived)
+        return frame, _PendingState(user_id, index, shells, derived)
 
     def _store_state(self, frame: Frame, pending: _PendingState) -> None:
         """Store the built months (rebuilt from the frame), then the index, and keep the frame (runs in a thread)."""
         index = pending.index
-        for month, part in refill_partitions(frame, pending.shells):
+        # each shell is dropped once its month is rebuilt: the stored payloads replace them one by one
+        shells = pending.shells[::-1]
+        pending.shells.clear()
+        for month, part in refill_partitions(frame, _pop_all(shells)):
             payload = partition_to_bytes(part)
             self.store.save_payload(pending.user_id, index.time_zone, month, payload, watermark=index.watermark)
         self.store.save_index(pending.user_id, index)

@@ -13,6 +13,7 @@ from worker.aggregation.timeframes import month_label
 
 __all__ = [
     "unique_ints",
+    "bincount",
     "code_counts",
     "slot_month_counts",
     "Dependency",
@@ -134,19 +135,47 @@ def per_month(months: CodeArray, axis: MonthAxis) -> IntArray:
     if axis.size == 0:
         return np.zeros(0, dtype=np.int64)
     off = months - axis.first
-    off = off[off >= 0]
-    out: IntArray = np.bincount(off, minlength=axis.size).astype(np.int64)
+    if off.size and int(off.min()) < 0:  # months before the axis (a truncated one) are not counted
+        off = off[off >= 0]
+    return bincount(off, axis.size)
+
+
+_BINCOUNT_CHUNK = 1 << 18
+"""Values counted at once by :func:`bincount` (bounds its index-width copy to 2 MiB)."""
+
+
+def bincount(values: CodeArray, minlength: int, *, shift: int = 0) -> IntArray:
+    """Return ``np.bincount(values + shift, minlength=minlength)`` as int64 (values + shift ≥ 0).
+
+    ``np.bincount`` first copies an input that is not index-width (the frame's narrow columns) into
+    an int64 array of its length; counting ``_BINCOUNT_CHUNK`` values at a time keeps that copy
+    (and the shifted one) small whatever the length. The counts are exact integer sums, the same as
+    one call.
+    """
+    n = int(values.shape[0])
+    if n <= _BINCOUNT_CHUNK:
+        chunk = values.astype(np.intp)
+        if shift:
+            chunk += shift
+        return np.bincount(chunk, minlength=minlength).astype(np.int64, copy=False)
+    out: IntArray = np.zeros(minlength, dtype=np.int64)
+    for lo in range(0, n, _BINCOUNT_CHUNK):
+        chunk = values[lo : lo + _BINCOUNT_CHUNK].astype(np.intp)
+        if shift:
+            chunk += shift
+        counts = np.bincount(chunk, minlength=out.size)
+        if counts.size > out.size:  # a value beyond minlength: the result grows as np.bincount's would
+            out = np.concatenate((out, np.zeros(counts.size - out.size, dtype=np.int64)))
+        out += counts
     return out
 
 
 def code_counts(codes: CodeArray, k: int) -> IntArray:
     """Return how many of ``codes`` (values −1…k−1, −1 = none) are each code 0…k−1, as an int64 (k,).
 
-    One index-width copy of ``codes`` is made (``np.bincount`` needs one), shifted in place.
+    Counted by :func:`bincount` (its index-width copies stay the size of a chunk).
     """
-    shifted = codes.astype(np.intp)
-    shifted += 1  # code -1 is counted in bin 0 and dropped
-    out: IntArray = np.bincount(shifted, minlength=k + 1)[1:].astype(np.int64)
+    out: IntArray = bincount(codes, k + 1, shift=1)[1:]  # code -1 is counted in bin 0 and dropped
     return out
 
 

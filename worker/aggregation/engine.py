@@ -75,7 +75,13 @@ class AggregationResult:
     definition_version: int
 
 
+_ROWS_PER_CHUNK = 1 << 18
+"""Frame rows scanned at once when listing a filter's rows (bounds the int64 temporaries)."""
+
+
 def _base_indices(frame: Frame, fs: FilterSet) -> CodeArray:
+    if fs.product == "all" and not fs.topics and not fs.channels:
+        return np.arange(frame.size, dtype=np.int32 if frame.size < 2**31 else np.int64)  # every row
     mask = np.ones(frame.size, dtype=np.bool_)
     if fs.product != "all":
         mask &= frame.product == PRODUCT_CODES[fs.product]
@@ -86,8 +92,15 @@ def _base_indices(frame: Frame, fs: FilterSet) -> CodeArray:
         lookup = {c: i for i, c in enumerate(frame.channel_ids)}
         codes = [lookup[c] for c in fs.channels if c in lookup]
         mask &= np.isin(frame.channel, np.array(codes, dtype=np.int64))
-    # int32 row numbers when they fit (half the size of the base's index and of its suffixes)
-    out: CodeArray = np.flatnonzero(mask).astype(np.int32 if frame.size < 2**31 else np.int64)
+    # int32 row numbers when they fit (half the size of the base's index and of its suffixes),
+    # found chunk by chunk so that the int64 row numbers np.flatnonzero returns stay chunk-sized
+    out: CodeArray = np.empty(int(np.count_nonzero(mask)), dtype=np.int32 if frame.size < 2**31 else np.int64)
+    pos = 0
+    for lo in range(0, frame.size, _ROWS_PER_CHUNK):
+        rows = np.flatnonzero(mask[lo : lo + _ROWS_PER_CHUNK])
+        rows += lo
+        out[pos : pos + rows.size] = rows
+        pos += rows.size
     return out
 
 

@@ -477,6 +477,12 @@ def _remap(codes: npt.NDArray[Any], local_table: BytesArray, merged_table: Bytes
 def merge_partitions(parts: Iterable[Partition]) -> Frame:
     """Concatenate partitions into the engine's frame, remapping string codes.
 
+    The string tables are merged first; then the frame's columns are filled partition by
+    partition and each partition is released once its rows are copied. When nothing else holds
+    the partitions (``parts`` is an iterator that hands over the only references, e.g. one
+    popping them from a dict), each one's memory is freed as soon as it is merged, so the
+    partitions and the whole frame are never held together.
+
     Args:
         parts: Partitions of one user built in the same time zone, any order, holding disjoint
             sets of instants (e.g. one per local month).
@@ -511,8 +517,9 @@ def merge_partitions(parts: Iterable[Partition]) -> Frame:
         )
     video_ids = np.unique(np.concatenate([p.video_ids for p in ps]))
     channel_ids = np.unique(np.concatenate([p.channel_ids for p in ps]))
-    ch_maps = [np.searchsorted(channel_ids, p.channel_ids).astype(np.int64) for p in ps]
-    # fill the frame's columns partition by partition: temporaries stay the size of one partition
+    first_ms, names = _merged_channel_tables(ps, channel_ids)
+    # fill the frame's columns partition by partition: temporaries stay the size of one partition,
+    # and each partition is dropped once copied (freed then unless the caller still holds it)
     n = sum(p.size for p in ps)
     ts = np.empty(n, dtype=np.int64)
     day = np.empty(n, dtype=np.int32)
@@ -526,7 +533,9 @@ def merge_partitions(parts: Iterable[Partition]) -> Frame:
     channel = np.empty(n, dtype=np.int32)
     topic = np.empty(n, dtype=np.int8)
     pos = 0
-    for p in ps:
+    ps.reverse()  # popped from the end, earliest first
+    while ps:
+        p = ps.pop()
         end = pos + p.size
         ts[pos:end] = p.ts
         local = p.ts + p.offset_ms.astype(np.int64)
@@ -542,6 +551,7 @@ def merge_partitions(parts: Iterable[Partition]) -> Frame:
         channel[pos:end] = _remap(p.channel, p.channel_ids, channel_ids)
         topic[pos:end] = p.topic
         pos = end
+        del p, local, p_day
     columns: list[npt.NDArray[Any]] = [ts, day, month, weekday, hour, product, removed, shorts, video, channel, topic]
     if n > 1 and bool((ts[1:] < ts[:-1]).any()):
         # partitions interleave in time (only when a local month is not one UTC interval); equal
@@ -550,24 +560,6 @@ def merge_partitions(parts: Iterable[Partition]) -> Frame:
         for column in columns:
             column[:] = column[order]
         del order
-
-    n_channels = int(channel_ids.shape[0])
-    first_ms = np.full(n_channels, np.iinfo(np.int64).max, dtype=np.int64)
-    all_codes = np.concatenate(ch_maps)
-    np.minimum.at(first_ms, all_codes, np.concatenate([p.channel_first_ms for p in ps]))
-    # most recent name: among every partition's named channels, the one named last
-    name_ms = np.concatenate([p.channel_name_ms for p in ps])
-    part_of = np.concatenate([np.full(p.channel_ids.shape[0], k, dtype=np.int64) for k, p in enumerate(ps)])
-    local_of = np.concatenate([np.arange(p.channel_ids.shape[0], dtype=np.int64) for p in ps])
-    named = np.flatnonzero(name_ms != _NO_NAME_MS)
-    order = named[np.lexsort((name_ms[named], all_codes[named]))]
-    codes_sorted = all_codes[order]
-    last = np.flatnonzero(np.append(codes_sorted[1:] != codes_sorted[:-1], True)) if order.size else order
-    names: list[str | None] = [None] * n_channels
-    for g, k, j in zip(
-        codes_sorted[last].tolist(), part_of[order[last]].tolist(), local_of[order[last]].tolist(), strict=True
-    ):
-        names[g] = ps[k].channel_name(j)
 
     return Frame(
         ts=ts,
@@ -587,6 +579,33 @@ def merge_partitions(parts: Iterable[Partition]) -> Frame:
         channel_first_ms=first_ms,
         topic_slugs=TOPIC_SLUGS,
     )
+
+
+def _merged_channel_tables(ps: list[Partition], channel_ids: BytesArray) -> tuple[IntArray, list[str | None]]:
+    """Return each merged channel's first view (epoch ms UTC, int64 (C,)) and most recent name (C,).
+
+    Args:
+        ps: The partitions being merged (non-empty ones, any order).
+        channel_ids: The union of their ``channel_ids``, sorted (C,).
+    """
+    n_channels = int(channel_ids.shape[0])
+    all_codes = np.concatenate([np.searchsorted(channel_ids, p.channel_ids).astype(np.int64) for p in ps])
+    first_ms = np.full(n_channels, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(first_ms, all_codes, np.concatenate([p.channel_first_ms for p in ps]))
+    # most recent name: among every partition's named channels, the one named last
+    name_ms = np.concatenate([p.channel_name_ms for p in ps])
+    part_of = np.concatenate([np.full(p.channel_ids.shape[0], k, dtype=np.int64) for k, p in enumerate(ps)])
+    local_of = np.concatenate([np.arange(p.channel_ids.shape[0], dtype=np.int64) for p in ps])
+    named = np.flatnonzero(name_ms != _NO_NAME_MS)
+    order = named[np.lexsort((name_ms[named], all_codes[named]))]
+    codes_sorted = all_codes[order]
+    last = np.flatnonzero(np.append(codes_sorted[1:] != codes_sorted[:-1], True)) if order.size else order
+    names: list[str | None] = [None] * n_channels
+    for g, k, j in zip(
+        codes_sorted[last].tolist(), part_of[order[last]].tolist(), local_of[order[last]].tolist(), strict=True
+    ):
+        names[g] = ps[k].channel_name(j)
+    return first_ms, names
 
 
 def combine_partitions(base: Partition, extra: Partition) -> Partition | None:
@@ -770,10 +789,12 @@ class PartitionShell:
         month: Local month index ``year*12 + month-1`` of the partition.
         size: Views of the partition.
         video_itemsize: Width in bytes of the partition's ``video_ids`` table (fixed-width numpy bytes).
+        channel_itemsize: Width in bytes of the partition's ``channel_ids`` table; the ids themselves
+            are the frame's ids of the channels the month's rows use (not kept: c × width bytes).
+        channels: Number of entries of the partition's ``channel_ids`` (c).
         offset_starts: Row index where each run of equal ``offset_ms`` begins, int64 (r,), first 0
             (r = 1 unless a clock change falls in the month; empty for an empty partition).
         offset_values: ``offset_ms`` of each run, ms, int32 (r,).
-        channel_ids: The partition's ``channel_ids`` (c,).
         channel_first_ms: The partition's ``channel_first_ms`` (c,).
         channel_name_ms: The partition's ``channel_name_ms`` (c,).
         name_offsets: The partition's ``name_offsets`` (c + 1,).
@@ -783,9 +804,10 @@ class PartitionShell:
     month: int
     size: int
     video_itemsize: int
+    channel_itemsize: int
+    channels: int
     offset_starts: IntArray
     offset_values: npt.NDArray[np.int32]
-    channel_ids: BytesArray
     channel_first_ms: IntArray
     channel_name_ms: IntArray
     name_offsets: IntArray
@@ -793,7 +815,7 @@ class PartitionShell:
 
 
 def shell_of(month: int, part: Partition) -> PartitionShell:
-    """Return the shell of a month's partition (copies of its channel tables, a few bytes per channel)."""
+    """Return the shell of a month's partition (copies of its channel tables but the ids, 24 bytes per channel)."""
     offsets = part.offset_ms
     starts = np.flatnonzero(offsets[1:] != offsets[:-1]) + 1
     starts = np.concatenate(([0], starts)).astype(np.int64) if offsets.size else starts.astype(np.int64)
@@ -801,9 +823,10 @@ def shell_of(month: int, part: Partition) -> PartitionShell:
         month=month,
         size=part.size,
         video_itemsize=int(part.video_ids.dtype.itemsize),
+        channel_itemsize=int(part.channel_ids.dtype.itemsize),
+        channels=int(part.channel_ids.shape[0]),
         offset_starts=starts,
         offset_values=offsets[starts].astype(np.int32),
-        channel_ids=part.channel_ids.copy(),
         channel_first_ms=part.channel_first_ms.copy(),
         channel_name_ms=part.channel_name_ms.copy(),
         name_offsets=part.name_offsets.copy(),
@@ -853,13 +876,16 @@ def refill_partitions(frame: Frame, shells: Iterable[PartitionShell]) -> Iterato
     """
     videos = _Ranks(int(frame.video_ids.shape[0]))
     channels = _Ranks(len(frame.channel_ids))
+    # the frame's ids as the sorted bytes table they were decoded from: the ids of a partition's
+    # channel codes (codes follow id order in both, so a month's table is the frame's at its codes)
+    channel_ids = np.array([c.encode("utf-8") for c in frame.channel_ids], dtype=np.bytes_)
     for shell in shells:
         rows = np.flatnonzero(frame.month == shell.month)
         if rows.size != shell.size:
             raise ValueError(f"frame holds {rows.size} views of month {shell.month}, the partition {shell.size}")
         used, video = videos.local(frame.video[rows])
         channels_used, channel = channels.local(frame.channel[rows])
-        if channels_used.size != shell.channel_ids.size:
+        if channels_used.size != shell.channels:
             raise ValueError(f"frame rows of month {shell.month} use {channels_used.size} channels, not its table's")
         run_lengths = np.diff(np.append(shell.offset_starts, rows.size))
         part = Partition(
@@ -872,7 +898,7 @@ def refill_partitions(frame: Frame, shells: Iterable[PartitionShell]) -> Iterato
             channel=channel,
             topic=frame.topic[rows],
             video_ids=frame.video_ids[used].astype(f"S{shell.video_itemsize}"),
-            channel_ids=shell.channel_ids,
+            channel_ids=channel_ids[channels_used].astype(f"S{shell.channel_itemsize}"),
             channel_first_ms=shell.channel_first_ms,
             channel_name_ms=shell.channel_name_ms,
             name_offsets=shell.name_offsets,
