@@ -49,9 +49,22 @@ export default defineSchema({
     timeZone: v.string(),
     lastSeq: v.number(),
     ackedSeq: v.number(),
+    /** Superseded by `leases` (never written now); honoured by `claimUser` until released. */
     leaseOwner: v.optional(v.string()),
+    /** Superseded by `leases` (never written now); honoured by `claimUser` until released. */
     leaseExpiresAtMs: v.optional(v.number()),
     eventCount: v.number(),
+  }).index("by_userId", ["userId"]),
+
+  /**
+   * The worker lease of a user (at most one row per user; deleted on release). Kept out of `users`
+   * so that claiming a user does not invalidate every query that reads the user's row (the
+   * dashboard's), which would re-run them on each claim for nothing.
+   */
+  leases: defineTable({
+    userId: v.string(),
+    owner: v.string(),
+    expiresAtMs: v.number(),
   }).index("by_userId", ["userId"]),
 
   /**

@@ -39,6 +39,17 @@ async function changeRows(t: ReturnType<typeof initConvexTest>, userId: string) 
   );
 }
 
+/** The user's lease as `{owner, expiresAtMs}`, or null when none is held. */
+async function leaseOf(t: ReturnType<typeof initConvexTest>, userId: string) {
+  const row = await t.run(async (ctx) =>
+    ctx.db
+      .query("leases")
+      .withIndex("by_userId", (q) => q.eq("userId", userId))
+      .unique(),
+  );
+  return row === null ? null : { owner: row.owner, expiresAtMs: row.expiresAtMs };
+}
+
 async function userRow(t: ReturnType<typeof initConvexTest>, userId: string) {
   return await t.run(async (ctx) =>
     ctx.db
@@ -118,8 +129,9 @@ describe("claimUser", () => {
       interests: [{ timeframe: "YTD", product: "all", topics: ["gaming", "music"] }],
     });
     expect(claim.leaseExpiresAtMs).toBeGreaterThanOrEqual(before + 60_000);
-    const user = await userRow(t, A);
-    expect(user).toMatchObject({ leaseOwner: "w1", leaseExpiresAtMs: claim.leaseExpiresAtMs });
+    expect(await leaseOf(t, A)).toEqual({ owner: "w1", expiresAtMs: claim.leaseExpiresAtMs });
+    // the lease is not on the user's row: a claim does not invalidate queries reading it (dashboards)
+    expect((await userRow(t, A))!.leaseOwner).toBeUndefined();
   });
 
   test("denies a held lease, renews our own, and takes over an expired one", async () => {
@@ -136,7 +148,7 @@ describe("claimUser", () => {
       changes: [],
       interests: [],
     });
-    expect(await userRow(t, A)).toMatchObject({ leaseOwner: "w1" });
+    expect(await leaseOf(t, A)).toMatchObject({ owner: "w1" });
 
     const renewed = await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w1", leaseMs: 120_000 });
     expect(renewed.granted).toBe(true);
@@ -144,15 +156,35 @@ describe("claimUser", () => {
     expect(renewed.changes).toHaveLength(1);
 
     await t.run(async (ctx) => {
+      const lease = await ctx.db
+        .query("leases")
+        .withIndex("by_userId", (q) => q.eq("userId", A))
+        .unique();
+      await ctx.db.patch(lease!._id, { expiresAtMs: Date.now() - 1 });
+    });
+    const takeover = await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w2", leaseMs: 60_000 });
+    expect(takeover).toMatchObject({ granted: true, leaseOwner: "w2" });
+    expect(await leaseOf(t, A)).toMatchObject({ owner: "w2" });
+  });
+
+  test("honours a lease recorded on the user's row before leases had their own table", async () => {
+    const t = initConvexTest();
+    await importFor(t, A, [event(0)]);
+    const expiresAtMs = Date.now() + 60_000;
+    await t.run(async (ctx) => {
       const user = await ctx.db
         .query("users")
         .withIndex("by_userId", (q) => q.eq("userId", A))
         .unique();
-      await ctx.db.patch(user!._id, { leaseExpiresAtMs: Date.now() - 1 });
+      await ctx.db.patch(user!._id, { leaseOwner: "old", leaseExpiresAtMs: expiresAtMs });
     });
-    const takeover = await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w2", leaseMs: 60_000 });
-    expect(takeover).toMatchObject({ granted: true, leaseOwner: "w2" });
-    expect(await userRow(t, A)).toMatchObject({ leaseOwner: "w2" });
+    const denied = await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w1", leaseMs: 60_000 });
+    expect(denied).toMatchObject({ granted: false, leaseOwner: "old", leaseExpiresAtMs: expiresAtMs });
+    expect((await t.mutation(internal.worker.claimUser, { userId: A, workerId: "old", leaseMs: 60_000 })).granted).toBe(true);
+    expect(await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "old", upToSeq: 1 })).toEqual({ acked: 1 });
+    expect(await userRow(t, A)).toMatchObject({ ackedSeq: 1 });
+    expect((await userRow(t, A))!.leaseOwner).toBeUndefined(); // released from the row for good
+    expect(await leaseOf(t, A)).toBeNull();
   });
 
   test("rejects a lease longer than an hour or not positive", async () => {
@@ -593,8 +625,7 @@ describe("ackChanges", () => {
     expect(rows[0].processedAtMs).toBeTypeOf("number");
     let user = await userRow(t, A);
     expect(user).toMatchObject({ ackedSeq: 2, lastSeq: 3 });
-    expect(user!.leaseOwner).toBeUndefined();
-    expect(user!.leaseExpiresAtMs).toBeUndefined();
+    expect(await leaseOf(t, A)).toBeNull();
 
     expect(await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 2 })).toEqual({ acked: 0 });
     expect((await userRow(t, A))!.ackedSeq).toBe(2);
@@ -602,7 +633,8 @@ describe("ackChanges", () => {
     await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w2", leaseMs: 60_000 });
     expect(await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 99 })).toEqual({ acked: 1 });
     user = await userRow(t, A);
-    expect(user).toMatchObject({ ackedSeq: 3, leaseOwner: "w2" });
+    expect(user).toMatchObject({ ackedSeq: 3 });
+    expect(await leaseOf(t, A)).toMatchObject({ owner: "w2" }); // another worker's lease is kept
     rows = await changeRows(t, A);
     expect(rows.every((r) => r.status === "done")).toBe(true);
   });
@@ -623,7 +655,7 @@ describe("failChanges", () => {
       await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w1", leaseMs: 60_000 });
       const r = await t.mutation(internal.worker.failChanges, { userId: A, workerId: "w1", upToSeq: 1, error: `boom ${attempt}` });
       expect(r).toEqual({ failed: 1, deadLettered: 0 });
-      expect((await userRow(t, A))!.leaseOwner).toBeUndefined();
+      expect(await leaseOf(t, A)).toBeNull();
     }
     let rows = await changeRows(t, A);
     expect(rows[0]).toMatchObject({ status: "pending", attempts: 4, error: "boom 4" });

@@ -145,6 +145,26 @@ export interface ClaimResult {
   interests: Filters[];
 }
 
+/** The user's `leases` row, or null when no lease was taken or it was released. */
+async function getLease(ctx: QueryCtx, userId: string): Promise<Doc<"leases"> | null> {
+  return await ctx.db
+    .query("leases")
+    .withIndex("by_userId", (q) => q.eq("userId", userId))
+    .unique();
+}
+
+/** A lease recorded on the `users` row before `leases` existed (still honoured until released). */
+function legacyLease(user: Doc<"users">): { owner: string; expiresAtMs: number } | null {
+  if (user.leaseOwner === undefined || user.leaseExpiresAtMs === undefined) return null;
+  return { owner: user.leaseOwner, expiresAtMs: user.leaseExpiresAtMs };
+}
+
+/** Delete the user's lease if `workerId` holds it. */
+async function releaseLease(ctx: MutationCtx, userId: string, workerId: string): Promise<void> {
+  const lease = await getLease(ctx, userId);
+  if (lease !== null && lease.owner === workerId) await ctx.db.delete(lease._id);
+}
+
 /** Handler of `worker:claimUser`. */
 export async function claimUserHandler(
   ctx: MutationCtx,
@@ -155,16 +175,14 @@ export async function claimUserHandler(
   requireInteger(args.leaseMs, "leaseMs", 1, MAX_LEASE_MS);
   const nowMs = Date.now();
   const user = await ensureUser(ctx, userId);
-  const free =
-    user.leaseOwner === undefined ||
-    user.leaseExpiresAtMs === undefined ||
-    user.leaseExpiresAtMs <= nowMs ||
-    user.leaseOwner === workerId;
+  const lease = await getLease(ctx, userId);
+  const holder = lease ?? legacyLease(user);
+  const free = holder === null || holder.expiresAtMs <= nowMs || holder.owner === workerId;
   if (!free) {
     return {
       granted: false,
-      leaseOwner: user.leaseOwner ?? "",
-      leaseExpiresAtMs: user.leaseExpiresAtMs ?? 0,
+      leaseOwner: holder.owner,
+      leaseExpiresAtMs: holder.expiresAtMs,
       timeZone: user.timeZone,
       lastSeq: user.lastSeq,
       changes: [],
@@ -172,7 +190,8 @@ export async function claimUserHandler(
     };
   }
   const leaseExpiresAtMs = nowMs + args.leaseMs;
-  await ctx.db.patch(user._id, { leaseOwner: workerId, leaseExpiresAtMs });
+  if (lease === null) await ctx.db.insert("leases", { userId, owner: workerId, expiresAtMs: leaseExpiresAtMs });
+  else await ctx.db.patch(lease._id, { owner: workerId, expiresAtMs: leaseExpiresAtMs });
 
   const rows = await ctx.db
     .query("changeLog")
@@ -471,11 +490,15 @@ export async function ackChangesHandler(
     rows.length < CHANGE_ROWS_PER_CALL
       ? Math.min(args.upToSeq, user.lastSeq)
       : rows[rows.length - 1].seq;
-  const ours = user.leaseOwner === workerId;
-  await ctx.db.patch(user._id, {
-    ackedSeq: Math.max(user.ackedSeq, coveredSeq),
-    ...(ours ? { leaseOwner: undefined, leaseExpiresAtMs: undefined } : {}),
-  });
+  const legacyOurs = user.leaseOwner === workerId;
+  const ackedSeq = Math.max(user.ackedSeq, coveredSeq);
+  if (ackedSeq !== user.ackedSeq || legacyOurs) {
+    await ctx.db.patch(user._id, {
+      ackedSeq,
+      ...(legacyOurs ? { leaseOwner: undefined, leaseExpiresAtMs: undefined } : {}),
+    });
+  }
+  await releaseLease(ctx, userId, workerId);
   return { acked: rows.length };
 }
 
@@ -505,6 +528,7 @@ export async function failChangesHandler(
   if (user.leaseOwner === workerId) {
     await ctx.db.patch(user._id, { leaseOwner: undefined, leaseExpiresAtMs: undefined });
   }
+  await releaseLease(ctx, userId, workerId);
   return { failed: rows.length, deadLettered };
 }
 
