@@ -187,6 +187,35 @@ describe("claimUser", () => {
     expect(await leaseOf(t, A)).toBeNull();
   });
 
+  test("a claim of only imports carries the views they inserted; other claims do not", async () => {
+    const t = initConvexTest();
+    await importFor(t, A, [event(0), event(1)]);
+    await importFor(t, A, [event(2)]);
+    await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 1 });
+    const claim = await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w1", leaseMs: 60_000 });
+    const paged = await t.query(internal.worker.listEventsByChange, {
+      userId: A, afterSeq: 1, throughSeq: 2, paginationOpts: { numItems: 100, cursor: null },
+    });
+    expect(claim.appended).toEqual({ afterSeq: 1, throughSeq: 2, events: paged.page });
+    expect(claim.appended!.events.map((e) => e.videoId)).toEqual(["vid2"]);
+
+    // a pending change that is not an import: the worker plans a re-read, no views are sent
+    await t.mutation(internal.admin.requestRecompute, { userId: A });
+    const mixed = await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w1", leaseMs: 60_000 });
+    expect(mixed.changes.map((c) => c.kind)).toEqual(["import", "manual"]);
+    expect(mixed.appended).toBeUndefined();
+  });
+
+  test("a claim of imports of more than 1000 views does not carry them", async () => {
+    const t = initConvexTest();
+    const batch = (from: number) => Array.from({ length: 600 }, (_, i) => event(from + i));
+    await importFor(t, A, batch(0));
+    await importFor(t, A, batch(600));
+    const claim = await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w1", leaseMs: 60_000 });
+    expect(claim.changes).toHaveLength(2);
+    expect(claim.appended).toBeUndefined();
+  });
+
   test("rejects a lease longer than an hour or not positive", async () => {
     const t = initConvexTest();
     for (const leaseMs of [0, 3_600_001, Number.NaN]) {

@@ -43,6 +43,8 @@ export const MAX_LEASE_MS = 60 * 60 * 1000;
 export const CLAIM_MAX_CHANGES = 1000;
 /** Most pending rows `claimUser` reads (and `ackChanges`/`failChanges` update) per call. */
 export const CHANGE_ROWS_PER_CALL = 8000;
+/** Most views `claimUser` returns with a claim of only imports (`appended`); more are paged. */
+export const CLAIM_MAX_EVENTS = 1000;
 /** Most active filter interests returned by `claimUser`. */
 export const CLAIM_MAX_INTERESTS = 200;
 /** Largest `paginationOpts.numItems` accepted by `listEvents`. */
@@ -143,6 +145,7 @@ export interface ClaimResult {
   lastSeq: number;
   changes: ChangeEntry[];
   interests: Filters[];
+  appended?: { afterSeq: number; throughSeq: number; events: WatchEventOutput[] };
 }
 
 /** The user's `leases` row, or null when no lease was taken or it was released. */
@@ -218,7 +221,31 @@ export async function claimUserHandler(
     lastSeq: user.lastSeq,
     changes,
     interests,
+    ...(await appendedViews(ctx, userId, rows)),
   };
+}
+
+/**
+ * The views the claimed changes inserted, when every claimed change is an import and they are
+ * few (≤ `CLAIM_MAX_EVENTS`): the worker then needs no `listEventsByChange` round trip for them.
+ */
+async function appendedViews(
+  ctx: QueryCtx,
+  userId: string,
+  rows: Doc<"changeLog">[],
+): Promise<Pick<ClaimResult, "appended">> {
+  if (rows.length === 0 || rows.length > CLAIM_MAX_CHANGES || rows.some((r) => r.kind !== "import")) return {};
+  if (rows.reduce((sum, r) => sum + r.count, 0) > CLAIM_MAX_EVENTS) return {};
+  const afterSeq = rows[0].seq - 1;
+  const throughSeq = rows[rows.length - 1].seq;
+  const events = await ctx.db
+    .query("watchEvents")
+    .withIndex("by_user_and_changeSeq", (q) =>
+      q.eq("userId", userId).gt("changeSeq", afterSeq).lte("changeSeq", throughSeq),
+    )
+    .take(CLAIM_MAX_EVENTS + 1);
+  if (events.length > CLAIM_MAX_EVENTS) return {};
+  return { appended: { afterSeq, throughSeq, events: events.map(toEventOutput) } };
 }
 
 export interface EventPage {
@@ -633,6 +660,10 @@ export const pendingChanges = internalQuery({
  * union of ranges, range absent when any row covers the whole history). Ack
  * with `upToSeq` = the highest returned seq. When denied, `changes` and
  * `interests` are empty and `leaseOwner`/`leaseExpiresAtMs` describe the holder.
+ *
+ * When every claimed change is an import and they inserted at most 1000 views,
+ * `appended` holds those views (`changeSeq` in `(afterSeq, throughSeq]`, as
+ * `listEventsByChange` would page them), saving the worker that round trip.
  */
 export const claimUser = internalMutation({
   args: { userId: v.string(), workerId: v.string(), leaseMs: v.number() },
@@ -644,6 +675,9 @@ export const claimUser = internalMutation({
     lastSeq: v.number(),
     changes: v.array(vChangeEntry),
     interests: v.array(vFilters),
+    appended: v.optional(
+      v.object({ afterSeq: v.number(), throughSeq: v.number(), events: v.array(vWatchEventOutput) }),
+    ),
   }),
   handler: claimUserHandler,
 });

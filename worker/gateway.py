@@ -42,7 +42,7 @@ from worker.errors import (
     PermanentGatewayError,
     TransientGatewayError,
 )
-from worker.models import ChangeEntry, Claim, StoreOutcome, WatchEvent
+from worker.models import AppendedViews, ChangeEntry, Claim, StoreOutcome, WatchEvent
 
 log = structlog.get_logger(__name__)
 
@@ -68,6 +68,17 @@ def event_to_convex(event: WatchEvent, source: str) -> dict[str, Any]:
     if event.flags:
         doc["flags"] = sorted(event.flags)
     return doc
+
+
+def _appended_from_convex(raw: Mapping[str, Any] | None) -> AppendedViews | None:
+    """Decode ``worker:claimUser``'s optional ``appended`` object."""
+    if raw is None:
+        return None
+    return AppendedViews(
+        after_seq=int(raw["afterSeq"]),
+        through_seq=int(raw["throughSeq"]),
+        events=tuple(event_from_convex(doc) for doc in raw["events"]),
+    )
 
 
 def event_from_convex(doc: Mapping[str, Any]) -> WatchEvent:
@@ -437,6 +448,7 @@ class ConvexGateway:
             last_seq=int(raw.get("lastSeq", 0)),
             changes=tuple(change_from_convex(c, user_id) for c in raw.get("changes", [])),
             interests=tuple(raw.get("interests", [])),
+            appended=_appended_from_convex(raw.get("appended")),
         )
 
     async def iter_event_pages(

@@ -150,6 +150,22 @@ class ChangeEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class AppendedViews:
+    """Views a claim of only imports carries (``worker:claimUser``'s ``appended``).
+
+    Attributes:
+        after_seq: Exclusive lower bound of the inserting changes' seqs.
+        through_seq: Inclusive upper bound.
+        events: The views those changes inserted that still exist, in change order
+            (what ``worker:listEventsByChange`` would return for the same bounds).
+    """
+
+    after_seq: int
+    through_seq: int
+    events: tuple[WatchEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     """Answer of ``worker:claimUser``.
 
@@ -161,6 +177,8 @@ class Claim:
         last_seq: Highest change seq assigned for the user.
         changes: Pending change rows (seq ≤ last_seq), oldest first.
         interests: Active on-demand filter sets, as Convex ``filters`` objects.
+        appended: The views inserted by the claimed changes when all are imports of at most 1000
+            views in all (saves the delta read), else None.
     """
 
     granted: bool
@@ -170,6 +188,7 @@ class Claim:
     last_seq: int
     changes: tuple[ChangeEntry, ...]
     interests: tuple[dict[str, object], ...] = ()
+    appended: AppendedViews | None = field(default=None, repr=False)
 
     @property
     def watermark(self) -> int:

@@ -47,7 +47,7 @@ from worker.aggregation.timeframes import load_zone
 from worker.cache import PartitionCache, SizedLRU
 from worker.config import Settings
 from worker.gateway import Gateway
-from worker.models import Claim, WatchEvent
+from worker.models import AppendedViews, Claim, WatchEvent
 from worker.partitions import (
     Delta,
     MonthEntry,
@@ -338,13 +338,26 @@ class Recomputer:
         payloads.update({m: partition_to_bytes(p) for m, p in rest.items()})
         return dict(sorted(payloads.items())), read
 
-    async def read_delta(self, user_id: str, zone: ZoneInfo, delta: Delta) -> tuple[dict[int, Partition], int]:
-        """Read the appended views of ``delta`` and split them by local month."""
+    async def read_delta(
+        self, user_id: str, zone: ZoneInfo, delta: Delta, appended: AppendedViews | None = None
+    ) -> tuple[dict[int, Partition], int]:
+        """Read the appended views of ``delta`` and split them by local month.
+
+        When the claim carried the views of exactly ``delta``'s seq range (``appended``), they are
+        used as they are (read from Convex by the claim itself) instead of being paged again.
+        """
         events: list[WatchEvent] = []
-        async for page in self.gateway.iter_changed_event_pages(
-            user_id, after_seq=delta.after_seq, through_seq=delta.through_seq, page_size=self.settings.page_size
+        if (
+            appended is not None
+            and appended.after_seq == delta.after_seq
+            and appended.through_seq == delta.through_seq
         ):
-            events.extend(page)
+            events.extend(appended.events)
+        else:
+            async for page in self.gateway.iter_changed_event_pages(
+                user_id, after_seq=delta.after_seq, through_seq=delta.through_seq, page_size=self.settings.page_size
+            ):
+                events.extend(page)
         parts = await asyncio.to_thread(build_month_partitions, events, zone)
         return parts, len(events)
 
@@ -473,7 +486,7 @@ class Recomputer:
         combined: dict[int, bytes] = {}
         delta_parts: dict[int, Partition] = {}
         if prepared.plan.delta is not None:
-            delta_parts, read = await self.read_delta(user_id, zone, prepared.plan.delta)
+            delta_parts, read = await self.read_delta(user_id, zone, prepared.plan.delta, claim.appended)
             combined, reread = await asyncio.to_thread(self._combine, prepared, delta_parts)
             if reread - set(prepared.plan.rebuild):
                 prepared = replace(

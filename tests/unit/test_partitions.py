@@ -31,7 +31,7 @@ from worker.aggregation.timeframes import load_zone
 from worker.cache import PartitionCache
 from worker.config import Settings, load_settings
 from worker.gateway import Gateway
-from worker.models import ChangeEntry, Claim, WatchEvent
+from worker.models import AppendedViews, ChangeEntry, Claim, WatchEvent
 from worker.partitions import (
     MonthEntry,
     PartitionIndex,
@@ -512,6 +512,24 @@ class TestIncremental:
         assert rc.frames.hits == (1 if delta else 0)  # the cached frame was extended, not re-merged
         assert second.events_read == source.read == (30 if delta else len(in_months))
         assert second.results == from_scratch(source.events, c2, NOW)
+
+    @pytest.mark.parametrize("matching", [True, False])
+    def test_views_carried_by_the_claim_replace_the_delta_read(self, matching: bool) -> None:
+        """A claim whose ``appended`` covers the delta's seq range is used as is; any other is ignored."""
+        tz = "Europe/Berlin"
+        source, rc = warmed(tz, history(500, 9), delta_max_events=1000)
+        last = max(e.watched_at_ms for e in source.events)
+        new = [event(last + (i + 1) * 60_000, i, salt=2) for i in range(20)]
+        source.insert(new, 2)
+        c = replace(
+            claim(tz, [change(2, "import", new[0].watched_at_ms, new[-1].watched_at_ms)]),
+            appended=AppendedViews(1 if matching else 0, 2, tuple(new)),
+        )
+        source.read = 0
+        out = asyncio.run(rc.recompute(c, now_ms=NOW))
+        assert out.plan_reason == "append" and out.results == from_scratch(source.events, c, NOW)
+        assert source.delta_reads == (0 if matching else 1)  # the round trip the claim saved
+        assert out.events_read == 20 and source.read == (0 if matching else 20)
 
     def test_appends_extend_the_session_pairs_kept_with_the_frame(self) -> None:
         """A cold recompute keeps no pairs; each append after the first extends those of the one before."""
