@@ -47,6 +47,20 @@ interface OpContext {
 }
 const opStore = new AsyncLocalStorage<OpContext>();
 
+/** A fresh context for operation `opId`; `recordReads` for queries (their read set is reported). */
+function newOpContext(opId: number, recordReads: boolean): OpContext {
+  return {
+    opId,
+    logs: [],
+    logOverflow: false,
+    commitTs: null,
+    done: false,
+    reads: recordReads ? new Set() : null,
+    readsUnknown: false,
+    snapshotTs: null,
+  };
+}
+
 // ---- console capture -------------------------------------------------------------------------
 const LEVELS: Record<string, string> = { log: "LOG", info: "INFO", warn: "WARN", error: "ERROR", debug: "DEBUG" };
 const originalConsole = { ...console };
@@ -339,16 +353,7 @@ function errorResult(e: unknown, logs: string[]): RunResult {
 }
 
 async function runFunction(msg: Extract<ToWorker, { kind: "run" }>): Promise<RunResult> {
-  const ctx: OpContext = {
-    opId: msg.opId,
-    logs: [],
-    logOverflow: false,
-    commitTs: null,
-    done: false,
-    reads: msg.udfType === "query" ? new Set() : null,
-    readsUnknown: false,
-    snapshotTs: null,
-  };
+  const ctx = newOpContext(msg.opId, msg.udfType === "query");
   return opStore.run(ctx, async () => {
     try {
       const { canonical, type } = await resolveFunction(msg.path, msg.udfType, msg.caller);
@@ -373,16 +378,7 @@ async function runFunction(msg: Extract<ToWorker, { kind: "run" }>): Promise<Run
 }
 
 async function runHttp(msg: Extract<ToWorker, { kind: "http" }>): Promise<void> {
-  const ctx: OpContext = {
-    opId: msg.opId,
-    logs: [],
-    logOverflow: false,
-    commitTs: null,
-    done: false,
-    reads: null,
-    readsUnknown: false,
-    snapshotTs: null,
-  };
+  const ctx = newOpContext(msg.opId, false);
   await opStore.run(ctx, async () => {
     try {
       const acc = accessorFor(msg.caller);

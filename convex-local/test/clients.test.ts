@@ -3,27 +3,21 @@
  * WebSocket) and `ConvexHttpClient`.
  */
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import WebSocket from "ws";
 import { ConvexClient, ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
 import { ConvexError } from "convex/values";
-import { startBackend, type RunningBackend } from "./support";
+import { openClient, randomChannel, startBackend, type RunningBackend } from "./support";
 
 const api = anyApi;
 let backend: RunningBackend;
 const clients: ConvexClient[] = [];
 
 function newClient(): ConvexClient {
-  const c = new ConvexClient(backend.url, {
-    webSocketConstructor: WebSocket as unknown as typeof globalThis.WebSocket,
-    skipConvexDeploymentUrlCheck: true,
-  });
-  clients.push(c);
-  return c;
+  return openClient(backend.url, clients);
 }
 
 function channel(): string {
-  return `js-${Math.random().toString(36).slice(2, 10)}`;
+  return randomChannel("js");
 }
 
 /** Resolve with the first value passing `pred` delivered to `onUpdate`. */

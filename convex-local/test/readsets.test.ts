@@ -7,10 +7,9 @@
  *    flight (an ordering the real runtime does not produce on demand).
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "vitest";
-import WebSocket from "ws";
 import { ConvexClient, ConvexHttpClient } from "convex/browser";
 import { anyApi } from "convex/server";
-import { startBackend, type RunningBackend } from "./support";
+import { openClient, randomChannel, startBackend, type RunningBackend } from "./support";
 import { QueryEvaluator } from "../src/sync.ts";
 import type { Caller, RunResult } from "../src/protocol.ts";
 
@@ -35,16 +34,11 @@ describe("read sets, end to end", () => {
   });
 
   function newClient(): ConvexClient {
-    const c = new ConvexClient(backend.url, {
-      webSocketConstructor: WebSocket as unknown as typeof globalThis.WebSocket,
-      skipConvexDeploymentUrlCheck: true,
-    });
-    clients.push(c);
-    return c;
+    return openClient(backend.url, clients);
   }
 
   function channel(): string {
-    return `rs-${Math.random().toString(36).slice(2, 10)}`;
+    return randomChannel("rs");
   }
 
   async function evaluations(): Promise<number> {

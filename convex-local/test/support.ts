@@ -2,6 +2,8 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
+import WebSocket from "ws";
+import { ConvexClient } from "convex/browser";
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = join(here, "..", "..");
@@ -67,4 +69,19 @@ export function startBackend(extraArgs: string[] = []): Promise<RunningBackend> 
       });
     });
   });
+}
+
+/** Open a `ConvexClient` (convex/browser over the `ws` WebSocket) on `url`, recorded in `clients` for closing. */
+export function openClient(url: string, clients: ConvexClient[]): ConvexClient {
+  const c = new ConvexClient(url, {
+    webSocketConstructor: WebSocket as unknown as typeof globalThis.WebSocket,
+    skipConvexDeploymentUrlCheck: true,
+  });
+  clients.push(c);
+  return c;
+}
+
+/** A random channel name starting with `prefix`: keeps the tests sharing one backend apart. */
+export function randomChannel(prefix: string): string {
+  return `${prefix}-${Math.random().toString(36).slice(2, 10)}`;
 }
