@@ -202,6 +202,11 @@ def import_(
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     admin_key = env_first(KEY_VARIABLES)
+    if user_id and token:
+        raise _fail(
+            "pass either --user-id (operator mode) or --token (user mode), not both"
+            " (--token may come from CONVEX_USER_TOKEN)"
+        )
     if user_id and not admin_key:
         raise _fail("--user-id needs CONVEX_ADMIN_KEY (or CONVEX_SELF_HOSTED_ADMIN_KEY / CONVEX_DEPLOY_KEY)")
     if not user_id and not token:
@@ -315,7 +320,10 @@ def healthcheck(
     max_age_s: Annotated[float, typer.Option(help="Largest heartbeat age that counts as healthy (s).")] = 90.0,
 ) -> None:
     """Exit 0 when the worker loop touched its heartbeat file within ``max_age_s`` seconds."""
-    path = Path(os.environ.get("WORKER_HEARTBEAT_FILE", "/tmp/watch-worker.heartbeat"))
+    name = os.environ.get("WORKER_HEARTBEAT_FILE", "/tmp/watch-worker.heartbeat")
+    if not name:
+        raise _fail("WORKER_HEARTBEAT_FILE is empty (heartbeat disabled): nothing to check", 2)
+    path = Path(name)
     try:
         age = time.time() - path.stat().st_mtime
     except OSError:

@@ -11,7 +11,7 @@ import os
 import socket
 from typing import Literal
 
-from pydantic import AliasChoices, Field, HttpUrl, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, HttpUrl, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigError
@@ -59,7 +59,9 @@ class Settings(BaseSettings):
         ),
     )
     batch_size: int = Field(default=200, gt=0, le=1000, description="Pending change rows read per round.")
-    page_size: int = Field(default=4000, gt=0, le=8000, description="Events per listEvents page.")
+    page_size: int = Field(
+        default=4000, gt=0, le=4000, description="Events per listEvents page (the backend serves at most 4000)."
+    )
     store_chunk_size: int = Field(
         default=50, gt=0, le=50, description="Aggregation results per storeAggregations call (whole filter sets, ≤ 50)."
     )
@@ -79,7 +81,10 @@ class Settings(BaseSettings):
     max_backoff_s: float = Field(default=10.0, gt=0, description="Longest wait between retries (seconds).")
     heartbeat_file: str | None = Field(
         default="/tmp/watch-worker.heartbeat",
-        description="File touched on every loop iteration; the container health check reads its age.",
+        description=(
+            "File the worker loop touches at least every 15 s and after each user; the container health check "
+            "reads its age. Empty = none."
+        ),
     )
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", description="auto = console on a TTY, JSON otherwise."
@@ -114,6 +119,14 @@ class Settings(BaseSettings):
         description="Largest append (views) read by change seq and combined with cached months; 0 = never.",
     )
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        """Refuse a Redis URL redis-py cannot open, at start-up instead of at the first cache access."""
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a redis://, rediss:// or unix:// URL")
+        return value or None
+
 
 _ENV_NAMES = {
     "convex_url": "CONVEX_URL",
@@ -135,6 +148,11 @@ def load_settings(**overrides: object) -> Settings:
     Raises:
         ConfigError: naming every missing or invalid variable.
     """
+    # An empty CONVEX_* variable counts as unset (docker-compose files often define them empty): an
+    # empty CONVEX_ADMIN_KEY must not hide CONVEX_DEPLOY_KEY, nor an empty CONVEX_URL its alias.
+    for field, names in (("convex_url", URL_VARIABLES), ("convex_admin_key", KEY_VARIABLES)):
+        if field not in overrides and (value := env_first(names)) is not None:
+            overrides[field] = value
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:

@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+HEARTBEAT_EVERY_S = 15.0
+"""Longest time between heartbeat touches while the loop is idle or processing users, seconds
+(the container health check allows 90 s: ``python -m worker healthcheck --max-age-s 90``)."""
+
 
 def wall_clock_ms() -> int:
     """Return the current time, epoch milliseconds UTC."""
@@ -104,6 +108,7 @@ class Runner:
         # The pending rows the subscription pushed last and no round has used yet: the round that
         # follows the push starts from them instead of reading ``pendingChanges`` again.
         self._pushed: list[ChangeEntry] | None = None
+        self._heartbeat_warned = False
 
     # ------------------------------------------------------------------ control
 
@@ -140,8 +145,7 @@ class Runner:
                 if time.monotonic() >= next_expiry_check:
                     await self._enqueue_expired()
                     next_expiry_check = time.monotonic() + self.settings.expiry_check_interval_s
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.settings.poll_interval_s)
+                await self._idle(self.settings.poll_interval_s)
                 if self._stop.is_set():
                     break
                 self._wake.clear()
@@ -200,6 +204,7 @@ class Runner:
                 break
             if await self.process_user(user_id):
                 done += 1
+            self._heartbeat()  # a long round of many users is still a live loop
         return done
 
     async def process_user(self, user_id: str) -> bool:
@@ -327,12 +332,32 @@ class Runner:
         if enqueued:
             log.info("expiry.enqueued", users=enqueued)
 
+    async def _idle(self, timeout_s: float) -> None:
+        """Wait for a wake-up (push, stop) or ``timeout_s``, touching the heartbeat every ``HEARTBEAT_EVERY_S``.
+
+        The loop itself touches it, so a stuck loop still goes stale, while a long poll interval does not.
+        """
+        deadline = time.monotonic() + timeout_s
+        while not self._wake.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=min(left, HEARTBEAT_EVERY_S))
+            self._heartbeat()
+
     def _heartbeat(self) -> None:
+        """Touch the heartbeat file (``settings.heartbeat_file``); warn once when it cannot be written."""
         path = self.settings.heartbeat_file
-        if path:
-            with contextlib.suppress(OSError):
-                Path(path).touch()
-                os.utime(path)
+        if not path:
+            return
+        try:
+            Path(path).touch()
+            os.utime(path)
+        except OSError as exc:
+            if not self._heartbeat_warned:
+                self._heartbeat_warned = True
+                log.warning("heartbeat.unwritable", path=path, error=str(exc))
 
     def _stats_fields(self) -> dict[str, object]:
         s = self.stats

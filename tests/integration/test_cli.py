@@ -124,6 +124,8 @@ class TestHealthcheck:
         os.utime(hb, (old, old))
         res = run_cli("healthcheck", "--max-age-s", "90", env=env)
         assert res.returncode == 1 and "heartbeat is" in res.stderr
+        res = run_cli("healthcheck", env={"WORKER_HEARTBEAT_FILE": ""})  # disabled: not the cwd's age
+        assert res.returncode == 2 and "WORKER_HEARTBEAT_FILE is empty" in res.stderr
 
 
 class TestDemo:
@@ -164,6 +166,13 @@ class TestImportErrors:
         assert res.returncode == 2, res.stderr
         assert res.stderr.startswith("error: CONVEX_URL is invalid:") and "URL" in res.stderr
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+    def test_user_id_and_token_together_are_refused(self) -> None:
+        """Operator and user mode at once (the token may come from CONVEX_USER_TOKEN): exit 2, nothing sent."""
+        sample = REPO_ROOT / "worker" / "data" / "demo-watch-history.json"
+        env = {"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_ADMIN_KEY": "k", "CONVEX_USER_TOKEN": "t"}
+        res = run_cli("import", str(sample), "--user-id", "convex-local|dave", env=env)
+        assert res.returncode == 2 and "not both" in res.stderr, res.stderr
 
     def test_operator_mode_accepts_the_standard_key_names(self, project_backend: LocalBackend) -> None:
         """CONVEX_SELF_HOSTED_URL and CONVEX_DEPLOY_KEY work for import as they do for run."""

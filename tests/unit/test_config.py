@@ -14,7 +14,7 @@ from worker.errors import ConfigError
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("CONVEX_URL", "CONVEX_SELF_HOSTED_URL", "CONVEX_ADMIN_KEY", "CONVEX_SELF_HOSTED_ADMIN_KEY",
-                 "CONVEX_DEPLOY_KEY", "WORKER_LEASE_MS", "WORKER_LOG_FORMAT"):
+                 "CONVEX_DEPLOY_KEY", "WORKER_LEASE_MS", "WORKER_LOG_FORMAT", "WORKER_REDIS_URL", "WORKER_PAGE_SIZE"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -52,6 +52,36 @@ class TestLoadSettings:
         monkeypatch.setenv("CONVEX_ADMIN_KEY", "k")
         with pytest.raises(ConfigError, match="^CONVEX_URL is invalid"):
             load_settings()
+
+
+    def test_empty_variables_do_not_hide_their_aliases(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An empty CONVEX_URL/CONVEX_ADMIN_KEY (docker-compose style) counts as unset: the next name is used."""
+        monkeypatch.setenv("CONVEX_URL", "")
+        monkeypatch.setenv("CONVEX_SELF_HOSTED_URL", "http://127.0.0.1:3210")
+        monkeypatch.setenv("CONVEX_ADMIN_KEY", "")
+        monkeypatch.setenv("CONVEX_DEPLOY_KEY", "deploy-key")
+        settings = load_settings()
+        assert str(settings.convex_url).startswith("http://127.0.0.1:3210")
+        assert settings.convex_admin_key.get_secret_value() == "deploy-key"
+
+    @pytest.mark.parametrize(
+        ("variable", "value", "message"),
+        [
+            ("WORKER_REDIS_URL", "nonsense", "WORKER_REDIS_URL is invalid: Value error, expected a redis://"),
+            ("WORKER_PAGE_SIZE", "8000", "WORKER_PAGE_SIZE is invalid"),  # the backend serves ≤ 4000 per page
+        ],
+    )
+    def test_values_the_backend_or_redis_would_refuse_are_refused_at_start(
+        self, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+    ) -> None:
+        monkeypatch.setenv("CONVEX_URL", "http://127.0.0.1:3210")
+        monkeypatch.setenv("CONVEX_ADMIN_KEY", "k")
+        monkeypatch.setenv(variable, value)
+        with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
+            load_settings()
+        monkeypatch.setenv("WORKER_REDIS_URL", "redis://127.0.0.1:6379/0")
+        monkeypatch.setenv("WORKER_PAGE_SIZE", "4000")
+        assert load_settings().page_size == 4000
 
 
 class TestReadmeSettingsTable:

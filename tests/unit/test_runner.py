@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog.testing
 
+from worker import runner as runner_module
 from worker.config import Settings, load_settings
 from worker.errors import TransientGatewayError
 from worker.models import ChangeEntry, Claim, StoreOutcome, WatchEvent
@@ -53,8 +55,13 @@ class FakeGateway:
         )
 
     async def iter_event_pages(
-        self, user_id: str, *, from_ms: int | None = None, to_ms: int | None = None,
-        max_change_seq: int | None = None, page_size: int = 4000,
+        self,
+        user_id: str,
+        *,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+        max_change_seq: int | None = None,
+        page_size: int = 4000,
     ) -> AsyncIterator[list[WatchEvent]]:
         yield []
 
@@ -64,8 +71,13 @@ class FakeGateway:
         yield []
 
     async def store_aggregations(
-        self, user_id: str, *, watermark: int, computed_at_ms: int,
-        results: Sequence[Mapping[str, Any]], chunk_size: int,
+        self,
+        user_id: str,
+        *,
+        watermark: int,
+        computed_at_ms: int,
+        results: Sequence[Mapping[str, Any]],
+        chunk_size: int,
         known_hashes: Mapping[tuple[str, str], str] | None = None,
     ) -> StoreOutcome:
         if self.fail_store_with:
@@ -101,7 +113,11 @@ class FakeRecomputer:
         self.calls: list[str] = []
 
     async def recompute(
-        self, claim: Claim, *, now_ms: int, on_first: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
+        self,
+        claim: Claim,
+        *,
+        now_ms: int,
+        on_first: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
         on_batch: Callable[[list[dict[str, Any]]], Awaitable[None]] | None = None,
     ) -> RecomputeOutcome:  # results are returned, not handed to on_batch: the runner stores them itself
         user = claim.changes[0].user_id
@@ -112,15 +128,24 @@ class FakeRecomputer:
             await on_first([{"type": "kpi", "filterKey": "All|all||", "data": {}, "definitionVersion": 1}])
         return RecomputeOutcome(
             results=[{"type": "kpi", "filterKey": "All|all||", "data": {"views": 1}, "definitionVersion": 1}],
-            computed_at_ms=now_ms, events_read=0, read_ms=0.0, compute_ms=0.0, types=["kpi"], filter_sets=1,
+            computed_at_ms=now_ms,
+            events_read=0,
+            read_ms=0.0,
+            compute_ms=0.0,
+            types=["kpi"],
+            filter_sets=1,
         )
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return load_settings(
-        convex_url="http://127.0.0.1:9", convex_admin_key="k", worker_id="w1",
-        heartbeat_file=str(tmp_path / "hb"), debounce_ms=0, poll_interval_s=0.05,
+        convex_url="http://127.0.0.1:9",
+        convex_admin_key="k",
+        worker_id="w1",
+        heartbeat_file=str(tmp_path / "hb"),
+        debounce_ms=0,
+        poll_interval_s=0.05,
     )
 
 
@@ -178,7 +203,6 @@ class TestProcessRound:
             asyncio.run(runner.process_round())
         assert gw.acked == [] and gw.failed == [] and len(gw.pending) == 1
 
-
     def test_default_set_is_stored_before_the_rest(self, settings: Settings) -> None:
         """Results handed over early (the default dashboard) are stored first, under the same watermark."""
         gw, rc = FakeGateway(), FakeRecomputer(first=True)
@@ -221,3 +245,39 @@ class TestRunLoop:
         # catch-up read at start; the pushed rows are claimed without reading them again; the round
         # after the one that did work reads, finds nothing and ends the burst
         assert gw.calls == ["read", "claim:a", "read"]
+
+
+class TestHeartbeat:
+    def test_idle_loop_keeps_touching_the_heartbeat(
+        self, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A poll interval longer than the health check's limit does not make an idle worker unhealthy."""
+        monkeypatch.setattr(runner_module, "HEARTBEAT_EVERY_S", 0.05)
+        hb = tmp_path / "hb"
+        runner = Runner(
+            settings.model_copy(update={"poll_interval_s": 600.0}), FakeGateway(), recomputer=FakeRecomputer()
+        )  # type: ignore[arg-type]
+        touches: list[float] = []
+
+        async def scenario() -> None:
+            task = asyncio.create_task(runner.run())
+            for _ in range(20):
+                await asyncio.sleep(0.05)
+                if hb.exists():
+                    touches.append(hb.stat().st_mtime_ns)
+            runner.request_stop()
+            await asyncio.wait_for(task, 5)
+
+        asyncio.run(scenario())
+        assert len(set(touches)) >= 5  # touched again and again while waiting for work
+
+    def test_unwritable_heartbeat_is_reported_once(self, settings: Settings, tmp_path: Path) -> None:
+        path = tmp_path / "missing-dir" / "hb"
+        runner = Runner(
+            settings.model_copy(update={"heartbeat_file": str(path)}), FakeGateway(), recomputer=FakeRecomputer()
+        )  # type: ignore[arg-type]
+        with structlog.testing.capture_logs() as logs:
+            runner._heartbeat()
+            runner._heartbeat()
+        assert [e["event"] for e in logs] == ["heartbeat.unwritable"]
+        assert logs[0]["path"] == str(path)
