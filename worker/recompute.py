@@ -144,6 +144,10 @@ class _Prepared:
     index: PartitionIndex | None
     reused: dict[int, Partition]
     patch_base: dict[int, Partition] = field(default_factory=dict)
+    cached: DerivedState | None = None
+    """The frame (and its engine state) kept for ``index``'s exact state, when no month is re-read."""
+    lazy_reuse: bool = False
+    """``plan.reuse`` was not loaded (``cached`` makes it unnecessary unless the frame cannot be extended)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +285,11 @@ class Recomputer:
         )
         if plan.full:
             return _Prepared(plan, index, {})
+        # with the frame of this exact index state at hand (the common append), the untouched months
+        # are not loaded: the frame is extended instead of merged from them
+        cached = None
+        if index is not None and not plan.rebuild:
+            cached = self.frames.get_state(user_id, claim.time_zone, index)
         missing: list[int] = []
 
         def load(entries: Mapping[int, MonthEntry]) -> dict[int, Partition]:
@@ -293,11 +302,24 @@ class Recomputer:
                     out[month] = part
             return out
 
-        reused, patch_base = load(plan.reuse), load(plan.patch)
+        reused = {} if cached is not None else load(plan.reuse)
+        patch_base = load(plan.patch)
         if missing:  # evicted or expired: read those months again too
             rebuild = tuple(sorted({*plan.rebuild, *missing}))
             plan = replace(plan, rebuild=rebuild)
-        return _Prepared(plan, index, reused, patch_base)
+        return _Prepared(plan, index, reused, patch_base, cached=cached, lazy_reuse=cached is not None)
+
+    def _load_reused(
+        self, user_id: str, time_zone: str, entries: Mapping[int, MonthEntry]
+    ) -> dict[int, Partition] | None:
+        """Load the partitions of ``entries`` (blocking), or None when one is no longer cached."""
+        out: dict[int, Partition] = {}
+        for month, entry in entries.items():
+            part = self.store.load(user_id, time_zone, month, min_watermark=entry.watermark)
+            if part is None or part.size != entry.count:
+                return None
+            out[month] = part
+        return out
 
     async def read_partitions(
         self,
@@ -405,9 +427,10 @@ class Recomputer:
         returned for :meth:`_store_state`, with each built month reduced to its shell, so that the
         payloads are not held while the engine runs. ``payloads`` and ``combined`` are emptied once
         decoded, and the merge takes the only references to the built months, so each month's
-        payload is freed as soon as its rows are in the frame. Returns None (nothing emptied) when
-        the built months do not fit the plan (a local month that is not one UTC interval); the
-        caller then reads everything.
+        payload is freed as soon as its rows are in the frame. Returns None when the built months
+        do not fit the plan (a local month that is not one UTC interval; nothing emptied), or when
+        the frame could not be extended and a month left unloaded (``lazy_reuse``) is no longer
+        cached; the caller then reads everything.
         """
         plan = prepared.plan
         if not plan.full and not set(payloads) <= set(plan.rebuild):
@@ -423,7 +446,8 @@ class Recomputer:
         if plan.full and any(c.kind == "timezone" for c in claim.changes):
             self.cache.invalidate_user(user_id)  # partitions of the previous zone are useless now
             self.frames.drop_user(user_id)
-        months = {m: e for m, e in plan.reuse.items() if m in prepared.reused}
+        reused = prepared.reused
+        months = dict(plan.reuse) if prepared.lazy_reuse else {m: e for m, e in plan.reuse.items() if m in reused}
         months.update({m: e for m, e in plan.patch.items() if m in kept})
         months.update({m: MonthEntry(p.size, watermark) for m, p in built.items()})
         index = PartitionIndex(claim.time_zone, watermark, months)
@@ -431,16 +455,20 @@ class Recomputer:
         frame: Frame | None = None
         derived: DerivedState | None = None
         unchanged_months = not plan.full and not plan.rebuild and set(delta_parts) == combined_months
-        if unchanged_months and prepared.index is not None:
+        cached = prepared.cached
+        if unchanged_months and cached is not None:
             # no month invalidated: the cached frame of the previous state, extended by the appended
             # views (an expiry or filter change appends nothing and reuses the frame as it is)
-            cached = self.frames.get_state(user_id, claim.time_zone, prepared.index)
-            if cached is not None:
-                frame = extend_frame(cached.frame, delta_parts.values())
-                if frame is not None:
-                    derived = cached if frame is cached.frame else cached.extended(frame)
+            frame = extend_frame(cached.frame, delta_parts.values())
+            if frame is not None:
+                derived = cached if frame is cached.frame else cached.extended(frame)
         if frame is None:
-            frame = merge_partitions(itertools.chain(prepared.reused.values(), kept.values(), _take_all(built)))
+            if prepared.lazy_reuse:
+                loaded = self._load_reused(user_id, claim.time_zone, plan.reuse)
+                if loaded is None:
+                    return None
+                reused = loaded
+            frame = merge_partitions(itertools.chain(reused.values(), kept.values(), _take_all(built)))
         if derived is None:
             derived = DerivedState.cold(frame)
         return frame, _PendingState(user_id, index, shells, derived)

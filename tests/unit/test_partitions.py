@@ -531,6 +531,47 @@ class TestIncremental:
         assert source.delta_reads == (0 if matching else 1)  # the round trip the claim saved
         assert out.events_read == 20 and source.read == (0 if matching else 20)
 
+    @pytest.mark.parametrize("evicted", [False, True])
+    def test_untouched_months_are_loaded_only_when_the_frame_cannot_be_extended(self, evicted: bool) -> None:
+        """An append with the frame at hand loads no untouched month; a view earlier than the frame's
+        last one (same month, no shared instant) merges them after all, or reads everything when one
+        of them is no longer cached."""
+        tz = "UTC"
+        source, rc = warmed(tz, history(600, 4), delta_max_events=1000)
+        index = rc.store.load_index(USER, tz, min_watermark=0)
+        assert index is not None and len(index.months) > 3
+        loads: list[int] = []
+        real_load = rc.store.load
+
+        def counting_load(user_id: str, time_zone: str, month: int, *, min_watermark: int) -> Any:
+            loads.append(month)
+            return real_load(user_id, time_zone, month, min_watermark=min_watermark)
+
+        rc.store.load = counting_load  # type: ignore[method-assign]
+        last = max(e.watched_at_ms for e in source.events)
+        new = [event(last + 60_000, 1, salt=7)]
+        source.insert(new, 2)
+        c2 = claim(tz, [change(2, "import", new[0].watched_at_ms, new[0].watched_at_ms)])
+        out = asyncio.run(rc.recompute(c2, now_ms=NOW))
+        assert out.plan_reason == "append" and out.results == from_scratch(source.events, c2, NOW)
+        assert len(loads) == 1  # only the appended month (to store it combined), none of the others
+
+        index = rc.store.load_index(USER, tz, min_watermark=0)
+        assert index is not None
+        old = min(index.months)
+        if evicted:  # an undecodable payload is a miss, as an evicted one
+            rc.store.cache.put(rc.store._key(USER, tz, old), b"junk", watermark=index.months[old].watermark)
+        loads.clear()
+        late = [event(last - 30_001, 2, salt=8)]  # before the frame's last view: cannot be appended to it
+        source.insert(late, 3)
+        c3 = claim(tz, [change(3, "import", late[0].watched_at_ms, late[0].watched_at_ms)])
+        out = asyncio.run(rc.recompute(c3, now_ms=NOW))
+        assert out.results == from_scratch(source.events, c3, NOW)
+        if evicted:
+            assert out.full_rebuild  # read everything again
+        else:
+            assert out.plan_reason == "append" and old in loads  # merged from the untouched months
+
     def test_appends_extend_the_session_pairs_kept_with_the_frame(self) -> None:
         """A cold recompute keeps no pairs; each append after the first extends those of the one before."""
         tz = "Europe/Berlin"
