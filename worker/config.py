@@ -119,6 +119,12 @@ class Settings(BaseSettings):
         description="Largest append (views) read by change seq and combined with cached months; 0 = never.",
     )
 
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        """Accept ``DEBUG`` as well as ``debug`` (level and format names are case-insensitive)."""
+        return value.lower() if isinstance(value, str) else value
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:

@@ -14,7 +14,7 @@ from worker.errors import ConfigError
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("CONVEX_URL", "CONVEX_SELF_HOSTED_URL", "CONVEX_ADMIN_KEY", "CONVEX_SELF_HOSTED_ADMIN_KEY",
-                 "CONVEX_DEPLOY_KEY", "WORKER_LEASE_MS", "WORKER_LOG_FORMAT", "WORKER_REDIS_URL", "WORKER_PAGE_SIZE"):
+                 "CONVEX_DEPLOY_KEY", "WORKER_LEASE_MS", "WORKER_LOG_FORMAT", "WORKER_REDIS_URL", "WORKER_PAGE_SIZE", "WORKER_LOG_LEVEL"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -82,6 +82,18 @@ class TestLoadSettings:
         monkeypatch.setenv("WORKER_REDIS_URL", "redis://127.0.0.1:6379/0")
         monkeypatch.setenv("WORKER_PAGE_SIZE", "4000")
         assert load_settings().page_size == 4000
+
+
+    def test_log_level_and_format_are_case_insensitive(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("CONVEX_URL", "http://127.0.0.1:3210")
+        monkeypatch.setenv("CONVEX_ADMIN_KEY", "k")
+        monkeypatch.setenv("WORKER_LOG_LEVEL", "DEBUG")
+        monkeypatch.setenv("WORKER_LOG_FORMAT", "Json")
+        settings = load_settings()
+        assert (settings.log_level, settings.log_format) == ("debug", "json")
+        monkeypatch.setenv("WORKER_LOG_LEVEL", "verbose")
+        with pytest.raises(ConfigError, match="^WORKER_LOG_LEVEL is invalid"):
+            load_settings()
 
 
 class TestReadmeSettingsTable:
