@@ -362,6 +362,29 @@ function validateSets(sets: readonly ResultSetInput[]): void {
  * Store one filter set (the write guard of `storeAggregations`; see
  * docs/architecture.md). Adds the set's results to `outcome`.
  */
+/**
+ * The `aggregations` rows of a filter set: from its set row's `rows` list, or — for a set row stored
+ * before `rows` existed, or none — read by index (their data is then read too, once).
+ */
+async function storedRows(
+  ctx: QueryCtx,
+  userId: string,
+  filterKey: string,
+  rs: Doc<"resultSets"> | null,
+): Promise<StoredRow[]> {
+  if (rs !== null && rs.rows !== undefined) return rs.rows;
+  const stored = await ctx.db
+    .query("aggregations")
+    .withIndex("by_user_filter", (q) => q.eq("userId", userId).eq("filterKey", filterKey))
+    .take(MAX_ROWS_PER_SET);
+  return stored.map((row) => ({
+    type: row.type,
+    id: row._id,
+    dataHash: row.dataHash,
+    definitionVersion: row.definitionVersion,
+  }));
+}
+
 async function storeSet(
   ctx: MutationCtx,
   userId: string,
@@ -393,23 +416,7 @@ async function storeSet(
 
   // The rows' hashes and ids come from the set's own row, so their data is not read (rows of a set
   // stored before `rows` existed are read once, then listed).
-  const byType = new Map<string, StoredRow>();
-  if (rs !== null && rs.rows !== undefined) {
-    for (const row of rs.rows) byType.set(row.type, row);
-  } else {
-    const stored = await ctx.db
-      .query("aggregations")
-      .withIndex("by_user_filter", (q) => q.eq("userId", userId).eq("filterKey", filterKey))
-      .take(MAX_ROWS_PER_SET);
-    for (const row of stored) {
-      byType.set(row.type, {
-        type: row.type,
-        id: row._id,
-        dataHash: row.dataHash,
-        definitionVersion: row.definitionVersion,
-      });
-    }
-  }
+  const byType = new Map((await storedRows(ctx, userId, filterKey, rs)).map((row) => [row.type, row]));
   // A result sent without `data` claims "unchanged": the set is applied only if every such claim holds.
   for (const result of results) {
     if (result.data !== undefined) continue;
@@ -619,15 +626,7 @@ async function retireSet(
   rs: Doc<"resultSets">,
   interest: Doc<"filterInterests"> | null,
 ): Promise<void> {
-  if (rs.rows !== undefined) {
-    for (const row of rs.rows) await ctx.db.delete(row.id);
-  } else {
-    const stored = await ctx.db
-      .query("aggregations")
-      .withIndex("by_user_filter", (q) => q.eq("userId", rs.userId).eq("filterKey", rs.filterKey))
-      .take(MAX_ROWS_PER_SET);
-    for (const row of stored) await ctx.db.delete(row._id);
-  }
+  for (const row of await storedRows(ctx, rs.userId, rs.filterKey, rs)) await ctx.db.delete(row.id);
   await ctx.db.delete(rs._id);
   if (interest !== null) await ctx.db.delete(interest._id);
 }

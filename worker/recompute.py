@@ -145,9 +145,8 @@ class _Prepared:
     reused: dict[int, Partition]
     patch_base: dict[int, Partition] = field(default_factory=dict)
     cached: DerivedState | None = None
-    """The frame (and its engine state) kept for ``index``'s exact state, when no month is re-read."""
-    lazy_reuse: bool = False
-    """``plan.reuse`` was not loaded (``cached`` makes it unnecessary unless the frame cannot be extended)."""
+    """The frame (and its engine state) kept for ``index``'s exact state, when no month is re-read;
+    ``plan.reuse`` is then not loaded (``reused`` is empty) unless the frame cannot be extended."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,36 +289,27 @@ class Recomputer:
         cached = None
         if index is not None and not plan.rebuild:
             cached = self.frames.get_state(user_id, claim.time_zone, index)
-        missing: list[int] = []
-
-        def load(entries: Mapping[int, MonthEntry]) -> dict[int, Partition]:
-            out: dict[int, Partition] = {}
-            for month, entry in entries.items():
-                part = self.store.load(user_id, claim.time_zone, month, min_watermark=entry.watermark)
-                if part is None or part.size != entry.count:
-                    missing.append(month)
-                else:
-                    out[month] = part
-            return out
-
-        reused = {} if cached is not None else load(plan.reuse)
-        patch_base = load(plan.patch)
-        if missing:  # evicted or expired: read those months again too
-            rebuild = tuple(sorted({*plan.rebuild, *missing}))
+        reused, missing = ({}, []) if cached is not None else self._load(user_id, claim.time_zone, plan.reuse)
+        patch_base, missing_patch = self._load(user_id, claim.time_zone, plan.patch)
+        if missing or missing_patch:  # evicted or expired: read those months again too
+            rebuild = tuple(sorted({*plan.rebuild, *missing, *missing_patch}))
             plan = replace(plan, rebuild=rebuild)
-        return _Prepared(plan, index, reused, patch_base, cached=cached, lazy_reuse=cached is not None)
+        return _Prepared(plan, index, reused, patch_base, cached=cached)
 
-    def _load_reused(
+    def _load(
         self, user_id: str, time_zone: str, entries: Mapping[int, MonthEntry]
-    ) -> dict[int, Partition] | None:
-        """Load the partitions of ``entries`` (blocking), or None when one is no longer cached."""
-        out: dict[int, Partition] = {}
+    ) -> tuple[dict[int, Partition], list[int]]:
+        """Load the cached partitions of ``entries`` (blocking): those found, and the months missing
+        (evicted, expired, or not of the count the index records)."""
+        found: dict[int, Partition] = {}
+        missing: list[int] = []
         for month, entry in entries.items():
             part = self.store.load(user_id, time_zone, month, min_watermark=entry.watermark)
             if part is None or part.size != entry.count:
-                return None
-            out[month] = part
-        return out
+                missing.append(month)
+            else:
+                found[month] = part
+        return found, missing
 
     async def read_partitions(
         self,
@@ -429,7 +419,7 @@ class Recomputer:
         decoded, and the merge takes the only references to the built months, so each month's
         payload is freed as soon as its rows are in the frame. Returns None when the built months
         do not fit the plan (a local month that is not one UTC interval; nothing emptied), or when
-        the frame could not be extended and a month left unloaded (``lazy_reuse``) is no longer
+        the frame could not be extended and a month left unloaded (``prepared.cached``) is no longer
         cached; the caller then reads everything.
         """
         plan = prepared.plan
@@ -447,7 +437,8 @@ class Recomputer:
             self.cache.invalidate_user(user_id)  # partitions of the previous zone are useless now
             self.frames.drop_user(user_id)
         reused = prepared.reused
-        months = dict(plan.reuse) if prepared.lazy_reuse else {m: e for m, e in plan.reuse.items() if m in reused}
+        lazy = prepared.cached is not None  # plan.reuse not loaded: every entry is assumed cached
+        months = dict(plan.reuse) if lazy else {m: e for m, e in plan.reuse.items() if m in reused}
         months.update({m: e for m, e in plan.patch.items() if m in kept})
         months.update({m: MonthEntry(p.size, watermark) for m, p in built.items()})
         index = PartitionIndex(claim.time_zone, watermark, months)
@@ -463,11 +454,10 @@ class Recomputer:
             if frame is not None:
                 derived = cached if frame is cached.frame else cached.extended(frame)
         if frame is None:
-            if prepared.lazy_reuse:
-                loaded = self._load_reused(user_id, claim.time_zone, plan.reuse)
-                if loaded is None:
+            if lazy:
+                reused, missing = self._load(user_id, claim.time_zone, plan.reuse)
+                if missing:
                     return None
-                reused = loaded
             frame = merge_partitions(itertools.chain(reused.values(), kept.values(), _take_all(built)))
         if derived is None:
             derived = DerivedState.cold(frame)

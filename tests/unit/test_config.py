@@ -18,6 +18,12 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
+def deployment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Set the two required variables to a local deployment."""
+    monkeypatch.setenv("CONVEX_URL", "http://127.0.0.1:3210")
+    monkeypatch.setenv("CONVEX_ADMIN_KEY", "k")
+
+
 class TestLoadSettings:
     def test_missing_url_and_key_are_named(self) -> None:
         """Both missing variables are named in one error."""
@@ -74,8 +80,7 @@ class TestLoadSettings:
     def test_values_the_backend_or_redis_would_refuse_are_refused_at_start(
         self, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
     ) -> None:
-        monkeypatch.setenv("CONVEX_URL", "http://127.0.0.1:3210")
-        monkeypatch.setenv("CONVEX_ADMIN_KEY", "k")
+        deployment(monkeypatch)
         monkeypatch.setenv(variable, value)
         with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
             load_settings()
@@ -85,8 +90,7 @@ class TestLoadSettings:
 
 
     def test_log_level_and_format_are_case_insensitive(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("CONVEX_URL", "http://127.0.0.1:3210")
-        monkeypatch.setenv("CONVEX_ADMIN_KEY", "k")
+        deployment(monkeypatch)
         monkeypatch.setenv("WORKER_LOG_LEVEL", "DEBUG")
         monkeypatch.setenv("WORKER_LOG_FORMAT", "Json")
         settings = load_settings()
