@@ -5,7 +5,7 @@ Usage::
     result = parse_takeout_file("watch-history.json")
     result.views        # list[WatchEvent], file order
     result.non_views    # {"ad": 3, "ad_click": 1, "post": 0, "visit": 0, "story": 0, "other": 0}
-    result.rejected     # [Rejection(index, field, reason)]: unreadable or outside the backend limits
+    result.rejected     # [Rejection(index, field, reason)]: unreadable, bad watch URL, outside the backend limits
 
 Format notes and the rules applied: ``docs/takeout-formats.md`` in the shared documentation.
 """

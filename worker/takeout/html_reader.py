@@ -30,6 +30,7 @@ from worker.takeout.result import ParseResult
 from worker.takeout.rules import (
     AD_MARKERS,
     Tally,
+    WatchUrlError,
     channel_url_id,
     classify_entry,
     normalize_spaces,
@@ -148,7 +149,10 @@ def _record(record: _Record, zones: Counter[str]) -> WatchEvent | str:
     verb_text = first.text
     link = first.links[0] if first.links else None
     url = link[0] if link else None
-    ref = classify_entry(verb_text, url, record.header, is_ad=_is_ad(record.caption))
+    try:
+        ref = classify_entry(verb_text, url, record.header, is_ad=_is_ad(record.caption))
+    except WatchUrlError as exc:
+        raise _RecordError("body", f"title link: {exc}") from None
     if isinstance(ref, str):
         return ref
     if ref.kind == "removed":
@@ -240,7 +244,9 @@ def parse_html_text(text: str, *, name: str, now_ms: int) -> ParseResult:
     Returns:
         A :class:`ParseResult` with source ``"takeout_html"``; instants are whole seconds (HTML has
         no milliseconds), converted with the fixed offset of the zone label (see
-        :mod:`worker.takeout.html_dates`). Uses of an ambiguous label are listed in ``notes``.
+        :mod:`worker.takeout.html_dates`). Uses of an ambiguous label are listed in ``notes``. Records
+        without a readable date, with a title link that is not a watch URL with a video id (field
+        ``body``) or outside the backend's limits are in ``rejected``.
 
     Raises:
         TakeoutFormatError: when the document holds no ``content-cell`` records, or is cut: it ends

@@ -16,6 +16,7 @@ from worker.takeout.rules import (
     AD_MARKERS,
     VIDEO_ID_RE,
     Tally,
+    WatchUrlError,
     channel_url_id,
     classify_entry,
     epoch_ms,
@@ -108,7 +109,10 @@ def _activity_entry(entry: object) -> WatchEvent | str:
         raise _EntryError("title", "missing")
 
     is_ad = any(isinstance(d.get("name"), str) and d["name"] in AD_MARKERS for d in details)
-    ref = classify_entry(title, url, header, is_ad=is_ad)
+    try:
+        ref = classify_entry(title, url, header, is_ad=is_ad)
+    except WatchUrlError as exc:
+        raise _EntryError("titleUrl", str(exc)) from None
     if isinstance(ref, str):
         return ref
     if ref.kind == "removed":
@@ -213,8 +217,9 @@ def parse_json_text(text: str, *, name: str, now_ms: int) -> ParseResult:
             (or before 2005) are rejected, as the backend would refuse them.
 
     Returns:
-        A :class:`ParseResult` with source ``"takeout_json"``; views outside the backend's limits
-        (``worker.models.view_problem``) are in ``rejected``, empty strings are None.
+        A :class:`ParseResult` with source ``"takeout_json"``; unreadable entries, watch entries whose
+        ``titleUrl`` is not a watch URL with a video id, and views outside the backend's limits
+        (``worker.models.view_problem``) are in ``rejected``; empty strings are None.
 
     Raises:
         TakeoutFormatError: invalid or truncated JSON (position = line/column), a top level

@@ -118,7 +118,9 @@ def parse_takeout_bytes(data: bytes, *, name: str, now_ms: int | None = None) ->
             reads the wall clock once, when parsing starts.
 
     Returns:
-        The :class:`ParseResult`; unreadable or out-of-limit entries are listed in ``rejected``.
+        The :class:`ParseResult`; unreadable or out-of-limit entries, and watch entries whose URL is
+        present but not a watch URL with a video id (:func:`worker.takeout.rules.classify_entry`), are
+        listed in ``rejected``.
 
     Raises:
         TakeoutFormatError: whole-file problems (not JSON/HTML, truncated JSON or HTML, top level

@@ -102,9 +102,9 @@ def video_url_id(url: str) -> tuple[bool, str | None, bool]:
     ``youtu.be/ID``, ``/shorts/ID`` and ``/live/ID`` (§6).
 
     Returns:
-        ``(is_video_url, video_id, is_shorts_url)``: ``video_id`` is None when the URL is a video
-        URL with a blank or malformed id (a removed video, §3), and always None when
-        ``is_video_url`` is False.
+        ``(is_video_url, video_id, is_shorts_url)``: ``video_id`` is None when the URL has the shape
+        of a video URL but a blank or malformed id (see :func:`is_blank_watch_url` for the one such
+        shape that is a removed video), and always None when ``is_video_url`` is False.
     """
     match = _VIDEO_URL_RE.match(url)
     if match is None:
@@ -117,6 +117,17 @@ def video_url_id(url: str) -> tuple[bool, str | None, bool]:
     is_shorts = (match.group("kind") or "").lower() == "shorts"
     video_id = raw if raw is not None and VIDEO_ID_RE.fullmatch(raw) else None
     return True, video_id, is_shorts
+
+
+def is_blank_watch_url(url: str) -> bool:
+    """Return whether the URL is a ``watch?v=`` URL whose ``v`` is empty: the removed, blank-id record of §3."""
+    match = _VIDEO_URL_RE.match(url)
+    return match is not None and match.group("query") == ""
+
+
+def shorten(value: str, limit: int = 60) -> str:
+    """Return ``value`` cut to ``limit`` characters (an ellipsis marks the cut), for error messages."""
+    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 def channel_url_id(url: str) -> str | None:
@@ -215,23 +226,41 @@ class ViewRef:
     shorts_url: bool = False
 
 
+class WatchUrlError(ValueError):
+    """A view's watch URL is present but is not a YouTube / YouTube Music watch URL with a video id.
+
+    The message states what is wrong and quotes the URL (shortened, see :func:`shorten`); the reader
+    turns it into a :class:`~worker.takeout.result.Rejection` of the entry's URL field.
+    """
+
+
 def classify_entry(verb_text: str, url: str | None, header: str | None, *, is_ad: bool) -> ViewRef | str:
     """Decide what one record is, the same way for the JSON and the HTML formats.
 
     Rules (takeout-formats.md §3): an ad marker makes an ad (or an ad click for a ``Visited`` row or a
-    Google redirect URL); a non-view verb (posts, visits, searches, ...) gives its kind; without a URL,
-    a watch verb or the removed-video title is a removed view; a URL that is not a video is a post,
-    an ad click (Google redirect) or "other"; a video URL without an id is a removed view.
+    Google redirect URL); a non-view verb (posts, visits, searches, ...) gives its kind. Without a URL,
+    a watch verb or the removed-video title is a removed view (removed or private video, §3). With a
+    URL:
+
+    * a video URL with a valid id is a watch; a ``watch?v=`` URL with an empty ``v`` is a removed view
+      (the documented blank-id record, §3); any other video-shaped URL (``watch?v=abc``, ``youtu.be/``
+      without an id, an over-long id) is malformed;
+    * a community post URL is a post, a Google redirect an ad click;
+    * any other URL is malformed when the title claims a watch (a known watch verb or the removed-video
+      title), and "other" activity otherwise (the verb of an unknown locale, e.g. a search).
 
     Args:
         verb_text: The record's title line, verb included (``"Watched …"``, localized).
-        url: ``titleUrl`` / the first link of the body, or None.
+        url: ``titleUrl`` / the first link of the body, or None when the record has none.
         header: The product card (``"YouTube"``, ``"YouTube Music"``), or None.
         is_ad: True when the record carries the "From Google Ads" detail.
 
     Returns:
         A :class:`ViewRef` for a view, or the non-view kind (``ad``, ``ad_click``, ``post``, ``visit``,
         ``story``, ``other``).
+
+    Raises:
+        WatchUrlError: the URL is malformed, as above; the record is neither a view nor a non-view.
     """
     if is_ad:
         if non_view_kind(verb_text) == "visit" or (url is not None and is_google_redirect(url)):
@@ -241,18 +270,23 @@ def classify_entry(verb_text: str, url: str | None, header: str | None, *, is_ad
     if verb_kind is not None:
         return verb_kind
     product = product_of(header, url)
+    claims_watch = is_removed_title(verb_text) or strip_watch_verb(verb_text) is not None
     if url is None:
-        if is_removed_title(verb_text) or strip_watch_verb(verb_text) is not None:
-            return ViewRef("removed", product)
-        return "other"
+        return ViewRef("removed", product) if claims_watch else "other"
     is_video, video_id, shorts_url = video_url_id(url)
-    if not is_video:
-        if is_post_url(url):
-            return "post"
-        return "ad_click" if is_google_redirect(url) else "other"
-    if video_id is None:
-        return ViewRef("removed", product)
-    return ViewRef("watch", product, video_id, shorts_url)
+    if is_video:
+        if video_id is not None:
+            return ViewRef("watch", product, video_id, shorts_url)
+        if is_blank_watch_url(url):
+            return ViewRef("removed", product)
+        raise WatchUrlError(f"watch URL without a valid video id (11 characters of [A-Za-z0-9_-]): {shorten(url)!r}")
+    if is_post_url(url):
+        return "post"
+    if is_google_redirect(url):
+        return "ad_click"
+    if claims_watch:
+        raise WatchUrlError(f"not a YouTube or YouTube Music watch URL with a video id: {shorten(url)!r}")
+    return "other"
 
 
 def _blank(value: str | None) -> bool:

@@ -145,6 +145,30 @@ class TestRecords:
         assert [(r.index, r.field) for r in result.rejected] == [(1, "date"), (2, "date")]
         assert "QQQ" in result.rejected[1].reason
 
+    @pytest.mark.parametrize(
+        ("href", "reason"),
+        [
+            ("http://example.com/x", "title link: not a YouTube or YouTube Music watch URL with a video id: 'http://example.com/x'"),
+            ("https://www.youtube.com/watch?v=abc", "title link: watch URL without a valid video id"),
+        ],
+    )
+    def test_malformed_watch_link_is_rejected(self, href: str, reason: str) -> None:
+        """A 'Watched' link that is not a watch URL with an id rejects the record (field body); others are kept."""
+        date = "Jan 2, 2024, 10:00:00 AM UTC"
+        result = parse_takeout_bytes(
+            page(
+                cell(watched(date)),
+                cell(f'Watched\u00a0<a href="{href}">Tides</a><br>{date}'),
+                cell(f'Watched\u00a0<a href="https://www.youtube.com/watch?v=">https://www.youtube.com/watch?v=</a><br>{date}'),
+                cell(f"Watched a video that has been removed<br>{date}"),
+            ),
+            name="h",
+        )
+        assert [v.kind for v in result.views] == ["watch", "removed", "removed"]
+        (rejection,) = result.rejected
+        assert (rejection.index, rejection.field) == (1, "body")
+        assert reason in rejection.reason
+
     def test_ambiguous_label_is_reported(self) -> None:
         """An ambiguous label (IST) uses the documented default and says so in notes."""
         result = parse_takeout_bytes(page(cell(watched("Jan 2, 2024, 10:00:00 AM IST"))), name="h")

@@ -195,6 +195,73 @@ class TestRejections:
         assert "entry 4" in str(result.rejected[3])
 
 
+class TestMalformedWatchUrls:
+    """A watch entry whose URL is present but malformed is rejected, not read as a removed video."""
+
+    @pytest.mark.parametrize(
+        ("url", "reason"),
+        [
+            ("http://example.com/x", "not a YouTube or YouTube Music watch URL with a video id: 'http://example.com/x'"),
+            ("https://www.youtube.com/watch", "not a YouTube or YouTube Music watch URL"),
+            ("https://www.youtube.com/watch?list=PL1", "not a YouTube or YouTube Music watch URL"),
+            ("https://www.youtube.com/channel/UCa1b2c3d4e5f6g7h8i9j0kA", "not a YouTube or YouTube Music watch URL"),
+            ("", "not a YouTube or YouTube Music watch URL with a video id: ''"),
+            ("https://www.youtube.com/watch?v=abc", "watch URL without a valid video id"),
+            (f"https://music.youtube.com/watch?v={VID}xyz", "watch URL without a valid video id"),
+            ("https://youtu.be/", "watch URL without a valid video id"),
+            ("https://www.youtube.com/shorts/?feature=share", "watch URL without a valid video id"),
+        ],
+    )
+    def test_rejected_with_index_field_and_value(self, url: str, reason: str) -> None:
+        """The entry is rejected with its index, field titleUrl and the URL; the entries around it are kept."""
+        result = parse(record(), record(titleUrl=url), record(time="2024-01-06T10:00:00Z"))
+        assert [v.kind for v in result.views] == ["watch", "watch"]
+        assert sum(result.non_views.values()) == 0
+        (rejection,) = result.rejected
+        assert (rejection.index, rejection.field) == (1, "titleUrl")
+        assert reason in rejection.reason
+        assert result.total_entries == 3
+
+    def test_removed_title_with_a_foreign_url_is_rejected(self) -> None:
+        """The removed-video title does not excuse a URL that is not a watch URL."""
+        result = parse(record(title="Watched a video that has been removed", titleUrl="http://example.com/x"))
+        assert result.views == [] and [(r.index, r.field) for r in result.rejected] == [(0, "titleUrl")]
+
+    def test_long_url_is_shortened(self) -> None:
+        """The quoted URL is cut to 60 characters, the cut marked with an ellipsis."""
+        url = "https://www.youtube.com/watch?v=" + "x" * 500
+        (rejection,) = parse(record(titleUrl=url)).rejected
+        quoted = rejection.reason.split(": ", 1)[1]
+        assert quoted == repr(url[:59] + "…")
+
+    @pytest.mark.parametrize(
+        "url", ["https://www.youtube.com/watch?v=", "http://m.youtube.com/watch?feature=share&v=&t=3"]
+    )
+    def test_documented_removed_shapes_stay_removed_views(self, url: str) -> None:
+        """No titleUrl, and a watch URL with an empty v (takeout-formats.md §3), are removed views."""
+        result = parse(
+            record(title="Watched a video that has been removed", titleUrl=None, subtitles=None),
+            record(titleUrl=url, subtitles=None),
+        )
+        assert [v.kind for v in result.views] == ["removed", "removed"] and result.rejected == []
+
+    def test_video_shaped_url_is_checked_whatever_the_verb(self) -> None:
+        """A watch-shaped URL with a bad id rejects the entry even when the title's locale is unknown."""
+        result = parse(record(title="Obejrzałeś Pływy", titleUrl="https://youtu.be/abc"))
+        assert result.views == [] and [(r.index, r.field) for r in result.rejected] == [(0, "titleUrl")]
+
+    def test_non_views_with_other_urls_are_not_rejected(self) -> None:
+        """Ads, ad clicks, posts and activity of an unknown verb keep their kinds whatever their URL."""
+        result = parse(
+            record(details=[{"name": "From Google Ads"}], titleUrl="https://ads.example.com/x"),
+            record(title="Watched Volvo Cars", titleUrl="https://www.google.com/url?q=https://ads.example"),
+            record(title="Viewed Hello", titleUrl="https://www.youtube.com/post/UgkxAbc"),
+            record(title="Recherché marées", titleUrl="https://www.youtube.com/results?search_query=mar"),
+        )
+        assert result.rejected == [] and result.views == []
+        assert result.non_views == {"ad": 1, "ad_click": 1, "post": 1, "visit": 0, "story": 0, "other": 1}
+
+
 class TestWholeFileErrors:
     def test_truncated_json_names_line_and_column(self) -> None:
         """Truncated JSON raises TakeoutFormatError with line/column, not JSONDecodeError."""
