@@ -102,6 +102,13 @@ def run() -> None:
 
 
 def _parse_file(path: Path) -> Any:
+    """Parse the export to import, or refuse it (exit 2) before anything is sent.
+
+    A file that cannot be read is refused with its position. A readable file that yields no view to
+    import (no entries at all, every entry rejected, or only non-views such as ads) is refused too,
+    after the import summary with its rejections, so that an import that added nothing never exits 0.
+    """
+    from worker.importer import ImportSummary
     from worker.takeout import TakeoutFormatError, parse_takeout_file
 
     if path.is_dir():
@@ -112,13 +119,21 @@ def _parse_file(path: Path) -> Any:
         parsed = parse_takeout_file(path)
     except TakeoutFormatError as exc:
         raise _fail(str(exc)) from None
-    if not parsed.views and parsed.rejected:
-        first = parsed.rejected[0]
-        raise _fail(
-            f"{path}: no view could be read ({len(parsed.rejected)} entries rejected; "
-            f"first: entry {first.index}: {first.field}: {first.reason})"
-        )
+    if not parsed.views:
+        _print_import_summary(path, parsed, ImportSummary())
+        raise _fail(f"{path}: {_no_views(parsed)}; nothing imported")
     return parsed
+
+
+def _no_views(parsed: Any) -> str:
+    """Say why a parsed export holds no view: no entries, every entry rejected, or only non-views."""
+    total, rejected = parsed.total_entries, len(parsed.rejected)
+    if total == 0:
+        return "the file holds no entries"
+    if rejected == total:
+        return f"every entry was rejected ({rejected} of {total})"
+    kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(parsed.non_views.items()) if count)
+    return f"none of its {total} entries is a view ({kinds}, rejected {rejected})"
 
 
 def _print_import_summary(path: Path, parsed: Any, summary: Any) -> None:

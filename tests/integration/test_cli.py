@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -110,6 +111,69 @@ class TestImport:
         assert "imported            0" in second.stderr
         assert "duplicates skipped  5000" in second.stderr
         assert "ad 45" in second.stderr
+
+
+class TestImportRejections:
+    WATCH = {"header": "YouTube", "title": "Watched Tides", "time": "2024-01-05T22:15:32Z"}
+
+    def entry(self, **fields: str) -> dict[str, str]:
+        return {**self.WATCH, "titleUrl": "https://www.youtube.com/watch?v=Qx7Lm2Np9Ta", **fields}
+
+    def test_partly_rejected_import_exits_0_with_the_rejections(
+        self, project_backend: LocalBackend, tmp_path: Path
+    ) -> None:
+        """Malformed watch URLs are listed (index, field, value) and the rest of the file is imported."""
+        export = tmp_path / "watch-history.json"
+        entries = [
+            self.entry(),
+            self.entry(titleUrl="http://example.com/x"),
+            self.entry(titleUrl="https://www.youtube.com/watch?v=abc", time="2024-01-06T10:00:00Z"),
+            self.entry(time="2024-01-07T10:00:00Z"),
+        ]
+        export.write_text(json.dumps(entries), "utf-8")
+        token = project_backend.mint_token("cli-partly-rejected")
+        res = run_cli("import", str(export), "--token", token, env={"CONVEX_URL": project_backend.url})
+        assert res.returncode == 0, res.stderr
+        assert "imported            2" in res.stderr
+        assert "rejected            2" in res.stderr
+        assert "entry 1: titleUrl: not a YouTube or YouTube Music watch URL with a video id: 'http://example.com/x'" in res.stderr
+        assert "entry 2: titleUrl: watch URL without a valid video id" in res.stderr
+        assert "error" not in res.stderr and "Traceback" not in res.stderr + res.stdout
+
+    @pytest.mark.parametrize(
+        ("entries", "rejected", "message"),
+        [
+            ([], 0, "the file holds no entries; nothing imported"),
+            (
+                [{"header": "YouTube", "title": "Watched Tides", "titleUrl": "http://example.com/x", "time": "2024-01-05T22:15:32Z"},
+                 {"header": "YouTube", "title": "Watched Tides", "time": "yesterday"}],
+                2,
+                "every entry was rejected (2 of 2); nothing imported",
+            ),
+            (
+                [{"header": "YouTube", "title": "Watched Volvo Cars", "details": [{"name": "From Google Ads"}], "time": "2024-01-05T22:15:32Z"},
+                 {"header": "YouTube", "title": "Watched Tides", "time": "yesterday"}],
+                1,
+                "none of its 2 entries is a view (ad 1, rejected 1); nothing imported",
+            ),
+        ],
+    )
+    def test_nothing_to_import_exits_2_after_the_summary(
+        self, tmp_path: Path, entries: list[object], rejected: int, message: str
+    ) -> None:
+        """No entries, every entry rejected, or no view at all: the summary, then one error line, exit 2, nothing sent."""
+        export = tmp_path / "watch-history.json"
+        export.write_text(json.dumps(entries), "utf-8")
+        # an unreachable deployment: the file is refused before any connection is attempted
+        res = run_cli("import", str(export), "--token", "t", env={"CONVEX_URL": "http://127.0.0.1:9"})
+        assert res.returncode == 2, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert lines[0] == f"watch-history.json (takeout_json): {len(entries)} entries"
+        assert lines[-1] == f"error: {export}: {message}"
+        assert sum(line.startswith("error:") for line in lines) == 1
+        assert f"rejected            {rejected}" in res.stderr
+        assert sum(line.startswith("    entry ") for line in lines) == rejected
+        assert "Traceback" not in res.stderr + res.stdout
 
 
 class TestHealthcheck:
