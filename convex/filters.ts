@@ -12,7 +12,11 @@ import type { Filters } from "./validators";
 /** The filter set used when a caller passes none. */
 export const DEFAULT_FILTERS: Filters = { timeframe: "All", product: "all" };
 
-/** Most topics or channels accepted in one filter set. */
+// The two limits below must equal MAX_FILTER_VALUES and MAX_FILTER_VALUE_LENGTH in
+// worker/aggregation/filters.py (FilterSet.from_dict); tests/unit/aggregation/test_aggregation_filters.py
+// fails when they differ.
+
+/** Most topics or channels accepted in one filter set, counted as given (duplicates included). */
 export const MAX_FILTER_VALUES = 50;
 /** Longest topic slug or channel id accepted, in characters. */
 export const MAX_FILTER_VALUE_LENGTH = 128;

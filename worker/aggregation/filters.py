@@ -11,28 +11,43 @@ from typing import Any, Literal, cast
 
 from worker.aggregation.timeframes import TIMEFRAMES, Timeframe
 
-__all__ = ["PRODUCTS", "ProductFilter", "FilterSet", "EAGER_FILTER_SETS", "group_by_base"]
+__all__ = [
+    "PRODUCTS",
+    "ProductFilter",
+    "FilterSet",
+    "EAGER_FILTER_SETS",
+    "MAX_FILTER_VALUES",
+    "MAX_FILTER_VALUE_LENGTH",
+    "group_by_base",
+]
 
 ProductFilter = Literal["all", "youtube", "youtube_music"]
 PRODUCTS: tuple[ProductFilter, ...] = ("all", "youtube", "youtube_music")
 _FORBIDDEN = frozenset(",|")
-_MAX_ITEMS = 100
-_MAX_ITEM_LEN = 200
+
+# The two limits below must equal MAX_FILTER_VALUES and MAX_FILTER_VALUE_LENGTH in convex/filters.ts,
+# which validates what clients register (tests/unit/aggregation/test_aggregation_filters.py compares them).
+MAX_FILTER_VALUES = 50
+"""Most topics or channels in one filter set, counted as given (duplicates included), as Convex counts."""
+MAX_FILTER_VALUE_LENGTH = 128
+"""Longest topic slug or channel id, in characters."""
 
 
 def _canonical(field: str, values: Iterable[Any]) -> tuple[str, ...]:
     if isinstance(values, str | bytes) or not isinstance(values, Iterable):
         raise ValueError(f"{field}: expected a list of strings")
-    out: set[str] = set()
-    for value in values:
+    items = list(values)
+    if len(items) > MAX_FILTER_VALUES:
+        raise ValueError(f"{field}: {len(items)} values; at most {MAX_FILTER_VALUES} are allowed")
+    for value in items:
         if not isinstance(value, str) or not value:
             raise ValueError(f"{field}: every item must be a non-empty string, got {value!r}")
-        if len(value) > _MAX_ITEM_LEN or any(ch in _FORBIDDEN for ch in value):
-            raise ValueError(f"{field}: item {value!r} is too long or contains ',' or '|'")
-        out.add(value)
-    if len(out) > _MAX_ITEMS:
-        raise ValueError(f"{field}: at most {_MAX_ITEMS} distinct items")
-    return tuple(sorted(out))  # Python sorts str by code point, as the contract states
+        if len(value) > MAX_FILTER_VALUE_LENGTH or any(ch in _FORBIDDEN for ch in value):
+            raise ValueError(
+                f"{field}: item {value[:40]!r} is longer than {MAX_FILTER_VALUE_LENGTH} characters"
+                " or contains ',' or '|'"
+            )
+    return tuple(sorted(set(items)))  # Python sorts str by code point, as the contract states
 
 
 @dataclass(frozen=True)
@@ -76,7 +91,10 @@ class FilterSet:
         """Build from a Convex ``filters`` object (timeframe, product, optional topics and channels).
 
         ``timeframe`` defaults to ``"All"`` and ``product`` to ``"all"`` when absent, as
-        ``dashboard:getAggregation`` does. Lists may be in any order and contain duplicates.
+        ``dashboard:getAggregation`` does. Lists may be in any order and contain duplicates; each
+        holds at most :data:`MAX_FILTER_VALUES` values (duplicates counted) of 1 to
+        :data:`MAX_FILTER_VALUE_LENGTH` characters without ``,`` or ``|``: the limits of
+        ``normalizeFilters`` in ``convex/filters.ts``.
 
         Raises:
             ValueError: not a mapping, an unknown key, or an invalid field (message names the field).

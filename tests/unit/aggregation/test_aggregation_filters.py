@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from worker.aggregation import AGGREGATION_TYPES, EAGER_FILTER_SETS, TOPIC_SLUGS, FilterSet, classify_topic
+from worker.aggregation.filters import MAX_FILTER_VALUE_LENGTH, MAX_FILTER_VALUES
+
+CONVEX_FILTERS = Path(__file__).resolve().parents[3] / "convex" / "filters.ts"
 
 
 class TestFilterSet:
@@ -59,6 +65,25 @@ class TestFilterSet:
         """Invalid input raises ValueError naming the field."""
         with pytest.raises(ValueError, match=f"^{field}"):
             FilterSet.from_dict(filters)
+
+    @pytest.mark.parametrize("name", ["MAX_FILTER_VALUES", "MAX_FILTER_VALUE_LENGTH"])
+    def test_limits_equal_the_convex_ones(self, name: str) -> None:
+        """The list limits are the ones normalizeFilters in convex/filters.ts enforces for clients."""
+        source = CONVEX_FILTERS.read_text(encoding="utf-8")
+        match = re.search(rf"^export const {name} = (\d+);$", source, flags=re.MULTILINE)
+        assert match is not None, f"{name} not found in {CONVEX_FILTERS}"
+        python = {"MAX_FILTER_VALUES": MAX_FILTER_VALUES, "MAX_FILTER_VALUE_LENGTH": MAX_FILTER_VALUE_LENGTH}[name]
+        assert python == int(match.group(1)), f"{name}: worker/aggregation/filters.py and convex/filters.ts differ"
+
+    @pytest.mark.parametrize("field", ["topics", "channels"])
+    def test_list_limits(self, field: str) -> None:
+        """50 values of 128 characters pass; a 51st value (even a duplicate) or a 129th character is refused."""
+        values = [f"{i:03d}".ljust(MAX_FILTER_VALUE_LENGTH, "x") for i in range(MAX_FILTER_VALUES)]
+        assert len(getattr(FilterSet.from_dict({field: values}), field)) == 50
+        with pytest.raises(ValueError, match=f"^{field}: 51 values; at most 50 are allowed"):
+            FilterSet.from_dict({field: [*values, values[0]]})
+        with pytest.raises(ValueError, match=f"^{field}: item .* longer than 128 characters"):
+            FilterSet.from_dict({field: ["y" * (MAX_FILTER_VALUE_LENGTH + 1)]})
 
     def test_catalogue(self) -> None:
         """18 eager sets with distinct keys and 14 aggregation types."""
