@@ -33,6 +33,7 @@ from worker.config import (  # noqa: E402
     check_deployment_url,
     env_first,
     load_settings,
+    unknown_variables,
 )
 from worker.errors import (  # noqa: E402
     AuthenticationError,
@@ -54,6 +55,13 @@ DEMO_SUBJECT = "demo-user"
 def _fail(message: str, code: int = 2) -> typer.Exit:
     console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
     return typer.Exit(code)
+
+
+def _warn_unknown_variables() -> None:
+    """Print one warning per ``WORKER_*`` environment variable that is no setting (ignored), with the closest one."""
+    for name, suggestion in unknown_variables():
+        hint = f"; did you mean {suggestion}?" if suggestion else " (settings: README.md, worker/config.py)"
+        console.print(f"[yellow]warning:[/] {name} is not a setting and is ignored{hint}", highlight=False)
 
 
 # ---------------------------------------------------------------------------------------- run
@@ -85,6 +93,7 @@ async def _run_worker(settings: Settings) -> int:
 @app.command()
 def run() -> None:
     """Run the worker until SIGTERM (configuration from the environment: CONVEX_URL, CONVEX_ADMIN_KEY, WORKER_*)."""
+    _warn_unknown_variables()
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -297,6 +306,7 @@ def demo(
     """Start the local backend, import an export, run the worker until fresh, print the dashboard."""
     from worker.devbackend import BackendStartError, LocalBackend
 
+    _warn_unknown_variables()
     path = file or DEMO_SAMPLE
     if time_zone is not None:
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError

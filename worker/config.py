@@ -7,8 +7,10 @@ Standard Convex variable names are accepted for the deployment (``CONVEX_URL`` o
 
 from __future__ import annotations
 
+import difflib
 import os
 import socket
+from collections.abc import Mapping
 from typing import Literal
 
 from pydantic import AliasChoices, Field, HttpUrl, SecretStr, ValidationError, field_validator
@@ -169,6 +171,53 @@ def load_settings(**overrides: object) -> Settings:
             what = "is not set" if err["type"] == "missing" else f"is invalid: {err['msg']}"
             problems.append(f"{name} {what}")
         raise ConfigError("; ".join(problems)) from None
+
+
+ENV_PREFIX = "WORKER_"
+"""Prefix of the worker's own settings in the environment."""
+
+
+def setting_variables() -> tuple[str, ...]:
+    """Return the environment variables read as settings: ``WORKER_<FIELD>`` per field, then the Convex names.
+
+    ``WORKER_CONVEX_URL`` and ``WORKER_CONVEX_ADMIN_KEY`` are included: pydantic-settings reads them
+    too (after the standard names), as the fields also accept their own names.
+    """
+    own = tuple(f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields)
+    return (*own, *URL_VARIABLES, *KEY_VARIABLES)
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """Find ``WORKER_*`` environment variables that are no setting (a typo such as ``WORKER_PAGESIZE``).
+
+    Settings ignore such variables, so a misspelt one would go unnoticed. Names are compared
+    case-insensitively, as settings are read. The suggestion is the setting variable whose name
+    after ``WORKER_`` is closest to the unknown name's (:func:`difflib.get_close_matches`, cutoff
+    0.6; ``WORKER_CONVEX_DEPLOY_KEY`` suggests ``CONVEX_DEPLOY_KEY``), else the only setting whose
+    name contains it as whole words (``WORKER_ID`` suggests ``WORKER_WORKER_ID``).
+
+    Args:
+        environ: The environment to check; None reads the process environment.
+
+    Returns:
+        ``(name, suggestion)`` per unknown name, in name order, each name once; ``suggestion`` is
+        None when no setting is close.
+    """
+    env = os.environ if environ is None else environ
+    known = setting_variables()
+    # The standard Convex names come last, so "CONVEX_URL" maps to itself, not to WORKER_CONVEX_URL.
+    by_suffix = {name.removeprefix(ENV_PREFIX): name for name in known}
+    found: list[tuple[str, str | None]] = []
+    for name in sorted(set(env)):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known:
+            continue
+        suffix = upper.removeprefix(ENV_PREFIX)
+        close = difflib.get_close_matches(suffix, list(by_suffix), n=1, cutoff=0.6)
+        if not close:
+            close = [known_suffix for known_suffix in by_suffix if f"_{suffix}_" in f"_{known_suffix}_"]
+        found.append((name, by_suffix[close[0]] if len(close) == 1 else None))
+    return found
 
 
 def env_first(names: tuple[str, ...]) -> str | None:

@@ -34,6 +34,18 @@ class TestRun:
         assert "CONVEX_URL is not set" in res.stderr and "CONVEX_ADMIN_KEY" in res.stderr
         assert "Traceback" not in res.stderr + res.stdout
 
+    def test_unknown_worker_variables_are_warned_about(self) -> None:
+        """A misspelt WORKER_* name is named once with the closest setting; start-up goes on (here to the missing URL)."""
+        res = run_cli("run", env={"WORKER_PAGESIZE": "100", "WORKER_THREADS": "4"})
+        assert res.returncode == 2
+        lines = res.stderr.strip().splitlines()
+        assert lines == [
+            "warning: WORKER_PAGESIZE is not a setting and is ignored; did you mean WORKER_PAGE_SIZE?",
+            "warning: WORKER_THREADS is not a setting and is ignored (settings: README.md, worker/config.py)",
+            lines[-1],
+        ]
+        assert lines[-1].startswith("error: CONVEX_URL is not set")
+
     def test_rejected_admin_key_fails_fast(self, project_backend: LocalBackend) -> None:
         """A wrong admin key is reported at start-up (the WebSocket client alone would retry forever)."""
         started = time.monotonic()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.config import KEY_VARIABLES, URL_VARIABLES, Settings, load_settings
+from worker.config import KEY_VARIABLES, URL_VARIABLES, Settings, load_settings, setting_variables, unknown_variables
 from worker.errors import ConfigError
 
 
@@ -98,6 +98,43 @@ class TestLoadSettings:
         monkeypatch.setenv("WORKER_LOG_LEVEL", "verbose")
         with pytest.raises(ConfigError, match="^WORKER_LOG_LEVEL is invalid"):
             load_settings()
+
+
+class TestUnknownVariables:
+    @pytest.mark.parametrize(
+        ("name", "suggestion"),
+        [
+            ("WORKER_PAGESIZE", "WORKER_PAGE_SIZE"),
+            ("WORKER_LOGLEVEL", "WORKER_LOG_LEVEL"),
+            ("WORKER_POLL_INTERVAL", "WORKER_POLL_INTERVAL_S"),
+            ("worker_redis", "WORKER_REDIS_URL"),
+            ("WORKER_ID", "WORKER_WORKER_ID"),
+            ("WORKER_CONVEX_DEPLOY_KEY", "CONVEX_DEPLOY_KEY"),
+            ("WORKER_THREADS", None),
+        ],
+    )
+    def test_unknown_name_with_the_closest_setting(self, name: str, suggestion: str | None) -> None:
+        """A WORKER_* name that is no setting is reported with the closest setting variable, if any is close."""
+        assert unknown_variables({name: "1", "PATH": "/bin"}) == [(name, suggestion)]
+
+    def test_settings_and_other_variables_are_not_reported(self) -> None:
+        """Every setting variable (any case, WORKER_CONVEX_URL included) and non-WORKER names pass."""
+        environ = {name: "1" for name in setting_variables()}
+        environ |= {"worker_page_size": "1", "WORKER_CONVEX_URL": "x", "HOME": "/root", "MY_WORKER_X": "1"}
+        assert unknown_variables(environ) == []
+
+    def test_each_name_once_in_order_from_the_process_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The process environment is read by default; each unknown name is reported once, sorted."""
+        monkeypatch.setenv("WORKER_ZZZ_TYPO", "1")
+        monkeypatch.setenv("WORKER_BATCHSIZE", "10")
+        found = [item for item in unknown_variables() if item[0] in ("WORKER_ZZZ_TYPO", "WORKER_BATCHSIZE")]
+        assert found == [("WORKER_BATCHSIZE", "WORKER_BATCH_SIZE"), ("WORKER_ZZZ_TYPO", None)]
+
+    def test_ignored_by_settings(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An unknown name does not make loading fail (it is only warned about)."""
+        deployment(monkeypatch)
+        monkeypatch.setenv("WORKER_PAGESIZE", "10")
+        assert load_settings().page_size == 4000
 
 
 class TestReadmeSettingsTable:
