@@ -1,6 +1,7 @@
 /**
  * Operator entry points (admin key only): the public writes, acting for an
- * explicit `userId` (importer CLI in operator mode, maintenance scripts).
+ * explicit `userId` (importer CLI in operator mode, maintenance scripts), and
+ * the dead letters: list them, deliver them again.
  */
 import { v } from "convex/values";
 import { internalMutation, internalQuery, type MutationCtx, type QueryCtx } from "./_generated/server";
