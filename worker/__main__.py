@@ -392,7 +392,7 @@ def dead_letters_list(
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Most dead letters shown (1-1000).")] = 100,
     url: UrlOption = None,
 ) -> None:
-    """Show dead-lettered changes as a table: user, seq, kind, range, attempts, when, last error."""
+    """Show dead-lettered changes as a table (user, seq, kind, range, count, when), then their last errors."""
     from worker.report import print_dead_letters
 
     url, admin_key = _operator_connection(url)
