@@ -200,7 +200,7 @@ class Claim:
             views in all (saves the delta read), else None.
         retry_after_ms: When not granted: time until the holder's lease expires, ms by the
             deployment's clock (a retry backoff after failed attempts, or another replica's lease);
-            None when granted or not reported.
+            None when granted, or when the deployment does not send it.
     """
 
     granted: bool
