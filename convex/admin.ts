@@ -1,11 +1,12 @@
 /**
  * Operator entry points (admin key only): the public writes, acting for an
- * explicit `userId` (importer CLI in operator mode, maintenance scripts).
+ * explicit `userId` (importer CLI in operator mode, maintenance scripts), and
+ * the dead letters: list them, deliver them again.
  */
 import { v } from "convex/values";
 import { internalMutation, internalQuery, type MutationCtx, type QueryCtx } from "./_generated/server";
 import { requestRecomputeForUser } from "./dashboard";
-import { appError } from "./errors";
+import { appError, requireInteger } from "./errors";
 import { setTimeZoneForUser } from "./settings";
 import { requireUserIdArg } from "./users";
 import {
@@ -13,11 +14,13 @@ import {
   vDeleteResult,
   vImportResult,
   vRecomputeResult,
+  vRetryDeadLettersResult,
   vSeqResult,
   vWatchEventInput,
   type DeadLetter,
   type DeleteResult,
   type ImportResult,
+  type RetryDeadLettersResult,
   type WatchEventInput,
 } from "./validators";
 import { deleteRangeForUser, importEventsForUser } from "./watchEvents";
@@ -129,11 +132,60 @@ export async function listDeadLettersHandler(
  * Dead-lettered changes (operators): `changeLog` rows the worker failed on `MAX_ATTEMPTS` (5) times,
  * which are no longer delivered. Ordered by `userId`, then `seq`; at most `limit` (default 100,
  * 1–1000) rows, optionally of one `userId`. `error` is the last failure (≤ 2000 characters),
- * `failedAtMs` (epoch ms) when the row was dead-lettered. The data of such a change is stored; after
- * fixing the cause, `admin:requestRecompute` recomputes the user's whole history.
+ * `failedAtMs` (epoch ms) when the row was dead-lettered.
+ *
+ * The data of such a change is stored. After fixing the cause, `admin:retryDeadLetters` delivers
+ * the rows again, or `admin:requestRecompute` recomputes the user's whole history. A dead letter
+ * leaves this list (becomes `"done"`) as soon as the worker acknowledges a recompute of its user at
+ * a watermark ≥ its `seq`, whatever started that recompute (see `worker:ackChanges`).
+ *
+ * @throws ConvexError `INVALID_ARGUMENT` for a bad `limit` or `userId`.
  */
 export const listDeadLetters = internalQuery({
   args: { limit: v.optional(v.number()), userId: v.optional(v.string()) },
   returns: v.array(vDeadLetter),
   handler: listDeadLettersHandler,
+});
+
+/** Default and largest `limit` of `admin:retryDeadLetters` (rows updated per call). */
+export const RETRY_DEFAULT_LIMIT = 1000;
+export const RETRY_MAX_LIMIT = 4000;
+
+/** Handler of `admin:retryDeadLetters`. */
+export async function retryDeadLettersHandler(
+  ctx: MutationCtx,
+  args: { userId?: string; limit?: number },
+): Promise<RetryDeadLettersResult> {
+  const limit = args.limit ?? RETRY_DEFAULT_LIMIT;
+  requireInteger(limit, "limit", 1, RETRY_MAX_LIMIT);
+  const userId = args.userId === undefined ? undefined : requireUserIdArg(args.userId);
+  const rows = await ctx.db
+    .query("changeLog")
+    .withIndex("by_status_and_user", (q) =>
+      userId === undefined ? q.eq("status", "failed") : q.eq("status", "failed").eq("userId", userId),
+    )
+    .take(limit + 1);
+  const retried = rows.slice(0, limit);
+  for (const row of retried) {
+    await ctx.db.patch(row._id, { status: "pending", attempts: 0, error: undefined, processedAtMs: undefined });
+  }
+  return { retried: retried.length, hasMore: rows.length > limit };
+}
+
+/**
+ * Deliver dead-lettered changes again (operators, once the cause of the failures is fixed): up to
+ * `limit` (default 1000, 1–4000) `"failed"` rows, of one `userId` or of every user (by `userId`,
+ * then `seq`), become `"pending"` with `attempts` 0 and no `error`, as when they were appended. The
+ * worker's subscription to `worker:pendingChanges` picks them up (oldest first: they keep their
+ * commit order) and recomputes their users; a row that fails 5 times again is dead-lettered again.
+ * Returns the rows put back (`retried`) and whether more dead letters match (`hasMore`: call
+ * again). With no dead letter left it changes nothing and returns 0. A user still in a
+ * retry backoff (`worker:failChanges`) is claimed when the backoff ends (≤ 64 s).
+ *
+ * @throws ConvexError `INVALID_ARGUMENT` for a bad `limit` or `userId`.
+ */
+export const retryDeadLetters = internalMutation({
+  args: { userId: v.optional(v.string()), limit: v.optional(v.number()) },
+  returns: vRetryDeadLettersResult,
+  handler: retryDeadLettersHandler,
 });

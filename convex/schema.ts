@@ -65,6 +65,11 @@ export default defineSchema({
     userId: v.string(),
     owner: v.string(),
     expiresAtMs: v.number(),
+    /**
+     * Present while the lease is a retry backoff set by `worker:failChanges` (the attempt count
+     * that set it): until `expiresAtMs` no worker claims the user, `owner` included.
+     */
+    backoffAttempts: v.optional(v.number()),
   }).index("by_userId", ["userId"]),
 
   /**

@@ -143,6 +143,13 @@ export const vDeadLetter = v.object({
 });
 export type DeadLetter = Infer<typeof vDeadLetter>;
 
+/** What `admin:retryDeadLetters` returns: rows put back to pending, and whether more match. */
+export const vRetryDeadLettersResult = v.object({
+  retried: v.number(),
+  hasMore: v.boolean(),
+});
+export type RetryDeadLettersResult = Infer<typeof vRetryDeadLettersResult>;
+
 /**
  * One computed aggregate of a filter set, sent by the worker inside a
  * `vResultSetInput`. `dataHash` is the worker's digest of `data` (trusted:

@@ -3,7 +3,7 @@ import { api, internal } from "./_generated/api";
 import type { Doc } from "./_generated/dataModel";
 import { ALICE, BOB, initConvexTest, seedEvents, toSets, type FlatResult } from "./setup.test";
 import type { AggregationType, ResultSetInput, WatchEventInput } from "./validators";
-import { coalesceChanges, MAX_ATTEMPTS } from "./worker";
+import { coalesceChanges, MAX_ATTEMPTS, RETRY_BACKOFF_MS, retryBackoffMs } from "./worker";
 
 const T0 = Date.UTC(2024, 0, 1);
 const HOUR = 3_600_000;
@@ -148,6 +148,10 @@ describe("claimUser", () => {
       changes: [],
       interests: [],
     });
+    // the time left on the holder's lease, by the server's clock
+    expect(denied.retryAfterMs).toBeGreaterThan(0);
+    expect(denied.retryAfterMs).toBeLessThanOrEqual(60_000);
+    expect(first.retryAfterMs).toBeUndefined();
     expect(await leaseOf(t, A)).toMatchObject({ owner: "w1" });
 
     const renewed = await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w1", leaseMs: 120_000 });
@@ -181,7 +185,7 @@ describe("claimUser", () => {
     const denied = await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w1", leaseMs: 60_000 });
     expect(denied).toMatchObject({ granted: false, leaseOwner: "old", leaseExpiresAtMs: expiresAtMs });
     expect((await t.mutation(internal.worker.claimUser, { userId: A, workerId: "old", leaseMs: 60_000 })).granted).toBe(true);
-    expect(await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "old", upToSeq: 1 })).toEqual({ acked: 1 });
+    expect(await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "old", upToSeq: 1 })).toEqual({ acked: 1, superseded: 0 });
     expect(await userRow(t, A)).toMatchObject({ ackedSeq: 1 });
     expect((await userRow(t, A))!.leaseOwner).toBeUndefined(); // released from the row for good
     expect(await leaseOf(t, A)).toBeNull();
@@ -648,7 +652,7 @@ describe("ackChanges", () => {
     await importFor(t, A, [event(2)]);
     await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w1", leaseMs: 60_000 });
 
-    expect(await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 2 })).toEqual({ acked: 2 });
+    expect(await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 2 })).toEqual({ acked: 2, superseded: 0 });
     let rows = await changeRows(t, A);
     expect(rows.map((r) => r.status)).toEqual(["done", "done", "pending"]);
     expect(rows[0].processedAtMs).toBeTypeOf("number");
@@ -656,11 +660,11 @@ describe("ackChanges", () => {
     expect(user).toMatchObject({ ackedSeq: 2, lastSeq: 3 });
     expect(await leaseOf(t, A)).toBeNull();
 
-    expect(await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 2 })).toEqual({ acked: 0 });
+    expect(await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 2 })).toEqual({ acked: 0, superseded: 0 });
     expect((await userRow(t, A))!.ackedSeq).toBe(2);
 
     await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w2", leaseMs: 60_000 });
-    expect(await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 99 })).toEqual({ acked: 1 });
+    expect(await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 99 })).toEqual({ acked: 1, superseded: 0 });
     user = await userRow(t, A);
     expect(user).toMatchObject({ ackedSeq: 3 });
     expect(await leaseOf(t, A)).toMatchObject({ owner: "w2" }); // another worker's lease is kept
@@ -670,37 +674,134 @@ describe("ackChanges", () => {
 
   test("acking an unknown user is a no-op", async () => {
     const t = initConvexTest();
-    expect(await t.mutation(internal.worker.ackChanges, { userId: "nobody", workerId: "w1", upToSeq: 5 })).toEqual({ acked: 0 });
+    expect(await t.mutation(internal.worker.ackChanges, { userId: "nobody", workerId: "w1", upToSeq: 5 })).toEqual({ acked: 0, superseded: 0 });
     expect(await userRow(t, "nobody")).toBeNull();
   });
 });
 
+/** The user's raw `leases` row (with `backoffAttempts`), or null. */
+async function leaseRow(t: ReturnType<typeof initConvexTest>, userId: string) {
+  return await t.run(async (ctx) =>
+    ctx.db
+      .query("leases")
+      .withIndex("by_userId", (q) => q.eq("userId", userId))
+      .unique(),
+  );
+}
+
+/** Move the user's lease expiry to `expiresAtMs` (epoch ms): time passing, for the lease. */
+async function expireLease(t: ReturnType<typeof initConvexTest>, userId: string, expiresAtMs = Date.now() - 1) {
+  await t.run(async (ctx) => {
+    const lease = await ctx.db
+      .query("leases")
+      .withIndex("by_userId", (q) => q.eq("userId", userId))
+      .unique();
+    await ctx.db.patch(lease!._id, { expiresAtMs });
+  });
+}
+
+/** Fail `userId`'s rows up to `upToSeq` until they are dead-lettered (5 calls). */
+async function deadLetter(t: ReturnType<typeof initConvexTest>, userId: string, upToSeq: number) {
+  for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
+    await t.mutation(internal.worker.failChanges, { userId, workerId: "w1", upToSeq, error: `boom ${attempt}` });
+  }
+}
+
 describe("failChanges", () => {
-  test("counts attempts and dead-letters a row at the fifth failure", async () => {
+  test("counts attempts, backs off 1, 4, 16, 64 s and dead-letters a row at the fifth failure", async () => {
     const t = initConvexTest();
     await importFor(t, A, [event(0)]);
     await importFor(t, A, [event(1)]);
+    expect(RETRY_BACKOFF_MS).toEqual([1_000, 4_000, 16_000, 64_000]);
     for (let attempt = 1; attempt < MAX_ATTEMPTS; attempt++) {
-      await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w1", leaseMs: 60_000 });
+      const before = Date.now();
       const r = await t.mutation(internal.worker.failChanges, { userId: A, workerId: "w1", upToSeq: 1, error: `boom ${attempt}` });
-      expect(r).toEqual({ failed: 1, deadLettered: 0 });
-      expect(await leaseOf(t, A)).toBeNull();
+      const after = Date.now();
+      const backoffMs = RETRY_BACKOFF_MS[attempt - 1];
+      expect(r).toEqual({ failed: 1, deadLettered: 0, backoffMs });
+      const lease = await leaseRow(t, A);
+      expect(lease).toMatchObject({ owner: "w1", backoffAttempts: attempt });
+      expect(lease!.expiresAtMs).toBeGreaterThanOrEqual(before + backoffMs);
+      expect(lease!.expiresAtMs).toBeLessThanOrEqual(after + backoffMs);
     }
     let rows = await changeRows(t, A);
     expect(rows[0]).toMatchObject({ status: "pending", attempts: 4, error: "boom 4" });
 
     const last = await t.mutation(internal.worker.failChanges, { userId: A, workerId: "w1", upToSeq: 1, error: "x".repeat(5000) });
-    expect(last).toEqual({ failed: 1, deadLettered: 1 });
+    expect(last).toEqual({ failed: 1, deadLettered: 1, backoffMs: 0 });
     rows = await changeRows(t, A);
     expect(rows[0]).toMatchObject({ status: "failed", attempts: 5 });
     expect(rows[0].error).toHaveLength(2000);
     expect(rows[1]).toMatchObject({ status: "pending", attempts: 0 });
+    // nothing failed is left to retry: the lease is released at once, the newer change is claimable
+    expect(await leaseOf(t, A)).toBeNull();
+    const claim = await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w2", leaseMs: 60_000 });
+    expect(claim.granted).toBe(true);
+    expect(claim.changes.map((c) => c.seq)).toEqual([2]);
 
     const pending = await t.query(internal.worker.pendingChanges, {});
     expect(pending.map((c) => c.seq)).toEqual([2]);
-    expect(await t.mutation(internal.worker.failChanges, { userId: A, workerId: "w1", upToSeq: 1, error: "again" })).toEqual({ failed: 0, deadLettered: 0 });
+    expect(await t.mutation(internal.worker.failChanges, { userId: A, workerId: "w2", upToSeq: 1, error: "again" })).toEqual({
+      failed: 0,
+      deadLettered: 0,
+      backoffMs: 0,
+    });
+    expect(await leaseOf(t, A)).toBeNull();
   });
 
+  test("a backoff lease is denied to every worker, the failing one included, until it expires", async () => {
+    const t = initConvexTest();
+    await importFor(t, A, [event(0)]);
+    expect((await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w1", leaseMs: 60_000 })).granted).toBe(true);
+    const failed = await t.mutation(internal.worker.failChanges, { userId: A, workerId: "w1", upToSeq: 1, error: "boom" });
+    expect(failed.backoffMs).toBe(1_000);
+    await importFor(t, A, [event(1)]); // a new change while the user is backed off
+
+    for (const workerId of ["w1", "w2"]) {
+      const denied = await t.mutation(internal.worker.claimUser, { userId: A, workerId, leaseMs: 60_000 });
+      expect(denied).toMatchObject({ granted: false, leaseOwner: "w1", changes: [] });
+      expect(denied.retryAfterMs).toBeGreaterThan(0);
+      expect(denied.retryAfterMs).toBeLessThanOrEqual(1_000);
+    }
+    expect(await leaseRow(t, A)).toMatchObject({ owner: "w1", backoffAttempts: 1 });
+
+    await expireLease(t, A); // the backoff has passed
+    const claim = await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w2", leaseMs: 60_000 });
+    expect(claim.granted).toBe(true);
+    expect(claim.changes.map((c) => c.seq)).toEqual([1, 2]); // the retry and the change that arrived meanwhile
+    const lease = await leaseRow(t, A);
+    expect(lease).toMatchObject({ owner: "w2" });
+    expect(lease!.backoffAttempts).toBeUndefined(); // an ordinary lease again: w2 may renew it
+    expect((await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w2", leaseMs: 60_000 })).granted).toBe(true);
+  });
+
+  test("the backoff follows the most attempts left pending; another worker's live lease is kept", async () => {
+    const t = initConvexTest();
+    await importFor(t, A, [event(0)]);
+    await importFor(t, A, [event(1)]);
+    await t.run(async (ctx) => {
+      const first = (await ctx.db.query("changeLog").collect()).find((r) => r.userId === A && r.seq === 1);
+      await ctx.db.patch(first!._id, { attempts: 2 });
+    });
+    const r = await t.mutation(internal.worker.failChanges, { userId: A, workerId: "w1", upToSeq: 2, error: "boom" });
+    expect(r).toEqual({ failed: 2, deadLettered: 0, backoffMs: retryBackoffMs(3) });
+    expect(retryBackoffMs(3)).toBe(16_000);
+    expect(await leaseRow(t, A)).toMatchObject({ owner: "w1", backoffAttempts: 3 });
+    expect((await changeRows(t, A)).map((row) => row.attempts)).toEqual([3, 1]);
+
+    // w2 holds a live lease (it took over after w1's had expired): w1's late failure leaves it alone
+    await expireLease(t, A);
+    await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w2", leaseMs: 60_000 });
+    const late = await t.mutation(internal.worker.failChanges, { userId: A, workerId: "w1", upToSeq: 2, error: "late" });
+    expect(late).toEqual({ failed: 2, deadLettered: 0, backoffMs: 0 });
+    const lease = await leaseRow(t, A);
+    expect(lease).toMatchObject({ owner: "w2" });
+    expect(lease!.backoffAttempts).toBeUndefined();
+    expect(retryBackoffMs(9)).toBe(64_000); // beyond the table: its last step
+  });
+});
+
+describe("dead letters", () => {
   test("admin:listDeadLetters lists dead-lettered rows only, by user then seq, with the last error", async () => {
     const t = initConvexTest();
     const B = "user-b";
@@ -709,11 +810,7 @@ describe("failChanges", () => {
       await importFor(t, userId, [event(1)]);
     }
     expect(await t.query(internal.admin.listDeadLetters, {})).toEqual([]);
-    for (const userId of [B, A]) {
-      for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
-        await t.mutation(internal.worker.failChanges, { userId, workerId: "w1", upToSeq: 1, error: `boom ${attempt}` });
-      }
-    }
+    for (const userId of [B, A]) await deadLetter(t, userId, 1);
     const all = await t.query(internal.admin.listDeadLetters, {});
     expect(all.map((r) => [r.userId, r.seq])).toEqual([[A, 1], [B, 1]].sort());
     expect(all[0]).toMatchObject({ kind: "import", count: 1, attempts: MAX_ATTEMPTS, error: `boom ${MAX_ATTEMPTS}` });
@@ -721,6 +818,127 @@ describe("failChanges", () => {
     expect(await t.query(internal.admin.listDeadLetters, { userId: B })).toMatchObject([{ userId: B, seq: 1 }]);
     expect(await t.query(internal.admin.listDeadLetters, { limit: 1 })).toHaveLength(1);
     await expect(t.query(internal.admin.listDeadLetters, { limit: 0 })).rejects.toThrow(/limit must be an integer/);
+  });
+
+  test("an acknowledged recompute at a later watermark supersedes the user's dead letters", async () => {
+    const t = initConvexTest();
+    await importFor(t, A, [event(0)]);
+    await importFor(t, "user-b", [event(0)]);
+    await deadLetter(t, A, 1);
+    await deadLetter(t, "user-b", 1);
+    expect((await t.query(internal.admin.listDeadLetters, { userId: A })).map((r) => r.seq)).toEqual([1]);
+
+    // the operator asks for a recompute; the worker claims it, stores results at watermark 2, acks
+    const { seq } = await t.mutation(internal.admin.requestRecompute, { userId: A });
+    const claim = await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w1", leaseMs: 60_000 });
+    expect(claim.changes.map((c) => c.seq)).toEqual([seq]); // the dead letter is not delivered
+    await t.mutation(internal.worker.storeAggregations, {
+      userId: A, watermark: seq, computedAtMs: Date.now(),
+      sets: toSets([{ type: "kpi", filterKey: "All|all||", data: { views: 1 }, definitionVersion: 1 }]),
+    });
+    expect(await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: seq })).toEqual({
+      acked: 1,
+      superseded: 1,
+    });
+
+    expect(await t.query(internal.admin.listDeadLetters, { userId: A })).toEqual([]);
+    const [row] = await changeRows(t, A);
+    // done, with its history: 5 failed attempts and the last error
+    expect(row).toMatchObject({ status: "done", attempts: MAX_ATTEMPTS, error: `boom ${MAX_ATTEMPTS}` });
+    expect(row.processedAtMs).toBeTypeOf("number");
+    expect(await userRow(t, A)).toMatchObject({ ackedSeq: seq });
+    // another user's dead letter is not touched
+    expect((await t.query(internal.admin.listDeadLetters, {})).map((r) => r.userId)).toEqual(["user-b"]);
+  });
+
+  test("dead letters above the acknowledged watermark stay listed", async () => {
+    const t = initConvexTest();
+    await t.run(async (ctx) => {
+      const row = (seq: number, status: "pending" | "failed") => ({
+        userId: A, seq, kind: "manual" as const, count: 0, status,
+        attempts: status === "failed" ? MAX_ATTEMPTS : 0, createdAtMs: 0,
+      });
+      await ctx.db.insert("changeLog", row(1, "failed"));
+      await ctx.db.insert("changeLog", row(2, "pending"));
+      await ctx.db.insert("changeLog", row(3, "failed"));
+      await ctx.db.insert("users", { userId: A, timeZone: "UTC", lastSeq: 3, ackedSeq: 0, eventCount: 0 });
+    });
+    expect(await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 2 })).toEqual({
+      acked: 1,
+      superseded: 1,
+    });
+    expect((await t.query(internal.admin.listDeadLetters, {})).map((r) => r.seq)).toEqual([3]);
+  });
+
+  test("an acknowledgement that consumed no pending row (an empty claim) supersedes nothing", async () => {
+    const t = initConvexTest();
+    await importFor(t, A, [event(0)]);
+    await deadLetter(t, A, 1);
+    const claim = await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w1", leaseMs: 60_000 });
+    expect(claim.changes).toEqual([]);
+    expect(await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 1 })).toEqual({
+      acked: 0,
+      superseded: 0,
+    });
+    expect((await t.query(internal.admin.listDeadLetters, {})).map((r) => r.seq)).toEqual([1]);
+    expect(await leaseOf(t, A)).toBeNull(); // the lease is still released
+  });
+
+  test("admin:retryDeadLetters puts dead letters back to pending, per user or all, a page at a time", async () => {
+    const t = initConvexTest();
+    const B = "user-b";
+    await importFor(t, A, [event(0)]);
+    await importFor(t, A, [event(1)]);
+    await importFor(t, B, [event(0)]);
+    await deadLetter(t, A, 2);
+    await deadLetter(t, B, 1);
+    expect(await t.query(internal.worker.pendingChanges, {})).toEqual([]);
+
+    expect(await t.mutation(internal.admin.retryDeadLetters, { userId: B })).toEqual({ retried: 1, hasMore: false });
+    const [b] = await changeRows(t, B);
+    expect(b).toMatchObject({ status: "pending", attempts: 0 });
+    expect(b.error).toBeUndefined();
+    expect(b.processedAtMs).toBeUndefined();
+    expect((await t.query(internal.worker.pendingChanges, {})).map((c) => [c.userId, c.seq])).toEqual([[B, 1]]);
+
+    expect(await t.mutation(internal.admin.retryDeadLetters, { limit: 1 })).toEqual({ retried: 1, hasMore: true });
+    expect(await t.mutation(internal.admin.retryDeadLetters, {})).toEqual({ retried: 1, hasMore: false });
+    expect(await t.mutation(internal.admin.retryDeadLetters, {})).toEqual({ retried: 0, hasMore: false });
+    expect(await t.query(internal.admin.listDeadLetters, {})).toEqual([]);
+    // delivered again in their commit order, and claimed like any pending change
+    expect((await t.query(internal.worker.pendingChanges, {})).map((c) => [c.userId, c.seq])).toEqual([
+      [A, 1],
+      [A, 2],
+      [B, 1],
+    ]);
+    const claim = await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w1", leaseMs: 60_000 });
+    expect(claim.changes.map((c) => c.seq)).toEqual([1, 2]);
+    expect(await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 2 })).toEqual({
+      acked: 2,
+      superseded: 0,
+    });
+  });
+
+  test("a retried row that fails again counts its attempts from zero", async () => {
+    const t = initConvexTest();
+    await importFor(t, A, [event(0)]);
+    await deadLetter(t, A, 1);
+    await t.mutation(internal.admin.retryDeadLetters, { userId: A });
+    const r = await t.mutation(internal.worker.failChanges, { userId: A, workerId: "w1", upToSeq: 1, error: "still" });
+    expect(r).toEqual({ failed: 1, deadLettered: 0, backoffMs: RETRY_BACKOFF_MS[0] });
+    expect((await changeRows(t, A))[0]).toMatchObject({ status: "pending", attempts: 1, error: "still" });
+  });
+
+  test("admin:retryDeadLetters rejects a bad limit or user id", async () => {
+    const t = initConvexTest();
+    for (const limit of [0, 4001, 1.5]) {
+      await expect(t.mutation(internal.admin.retryDeadLetters, { limit })).rejects.toMatchObject({
+        data: { code: "INVALID_ARGUMENT", field: "limit" },
+      });
+    }
+    await expect(t.mutation(internal.admin.retryDeadLetters, { userId: "" })).rejects.toMatchObject({
+      data: { code: "INVALID_ARGUMENT", field: "userId" },
+    });
   });
 });
 

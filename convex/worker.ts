@@ -57,6 +57,20 @@ export const MAX_ROWS_PER_SET = 64;
 export const MAX_FILTER_KEY_LENGTH = 16_384;
 /** A change failed this many times becomes `"failed"` (dead letter). */
 export const MAX_ATTEMPTS = 5;
+/**
+ * Wait before the next attempt on a user whose recompute failed, in ms, by the attempt count the
+ * failure brought the user's pending rows to (1–4; the fifth failure dead-letters them): 1 s, 4 s,
+ * 16 s, 64 s, 85 s in all. `failChanges` holds the user's lease that long (a backoff lease, see
+ * `leases.backoffAttempts`), so no replica, the failing one included, claims the user earlier.
+ *
+ * Why these numbers: a cause that outlives the gateway's own per-call retries (a redeploy of these
+ * functions, a restarted cache, a replica short of memory) clears within about a minute and a half
+ * without an operator, while a deterministic failure costs five recomputes spread over that time
+ * instead of five back to back within a fraction of a second, and other users' work runs in
+ * between. The last step is about the default lease (`WORKER_LEASE_MS`, 60 s): a failing user is
+ * never held much longer than a crashed replica's lease would hold it.
+ */
+export const RETRY_BACKOFF_MS: readonly number[] = [1_000, 4_000, 16_000, 64_000];
 /** Longest stored error text, in characters (longer is truncated). */
 export const MAX_ERROR_LENGTH = 2000;
 /** Default and maximum `limit` of `enqueueExpired` (users). */
@@ -141,6 +155,7 @@ export interface ClaimResult {
   granted: boolean;
   leaseOwner: string;
   leaseExpiresAtMs: number;
+  retryAfterMs?: number;
   timeZone: string;
   lastSeq: number;
   changes: ChangeEntry[];
@@ -168,6 +183,40 @@ async function releaseLease(ctx: MutationCtx, userId: string, workerId: string):
   if (lease !== null && lease.owner === workerId) await ctx.db.delete(lease._id);
 }
 
+/**
+ * The wait before the next attempt after a failure that brought a user's pending rows to
+ * `attempts` (≥ 1) attempts, in ms: `RETRY_BACKOFF_MS[attempts - 1]`, the last step beyond it.
+ */
+export function retryBackoffMs(attempts: number): number {
+  const steps = RETRY_BACKOFF_MS;
+  return steps[Math.min(Math.max(attempts, 1), steps.length) - 1];
+}
+
+/**
+ * Turn the user's lease into a backoff lease held by `workerId` until `untilMs` (epoch ms): taken
+ * over when it is ours, expired or absent; a live lease of another worker is left alone (that
+ * worker is processing the user now, and its own acknowledgement or failure decides).
+ * Returns whether the backoff lease is in place.
+ */
+async function holdForBackoff(
+  ctx: MutationCtx,
+  userId: string,
+  workerId: string,
+  attempts: number,
+  nowMs: number,
+  untilMs: number,
+): Promise<boolean> {
+  const lease = await getLease(ctx, userId);
+  const doc = { owner: workerId, expiresAtMs: untilMs, backoffAttempts: attempts };
+  if (lease === null) {
+    await ctx.db.insert("leases", { userId, ...doc });
+    return true;
+  }
+  if (lease.owner !== workerId && lease.expiresAtMs > nowMs) return false;
+  await ctx.db.patch(lease._id, doc);
+  return true;
+}
+
 /** Handler of `worker:claimUser`. */
 export async function claimUserHandler(
   ctx: MutationCtx,
@@ -180,12 +229,15 @@ export async function claimUserHandler(
   const user = await ensureUser(ctx, userId);
   const lease = await getLease(ctx, userId);
   const holder = lease ?? legacyLease(user);
-  const free = holder === null || holder.expiresAtMs <= nowMs || holder.owner === workerId;
+  // A backoff lease is not renewable: the worker that failed must wait like any other.
+  const renewable = holder !== null && holder.owner === workerId && lease?.backoffAttempts === undefined;
+  const free = holder === null || holder.expiresAtMs <= nowMs || renewable;
   if (!free) {
     return {
       granted: false,
       leaseOwner: holder.owner,
       leaseExpiresAtMs: holder.expiresAtMs,
+      retryAfterMs: holder.expiresAtMs - nowMs,
       timeZone: user.timeZone,
       lastSeq: user.lastSeq,
       changes: [],
@@ -194,7 +246,7 @@ export async function claimUserHandler(
   }
   const leaseExpiresAtMs = nowMs + args.leaseMs;
   if (lease === null) await ctx.db.insert("leases", { userId, owner: workerId, expiresAtMs: leaseExpiresAtMs });
-  else await ctx.db.patch(lease._id, { owner: workerId, expiresAtMs: leaseExpiresAtMs });
+  else await ctx.db.patch(lease._id, { owner: workerId, expiresAtMs: leaseExpiresAtMs, backoffAttempts: undefined });
 
   const rows = await ctx.db
     .query("changeLog")
@@ -505,16 +557,39 @@ async function pendingUpTo(
     .take(CHANGE_ROWS_PER_CALL);
 }
 
+/**
+ * Mark the user's dead letters with `seq ≤ coveredSeq` done, at most `limit` of them, oldest
+ * first; return how many. `attempts` and `error` are kept (a done row with attempts is a
+ * superseded dead letter); `processedAtMs` becomes `nowMs`.
+ */
+async function supersedeDeadLetters(
+  ctx: MutationCtx,
+  userId: string,
+  coveredSeq: number,
+  limit: number,
+  nowMs: number,
+): Promise<number> {
+  if (limit <= 0) return 0;
+  const rows = await ctx.db
+    .query("changeLog")
+    .withIndex("by_status_and_user", (q) =>
+      q.eq("status", "failed").eq("userId", userId).lte("seq", coveredSeq),
+    )
+    .take(limit);
+  for (const row of rows) await ctx.db.patch(row._id, { status: "done", processedAtMs: nowMs });
+  return rows.length;
+}
+
 /** Handler of `worker:ackChanges`. */
 export async function ackChangesHandler(
   ctx: MutationCtx,
   args: { userId: string; workerId: string; upToSeq: number },
-): Promise<{ acked: number }> {
+): Promise<{ acked: number; superseded: number }> {
   const userId = requireUserIdArg(args.userId);
   const workerId = requireWorkerId(args.workerId);
   requireInteger(args.upToSeq, "upToSeq", 0);
   const user = await getUser(ctx, userId);
-  if (user === null) return { acked: 0 };
+  if (user === null) return { acked: 0, superseded: 0 };
   const nowMs = Date.now();
   const rows = await pendingUpTo(ctx, userId, args.upToSeq);
   for (const row of rows) {
@@ -524,6 +599,14 @@ export async function ackChangesHandler(
     rows.length < CHANGE_ROWS_PER_CALL
       ? Math.min(args.upToSeq, user.lastSeq)
       : rows[rows.length - 1].seq;
+  // Only an acknowledgement that consumed pending rows proves a recompute at this watermark was
+  // stored (an ack of nothing may just release the lease of an empty claim). Such results were
+  // computed from every view with changeSeq ≤ the watermark and the user's current settings, so
+  // they reflect the dead-lettered changes below it as well: those are no longer dead.
+  const superseded =
+    rows.length > 0
+      ? await supersedeDeadLetters(ctx, userId, coveredSeq, CHANGE_ROWS_PER_CALL - rows.length, nowMs)
+      : 0;
   const legacyOurs = user.leaseOwner === workerId;
   const ackedSeq = Math.max(user.ackedSeq, coveredSeq);
   if (ackedSeq !== user.ackedSeq || legacyOurs) {
@@ -533,37 +616,48 @@ export async function ackChangesHandler(
     });
   }
   await releaseLease(ctx, userId, workerId);
-  return { acked: rows.length };
+  return { acked: rows.length, superseded };
 }
 
 /** Handler of `worker:failChanges`. */
 export async function failChangesHandler(
   ctx: MutationCtx,
   args: { userId: string; workerId: string; upToSeq: number; error: string },
-): Promise<{ failed: number; deadLettered: number }> {
+): Promise<{ failed: number; deadLettered: number; backoffMs: number }> {
   const userId = requireUserIdArg(args.userId);
   const workerId = requireWorkerId(args.workerId);
   requireInteger(args.upToSeq, "upToSeq", 0);
   const user = await getUser(ctx, userId);
-  if (user === null) return { failed: 0, deadLettered: 0 };
+  if (user === null) return { failed: 0, deadLettered: 0, backoffMs: 0 };
   const nowMs = Date.now();
   const error = args.error.slice(0, MAX_ERROR_LENGTH);
   const rows = await pendingUpTo(ctx, userId, args.upToSeq);
   let deadLettered = 0;
+  let retriedAttempts = 0; // the most attempts among the rows that stay pending
   for (const row of rows) {
     const attempts = row.attempts + 1;
     if (attempts >= MAX_ATTEMPTS) {
       deadLettered++;
       await ctx.db.patch(row._id, { attempts, error, status: "failed", processedAtMs: nowMs });
     } else {
+      retriedAttempts = Math.max(retriedAttempts, attempts);
       await ctx.db.patch(row._id, { attempts, error });
     }
   }
   if (user.leaseOwner === workerId) {
     await ctx.db.patch(user._id, { leaseOwner: undefined, leaseExpiresAtMs: undefined });
   }
+  if (retriedAttempts > 0) {
+    const backoffMs = retryBackoffMs(retriedAttempts);
+    if (await holdForBackoff(ctx, userId, workerId, retriedAttempts, nowMs, nowMs + backoffMs)) {
+      return { failed: rows.length, deadLettered, backoffMs };
+    }
+    return { failed: rows.length, deadLettered, backoffMs: 0 };
+  }
+  // Nothing failed is left to retry (all dead-lettered, or no row matched): release at once, so
+  // changes that arrived meanwhile are not held up.
   await releaseLease(ctx, userId, workerId);
-  return { failed: rows.length, deadLettered };
+  return { failed: rows.length, deadLettered, backoffMs: 0 };
 }
 
 /** Handler of `worker:enqueueExpired`. */
@@ -651,14 +745,18 @@ export const pendingChanges = internalQuery({
  * Take (or renew) the per-user lease and return what to recompute (worker).
  *
  * Granted when no lease is held, it has expired, or `workerId` already holds it
- * (renewal); the lease then lasts `leaseMs` (1 ms-1 h) from now. On grant,
+ * (renewal) and it is not a retry backoff (set by `failChanges`: not renewable,
+ * not even by the worker that failed); the lease then lasts `leaseMs`
+ * (1 ms-1 h) from now. On grant,
  * returns the user's time zone, `lastSeq`, pending changes with `seq ≤ lastSeq`
  * in seq order, and the filter sets of non-expired `filterInterests` (≤ 200).
  * Up to 1000 pending rows are returned one by one; beyond that (reading at most
  * 8000) they are coalesced to one entry per kind (highest seq, summed count,
  * union of ranges, range absent when any row covers the whole history). Ack
  * with `upToSeq` = the highest returned seq. When denied, `changes` and
- * `interests` are empty and `leaseOwner`/`leaseExpiresAtMs` describe the holder.
+ * `interests` are empty, `leaseOwner`/`leaseExpiresAtMs` (epoch ms) describe the
+ * holder and `retryAfterMs` (≥ 1) is the time until the lease expires, by the
+ * server's clock: the worker claims the user again no earlier than that.
  *
  * When every claimed change is an import and they inserted at most 1000 views,
  * `appended` holds those views (`changeSeq` in `(afterSeq, throughSeq]`, as
@@ -670,6 +768,7 @@ export const claimUser = internalMutation({
     granted: v.boolean(),
     leaseOwner: v.string(),
     leaseExpiresAtMs: v.number(),
+    retryAfterMs: v.optional(v.number()),
     timeZone: v.string(),
     lastSeq: v.number(),
     changes: v.array(vChangeEntry),
@@ -761,26 +860,45 @@ export const storeAggregations = internalMutation({
 
 /**
  * Mark `userId`'s pending changes with `seq ≤ upToSeq` done, raise `ackedSeq`
- * and release the lease if `workerId` holds it (worker). Idempotent: a repeat
- * finds no pending rows and acks 0. Updates at most 8000 rows per call.
+ * and release the lease if `workerId` holds it (worker, after storing results
+ * computed at watermark `upToSeq`). Idempotent: a repeat finds no pending rows
+ * and acks 0. Updates at most 8000 rows per call.
+ *
+ * When it acknowledges at least one pending row, the user's dead letters
+ * (`"failed"` rows) with `seq ≤` the acknowledged watermark become `"done"`
+ * too (`superseded`; `attempts` and `error` are kept): results at a watermark
+ * are computed from every view of the changes up to it and the user's current
+ * settings, so they reflect those changes although their own attempts failed.
+ * Together with the acked rows at most 8000 rows are updated; dead letters
+ * beyond that stay listed until the next such acknowledgement. An ack that
+ * consumes nothing (releasing the lease of an empty claim) supersedes nothing.
  */
 export const ackChanges = internalMutation({
   args: { userId: v.string(), workerId: v.string(), upToSeq: v.number() },
-  returns: v.object({ acked: v.number() }),
+  returns: v.object({ acked: v.number(), superseded: v.number() }),
   handler: ackChangesHandler,
 });
 
 /**
  * Record a failed attempt on `userId`'s pending changes with `seq ≤ upToSeq`
- * and release the lease if `workerId` holds it (worker). Each call increments
- * `attempts` and stores `error` (truncated to 2000 characters); a row reaching
- * 5 attempts becomes `"failed"` (dead letter, no longer delivered). Returns
- * the rows updated (`failed`) and those dead-lettered now. Not idempotent:
+ * (worker). Each call increments `attempts` and stores `error` (truncated to
+ * 2000 characters); a row reaching 5 attempts becomes `"failed"` (dead letter,
+ * no longer delivered; see `admin:listDeadLetters`, `admin:retryDeadLetters`).
+ *
+ * While failed rows stay pending, the user is backed off: the lease becomes a
+ * backoff lease held by `workerId` until now + `retryBackoffMs(attempts)` (the
+ * most attempts among those rows: 1 s, 4 s, 16 s, 64 s after the first to the
+ * fourth failure), which no worker can claim or renew before it expires, so
+ * the next attempt, and any change that arrives meanwhile, waits that long on
+ * every replica. A live lease of another worker is left as it is (`backoffMs`
+ * is then 0). When no failed row stays pending the lease is released if
+ * `workerId` holds it. Returns the rows updated (`failed`), those
+ * dead-lettered now and the backoff set, in ms (0 = none). Not idempotent:
  * call once per failed attempt.
  */
 export const failChanges = internalMutation({
   args: { userId: v.string(), workerId: v.string(), upToSeq: v.number(), error: v.string() },
-  returns: v.object({ failed: v.number(), deadLettered: v.number() }),
+  returns: v.object({ failed: v.number(), deadLettered: v.number(), backoffMs: v.number() }),
   handler: failChangesHandler,
 });
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m worker run | import | demo | healthcheck``.
+"""Command line: ``python -m worker run | import | demo | healthcheck | dead-letters list|retry``.
 
 Exit codes: 0 success (also after SIGTERM), 1 runtime failure, 2 configuration or input error.
 """
@@ -335,6 +335,121 @@ def demo(
         raise _fail(str(exc), 2 if isinstance(exc.__cause__, PermanentGatewayError) else 1) from None
     except (GatewayError, ConfigError) as exc:
         raise _fail(str(exc), 1) from None
+
+
+# ---------------------------------------------------------------------------------------- dead-letters
+
+dead_letters_app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Changes the worker failed on 5 times (dead letters): list them, deliver them again (admin key).",
+)
+app.add_typer(dead_letters_app, name="dead-letters")
+
+RETRY_PAGE = 1000
+"""Dead letters put back per ``admin:retryDeadLetters`` call by ``dead-letters retry``."""
+
+UserIdOption = Annotated[
+    str | None,
+    typer.Option(help="Only this user's (the token identifier '<issuer>|<subject>'); default: every user's."),
+]
+UrlOption = Annotated[
+    str | None, typer.Option(help="Deployment URL (default: CONVEX_URL or CONVEX_SELF_HOSTED_URL).")
+]
+
+
+def _operator_connection(url: str | None) -> tuple[str, str]:
+    """Return the deployment URL and admin key of an operator command, read as ``import --user-id`` reads them.
+
+    Raises:
+        typer.Exit: code 2 with a one-line message when the URL or the key is missing or the URL invalid.
+    """
+    url = url or env_first(URL_VARIABLES)
+    if not url:
+        raise _fail("CONVEX_URL is not set (or pass --url)")
+    try:
+        check_deployment_url(url)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    admin_key = env_first(KEY_VARIABLES)
+    if not admin_key:
+        raise _fail(
+            "CONVEX_ADMIN_KEY is not set (or CONVEX_SELF_HOSTED_ADMIN_KEY / CONVEX_DEPLOY_KEY):"
+            " dead letters need the admin key"
+        )
+    return url, admin_key
+
+
+def _operator_call_failed(exc: GatewayError) -> typer.Exit:
+    """Map a failed operator call to its one-line message and exit code.
+
+    Rejected key, refused arguments or a deployment without these functions: 2; unreachable: 1.
+    """
+    if isinstance(exc, AuthenticationError):
+        return _fail(f"CONVEX_ADMIN_KEY was rejected: {exc}")
+    if isinstance(exc, PermanentGatewayError):
+        return _fail(str(exc))
+    return _fail(f"cannot reach the deployment: {exc}", 1)
+
+
+async def _list_dead_letters(url: str, admin_key: str, user_id: str | None, limit: int) -> Any:
+    from worker.gateway import ConvexGateway
+
+    async with ConvexGateway(url, admin_key=admin_key) as gateway:
+        return await gateway.list_dead_letters(user_id=user_id, limit=limit)
+
+
+async def _retry_dead_letters(url: str, admin_key: str, user_id: str | None) -> int:
+    from worker.gateway import ConvexGateway
+
+    retried = 0
+    async with ConvexGateway(url, admin_key=admin_key) as gateway:
+        while True:
+            count, has_more = await gateway.retry_dead_letters(user_id=user_id, limit=RETRY_PAGE)
+            retried += count
+            if not has_more or count == 0:
+                return retried
+
+
+@dead_letters_app.command("list")
+def dead_letters_list(
+    user_id: UserIdOption = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Most dead letters shown (1-1000).")] = 100,
+    url: UrlOption = None,
+) -> None:
+    """Show dead-lettered changes as a table (user, seq, kind, range, count, when), then their last errors."""
+    from worker.report import print_dead_letters
+
+    url, admin_key = _operator_connection(url)
+    try:
+        rows = asyncio.run(_list_dead_letters(url, admin_key, user_id, limit))
+    except GatewayError as exc:
+        raise _operator_call_failed(exc) from None
+    print_dead_letters(rows, limit=limit, user_id=user_id, console=Console(soft_wrap=False))
+
+
+@dead_letters_app.command("retry")
+def dead_letters_retry(user_id: UserIdOption = None, url: UrlOption = None) -> None:
+    """Deliver dead-lettered changes again (attempts reset to 0), once their cause is fixed.
+
+    A running worker picks them up like new changes; one that fails 5 more times is dead-lettered again.
+    """
+    url, admin_key = _operator_connection(url)
+    try:
+        retried = asyncio.run(_retry_dead_letters(url, admin_key, user_id))
+    except GatewayError as exc:
+        raise _operator_call_failed(exc) from None
+    of_user = f" of {user_id}" if user_id else ""
+    out = Console(soft_wrap=True)
+    if retried == 0:
+        out.print(f"no dead letters{of_user} to retry", highlight=False, markup=False)
+        return
+    out.print(
+        f"{retried} dead letter(s){of_user} put back to pending; a running worker recomputes their users"
+        " (a user still in a retry backoff is claimed when it ends, within 64 s)",
+        highlight=False,
+        markup=False,
+    )
 
 
 # ---------------------------------------------------------------------------------------- healthcheck

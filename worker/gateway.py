@@ -42,7 +42,7 @@ from worker.errors import (
     PermanentGatewayError,
     TransientGatewayError,
 )
-from worker.models import AppendedViews, ChangeEntry, Claim, StoreOutcome, WatchEvent
+from worker.models import AppendedViews, ChangeEntry, Claim, DeadLetter, StoreOutcome, WatchEvent
 
 log = structlog.get_logger(__name__)
 
@@ -449,6 +449,7 @@ class ConvexGateway:
             changes=tuple(change_from_convex(c, user_id) for c in raw.get("changes", [])),
             interests=tuple(raw.get("interests", [])),
             appended=_appended_from_convex(raw.get("appended")),
+            retry_after_ms=_opt_int(raw.get("retryAfterMs")),
         )
 
     async def iter_event_pages(
@@ -579,12 +580,21 @@ class ConvexGateway:
         return outcome, missing
 
     async def ack_changes(self, user_id: str, worker_id: str, up_to_seq: int) -> int:
-        """Mark the user's pending rows with ``seq ≤ up_to_seq`` done and release the lease."""
+        """Mark the user's pending rows with ``seq ≤ up_to_seq`` done and release the lease; return how many.
+
+        Call it only after storing results computed at watermark ``up_to_seq``: when it acknowledges a
+        pending row, the user's dead letters with ``seq ≤ up_to_seq`` are marked done as well.
+        """
         raw = await self.mutation("worker:ackChanges", {"userId": user_id, "workerId": worker_id, "upToSeq": up_to_seq})
         return int(raw["acked"])
 
     async def fail_changes(self, user_id: str, worker_id: str, up_to_seq: int, error: str) -> int:
-        """Record a failed attempt on the user's pending rows (dead-lettered after 5 attempts)."""
+        """Record a failed attempt on the user's pending rows with ``seq ≤ up_to_seq``; return how many.
+
+        A row is dead-lettered at its fifth failed attempt. While failed rows stay pending the
+        deployment keeps the user's lease as a backoff (1, 4, 16, 64 s after the first to the fourth
+        failure) that no replica, this one included, can claim before it ends.
+        """
         raw = await self.mutation(
             "worker:failChanges",
             {"userId": user_id, "workerId": worker_id, "upToSeq": up_to_seq, "error": error[:2000]},
@@ -645,6 +655,53 @@ class ConvexGateway:
         if user_id is not None:
             return dict(await self.mutation("admin:importBatch", {"userId": user_id, "events": docs}))
         return dict(await self.mutation("watchEvents:importBatch", {"events": docs}))
+
+    async def list_dead_letters(self, *, user_id: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Return dead-lettered changes, by user then seq (``admin:listDeadLetters``, admin key).
+
+        Args:
+            user_id: Only this user's; None = every user's.
+            limit: Most rows returned (1–1000).
+
+        Raises:
+            PermanentGatewayError: a bad ``limit`` or ``user_id`` (code ``INVALID_ARGUMENT``), the key
+                was rejected (:class:`AuthenticationError`), or the deployment lacks the function.
+            TransientGatewayError: the deployment could not be reached.
+        """
+        args: dict[str, Any] = {"limit": limit}
+        if user_id is not None:
+            args["userId"] = user_id
+        rows = await self.query("admin:listDeadLetters", args)
+        return [
+            DeadLetter(
+                change=change_from_convex(row),
+                attempts=int(row["attempts"]),
+                error=str(row.get("error", "")),
+                created_at_ms=int(row["createdAtMs"]),
+                failed_at_ms=_opt_int(row.get("failedAtMs")),
+            )
+            for row in rows
+        ]
+
+    async def retry_dead_letters(self, *, user_id: str | None = None, limit: int = 1000) -> tuple[int, bool]:
+        """Put up to ``limit`` dead letters back to pending with attempts reset (``admin:retryDeadLetters``).
+
+        Args:
+            user_id: Only this user's; None = every user's.
+            limit: Most rows per call (1–4000).
+
+        Returns:
+            ``(retried, has_more)``: rows put back, and whether more dead letters match (call again).
+
+        Raises:
+            PermanentGatewayError: as :meth:`list_dead_letters`.
+            TransientGatewayError: the deployment could not be reached.
+        """
+        args: dict[str, Any] = {"limit": limit}
+        if user_id is not None:
+            args["userId"] = user_id
+        raw = await self.mutation("admin:retryDeadLetters", args)
+        return int(raw["retried"]), bool(raw["hasMore"])
 
     async def dashboard(self, filters: Mapping[str, Any] | None = None) -> Any:
         """Read the token user's dashboard (public ``dashboard:getDashboard``)."""

@@ -150,6 +150,25 @@ class ChangeEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A change the worker failed on 5 times (``admin:listDeadLetters``), no longer delivered.
+
+    Attributes:
+        change: The change-log row (user, seq, kind, range, count).
+        attempts: Failed attempts (5).
+        error: The last failure's text (at most 2000 characters).
+        created_at_ms: When the change was appended, epoch ms UTC.
+        failed_at_ms: When it was dead-lettered, epoch ms UTC (None when not recorded).
+    """
+
+    change: ChangeEntry
+    attempts: int
+    error: str
+    created_at_ms: int
+    failed_at_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AppendedViews:
     """Views a claim of only imports carries (``worker:claimUser``'s ``appended``).
 
@@ -179,6 +198,9 @@ class Claim:
         interests: Active on-demand filter sets, as Convex ``filters`` objects.
         appended: The views inserted by the claimed changes when all are imports of at most 1000
             views in all (saves the delta read), else None.
+        retry_after_ms: When not granted: time until the holder's lease expires, ms by the
+            deployment's clock (a retry backoff after failed attempts, or another replica's lease);
+            None when granted, or when the deployment does not send it.
     """
 
     granted: bool
@@ -189,6 +211,7 @@ class Claim:
     changes: tuple[ChangeEntry, ...]
     interests: tuple[dict[str, object], ...] = ()
     appended: AppendedViews | None = field(default=None, repr=False)
+    retry_after_ms: int | None = None
 
     @property
     def watermark(self) -> int:

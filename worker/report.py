@@ -5,8 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
+
+from worker.models import DeadLetter
 
 _SHADES = " .:-=+*#%@"
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -27,6 +30,86 @@ def _utc(ms: float | None) -> str:
     if ms is None:
         return "-"
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+ERROR_PREVIEW_CHARS = 300
+"""Characters of a dead letter's last error shown by :func:`print_dead_letters` (its first line)."""
+
+
+def _day(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
+
+
+def _minute(ms: int | None) -> str:
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _error_preview(error: str) -> str:
+    """The first non-empty line of ``error``, at most :data:`ERROR_PREVIEW_CHARS` characters."""
+    line = next((part.strip() for part in error.splitlines() if part.strip()), "(no error text)")
+    return line if len(line) <= ERROR_PREVIEW_CHARS else line[: ERROR_PREVIEW_CHARS - 1] + "…"
+
+
+def print_dead_letters(rows: list[DeadLetter], *, limit: int, user_id: str | None, console: Console) -> None:
+    """Print dead letters as a table, then their distinct last errors, then what to do next.
+
+    One table row per dead letter (user, seq, kind, affected range, count, when it was dead-lettered,
+    and a reference to its error); the errors follow once each, since the rows of one failed
+    recompute share the same error. A row takes one line in about 100 columns, two or three in 80.
+
+    Args:
+        rows: As ``admin:listDeadLetters`` returns them (by user, then seq).
+        limit: The ``limit`` they were read with; a full page says that more may exist.
+        user_id: The user they were filtered on, or None.
+        console: Where to print.
+    """
+    of_user = f" of {user_id}" if user_id else ""
+    if not rows:
+        console.print(f"no dead letters{of_user}", highlight=False, markup=False)
+        return
+    attempts = sorted({row.attempts for row in rows})
+    times = str(attempts[0]) if len(attempts) == 1 else f"{attempts[0]}-{attempts[-1]}"
+    errors: dict[str, str] = {}  # preview -> reference, in order of first appearance
+    table = Table(
+        title=f"Dead letters{of_user}: changes the worker failed on {times} times, no longer delivered",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    # Narrower than about 100 columns, the range and the time wrap at their space and long user ids fold.
+    table.add_column("user", overflow="fold", min_width=18)
+    table.add_column("seq", justify="right", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("range (UTC)", min_width=13)
+    table.add_column("count", justify="right", no_wrap=True)
+    table.add_column("failed at (UTC)", min_width=10)
+    table.add_column("err", no_wrap=True)
+    for row in rows:
+        change = row.change
+        span = (
+            "whole history"
+            if change.from_ms is None or change.to_ms is None
+            else f"{_day(change.from_ms)} .. {_day(change.to_ms)}"
+        )
+        ref = errors.setdefault(_error_preview(row.error), f"#{len(errors) + 1}")
+        table.add_row(
+            change.user_id, str(change.seq), change.kind, span, str(change.count), _minute(row.failed_at_ms), ref
+        )
+    console.print(table, highlight=False)
+    console.print("err: the last error of the row", highlight=False, markup=False)
+    for preview, ref in errors.items():
+        console.print(f"  {ref}  {preview}", highlight=False, markup=False, overflow="fold")
+    users = len({row.change.user_id for row in rows})
+    console.print(f"{len(rows)} dead letter(s) of {users} user(s)", highlight=False, markup=False)
+    if len(rows) >= limit:
+        console.print(
+            f"showing the first {limit}: pass a larger --limit (up to 1000) or --user-id to see the others",
+            highlight=False,
+            markup=False,
+        )
+    retry = "python -m worker dead-letters retry" + (f" --user-id '{user_id}'" if user_id else "")
+    console.print(f"after fixing the cause: {retry}", highlight=False, markup=False)
 
 
 def print_dashboard(dashboard: dict[str, Any] | None, *, console: Console) -> None:

@@ -13,6 +13,14 @@ Life cycle of a round:
    them with that watermark, acknowledge the rows with ``seq ≤ watermark`` (which releases the lease);
 3. rows that arrived meanwhile have a higher seq, stay pending and start the next round.
 
+A user whose recompute raises is recorded with ``worker:failChanges``: its rows stay pending with one
+more attempt (dead-lettered at the fifth) and the deployment turns its lease into a **backoff** of 1,
+4, 16 then 64 s that no replica, this one included, can claim before it ends. A claim that is not
+granted (backoff, or another replica's lease) skips the user; the denial says when the lease ends
+(``retryAfterMs``) and the loop wakes then to claim it again (or at the next push or poll, whichever
+comes first), so a backed-off user costs one claim per wake-up, never a busy loop, and changes that
+arrive during the backoff are processed with the retry once it ends.
+
 The WebSocket subscription to ``worker:pendingChanges`` only wakes the loop; ``poll_interval_s`` is
 the fallback when it is silent. SIGTERM/SIGINT finish the current user and end the loop (exit 0).
 """
@@ -45,6 +53,11 @@ log = structlog.get_logger(__name__)
 HEARTBEAT_EVERY_S = 15.0
 """Longest time between heartbeat touches while the loop is idle or processing users, seconds
 (the container health check allows 90 s: ``python -m worker healthcheck --max-age-s 90``)."""
+
+RETRY_SLACK_S = 0.05
+"""Added to a denied claim's ``retryAfterMs`` before the user is claimed again, seconds. The wait
+starts when the denial arrives, after the deployment measured it, so it never ends before the lease
+by the deployment's clock; the slack covers the rounding to whole milliseconds."""
 
 
 def wall_clock_ms() -> int:
@@ -109,6 +122,8 @@ class Runner:
         # follows the push starts from them instead of reading ``pendingChanges`` again.
         self._pushed: list[ChangeEntry] | None = None
         self._heartbeat_warned = False
+        # When the earliest lease that denied a claim ends (time.monotonic(), s): the loop wakes then.
+        self._retry_at: float | None = None
 
     # ------------------------------------------------------------------ control
 
@@ -145,10 +160,12 @@ class Runner:
                 if time.monotonic() >= next_expiry_check:
                     await self._enqueue_expired()
                     next_expiry_check = time.monotonic() + self.settings.expiry_check_interval_s
-                await self._idle(self.settings.poll_interval_s)
+                await self._idle(self._idle_timeout_s())
                 if self._stop.is_set():
                     break
                 self._wake.clear()
+                if self._retry_at is not None and time.monotonic() >= self._retry_at:
+                    self._retry_at = None  # due: this round claims those users again
                 if self.settings.debounce_ms:
                     await asyncio.sleep(self.settings.debounce_ms / 1000)
                 pushed, self._pushed = self._pushed, None
@@ -170,7 +187,8 @@ class Runner:
     async def run_until_idle(self, *, max_rounds: int = 1000) -> RunStats:
         """Process rounds until no pending change is left (test and demo hook, like arq's burst mode).
 
-        Users whose lease another replica holds stay pending; they are not waited for.
+        Users whose lease another replica holds, or who are in a retry backoff after a failed
+        attempt, stay pending; they are not waited for.
 
         Returns:
             The counters of this run.
@@ -212,7 +230,8 @@ class Runner:
 
         Returns:
             True when the user's changes were consumed (acknowledged or recorded as failed), False
-            when another replica holds the lease or nothing was pending.
+            when the claim was not granted (another replica's lease, or a retry backoff: the loop
+            wakes when it ends) or nothing was pending.
 
         Raises:
             TransientGatewayError: the deployment is unreachable (the changes stay pending).
@@ -223,10 +242,14 @@ class Runner:
             claim = await self.gateway.claim_user(user_id, self.settings.worker_id, self.settings.lease_ms)
             if not claim.granted:
                 self.stats.users_skipped_lease += 1
-                log.debug("user.lease_busy", owner=claim.lease_owner)
+                self._note_retry(claim.retry_after_ms)
+                log.debug("user.lease_busy", owner=claim.lease_owner, retry_after_ms=claim.retry_after_ms)
                 return False
             if not claim.changes:
-                await self.gateway.ack_changes(user_id, self.settings.worker_id, claim.last_seq)
+                # Only releases the lease: acknowledging up to 0 consumes nothing, as nothing was stored
+                # (an ack of pending rows asserts results at its watermark; a dead letter retried since
+                # the claim must not be marked done by it).
+                await self.gateway.ack_changes(user_id, self.settings.worker_id, 0)
                 return False
             watermark = claim.watermark
             now_ms = self.clock_ms()
@@ -302,6 +325,20 @@ class Runner:
             structlog.contextvars.unbind_contextvars("user")
 
     # ------------------------------------------------------------------ helpers
+
+    def _note_retry(self, retry_after_ms: int | None) -> None:
+        """Remember when the lease that denied a claim ends (ms from now), if sooner than one noted."""
+        if retry_after_ms is None:
+            return  # a deployment that does not say: the next push or poll claims the user again
+        retry_at = time.monotonic() + max(retry_after_ms, 0) / 1000 + RETRY_SLACK_S
+        if self._retry_at is None or retry_at < self._retry_at:
+            self._retry_at = retry_at
+
+    def _idle_timeout_s(self) -> float:
+        """Longest wait for a wake-up, seconds: the poll interval, or less when a noted lease ends sooner."""
+        if self._retry_at is None:
+            return self.settings.poll_interval_s
+        return min(self.settings.poll_interval_s, max(self._retry_at - time.monotonic(), 0.0))
 
     def _remember_hashes(self, user_id: str, stored: StoreOutcome) -> None:
         if stored.skipped_stale:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -12,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.test_pipeline import run_worker
 from tests.support.backend import REPO_ROOT, LocalBackend
+from worker.gateway import ConvexGateway
+from worker.models import WatchEvent
 
 pytestmark = pytest.mark.integration
 
@@ -259,3 +263,88 @@ class TestImportErrors:
         assert "imported            5000" in res.stderr
         # an id that no signed-in user can have is imported, with a warning naming the expected form
         assert "warning: --user-id 'operator-imported' is not a token identifier ('<issuer>|<subject>'" in res.stderr
+
+
+async def dead_letter(backend: LocalBackend, user_id: str, error: str) -> int:
+    """Import one view for ``user_id`` and fail its change 5 times (as a worker would): return its seq."""
+    async with ConvexGateway(backend.url, admin_key=backend.admin_key) as gw:
+        view = WatchEvent(watched_at_ms=1_700_000_000_000, video_id="dQw4w9WgXcQ", title="A video")
+        result = await gw.import_batch([view], source="takeout_json", user_id=user_id)
+        seq = int(result["seq"])
+        for attempt in range(1, 6):
+            await gw.mutation(
+                "worker:failChanges",
+                {"userId": user_id, "workerId": "cli-test", "upToSeq": seq, "error": f"{error} (attempt {attempt})"},
+            )
+        return seq
+
+
+async def pending_users(backend: LocalBackend) -> set[str]:
+    async with ConvexGateway(backend.url, admin_key=backend.admin_key) as gw:
+        return {c.user_id for c in await gw.pending_changes(2000)}
+
+
+class TestDeadLetters:
+    def test_list_then_retry_delivers_them_again(self, project_backend: LocalBackend) -> None:
+        """A dead letter is shown as a table row with its last error; retry puts it back and the worker consumes it."""
+        user = "convex-local|cli-dead-letters"
+        seq = asyncio.run(dead_letter(project_backend, user, "ValueError: bad document"))
+        env = {"CONVEX_URL": project_backend.url, "CONVEX_ADMIN_KEY": project_backend.admin_key}
+
+        listed = run_cli("dead-letters", "list", "--user-id", user, env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert "changes the worker failed on 5 times" in listed.stdout
+        row = next(line for line in listed.stdout.splitlines() if line.strip().startswith(user))
+        assert row.split() == [user, str(seq), "import", "2023-11-14", "..", "2023-11-14", "1", *row.split()[7:9], "#1"]
+        assert "  #1  ValueError: bad document (attempt 5)" in listed.stdout  # the last error, once
+        assert "1 dead letter(s) of 1 user(s)" in listed.stdout
+        assert f"python -m worker dead-letters retry --user-id '{user}'" in listed.stdout
+
+        retried = run_cli("dead-letters", "retry", "--user-id", user, env=env)
+        assert retried.returncode == 0, retried.stderr
+        assert f"1 dead letter(s) of {user} put back to pending" in retried.stdout
+        assert user in asyncio.run(pending_users(project_backend))
+        again = run_cli("dead-letters", "list", "--user-id", user, env=env)
+        assert again.returncode == 0 and f"no dead letters of {user}" in again.stdout
+
+        stats = asyncio.run(run_worker(project_backend))
+        assert stats.users_failed == 0, stats.last_error
+        assert user not in asyncio.run(pending_users(project_backend))
+        nothing = run_cli("dead-letters", "retry", "--user-id", user, env=env)
+        assert nothing.returncode == 0 and f"no dead letters of {user} to retry" in nothing.stdout
+
+    def test_a_later_recompute_supersedes_them(self, project_backend: LocalBackend) -> None:
+        """After a manual recompute of the user is acknowledged, its older dead letters are no longer listed."""
+        user = "convex-local|cli-superseded"
+        asyncio.run(dead_letter(project_backend, user, "RuntimeError: fixed since"))
+        env = {"CONVEX_URL": project_backend.url, "CONVEX_ADMIN_KEY": project_backend.admin_key}
+        assert user in run_cli("dead-letters", "list", env=env).stdout
+
+        async def recompute() -> None:
+            async with ConvexGateway(project_backend.url, admin_key=project_backend.admin_key) as gw:
+                await gw.mutation("admin:requestRecompute", {"userId": user})
+            stats = await run_worker(project_backend)
+            assert stats.users_failed == 0, stats.last_error
+
+        asyncio.run(recompute())
+        listed = run_cli("dead-letters", "list", "--user-id", user, env=env)
+        assert listed.returncode == 0 and f"no dead letters of {user}" in listed.stdout, listed.stdout
+
+    def test_errors_are_one_line_with_exit_codes(self, project_backend: LocalBackend) -> None:
+        """Missing or rejected key, a bad argument: exit 2; an unreachable deployment: exit 1; never a traceback."""
+        url = project_backend.url
+        cases = [
+            (("list",), {"CONVEX_URL": url}, 2, "CONVEX_ADMIN_KEY is not set"),
+            (("retry",), {"CONVEX_URL": url, "CONVEX_ADMIN_KEY": "wrong-key"}, 2, "CONVEX_ADMIN_KEY was rejected"),
+            (("list", "--user-id", ""), {"CONVEX_URL": url, "CONVEX_ADMIN_KEY": project_backend.admin_key}, 2,
+             "INVALID_ARGUMENT: userId must be 1-512 characters"),
+            (("list",), {"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_ADMIN_KEY": "k"}, 1, "cannot reach the deployment"),
+        ]
+        for args, env, code, message in cases:
+            res = run_cli("dead-letters", *args, env=env)
+            assert res.returncode == code, (args, res.stderr)
+            assert res.stderr.startswith("error: ") and message in res.stderr, (args, res.stderr)
+            assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+            assert "Traceback" not in res.stderr + res.stdout
+        res = run_cli("dead-letters", "list", "--limit", "0", env={"CONVEX_URL": url, "CONVEX_ADMIN_KEY": "k"})
+        assert res.returncode == 2 and "--limit" in res.stderr and "Traceback" not in res.stderr

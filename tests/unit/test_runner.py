@@ -1,4 +1,4 @@
-"""Runner: lease handling, acknowledgement, poisoned users, transient failures, stop.
+"""Runner: lease handling, acknowledgement, poisoned users, retry backoff, transient failures, stop.
 
 The gateway here is an in-memory stand-in (the failure modes it injects cannot be produced on demand
 by a real deployment); the same runner is exercised end to end against the local Convex backend in
@@ -8,6 +8,8 @@ tests/integration/.
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,11 +26,21 @@ from worker.runner import Runner, coalesce_by_user
 
 
 class FakeGateway:
-    """Change log, leases and stored results kept in dictionaries."""
+    """Change log, leases and stored results kept in dictionaries.
+
+    ``lease_owner`` holds leases that never expire (renewable by their owner); ``held_until`` holds
+    leases that no worker can claim, their owner included, until a ``time.monotonic()`` instant (a
+    retry backoff, or another replica's lease about to expire): a claim is denied with the time left
+    as ``retry_after_ms``, as ``worker:claimUser`` does. With ``fail_backoff_s`` set, ``fail_changes``
+    keeps the rows pending and backs the user off that long (as ``worker:failChanges`` does before the
+    fifth attempt); without it the rows are dropped (dead-lettered at once).
+    """
 
     def __init__(self) -> None:
         self.pending: list[ChangeEntry] = []
         self.lease_owner: dict[str, str] = {}
+        self.held_until: dict[str, tuple[str, float]] = {}
+        self.fail_backoff_s: float | None = None
         self.stored: dict[str, list[Mapping[str, Any]]] = {}
         self.store_calls: list[list[str]] = []
         self.acked: list[tuple[str, int]] = []
@@ -43,6 +55,21 @@ class FakeGateway:
 
     async def claim_user(self, user_id: str, worker_id: str, lease_ms: int) -> Claim:
         self.calls.append(f"claim:{user_id}")
+        held = self.held_until.get(user_id)
+        if held is not None:
+            holder, until = held
+            left_s = until - time.monotonic()
+            if left_s > 0:
+                return Claim(
+                    granted=False,
+                    lease_owner=holder,
+                    lease_expires_at_ms=None,
+                    time_zone="UTC",
+                    last_seq=0,
+                    changes=(),
+                    retry_after_ms=max(1, math.ceil(left_s * 1000)),
+                )
+            del self.held_until[user_id]
         owner = self.lease_owner.setdefault(user_id, worker_id)
         changes = tuple(c for c in self.pending if c.user_id == user_id)
         return Claim(
@@ -95,7 +122,11 @@ class FakeGateway:
 
     async def fail_changes(self, user_id: str, worker_id: str, up_to_seq: int, error: str) -> int:
         self.failed.append((user_id, up_to_seq, error))
-        self.pending = [c for c in self.pending if c.user_id != user_id]
+        self.lease_owner.pop(user_id, None)
+        if self.fail_backoff_s is not None:
+            self.held_until[user_id] = (worker_id, time.monotonic() + self.fail_backoff_s)
+        else:
+            self.pending = [c for c in self.pending if c.user_id != user_id]
         return 1
 
     async def enqueue_expired(self, now_ms: int) -> int:
@@ -107,9 +138,15 @@ class FakeGateway:
 
 
 class FakeRecomputer:
-    def __init__(self, poisoned: set[str] | None = None, first: bool = False) -> None:
+    """Recomputes by returning one result; raises for ``poisoned`` users, and for the first
+    ``fail_first[user]`` recomputes of a user."""
+
+    def __init__(
+        self, poisoned: set[str] | None = None, first: bool = False, fail_first: dict[str, int] | None = None
+    ) -> None:
         self.poisoned = poisoned or set()
         self.first = first
+        self.fail_first = dict(fail_first or {})
         self.calls: list[str] = []
 
     async def recompute(
@@ -124,6 +161,9 @@ class FakeRecomputer:
         self.calls.append(user)
         if user in self.poisoned:
             raise ValueError(f"bad data for {user}")
+        if self.fail_first.get(user, 0) > 0:
+            self.fail_first[user] -= 1
+            raise ValueError(f"failing for {user}")
         if self.first and on_first is not None:
             await on_first([{"type": "kpi", "filterKey": "All|all||", "data": {}, "definitionVersion": 1}])
         return RecomputeOutcome(
@@ -213,11 +253,85 @@ class TestProcessRound:
         assert runner.stats.results_written == 2 and gw.acked == [("a", 1)]
 
     def test_stale_pushed_rows_cost_an_empty_claim_only(self, settings: Settings) -> None:
-        """Rows pushed by the subscription but acknowledged since: the claim finds nothing to do."""
+        """Rows pushed by the subscription but acknowledged since: the claim finds nothing to do.
+
+        The lease is released with an acknowledgement up to seq 0, which consumes nothing: nothing was
+        stored, so it must not mark anything done (such as a dead letter retried since the claim).
+        """
         gw, rc = FakeGateway(), FakeRecomputer()
         runner = Runner(settings, gw, recomputer=rc)  # type: ignore[arg-type]
         assert asyncio.run(runner.process_round([change("a", 1)])) == 0
         assert gw.calls == ["claim:a"] and rc.calls == [] and gw.stored == {}
+        assert gw.acked == [("a", 0)] and "a" not in gw.lease_owner
+
+
+class TestBackoff:
+    def test_denied_claim_is_retried_when_the_lease_ends_not_at_the_next_poll(self, settings: Settings) -> None:
+        """A user whose lease ends in 0.2 s is claimed again then (30 s poll, no push), and only then."""
+        gw, rc = FakeGateway(), FakeRecomputer()
+        gw.pending = [change("a", 1)]
+        gw.held_until["a"] = ("other-replica", time.monotonic() + 0.2)
+        runner = Runner(settings.model_copy(update={"poll_interval_s": 30.0}), gw, recomputer=rc)  # type: ignore[arg-type]
+
+        async def scenario() -> float:
+            started = time.monotonic()
+            task = asyncio.create_task(runner.run())
+            while not gw.acked and time.monotonic() - started < 5:
+                await asyncio.sleep(0.01)
+            elapsed = time.monotonic() - started
+            runner.request_stop()
+            await asyncio.wait_for(task, 5)
+            return elapsed
+
+        elapsed = asyncio.run(scenario())
+        assert gw.acked == [("a", 1)]
+        assert 0.2 <= elapsed < 3  # at the lease's end, not after the 30 s poll interval
+        assert gw.calls.count("claim:a") == 2  # denied once, granted once: no claims in between
+        assert runner.stats.users_skipped_lease == 1
+
+    def test_failed_user_waits_out_its_backoff_then_is_processed_with_changes_from_meanwhile(
+        self, settings: Settings
+    ) -> None:
+        """After a failure the user is not claimed in a loop; a change pushed meanwhile waits for the backoff."""
+        gw, rc = FakeGateway(), FakeRecomputer(fail_first={"a": 1})
+        gw.fail_backoff_s = 0.3
+        gw.pending = [change("a", 1)]
+        runner = Runner(settings.model_copy(update={"poll_interval_s": 30.0}), gw, recomputer=rc)  # type: ignore[arg-type]
+        times: dict[str, float] = {}
+
+        async def scenario() -> None:
+            task = asyncio.create_task(runner.run())
+            while not gw.failed:
+                await asyncio.sleep(0.005)
+            times["failed"] = time.monotonic()
+            gw.pending.append(change("a", 2))
+            await gw.subscription_values.put(list(gw.pending))
+            while not gw.acked and time.monotonic() - times["failed"] < 5:
+                await asyncio.sleep(0.005)
+            times["acked"] = time.monotonic()
+            runner.request_stop()
+            await asyncio.wait_for(task, 5)
+
+        asyncio.run(scenario())
+        assert rc.calls == ["a", "a"]  # the failed attempt, then one retry
+        assert gw.acked == [("a", 2)]  # the retry covers the change that arrived during the backoff
+        assert times["acked"] - times["failed"] >= 0.3
+        # the first attempt, at most the round right after it and the push (both denied), the retry
+        assert 3 <= gw.calls.count("claim:a") <= 4
+        assert runner.stats.users_failed == 1 and runner.stats.users_processed == 1
+
+    def test_run_until_idle_does_not_wait_for_a_backed_off_user(self, settings: Settings) -> None:
+        """The burst mode ends when only backed-off users are left pending (they are not waited for)."""
+        gw, rc = FakeGateway(), FakeRecomputer(poisoned={"a"})
+        gw.fail_backoff_s = 30.0
+        gw.pending = [change("a", 1), change("b", 1)]
+        runner = Runner(settings, gw, recomputer=rc)  # type: ignore[arg-type]
+        started = time.monotonic()
+        stats = asyncio.run(runner.run_until_idle())
+        assert time.monotonic() - started < 5
+        assert rc.calls == ["a", "b"] and gw.acked == [("b", 1)]
+        assert [c.user_id for c in gw.pending] == ["a"]
+        assert stats.users_failed == 1 and stats.users_skipped_lease == 1
 
 
 class TestRunLoop:
