@@ -109,7 +109,11 @@ export default defineSchema({
     .index("by_user_filter", ["userId", "filterKey"])
     .index("by_nextValidUntil", ["nextValidUntilMs"]),
 
-  /** On-demand filter sets the worker keeps computed until `expiresAtMs`. */
+  /**
+   * On-demand filter sets the worker keeps computed until `expiresAtMs`. `claimUser` reads a user's
+   * live rows through `by_user_and_expiresAt`; `enqueueExpired` deletes expired rows in expiry order
+   * through `by_expiresAt`.
+   */
   filterInterests: defineTable({
     userId: v.string(),
     filterKey: v.string(),
@@ -118,5 +122,6 @@ export default defineSchema({
     expiresAtMs: v.number(),
   })
     .index("by_user_filter", ["userId", "filterKey"])
+    .index("by_user_and_expiresAt", ["userId", "expiresAtMs"])
     .index("by_expiresAt", ["expiresAtMs"]),
 });

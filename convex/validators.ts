@@ -201,6 +201,17 @@ export const vStoreResult = v.object({
 });
 export type StoreResult = Infer<typeof vStoreResult>;
 
+/** Result of `worker:enqueueExpired` (counts). */
+export const vExpiryOutcome = v.object({
+  /** Users an `"expiry"` change was appended for. */
+  enqueued: v.number(),
+  /** On-demand filter sets deleted with their aggregates and interest. */
+  retired: v.number(),
+  /** Other expired `filterInterests` rows deleted. */
+  removedInterests: v.number(),
+});
+export type ExpiryOutcome = Infer<typeof vExpiryOutcome>;
+
 /**
  * A stored aggregate with its freshness flags, as the UI reads it.
  * `computedAtMs`, `watermark`, `validUntilMs`, `stale` and `pending` describe

@@ -1,12 +1,13 @@
-import { describe, expect, test } from "vitest";
+import { afterEach, describe, expect, test, vi } from "vitest";
 import { api, internal } from "./_generated/api";
 import type { Doc } from "./_generated/dataModel";
 import { ALICE, BOB, initConvexTest, seedEvents, toSets, type FlatResult } from "./setup.test";
 import type { AggregationType, ResultSetInput, WatchEventInput } from "./validators";
-import { coalesceChanges, MAX_ATTEMPTS, RETRY_BACKOFF_MS, retryBackoffMs } from "./worker";
+import { CLAIM_MAX_INTERESTS, coalesceChanges, EXPIRED_INTERESTS_PER_CALL, MAX_ATTEMPTS, RETRY_BACKOFF_MS, retryBackoffMs } from "./worker";
 
 const T0 = Date.UTC(2024, 0, 1);
 const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
 const A = ALICE.tokenIdentifier;
 const AGGREGATION_TYPES: AggregationType[] = [
   "kpi", "monthly_trend", "top_channels", "day_time_heatmap", "topics_leaderboard", "session_analysis",
@@ -57,6 +58,53 @@ async function userRow(t: ReturnType<typeof initConvexTest>, userId: string) {
       .withIndex("by_userId", (q) => q.eq("userId", userId))
       .unique(),
   );
+}
+
+/** A fixed server time for tests that move the clock (interest expiry is judged by it). */
+const T_SERVER = Date.UTC(2030, 0, 15, 12);
+
+/** Set the clock the functions read (`Date.now()`) to `ms` and return it; restored after each test. */
+function useServerClock(ms: number): number {
+  vi.useFakeTimers({ toFake: ["Date"] });
+  vi.setSystemTime(ms);
+  return ms;
+}
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+/** The user's `filterInterests` rows as `[filterKey, expiresAtMs]`, by key. */
+async function interestsOf(t: ReturnType<typeof initConvexTest>, userId: string) {
+  const rows = await t.run(async (ctx) =>
+    ctx.db
+      .query("filterInterests")
+      .withIndex("by_user_filter", (q) => q.eq("userId", userId))
+      .collect(),
+  );
+  return rows.map((row) => [row.filterKey, row.expiresAtMs]);
+}
+
+/** Insert `count` interests of `userId` directly, keys `All|all|<prefix><i>|`, all expiring at `expiresAtMs`. */
+async function insertInterests(
+  t: ReturnType<typeof initConvexTest>,
+  userId: string,
+  prefix: string,
+  count: number,
+  expiresAtMs: number,
+) {
+  await t.run(async (ctx) => {
+    for (let i = 0; i < count; i++) {
+      const topic = `${prefix}${String(i).padStart(4, "0")}`;
+      await ctx.db.insert("filterInterests", {
+        userId,
+        filterKey: `All|all|${topic}|`,
+        filters: { timeframe: "All", product: "all", topics: [topic] },
+        lastRequestedAtMs: expiresAtMs - DAY,
+        expiresAtMs,
+      });
+    }
+  });
 }
 
 describe("pendingChanges", () => {
@@ -132,6 +180,37 @@ describe("claimUser", () => {
     expect(await leaseOf(t, A)).toEqual({ owner: "w1", expiresAtMs: claim.leaseExpiresAtMs });
     // the lease is not on the user's row: a claim does not invalidate queries reading it (dashboards)
     expect((await userRow(t, A))!.leaseOwner).toBeUndefined();
+  });
+
+  test("never hands out an expired interest, and finds live ones behind many expired rows", async () => {
+    const start = useServerClock(T_SERVER);
+    const t = initConvexTest();
+    const alice = t.withIdentity(ALICE);
+    const gaming = { timeframe: "All" as const, product: "all" as const, topics: ["gaming"] };
+    await alice.mutation(api.dashboard.registerFilter, { filters: gaming });
+    const claim = () => t.mutation(internal.worker.claimUser, { userId: A, workerId: "w1", leaseMs: 60_000 });
+    expect((await claim()).interests).toEqual([gaming]);
+
+    // Registered, then left before the worker computed it: once expired it is not computed again,
+    // although nothing deleted its row yet.
+    useServerClock(start + DAY);
+    expect((await claim()).interests).toEqual([]);
+    expect(await interestsOf(t, A)).toEqual([["All|all|gaming|", start + DAY]]);
+
+    // More expired rows than the claim reads, all sorting before the live ones by filter key: the
+    // live ones are still returned, the most recently registered first.
+    await insertInterests(t, A, "a", CLAIM_MAX_INTERESTS * 4 + 1, start + HOUR);
+    const music = { timeframe: "All" as const, product: "all" as const, topics: ["music"] };
+    await alice.mutation(api.dashboard.registerFilter, { filters: music });
+    useServerClock(start + DAY + HOUR);
+    await alice.mutation(api.dashboard.registerFilter, { filters: gaming });
+    expect((await claim()).interests).toEqual([gaming, music]);
+
+    // At most CLAIM_MAX_INTERESTS live ones, the most recent.
+    await insertInterests(t, A, "z", CLAIM_MAX_INTERESTS, start + 2 * DAY + 2 * HOUR);
+    const many = (await claim()).interests;
+    expect(many).toHaveLength(CLAIM_MAX_INTERESTS);
+    expect(many.every((f) => f.topics![0].startsWith("z"))).toBe(true);
   });
 
   test("denies a held lease, renews our own, and takes over an expired one", async () => {
@@ -969,7 +1048,7 @@ describe("enqueueExpired", () => {
     await t.mutation(internal.worker.ackChanges, { userId: "user-c", workerId: "w1", upToSeq: 1 });
     // user-b still has its import pending → skipped.
 
-    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: now })).toEqual({ enqueued: 2, retired: 0 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: now })).toEqual({ enqueued: 2, retired: 0, removedInterests: 0 });
     const a = await changeRows(t, A);
     expect(a.map((r) => [r.seq, r.kind, r.status])).toEqual([
       [1, "import", "done"],
@@ -979,8 +1058,8 @@ describe("enqueueExpired", () => {
     expect((await changeRows(t, "user-b")).map((r) => r.kind)).toEqual(["import"]);
     expect((await changeRows(t, "user-c")).map((r) => r.kind)).toEqual(["import", "expiry"]);
 
-    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: now })).toEqual({ enqueued: 0, retired: 0 });
-    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: now - 10 })).toEqual({ enqueued: 0, retired: 0 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: now })).toEqual({ enqueued: 0, retired: 0, removedInterests: 0 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: now - 10 })).toEqual({ enqueued: 0, retired: 0, removedInterests: 0 });
   });
 
   test("a recompute moves the set's expiry forward", async () => {
@@ -993,21 +1072,21 @@ describe("enqueueExpired", () => {
       });
     await store(1, 100);
     await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 1 });
-    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 150 })).toEqual({ enqueued: 1, retired: 0 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 150 })).toEqual({ enqueued: 1, retired: 0, removedInterests: 0 });
     // Same data (no row write), new expiry: the set is no longer expired at 150.
     expect(await store(2, 200)).toEqual({ written: 0, unchanged: 1, skippedStale: 0, missing: [] });
     await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 2 });
-    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 150 })).toEqual({ enqueued: 0, retired: 0 });
-    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 200 })).toEqual({ enqueued: 1, retired: 0 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 150 })).toEqual({ enqueued: 0, retired: 0, removedInterests: 0 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 200 })).toEqual({ enqueued: 1, retired: 0, removedInterests: 0 });
   });
 
   test("retires an expired on-demand set whose interest expired, instead of enqueueing its user forever", async () => {
+    const now = useServerClock(T_SERVER);
     const t = initConvexTest();
     const alice = t.withIdentity(ALICE);
     await alice.mutation(api.watchEvents.importBatch, { events: [event(0)] });
     const topics = { timeframe: "MTD" as const, product: "all" as const, topics: ["gaming"] };
     const { filterKey } = await alice.mutation(api.dashboard.registerFilter, { filters: topics });
-    const now = Date.now();
     const results = (key: string, validUntilMs: number) => [
       { type: "kpi" as const, filterKey: key, data: { views: 1 }, definitionVersion: 1, validUntilMs },
       { type: "top_channels" as const, filterKey: key, data: {}, definitionVersion: 1 },
@@ -1022,22 +1101,138 @@ describe("enqueueExpired", () => {
       (await t.run(async (ctx) => ctx.db.query(table).collect())).length;
 
     // Interest still live: the expired set is recomputed as any other.
-    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: now })).toEqual({ enqueued: 1, retired: 0 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: now })).toEqual({ enqueued: 1, retired: 0, removedInterests: 0 });
     await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: lastSeq + 1 });
 
     // A day later the interest has expired: the set is deleted once, and nothing is enqueued for it.
-    const later = now + 25 * HOUR;
+    const later = useServerClock(now + 25 * HOUR);
     await t.mutation(internal.worker.storeAggregations, {
       userId: A, watermark: lastSeq + 1, computedAtMs: later, sets: toSets(results("MTD|all||", later + HOUR)),
     });
     expect([await count("aggregations"), await count("resultSets"), await count("filterInterests")]).toEqual([4, 2, 1]);
-    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: later })).toEqual({ enqueued: 0, retired: 1 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: later })).toEqual({ enqueued: 0, retired: 1, removedInterests: 0 });
     expect([await count("aggregations"), await count("resultSets"), await count("filterInterests")]).toEqual([2, 1, 0]);
-    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: later })).toEqual({ enqueued: 0, retired: 0 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: later })).toEqual({ enqueued: 0, retired: 0, removedInterests: 0 });
 
     // Asking for the filter again registers it anew (a "filter" change recomputes it).
     await alice.mutation(api.dashboard.registerFilter, { filters: topics });
     expect((await changeRows(t, A)).at(-1)).toMatchObject({ kind: "filter", status: "pending" });
+  });
+
+  test("removes an expired interest whose set was never stored, and keeps a renewed one", async () => {
+    const start = useServerClock(T_SERVER);
+    const t = initConvexTest();
+    const alice = t.withIdentity(ALICE);
+    const left = { timeframe: "All" as const, product: "all" as const, topics: ["gaming"] };
+    const renewed = { timeframe: "All" as const, product: "all" as const, topics: ["music"] };
+    await alice.mutation(api.dashboard.registerFilter, { filters: left });
+    await alice.mutation(api.dashboard.registerFilter, { filters: renewed });
+    useServerClock(start + DAY - HOUR);
+    await alice.mutation(api.dashboard.registerFilter, { filters: renewed });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: start + DAY - HOUR })).toEqual({
+      enqueued: 0, retired: 0, removedInterests: 0,
+    });
+
+    // The registered but never computed set (no resultSets row) is gone once its interest expired;
+    // the one renewed before its expiry stays, with its new expiry.
+    const now = useServerClock(start + DAY);
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: now })).toEqual({
+      enqueued: 0, retired: 0, removedInterests: 1,
+    });
+    expect(await interestsOf(t, A)).toEqual([["All|all|music|", start + 2 * DAY - HOUR]]);
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: now })).toEqual({
+      enqueued: 0, retired: 0, removedInterests: 0,
+    });
+    const claim = await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w1", leaseMs: 60_000 });
+    expect(claim.interests).toEqual([renewed]);
+
+    // Asking for the removed filter again registers it anew, with a "filter" change to compute it.
+    await alice.mutation(api.dashboard.registerFilter, { filters: left });
+    expect((await changeRows(t, A)).at(-1)).toMatchObject({ kind: "filter", status: "pending" });
+    const [gaming, music] = await interestsOf(t, A);
+    expect(gaming[0]).toBe("All|all|gaming|");
+    expect(gaming[1]).toBeGreaterThanOrEqual(now + DAY);
+    expect(music).toEqual(["All|all|music|", start + 2 * DAY - HOUR]);
+  });
+
+  test("an expired interest whose set is stored goes; the set keeps its results until its own expiry", async () => {
+    const start = useServerClock(T_SERVER);
+    const t = initConvexTest();
+    const alice = t.withIdentity(ALICE);
+    await alice.mutation(api.watchEvents.importBatch, { events: [event(0)] });
+    const filters = { timeframe: "All" as const, product: "all" as const, topics: ["gaming"] };
+    const { filterKey } = await alice.mutation(api.dashboard.registerFilter, { filters });
+    const lastSeq = (await changeRows(t, A)).length;
+    await t.mutation(internal.worker.storeAggregations, {
+      userId: A, watermark: lastSeq, computedAtMs: start,
+      sets: toSets([
+        { type: "kpi", filterKey, data: { views: 1 }, definitionVersion: 1, validUntilMs: start + DAY + 6 * HOUR },
+        { type: "top_channels", filterKey, data: {}, definitionVersion: 1 },
+      ]),
+    });
+    await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: lastSeq });
+
+    const now = useServerClock(start + DAY + HOUR);
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: now })).toEqual({
+      enqueued: 0, retired: 0, removedInterests: 1,
+    });
+    expect(await interestsOf(t, A)).toEqual([]);
+    expect(await alice.query(api.dashboard.getAggregation, { type: "kpi", filters })).toMatchObject({
+      data: { views: 1 }, watermark: lastSeq,
+    });
+
+    // Its expiry passed: the set is retired although its interest is already gone.
+    const later = useServerClock(start + DAY + 6 * HOUR);
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: later })).toEqual({
+      enqueued: 0, retired: 1, removedInterests: 0,
+    });
+    expect(await alice.query(api.dashboard.getAggregation, { type: "kpi", filters })).toBeNull();
+    const left = await t.run(async (ctx) => ({
+      sets: (await ctx.db.query("resultSets").collect()).length,
+      rows: (await ctx.db.query("aggregations").collect()).length,
+    }));
+    expect(left).toEqual({ sets: 0, rows: 0 });
+  });
+
+  test("removes expired interests in bounded batches, the longest expired first", async () => {
+    const start = useServerClock(T_SERVER);
+    const t = initConvexTest();
+    // More expired rows than one call removes, over two users and two expiry times, and live ones.
+    await insertInterests(t, A, "old", EXPIRED_INTERESTS_PER_CALL, start - 2 * DAY);
+    await insertInterests(t, "user-b", "new", 10, start - HOUR);
+    await insertInterests(t, "user-b", "live", 3, start + HOUR);
+    await insertInterests(t, A, "live", 2, start + 1);
+    const sweep = () => t.mutation(internal.worker.enqueueExpired, { nowMs: start });
+
+    expect(await sweep()).toEqual({ enqueued: 0, retired: 0, removedInterests: EXPIRED_INTERESTS_PER_CALL });
+    expect(await interestsOf(t, A)).toEqual([
+      ["All|all|live0000|", start + 1],
+      ["All|all|live0001|", start + 1],
+    ]);
+    expect(await interestsOf(t, "user-b")).toHaveLength(13);
+    expect(await sweep()).toEqual({ enqueued: 0, retired: 0, removedInterests: 10 });
+    expect(await sweep()).toEqual({ enqueued: 0, retired: 0, removedInterests: 0 });
+    expect((await interestsOf(t, "user-b")).map(([key]) => key)).toEqual([
+      "All|all|live0000|",
+      "All|all|live0001|",
+      "All|all|live0002|",
+    ]);
+  });
+
+  test("judges interest expiry by the server's clock when the caller's runs ahead", async () => {
+    const start = useServerClock(T_SERVER);
+    const t = initConvexTest();
+    await t.withIdentity(ALICE).mutation(api.dashboard.registerFilter, {
+      filters: { timeframe: "All", product: "all", topics: ["gaming"] },
+    });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: start + 2 * DAY })).toEqual({
+      enqueued: 0, retired: 0, removedInterests: 0,
+    });
+    expect(await interestsOf(t, A)).toEqual([["All|all|gaming|", start + DAY]]);
+    useServerClock(start + DAY);
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: start + 2 * DAY })).toEqual({
+      enqueued: 0, retired: 0, removedInterests: 1,
+    });
   });
 
   test("honours limit", async () => {
@@ -1051,8 +1246,8 @@ describe("enqueueExpired", () => {
         });
       });
     }
-    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 100, limit: 2 })).toEqual({ enqueued: 2, retired: 0 });
-    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 100, limit: 2 })).toEqual({ enqueued: 1, retired: 0 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 100, limit: 2 })).toEqual({ enqueued: 2, retired: 0, removedInterests: 0 });
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: 100, limit: 2 })).toEqual({ enqueued: 1, retired: 0, removedInterests: 0 });
   });
 });
 

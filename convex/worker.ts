@@ -17,6 +17,7 @@ import { appError, requireInteger } from "./errors";
 import { ensureUser, getUser, requireUserIdArg } from "./users";
 import {
   vChangeEntry,
+  vExpiryOutcome,
   vFilters,
   vPendingChange,
   vResultSetInput,
@@ -25,6 +26,7 @@ import {
   type AggregationType,
   type ChangeEntry,
   type ChangeKind,
+  type ExpiryOutcome,
   type Filters,
   type PendingChange,
   type ResultSetInput,
@@ -80,6 +82,11 @@ export const EXPIRED_MAX_LIMIT = 1000;
 export const EXPIRED_SCAN_ROWS = 4000;
 /** Most on-demand filter sets `enqueueExpired` retires per call (each deletes ≤ 66 documents). */
 export const RETIRE_MAX_SETS = 50;
+/**
+ * Most expired `filterInterests` rows `enqueueExpired` deletes per call: one index range read and one
+ * delete each (a row is ≤ ≈ 26 KB with 50 topics and 50 channels of 128 characters, ≤ ≈ 6.5 MB in all).
+ */
+export const EXPIRED_INTERESTS_PER_CALL = 256;
 /** Longest accepted worker id, in characters. */
 export const MAX_WORKER_ID_LENGTH = 256;
 
@@ -256,14 +263,14 @@ export async function claimUserHandler(
     .take(CHANGE_ROWS_PER_CALL);
   const changes = rows.length <= CLAIM_MAX_CHANGES ? rows.map(toEntry) : coalesceChanges(rows);
 
+  // Live interests only, the most recently registered first: an expired one is never computed
+  // again, and expired rows not deleted yet cannot crowd live ones out of the bounded read.
   const interestRows = await ctx.db
     .query("filterInterests")
-    .withIndex("by_user_filter", (q) => q.eq("userId", userId))
-    .take(CLAIM_MAX_INTERESTS * 4);
-  const interests = interestRows
-    .filter((row) => row.expiresAtMs > nowMs)
-    .slice(0, CLAIM_MAX_INTERESTS)
-    .map((row) => row.filters);
+    .withIndex("by_user_and_expiresAt", (q) => q.eq("userId", userId).gt("expiresAtMs", nowMs))
+    .order("desc")
+    .take(CLAIM_MAX_INTERESTS);
+  const interests = interestRows.map((row) => row.filters);
 
   return {
     granted: true,
@@ -664,13 +671,16 @@ export async function failChangesHandler(
 export async function enqueueExpiredHandler(
   ctx: MutationCtx,
   args: { nowMs: number; limit?: number },
-): Promise<{ enqueued: number; retired: number }> {
+): Promise<ExpiryOutcome> {
   const { nowMs } = args;
   if (!Number.isFinite(nowMs)) {
     throw appError("INVALID_ARGUMENT", "nowMs must be a finite epoch-ms number", { field: "nowMs" });
   }
   const limit = args.limit ?? EXPIRED_DEFAULT_LIMIT;
   requireInteger(limit, "limit", 1, EXPIRED_MAX_LIMIT);
+  // Interests are given their expiry and checked (`registerFilter`, `claimUser`) by the server's
+  // clock: a caller's clock running ahead must not end one the server still counts as live.
+  const interestNowMs = Math.min(nowMs, Date.now());
   const expired = await ctx.db
     .query("resultSets")
     .withIndex("by_nextValidUntil", (q) =>
@@ -691,7 +701,7 @@ export async function enqueueExpiredHandler(
         .query("filterInterests")
         .withIndex("by_user_filter", (q) => q.eq("userId", row.userId).eq("filterKey", row.filterKey))
         .unique();
-      if (interest === null || interest.expiresAtMs <= nowMs) {
+      if (interest === null || interest.expiresAtMs <= interestNowMs) {
         if (retired >= RETIRE_MAX_SETS) continue;
         await retireSet(ctx, row, interest);
         retired++;
@@ -705,7 +715,27 @@ export async function enqueueExpiredHandler(
     await appendChange(ctx, row.userId, { kind: "expiry", count: user?.eventCount ?? 0 });
     enqueued++;
   }
-  return { enqueued, retired };
+  const removedInterests = await removeExpiredInterests(ctx, interestNowMs);
+  return { enqueued, retired, removedInterests };
+}
+
+/**
+ * Delete up to `EXPIRED_INTERESTS_PER_CALL` interests with `expiresAtMs ≤ nowMs`, the longest expired
+ * first, and return how many. This is what removes an interest whose set was never stored (the user
+ * left before the worker computed it, or its computation failed): set retirement never finds those.
+ * An expired interest is read by nothing else: `claimUser` skips it, `registerFilter` treats it as
+ * absent (a new registration appends a `"filter"` change either way) and set retirement retires a set
+ * whose interest is gone as one whose interest expired, so a set still stored keeps its results
+ * until its own expiry retires it. A row renewed by `registerFilter` no longer matches the range
+ * (both are transactions: a renewal and this read cannot interleave).
+ */
+async function removeExpiredInterests(ctx: MutationCtx, nowMs: number): Promise<number> {
+  const rows = await ctx.db
+    .query("filterInterests")
+    .withIndex("by_expiresAt", (q) => q.lte("expiresAtMs", nowMs))
+    .take(EXPIRED_INTERESTS_PER_CALL);
+  for (const row of rows) await ctx.db.delete(row._id);
+  return rows.length;
 }
 
 /** True when `key` (see `filters.ts`) names one of the 18 eager sets: no topics, no channels. */
@@ -749,7 +779,8 @@ export const pendingChanges = internalQuery({
  * not even by the worker that failed); the lease then lasts `leaseMs`
  * (1 ms-1 h) from now. On grant,
  * returns the user's time zone, `lastSeq`, pending changes with `seq ≤ lastSeq`
- * in seq order, and the filter sets of non-expired `filterInterests` (≤ 200).
+ * in seq order, and the filter sets of non-expired `filterInterests` (≤ 200,
+ * the most recently registered first; expired ones are never returned).
  * Up to 1000 pending rows are returned one by one; beyond that (reading at most
  * 8000) they are coalesced to one entry per kind (highest seq, summed count,
  * union of ranges, range absent when any row covers the whole history). Ack
@@ -913,9 +944,13 @@ export const failChanges = internalMutation({
  * An expired on-demand set (topics or channels) whose `filterInterests` row
  * has expired too (or is gone) is retired instead, at most 50 per call: its
  * aggregates, its `resultSets` row and the interest are deleted (`retired`).
+ * Then up to 256 other expired interests are deleted, the longest expired
+ * first (`removedInterests`), whether or not their set was ever stored; call
+ * again to remove more. Interest expiry is judged at the earlier of `nowMs`
+ * and the server's clock, which `registerFilter` and `claimUser` use.
  */
 export const enqueueExpired = internalMutation({
   args: { nowMs: v.number(), limit: v.optional(v.number()) },
-  returns: v.object({ enqueued: v.number(), retired: v.number() }),
+  returns: vExpiryOutcome,
   handler: enqueueExpiredHandler,
 });

@@ -76,7 +76,9 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="Fallback poll period when the subscription is silent (seconds)."
     )
     expiry_check_interval_s: float = Field(
-        default=60.0, gt=0, description="Period of the check for expired time-relative results (seconds)."
+        default=60.0,
+        gt=0,
+        description="Period of the check for expired time-relative results and filter registrations (seconds).",
     )
     request_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one HTTP call (seconds).")
     max_attempts: int = Field(default=5, gt=0, description="Attempts per call for transient failures.")

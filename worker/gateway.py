@@ -42,7 +42,7 @@ from worker.errors import (
     PermanentGatewayError,
     TransientGatewayError,
 )
-from worker.models import AppendedViews, ChangeEntry, Claim, DeadLetter, StoreOutcome, WatchEvent
+from worker.models import AppendedViews, ChangeEntry, Claim, DeadLetter, ExpiryOutcome, StoreOutcome, WatchEvent
 
 log = structlog.get_logger(__name__)
 
@@ -279,7 +279,7 @@ class Gateway(Protocol):
 
     async def fail_changes(self, user_id: str, worker_id: str, up_to_seq: int, error: str) -> int: ...
 
-    async def enqueue_expired(self, now_ms: int) -> int: ...
+    async def enqueue_expired(self, now_ms: int) -> ExpiryOutcome: ...
 
     def subscribe_pending(self, limit: int) -> AsyncIterator[list[ChangeEntry]]: ...
 
@@ -601,10 +601,19 @@ class ConvexGateway:
         )
         return int(raw["failed"])
 
-    async def enqueue_expired(self, now_ms: int) -> int:
-        """Append ``expiry`` changes for users whose time-relative results expired at ``now_ms``."""
+    async def enqueue_expired(self, now_ms: int) -> ExpiryOutcome:
+        """Append ``expiry`` changes for users whose time-relative results expired at ``now_ms``.
+
+        The same call retires on-demand filter sets whose results and interest expired, and deletes a
+        bounded batch of other expired interests. A backend deployed before those counts existed
+        answers without them: they are read as 0.
+        """
         raw = await self.mutation("worker:enqueueExpired", {"nowMs": now_ms})
-        return int(raw["enqueued"])
+        return ExpiryOutcome(
+            enqueued=int(raw["enqueued"]),
+            retired=int(raw.get("retired", 0)),
+            removed_interests=int(raw.get("removedInterests", 0)),
+        )
 
     async def subscribe_pending(self, limit: int) -> AsyncIterator[list[ChangeEntry]]:
         """Yield the pending change rows whenever they change (WebSocket subscription).

@@ -220,6 +220,23 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class ExpiryOutcome:
+    """Counts returned by one ``worker:enqueueExpired`` call.
+
+    Attributes:
+        enqueued: Users an ``expiry`` change was appended for (their time-relative results expired).
+        retired: On-demand filter sets deleted (results, set row and interest) because both the set's
+            results and its interest expired.
+        removed_interests: Other expired on-demand filter interests deleted (at most a bounded batch
+            per call; the rest go on later calls).
+    """
+
+    enqueued: int = 0
+    retired: int = 0
+    removed_interests: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class StoreOutcome:
     """Counts returned by ``worker:storeAggregations`` (summed over calls).
 

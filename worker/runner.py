@@ -362,12 +362,14 @@ class Runner:
 
     async def _enqueue_expired(self) -> None:
         try:
-            enqueued = await self.gateway.enqueue_expired(self.clock_ms())
+            outcome = await self.gateway.enqueue_expired(self.clock_ms())
         except GatewayError as exc:
             log.warning("expiry.check_failed", error=str(exc))
             return
-        if enqueued:
-            log.info("expiry.enqueued", users=enqueued)
+        if outcome.enqueued:
+            log.info("expiry.enqueued", users=outcome.enqueued)
+        if outcome.retired or outcome.removed_interests:
+            log.info("expiry.filters_removed", sets=outcome.retired, interests=outcome.removed_interests)
 
     async def _idle(self, timeout_s: float) -> None:
         """Wait for a wake-up (push, stop) or ``timeout_s``, touching the heartbeat every ``HEARTBEAT_EVERY_S``.

@@ -12,7 +12,7 @@ from tests.integration.test_pipeline import as_int, import_as_user, run_worker
 from tests.support.backend import LocalBackend
 from worker.aggregation import FilterSet, compute_aggregations
 from worker.gateway import ConvexGateway
-from worker.models import WatchEvent
+from worker.models import ExpiryOutcome, WatchEvent
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ class TestOnDemandFilters:
         views = history(now_ms)
         filters = {"timeframe": "All", "product": "all", "topics": ["music", "gaming", "music"]}
 
-        async def scenario() -> tuple[Any, Any, Any]:
+        async def scenario() -> tuple[Any, Any, Any, ExpiryOutcome, Any]:
             token = await import_as_user(project_backend, "filters", views, "UTC")
             await run_worker(project_backend)
             async with ConvexGateway(project_backend.url, user_token=token) as gw:
@@ -57,9 +57,17 @@ class TestOnDemandFilters:
                 await run_worker(project_backend)
                 swapped = {"timeframe": "All", "product": "all", "topics": ["gaming", "music"]}
                 after = await gw.query("dashboard:getAggregation", {"type": "kpi", "filters": swapped})
-            return before, reg, after
+                # A caller whose clock runs two days ahead: the set's results count as expired, but the
+                # interest is judged by the server's clock, so it is kept and the set recomputed.
+                async with ConvexGateway(project_backend.url, admin_key=project_backend.admin_key) as admin:
+                    ahead = await admin.enqueue_expired(now_ms + 2 * DAY_MS)
+                await run_worker(project_backend)
+                again = await gw.query("dashboard:getAggregation", {"type": "kpi", "filters": swapped})
+            return before, reg, after, ahead, again
 
-        before, reg, after = asyncio.run(scenario())
+        before, reg, after, ahead, again = asyncio.run(scenario())
+        assert ahead.retired == 0 and ahead.removed_interests == 0
+        assert again is not None and again["watermark"] > after["watermark"]
         key = FilterSet("All", "all", topics=("gaming", "music")).key
         assert before is None
         assert reg["filterKey"] == key
@@ -87,7 +95,7 @@ class TestExpiry:
                 async with ConvexGateway(project_backend.url, admin_key=project_backend.admin_key) as admin:
                     enqueued = await admin.enqueue_expired(int(first["validUntilMs"]) + 1)
                     again = await admin.enqueue_expired(int(first["validUntilMs"]) + 1)
-                assert again == 0, "a user with a pending expiry change is not enqueued twice"
+                assert again.enqueued == 0, "a user with a pending expiry change is not enqueued twice"
                 await run_worker(project_backend)
                 second = await user.query(
                     "dashboard:getAggregation", {"type": "kpi", "filters": {"timeframe": "MTD", "product": "all"}}
@@ -96,6 +104,6 @@ class TestExpiry:
 
         first, second, enqueued = asyncio.run(scenario())
         assert first["validUntilMs"] is not None and first["validUntilMs"] > first["computedAtMs"]
-        assert enqueued >= 1
+        assert enqueued.enqueued >= 1
         assert second["watermark"] > first["watermark"]
         assert second["computedAtMs"] >= first["computedAtMs"]

@@ -19,8 +19,8 @@ import structlog.testing
 
 from worker import runner as runner_module
 from worker.config import Settings, load_settings
-from worker.errors import TransientGatewayError
-from worker.models import ChangeEntry, Claim, StoreOutcome, WatchEvent
+from worker.errors import PermanentGatewayError, TransientGatewayError
+from worker.models import ChangeEntry, Claim, ExpiryOutcome, StoreOutcome, WatchEvent
 from worker.recompute import RecomputeOutcome
 from worker.runner import Runner, coalesce_by_user
 
@@ -48,6 +48,8 @@ class FakeGateway:
         self.fail_store_with: Exception | None = None
         self.subscription_values: asyncio.Queue[list[ChangeEntry]] = asyncio.Queue()
         self.calls: list[str] = []  # "read" (pendingChanges) and "claim:<user>", in order
+        self.expiry_outcome: ExpiryOutcome | Exception = ExpiryOutcome()
+        self.expiry_checks: list[int] = []  # now_ms of each enqueue_expired call
 
     async def pending_changes(self, limit: int) -> list[ChangeEntry]:
         self.calls.append("read")
@@ -129,8 +131,11 @@ class FakeGateway:
             self.pending = [c for c in self.pending if c.user_id != user_id]
         return 1
 
-    async def enqueue_expired(self, now_ms: int) -> int:
-        return 0
+    async def enqueue_expired(self, now_ms: int) -> ExpiryOutcome:
+        self.expiry_checks.append(now_ms)
+        if isinstance(self.expiry_outcome, Exception):
+            raise self.expiry_outcome
+        return self.expiry_outcome
 
     async def subscribe_pending(self, limit: int) -> AsyncIterator[list[ChangeEntry]]:
         while True:
@@ -359,6 +364,41 @@ class TestRunLoop:
         # catch-up read at start; the pushed rows are claimed without reading them again; the round
         # after the one that did work reads, finds nothing and ends the burst
         assert gw.calls == ["read", "claim:a", "read"]
+
+
+class TestExpiryCheck:
+    @pytest.mark.parametrize(
+        ("outcome", "expected"),
+        [
+            (ExpiryOutcome(), []),
+            (ExpiryOutcome(enqueued=2), [("expiry.enqueued", {"users": 2})]),
+            (ExpiryOutcome(removed_interests=256), [("expiry.filters_removed", {"sets": 0, "interests": 256})]),
+            (
+                ExpiryOutcome(enqueued=1, retired=3, removed_interests=4),
+                [("expiry.enqueued", {"users": 1}), ("expiry.filters_removed", {"sets": 3, "interests": 4})],
+            ),
+        ],
+    )
+    def test_logs_what_the_check_did(
+        self, settings: Settings, outcome: ExpiryOutcome, expected: list[tuple[str, dict[str, int]]]
+    ) -> None:
+        """Each count is logged when non-zero: users enqueued, filter sets and interests removed."""
+        gw = FakeGateway()
+        gw.expiry_outcome = outcome
+        runner = Runner(settings, gw, recomputer=FakeRecomputer(), clock_ms=lambda: 1234)  # type: ignore[arg-type]
+        with structlog.testing.capture_logs() as logs:
+            asyncio.run(runner._enqueue_expired())
+        assert gw.expiry_checks == [1234]
+        assert [(e["event"], {k: v for k, v in e.items() if k not in ("event", "log_level")}) for e in logs] == expected
+
+    def test_failed_check_is_logged_and_not_raised(self, settings: Settings) -> None:
+        """A failing check is a warning: the loop goes on and checks again next period."""
+        gw = FakeGateway()
+        gw.expiry_outcome = PermanentGatewayError("boom")
+        runner = Runner(settings, gw, recomputer=FakeRecomputer())  # type: ignore[arg-type]
+        with structlog.testing.capture_logs() as logs:
+            asyncio.run(runner._enqueue_expired())
+        assert [(e["event"], e["error"]) for e in logs] == [("expiry.check_failed", "boom")]
 
 
 class TestHeartbeat:
