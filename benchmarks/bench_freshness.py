@@ -70,7 +70,11 @@ class WorkerProcess:
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "worker", "run"],
-            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self.ps = psutil.Process(self.proc.pid)
         self.batches: list[dict[str, Any]] = []
@@ -173,7 +177,9 @@ async def dashboard_read_vs_compute_on_read(
             async for page in admin.iter_event_pages(user_id, page_size=4000):
                 events.extend(page)
             compute_aggregations(
-                events, now_ms=time.time_ns() // 1_000_000, time_zone=settings["timeZone"],
+                events,
+                now_ms=time.time_ns() // 1_000_000,
+                time_zone=settings["timeZone"],
                 filter_sets=[FilterSet("All", "all")],
             )
             on_read.append((time.perf_counter() - t) * 1000)

@@ -30,8 +30,9 @@ npx tsc --noEmit -p convex-local
 echo "== vitest (Convex functions and local backend clients)"
 npx vitest run
 
-echo "== Python lint and types (ruff, mypy --strict)"
+echo "== Python lint, format and types (ruff, mypy --strict)"
 .venv/bin/ruff check worker tests benchmarks
+.venv/bin/ruff format --check worker tests benchmarks
 .venv/bin/mypy worker
 
 echo "== Dockerfile lint"

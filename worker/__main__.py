@@ -252,9 +252,7 @@ def import_(
 # ---------------------------------------------------------------------------------------- demo
 
 
-async def _demo(
-    file: Path, parsed: Any, settings: Settings, token: str, *, time_zone: str, keep_running: bool
-) -> None:
+async def _demo(file: Path, parsed: Any, settings: Settings, token: str, *, time_zone: str, keep_running: bool) -> None:
     from worker.gateway import ConvexGateway
     from worker.runner import Runner
 
@@ -353,9 +351,7 @@ UserIdOption = Annotated[
     str | None,
     typer.Option(help="Only this user's (the token identifier '<issuer>|<subject>'); default: every user's."),
 ]
-UrlOption = Annotated[
-    str | None, typer.Option(help="Deployment URL (default: CONVEX_URL or CONVEX_SELF_HOSTED_URL).")
-]
+UrlOption = Annotated[str | None, typer.Option(help="Deployment URL (default: CONVEX_URL or CONVEX_SELF_HOSTED_URL).")]
 
 
 def _operator_connection(url: str | None) -> tuple[str, str]:

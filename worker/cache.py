@@ -192,9 +192,7 @@ class PartitionKey:
 
     def l1_overhead_bytes(self) -> int:
         """Return the estimated L1 cost of this key and its entry, excluding the payload, in bytes."""
-        return (
-            L1_ENTRY_OVERHEAD_BYTES + len(self.user_id.encode("utf-8")) + len(self.time_zone.encode("utf-8"))
-        )
+        return L1_ENTRY_OVERHEAD_BYTES + len(self.user_id.encode("utf-8")) + len(self.time_zone.encode("utf-8"))
 
 
 @dataclass(frozen=True, slots=True)

@@ -247,9 +247,7 @@ class LocalBackend:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 return str(json.loads(resp.read())["token"])
         except urllib.error.HTTPError as e:
-            raise BackendStartError(
-                f"token request failed: {e.code} {e.read().decode(errors='replace')}"
-            ) from e
+            raise BackendStartError(f"token request failed: {e.code} {e.read().decode(errors='replace')}") from e
 
     def __enter__(self) -> LocalBackend:
         return self.start()

@@ -9,9 +9,7 @@ from typing import Literal
 import structlog
 
 
-def configure_logging(
-    log_format: Literal["auto", "json", "console"] = "auto", level: str = "info"
-) -> None:
+def configure_logging(log_format: Literal["auto", "json", "console"] = "auto", level: str = "info") -> None:
     """Configure structlog for the process.
 
     Args:

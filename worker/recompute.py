@@ -359,11 +359,7 @@ class Recomputer:
         used as they are (read from Convex by the claim itself) instead of being paged again.
         """
         events: list[WatchEvent] = []
-        if (
-            appended is not None
-            and appended.after_seq == delta.after_seq
-            and appended.through_seq == delta.through_seq
-        ):
+        if appended is not None and appended.after_seq == delta.after_seq and appended.through_seq == delta.through_seq:
             events.extend(appended.events)
         else:
             async for page in self.gateway.iter_changed_event_pages(

@@ -163,16 +163,16 @@ def print_dashboard(dashboard: dict[str, Any] | None, *, console: Console) -> No
             table.add_column(col)
         for ch in top["channels"][:10]:
             table.add_row(
-                _num(ch["rank"]), str(ch.get("channelName") or ch["channelId"]), _num(ch["views"]),
+                _num(ch["rank"]),
+                str(ch.get("channelName") or ch["channelId"]),
+                _num(ch["views"]),
                 f"{100 * ch['share']:.1f}%",
             )
         console.print(table)
 
     topics = aggs.get("topics_leaderboard", {}).get("data", {}).get("topics", [])
     if topics:
-        console.print(
-            "[bold]Topics[/]  " + ", ".join(f"{t['topic']} {100 * t['share']:.0f}%" for t in topics[:8])
-        )
+        console.print("[bold]Topics[/]  " + ", ".join(f"{t['topic']} {100 * t['share']:.0f}%" for t in topics[:8]))
 
     cells = aggs.get("day_time_heatmap", {}).get("data", {}).get("cells")
     if cells:

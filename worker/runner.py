@@ -276,9 +276,7 @@ class Runner:
             try:
                 # The default dashboard's set is stored as soon as it is computed, the rest after.
                 # the other sets are stored base by base while the next base is computed.
-                outcome = await self.recomputer.recompute(
-                    claim, now_ms=now_ms, on_first=store_first, on_batch=store
-                )
+                outcome = await self.recomputer.recompute(claim, now_ms=now_ms, on_first=store_first, on_batch=store)
                 if outcome.results:
                     await store(outcome.results)
                 self._remember_hashes(user_id, stored)
@@ -290,9 +288,7 @@ class Runner:
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.error("user.failed", watermark=watermark, exc_info=True)
                 with contextlib.suppress(GatewayError):
-                    await self.gateway.fail_changes(
-                        user_id, self.settings.worker_id, watermark, self.stats.last_error
-                    )
+                    await self.gateway.fail_changes(user_id, self.settings.worker_id, watermark, self.stats.last_error)
                 return True
             total_ms = (time.perf_counter() - started) * 1000
             self.stats.users_processed += 1

@@ -365,9 +365,7 @@ def _random_id(rng: random.Random, length: int, taken: set[str]) -> str:
     """Return a new id of ``length`` characters of ``[A-Za-z0-9_-]`` not yet in ``taken`` (and add it)."""
     n_bytes = (length * 6 + 7) // 8 + 2
     while True:
-        value = base64.urlsafe_b64encode(rng.getrandbits(n_bytes * 8).to_bytes(n_bytes, "big")).decode()[
-            :length
-        ]
+        value = base64.urlsafe_b64encode(rng.getrandbits(n_bytes * 8).to_bytes(n_bytes, "big")).decode()[:length]
         if value not in taken:
             taken.add(value)
             return value
@@ -708,9 +706,7 @@ def _json_list(values: Sequence[str]) -> str:
 
 
 def _json_objects(objects: Sequence[Sequence[tuple[str, str]]]) -> str:
-    parts = [
-        "{\n" + ",\n".join(f'    "{key}": {_gson(value)}' for key, value in obj) + "\n  }" for obj in objects
-    ]
+    parts = ["{\n" + ",\n".join(f'    "{key}": {_gson(value)}' for key, value in obj) + "\n  }" for obj in objects]
     return "[" + ", ".join(parts) + "]"
 
 
@@ -884,14 +880,7 @@ def _html_record(header: str, body: list[str], details: bool, controls: str) -> 
     if details:
         caption += "<b>Details:</b><br>\u2003From Google Ads<br>"
     caption += _WHY.format(controls=controls)
-    return (
-        _OUTER_OPEN.format(header=header)
-        + "<br>".join(body)
-        + "<br>"
-        + _BODY_CLOSE
-        + caption
-        + "</div></div></div>"
-    )
+    return _OUTER_OPEN.format(header=header) + "<br>".join(body) + "<br>" + _BODY_CLOSE + caption + "</div></div></div>"
 
 
 def write_takeout_html(
@@ -975,10 +964,7 @@ def write_takeout_html(
                 ]
                 out.write(_html_record("YouTube", body, False, watch_controls) + "\n")
             else:
-                out.write(
-                    _html_record("YouTube Music", ["Visited YouTube Music", stamp], False, watch_controls)
-                    + "\n"
-                )
+                out.write(_html_record("YouTube Music", ["Visited YouTube Music", stamp], False, watch_controls) + "\n")
         out.write(_HTML_TAIL)
     return counts
 

@@ -96,9 +96,7 @@ class TestSharedL2:
             assert "integration-user" not in k
             assert 0 < pttl_ms(raw, k) <= 3_600_000
 
-    def test_generation_counter_outlives_entries_written_under_it(
-        self, raw: redis.Redis, prefix: str
-    ) -> None:
+    def test_generation_counter_outlives_entries_written_under_it(self, raw: redis.Redis, prefix: str) -> None:
         """A shorter-TTL replica never shortens the counter below a longer-TTL replica's entries."""
         with replica(prefix, l2_ttl_s=7200) as long_ttl, replica(prefix, l2_ttl_s=60) as short_ttl:
             long_ttl.invalidate_user(USER)

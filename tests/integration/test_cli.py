@@ -25,8 +25,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("CONVEX_", "WORKER_"))}
     return subprocess.run(
         [sys.executable, "-m", "worker", *args],
-        cwd=REPO_ROOT, env={**base, "COLUMNS": "200", **(env or {})},
-        capture_output=True, text=True, timeout=timeout,
+        cwd=REPO_ROOT,
+        env={**base, "COLUMNS": "200", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -66,7 +69,6 @@ class TestRun:
         assert "http://127.0.0.1:9" in res.stderr
         assert "Traceback" not in res.stderr + res.stdout
 
-
     def test_sigterm_during_backend_outage_exits_promptly(self, tmp_path: Path) -> None:
         """With the deployment gone, SIGTERM still ends the worker with exit 0 (no blocking unsubscribe)."""
         backend = LocalBackend()
@@ -79,8 +81,12 @@ class TestRun:
             "WORKER_HEARTBEAT_FILE": str(tmp_path / "hb"),
         }
         proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "run"], cwd=REPO_ROOT, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [sys.executable, "-m", "worker", "run"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         try:
             assert proc.stdout is not None
@@ -152,7 +158,10 @@ class TestImportRejections:
         assert res.returncode == 0, res.stderr
         assert "imported            2" in res.stderr
         assert "rejected            2" in res.stderr
-        assert "entry 1: titleUrl: not a YouTube or YouTube Music watch URL with a video id: 'http://example.com/x'" in res.stderr
+        assert (
+            "entry 1: titleUrl: not a YouTube or YouTube Music watch URL with a video id: 'http://example.com/x'"
+            in res.stderr
+        )
         assert "entry 2: titleUrl: watch URL without a valid video id" in res.stderr
         assert "error" not in res.stderr and "Traceback" not in res.stderr + res.stdout
 
@@ -161,14 +170,28 @@ class TestImportRejections:
         [
             ([], 0, "the file holds no entries; nothing imported"),
             (
-                [{"header": "YouTube", "title": "Watched Tides", "titleUrl": "http://example.com/x", "time": "2024-01-05T22:15:32Z"},
-                 {"header": "YouTube", "title": "Watched Tides", "time": "yesterday"}],
+                [
+                    {
+                        "header": "YouTube",
+                        "title": "Watched Tides",
+                        "titleUrl": "http://example.com/x",
+                        "time": "2024-01-05T22:15:32Z",
+                    },
+                    {"header": "YouTube", "title": "Watched Tides", "time": "yesterday"},
+                ],
                 2,
                 "every entry was rejected (2 of 2); nothing imported",
             ),
             (
-                [{"header": "YouTube", "title": "Watched Volvo Cars", "details": [{"name": "From Google Ads"}], "time": "2024-01-05T22:15:32Z"},
-                 {"header": "YouTube", "title": "Watched Tides", "time": "yesterday"}],
+                [
+                    {
+                        "header": "YouTube",
+                        "title": "Watched Volvo Cars",
+                        "details": [{"name": "From Google Ads"}],
+                        "time": "2024-01-05T22:15:32Z",
+                    },
+                    {"header": "YouTube", "title": "Watched Tides", "time": "yesterday"},
+                ],
                 1,
                 "none of its 2 entries is a view (ad 1, rejected 1); nothing imported",
             ),
@@ -216,7 +239,6 @@ class TestDemo:
         assert "imported            5000" in res.stderr
         assert "— fresh" in res.stdout
         assert "Top channels" in res.stdout
-
 
     def test_unreadable_export_is_refused_before_the_backend_starts(self, tmp_path: Path) -> None:
         """A file that is not a Takeout export: one line naming it and its position, exit 2, no backend."""
@@ -336,9 +358,18 @@ class TestDeadLetters:
         cases = [
             (("list",), {"CONVEX_URL": url}, 2, "CONVEX_ADMIN_KEY is not set"),
             (("retry",), {"CONVEX_URL": url, "CONVEX_ADMIN_KEY": "wrong-key"}, 2, "CONVEX_ADMIN_KEY was rejected"),
-            (("list", "--user-id", ""), {"CONVEX_URL": url, "CONVEX_ADMIN_KEY": project_backend.admin_key}, 2,
-             "INVALID_ARGUMENT: userId must be 1-512 characters"),
-            (("list",), {"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_ADMIN_KEY": "k"}, 1, "cannot reach the deployment"),
+            (
+                ("list", "--user-id", ""),
+                {"CONVEX_URL": url, "CONVEX_ADMIN_KEY": project_backend.admin_key},
+                2,
+                "INVALID_ARGUMENT: userId must be 1-512 characters",
+            ),
+            (
+                ("list",),
+                {"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_ADMIN_KEY": "k"},
+                1,
+                "cannot reach the deployment",
+            ),
         ]
         for args, env, code, message in cases:
             res = run_cli("dead-letters", *args, env=env)

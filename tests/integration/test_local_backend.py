@@ -136,41 +136,67 @@ class TestHttpClient:
     def test_bearer_token_and_forged_token(self, fixture_backend: LocalBackend) -> None:
         """A valid JWT authenticates over HTTP; forged, expired and unknown-issuer tokens get 401."""
         token = fixture_backend.mint_token("alice")
-        ok = post(fixture_backend, "/api/query", {"path": "messages:whoami", "args": {}}, {"Authorization": f"Bearer {token}"})
+        ok = post(
+            fixture_backend, "/api/query", {"path": "messages:whoami", "args": {}}, {"Authorization": f"Bearer {token}"}
+        )
         assert ok.status_code == 200
         assert ok.json()["value"]["tokenIdentifier"] == "convex-local|alice"
         header, payload, signature = token.split(".")
         claims = json.loads(_b64url_decode(payload))
         claims["sub"] = "mallory"
         forged = f"{header}.{_b64url_encode(json.dumps(claims).encode())}.{signature}"
-        bad = post(fixture_backend, "/api/mutation", {"path": "messages:sendAsMe", "args": {"channel": "f", "body": "x"}},
-                   {"Authorization": f"Bearer {forged}"})
+        bad = post(
+            fixture_backend,
+            "/api/mutation",
+            {"path": "messages:sendAsMe", "args": {"channel": "f", "body": "x"}},
+            {"Authorization": f"Bearer {forged}"},
+        )
         assert bad.status_code == 401
         assert bad.json()["code"] == "InvalidAuthHeader"
         expired = fixture_backend.mint_token("bob", ttl_seconds=1)
         time.sleep(2.1)
-        assert post(fixture_backend, "/api/query", {"path": "messages:whoami", "args": {}},
-                    {"Authorization": f"Bearer {expired}"}).status_code == 401
-        wrong_admin = post(fixture_backend, "/api/query", {"path": "messages:whoami", "args": {}},
-                           {"Authorization": "Convex not-the-key"})
+        assert (
+            post(
+                fixture_backend,
+                "/api/query",
+                {"path": "messages:whoami", "args": {}},
+                {"Authorization": f"Bearer {expired}"},
+            ).status_code
+            == 401
+        )
+        wrong_admin = post(
+            fixture_backend,
+            "/api/query",
+            {"path": "messages:whoami", "args": {}},
+            {"Authorization": "Convex not-the-key"},
+        )
         assert wrong_admin.status_code == 401
         assert wrong_admin.json()["code"] == "BadAdminKey"
         # Nothing ran with the forged token.
-        assert post(fixture_backend, "/api/query", {"path": "messages:count", "args": {"channel": "f"}}).json()["value"] == 0
+        assert (
+            post(fixture_backend, "/api/query", {"path": "messages:count", "args": {"channel": "f"}}).json()["value"]
+            == 0
+        )
 
     def test_run_and_function_routes_and_formats(self, fixture_backend: LocalBackend) -> None:
         """/api/run and /api/function run any function type; format selects the output encoding."""
         ch = channel()
         r = post(fixture_backend, "/api/run/messages/send", {"args": {"channel": ch, "author": "r", "body": "b"}})
         assert r.status_code == 200 and r.json()["status"] == "success"
-        r = post(fixture_backend, "/api/function", {"path": "messages:count", "args": {"channel": ch}, "format": "convex_encoded_json"})
+        r = post(
+            fixture_backend,
+            "/api/function",
+            {"path": "messages:count", "args": {"channel": ch}, "format": "convex_encoded_json"},
+        )
         assert r.text.startswith('{"status":"success","value":1.0')
         r = post(fixture_backend, "/api/query", {"path": "messages:count", "args": {"channel": ch}, "format": "xml"})
         assert r.status_code == 400 and r.json()["code"] == "BadFormat"
         ts = post(fixture_backend, "/api/query_ts", {}).json()["ts"]
         r = post(fixture_backend, "/api/query_at_ts", {"path": "messages:count", "args": {"channel": ch}, "ts": ts})
         assert r.json()["value"] == 1
-        r = httpx.get(f"{fixture_backend.url}/api/query", params={"path": "messages:count", "args": json.dumps({"channel": ch})})
+        r = httpx.get(
+            f"{fixture_backend.url}/api/query", params={"path": "messages:count", "args": json.dumps({"channel": ch})}
+        )
         assert r.json()["value"] == 1
 
     def test_http_action_on_site_port(self, fixture_backend: LocalBackend) -> None:
@@ -212,7 +238,9 @@ class TestBadInput:
         big = "x" * (17 * 1024 * 1024)
         r = post(fixture_backend, "/api/query", {"path": "messages:echo", "args": {"value": big}})
         assert r.status_code == 413
-        r = post(fixture_backend, "/api/query", {"path": "messages:echo", "args": {"value": "x" * (16 * 1024 * 1024 - 10)}})
+        r = post(
+            fixture_backend, "/api/query", {"path": "messages:echo", "args": {"value": "x" * (16 * 1024 * 1024 - 10)}}
+        )
         assert r.json()["status"] == "error" and "too large" in r.json()["errorMessage"]
         r = post(fixture_backend, "/api/query", {"path": "messages:echo", "args": {"$bad": 1}})
         assert r.json()["status"] == "error" and "must not start with '$'" in r.json()["errorMessage"]
@@ -280,7 +308,12 @@ class TestDurability:
             assert new_id != first_id
             token_before = backend.mint_token("same-user")
             backend.restart()
-            ok = post(backend, "/api/query", {"path": "messages:whoami", "args": {}}, {"Authorization": f"Bearer {token_before}"})
+            ok = post(
+                backend,
+                "/api/query",
+                {"path": "messages:whoami", "args": {}},
+                {"Authorization": f"Bearer {token_before}"},
+            )
             assert ok.status_code == 200, "signing key must persist in the data dir"
         finally:
             backend.kill()

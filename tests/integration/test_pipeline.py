@@ -272,7 +272,11 @@ class TestCrashRecovery:
             }
             proc = subprocess.Popen(
                 [sys.executable, "-m", "worker", "run"],
-                cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
             )
             procs.append(proc)
             return proc

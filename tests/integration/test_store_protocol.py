@@ -21,10 +21,7 @@ SETS = [FilterSet("All", "all"), FilterSet("All", "youtube"), FilterSet("Last6M"
 
 
 def results_for(views: Any, now_ms: int) -> list[dict[str, Any]]:
-    return [
-        result_to_convex(r)
-        for r in compute_aggregations(views, now_ms=now_ms, time_zone="UTC", filter_sets=SETS)
-    ]
+    return [result_to_convex(r) for r in compute_aggregations(views, now_ms=now_ms, time_zone="UTC", filter_sets=SETS)]
 
 
 def test_unchanged_results_travel_as_hashes_and_a_wrong_claim_is_resent(project_backend: LocalBackend) -> None:

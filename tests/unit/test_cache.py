@@ -141,9 +141,7 @@ class TestLru:
             max_size=200,
         ),
     )
-    def test_byte_bound_holds_after_any_sequence_of_puts(
-        self, max_bytes: int, ops: list[tuple[int, int, int]]
-    ) -> None:
+    def test_byte_bound_holds_after_any_sequence_of_puts(self, max_bytes: int, ops: list[tuple[int, int, int]]) -> None:
         """After every put, L1 size stays within max_bytes and equals the sum of its entries."""
         cache = PartitionCache(max_bytes=max_bytes)
         for month, size, watermark in ops:
@@ -153,9 +151,7 @@ class TestLru:
         present = [k for k in {key(m) for m, _, _ in ops} if cache.get(k, min_watermark=0) is not None]
         final = cache.stats()
         assert final.l1_entries == len(present)
-        assert final.l1_bytes == sum(
-            entry_size(k, len(cache.get(k, min_watermark=0) or b"")) for k in present
-        )
+        assert final.l1_bytes == sum(entry_size(k, len(cache.get(k, min_watermark=0) or b"")) for k in present)
 
 
 class TestOversize:

@@ -13,8 +13,18 @@ from worker.errors import ConfigError
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("CONVEX_URL", "CONVEX_SELF_HOSTED_URL", "CONVEX_ADMIN_KEY", "CONVEX_SELF_HOSTED_ADMIN_KEY",
-                 "CONVEX_DEPLOY_KEY", "WORKER_LEASE_MS", "WORKER_LOG_FORMAT", "WORKER_REDIS_URL", "WORKER_PAGE_SIZE", "WORKER_LOG_LEVEL"):
+    for name in (
+        "CONVEX_URL",
+        "CONVEX_SELF_HOSTED_URL",
+        "CONVEX_ADMIN_KEY",
+        "CONVEX_SELF_HOSTED_ADMIN_KEY",
+        "CONVEX_DEPLOY_KEY",
+        "WORKER_LEASE_MS",
+        "WORKER_LOG_FORMAT",
+        "WORKER_REDIS_URL",
+        "WORKER_PAGE_SIZE",
+        "WORKER_LOG_LEVEL",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -59,7 +69,6 @@ class TestLoadSettings:
         with pytest.raises(ConfigError, match="^CONVEX_URL is invalid"):
             load_settings()
 
-
     def test_empty_variables_do_not_hide_their_aliases(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """An empty CONVEX_URL/CONVEX_ADMIN_KEY (docker-compose style) counts as unset: the next name is used."""
         monkeypatch.setenv("CONVEX_URL", "")
@@ -87,7 +96,6 @@ class TestLoadSettings:
         monkeypatch.setenv("WORKER_REDIS_URL", "redis://127.0.0.1:6379/0")
         monkeypatch.setenv("WORKER_PAGE_SIZE", "4000")
         assert load_settings().page_size == 4000
-
 
     def test_log_level_and_format_are_case_insensitive(self, monkeypatch: pytest.MonkeyPatch) -> None:
         deployment(monkeypatch)

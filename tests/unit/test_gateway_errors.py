@@ -16,7 +16,11 @@ import pytest
 from worker.errors import GatewayError
 from worker.gateway import ConvexGateway
 
-PAGE = "<!DOCTYPE HTML>\n<html>\n  <head><title>Error response</title></head>\n  <body>\n" + "<p>x</p>\n" * 200 + "</body></html>\n"
+PAGE = (
+    "<!DOCTYPE HTML>\n<html>\n  <head><title>Error response</title></head>\n  <body>\n"
+    + "<p>x</p>\n" * 200
+    + "</body></html>\n"
+)
 
 
 class _HtmlPages(BaseHTTPRequestHandler):

@@ -70,8 +70,13 @@ class MemorySource:
         self.seq_of.update({id(e): seq for e in events})
 
     async def iter_event_pages(
-        self, user_id: str, *, from_ms: int | None = None, to_ms: int | None = None,
-        max_change_seq: int | None = None, page_size: int = 4000,
+        self,
+        user_id: str,
+        *,
+        from_ms: int | None = None,
+        to_ms: int | None = None,
+        max_change_seq: int | None = None,
+        page_size: int = 4000,
     ) -> AsyncIterator[list[WatchEvent]]:
         self.ranges.append((from_ms, to_ms))
         lo = from_ms if from_ms is not None else -(2**62)
@@ -102,7 +107,9 @@ def make_settings() -> Settings:
     return load_settings(convex_url="http://127.0.0.1:9", convex_admin_key="k", heartbeat_file=None)
 
 
-def recomputer(source: MemorySource, cache: PartitionCache | None = None, *, delta_max_events: int = 50_000) -> Recomputer:
+def recomputer(
+    source: MemorySource, cache: PartitionCache | None = None, *, delta_max_events: int = 50_000
+) -> Recomputer:
     cache = cache if cache is not None else PartitionCache(max_bytes=64 * 1024 * 1024)
     settings = make_settings().model_copy(update={"delta_max_events": delta_max_events})
     return Recomputer(cast(Gateway, source), settings, cache=cache)
@@ -118,7 +125,10 @@ def claim(tz: str, changes: list[ChangeEntry]) -> Claim:
         changes=tuple(changes),
     )
 
-def warmed(tz: str, events: list[WatchEvent], cache: PartitionCache | None = None, **settings: int) -> tuple[MemorySource, Recomputer]:
+
+def warmed(
+    tz: str, events: list[WatchEvent], cache: PartitionCache | None = None, **settings: int
+) -> tuple[MemorySource, Recomputer]:
     """A source holding ``events`` (inserted by change 1) and a recomputer that has done the cold full recompute."""
     source = MemorySource()
     source.insert(events, 1)
@@ -336,7 +346,9 @@ class TestPlanning:
         index = PartitionIndex("America/Goose_Bay", 5, {october: MonthEntry(3, 5), october + 1: MonthEntry(3, 5)})
         in_repeat = plan_recompute(index, [change(6, "import", nov_start + 5 * 60_000, hi)], index.time_zone, zone)
         assert october in in_repeat.rebuild  # (November too: a month starting inside the range counts, conservatively)
-        across = plan_recompute(index, [change(6, "import", nov_start - 1, nov_start + 30 * 60_000)], index.time_zone, zone)
+        across = plan_recompute(
+            index, [change(6, "import", nov_start - 1, nov_start + 30 * 60_000)], index.time_zone, zone
+        )
         assert across.rebuild == (october, october + 1)  # both ends in October, November in between
 
     @pytest.mark.parametrize(
@@ -649,8 +661,11 @@ class TestIncremental:
                 raise OSError("store failed")
 
         with pytest.raises(OSError):
-            asyncio.run(recomputer(source).recompute(claim("UTC", [change(1, "import", BASE, NOW)]), now_ms=NOW,
-                                                     on_batch=fail_second))
+            asyncio.run(
+                recomputer(source).recompute(
+                    claim("UTC", [change(1, "import", BASE, NOW)]), now_ms=NOW, on_batch=fail_second
+                )
+            )
         assert calls == 2
 
     def test_expiry_reads_nothing(self) -> None:
@@ -756,7 +771,17 @@ class TestIncremental:
         st.lists(
             st.tuples(
                 st.sampled_from(
-                    ["insert", "insert", "insert", "late", "racing", "delete", "delete_all_before", "timezone", "expiry"]
+                    [
+                        "insert",
+                        "insert",
+                        "insert",
+                        "late",
+                        "racing",
+                        "delete",
+                        "delete_all_before",
+                        "timezone",
+                        "expiry",
+                    ]
                 ),
                 st.integers(0, 10**9),
                 st.sampled_from(["a", "a", "a", "a", "b"]),

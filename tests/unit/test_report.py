@@ -43,8 +43,18 @@ class TestPrintDeadLetters:
         text = render(rows, width=120)
         lines = text.splitlines()
         alice = [line.split() for line in lines if line.strip().startswith("convex-local|alice")]
-        assert alice[0] == ["convex-local|alice", "1", "import", "2023-11-14", "..", "2023-11-17", "40",
-                            "2023-11-15", "22:13", "#1"]
+        assert alice[0] == [
+            "convex-local|alice",
+            "1",
+            "import",
+            "2023-11-14",
+            "..",
+            "2023-11-17",
+            "40",
+            "2023-11-15",
+            "22:13",
+            "#1",
+        ]
         assert alice[1][1] == "2" and alice[1][-1] == "#1"
         bob = next(line.split() for line in lines if line.strip().startswith("convex-local|bob"))
         assert bob[2:5] == ["timezone", "whole", "history"] and bob[-1] == "#2"

@@ -88,9 +88,7 @@ LOYALIST_TOP_CHANNELS = 5
 LOYALIST_MIN_SHARE = 0.50  # the top 5 channels hold at least half of the attributed views
 
 
-def _label(
-    name: str, value: float | None, threshold: float, enough: bool, evidence: dict[str, Any]
-) -> dict[str, Any]:
+def _label(name: str, value: float | None, threshold: float, enough: bool, evidence: dict[str, Any]) -> dict[str, Any]:
     return {
         "label": name,
         "matched": bool(enough and value is not None and value >= threshold),
@@ -126,9 +124,7 @@ def viewing_patterns(s: Slice) -> Output:
     steady_value = ratio(active_days, span_days) if span_days >= STEADY_MIN_SPAN_DAYS else None
     labels = [
         _label("night_owl", ratio(night, n), NIGHT_OWL_MIN_SHARE, enough, {"nightViews": night, "views": n}),
-        _label(
-            "early_bird", ratio(early, n), EARLY_BIRD_MIN_SHARE, enough, {"earlyViews": early, "views": n}
-        ),
+        _label("early_bird", ratio(early, n), EARLY_BIRD_MIN_SHARE, enough, {"earlyViews": early, "views": n}),
         _label(
             "weekend_viewer",
             ratio(weekend, n),

@@ -415,9 +415,7 @@ def extend_session_pairs(
     if last_session >= sessions.count or int(sessions.starts[last_session]) != last_start:
         return None
     g = int(np.searchsorted(old.group_session, last_session))  # old groups kept: [0, g)
-    number, c_tail, sizes_tail = _session_channels(
-        channel[last_start:], sessions.of_view[last_start:], n_channels, cap
-    )
+    number, c_tail, sizes_tail = _session_channels(channel[last_start:], sessions.of_view[last_start:], n_channels, cap)
     kept_tail = np.minimum(sizes_tail, cap)
     kept_old = old.kept[: int(old.kept_start[g])]
     if remap is not None:

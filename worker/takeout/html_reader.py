@@ -211,8 +211,7 @@ def _check_complete(text: str, name: str) -> None:
     if len(_DIV_CLOSE_RE.findall(tail)) < len(_DIV_OPEN_RE.findall(tail)):
         raise TakeoutFormatError(
             name,
-            "the file ends inside the last record (its <div> is never closed); "
-            "the file is truncated or damaged",
+            "the file ends inside the last record (its <div> is never closed); the file is truncated or damaged",
             _line_column(text, last),
         )
     opened = {match.lower() for match in _PAGE_OPEN_RE.findall(text, 0, first)}

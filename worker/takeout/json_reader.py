@@ -24,9 +24,7 @@ from worker.takeout.rules import (
     title_is_url,
 )
 
-_ISO_RE: Final = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?(Z|[+-]\d{2}:?\d{2})"
-)
+_ISO_RE: Final = re.compile(r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?(Z|[+-]\d{2}:?\d{2})")
 _ACTIVITY_KEYS: Final = frozenset({"header", "title", "time", "titleUrl", "products"})
 _LEGACY_KIND: Final = "youtube#playlistItem"
 _LEGACY_REMOVED_TITLES: Final = frozenset({"Deleted video", "Private video"})
@@ -236,9 +234,7 @@ def parse_json_text(text: str, *, name: str, now_ms: int) -> ParseResult:
     except RecursionError:
         raise TakeoutFormatError(name, "JSON nested too deeply") from None
     if not isinstance(data, list):
-        raise TakeoutFormatError(
-            name, f"expected a JSON array of records at the top level, got {type(data).__name__}"
-        )
+        raise TakeoutFormatError(name, f"expected a JSON array of records at the top level, got {type(data).__name__}")
     legacy = _layout(data, name) == "legacy"
     reader = _legacy_entry if legacy else _activity_entry
     fields = _LEGACY_FIELDS if legacy else _ACTIVITY_FIELDS

@@ -293,9 +293,7 @@ def _blank(value: str | None) -> bool:
     return value is not None and not value.strip()
 
 
-def admit_view(
-    event: WatchEvent, index: int, *, now_ms: int, fields: Mapping[str, str]
-) -> WatchEvent | Rejection:
+def admit_view(event: WatchEvent, index: int, *, now_ms: int, fields: Mapping[str, str]) -> WatchEvent | Rejection:
     """Bring one view within the backend's limits (``worker.models.view_problem``), or reject it.
 
     Empty or blank optional strings become None: an empty channel name means "no name", an empty

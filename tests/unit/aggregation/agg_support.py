@@ -84,9 +84,7 @@ def assert_convex_value(value: Any, depth: int = 0, path: str = "$") -> None:
     raise AssertionError(f"{path}: not a Convex value: {type(value).__name__}")
 
 
-def synthetic_history(
-    n: int, *, seed: int, channels: int = 200, start_ms: int = 1_600_000_000_000
-) -> list[WatchEvent]:
+def synthetic_history(n: int, *, seed: int, channels: int = 200, start_ms: int = 1_600_000_000_000) -> list[WatchEvent]:
     """Return a seeded random history of ``n`` views (sessions of a few views, gaps of hours)."""
     rng = random.Random(seed)
     titles = [

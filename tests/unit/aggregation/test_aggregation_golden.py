@@ -114,8 +114,7 @@ class TestMonthlyTrend:
     def test_timeframes_are_month_aligned(self, timeframe: str, expected_months: list[str]) -> None:
         """Timeframes start at local month boundaries relative to now (Last6M = current + 5 previous)."""
         events = [
-            view(ms(f"{y}-{m:02d}-15T12:00"))
-            for y, m in [(2023, 11), (2023, 12)] + [(2024, i) for i in range(1, 6)]
+            view(ms(f"{y}-{m:02d}-15T12:00")) for y, m in [(2023, 11), (2023, 12)] + [(2024, i) for i in range(1, 6)]
         ]
         data = compute_one(events, "monthly_trend", now_ms=ms("2024-05-20T00:00"), timeframe=timeframe).data
         assert [m["month"] for m in data["months"]] == expected_months
@@ -229,9 +228,7 @@ class TestViewingPatterns:
 
     def test_insufficient_data(self) -> None:
         """Below the minimum views nothing matches."""
-        data = compute_one(
-            [view(ms("2024-01-01T23:00"))], "viewing_patterns", now_ms=ms("2024-02-01T00:00")
-        ).data
+        data = compute_one([view(ms("2024-01-01T23:00"))], "viewing_patterns", now_ms=ms("2024-02-01T00:00")).data
         assert data["insufficientData"] and not any(lab["matched"] for lab in data["labels"])
 
 
@@ -252,9 +249,7 @@ class TestChannels:
 
     def test_relationships(self) -> None:
         """Sessions {a,b}, {a,b}, {a,c}: a–b share 2 sessions, Jaccard 2 / (3 + 2 − 2)."""
-        data = compute_one(
-            self.sessions_history(), "channel_relationships", now_ms=ms("2024-01-02T00:00")
-        ).data
+        data = compute_one(self.sessions_history(), "channel_relationships", now_ms=ms("2024-01-02T00:00")).data
         assert data["pairs"] == [
             {
                 "channelAId": "UCa",

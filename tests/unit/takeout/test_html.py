@@ -148,7 +148,10 @@ class TestRecords:
     @pytest.mark.parametrize(
         ("href", "reason"),
         [
-            ("http://example.com/x", "title link: not a YouTube or YouTube Music watch URL with a video id: 'http://example.com/x'"),
+            (
+                "http://example.com/x",
+                "title link: not a YouTube or YouTube Music watch URL with a video id: 'http://example.com/x'",
+            ),
             ("https://www.youtube.com/watch?v=abc", "title link: watch URL without a valid video id"),
         ],
     )
@@ -159,7 +162,9 @@ class TestRecords:
             page(
                 cell(watched(date)),
                 cell(f'Watched\u00a0<a href="{href}">Tides</a><br>{date}'),
-                cell(f'Watched\u00a0<a href="https://www.youtube.com/watch?v=">https://www.youtube.com/watch?v=</a><br>{date}'),
+                cell(
+                    f'Watched\u00a0<a href="https://www.youtube.com/watch?v=">https://www.youtube.com/watch?v=</a><br>{date}'
+                ),
                 cell(f"Watched a video that has been removed<br>{date}"),
             ),
             name="h",

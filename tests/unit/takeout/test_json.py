@@ -115,9 +115,7 @@ class TestViews:
 
     def test_channel_only_from_a_channel_url(self) -> None:
         """Subtitles without a /channel/UC… url give no channel."""
-        (view,) = parse(
-            record(subtitles=[{"name": "Someone", "url": "https://www.youtube.com/@someone"}])
-        ).views
+        (view,) = parse(record(subtitles=[{"name": "Someone", "url": "https://www.youtube.com/@someone"}])).views
         assert view.channel_id is None and view.channel_name is None
 
     @pytest.mark.parametrize(
@@ -144,9 +142,7 @@ class TestNonViews:
         result = parse(
             record(details=ads, subtitles=None),
             record(details=[{"name": "Google 広告から"}], subtitles=None),
-            record(
-                title="Visited https://ads.example", titleUrl="https://www.google.com/url?q=x", details=ads
-            ),
+            record(title="Visited https://ads.example", titleUrl="https://www.google.com/url?q=x", details=ads),
             record(title="Viewed Hello", titleUrl="https://www.youtube.com/post/UgkxAbc"),
             record(
                 title="Visited YouTube Music",
@@ -201,7 +197,10 @@ class TestMalformedWatchUrls:
     @pytest.mark.parametrize(
         ("url", "reason"),
         [
-            ("http://example.com/x", "not a YouTube or YouTube Music watch URL with a video id: 'http://example.com/x'"),
+            (
+                "http://example.com/x",
+                "not a YouTube or YouTube Music watch URL with a video id: 'http://example.com/x'",
+            ),
             ("https://www.youtube.com/watch", "not a YouTube or YouTube Music watch URL"),
             ("https://www.youtube.com/watch?list=PL1", "not a YouTube or YouTube Music watch URL"),
             ("https://www.youtube.com/channel/UCa1b2c3d4e5f6g7h8i9j0kA", "not a YouTube or YouTube Music watch URL"),

@@ -123,7 +123,9 @@ class TestJsonLimits:
 
     def test_removed_view_time_is_checked(self) -> None:
         """A removed view dated before 2005 is rejected too."""
-        result = parse(record(title="Watched a video that has been removed", titleUrl=None, time="1970-01-01T00:00:00Z"))
+        result = parse(
+            record(title="Watched a video that has been removed", titleUrl=None, time="1970-01-01T00:00:00Z")
+        )
         assert result.views == [] and [(r.index, r.field) for r in result.rejected] == [(0, "time")]
 
     def test_legacy_field_names(self) -> None:

@@ -57,11 +57,7 @@ def test_arbitrary_record_shapes(entries: list[dict[str, Any]]) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(
-    st.lists(
-        st.text(alphabet="<>/=\"' abcdivlsrhefcontent-cellbody-1Watched0123:,APM", max_size=80), max_size=6
-    )
-)
+@given(st.lists(st.text(alphabet="<>/=\"' abcdivlsrhefcontent-cellbody-1Watched0123:,APM", max_size=80), max_size=6))
 def test_arbitrary_markup(parts: list[str]) -> None:
     """Tag soup around content-cell divs parses or raises TakeoutFormatError."""
     body = "".join(f'<div class="content-cell mdl-typography--body-1">{p}</div>' for p in parts)

@@ -72,9 +72,7 @@ class TestLemmingsCodeHtml:
         times = {v.watched_at_ms for v in result.views}
         assert ms("2021-09-29T13:36:52Z") in times
         september = [
-            v
-            for v in result.views
-            if datetime.fromtimestamp(v.watched_at_ms / 1000 + 11 * 3600, UTC).month == 9
+            v for v in result.views if datetime.fromtimestamp(v.watched_at_ms / 1000 + 11 * 3600, UTC).month == 9
         ]
         assert len(september) == 4
 
@@ -102,9 +100,7 @@ class TestVidVidexJson:
         assert len(result.views) == 16
         assert result.rejected == []
         assert Counter(v.video_id for v in result.views)["shXAjhcXP58"] == 3
-        assert Counter(v.channel_id for v in result.views).most_common(1) == [
-            ("UChyNJxSsIXh2KyY3VvLnI2g", 13)
-        ]
+        assert Counter(v.channel_id for v in result.views).most_common(1) == [("UChyNJxSsIXh2KyY3VvLnI2g", 13)]
         first = result.views[0]
         assert first.watched_at_ms == ms("2021-07-31T09:32:31.471Z")
         assert first.title == "How Do Computers Remember?"
