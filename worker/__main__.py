@@ -218,13 +218,7 @@ def import_(
     ] = None,
 ) -> None:
     """Import a Google Takeout watch history into Convex (idempotent: a re-import adds nothing)."""
-    url = url or env_first(URL_VARIABLES)
-    if not url:
-        raise _fail("CONVEX_URL is not set (or pass --url)")
-    try:
-        check_deployment_url(url)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
+    url = _deployment_url(url)
     admin_key = env_first(KEY_VARIABLES)
     if user_id and token:
         raise _fail(
@@ -354,11 +348,11 @@ UserIdOption = Annotated[
 UrlOption = Annotated[str | None, typer.Option(help="Deployment URL (default: CONVEX_URL or CONVEX_SELF_HOSTED_URL).")]
 
 
-def _operator_connection(url: str | None) -> tuple[str, str]:
-    """Return the deployment URL and admin key of an operator command, read as ``import --user-id`` reads them.
+def _deployment_url(url: str | None) -> str:
+    """Return ``url``, else ``CONVEX_URL`` (or its aliases), checked as a deployment URL.
 
     Raises:
-        typer.Exit: code 2 with a one-line message when the URL or the key is missing or the URL invalid.
+        typer.Exit: code 2 with a one-line message when no URL is given or it is not a valid one.
     """
     url = url or env_first(URL_VARIABLES)
     if not url:
@@ -367,6 +361,16 @@ def _operator_connection(url: str | None) -> tuple[str, str]:
         check_deployment_url(url)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
+    return url
+
+
+def _operator_connection(url: str | None) -> tuple[str, str]:
+    """Return the deployment URL and admin key of an operator command, read as ``import --user-id`` reads them.
+
+    Raises:
+        typer.Exit: code 2 with a one-line message when the URL or the key is missing or the URL invalid.
+    """
+    url = _deployment_url(url)
     admin_key = env_first(KEY_VARIABLES)
     if not admin_key:
         raise _fail(
