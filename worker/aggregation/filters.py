@@ -30,7 +30,13 @@ _FORBIDDEN = frozenset(",|")
 MAX_FILTER_VALUES = 50
 """Most topics or channels in one filter set, counted as given (duplicates included), as Convex counts."""
 MAX_FILTER_VALUE_LENGTH = 128
-"""Longest topic slug or channel id, in characters."""
+"""Longest topic slug or channel id, in UTF-16 code units (JavaScript's ``string.length``, what Convex
+checks): a character outside the Basic Multilingual Plane counts 2."""
+
+
+def _utf16_length(value: str) -> int:
+    """Return ``value``'s length as JavaScript counts it (UTF-16 code units)."""
+    return len(value) + sum(1 for ch in value if ord(ch) > 0xFFFF)
 
 
 def _canonical(field: str, values: Iterable[Any]) -> tuple[str, ...]:
@@ -42,9 +48,9 @@ def _canonical(field: str, values: Iterable[Any]) -> tuple[str, ...]:
     for value in items:
         if not isinstance(value, str) or not value:
             raise ValueError(f"{field}: every item must be a non-empty string, got {value!r}")
-        if len(value) > MAX_FILTER_VALUE_LENGTH or any(ch in _FORBIDDEN for ch in value):
+        if _utf16_length(value) > MAX_FILTER_VALUE_LENGTH or any(ch in _FORBIDDEN for ch in value):
             raise ValueError(
-                f"{field}: item {value[:40]!r} is longer than {MAX_FILTER_VALUE_LENGTH} characters"
+                f"{field}: item {value[:40]!r} is longer than {MAX_FILTER_VALUE_LENGTH} UTF-16 code units"
                 " or contains ',' or '|'"
             )
     return tuple(sorted(set(items)))  # Python sorts str by code point, as the contract states
@@ -93,7 +99,7 @@ class FilterSet:
         ``timeframe`` defaults to ``"All"`` and ``product`` to ``"all"`` when absent, as
         ``dashboard:getAggregation`` does. Lists may be in any order and contain duplicates; each
         holds at most :data:`MAX_FILTER_VALUES` values (duplicates counted) of 1 to
-        :data:`MAX_FILTER_VALUE_LENGTH` characters without ``,`` or ``|``: the limits of
+        :data:`MAX_FILTER_VALUE_LENGTH` UTF-16 code units without ``,`` or ``|``: the limits of
         ``normalizeFilters`` in ``convex/filters.ts``.
 
         Raises:

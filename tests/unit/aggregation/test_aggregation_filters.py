@@ -82,8 +82,16 @@ class TestFilterSet:
         assert len(getattr(FilterSet.from_dict({field: values}), field)) == 50
         with pytest.raises(ValueError, match=f"^{field}: 51 values; at most 50 are allowed"):
             FilterSet.from_dict({field: [*values, values[0]]})
-        with pytest.raises(ValueError, match=f"^{field}: item .* longer than 128 characters"):
+        with pytest.raises(ValueError, match=f"^{field}: item .* longer than 128 UTF-16 code units"):
             FilterSet.from_dict({field: ["y" * (MAX_FILTER_VALUE_LENGTH + 1)]})
+
+    @pytest.mark.parametrize("field", ["topics", "channels"])
+    def test_length_counts_utf16_units(self, field: str) -> None:
+        """Length is counted as JavaScript (Convex) counts it: an astral character is 2 units."""
+        assert getattr(FilterSet.from_dict({field: ["\U0001f600" * 64]}), field) == ("\U0001f600" * 64,)
+        with pytest.raises(ValueError, match="longer than 128 UTF-16 code units"):
+            FilterSet.from_dict({field: ["\U0001f600" * 64 + "x"]})  # 65 characters, 129 units
+        assert getattr(FilterSet.from_dict({field: ["é" * 128]}), field) == ("é" * 128,)  # BMP: 1 unit each
 
     def test_catalogue(self) -> None:
         """18 eager sets with distinct keys and 14 aggregation types."""

@@ -30,5 +30,6 @@ def samples() -> Path:
     """Directory of the real Takeout sample files (test input only; never copied into the project)."""
     found = _samples_dir()
     if found is None:
-        pytest.skip("real Takeout samples not found (set TAKEOUT_SAMPLES_DIR to shared/data/takeout-samples)")
+        # a failure, not a skip: a run without the samples would silently drop the parser's real-file tests
+        pytest.fail("real Takeout samples not found (set TAKEOUT_SAMPLES_DIR to shared/data/takeout-samples)")
     return found
