@@ -128,40 +128,35 @@ def _parse_file(path: Path) -> Any:
         parsed = parse_takeout_file(path)
     except TakeoutFormatError as exc:
         raise _fail(str(exc)) from None
-    if not parsed.views:
+    reason = parsed.no_view_reason()
+    if reason is not None:
         _print_import_summary(path, parsed, ImportSummary())
-        raise _fail(f"{path}: {_no_views(parsed)}; nothing imported")
+        raise _fail(f"{path}: {reason}; nothing imported")
     return parsed
-
-
-def _no_views(parsed: Any) -> str:
-    """Say why a parsed export holds no view: no entries, every entry rejected, or only non-views."""
-    total, rejected = parsed.total_entries, len(parsed.rejected)
-    if total == 0:
-        return "the file holds no entries"
-    if rejected == total:
-        return f"every entry was rejected ({rejected} of {total})"
-    kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(parsed.non_views.items()) if count)
-    return f"none of its {total} entries is a view ({kinds}, rejected {rejected})"
 
 
 def _print_import_summary(path: Path, parsed: Any, summary: Any) -> None:
     from datetime import UTC, datetime
 
+    from rich.markup import escape
+
     def day(ms: int | None) -> str:
         return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
 
-    console.print(f"[bold]{path.name}[/] ({parsed.source}): {parsed.total_entries} entries")
+    member = f": {escape(parsed.member)}" if parsed.member else ""
+    console.print(f"[bold]{escape(path.name)}[/]{member} ({parsed.source}): {parsed.total_entries} entries")
     console.print(f"  imported            {summary.imported}")
     console.print(f"  duplicates skipped  {summary.duplicates}")
     non_views = ", ".join(f"{k} {v}" for k, v in sorted(parsed.non_views.items())) or "none"
     console.print(f"  not views           {non_views}")
     console.print(f"  rejected            {len(parsed.rejected)}")
     for rej in parsed.rejected[:10]:
-        console.print(f"    entry {rej.index}: {rej.field}: {rej.reason}")
+        console.print(f"    {escape(str(rej))}")
     if len(parsed.rejected) > 10:
         console.print(f"    … {len(parsed.rejected) - 10} more")
     console.print(f"  covered range       {day(summary.first_ms)} .. {day(summary.last_ms)} (UTC)")
+    for note in parsed.notes:
+        console.print(f"  note: {escape(note)}")
 
 
 async def _import(

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -213,6 +214,60 @@ class TestImportRejections:
         assert f"rejected            {rejected}" in res.stderr
         assert sum(line.startswith("    entry ") for line in lines) == rejected
         assert "Traceback" not in res.stderr + res.stdout
+
+
+class TestImportZip:
+    HISTORY = "Takeout/YouTube and YouTube Music/history"
+
+    @pytest.mark.parametrize(
+        "member", ["lemmingscode_watch-history-excerpt_en-AU.html", f"{HISTORY}/watch-history.html"]
+    )
+    def test_zipped_html_export_is_imported(
+        self, project_backend: LocalBackend, samples_dir: Path, tmp_path: Path, member: str
+    ) -> None:
+        """A zip of the real HTML page (141 KB of CSS before the first record), flat or in Takeout's layout."""
+        archive = tmp_path / "flat.zip"
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.write(samples_dir / "lemmingscode_watch-history-excerpt_en-AU.html", member)
+        token = project_backend.mint_token(f"cli-zip-html-{member.count('/')}")
+        res = run_cli("import", str(archive), "--token", token, env={"CONVEX_URL": project_backend.url})
+        assert res.returncode == 0, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert lines[0] == f"flat.zip: {member} (takeout_html): 32 entries"
+        assert "imported            32" in res.stderr and "note:" not in res.stderr
+
+    def test_several_candidates_name_the_member_read_and_the_ignored_ones(
+        self, project_backend: LocalBackend, samples_dir: Path, tmp_path: Path
+    ) -> None:
+        """HTML and JSON history in one zip: the JSON is imported, named, and the HTML is noted as ignored."""
+        archive = tmp_path / "tk2.zip"
+        with zipfile.ZipFile(archive, "w") as zf:
+            zf.write(
+                samples_dir / "lemmingscode_watch-history-excerpt_en-AU.html", f"{self.HISTORY}/watch-history.html"
+            )
+            zf.write(samples_dir / "vidvidex_watch-history.json", f"{self.HISTORY}/watch-history.json")
+        token = project_backend.mint_token("cli-zip-two")
+        res = run_cli("import", str(archive), "--token", token, env={"CONVEX_URL": project_backend.url})
+        assert res.returncode == 0, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert lines[0] == f"tk2.zip: {self.HISTORY}/watch-history.json (takeout_json): 16 entries"
+        assert "imported            16" in res.stderr
+        assert lines[-1] == (
+            f"  note: the archive holds 2 watch-history files; read {self.HISTORY}/watch-history.json,"
+            f" ignored: {self.HISTORY}/watch-history.html"
+        )
+
+    def test_checker_and_import_agree_on_a_file_without_views(self, tmp_path: Path) -> None:
+        """The checker says 'nothing to import' with the reason import refuses the file for."""
+        export = tmp_path / "watch-history.json"
+        export.write_text("[]", "utf-8")
+        check = subprocess.run(
+            [sys.executable, "-m", "worker.takeout", str(export)], cwd=REPO_ROOT, capture_output=True, text=True
+        )
+        res = run_cli("import", str(export), "--token", "t", env={"CONVEX_URL": "http://127.0.0.1:9"})
+        assert (check.returncode, res.returncode) == (1, 2)
+        assert "  nothing to import: the file holds no entries" in check.stdout
+        assert res.stderr.strip().splitlines()[-1] == f"error: {export}: the file holds no entries; nothing imported"
 
 
 class TestHealthcheck:

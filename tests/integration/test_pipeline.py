@@ -111,17 +111,6 @@ def assert_matches(dash: dict[str, Any], exp: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------ tests
 
 
-@pytest.fixture(scope="module")
-def samples_dir() -> Path:
-    for candidate in (
-        Path(os.environ.get("TAKEOUT_SAMPLES_DIR", "/nonexistent")),
-        REPO_ROOT.parent / "shared" / "data" / "takeout-samples",
-    ):
-        if candidate.is_dir():
-            return candidate
-    pytest.fail("shared/data/takeout-samples not found beside the repository (or set TAKEOUT_SAMPLES_DIR)")
-
-
 class TestRealSamples:
     @pytest.mark.parametrize(("name", "tz"), SAMPLES)
     def test_import_recompute_and_read(

@@ -7,7 +7,8 @@ import json
 import re
 import time
 import zipfile
-from pathlib import Path
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
 from typing import Final
 
 from worker.takeout.errors import TakeoutFormatError
@@ -58,45 +59,120 @@ def _json_scalar_kind(text: str) -> str | None:
     return "number" if isinstance(value, int | float) else "string"
 
 
-def _member_rank(info: zipfile.ZipInfo, head: bytes) -> tuple[int, int, int] | None:
-    """Rank a zip member as a watch-history candidate by its content; None when it is not one."""
+_HISTORY_FILE_STEMS: Final = frozenset(
+    {"watch-history", "wiedergabeverlauf", "historial-de-reproducciones", "kijkgeschiedenis"}
+)
+"""Documented names (without extension) of the watch-history file, lower case: en, de, es, nl."""
+_MEMBER_SUFFIXES: Final = (".json", ".html", ".htm")
+_SCAN_CHUNK_BYTES: Final = 65_536
+_SCAN_LIMIT_BYTES: Final = 4 * 1024 * 1024
+"""How far into a zip member to look for the record markers (a real HTML page has ~141 KB of CSS first)."""
+_MARKER_OVERLAP: Final = max(len(marker) for marker in (b"content-cell", *_WATCH_HINTS)) - 1
+_MEMBER_READ_ERRORS: Final = (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError, EOFError)
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """A zip member that may be the watch history, with the facts it is ranked by."""
+
+    info: zipfile.ZipInfo
+    has_records: bool
+    in_my_activity: bool
+    is_json: bool
+
+    def rank(self) -> tuple[bool, bool, bool, int, str]:
+        """Sort key, best first: see :func:`_parse_zip`."""
+        name = self.info.filename
+        return (not self.has_records, self.in_my_activity, not self.is_json, -self.info.file_size, name)
+
+
+def _scan_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[bool, bool]:
+    """Read up to :data:`_SCAN_LIMIT_BYTES` of a member in chunks; return (is JSON, holds watch records).
+
+    JSON means the first non-blank byte is ``[``. Watch records mean a watch URL (or legacy
+    ``youtube#playlistItem``) appears, and for HTML also a ``content-cell``. Only one chunk and a few
+    bytes of the previous one are held at a time, so a huge member is never read whole.
+    """
+    is_json: bool | None = None
+    has_cell = has_hint = False
+    tail = b""
+    scanned = 0
+    with archive.open(info) as member:
+        while scanned < _SCAN_LIMIT_BYTES:
+            chunk = member.read(_SCAN_CHUNK_BYTES)
+            if not chunk:
+                break
+            scanned += len(chunk)
+            if is_json is None:
+                stripped = chunk.lstrip(b"\xef\xbb\xbf \t\r\n")
+                if stripped:
+                    is_json = stripped.startswith(b"[")
+            window = tail + chunk
+            has_cell = has_cell or b"content-cell" in window
+            has_hint = has_hint or any(hint in window for hint in _WATCH_HINTS)
+            if has_hint and (is_json or has_cell):
+                break
+            tail = window[-_MARKER_OVERLAP:]
+    return bool(is_json), has_hint and (bool(is_json) or has_cell)
+
+
+def _candidate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> _Candidate | None:
+    """Return the member as a watch-history candidate, or None when it is not one.
+
+    A member is a candidate when it is a ``.json``/``.html``/``.htm`` file that holds watch records
+    (found by content, whatever its localized name), or when its file name is a documented name of
+    the watch-history file (:data:`_HISTORY_FILE_STEMS`), so that an empty or damaged history is
+    reported as such rather than as missing.
+
+    Raises:
+        TakeoutFormatError: the member cannot be read (damaged, encrypted, unsupported compression).
+    """
     lower = info.filename.lower()
-    if info.is_dir() or not lower.endswith((".json", ".html", ".htm")):
+    if info.is_dir() or not lower.endswith(_MEMBER_SUFFIXES):
         return None
-    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    is_json = stripped.startswith(b"[")
-    is_html = b"content-cell" in head
-    if not (is_json or is_html) or not any(hint in head for hint in _WATCH_HINTS):
+    try:
+        is_json, has_records = _scan_member(archive, info)
+    except _MEMBER_READ_ERRORS as exc:
+        raise TakeoutFormatError(name, f"cannot read archive member: {exc}", info.filename) from None
+    stem = PurePosixPath(lower).name.rsplit(".", 1)[0]
+    if not has_records and stem not in _HISTORY_FILE_STEMS:
         return None
     in_my_activity = "my activity" in lower or "myactivity" in lower
-    # Prefer the YouTube history file over My Activity (which mixes searches, likes…), JSON over HTML.
-    return (0 if in_my_activity else 1, 1 if is_json else 0, info.file_size)
+    return _Candidate(info, has_records=has_records, in_my_activity=in_my_activity, is_json=is_json)
 
 
 def _parse_zip(data: bytes, name: str, now_ms: int) -> ParseResult:
+    """Read the watch history of a Takeout zip archive.
+
+    When several members are candidates (:func:`_candidate`), the choice is deterministic: a member
+    whose content holds watch records before one found only by its name; the YouTube history file
+    before ``My Activity`` (which mixes searches, likes…); JSON before HTML; the larger file
+    (uncompressed) first; then the path in code-point order. The result names the member read in
+    :attr:`ParseResult.member` and lists the others in a note.
+    """
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError) as exc:
         raise TakeoutFormatError(name, f"damaged zip archive: {exc}") from None
     with archive:
-        best: tuple[tuple[int, int, int], zipfile.ZipInfo] | None = None
-        for info in archive.infolist():
-            try:
-                with archive.open(info) as member:
-                    head = member.read(_SNIFF_BYTES)
-            except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
-                raise TakeoutFormatError(name, f"cannot read archive member: {exc}", info.filename) from None
-            rank = _member_rank(info, head)
-            if rank is not None and (best is None or rank > best[0]):
-                best = (rank, info)
-        if best is None:
+        candidates = [c for info in archive.infolist() if (c := _candidate(archive, info, name)) is not None]
+        if not candidates:
             raise TakeoutFormatError(name, "the zip archive holds no watch-history file (JSON or HTML)")
-        info = best[1]
+        candidates.sort(key=_Candidate.rank)
+        info = candidates[0].info
         try:
             content = archive.read(info)
-        except (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError) as exc:
+        except _MEMBER_READ_ERRORS as exc:
             raise TakeoutFormatError(name, f"cannot read archive member: {exc}", info.filename) from None
-    return _parse_text(content, f"{name}!{info.filename}", now_ms)
+    result = _parse_text(content, f"{name}!{info.filename}", now_ms)
+    notes = result.notes
+    if len(candidates) > 1:
+        ignored = ", ".join(c.info.filename for c in candidates[1:])
+        notes = (
+            f"the archive holds {len(candidates)} watch-history files; read {info.filename}, ignored: {ignored}",
+            *notes,
+        )
+    return replace(result, member=info.filename, notes=notes)
 
 
 def parse_takeout_bytes(data: bytes, *, name: str, now_ms: int | None = None) -> ParseResult:
@@ -104,8 +180,10 @@ def parse_takeout_bytes(data: bytes, *, name: str, now_ms: int | None = None) ->
 
     Accepted: the My Activity JSON array, the legacy 2016 ``youtube#playlistItem`` JSON array, the
     HTML page (or a fragment of its records), and a Takeout ``.zip`` archive holding one of those
-    (chosen by content, not by the localized file name; the YouTube history file is preferred over
-    ``My Activity``, JSON over HTML). Text must be UTF-8 (a BOM is allowed).
+    (found by content, whatever the localized file name, or by a documented file name; with several
+    candidates the YouTube history file is preferred over ``My Activity``, JSON over HTML, the
+    larger over the smaller, and the member read is named in ``member`` and the others in a note).
+    Text must be UTF-8 (a BOM is allowed).
 
     Views are held to the backend's input limits (``worker.models.view_problem``): empty strings
     become None, and a view dated before 2005 or more than 1 day after ``now_ms``, or with an

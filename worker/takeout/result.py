@@ -29,7 +29,8 @@ class Rejection:
     reason: str
 
     def __str__(self) -> str:
-        return f"entry {self.index}, field {self.field!r}: {self.reason}"
+        """Format as ``entry 5: time: missing``, the form both ``import`` and the checker print."""
+        return f"entry {self.index}: {self.field}: {self.reason}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +47,10 @@ class ParseResult:
         first_ms: Earliest ``watched_at_ms`` among ``views`` (epoch ms, UTC), None without views.
         last_ms: Latest ``watched_at_ms`` among ``views`` (epoch ms, UTC), None without views.
         notes: Human-readable remarks on interpretations that were made, e.g. an ambiguous
-            time-zone label read with its documented default offset. Empty when none.
+            time-zone label read with its documented default offset, or the other watch-history
+            files of a zip archive that were not read. Empty when none.
+        member: For a zip archive, the path of the member that was read
+            (``Takeout/YouTube and YouTube Music/history/watch-history.json``); None otherwise.
     """
 
     source: ParseSource
@@ -57,3 +61,21 @@ class ParseResult:
     first_ms: int | None
     last_ms: int | None
     notes: tuple[str, ...] = field(default=())
+    member: str | None = None
+
+    def no_view_reason(self) -> str | None:
+        """Say why the export holds no view to import; None when it holds at least one.
+
+        Returns:
+            ``"the file holds no entries"``, ``"every entry was rejected (2 of 2)"`` or
+            ``"none of its 2 entries is a view (ad 1, rejected 1)"``; None when ``views`` is not empty.
+        """
+        if self.views:
+            return None
+        total, rejected = self.total_entries, len(self.rejected)
+        if total == 0:
+            return "the file holds no entries"
+        if rejected == total:
+            return f"every entry was rejected ({rejected} of {total})"
+        kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(self.non_views.items()) if count)
+        return f"none of its {total} entries is a view ({kinds}, rejected {rejected})"

@@ -186,6 +186,7 @@ class TestRejections:
             (8, "time"),
         ]
         assert result.rejected[0] == Rejection(1, "time", "missing")
+        assert str(result.rejected[0]) == "entry 1: time: missing"
         assert "yesterday" in result.rejected[1].reason
         assert result.total_entries == 10
         assert "entry 4" in str(result.rejected[3])
@@ -345,14 +346,68 @@ class TestZipAndCli:
         assert result.source == "takeout_json" and len(result.views) == 2
 
     def test_cli_summary(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-        """The checker prints counts and rejections, and exits 0 when every file was read."""
+        """The checker prints counts and rejections (as import does), and exits 0 when every file has a view."""
         from worker.takeout.__main__ import main
 
         good = tmp_path / "h.json"
         good.write_text(json.dumps([record(), record(time=None)]), encoding="utf-8")
         assert main([str(good)]) == 0
         out = capsys.readouterr().out
-        assert "1 views" in out and "rejected 1" in out and "entry 1, field 'time': missing" in out
+        assert "1 views" in out and "rejected 1" in out and "  rejected: entry 1: time: missing" in out
+        assert "nothing to import" not in out
+
+    @pytest.mark.parametrize(
+        ("entries", "reason"),
+        [
+            ([], "the file holds no entries"),
+            ([record(time=None), record(titleUrl="http://example.com/x")], "every entry was rejected (2 of 2)"),
+            (
+                [record(title="Watched Volvo Cars", details=[{"name": "From Google Ads"}]), record(time=None)],
+                "none of its 2 entries is a view (ad 1, rejected 1)",
+            ),
+        ],
+    )
+    def test_cli_nothing_to_import_exits_1(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], entries: list[Any], reason: str
+    ) -> None:
+        """A readable file that import would refuse: a 'nothing to import' line with import's reason, exit 1."""
+        from worker.takeout.__main__ import main
+
+        path = tmp_path / "h.json"
+        path.write_text(json.dumps(entries), encoding="utf-8")
+        assert main([str(path)]) == 1
+        assert f"  nothing to import: {reason}\n" in capsys.readouterr().out
+
+    def test_cli_unreadable_file_takes_precedence(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """With one file without views and one unreadable file the exit code is 2."""
+        from worker.takeout.__main__ import main
+
+        (tmp_path / "empty.json").write_text("[]", encoding="utf-8")
+        (tmp_path / "good.json").write_text(json.dumps([record()]), encoding="utf-8")
+        assert main([str(tmp_path / "empty.json"), str(tmp_path / "missing.json")]) == 2
+        assert main([str(tmp_path / "good.json"), str(tmp_path / "empty.json")]) == 1
+        assert main([str(tmp_path / "good.json")]) == 0
+        capsys.readouterr()
+
+    def test_cli_names_the_zip_member_and_the_ignored_ones(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """For a zip the checker names the member read and notes the other candidates."""
+        import zipfile
+
+        from worker.takeout.__main__ import main
+
+        path = tmp_path / "tk2.zip"
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("Takeout/YouTube/history/watch-history.json", json.dumps([record(), record()]))
+            archive.writestr("Takeout/My Activity/YouTube/MyActivity.json", json.dumps([record()]))
+        assert main([str(path)]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0].startswith(f"{path}: Takeout/YouTube/history/watch-history.json: takeout_json, 2 entries")
+        assert lines[1] == (
+            "  note: the archive holds 2 watch-history files; read Takeout/YouTube/history/watch-history.json,"
+            " ignored: Takeout/My Activity/YouTube/MyActivity.json"
+        )
 
     @pytest.mark.parametrize(
         ("make", "message"),

@@ -152,3 +152,119 @@ class TestZipArchive:
             archive.writestr("Takeout/archive_browser.html", "<html><body>index</body></html>")
         result = parse_takeout_bytes(buffer.getvalue(), name="takeout.zip")
         assert len(result.views) == 16
+        assert result.member == "Takeout/YouTube und YouTube Music/Verlauf/Wiedergabeverlauf.json"
+        assert result.notes == ()
+
+
+LEMMINGS_HTML = "lemmingscode_watch-history-excerpt_en-AU.html"
+HISTORY_DIR = "Takeout/YouTube and YouTube Music/history"
+
+
+def zip_of(members: dict[str, bytes]) -> bytes:
+    """A zip archive holding ``members`` (path → content) in the given order."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path, content in members.items():
+            archive.writestr(path, content)
+    return buffer.getvalue()
+
+
+class TestZippedHtmlExport:
+    def test_real_page_starts_with_more_than_64_kib_of_css(self, samples: Path) -> None:
+        """The premise of the tests below: the first record marker of a real page is past the first 64 KiB."""
+        assert (samples / LEMMINGS_HTML).read_bytes().index(b"content-cell") > 65_536
+
+    @pytest.mark.parametrize(
+        "member",
+        [
+            LEMMINGS_HTML,
+            f"{HISTORY_DIR}/watch-history.html",
+            "Takeout/YouTube/history/watch-history.html",
+            "Takeout/YouTube en YouTube Music/geschiedenis/kijkgeschiedenis.html",
+            # a name no list holds (it): found by content, past the CSS
+            "Takeout/YouTube e YouTube Music/cronologia/cronologia-visualizzazioni.html",
+        ],
+    )
+    def test_html_export_in_a_zip_is_read(self, samples: Path, member: str) -> None:
+        """The real HTML page, zipped flat or in a (localized) Takeout folder layout, gives its 32 views."""
+        data = zip_of({member: (samples / LEMMINGS_HTML).read_bytes()})
+        result = parse_takeout_bytes(data, name="flat.zip")
+        assert result.source == "takeout_html"
+        assert result.total_entries == 32 and len(result.views) == 32 and result.rejected == []
+        assert result.member == member and result.notes == ()
+
+    @pytest.mark.parametrize("marker", [b"content-cell", b"watch?v="])
+    def test_marker_split_across_scan_chunks(self, marker: bytes) -> None:
+        """A page whose only record marker straddles two 64 KiB read chunks is still found."""
+        record = (
+            b'<div class="content-cell mdl-typography--body-1">Watched <a href="https://www.youtube.com/watch?v='
+            b'Qx7Lm2Np9Ta">T</a><br>Jan 2, 2024, 10:00:00 AM UTC</div>'
+        )
+        head = b"<html><head><style>"
+        tail = b"</style></head><body>"
+        pad = 65_536 * 3 - 4 - len(head) - len(tail) - record.index(marker)  # 4 bytes of the marker in chunk 3
+        page = head + b" " * pad + tail + record + b"</body></html>"
+        assert page.count(marker) == 1 and page.index(marker) == 65_536 * 3 - 4
+        result = parse_takeout_bytes(zip_of({"Takeout/export/page.html": page}), name="t.zip")
+        assert len(result.views) == 1 and result.member == "Takeout/export/page.html"
+
+    def test_a_documented_name_is_a_candidate_even_when_empty(self) -> None:
+        """An empty watch-history.json is read (0 entries), not reported as a missing history file."""
+        result = parse_takeout_bytes(zip_of({f"{HISTORY_DIR}/watch-history.json": b"[]"}), name="t.zip")
+        assert result.total_entries == 0 and result.member == f"{HISTORY_DIR}/watch-history.json"
+        assert result.no_view_reason() == "the file holds no entries"
+
+    def test_other_html_pages_are_not_candidates(self) -> None:
+        """Takeout's archive browser and a search history without watch links are passed over."""
+        data = zip_of(
+            {
+                "Takeout/archive_browser.html": b"<html><body>" + b"x" * 200_000 + b"</body></html>",
+                f"{HISTORY_DIR}/search-history.html": b'<div class="content-cell">Searched for cats</div>',
+            }
+        )
+        with pytest.raises(TakeoutFormatError, match="no watch-history file"):
+            parse_takeout_bytes(data, name="t.zip")
+
+
+class TestSeveralCandidates:
+    def members(self, samples: Path) -> dict[str, bytes]:
+        return {
+            "Takeout/My Activity/YouTube/MyActivity.json": (samples / "yutotakano_watch-history.json").read_bytes(),
+            f"{HISTORY_DIR}/watch-history.html": (samples / LEMMINGS_HTML).read_bytes(),
+            f"{HISTORY_DIR}/watch-history.json": (samples / "vidvidex_watch-history.json").read_bytes(),
+        }
+
+    def test_choice_is_named_and_the_others_listed(self, samples: Path) -> None:
+        """The YouTube history JSON is read; the member is named and a note lists the ignored candidates."""
+        result = parse_takeout_bytes(zip_of(self.members(samples)), name="tk2.zip")
+        assert result.source == "takeout_json" and len(result.views) == 16
+        assert result.member == f"{HISTORY_DIR}/watch-history.json"
+        assert result.notes[0] == (
+            f"the archive holds 3 watch-history files; read {HISTORY_DIR}/watch-history.json, ignored: "
+            f"{HISTORY_DIR}/watch-history.html, Takeout/My Activity/YouTube/MyActivity.json"
+        )
+
+    def test_choice_does_not_depend_on_archive_order(self, samples: Path) -> None:
+        """Members written in reverse order give the same member and the same note."""
+        members = self.members(samples)
+        forward = parse_takeout_bytes(zip_of(members), name="a.zip")
+        backward = parse_takeout_bytes(zip_of(dict(reversed(members.items()))), name="a.zip")
+        assert (backward.member, backward.notes) == (forward.member, forward.notes)
+
+    @pytest.mark.parametrize(
+        ("sizes", "chosen"),
+        [((1, 2), "b"), ((2, 1), "a"), ((1, 1), "a")],
+    )
+    def test_equal_rank_prefers_the_larger_file_then_the_path(self, sizes: tuple[int, int], chosen: str) -> None:
+        """Two JSON histories: the one with more bytes is read; on a tie, the path that sorts first."""
+        entry = (
+            '{"header": "YouTube", "title": "Watched T", "titleUrl": "https://www.youtube.com/watch?v\\u003d'
+            'Qx7Lm2Np9Ta", "time": "2024-01-05T22:15:32Z"}'
+        )
+        members = {
+            f"Takeout-{name}/{HISTORY_DIR[8:]}/watch-history.json": ("[" + ",".join([entry] * n) + "]").encode()
+            for name, n in zip("ab", sizes, strict=True)
+        }
+        result = parse_takeout_bytes(zip_of(dict(reversed(members.items()))), name="t.zip")
+        assert result.member is not None and result.member.startswith(f"Takeout-{chosen}/")
+        assert result.total_entries == max(sizes) and "ignored: Takeout-" in result.notes[0]
