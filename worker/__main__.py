@@ -1,6 +1,8 @@
 """Command line: ``python -m worker run | import | demo | healthcheck | dead-letters list|retry``.
 
-Exit codes: 0 success (also after SIGTERM), 1 runtime failure, 2 configuration or input error.
+Exit codes: 0 success (``run`` also after SIGTERM or SIGINT: its graceful stop), 1 runtime failure,
+2 configuration or input error, 128 + the signal's number when another command is interrupted
+(130 for SIGINT, 143 for SIGTERM).
 """
 
 from __future__ import annotations
@@ -8,10 +10,20 @@ from __future__ import annotations
 import signal
 import sys
 
+_COMMAND = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
+"""The command named on the command line (``run``, ``import``, ...), as far as it can be told this early."""
+
 
 def _exit_on_early_sigterm(signum: int, frame: object) -> None:
-    """SIGTERM before the event loop takes over (during imports and start-up): exit 0, nothing to finish."""
-    sys.exit(0)
+    """SIGTERM before a command takes over signals (during imports and start-up).
+
+    ``run`` exits 0: nothing to finish, SIGTERM is its graceful stop. Any other command exits 143, as
+    an interrupted command does, with one line saying that it had not started.
+    """
+    if _COMMAND == "run":
+        sys.exit(0)
+    sys.stderr.write("error: interrupted by SIGTERM before the command started\n")
+    sys.exit(128 + signum)
 
 
 signal.signal(signal.SIGTERM, _exit_on_early_sigterm)
@@ -19,8 +31,9 @@ signal.signal(signal.SIGTERM, _exit_on_early_sigterm)
 import asyncio  # noqa: E402 - after the early SIGTERM handler on purpose
 import os  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Coroutine  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Annotated, Any  # noqa: E402
+from typing import Annotated, Any, TypeVar  # noqa: E402
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
@@ -40,6 +53,7 @@ from worker.errors import (  # noqa: E402
     ConfigError,
     GatewayError,
     ImportFailedError,
+    ImportInterruptedError,
     PermanentGatewayError,
     WorkerError,
 )
@@ -55,6 +69,75 @@ DEMO_SUBJECT = "demo-user"
 def _fail(message: str, code: int = 2) -> typer.Exit:
     console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
     return typer.Exit(code)
+
+
+T = TypeVar("T")
+
+
+class _Interrupted(Exception):
+    """SIGINT or SIGTERM ended a command other than ``run``.
+
+    Attributes:
+        signum: The signal's number.
+        detail: What was done before (an import's committed batches), or "".
+    """
+
+    def __init__(self, signum: int, detail: str = "") -> None:
+        super().__init__(signum, detail)
+        self.signum = signum
+        self.detail = detail
+
+    def exit(self, what: str) -> typer.Exit:
+        """Print the one-line message and return the exit (128 + the signal's number)."""
+        name = signal.Signals(self.signum).name
+        return _fail(f"{what} interrupted by {name}" + (f": {self.detail}" if self.detail else ""), 128 + self.signum)
+
+
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise _Interrupted(signum)
+
+
+def _interruptible() -> None:
+    """Make SIGINT and SIGTERM raise :class:`_Interrupted` (``import`` and ``demo``; ``run`` stops gracefully).
+
+    Outside the event loop they raise at once; inside it, :func:`_cancel_on_signals` cancels the
+    running task instead, so that it unwinds and can say what it had done.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_interrupted)
+
+
+async def _cancel_on_signals(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro``, cancelling it on SIGINT or SIGTERM.
+
+    Raises:
+        _Interrupted: after the cancelled coroutine has unwound, with the committed batches of an
+            interrupted import as ``detail``.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    received: list[int] = []
+
+    def cancel(signum: int) -> None:
+        received.append(signum)
+        if task is not None:
+            task.cancel()
+
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        loop.add_signal_handler(sig, cancel, sig)
+    try:
+        return await coro
+    except ImportInterruptedError as exc:
+        raise _Interrupted(received[0] if received else signal.SIGINT, str(exc)) from None
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        raise _Interrupted(received[0]) from None
+    finally:
+        for sig, handler in previous.items():
+            loop.remove_signal_handler(sig)
+            signal.signal(sig, handler)
 
 
 def _warn_unknown_variables() -> None:
@@ -183,6 +266,7 @@ async def _import(
             TimeElapsedColumn(),
             console=console,
             transient=True,
+            disable=not console.is_terminal,  # piped: no bar, and no empty line left behind
         ) as progress:
             task = progress.add_task("import", total=len(parsed.views))
             summary = await upload_events(
@@ -230,8 +314,11 @@ def import_(
             f" 'convex-local|{user_id}'): no signed-in user will see these views",
             soft_wrap=True,
         )
+    _interruptible()
     try:
-        asyncio.run(_import(file, url, admin_key=admin_key, token=token, user_id=user_id))
+        asyncio.run(_cancel_on_signals(_import(file, url, admin_key=admin_key, token=token, user_id=user_id)))
+    except _Interrupted as exc:
+        raise exc.exit("import") from None
     except ImportFailedError as exc:
         raise _fail(str(exc), 2 if isinstance(exc.__cause__, PermanentGatewayError) else 1) from None
     except GatewayError as exc:
@@ -302,7 +389,11 @@ def demo(
             ZoneInfo(time_zone)
         except (ZoneInfoNotFoundError, ValueError):
             raise _fail(f"--time-zone {time_zone!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
-    parsed = _parse_file(path)  # a file that cannot be read is refused before the backend starts
+    _interruptible()
+    try:
+        parsed = _parse_file(path)  # a file that cannot be read is refused before the backend starts
+    except _Interrupted as exc:
+        raise exc.exit("demo") from None
     configure_logging("console" if log_format == "console" else "json", "warning")
     console.print("[bold]starting the local Convex backend[/] (npx convex-local)")
     try:
@@ -315,7 +406,11 @@ def demo(
             )
             token = backend.mint_token(DEMO_SUBJECT)
             zone = time_zone or ("Europe/Berlin" if file is None else "UTC")
-            asyncio.run(_demo(path, parsed, settings, token, time_zone=zone, keep_running=keep_running))
+            asyncio.run(
+                _cancel_on_signals(_demo(path, parsed, settings, token, time_zone=zone, keep_running=keep_running))
+            )
+    except _Interrupted as exc:
+        raise exc.exit("demo") from None
     except BackendStartError as exc:
         raise _fail(str(exc), 1) from None
     except ImportFailedError as exc:
@@ -335,6 +430,8 @@ app.add_typer(dead_letters_app, name="dead-letters")
 
 RETRY_PAGE = 1000
 """Dead letters put back per ``admin:retryDeadLetters`` call by ``dead-letters retry``."""
+MAX_DEAD_LETTER_PAGE = 1000
+"""Most dead letters ``admin:listDeadLetters`` returns per call."""
 
 UserIdOption = Annotated[
     str | None,
@@ -347,13 +444,17 @@ def _deployment_url(url: str | None) -> str:
     """Return ``url``, else ``CONVEX_URL`` (or its aliases), checked as a deployment URL.
 
     Raises:
-        typer.Exit: code 2 with a one-line message when no URL is given or it is not a valid one.
+        typer.Exit: code 2 with a one-line message naming where the URL came from (``--url`` or the
+            variable) when no URL is given or it is not a valid one (also when it ends in ``/api``).
     """
-    url = url or env_first(URL_VARIABLES)
+    source = "--url"
+    if not url:
+        source = next((name for name in URL_VARIABLES if os.environ.get(name)), "CONVEX_URL")
+        url = env_first(URL_VARIABLES)
     if not url:
         raise _fail("CONVEX_URL is not set (or pass --url)")
     try:
-        check_deployment_url(url)
+        check_deployment_url(url, source=source)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     return url
@@ -412,15 +513,21 @@ def dead_letters_list(
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Most dead letters shown (1-1000).")] = 100,
     url: UrlOption = None,
 ) -> None:
-    """Show dead-lettered changes as a table (user, seq, kind, range, count, when), then their last errors."""
+    """Show dead-lettered changes (user, seq, kind, range, count, when), then their last errors.
+
+    A table on a terminal wide enough for it; piped or narrower, one ``key=value`` line per dead letter.
+    """
     from worker.report import print_dead_letters
 
     url, admin_key = _operator_connection(url)
-    try:
-        rows = asyncio.run(_list_dead_letters(url, admin_key, user_id, limit))
+    try:  # one row more than shown tells whether others exist (the backend returns at most 1000)
+        rows = asyncio.run(_list_dead_letters(url, admin_key, user_id, min(limit + 1, MAX_DEAD_LETTER_PAGE)))
     except GatewayError as exc:
         raise _operator_call_failed(exc) from None
-    print_dead_letters(rows, limit=limit, user_id=user_id, console=Console(soft_wrap=False))
+    more: bool | None = len(rows) > limit
+    if limit == MAX_DEAD_LETTER_PAGE and len(rows) == limit:
+        more = None  # a full page at the largest limit: others may exist
+    print_dead_letters(rows[:limit], limit=limit, more=more, user_id=user_id, console=Console())
 
 
 @dead_letters_app.command("retry")

@@ -129,6 +129,13 @@ class Settings(BaseSettings):
         """Accept ``DEBUG`` as well as ``debug`` (level and format names are case-insensitive)."""
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator("convex_url")
+    @classmethod
+    def _no_api_path(cls, value: HttpUrl) -> HttpUrl:
+        """Refuse ``…/api``: every call would go to ``…/api/api/query`` and get HTTP 404."""
+        _refuse_api_path(str(value))
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
@@ -169,10 +176,18 @@ def load_settings(**overrides: object) -> Settings:
         problems = []
         for err in exc.errors():
             field = str(err["loc"][0]) if err["loc"] else "?"
-            name = _ENV_NAMES.get(field) or (field if field.isupper() else f"WORKER_{field.upper()}")
-            what = "is not set" if err["type"] == "missing" else f"is invalid: {err['msg']}"
+            name = _ENV_NAMES.get(field) or _spelling(field if field.isupper() else f"WORKER_{field.upper()}")
+            reason = str(err["msg"]).removeprefix("Value error, ")  # a validator's own words
+            what = "is not set" if err["type"] == "missing" else f"is invalid: {reason}"
             problems.append(f"{name} {what}")
         raise ConfigError("; ".join(problems)) from None
+
+
+def _spelling(name: str) -> str:
+    """Return ``name`` as it is spelt in the environment (names are read case-insensitively), else as is."""
+    if name in os.environ:
+        return name
+    return next((key for key in sorted(os.environ) if key.upper() == name), name)
 
 
 ENV_PREFIX = "WORKER_"
@@ -231,16 +246,37 @@ def env_first(names: tuple[str, ...]) -> str | None:
     return None
 
 
-def check_deployment_url(url: str) -> str:
+def check_deployment_url(url: str, *, source: str = "CONVEX_URL") -> str:
     """Return ``url`` when it is a valid deployment URL (http or https, with a host), as ``CONVEX_URL`` must be.
 
+    A URL whose path ends in ``/api`` is refused too: the gateway appends ``/api/query`` etc. itself,
+    so it would call ``…/api/api/query`` and get HTTP 404 for every function.
+
+    Args:
+        url: The URL to check.
+        source: Where it came from, named in the message (``CONVEX_URL``, ``--url``, ...).
+
     Raises:
-        ConfigError: naming ``CONVEX_URL`` and what is wrong (same wording as :func:`load_settings`).
+        ConfigError: naming ``source`` and what is wrong (same wording as :func:`load_settings`).
     """
     from pydantic import TypeAdapter
 
     try:
         TypeAdapter(HttpUrl).validate_python(url)
     except ValidationError as exc:
-        raise ConfigError(f"CONVEX_URL is invalid: {exc.errors()[0]['msg']}") from None
+        raise ConfigError(f"{source} is invalid: {exc.errors()[0]['msg']}") from None
+    try:
+        _refuse_api_path(url)
+    except ValueError as exc:
+        raise ConfigError(f"{source} is invalid: {exc}") from None
     return url
+
+
+def _refuse_api_path(url: str) -> None:
+    """Raise ValueError when ``url``'s path ends in ``/api`` (the deployment URL must not include it)."""
+    from urllib.parse import urlsplit
+
+    path = urlsplit(url).path.rstrip("/")
+    if path == "/api" or path.endswith("/api"):
+        base = url[: url.rstrip("/").rfind("/api")]
+        raise ValueError(f"the deployment URL must not include /api (use {base})")

@@ -8,6 +8,7 @@ WorkerError
 │   └── PermanentGatewayError    ConvexError, bad arguments, unknown function → not retried
 │       └── AuthenticationError  the deployment rejected the admin key or token (HTTP 401)
 └── ImportFailedError            a Takeout import stopped; says what was already committed
+    └── ImportInterruptedError   … because it was cancelled (SIGINT/SIGTERM)
 ```
 
 Parsing errors of Takeout files live in :mod:`worker.takeout` (``TakeoutFormatError``).
@@ -73,3 +74,7 @@ class ImportFailedError(WorkerError):
         super().__init__(message)
         self.committed_batches = committed_batches
         self.inserted = inserted
+
+
+class ImportInterruptedError(ImportFailedError):
+    """An import was cancelled part-way (the CLI cancels it on SIGINT or SIGTERM); same attributes."""

@@ -390,7 +390,8 @@ class ConvexGateway:
             ) from exc
         if response.status_code == 401:
             raise AuthenticationError(
-                f"{self.url} rejected the credentials: {payload.get('code')}: {payload.get('message')}",
+                f"{self.url} rejected the {'admin key' if self._admin_key else 'token'}:"
+                f" {payload.get('code')}: {payload.get('message')}",
                 function=path,
                 code=payload.get("code"),
             )

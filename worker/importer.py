@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from worker.errors import AuthenticationError, GatewayError, ImportFailedError, PermanentGatewayError
+from worker.errors import (
+    AuthenticationError,
+    GatewayError,
+    ImportFailedError,
+    ImportInterruptedError,
+    PermanentGatewayError,
+)
 from worker.gateway import ConvexGateway
 from worker.models import WatchEvent
 
@@ -70,6 +77,8 @@ async def upload_events(
         ImportFailedError: a batch failed (its ``__cause__`` is the gateway error: permanent when the
             backend refused it, transient when the deployment could not be reached); earlier batches
             stay committed, and importing the same file again skips them as duplicates.
+        ImportInterruptedError: the task was cancelled (the CLI cancels it on SIGINT/SIGTERM); same
+            attributes, no ``__cause__``.
     """
     summary = ImportSummary()
     if events:
@@ -82,6 +91,12 @@ async def upload_events(
             result = await gateway.import_batch(batch, source=source, user_id=user_id)
         except GatewayError as exc:
             raise _batch_failure(exc, summary, start, len(batch)) from exc
+        except asyncio.CancelledError:  # SIGINT/SIGTERM: say what is committed instead of vanishing
+            raise ImportInterruptedError(
+                f"{_where(summary, start, len(batch))} may or may not be committed. {_committed(summary)}",
+                committed_batches=summary.batches,
+                inserted=summary.imported,
+            ) from None
         summary.batches += 1
         summary.imported += int(result["inserted"])
         summary.duplicates += int(result["duplicates"])
@@ -92,14 +107,34 @@ async def upload_events(
     return summary
 
 
+def _where(summary: ImportSummary, start: int, size: int) -> str:
+    return f"batch {summary.batches + 1} (views {start}..{start + size - 1} in time order)"
+
+
+def _committed(summary: ImportSummary) -> str:
+    """Say what is committed so far, as a sentence, and that importing the file again is safe."""
+    if summary.batches == 0:
+        return "No earlier batch is committed; importing the file again is safe."
+    return (
+        f"{summary.batches} earlier batches ({summary.imported} events) are committed;"
+        " importing the file again skips them as duplicates."
+    )
+
+
 def _batch_failure(exc: GatewayError, summary: ImportSummary, start: int, size: int) -> ImportFailedError:
-    """Describe a failed batch: rejected credentials, a refused batch, or an unreachable deployment."""
-    where = f"batch {summary.batches + 1} (views {start}..{start + size - 1} in time order)"
-    committed = f"{summary.batches} earlier batches ({summary.imported} events) are committed"
+    """Describe a failed batch: rejected credentials, a refused batch, or an unreachable deployment.
+
+    One line; what is committed is said only when something is, except after a transient failure
+    (the failed batch itself may have been committed), where it also says that a re-import is safe.
+    """
+    reason = str(exc).rstrip().rstrip(".")  # the backend's own messages may end in a period
+    where = _where(summary, start, size)
     if isinstance(exc, AuthenticationError):
-        message = f"the deployment rejected the credentials (token or admin key): {exc}. {committed}."
+        message = f"{reason}. {_committed(summary)}" if summary.batches else f"{reason}."
     elif isinstance(exc, PermanentGatewayError):
-        message = f"{where} was refused: {exc}. {committed}; nothing of this batch was written."
+        message = f"{where} was refused: {reason}; nothing of this batch was written."
+        if summary.batches:
+            message += f" {_committed(summary)}"
     else:
-        message = f"{where} failed: {exc}. {committed}; importing the file again skips them as duplicates."
+        message = f"{where} failed: {reason}. {_committed(summary)}"
     return ImportFailedError(message, committed_batches=summary.batches, inserted=summary.imported)

@@ -7,6 +7,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from worker.models import DeadLetter
@@ -50,66 +51,96 @@ def _error_preview(error: str) -> str:
     return line if len(line) <= ERROR_PREVIEW_CHARS else line[: ERROR_PREVIEW_CHARS - 1] + "…"
 
 
-def print_dead_letters(rows: list[DeadLetter], *, limit: int, user_id: str | None, console: Console) -> None:
-    """Print dead letters as a table, then their distinct last errors, then what to do next.
+def _iso_minute(ms: int | None) -> str:
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%MZ")
 
-    One table row per dead letter (user, seq, kind, affected range, count, when it was dead-lettered,
-    and a reference to its error); the errors follow once each, since the rows of one failed
-    recompute share the same error. A row takes one line in about 100 columns, two or three in 80.
+
+def print_dead_letters(
+    rows: list[DeadLetter],
+    *,
+    limit: int,
+    more: bool | None = False,
+    user_id: str | None = None,
+    console: Console,
+    as_table: bool | None = None,
+) -> None:
+    """Print dead letters as a table or one record per line, then their distinct last errors, then what to do next.
+
+    One row per dead letter (user, seq, kind, affected range, count, when it was dead-lettered, and a
+    reference to its error); the errors follow once each, since the rows of one failed recompute
+    share the same error. The table is used only on a terminal wide enough for it (its natural width,
+    about 100 columns); piped, redirected or in a narrower terminal every dead letter is one line of
+    ``key=value`` fields (``user=… seq=… kind=… range=…..… count=… failed_at=…Z error=#1``), which
+    no width can cut and ``grep``/``awk`` can read. No line is wrapped or cropped at the console width.
 
     Args:
-        rows: As ``admin:listDeadLetters`` returns them (by user, then seq).
-        limit: The ``limit`` they were read with; a full page says that more may exist.
+        rows: As ``admin:listDeadLetters`` returns them (by user, then seq), at most ``limit``.
+        limit: The most rows asked for.
+        more: True when more dead letters exist than were shown, None when that is unknown (a full
+            page at the largest limit), False when these are all.
         user_id: The user they were filtered on, or None.
         console: Where to print.
+        as_table: Force the table (True) or the lines (False); None decides from ``console`` as above.
     """
     of_user = f" of {user_id}" if user_id else ""
+
+    def line(message: str) -> None:
+        console.print(message, highlight=False, markup=False, soft_wrap=True)
+
     if not rows:
-        console.print(f"no dead letters{of_user}", highlight=False, markup=False)
+        line(f"no dead letters{of_user}")
         return
     attempts = sorted({row.attempts for row in rows})
     times = str(attempts[0]) if len(attempts) == 1 else f"{attempts[0]}-{attempts[-1]}"
+    title = f"Dead letters{of_user}: changes the worker failed on {times} times, no longer delivered"
     errors: dict[str, str] = {}  # preview -> reference, in order of first appearance
-    table = Table(
-        title=f"Dead letters{of_user}: changes the worker failed on {times} times, no longer delivered",
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        pad_edge=False,
-        collapse_padding=True,
-    )
-    # Narrower than about 100 columns, the range and the time wrap at their space and long user ids fold.
-    table.add_column("user", overflow="fold", min_width=18)
-    table.add_column("seq", justify="right", no_wrap=True)
-    table.add_column("kind", no_wrap=True)
-    table.add_column("range (UTC)", min_width=13)
-    table.add_column("count", justify="right", no_wrap=True)
-    table.add_column("failed at (UTC)", min_width=10)
-    table.add_column("err", no_wrap=True)
+    records: list[tuple[DeadLetter, tuple[str, str] | None, str]] = []
     for row in rows:
         change = row.change
-        span = (
-            "whole history"
-            if change.from_ms is None or change.to_ms is None
-            else f"{_day(change.from_ms)} .. {_day(change.to_ms)}"
-        )
         ref = errors.setdefault(_error_preview(row.error), f"#{len(errors) + 1}")
+        days = None if change.from_ms is None or change.to_ms is None else (_day(change.from_ms), _day(change.to_ms))
+        records.append((row, days, ref))
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("user", no_wrap=True)
+    table.add_column("seq", justify="right", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    table.add_column("range (UTC)", no_wrap=True)
+    table.add_column("count", justify="right", no_wrap=True)
+    table.add_column("failed at (UTC)", no_wrap=True)
+    table.add_column("error", no_wrap=True)
+    for row, days, ref in records:
+        change = row.change
+        span = "whole history" if days is None else f"{days[0]} .. {days[1]}"
         table.add_row(
             change.user_id, str(change.seq), change.kind, span, str(change.count), _minute(row.failed_at_ms), ref
         )
-    console.print(table, highlight=False)
-    console.print("err: the last error of the row", highlight=False, markup=False)
+    if as_table is None:
+        natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+        as_table = console.is_terminal and natural <= console.width
+
+    line(title)
+    if as_table:
+        console.print(table, highlight=False)
+    else:
+        for row, days, ref in records:
+            change = row.change
+            span = "whole-history" if days is None else f"{days[0]}..{days[1]}"
+            line(
+                f"user={change.user_id} seq={change.seq} kind={change.kind} range={span} count={change.count}"
+                f" failed_at={_iso_minute(row.failed_at_ms)} error={ref}"
+            )
+    line("last errors:")
     for preview, ref in errors.items():
-        console.print(f"  {ref}  {preview}", highlight=False, markup=False, overflow="fold")
+        line(f"  {ref}  {preview}")
     users = len({row.change.user_id for row in rows})
-    console.print(f"{len(rows)} dead letter(s) of {users} user(s)", highlight=False, markup=False)
-    if len(rows) >= limit:
-        console.print(
-            f"showing the first {limit}: pass a larger --limit (up to 1000) or --user-id to see the others",
-            highlight=False,
-            markup=False,
-        )
+    line(f"{len(rows)} dead letter(s) of {users} user(s)")
+    if more is None:
+        line(f"showing the first {limit} (the most one call returns); more may exist: pass --user-id to narrow")
+    elif more:
+        line(f"showing the first {limit}: more exist; pass a larger --limit (up to 1000) or --user-id to see them")
     retry = "python -m worker dead-letters retry" + (f" --user-id '{user_id}'" if user_id else "")
-    console.print(f"after fixing the cause: {retry}", highlight=False, markup=False)
+    line(f"after fixing the cause: {retry}")
 
 
 def print_dashboard(dashboard: dict[str, Any] | None, *, console: Console) -> None:

@@ -54,6 +54,14 @@ class TestRun:
         ]
         assert lines[-1].startswith("error: CONVEX_URL is not set")
 
+    def test_variable_names_are_case_insensitive(self) -> None:
+        """Lower-case names are settings as well: a lower-case typo is warned about, a bad value named as spelt."""
+        res = run_cli("run", env={"worker_pagesize": "100", "worker_lease_ms": "abc"})
+        assert res.returncode == 2
+        lines = res.stderr.strip().splitlines()
+        assert lines[0] == "warning: worker_pagesize is not a setting and is ignored; did you mean WORKER_PAGE_SIZE?"
+        assert "worker_lease_ms is invalid" in lines[-1]
+
     def test_rejected_admin_key_fails_fast(self, project_backend: LocalBackend) -> None:
         """A wrong admin key is reported at start-up (the WebSocket client alone would retry forever)."""
         started = time.monotonic()
@@ -134,6 +142,50 @@ class TestImport:
         assert "imported            0" in second.stderr
         assert "duplicates skipped  5000" in second.stderr
         assert "ad 45" in second.stderr
+
+
+class TestImportInterrupted:
+    @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+    def test_signal_exits_non_zero_with_what_is_committed(
+        self, project_backend: LocalBackend, tmp_path: Path, sig: signal.Signals, code: int
+    ) -> None:
+        """SIGTERM/SIGINT mid-import: exit 128 + signal with one line naming the committed batches (not exit 0)."""
+        from worker.synthetic import generate_history, write_takeout_json
+
+        export = tmp_path / "watch-history.json"
+        write_takeout_json(generate_history(40_000, seed=3, end_ms=1_780_000_000_000), export, seed=3)
+        user = f"convex-local|cli-interrupted-{sig.name.lower()}"
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("CONVEX_", "WORKER_"))},
+            "CONVEX_URL": project_backend.url,
+            "CONVEX_ADMIN_KEY": project_backend.admin_key,
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker", "import", str(export), "--user-id", user],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while user not in asyncio.run(pending_users(project_backend)):  # a first batch is committed
+                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+                time.sleep(0.05)
+            proc.send_signal(sig)
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=10)
+        assert proc.returncode == code, stderr
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1, stderr
+        assert lines[0].startswith(f"error: import interrupted by {sig.name}: batch ")
+        assert " earlier batches (" in lines[0]
+        assert lines[0].endswith("are committed; importing the file again skips them as duplicates."), stderr
+        assert "Traceback" not in stderr
 
 
 class TestImportRejections:
@@ -312,9 +364,20 @@ class TestImportErrors:
         sample = REPO_ROOT / "worker" / "data" / "demo-watch-history.json"
         res = run_cli("import", str(sample), "--token", "not.a.jwt", env={"CONVEX_URL": project_backend.url})
         assert res.returncode == 2
-        assert "rejected the credentials" in res.stderr
+        assert res.stderr.startswith(f"error: {project_backend.url} rejected the token: ")
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr  # one line, not wrapped
         assert "Traceback" not in res.stderr
+
+    def test_rejected_admin_key_is_one_clean_line(self, project_backend: LocalBackend) -> None:
+        """A wrong admin key: the deployment's words once, no blank line, no "0 earlier batches" remark."""
+        sample = REPO_ROOT / "worker" / "data" / "demo-watch-history.json"
+        env = {"CONVEX_URL": project_backend.url, "CONVEX_ADMIN_KEY": "wrong-key"}
+        res = run_cli("import", str(sample), "--user-id", "convex-local|cli-bad-key", env=env)
+        assert res.returncode == 2
+        assert res.stderr.splitlines() == [
+            f"error: {project_backend.url} rejected the admin key: BadAdminKey:"
+            " The provided admin key was invalid for this instance."
+        ], res.stderr
 
     def test_invalid_url_is_refused_before_any_call(self) -> None:
         """A CONVEX_URL that is not an http(s) URL: exit 2 naming it, at once (as `run` does), no retries."""
@@ -323,6 +386,19 @@ class TestImportErrors:
         assert res.returncode == 2, res.stderr
         assert res.stderr.startswith("error: CONVEX_URL is invalid:") and "URL" in res.stderr
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+    def test_url_errors_name_the_option_and_refuse_an_api_path(self) -> None:
+        """An invalid --url is reported as --url; a URL ending in /api is refused with the base URL to use."""
+        sample = REPO_ROOT / "worker" / "data" / "demo-watch-history.json"
+        res = run_cli("import", str(sample), "--token", "t", "--url", "notaurl", env={"CONVEX_URL": "http://x"})
+        assert res.returncode == 2 and res.stderr.startswith("error: --url is invalid:"), res.stderr
+        res = run_cli("dead-letters", "list", "--url", "http://127.0.0.1:9/api", env={"CONVEX_ADMIN_KEY": "k"})
+        assert res.returncode == 2
+        assert res.stderr.strip() == (
+            "error: --url is invalid: the deployment URL must not include /api (use http://127.0.0.1:9)"
+        )
+        res = run_cli("run", env={"CONVEX_URL": "http://127.0.0.1:9/api/", "CONVEX_ADMIN_KEY": "k"})
+        assert res.returncode == 2 and "must not include /api" in res.stderr, res.stderr
 
     def test_user_id_and_token_together_are_refused(self) -> None:
         """Operator and user mode at once (the token may come from CONVEX_USER_TOKEN): exit 2, nothing sent."""
@@ -368,14 +444,17 @@ class TestDeadLetters:
         seq = asyncio.run(dead_letter(project_backend, user, "ValueError: bad document"))
         env = {"CONVEX_URL": project_backend.url, "CONVEX_ADMIN_KEY": project_backend.admin_key}
 
-        listed = run_cli("dead-letters", "list", "--user-id", user, env=env)
+        # piped, and as narrow as 60 columns: one full line per dead letter; --limit 1 with one: no "more" hint
+        listed = run_cli("dead-letters", "list", "--user-id", user, "--limit", "1", env={**env, "COLUMNS": "60"})
         assert listed.returncode == 0, listed.stderr
-        assert "changes the worker failed on 5 times" in listed.stdout
-        row = next(line for line in listed.stdout.splitlines() if line.strip().startswith(user))
-        assert row.split() == [user, str(seq), "import", "2023-11-14", "..", "2023-11-14", "1", *row.split()[7:9], "#1"]
-        assert "  #1  ValueError: bad document (attempt 5)" in listed.stdout  # the last error, once
-        assert "1 dead letter(s) of 1 user(s)" in listed.stdout
-        assert f"python -m worker dead-letters retry --user-id '{user}'" in listed.stdout
+        lines = listed.stdout.splitlines()
+        assert lines[0] == f"Dead letters of {user}: changes the worker failed on 5 times, no longer delivered"
+        assert lines[1].startswith(f"user={user} seq={seq} kind=import range=2023-11-14..2023-11-14 count=1 failed_at=")
+        assert lines[1].endswith("Z error=#1"), lines[1]
+        assert "  #1  ValueError: bad document (attempt 5)" in lines  # the last error, once
+        assert "1 dead letter(s) of 1 user(s)" in lines
+        assert "showing the first" not in listed.stdout
+        assert f"after fixing the cause: python -m worker dead-letters retry --user-id '{user}'" in lines
 
         retried = run_cli("dead-letters", "retry", "--user-id", user, env=env)
         assert retried.returncode == 0, retried.stderr
@@ -389,6 +468,21 @@ class TestDeadLetters:
         assert user not in asyncio.run(pending_users(project_backend))
         nothing = run_cli("dead-letters", "retry", "--user-id", user, env=env)
         assert nothing.returncode == 0 and f"no dead letters of {user} to retry" in nothing.stdout
+
+    def test_limit_says_more_exist_only_when_they_do(self, project_backend: LocalBackend) -> None:
+        """With two dead letters, --limit 1 shows one and says more exist; --limit 2 shows both without the hint."""
+        env = {"CONVEX_URL": project_backend.url, "CONVEX_ADMIN_KEY": project_backend.admin_key}
+        for name in ("cli-limit-a", "cli-limit-b"):
+            asyncio.run(dead_letter(project_backend, f"convex-local|{name}", "RuntimeError: limit"))
+        total = len(
+            [ln for ln in run_cli("dead-letters", "list", env=env).stdout.splitlines() if ln.startswith("user=")]
+        )
+        assert total >= 2
+        one = run_cli("dead-letters", "list", "--limit", "1", env=env)
+        assert len([ln for ln in one.stdout.splitlines() if ln.startswith("user=")]) == 1
+        assert "showing the first 1: more exist" in one.stdout
+        every = run_cli("dead-letters", "list", "--limit", str(total), env=env)
+        assert "showing the first" not in every.stdout
 
     def test_a_later_recompute_supersedes_them(self, project_backend: LocalBackend) -> None:
         """After a manual recompute of the user is acknowledged, its older dead letters are no longer listed."""

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from worker.config import KEY_VARIABLES, URL_VARIABLES, Settings, load_settings, setting_variables, unknown_variables
+from worker.config import (
+    KEY_VARIABLES,
+    URL_VARIABLES,
+    Settings,
+    check_deployment_url,
+    load_settings,
+    setting_variables,
+    unknown_variables,
+)
 from worker.errors import ConfigError
 
 
@@ -69,6 +77,30 @@ class TestLoadSettings:
         with pytest.raises(ConfigError, match="^CONVEX_URL is invalid"):
             load_settings()
 
+    @pytest.mark.parametrize(
+        "url", ["http://127.0.0.1:3210/api", "http://127.0.0.1:3210/api/", "https://h.example/x/api"]
+    )
+    def test_url_with_api_path_is_refused_with_the_base_url(self, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+        """A deployment URL ending in /api would make every call go to /api/api/...: refused, naming the base URL."""
+        monkeypatch.setenv("CONVEX_URL", url)
+        monkeypatch.setenv("CONVEX_ADMIN_KEY", "k")
+        base = url[: url.rstrip("/").rfind("/api")]
+        message = f"CONVEX_URL is invalid: the deployment URL must not include /api (use {base})"
+        with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+            load_settings()
+        with pytest.raises(ConfigError, match=f"^{re.escape(message.replace('CONVEX_URL', '--url'))}$"):
+            check_deployment_url(url, source="--url")
+        assert check_deployment_url("http://127.0.0.1:3210/apis") == "http://127.0.0.1:3210/apis"
+
+    def test_lower_case_variable_is_named_as_spelt(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Names are read case-insensitively; an invalid value is reported under the name as it is set."""
+        deployment(monkeypatch)
+        monkeypatch.setenv("worker_lease_ms", "abc")
+        with pytest.raises(ConfigError, match="^worker_lease_ms is invalid"):
+            load_settings()
+        monkeypatch.setenv("worker_lease_ms", "5000")
+        assert load_settings().lease_ms == 5000
+
     def test_empty_variables_do_not_hide_their_aliases(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """An empty CONVEX_URL/CONVEX_ADMIN_KEY (docker-compose style) counts as unset: the next name is used."""
         monkeypatch.setenv("CONVEX_URL", "")
@@ -82,7 +114,7 @@ class TestLoadSettings:
     @pytest.mark.parametrize(
         ("variable", "value", "message"),
         [
-            ("WORKER_REDIS_URL", "nonsense", "WORKER_REDIS_URL is invalid: Value error, expected a redis://"),
+            ("WORKER_REDIS_URL", "nonsense", "WORKER_REDIS_URL is invalid: expected a redis://"),
             ("WORKER_PAGE_SIZE", "8000", "WORKER_PAGE_SIZE is invalid"),  # the backend serves ≤ 4000 per page
         ],
     )
@@ -116,6 +148,8 @@ class TestUnknownVariables:
             ("WORKER_LOGLEVEL", "WORKER_LOG_LEVEL"),
             ("WORKER_POLL_INTERVAL", "WORKER_POLL_INTERVAL_S"),
             ("worker_redis", "WORKER_REDIS_URL"),
+            ("worker_pagesize", "WORKER_PAGE_SIZE"),
+            ("Worker_Batchsize", "WORKER_BATCH_SIZE"),
             ("WORKER_ID", "WORKER_WORKER_ID"),
             ("WORKER_CONVEX_DEPLOY_KEY", "CONVEX_DEPLOY_KEY"),
             ("WORKER_THREADS", None),

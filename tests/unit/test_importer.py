@@ -1,0 +1,111 @@
+"""Import failures: one line saying what failed and, when anything was, what is committed."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from worker.errors import (
+    AuthenticationError,
+    GatewayError,
+    ImportFailedError,
+    ImportInterruptedError,
+    PermanentGatewayError,
+    TransientGatewayError,
+)
+from worker.importer import upload_events
+from worker.models import WatchEvent
+
+EVENTS = [WatchEvent(watched_at_ms=1_700_000_000_000 + i, video_id="dQw4w9WgXcQ", title="v") for i in range(5)]
+
+
+class FailingGateway:
+    """Commits ``ok_batches`` batches (every event inserted), then raises ``error`` (or blocks, if None)."""
+
+    def __init__(self, ok_batches: int, error: GatewayError | None) -> None:
+        self.ok_batches = ok_batches
+        self.error = error
+        self.calls = 0
+
+    async def import_batch(self, batch: list[WatchEvent], *, source: str, user_id: str | None) -> dict[str, Any]:
+        self.calls += 1
+        if self.calls > self.ok_batches:
+            if self.error is None:
+                await asyncio.sleep(3600)
+            else:
+                raise self.error
+        return {"inserted": len(batch), "duplicates": 0, "seq": self.calls}
+
+
+def failure(ok_batches: int, error: GatewayError | None) -> ImportFailedError:
+    async def go() -> None:
+        await upload_events(FailingGateway(ok_batches, error), EVENTS, source="takeout_json", batch_size=2)  # type: ignore[arg-type]
+
+    with pytest.raises(ImportFailedError) as info:
+        asyncio.run(go())
+    return info.value
+
+
+AUTH = AuthenticationError(
+    "http://127.0.0.1:3210 rejected the admin key: BadAdminKey: The provided admin key was invalid for this instance."
+)
+TIMEOUT = PermanentGatewayError(
+    "watchEvents:importBatch: the function ran longer than 1000 ms; its transaction was rolled back."
+)
+
+
+class TestImportFailures:
+    def test_rejected_credentials_before_any_batch(self) -> None:
+        """Nothing committed: the deployment's one sentence, without an "0 earlier batches" remark."""
+        exc = failure(0, AUTH)
+        assert str(exc) == str(AUTH)
+        assert (exc.committed_batches, exc.inserted) == (0, 0)
+
+    def test_rejected_credentials_after_some_batches(self) -> None:
+        exc = failure(1, AUTH)
+        assert str(exc).endswith(
+            "invalid for this instance. 1 earlier batches (2 events) are committed;"
+            " importing the file again skips them as duplicates."
+        )
+
+    def test_refused_batch_ends_in_one_period(self) -> None:
+        """A backend message ending in a period is not followed by a second one."""
+        first = failure(0, TIMEOUT)
+        assert str(first) == (
+            "batch 1 (views 0..1 in time order) was refused: watchEvents:importBatch: the function ran longer"
+            " than 1000 ms; its transaction was rolled back; nothing of this batch was written."
+        )
+        later = failure(2, TIMEOUT)
+        assert ".." not in str(later).replace("4..4", "")
+        assert str(later).endswith(
+            "nothing of this batch was written. 2 earlier batches (4 events) are committed;"
+            " importing the file again skips them as duplicates."
+        )
+
+    def test_unreachable_deployment_says_a_re_import_is_safe(self) -> None:
+        exc = failure(0, TransientGatewayError("watchEvents:importBatch: ConnectError: refused"))
+        assert str(exc) == (
+            "batch 1 (views 0..1 in time order) failed: watchEvents:importBatch: ConnectError: refused."
+            " No earlier batch is committed; importing the file again is safe."
+        )
+
+    def test_cancellation_says_what_is_committed(self) -> None:
+        """A cancelled import (SIGINT/SIGTERM in the CLI) raises ImportInterruptedError with the committed batches."""
+
+        async def go() -> None:
+            task = asyncio.create_task(
+                upload_events(FailingGateway(1, None), EVENTS, source="takeout_json", batch_size=2)  # type: ignore[arg-type]
+            )
+            await asyncio.sleep(0.05)
+            task.cancel()
+            await task
+
+        with pytest.raises(ImportInterruptedError) as info:
+            asyncio.run(go())
+        assert (info.value.committed_batches, info.value.inserted) == (1, 2)
+        assert str(info.value) == (
+            "batch 2 (views 2..3 in time order) may or may not be committed. 1 earlier batches (2 events)"
+            " are committed; importing the file again skips them as duplicates."
+        )
