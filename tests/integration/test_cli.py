@@ -22,12 +22,28 @@ from worker.models import WatchEvent
 pytestmark = pytest.mark.integration
 
 
+def cli_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any ``CONVEX_*``/``WORKER_*`` variable, plus ``extra``."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(("CONVEX_", "WORKER_"))}, **extra}
+
+
+def start_cli(*args: str, env: dict[str, str], merge_stderr: bool = False) -> subprocess.Popen[str]:
+    """Start ``python -m worker ARGS`` from the repository root with pipes for its output."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker", *args],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+        text=True,
+    )
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("CONVEX_", "WORKER_"))}
     return subprocess.run(
         [sys.executable, "-m", "worker", *args],
         cwd=REPO_ROOT,
-        env={**base, "COLUMNS": "200", **(env or {})},
+        env=cli_env(**{"COLUMNS": "200", **(env or {})}),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -82,21 +98,13 @@ class TestRun:
         """With the deployment gone, SIGTERM still ends the worker with exit 0 (no blocking unsubscribe)."""
         backend = LocalBackend()
         backend.start()
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("CONVEX_", "WORKER_"))},
-            "CONVEX_URL": backend.url,
-            "CONVEX_ADMIN_KEY": backend.admin_key,
-            "WORKER_LOG_FORMAT": "json",
-            "WORKER_HEARTBEAT_FILE": str(tmp_path / "hb"),
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "run"],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
+        env = cli_env(
+            CONVEX_URL=backend.url,
+            CONVEX_ADMIN_KEY=backend.admin_key,
+            WORKER_LOG_FORMAT="json",
+            WORKER_HEARTBEAT_FILE=str(tmp_path / "hb"),
         )
+        proc = start_cli("run", env=env, merge_stderr=True)
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
@@ -155,19 +163,8 @@ class TestImportInterrupted:
         export = tmp_path / "watch-history.json"
         write_takeout_json(generate_history(40_000, seed=3, end_ms=1_780_000_000_000), export, seed=3)
         user = f"convex-local|cli-interrupted-{sig.name.lower()}"
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("CONVEX_", "WORKER_"))},
-            "CONVEX_URL": project_backend.url,
-            "CONVEX_ADMIN_KEY": project_backend.admin_key,
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "worker", "import", str(export), "--user-id", user],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        env = cli_env(CONVEX_URL=project_backend.url, CONVEX_ADMIN_KEY=project_backend.admin_key)
+        proc = start_cli("import", str(export), "--user-id", user, env=env)
         try:
             deadline = time.monotonic() + 60
             while user not in asyncio.run(pending_users(project_backend)):  # a first batch is committed
