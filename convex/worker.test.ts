@@ -792,16 +792,20 @@ describe("failChanges", () => {
     await importFor(t, A, [event(0)]);
     await importFor(t, A, [event(1)]);
     expect(RETRY_BACKOFF_MS).toEqual([1_000, 4_000, 16_000, 64_000]);
-    for (let attempt = 1; attempt < MAX_ATTEMPTS; attempt++) {
-      const before = Date.now();
-      const r = await t.mutation(internal.worker.failChanges, { userId: A, workerId: "w1", upToSeq: 1, error: `boom ${attempt}` });
-      const after = Date.now();
-      const backoffMs = RETRY_BACKOFF_MS[attempt - 1];
-      expect(r).toEqual({ failed: 1, deadLettered: 0, backoffMs });
-      const lease = await leaseRow(t, A);
-      expect(lease).toMatchObject({ owner: "w1", backoffAttempts: attempt });
-      expect(lease!.expiresAtMs).toBeGreaterThanOrEqual(before + backoffMs);
-      expect(lease!.expiresAtMs).toBeLessThanOrEqual(after + backoffMs);
+    // a fixed clock: the lease must end exactly backoffMs after the failure
+    vi.useFakeTimers({ toFake: ["Date"] });
+    try {
+      for (let attempt = 1; attempt < MAX_ATTEMPTS; attempt++) {
+        const now = 1_800_000_000_000 + attempt * 100_000;
+        vi.setSystemTime(now);
+        const r = await t.mutation(internal.worker.failChanges, { userId: A, workerId: "w1", upToSeq: 1, error: `boom ${attempt}` });
+        const backoffMs = RETRY_BACKOFF_MS[attempt - 1];
+        expect(r).toEqual({ failed: 1, deadLettered: 0, backoffMs });
+        const lease = await leaseRow(t, A);
+        expect(lease).toMatchObject({ owner: "w1", backoffAttempts: attempt, expiresAtMs: now + backoffMs });
+      }
+    } finally {
+      vi.useRealTimers();
     }
     let rows = await changeRows(t, A);
     expect(rows[0]).toMatchObject({ status: "pending", attempts: 4, error: "boom 4" });
