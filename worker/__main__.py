@@ -448,9 +448,8 @@ def _deployment_url(url: str | None) -> str:
             variable) when no URL is given or it is not a valid one (also when it ends in ``/api``).
     """
     source = "--url"
-    if not url:
-        source = next((name for name in URL_VARIABLES if os.environ.get(name)), "CONVEX_URL")
-        url = env_first(URL_VARIABLES)
+    if not url:  # the first variable set, as env_first reads them
+        source, url = next(((name, os.environ[name]) for name in URL_VARIABLES if os.environ.get(name)), (source, None))
     if not url:
         raise _fail("CONVEX_URL is not set (or pass --url)")
     try:

@@ -81,6 +81,11 @@ def _appended_from_convex(raw: Mapping[str, Any] | None) -> AppendedViews | None
     )
 
 
+def _limit_args(limit: int, user_id: str | None) -> dict[str, Any]:
+    """Arguments of an operator call taking ``limit`` and an optional ``userId``."""
+    return {"limit": limit} if user_id is None else {"limit": limit, "userId": user_id}
+
+
 def event_from_convex(doc: Mapping[str, Any]) -> WatchEvent:
     """Decode one ``worker:listEvents`` page element into a :class:`WatchEvent`."""
     flags = doc.get("flags")
@@ -678,10 +683,7 @@ class ConvexGateway:
                 was rejected (:class:`AuthenticationError`), or the deployment lacks the function.
             TransientGatewayError: the deployment could not be reached.
         """
-        args: dict[str, Any] = {"limit": limit}
-        if user_id is not None:
-            args["userId"] = user_id
-        rows = await self.query("admin:listDeadLetters", args)
+        rows = await self.query("admin:listDeadLetters", _limit_args(limit, user_id))
         return [
             DeadLetter(
                 change=change_from_convex(row),
@@ -707,10 +709,7 @@ class ConvexGateway:
             PermanentGatewayError: as :meth:`list_dead_letters`.
             TransientGatewayError: the deployment could not be reached.
         """
-        args: dict[str, Any] = {"limit": limit}
-        if user_id is not None:
-            args["userId"] = user_id
-        raw = await self.mutation("admin:retryDeadLetters", args)
+        raw = await self.mutation("admin:retryDeadLetters", _limit_args(limit, user_id))
         return int(raw["retried"]), bool(raw["hasMore"])
 
     async def dashboard(self, filters: Mapping[str, Any] | None = None) -> Any:

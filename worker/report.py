@@ -27,32 +27,21 @@ def _by_type(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {agg["type"]: agg for agg in dashboard.get("aggregations", [])}
 
 
-def _utc(ms: float | None) -> str:
+def _utc(ms: float | None, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
+    """Format an epoch-ms instant in UTC with ``fmt`` (``strftime``), or "-" for None."""
     if ms is None:
         return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime(fmt)
 
 
 ERROR_PREVIEW_CHARS = 300
 """Characters of a dead letter's last error shown by :func:`print_dead_letters` (its first line)."""
 
 
-def _day(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
-
-
-def _minute(ms: int | None) -> str:
-    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
-
-
 def _error_preview(error: str) -> str:
     """The first non-empty line of ``error``, at most :data:`ERROR_PREVIEW_CHARS` characters."""
     line = next((part.strip() for part in error.splitlines() if part.strip()), "(no error text)")
     return line if len(line) <= ERROR_PREVIEW_CHARS else line[: ERROR_PREVIEW_CHARS - 1] + "…"
-
-
-def _iso_minute(ms: int | None) -> str:
-    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
 def print_dead_letters(
@@ -98,7 +87,8 @@ def print_dead_letters(
     for row in rows:
         change = row.change
         ref = errors.setdefault(_error_preview(row.error), f"#{len(errors) + 1}")
-        days = None if change.from_ms is None or change.to_ms is None else (_day(change.from_ms), _day(change.to_ms))
+        whole = change.from_ms is None or change.to_ms is None
+        days = None if whole else (_utc(change.from_ms, "%Y-%m-%d"), _utc(change.to_ms, "%Y-%m-%d"))
         records.append((row, days, ref))
 
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
@@ -113,7 +103,13 @@ def print_dead_letters(
         change = row.change
         span = "whole history" if days is None else f"{days[0]} .. {days[1]}"
         table.add_row(
-            change.user_id, str(change.seq), change.kind, span, str(change.count), _minute(row.failed_at_ms), ref
+            change.user_id,
+            str(change.seq),
+            change.kind,
+            span,
+            str(change.count),
+            _utc(row.failed_at_ms, "%Y-%m-%d %H:%M"),
+            ref,
         )
     if as_table is None:
         natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
@@ -128,7 +124,7 @@ def print_dead_letters(
             span = "whole-history" if days is None else f"{days[0]}..{days[1]}"
             line(
                 f"user={change.user_id} seq={change.seq} kind={change.kind} range={span} count={change.count}"
-                f" failed_at={_iso_minute(row.failed_at_ms)} error={ref}"
+                f" failed_at={_utc(row.failed_at_ms, '%Y-%m-%dT%H:%MZ')} error={ref}"
             )
     line("last errors:")
     for preview, ref in errors.items():
