@@ -19,6 +19,11 @@ from __future__ import annotations
 from typing import Any
 
 
+def shorten(value: str, limit: int = 60) -> str:
+    """Return ``value`` cut to ``limit`` characters, an ellipsis marking the cut (quoted values in messages)."""
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
 class WorkerError(Exception):
     """Base class of every error raised on purpose by the worker."""
 

@@ -41,6 +41,7 @@ from worker.errors import (
     AuthenticationError,
     PermanentGatewayError,
     TransientGatewayError,
+    shorten,
 )
 from worker.models import AppendedViews, ChangeEntry, Claim, DeadLetter, ExpiryOutcome, StoreOutcome, WatchEvent
 
@@ -138,8 +139,7 @@ def canonical_json(data: Any) -> str:
 
 def _excerpt(body: str, limit: int = 200) -> str:
     """The start of a response body on one line (whitespace runs collapsed), at most ``limit`` characters."""
-    flat = " ".join(body.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    return shorten(" ".join(body.split()), limit)
 
 
 def _hash_text(text: str) -> str:

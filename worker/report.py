@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
+from worker.errors import shorten
 from worker.models import DeadLetter
 
 _SHADES = " .:-=+*#%@"
@@ -41,7 +42,7 @@ ERROR_PREVIEW_CHARS = 300
 def _error_preview(error: str) -> str:
     """The first non-empty line of ``error``, at most :data:`ERROR_PREVIEW_CHARS` characters."""
     line = next((part.strip() for part in error.splitlines() if part.strip()), "(no error text)")
-    return line if len(line) <= ERROR_PREVIEW_CHARS else line[: ERROR_PREVIEW_CHARS - 1] + "…"
+    return shorten(line, ERROR_PREVIEW_CHARS)
 
 
 def print_dead_letters(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Final, Literal
 
+from worker.errors import shorten
 from worker.models import Product, WatchEvent, view_problem
 from worker.takeout.result import NON_VIEW_KINDS, Rejection
 
@@ -123,11 +124,6 @@ def is_blank_watch_url(url: str) -> bool:
     """Return whether the URL is a ``watch?v=`` URL whose ``v`` is empty: the removed, blank-id record of §3."""
     match = _VIDEO_URL_RE.match(url)
     return match is not None and match.group("query") == ""
-
-
-def shorten(value: str, limit: int = 60) -> str:
-    """Return ``value`` cut to ``limit`` characters (an ellipsis marks the cut), for error messages."""
-    return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
 def channel_url_id(url: str) -> str | None:
