@@ -45,6 +45,7 @@ from worker.config import (  # noqa: E402
     Settings,
     check_deployment_url,
     env_first,
+    env_setting,
     load_settings,
     unknown_variables,
 )
@@ -561,7 +562,9 @@ def healthcheck(
     max_age_s: Annotated[float, typer.Option(help="Largest heartbeat age that counts as healthy (s).")] = 90.0,
 ) -> None:
     """Exit 0 when the worker loop touched its heartbeat file within ``max_age_s`` seconds."""
-    name = os.environ.get("WORKER_HEARTBEAT_FILE", "/tmp/watch-worker.heartbeat")
+    name = env_setting("WORKER_HEARTBEAT_FILE")  # any case, as the worker reads its settings
+    if name is None:
+        name = "/tmp/watch-worker.heartbeat"
     if not name:
         raise _fail("WORKER_HEARTBEAT_FILE is empty (heartbeat disabled): nothing to check", 2)
     path = Path(name)
@@ -570,7 +573,7 @@ def healthcheck(
     except OSError:
         raise _fail(f"no heartbeat file at {path}", 1) from None
     if age > max_age_s:
-        raise _fail(f"heartbeat is {age:.0f} s old (limit {max_age_s:.0f} s)", 1)
+        raise _fail(f"heartbeat is {age:.0f} s old (limit {max_age_s:.0f} s): {path}", 1)
     raise typer.Exit(0)
 
 

@@ -190,6 +190,14 @@ def _spelling(name: str) -> str:
     return next((key for key in sorted(os.environ) if key.upper() == name), name)
 
 
+def env_setting(name: str) -> str | None:
+    """Return the environment variable ``name`` (upper case), matched case-insensitively as settings are read.
+
+    For commands that read one setting without loading them all (``healthcheck``); None when unset.
+    """
+    return os.environ.get(_spelling(name))
+
+
 ENV_PREFIX = "WORKER_"
 """Prefix of the worker's own settings in the environment."""
 

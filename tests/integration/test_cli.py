@@ -334,6 +334,15 @@ class TestHealthcheck:
         res = run_cli("healthcheck", env={"WORKER_HEARTBEAT_FILE": ""})  # disabled: not the cwd's age
         assert res.returncode == 2 and "WORKER_HEARTBEAT_FILE is empty" in res.stderr
 
+    def test_heartbeat_setting_is_read_in_any_case(self, tmp_path: Path) -> None:
+        """``worker_heartbeat_file`` names the file as ``WORKER_HEARTBEAT_FILE`` does (settings are case-insensitive)."""
+        hb = tmp_path / "hb"
+        hb.touch()
+        old = time.time() - 600
+        os.utime(hb, (old, old))
+        res = run_cli("healthcheck", env={"worker_heartbeat_file": str(hb)})
+        assert res.returncode == 1 and "heartbeat is" in res.stderr and str(hb) in res.stderr  # not the default file
+
 
 class TestDemo:
     def test_demo_runs_the_whole_pipeline(self) -> None:
