@@ -389,19 +389,85 @@ def build_month_partitions(events: Iterable[WatchEvent], zone: ZoneInfo) -> dict
     return {int(m): _pack(rows, order[bounds[k] : bounds[k + 1]].astype(np.int64)) for k, m in enumerate(uniq.tolist())}
 
 
+def _take_rows(rows: _Rows, idx: IntArray) -> _Rows:
+    """Return the rows ``idx`` (ascending) of ``rows``, with the same string tables."""
+    return _Rows(
+        ts=rows.ts[idx],
+        offset_ms=rows.offset_ms[idx],
+        product=rows.product[idx],
+        removed=rows.removed[idx],
+        shorts=rows.shorts[idx],
+        video=rows.video[idx],
+        channel=rows.channel[idx],
+        topic=rows.topic[idx],
+        name=rows.name[idx],
+        video_ids=rows.video_ids,
+        channel_ids=rows.channel_ids,
+        names=rows.names,
+    )
+
+
+def _unite_codes(tables: list[BytesArray], columns: list[IntArray]) -> tuple[BytesArray, IntArray]:
+    """Return the sorted union of string tables and the columns' codes into it, concatenated (-1 kept)."""
+    united, inverse = np.unique(np.concatenate(tables), return_inverse=True)
+    out: list[IntArray] = []
+    lo = 0
+    for table, codes in zip(tables, columns, strict=True):
+        ext = np.append(inverse[lo : lo + table.size].astype(np.int64), np.int64(-1))
+        out.append(ext[codes])  # code -1 picks the appended -1
+        lo += table.size
+    return united, np.concatenate(out)
+
+
+def _concat_rows(pieces: list[_Rows]) -> _Rows:
+    """Concatenate encoded rows holding disjoint, increasing instants (string tables united)."""
+    if len(pieces) == 1:
+        return pieces[0]
+    video_ids, video = _unite_codes([p.video_ids for p in pieces], [p.video for p in pieces])
+    channel_ids, channel = _unite_codes([p.channel_ids for p in pieces], [p.channel for p in pieces])
+    names: list[str] = []
+    name_columns: list[IntArray] = []
+    for p in pieces:
+        name_columns.append(np.where(p.name >= 0, p.name + len(names), -1))
+        names.extend(p.names)
+
+    def cat(name: str) -> npt.NDArray[Any]:
+        out: npt.NDArray[Any] = np.concatenate([getattr(p, name) for p in pieces])
+        return out
+
+    return _Rows(
+        ts=cat("ts"),
+        offset_ms=cat("offset_ms"),
+        product=cat("product"),
+        removed=cat("removed"),
+        shorts=cat("shorts"),
+        video=video,
+        channel=channel,
+        topic=cat("topic"),
+        name=np.concatenate(name_columns),
+        video_ids=video_ids,
+        channel_ids=channel_ids,
+        names=names,
+    )
+
+
 class MonthPartitioner:
     """Build month partitions from events arriving in time order, page by page.
 
-    Holds the events of the months still open (the month of the newest event seen and any later
-    one) and the finished partitions: reading a whole history keeps at most about one month of
-    :class:`WatchEvent` objects alive, plus the compact partitions. A month is finished when an
-    event of a later local month arrives; :meth:`finish` builds the rest.
+    Each page is encoded as it arrives (:func:`build_partition`'s per-event work) and its WatchEvent
+    objects are released; a month's encoded pages are concatenated into its partition when it is
+    finished. Reading a whole history therefore keeps about one page of :class:`WatchEvent` objects
+    alive (not one month of them), which bounds the small-object memory the interpreter grows to
+    and keeps for the rest of the process. The views of the latest instant seen are held back and
+    encoded with the next page, so that the views of one instant (the only ones deduplication
+    compares) are always encoded together. A month is finished when a view of a later local month
+    arrives; :meth:`finish` builds the rest.
 
-    If an event arrives for a month already finished (input not in time order, or a zone whose
-    local month is not one UTC interval), :attr:`out_of_order` turns True and the builder ignores
-    further input: the caller must drop what it took and split the events with
-    :func:`build_month_partitions` instead. :meth:`take_finished` hands finished months over early
-    (e.g. to serialize them at once).
+    If an event arrives before the latest instant of an earlier page, or for a month already
+    finished (a zone whose local month is not one UTC interval), :attr:`out_of_order` turns True
+    and the builder ignores further input: the caller must drop what it took and split the events
+    with :func:`build_month_partitions` instead. :meth:`take_finished` hands finished months over
+    early (e.g. to serialize them at once).
 
     Args:
         zone: The user's time zone; months are local calendar months in it.
@@ -414,12 +480,20 @@ class MonthPartitioner:
         self.zone = zone
         self.keep = None if keep is None else np.array(sorted(set(keep)), dtype=np.int64)
         self.out_of_order = False
-        self._open: dict[int, list[WatchEvent]] = {}
+        self._open: dict[int, list[_Rows]] = {}
+        self._held: list[WatchEvent] = []
+        self._held_ms: int | None = None
         self._finished: dict[int, Partition] = {}
         self._built: set[int] = set()
 
+    def _refuse(self) -> None:
+        self.out_of_order = True
+        self._open.clear()
+        self._held = []
+        self._finished.clear()
+
     def add(self, events: Sequence[WatchEvent]) -> None:
-        """Take the next page of events (in ``watched_at_ms`` order across pages).
+        """Take the next page of events (in ``watched_at_ms`` order across pages, any order within one).
 
         Raises:
             ValueError: a ``watched_at_ms`` outside 1970-01-01 … 9999-12-30.
@@ -429,29 +503,50 @@ class MonthPartitioner:
         ts = np.fromiter((e.watched_at_ms for e in events), dtype=np.int64, count=len(events))
         check_instant("watched_at_ms", int(ts.min()))
         check_instant("watched_at_ms", int(ts.max()))
-        months = local_months(ts, local_offsets_ms(ts, self.zone))
         if self.keep is not None:
-            wanted = np.isin(months, self.keep)
+            wanted = np.isin(local_months(ts, local_offsets_ms(ts, self.zone)), self.keep)
             if not wanted.all():
                 picked = np.flatnonzero(wanted)
                 events = [events[i] for i in picked.tolist()]
-                ts, months = ts[picked], months[picked]
+                ts = ts[picked]
                 if not events:
                     return
+        first, last = int(ts.min()), int(ts.max())
+        if self._held_ms is not None and first < self._held_ms:
+            self._refuse()
+            return
+        if self._held_ms == last:  # the whole page shares the held instant
+            self._held.extend(events)
+            return
+        latest = ts == last
+        ready = [e for e, hold in zip(events, latest.tolist(), strict=True) if not hold]
+        self._encode([*self._held, *ready])
+        self._held = [e for e, hold in zip(events, latest.tolist(), strict=True) if hold]
+        self._held_ms = last
+        if self.out_of_order:
+            return
+        newest = local_months(np.array([last], dtype=np.int64), local_offsets_ms(np.array([last]), self.zone))
+        self._finish_before(int(newest[0]))
+
+    def _encode(self, events: list[WatchEvent]) -> None:
+        """Encode views of instants before the held one and file them under their local months."""
+        if not events:
+            return
+        rows = _encode_rows(events, self.zone)
+        months = local_months(rows.ts, rows.offset_ms)
         distinct = np.unique(months).tolist()
         if any(m in self._built for m in distinct):
-            self.out_of_order = True
-            self._open.clear()
-            self._finished.clear()
+            self._refuse()
             return
         if len(distinct) == 1:
-            self._open.setdefault(distinct[0], []).extend(events)
-        else:
-            for m, e in zip(months.tolist(), events, strict=True):
-                self._open.setdefault(m, []).append(e)
-        newest = int(months[int(np.argmax(ts))])
-        for m in sorted(k for k in self._open if k < newest):
-            self._finished[m] = build_partition(self._open.pop(m), self.zone)
+            self._open.setdefault(distinct[0], []).append(rows)
+            return
+        for m in distinct:
+            self._open.setdefault(m, []).append(_take_rows(rows, np.flatnonzero(months == m)))
+
+    def _finish_before(self, month: int) -> None:
+        for m in sorted(k for k in self._open if k < month):
+            self._finished[m] = _pack(_concat_rows(self._open.pop(m)), None)
             self._built.add(m)
 
     def take_finished(self) -> dict[int, Partition]:
@@ -461,9 +556,12 @@ class MonthPartitioner:
 
     def finish(self) -> dict[int, Partition]:
         """Build the open months; return them with the finished months not taken yet (empty if out of order)."""
-        for m in sorted(self._open):
-            self._finished[m] = build_partition(self._open.pop(m), self.zone)
-            self._built.add(m)
+        if not self.out_of_order:
+            held, self._held = self._held, []
+            self._encode(held)
+        if self.out_of_order:
+            return {}
+        self._finish_before(np.iinfo(np.int64).max)
         return dict(sorted(self.take_finished().items()))
 
 

@@ -139,7 +139,10 @@ def _best_topic(title_hits: tuple[tuple[int, int], ...], channel_hits: tuple[tup
     return TOPIC_SLUGS[scores.index(best)]
 
 
-@lru_cache(maxsize=32768)  # ~8 MB of titles; one history of 100k views has ~21k distinct pairs
+# Not memoized per (title, channel name) pair: the title and channel-name scans are, and the frame
+# builder classifies each distinct pair of a page once. A pair memo of the size a history needs
+# (~21k pairs per 100k views) would keep tens of thousands of titles read from Convex alive, scattered
+# among the interpreter's small-object arenas, which then stay allocated for the process's lifetime.
 def classify_topic(title: str | None, channel_name: str | None) -> str | None:
     """Return the topic slug of a video from its title and channel name, or None when unknown.
 
@@ -157,7 +160,6 @@ def classify_topic(title: str | None, channel_name: str | None) -> str | None:
 
 def clear_classifier_caches() -> None:
     """Empty the classifier's memo caches (benchmarks measuring a cold start)."""
-    classify_topic.cache_clear()
     _title_hits.cache_clear()
     _channel_hits.cache_clear()
     _best_topic.cache_clear()
