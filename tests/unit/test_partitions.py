@@ -289,6 +289,25 @@ class TestPartitionFrames:
         assert builder.out_of_order
         assert builder.finish() == {}
 
+    def test_month_partitioner_refuses_a_page_before_the_latest_instant(self) -> None:
+        """Pages are encoded as they arrive: a view earlier than the previous page's latest instant, even
+        within an open month, marks the builder out of order; views sharing the latest instant across
+        pages are encoded together and deduplicated."""
+        zone = load_zone("UTC")
+        same = [WatchEvent(watched_at_ms=BASE + DAY, video_id="a"), WatchEvent(watched_at_ms=BASE + DAY, video_id="b")]
+        builder = MonthPartitioner(zone)
+        builder.add([WatchEvent(watched_at_ms=BASE, video_id="z"), same[1]])
+        builder.add([same[0], same[1]])  # the held instant continues on the next page, with a duplicate
+        assert not builder.out_of_order
+        (part,) = builder.finish().values()
+        want = build_partition([*same, WatchEvent(watched_at_ms=BASE, video_id="z")], zone)
+        assert partition_to_bytes(part) == partition_to_bytes(want)
+        builder = MonthPartitioner(zone)
+        builder.add([WatchEvent(watched_at_ms=BASE + 2 * DAY, video_id="a")])
+        builder.add([WatchEvent(watched_at_ms=BASE + DAY, video_id="b")])
+        assert builder.out_of_order
+        assert builder.finish() == {}
+
     def test_empty(self) -> None:
         """No events: no partitions, and the merge of nothing is the empty frame."""
         zone = load_zone("UTC")
