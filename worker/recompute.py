@@ -33,6 +33,7 @@ from worker.aggregation.partition import (
     MonthPartitioner,
     Partition,
     PartitionShell,
+    Payload,
     build_month_partitions,
     combine_partitions,
     extend_frame,
@@ -40,6 +41,7 @@ from worker.aggregation.partition import (
     merge_partitions,
     partition_from_bytes,
     partition_to_bytes,
+    partition_to_mapped,
     refill_partitions,
     shell_of,
 )
@@ -318,24 +320,26 @@ class Recomputer:
         ranges: list[tuple[int | None, int | None]],
         max_change_seq: int | None = None,
         keep: Collection[int] | None = None,
-    ) -> tuple[dict[int, bytes] | None, int]:
+    ) -> tuple[dict[int, Payload] | None, int]:
         """Read the events of ``ranges`` page by page into serialized month partitions.
 
         With ``keep``, views of other local months are dropped (a month's range may hold the next
         month's first instants: :func:`~worker.partitions.month_bounds_ms`).
 
-        Pages are split by local month as they arrive; each finished month is encoded and
-        serialized at once (the payload is what the cache keeps, and the merge reads it through
-        zero-copy views), so at most about one month of events is held. Returns ``(None, read)``
+        Pages are encoded as they arrive, so about one page of events is held; each finished month
+        is serialized at once into its own memory map (:func:`partition_to_mapped`), which the
+        merge reads through zero-copy views and which goes back to the operating system as soon as
+        its rows are in the frame (the cache keeps payloads rebuilt from the frame, see
+        :meth:`_store_state`). Returns ``(None, read)``
         when the events did not arrive month by month (see
         :class:`~worker.aggregation.partition.MonthPartitioner`).
         """
         builder = MonthPartitioner(zone, keep)
-        payloads: dict[int, bytes] = {}
+        payloads: dict[int, Payload] = {}
 
         def add(page: list[WatchEvent]) -> None:
             builder.add(page)
-            payloads.update({m: partition_to_bytes(p) for m, p in builder.take_finished().items()})
+            payloads.update({m: partition_to_mapped(p) for m, p in builder.take_finished().items()})
 
         read = 0
         for lo, hi in ranges:
@@ -347,7 +351,7 @@ class Recomputer:
         rest = await asyncio.to_thread(builder.finish)
         if builder.out_of_order:
             return None, read
-        payloads.update({m: partition_to_bytes(p) for m, p in rest.items()})
+        payloads.update({m: partition_to_mapped(p) for m, p in rest.items()})
         return dict(sorted(payloads.items())), read
 
     async def read_delta(
@@ -370,7 +374,7 @@ class Recomputer:
         return parts, len(events)
 
     @staticmethod
-    def _combine(prepared: _Prepared, delta_parts: dict[int, Partition]) -> tuple[dict[int, bytes], set[int]]:
+    def _combine(prepared: _Prepared, delta_parts: dict[int, Partition]) -> tuple[dict[int, Payload], set[int]]:
         """Combine each month's appended views with its cached partition (runs in a thread).
 
         Returns the serialized combined months and the months to read whole instead: a month
@@ -381,7 +385,7 @@ class Recomputer:
         assert plan.delta is not None
         expected = set(plan.delta.months)
         reread = set(plan.rebuild) & expected
-        combined: dict[int, bytes] = {}
+        combined: dict[int, Payload] = {}
         for month, extra in delta_parts.items():
             if month in reread:
                 continue
@@ -393,7 +397,7 @@ class Recomputer:
             if part is None:
                 reread.add(month)
             else:
-                combined[month] = partition_to_bytes(part)
+                combined[month] = partition_to_mapped(part)
         return combined, reread
 
     def _finish(
@@ -401,8 +405,8 @@ class Recomputer:
         user_id: str,
         claim: Claim,
         prepared: _Prepared,
-        payloads: dict[int, bytes],
-        combined: dict[int, bytes],
+        payloads: dict[int, Payload],
+        combined: dict[int, Payload],
         delta_parts: dict[int, Partition],
     ) -> tuple[Frame, _PendingState | None] | None:
         """Merge everything and shell the built months (runs in a thread).
@@ -478,7 +482,7 @@ class Recomputer:
         ranges: list[tuple[int | None, int | None]],
         max_change_seq: int | None,
         keep: Collection[int] | None = None,
-    ) -> tuple[dict[int, bytes], int]:
+    ) -> tuple[dict[int, Payload], int]:
         """Read ``ranges`` whole and split the events by month in one pass (any arrival order).
 
         With ``keep``, only those local months are returned.
@@ -488,7 +492,7 @@ class Recomputer:
             events.extend(await self.read_events(user_id, from_ms=lo, to_ms=hi, max_change_seq=max_change_seq))
         parts = await asyncio.to_thread(build_month_partitions, events, zone)
         wanted = parts if keep is None else {m: p for m, p in parts.items() if m in keep}
-        return {m: partition_to_bytes(p) for m, p in wanted.items()}, len(events)
+        return {m: partition_to_mapped(p) for m, p in wanted.items()}, len(events)
 
     async def build_frame(self, claim: Claim, zone: ZoneInfo) -> tuple[Frame, int, Plan, _PendingState | None]:
         """Return the user's merged frame, the events read from Convex, the plan followed, and the
@@ -497,7 +501,7 @@ class Recomputer:
         max_seq = claim.watermark if claim.changes else None
         prepared = await asyncio.to_thread(self._prepare, user_id, claim, zone)
         read = 0
-        combined: dict[int, bytes] = {}
+        combined: dict[int, Payload] = {}
         delta_parts: dict[int, Partition] = {}
         if prepared.plan.delta is not None:
             delta_parts, read = await self.read_delta(user_id, zone, prepared.plan.delta, claim.appended)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
@@ -24,6 +25,7 @@ from worker.aggregation.partition import (
     merge_partitions,
     partition_from_bytes,
     partition_to_bytes,
+    partition_to_mapped,
     refill_partitions,
     shell_of,
 )
@@ -324,6 +326,25 @@ class TestPartitionFrames:
         frame = merge_partitions(build_month_partitions([c, b, a], zone).values())
         assert frame.channel_names == ("New",)
         assert frame.channel_first_ms.tolist() == [BASE]
+
+    @pytest.mark.parametrize("views", [0, 1, 30])
+    def test_mapped_payload_is_the_bytes_payload_and_is_unmapped_once_unused(self, views: int) -> None:
+        """A month serialized into its own memory map holds the bytes payload exactly, decodes to the same
+        partition through zero-copy views, and is unmapped when the last array viewing it is gone."""
+        part = build_partition(history(views, 2), load_zone("Europe/Berlin"))
+        mapped = partition_to_mapped(part)
+        payload = partition_to_bytes(part)
+        assert len(mapped) == len(payload) and mapped[:] == payload
+        decoded = partition_from_bytes(mapped)
+        for name in part.__dataclass_fields__:
+            x, y = getattr(decoded, name), getattr(part, name)
+            assert np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y, name
+        assert decoded.ts.base is not None  # a view of the map, not a copy
+        probe = weakref.ref(mapped)  # mmap objects support weak references
+        del mapped
+        assert probe() is not None  # the decoded arrays keep the map
+        del decoded
+        assert probe() is None
 
     @pytest.mark.parametrize("cut", [0, 3, 10, 40, -1])
     def test_truncated_or_foreign_payload_is_rejected(self, cut: int) -> None:

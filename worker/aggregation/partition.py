@@ -22,6 +22,7 @@ Invariants:
 from __future__ import annotations
 
 import json
+import mmap
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from worker.models import WatchEvent
 
 __all__ = [
     "PARTITION_FORMAT_VERSION",
+    "Payload",
     "Partition",
     "build_partition",
     "build_month_partitions",
@@ -51,6 +53,7 @@ __all__ = [
     "refill_partitions",
     "local_months",
     "partition_to_bytes",
+    "partition_to_mapped",
     "partition_from_bytes",
 ]
 
@@ -58,6 +61,8 @@ PARTITION_FORMAT_VERSION: Final = 1
 """Version of the serialized layout written by :func:`partition_to_bytes`."""
 
 BytesArray: TypeAlias = npt.NDArray[np.bytes_]
+Payload: TypeAlias = bytes | mmap.mmap
+"""A serialized partition: :func:`partition_to_bytes` (kept in caches) or :func:`partition_to_mapped`."""
 _TOPIC_CODE = {slug: i for i, slug in enumerate(TOPIC_SLUGS)}
 _NO_NAME_MS: Final = -1
 _NO_BYTES: Final = np.zeros(0, dtype="|S1")
@@ -1035,13 +1040,34 @@ _SCHEMA: tuple[tuple[str, str], ...] = (
 )
 
 
+def _layout(part: Partition) -> tuple[bytes, list[tuple[int, npt.NDArray[Any]]], int, int]:
+    """Return the prefix and header, each array with its offset from the start, the name blob's
+    offset and the payload's total length (the layout of :func:`partition_to_bytes`)."""
+    placed: list[tuple[int, npt.NDArray[Any]]] = []
+    specs: list[list[Any]] = []
+    pos = 0
+    for name, _ in _SCHEMA:
+        arr = np.ascontiguousarray(getattr(part, name))
+        specs.append([name, arr.dtype.str, int(arr.shape[0]), pos])
+        placed.append((pos, arr))
+        pos += arr.nbytes + (-arr.nbytes) % _ALIGN
+    header = json.dumps(
+        {"taxonomy": TAXONOMY_VERSION, "arrays": specs, "names": [pos, len(part.name_blob)]},
+        separators=(",", ":"),
+    ).encode("utf-8")
+    header += b" " * ((-(_PREFIX.size + len(header))) % _ALIGN)
+    head = _PREFIX.pack(_MAGIC, PARTITION_FORMAT_VERSION, 0, len(header)) + header
+    base = len(head)
+    return head, [(base + at, arr) for at, arr in placed], base + pos, base + pos + len(part.name_blob)
+
+
 def partition_to_bytes(part: Partition) -> bytes:
     """Serialize a partition: a fixed prefix, a JSON header, then the raw little-endian arrays.
 
     Layout: ``struct "<4sHHI"`` (magic ``WAGP``, format version, 0, header length), the UTF-8 JSON
     header ``{"taxonomy": TAXONOMY_VERSION, "arrays": [[name, dtype, count, offset], ...],
-    "names": [offset, length]}``, then the array buffers (each 8-byte aligned) and the name blob.
-    Only fixed-width numeric and bytes dtypes are written; never pickle.
+    "names": [offset, length]}``, then the array buffers (each 8-byte aligned, zero padding) and the
+    name blob. Only fixed-width numeric and bytes dtypes are written; never pickle.
 
     Args:
         part: The partition.
@@ -1049,30 +1075,45 @@ def partition_to_bytes(part: Partition) -> bytes:
     Returns:
         The payload, about 24 bytes per view plus the string tables.
     """
-    chunks: list[bytes] = []
-    specs: list[list[Any]] = []
-    pos = 0
-    for name, _ in _SCHEMA:
-        arr = np.ascontiguousarray(getattr(part, name))
-        data = arr.tobytes()
-        specs.append([name, arr.dtype.str, int(arr.shape[0]), pos])
-        pad = (-len(data)) % _ALIGN
-        chunks.append(data + b"\0" * pad)
-        pos += len(data) + pad
-    header = json.dumps(
-        {"taxonomy": TAXONOMY_VERSION, "arrays": specs, "names": [pos, len(part.name_blob)]},
-        separators=(",", ":"),
-    ).encode("utf-8")
-    header += b" " * ((-(_PREFIX.size + len(header))) % _ALIGN)
-    prefix = _PREFIX.pack(_MAGIC, PARTITION_FORMAT_VERSION, 0, len(header))
-    return b"".join([prefix, header, *chunks, part.name_blob])
+    head, placed, blob_at, total = _layout(part)
+    out = bytearray(total)
+    _fill(out, head, placed, blob_at, part.name_blob)
+    return bytes(out)
 
 
-def partition_from_bytes(payload: bytes) -> Partition:
+def partition_to_mapped(part: Partition) -> mmap.mmap:
+    """Serialize a partition as :func:`partition_to_bytes` does, into an anonymous memory map.
+
+    A payload that is only kept until it is merged (a month read for one recompute) is written to
+    pages of its own, which the operating system takes back as soon as the last array viewing it
+    (:func:`partition_from_bytes`) is gone. Payloads of the C heap's size instead leave holes there
+    that the engine's larger arrays cannot reuse, so the process's resident memory keeps them.
+
+    Returns:
+        The payload, byte for byte the ``partition_to_bytes`` one; ``len()`` is its length.
+    """
+    head, placed, blob_at, total = _layout(part)
+    out = mmap.mmap(-1, total)
+    _fill(out, head, placed, blob_at, part.name_blob)
+    return out
+
+
+def _fill(
+    out: bytearray | mmap.mmap, head: bytes, placed: list[tuple[int, npt.NDArray[Any]]], blob_at: int, blob: bytes
+) -> None:
+    out[: len(head)] = head
+    view = np.frombuffer(out, dtype=np.uint8)
+    for at, arr in placed:
+        view[at : at + arr.nbytes] = arr.reshape(-1).view(np.uint8)
+    del view  # a memory map cannot be closed while an array exports it
+    out[blob_at : blob_at + len(blob)] = blob
+
+
+def partition_from_bytes(payload: Payload) -> Partition:
     """Deserialize :func:`partition_to_bytes` output (arrays are read-only views of ``payload``).
 
     Args:
-        payload: Bytes written by :func:`partition_to_bytes`.
+        payload: Bytes written by :func:`partition_to_bytes` or :func:`partition_to_mapped`.
 
     Returns:
         The partition.
