@@ -2,7 +2,9 @@
 
 A **partition** is the intermediate state the aggregation worker keeps for one user and one local
 calendar month (in the user's time zone, under one aggregation definition version): an opaque
-``bytes`` payload that the worker serializes itself. A change in ``changeLog`` covers a
+payload that the worker serializes itself (``bytes``, or for a large one an anonymous memory map
+holding the bytes, whose pages go back to the operating system when it is evicted:
+:func:`~worker.aggregation.partition.partition_payload`). A change in ``changeLog`` covers a
 ``watchedAtMs`` range, so it invalidates only the month partitions that range touches; the worker
 keeps the state of every other month between recomputes and reads from Convex only the events of
 the invalidated months.
@@ -54,6 +56,8 @@ from urllib.parse import quote
 
 import structlog
 from cachetools import LRUCache
+
+from worker.aggregation.partition import Payload
 
 if TYPE_CHECKING:
     import redis
@@ -222,7 +226,7 @@ class CacheStats:
 @dataclass(slots=True)
 class _L1Entry:
     watermark: int
-    payload: bytes
+    payload: Payload
     size_bytes: int
 
 
@@ -345,7 +349,7 @@ class PartitionCache:
 
     # -- public API ---------------------------------------------------------------------------
 
-    def get(self, key: PartitionKey, *, min_watermark: int) -> bytes | None:
+    def get(self, key: PartitionKey, *, min_watermark: int) -> Payload | None:
         """Return the payload of a partition whose watermark is at least ``min_watermark``.
 
         Looks in L1, then in L2; an L2 hit is copied into L1. An entry with a lower watermark
@@ -357,8 +361,8 @@ class PartitionCache:
                 the newest change whose range touches this month.
 
         Returns:
-            The payload bytes, or ``None`` on a miss (absent, stale, invalidated, or L2
-            unreachable).
+            The payload as stored (an L2 hit as ``bytes``), or ``None`` on a miss (absent, stale,
+            invalidated, or L2 unreachable).
         """
         with self._lock:
             entry = self._l1.get(key)  # a hit becomes the most recently used
@@ -378,7 +382,7 @@ class PartitionCache:
             self._l1_store(key, payload, watermark)
             return payload
 
-    def put(self, key: PartitionKey, payload: bytes, *, watermark: int) -> None:
+    def put(self, key: PartitionKey, payload: Payload, *, watermark: int) -> None:
         """Store a partition's payload in L1 and L2 unless a newer one is already there.
 
         In each level, an existing entry with a higher watermark is kept (an equal watermark is
@@ -387,7 +391,8 @@ class PartitionCache:
 
         Args:
             key: The partition.
-            payload: The serialized state, any length (Redis limits a value to 512 MiB).
+            payload: The serialized state, any length (Redis limits a value to 512 MiB); L1 keeps
+                this object.
             watermark: The ``changeLog`` seq the state reflects; ``>= 0``.
 
         Raises:
@@ -452,7 +457,7 @@ class PartitionCache:
 
     # -- L1 (caller holds the lock) -----------------------------------------------------------
 
-    def _l1_store(self, key: PartitionKey, payload: bytes, watermark: int) -> None:
+    def _l1_store(self, key: PartitionKey, payload: Payload, watermark: int) -> None:
         old = self._l1.get(key)
         if old is not None and old.watermark > watermark:
             return
@@ -501,11 +506,12 @@ class PartitionCache:
         watermark_raw, payload = reply
         return int(watermark_raw), bytes(payload)
 
-    def _l2_put(self, key: PartitionKey, payload: bytes, watermark: int) -> None:
+    def _l2_put(self, key: PartitionKey, payload: Payload, watermark: int) -> None:
         if not self._l2_available():
             return
+        value = payload if isinstance(payload, bytes) else memoryview(payload)  # redis-py sends bytes or memoryview
         try:
-            self._put_script(keys=self._l2_keys(key), args=[watermark, payload, self._l2_ttl_s])
+            self._put_script(keys=self._l2_keys(key), args=[watermark, value, self._l2_ttl_s])
         except self._l2_failures as exc:
             self._record_l2_error("put", exc)
 

@@ -57,8 +57,9 @@ from worker.aggregation import DEFINITION_VERSION
 from worker.aggregation.partition import (
     PARTITION_FORMAT_VERSION,
     Partition,
+    Payload,
     partition_from_bytes,
-    partition_to_bytes,
+    partition_payload,
 )
 from worker.aggregation.timeframes import (
     DAY_MS,
@@ -394,7 +395,7 @@ class PartitionStore:
         if payload is None:
             return None
         try:
-            index = PartitionIndex.from_bytes(payload)
+            index = PartitionIndex.from_bytes(payload[:])  # index payloads are bytes; a slice reads either kind
         except ValueError:
             return None
         return index if index.time_zone == time_zone else None
@@ -415,8 +416,8 @@ class PartitionStore:
 
     def save(self, user_id: str, time_zone: str, month: int, part: Partition, *, watermark: int) -> None:
         """Store a month's partition built by the recompute with ``watermark``."""
-        self.cache.put(self._key(user_id, time_zone, month), partition_to_bytes(part), watermark=watermark)
+        self.cache.put(self._key(user_id, time_zone, month), partition_payload(part), watermark=watermark)
 
-    def save_payload(self, user_id: str, time_zone: str, month: int, payload: bytes, *, watermark: int) -> None:
-        """Store a month's partition already serialized with :func:`partition_to_bytes`."""
+    def save_payload(self, user_id: str, time_zone: str, month: int, payload: Payload, *, watermark: int) -> None:
+        """Store a month's partition already serialized with :func:`partition_payload`."""
         self.cache.put(self._key(user_id, time_zone, month), payload, watermark=watermark)

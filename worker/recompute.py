@@ -40,8 +40,7 @@ from worker.aggregation.partition import (
     frame_nbytes,
     merge_partitions,
     partition_from_bytes,
-    partition_to_bytes,
-    partition_to_mapped,
+    partition_payload,
     refill_partitions,
     shell_of,
 )
@@ -327,10 +326,10 @@ class Recomputer:
         month's first instants: :func:`~worker.partitions.month_bounds_ms`).
 
         Pages are encoded as they arrive, so about one page of events is held; each finished month
-        is serialized at once into its own memory map (:func:`partition_to_mapped`), which the
-        merge reads through zero-copy views and which goes back to the operating system as soon as
-        its rows are in the frame (the cache keeps payloads rebuilt from the frame, see
-        :meth:`_store_state`). Returns ``(None, read)``
+        is serialized at once (:func:`partition_payload`: a large one into a memory map of its
+        own), which the merge reads through zero-copy views and which goes back to the operating
+        system as soon as its rows are in the frame (the cache keeps payloads rebuilt from the
+        frame, see :meth:`_store_state`). Returns ``(None, read)``
         when the events did not arrive month by month (see
         :class:`~worker.aggregation.partition.MonthPartitioner`).
         """
@@ -339,7 +338,7 @@ class Recomputer:
 
         def add(page: list[WatchEvent]) -> None:
             builder.add(page)
-            payloads.update({m: partition_to_mapped(p) for m, p in builder.take_finished().items()})
+            payloads.update({m: partition_payload(p) for m, p in builder.take_finished().items()})
 
         read = 0
         for lo, hi in ranges:
@@ -351,7 +350,7 @@ class Recomputer:
         rest = await asyncio.to_thread(builder.finish)
         if builder.out_of_order:
             return None, read
-        payloads.update({m: partition_to_mapped(p) for m, p in rest.items()})
+        payloads.update({m: partition_payload(p) for m, p in rest.items()})
         return dict(sorted(payloads.items())), read
 
     async def read_delta(
@@ -397,7 +396,7 @@ class Recomputer:
             if part is None:
                 reread.add(month)
             else:
-                combined[month] = partition_to_mapped(part)
+                combined[month] = partition_payload(part)
         return combined, reread
 
     def _finish(
@@ -470,7 +469,7 @@ class Recomputer:
         shells = pending.shells[::-1]
         pending.shells.clear()
         for month, part in refill_partitions(frame, _pop_all(shells)):
-            payload = partition_to_bytes(part)
+            payload = partition_payload(part)
             self.store.save_payload(pending.user_id, index.time_zone, month, payload, watermark=index.watermark)
         self.store.save_index(pending.user_id, index)
         self.frames.put(pending.user_id, index, frame, pending.derived)
@@ -492,7 +491,7 @@ class Recomputer:
             events.extend(await self.read_events(user_id, from_ms=lo, to_ms=hi, max_change_seq=max_change_seq))
         parts = await asyncio.to_thread(build_month_partitions, events, zone)
         wanted = parts if keep is None else {m: p for m, p in parts.items() if m in keep}
-        return {m: partition_to_mapped(p) for m, p in wanted.items()}, len(events)
+        return {m: partition_payload(p) for m, p in wanted.items()}, len(events)
 
     async def build_frame(self, claim: Claim, zone: ZoneInfo) -> tuple[Frame, int, Plan, _PendingState | None]:
         """Return the user's merged frame, the events read from Convex, the plan followed, and the

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import threading
 import uuid
 from collections.abc import Iterator
@@ -75,6 +76,18 @@ class TestSharedL2:
             stats = b.stats()
             assert (stats.l2_hits, stats.l1_hits, stats.misses, stats.l1_entries) == (1, 1, 0, 1)
             assert stats.l2_errors == 0
+
+    def test_memory_mapped_payload_is_kept_in_l1_and_shared_as_bytes(self, prefix: str) -> None:
+        """A large payload in a memory map of its own is kept as that map in L1 and written to L2 as its
+        bytes, which another replica reads back equal."""
+        data = bytes(range(256)) * 1100  # 281,600 bytes: above MAPPED_MIN_BYTES
+        payload = mmap.mmap(-1, len(data))
+        payload[:] = data
+        with replica(prefix) as a, replica(prefix) as b:
+            a.put(key(1), payload, watermark=4)
+            assert a.get(key(1), min_watermark=4) is payload
+            got = b.get(key(1), min_watermark=4)
+            assert isinstance(got, bytes) and got == data
 
     def test_absent_key_is_a_miss(self, prefix: str) -> None:
         """A key never written is a miss on both levels."""

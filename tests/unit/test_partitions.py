@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import mmap
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from worker.aggregation import compute_aggregations
 from worker.aggregation.frame import Frame, build_frame
 from worker.aggregation.partition import (
+    MAPPED_MIN_BYTES,
     MonthPartitioner,
     build_month_partitions,
     build_partition,
@@ -24,6 +26,7 @@ from worker.aggregation.partition import (
     frame_nbytes,
     merge_partitions,
     partition_from_bytes,
+    partition_payload,
     partition_to_bytes,
     partition_to_mapped,
     refill_partitions,
@@ -345,6 +348,19 @@ class TestPartitionFrames:
         assert probe() is not None  # the decoded arrays keep the map
         del decoded
         assert probe() is None
+
+    def test_payload_is_mapped_from_the_size_threshold_on_and_decodes_read_only(self) -> None:
+        """partition_payload gives bytes below MAPPED_MIN_BYTES and a memory map from it on, both holding
+        the partition_to_bytes payload; decoded arrays are read-only even over a writable map."""
+        zone = load_zone("UTC")
+        small, large = build_partition(history(50, 1), zone), build_partition(history(12_000, 1), zone)
+        assert len(partition_to_bytes(small)) < MAPPED_MIN_BYTES <= len(partition_to_bytes(large))
+        got_small, got_large = partition_payload(small), partition_payload(large)
+        assert isinstance(got_small, bytes) and got_small == partition_to_bytes(small)
+        assert isinstance(got_large, mmap.mmap) and got_large[:] == partition_to_bytes(large)
+        decoded = partition_from_bytes(got_large)
+        with pytest.raises(ValueError, match="read-only"):
+            decoded.ts[0] = 0
 
     @pytest.mark.parametrize("cut", [0, 3, 10, 40, -1])
     def test_truncated_or_foreign_payload_is_rejected(self, cut: int) -> None:

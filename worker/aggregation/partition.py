@@ -54,6 +54,8 @@ __all__ = [
     "local_months",
     "partition_to_bytes",
     "partition_to_mapped",
+    "partition_payload",
+    "MAPPED_MIN_BYTES",
     "partition_from_bytes",
 ]
 
@@ -1081,21 +1083,40 @@ def partition_to_bytes(part: Partition) -> bytes:
     return bytes(out)
 
 
+MAPPED_MIN_BYTES: Final = 256 * 1024
+"""Payloads at least this long get a memory map of their own (:func:`partition_payload`). Below it
+they are ``bytes`` in the C heap: a map costs whole 4 KiB pages and one kernel mapping, so the
+waste stays under 2 % and a 64 MiB cache holds at most 256 maps."""
+
+
 def partition_to_mapped(part: Partition) -> mmap.mmap:
     """Serialize a partition as :func:`partition_to_bytes` does, into an anonymous memory map.
 
-    A payload that is only kept until it is merged (a month read for one recompute) is written to
-    pages of its own, which the operating system takes back as soon as the last array viewing it
-    (:func:`partition_from_bytes`) is gone. Payloads of the C heap's size instead leave holes there
-    that the engine's larger arrays cannot reuse, so the process's resident memory keeps them.
+    The payload gets pages of its own, which the operating system takes back as soon as the map is
+    dropped and no array viewing it (:func:`partition_from_bytes`) is left. Month payloads of a
+    large history (≈ 1.3 MiB each at 1M views) kept in the C heap instead leave holes there when
+    they are freed, between longer-lived blocks, which the engine's larger arrays cannot reuse: the
+    process's resident memory keeps them (≈ 10–15 MiB of the peak at 1M views, measured with
+    ``benchmarks/bench_incremental.py --rss-only``).
 
     Returns:
-        The payload, byte for byte the ``partition_to_bytes`` one; ``len()`` is its length.
+        The payload, byte for byte the ``partition_to_bytes`` one; ``len()`` is its length. Never
+        written to after this call.
     """
     head, placed, blob_at, total = _layout(part)
     out = mmap.mmap(-1, total)
     _fill(out, head, placed, blob_at, part.name_blob)
     return out
+
+
+def partition_payload(part: Partition) -> Payload:
+    """Serialize a partition into a memory map of its own when at least :data:`MAPPED_MIN_BYTES`
+    long (:func:`partition_to_mapped`), else into ``bytes`` (:func:`partition_to_bytes`); the bytes
+    are the same either way."""
+    head, placed, blob_at, total = _layout(part)
+    out: bytearray | mmap.mmap = mmap.mmap(-1, total) if total >= MAPPED_MIN_BYTES else bytearray(total)
+    _fill(out, head, placed, blob_at, part.name_blob)
+    return bytes(out) if isinstance(out, bytearray) else out
 
 
 def _fill(
@@ -1147,7 +1168,9 @@ def partition_from_bytes(payload: Payload) -> Partition:
         end = base + offset + count * dtype.itemsize
         if offset < 0 or count < 0 or end > len(payload):
             raise ValueError(f"partition payload: array {name} out of bounds")
-        fields[name] = np.frombuffer(payload, dtype=dtype, count=count, offset=base + offset)
+        array = np.frombuffer(payload, dtype=dtype, count=count, offset=base + offset)
+        array.flags.writeable = False  # a memory map is writable: the views of a cached payload must not be
+        fields[name] = array
     blob_end = base + names_at + names_len
     if names_at < 0 or names_len < 0 or blob_end > len(payload):
         raise ValueError("partition payload: name blob out of bounds")
