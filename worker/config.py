@@ -163,8 +163,12 @@ def load_settings(**overrides: object) -> Settings:
         The validated settings.
 
     Raises:
-        ConfigError: naming every missing or invalid variable.
+        ConfigError: naming every missing or invalid variable, or every setting set under several
+            spellings with different values (:func:`conflicting_spellings`).
     """
+    conflicts = conflicting_spellings()
+    if conflicts:
+        raise ConfigError("; ".join(conflicts))
     # An empty CONVEX_* variable counts as unset (docker-compose files often define them empty): an
     # empty CONVEX_ADMIN_KEY must not hide CONVEX_DEPLOY_KEY, nor an empty CONVEX_URL its alias.
     for field, names in (("convex_url", URL_VARIABLES), ("convex_admin_key", KEY_VARIABLES)):
@@ -243,6 +247,34 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[tuple[st
             close = [known_suffix for known_suffix in by_suffix if f"_{suffix}_" in f"_{known_suffix}_"]
         found.append((name, by_suffix[close[0]] if len(close) == 1 else None))
     return found
+
+
+def conflicting_spellings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Find settings set under several spellings with different values (``WORKER_PAGE_SIZE=500`` and
+    ``worker_page_size=800``).
+
+    Settings are read case-insensitively, so which spelling wins would depend on the order of the
+    environment: :func:`load_settings` refuses the environment instead. Spellings with the same value
+    are not a conflict.
+
+    Args:
+        environ: The environment to check; None reads the process environment.
+
+    Returns:
+        One message per conflicting setting, naming every spelling, in name order; empty when none.
+    """
+    env = os.environ if environ is None else environ
+    known = set(setting_variables())
+    spellings: dict[str, list[str]] = {}
+    for name in sorted(env):
+        if name.upper() in known:
+            spellings.setdefault(name.upper(), []).append(name)
+    return [
+        f"{', '.join(names[:-1])} and {names[-1]} are {'both' if len(names) == 2 else 'all'} set, to different"
+        " values (names are read case-insensitively): keep one"
+        for _, names in sorted(spellings.items())
+        if len({env[n] for n in names}) > 1
+    ]
 
 
 def env_first(names: tuple[str, ...]) -> str | None:

@@ -12,6 +12,7 @@ from worker.config import (
     URL_VARIABLES,
     Settings,
     check_deployment_url,
+    conflicting_spellings,
     load_settings,
     setting_variables,
     unknown_variables,
@@ -138,6 +139,36 @@ class TestLoadSettings:
         monkeypatch.setenv("WORKER_LOG_LEVEL", "verbose")
         with pytest.raises(ConfigError, match="^WORKER_LOG_LEVEL is invalid"):
             load_settings()
+
+
+class TestConflictingSpellings:
+    def test_two_spellings_with_different_values_are_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """WORKER_PAGE_SIZE and worker_page_size with different values: which one wins would depend on the
+        environment's order, so load_settings names both instead of picking one."""
+        deployment(monkeypatch)
+        monkeypatch.setenv("WORKER_PAGE_SIZE", "500")
+        monkeypatch.setenv("worker_page_size", "800")
+        with pytest.raises(ConfigError) as err:
+            load_settings()
+        assert str(err.value) == (
+            "WORKER_PAGE_SIZE and worker_page_size are both set, to different values (names are read"
+            " case-insensitively): keep one"
+        )
+
+    def test_same_value_or_one_spelling_is_accepted(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Spellings agreeing on the value, and unrelated variables, are no conflict."""
+        env = {"WORKER_PAGE_SIZE": "500", "Worker_Page_Size": "500", "WORKER_LEASE_MS": "1", "other": "x"}
+        assert conflicting_spellings(env) == []
+        deployment(monkeypatch)
+        monkeypatch.setenv("WORKER_PAGE_SIZE", "500")
+        monkeypatch.setenv("worker_page_size", "500")
+        assert load_settings().page_size == 500
+
+    def test_three_spellings_are_all_named(self) -> None:
+        """Every spelling of the setting is named, in name order."""
+        env = {"WORKER_LEASE_MS": "1", "worker_lease_ms": "2", "Worker_Lease_Ms": "2"}
+        (message,) = conflicting_spellings(env)
+        assert message.startswith("WORKER_LEASE_MS, Worker_Lease_Ms and worker_lease_ms are all set")
 
 
 class TestUnknownVariables:
