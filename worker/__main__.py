@@ -57,6 +57,7 @@ from worker.errors import (  # noqa: E402
     ImportInterruptedError,
     PermanentGatewayError,
     WorkerError,
+    plural,
 )
 from worker.logs import configure_logging  # noqa: E402
 
@@ -228,7 +229,8 @@ def _print_import_summary(path: Path, parsed: Any, summary: Any) -> None:
         return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
 
     member = f": {escape(parsed.member)}" if parsed.member else ""
-    console.print(f"[bold]{escape(path.name)}[/]{member} ({parsed.source}): {parsed.total_entries} entries")
+    entries = plural(parsed.total_entries, "entry", "entries")
+    console.print(f"[bold]{escape(path.name)}[/]{member} ({parsed.source}): {entries}")
     console.print(f"  imported            {summary.imported}")
     console.print(f"  duplicates skipped  {summary.duplicates}")
     non_views = ", ".join(f"{k} {v}" for k, v in sorted(parsed.non_views.items())) or "none"
@@ -354,7 +356,7 @@ async def _demo(file: Path, parsed: Any, settings: Settings, token: str, *, time
     print_dashboard(dashboard, console=Console())
     console.print(
         f"import {import_s:.1f} s, worker {worker_s:.1f} s "
-        f"({stats.users_processed} user(s), {stats.results_written} results written)"
+        f"({plural(stats.users_processed, 'user')}, {plural(stats.results_written, 'result')} written)"
     )
     if keep_running:
         console.print(f"backend at {settings.convex_url}; worker keeps running (Ctrl-C to stop)")
@@ -547,7 +549,7 @@ def dead_letters_retry(user_id: UserIdOption = None, url: UrlOption = None) -> N
         out.print(f"no dead letters{of_user} to retry", highlight=False, markup=False)
         return
     out.print(
-        f"{retried} dead letter(s){of_user} put back to pending; a running worker recomputes their users"
+        f"{plural(retried, 'dead letter')}{of_user} put back to pending; a running worker recomputes their users"
         " (a user still in a retry backoff is claimed when it ends, within 64 s)",
         highlight=False,
         markup=False,

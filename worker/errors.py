@@ -24,6 +24,17 @@ def shorten(value: str, limit: int = 60) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """Return ``count`` with ``noun`` in the singular or plural (``1 view``, ``2 views``, ``0 entries``).
+
+    Args:
+        count: How many.
+        noun: The singular.
+        nouns: The plural when it is not ``noun`` + "s" (``"entries"``, ``"batches"``).
+    """
+    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
+
+
 class WorkerError(Exception):
     """Base class of every error raised on purpose by the worker."""
 

@@ -108,7 +108,9 @@ async def upload_events(
 
 
 def _where(summary: ImportSummary, start: int, size: int) -> str:
-    return f"batch {summary.batches + 1} (views {start}..{start + size - 1} in time order)"
+    """Name the batch after the committed ones: ``batch 3 (views 1000..1499 in time order)``."""
+    views = f"view {start}" if size == 1 else f"views {start}..{start + size - 1}"
+    return f"batch {summary.batches + 1} ({views} in time order)"
 
 
 def _committed(summary: ImportSummary) -> str:

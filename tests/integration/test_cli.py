@@ -245,6 +245,18 @@ class TestImportRejections:
                 1,
                 "none of its 2 entries is a view (ad 1, rejected 1); nothing imported",
             ),
+            (
+                [
+                    {
+                        "header": "YouTube",
+                        "title": "Watched Volvo Cars",
+                        "details": [{"name": "From Google Ads"}],
+                        "time": "2024-01-05T22:15:32Z",
+                    }
+                ],
+                0,
+                "its only entry is not a view (ad 1, rejected 0); nothing imported",
+            ),
         ],
     )
     def test_nothing_to_import_exits_2_after_the_summary(
@@ -257,7 +269,10 @@ class TestImportRejections:
         res = run_cli("import", str(export), "--token", "t", env={"CONVEX_URL": "http://127.0.0.1:9"})
         assert res.returncode == 2, res.stderr
         lines = res.stderr.strip().splitlines()
-        assert lines[0] == f"watch-history.json (takeout_json): {len(entries)} entries"
+        assert (
+            lines[0]
+            == f"watch-history.json (takeout_json): {len(entries)} {'entry' if len(entries) == 1 else 'entries'}"
+        )
         assert lines[-1] == f"error: {export}: {message}"
         assert sum(line.startswith("error:") for line in lines) == 1
         assert f"rejected            {rejected}" in res.stderr
@@ -350,6 +365,7 @@ class TestDemo:
         res = run_cli("demo", timeout=300)
         assert res.returncode == 0, res.stderr[-2000:]
         assert "imported            5000" in res.stderr
+        assert ", worker " in res.stderr and " s (1 user, " in res.stderr, res.stderr[-2000:]  # not "1 user(s)"
         assert "— fresh" in res.stdout
         assert "Top channels" in res.stdout
 
@@ -458,13 +474,13 @@ class TestDeadLetters:
         assert lines[1].startswith(f"user={user} seq={seq} kind=import range=2023-11-14..2023-11-14 count=1 failed_at=")
         assert lines[1].endswith("Z error=#1"), lines[1]
         assert "  #1  ValueError: bad document (attempt 5)" in lines  # the last error, once
-        assert "1 dead letter(s) of 1 user(s)" in lines
+        assert "1 dead letter of 1 user" in lines
         assert "showing the first" not in listed.stdout
         assert f"after fixing the cause: python -m worker dead-letters retry --user-id '{user}'" in lines
 
         retried = run_cli("dead-letters", "retry", "--user-id", user, env=env)
         assert retried.returncode == 0, retried.stderr
-        assert f"1 dead letter(s) of {user} put back to pending" in retried.stdout
+        assert f"1 dead letter of {user} put back to pending" in retried.stdout
         assert user in asyncio.run(pending_users(project_backend))
         again = run_cli("dead-letters", "list", "--user-id", user, env=env)
         assert again.returncode == 0 and f"no dead letters of {user}" in again.stdout

@@ -353,8 +353,17 @@ class TestZipAndCli:
         good.write_text(json.dumps([record(), record(time=None)]), encoding="utf-8")
         assert main([str(good)]) == 0
         out = capsys.readouterr().out
-        assert "1 views" in out and "rejected 1" in out and "  rejected: entry 1: time: missing" in out
+        assert ": takeout_json, 2 entries, 1 view, " in out, out  # counts in the singular when they are 1
+        assert "rejected 1" in out and "  rejected: entry 1: time: missing" in out
         assert "nothing to import" not in out
+        one = tmp_path / "one.json"
+        one.write_text(json.dumps([record()] + [record(time=None)] * 12), encoding="utf-8")
+        assert main([str(one)]) == 0
+        out = capsys.readouterr().out
+        assert ": takeout_json, 13 entries, 1 view, " in out and "  … and 2 more rejections\n" in out
+        one.write_text(json.dumps([record()] + [record(time=None)] * 11), encoding="utf-8")
+        assert main([str(one)]) == 0
+        assert "  … and 1 more rejection\n" in capsys.readouterr().out
 
     @pytest.mark.parametrize(
         ("entries", "reason"),
@@ -364,6 +373,10 @@ class TestZipAndCli:
             (
                 [record(title="Watched Volvo Cars", details=[{"name": "From Google Ads"}]), record(time=None)],
                 "none of its 2 entries is a view (ad 1, rejected 1)",
+            ),
+            (
+                [record(title="Watched Volvo Cars", details=[{"name": "From Google Ads"}])],
+                "its only entry is not a view (ad 1, rejected 0)",
             ),
         ],
     )
