@@ -83,13 +83,15 @@ class ImportFailedError(WorkerError):
     Attributes:
         committed_batches: Number of batches committed before the failure (they stay imported;
             importing the same file again skips them as duplicates).
-        inserted: Events inserted by those batches.
+        inserted: Events of those batches that were new (inserted).
+        duplicates: Events of those batches that were already stored (committed as no-ops).
     """
 
-    def __init__(self, message: str, *, committed_batches: int, inserted: int) -> None:
+    def __init__(self, message: str, *, committed_batches: int, inserted: int, duplicates: int = 0) -> None:
         super().__init__(message)
         self.committed_batches = committed_batches
         self.inserted = inserted
+        self.duplicates = duplicates
 
 
 class ImportInterruptedError(ImportFailedError):

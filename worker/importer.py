@@ -13,6 +13,7 @@ from worker.errors import (
     ImportFailedError,
     ImportInterruptedError,
     PermanentGatewayError,
+    plural,
 )
 from worker.gateway import ConvexGateway
 from worker.models import WatchEvent
@@ -27,8 +28,9 @@ class ImportSummary:
     """What an import did.
 
     Attributes:
-        imported: Events inserted.
-        duplicates: Events skipped because the same (time, video or title) was already stored.
+        imported: Events inserted (new).
+        duplicates: Events skipped because the same (time, video or title) was already stored; their
+            batches are committed all the same (the duplicates as no-ops).
         batches: Mutations committed.
         non_views: Entries of the file that are not views, by kind (ads, posts, visits, ...).
         rejected: ``(entry index, field, reason)`` of entries that could not be read.
@@ -45,6 +47,11 @@ class ImportSummary:
     first_ms: int | None = None
     last_ms: int | None = None
     last_seq: int | None = None
+
+    @property
+    def sent(self) -> int:
+        """Events of the committed batches: the new ones and the duplicates."""
+        return self.imported + self.duplicates
 
     def rejected_reasons(self) -> Counter[str]:
         """Return rejection counts by ``field: reason``."""
@@ -96,6 +103,7 @@ async def upload_events(
                 f"{_where(summary, start, len(batch))} may or may not be committed. {_committed(summary)}",
                 committed_batches=summary.batches,
                 inserted=summary.imported,
+                duplicates=summary.duplicates,
             ) from None
         summary.batches += 1
         summary.imported += int(result["inserted"])
@@ -114,13 +122,17 @@ def _where(summary: ImportSummary, start: int, size: int) -> str:
 
 
 def _committed(summary: ImportSummary) -> str:
-    """Say what is committed so far, as a sentence, and that importing the file again is safe."""
+    """Say what is committed so far, as a sentence, and that importing the file again is safe.
+
+    ``2 earlier batches (1000 events sent: 988 new, 12 duplicates) are committed; importing the file
+    again skips their events as duplicates.`` Duplicates count: their batches are committed too.
+    """
     if summary.batches == 0:
         return "No earlier batch is committed; importing the file again is safe."
-    return (
-        f"{summary.batches} earlier batches ({summary.imported} events) are committed;"
-        " importing the file again skips them as duplicates."
-    )
+    batches = plural(summary.batches, "earlier batch", "earlier batches")
+    sent = f"{plural(summary.sent, 'event')} sent: {summary.imported} new, {plural(summary.duplicates, 'duplicate')}"
+    are, their = ("is", "its") if summary.batches == 1 else ("are", "their")
+    return f"{batches} ({sent}) {are} committed; importing the file again skips {their} events as duplicates."
 
 
 def _batch_failure(exc: GatewayError, summary: ImportSummary, start: int, size: int) -> ImportFailedError:
@@ -139,4 +151,6 @@ def _batch_failure(exc: GatewayError, summary: ImportSummary, start: int, size: 
             message += f" {_committed(summary)}"
     else:
         message = f"{where} failed: {reason}. {_committed(summary)}"
-    return ImportFailedError(message, committed_batches=summary.batches, inserted=summary.imported)
+    return ImportFailedError(
+        message, committed_batches=summary.batches, inserted=summary.imported, duplicates=summary.duplicates
+    )

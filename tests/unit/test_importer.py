@@ -22,11 +22,16 @@ EVENTS = [WatchEvent(watched_at_ms=1_700_000_000_000 + i, video_id="dQw4w9WgXcQ"
 
 
 class FailingGateway:
-    """Commits ``ok_batches`` batches (every event inserted), then raises ``error`` (or blocks, if None)."""
+    """Commits ``ok_batches`` batches, then raises ``error`` (or blocks, if None).
 
-    def __init__(self, ok_batches: int, error: GatewayError | None) -> None:
+    The first ``stored`` events (in time order) count as duplicates, already stored; the others are inserted.
+    """
+
+    def __init__(self, ok_batches: int, error: GatewayError | None, stored: int = 0) -> None:
         self.ok_batches = ok_batches
         self.error = error
+        self.stored = stored
+        self.sent = 0
         self.calls = 0
 
     async def import_batch(self, batch: list[WatchEvent], *, source: str, user_id: str | None) -> dict[str, Any]:
@@ -36,12 +41,15 @@ class FailingGateway:
                 await asyncio.sleep(3600)
             else:
                 raise self.error
-        return {"inserted": len(batch), "duplicates": 0, "seq": self.calls}
+        duplicates = max(0, min(len(batch), self.stored - self.sent))
+        self.sent += len(batch)
+        return {"inserted": len(batch) - duplicates, "duplicates": duplicates, "seq": self.calls}
 
 
-def failure(ok_batches: int, error: GatewayError | None) -> ImportFailedError:
+def failure(ok_batches: int, error: GatewayError | None, stored: int = 0) -> ImportFailedError:
     async def go() -> None:
-        await upload_events(FailingGateway(ok_batches, error), EVENTS, source="takeout_json", batch_size=2)  # type: ignore[arg-type]
+        gateway = FailingGateway(ok_batches, error, stored)
+        await upload_events(gateway, EVENTS, source="takeout_json", batch_size=2)  # type: ignore[arg-type]
 
     with pytest.raises(ImportFailedError) as info:
         asyncio.run(go())
@@ -66,8 +74,8 @@ class TestImportFailures:
     def test_rejected_credentials_after_some_batches(self) -> None:
         exc = failure(1, AUTH)
         assert str(exc).endswith(
-            "invalid for this instance. 1 earlier batches (2 events) are committed;"
-            " importing the file again skips them as duplicates."
+            "invalid for this instance. 1 earlier batch (2 events sent: 2 new, 0 duplicates) is committed;"
+            " importing the file again skips its events as duplicates."
         )
 
     def test_refused_batch_ends_in_one_period(self) -> None:
@@ -81,9 +89,20 @@ class TestImportFailures:
         assert "batch 3 (view 4 in time order) was refused" in str(later)  # a batch of one view
         assert ".." not in str(later)
         assert str(later).endswith(
-            "nothing of this batch was written. 2 earlier batches (4 events) are committed;"
-            " importing the file again skips them as duplicates."
+            "nothing of this batch was written. 2 earlier batches (4 events sent: 4 new, 0 duplicates) are"
+            " committed; importing the file again skips their events as duplicates."
         )
+
+    def test_duplicates_count_as_committed_events(self) -> None:
+        """Duplicates were sent and committed (as no-ops): the events committed are all that were sent, new or not."""
+        exc = failure(2, TransientGatewayError("watchEvents:importBatch: ConnectError: refused"), stored=3)
+        assert (exc.committed_batches, exc.inserted, exc.duplicates) == (2, 1, 3)
+        assert str(exc).endswith(
+            "failed: watchEvents:importBatch: ConnectError: refused. 2 earlier batches (4 events sent: 1 new,"
+            " 3 duplicates) are committed; importing the file again skips their events as duplicates."
+        )
+        again = failure(1, TransientGatewayError("watchEvents:importBatch: ConnectError: refused"), stored=5)
+        assert "1 earlier batch (2 events sent: 0 new, 2 duplicates) is committed;" in str(again)
 
     def test_unreachable_deployment_says_a_re_import_is_safe(self) -> None:
         exc = failure(0, TransientGatewayError("watchEvents:importBatch: ConnectError: refused"))
@@ -107,6 +126,6 @@ class TestImportFailures:
             asyncio.run(go())
         assert (info.value.committed_batches, info.value.inserted) == (1, 2)
         assert str(info.value) == (
-            "batch 2 (views 2..3 in time order) may or may not be committed. 1 earlier batches (2 events)"
-            " are committed; importing the file again skips them as duplicates."
+            "batch 2 (views 2..3 in time order) may or may not be committed. 1 earlier batch (2 events sent:"
+            " 2 new, 0 duplicates) is committed; importing the file again skips its events as duplicates."
         )
