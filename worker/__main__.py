@@ -89,10 +89,18 @@ class _Interrupted(Exception):
         self.signum = signum
         self.detail = detail
 
-    def exit(self, what: str) -> typer.Exit:
-        """Print the one-line message and return the exit (128 + the signal's number)."""
+    def exit(self, what: str, *, when: str = "", detail: str | None = None) -> typer.Exit:
+        """Print the one-line message and return the exit (128 + the signal's number).
+
+        Args:
+            what: The command (``import``, ``demo``).
+            when: What it was doing (``while reading FILE``), or "".
+            detail: What was done, instead of :attr:`detail`.
+        """
         name = signal.Signals(self.signum).name
-        return _fail(f"{what} interrupted by {name}" + (f": {self.detail}" if self.detail else ""), 128 + self.signum)
+        detail = self.detail if detail is None else detail
+        message = f"{what} interrupted by {name}" + (f" {when}" if when else "") + (f": {detail}" if detail else "")
+        return _fail(message, 128 + self.signum)
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:
@@ -247,38 +255,46 @@ def _print_import_summary(path: Path, parsed: Any, summary: Any) -> None:
 
 async def _import(
     path: Path,
+    parsed: Any,
     url: str,
     *,
     admin_key: str | None,
     token: str | None,
     user_id: str | None,
-    parsed: Any = None,
 ) -> Any:
+    """Upload the views of ``parsed`` (from :func:`_parse_file`, read before the event loop) and print the summary.
+
+    Raises:
+        ImportInterruptedError: on cancellation, saying whether a batch was in flight, and what is committed.
+        ImportFailedError: a batch failed.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from worker.gateway import ConvexGateway
-    from worker.importer import upload_events
+    from worker.importer import interrupted_between_batches, upload_events
 
-    if parsed is None:
-        parsed = _parse_file(path)
-    async with ConvexGateway(url, admin_key=admin_key if user_id else None, user_token=token) as gateway:
-        with Progress(
-            TextColumn("importing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-            disable=not console.is_terminal,  # piped: no bar, and no empty line left behind
-        ) as progress:
-            task = progress.add_task("import", total=len(parsed.views))
-            summary = await upload_events(
-                gateway,
-                parsed.views,
-                source=parsed.source,
-                user_id=user_id,
-                on_batch=lambda n: progress.advance(task, n),
-            )
+    summary = None
+    try:
+        async with ConvexGateway(url, admin_key=admin_key if user_id else None, user_token=token) as gateway:
+            with Progress(
+                TextColumn("importing"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+                disable=not console.is_terminal,  # piped: no bar, and no empty line left behind
+            ) as progress:
+                task = progress.add_task("import", total=len(parsed.views))
+                summary = await upload_events(
+                    gateway,
+                    parsed.views,
+                    source=parsed.source,
+                    user_id=user_id,
+                    on_batch=lambda n: progress.advance(task, n),
+                )
+    except asyncio.CancelledError:  # not during a batch (upload_events reports that one itself)
+        raise interrupted_between_batches(summary) from None
     summary.non_views = dict(parsed.non_views)
     summary.rejected = [(r.index, r.field, r.reason) for r in parsed.rejected]
     _print_import_summary(path, parsed, summary)
@@ -317,9 +333,15 @@ def import_(
             f" 'convex-local|{user_id}'): no signed-in user will see these views",
             soft_wrap=True,
         )
+    from worker.importer import NOTHING_SENT
+
     _interruptible()
+    try:  # before the event loop, whose signal handlers would only run once the parse is over
+        parsed = _parse_file(file)
+    except _Interrupted as exc:
+        raise exc.exit("import", when=f"while reading {file}", detail=NOTHING_SENT) from None
     try:
-        asyncio.run(_cancel_on_signals(_import(file, url, admin_key=admin_key, token=token, user_id=user_id)))
+        asyncio.run(_cancel_on_signals(_import(file, parsed, url, admin_key=admin_key, token=token, user_id=user_id)))
     except _Interrupted as exc:
         raise exc.exit("import") from None
     except ImportFailedError as exc:
@@ -339,7 +361,7 @@ async def _demo(file: Path, parsed: Any, settings: Settings, token: str, *, time
         await user_gateway.mutation("settings:setTimeZone", {"timeZone": time_zone})
     console.print(f"user time zone: {time_zone}")
     started = time.perf_counter()
-    await _import(file, str(settings.convex_url), admin_key=None, token=token, user_id=None, parsed=parsed)
+    await _import(file, parsed, str(settings.convex_url), admin_key=None, token=token, user_id=None)
     import_s = time.perf_counter() - started
     async with ConvexGateway(
         str(settings.convex_url), admin_key=settings.convex_admin_key.get_secret_value()

@@ -18,6 +18,9 @@ from worker.errors import (
 from worker.gateway import ConvexGateway
 from worker.models import WatchEvent
 
+NOTHING_SENT = "no batch was sent; importing the file again is safe."
+"""What an import stopped before its first batch was sent has done (the end of the CLI's message)."""
+
 BATCH_SIZE = 500
 """Events per ``importBatch`` mutation: well under the backend's 1000-event cap and Convex's
 per-transaction limits (each event costs one index read and one write)."""
@@ -84,8 +87,9 @@ async def upload_events(
         ImportFailedError: a batch failed (its ``__cause__`` is the gateway error: permanent when the
             backend refused it, transient when the deployment could not be reached); earlier batches
             stay committed, and importing the same file again skips them as duplicates.
-        ImportInterruptedError: the task was cancelled (the CLI cancels it on SIGINT/SIGTERM); same
-            attributes, no ``__cause__``.
+        ImportInterruptedError: the task was cancelled (the CLI cancels it on SIGINT/SIGTERM) while a
+            batch was in flight, which may or may not be committed; same attributes, no ``__cause__``.
+            (A cancellation elsewhere, when nothing is in flight: :func:`interrupted_between_batches`.)
     """
     summary = ImportSummary()
     if events:
@@ -130,9 +134,35 @@ def _committed(summary: ImportSummary) -> str:
     if summary.batches == 0:
         return "No earlier batch is committed; importing the file again is safe."
     batches = plural(summary.batches, "earlier batch", "earlier batches")
-    sent = f"{plural(summary.sent, 'event')} sent: {summary.imported} new, {plural(summary.duplicates, 'duplicate')}"
     are, their = ("is", "its") if summary.batches == 1 else ("are", "their")
-    return f"{batches} ({sent}) {are} committed; importing the file again skips {their} events as duplicates."
+    return f"{batches} ({_sent(summary)}) {are} committed; importing the file again skips {their} events as duplicates."
+
+
+def _sent(summary: ImportSummary) -> str:
+    """``1000 events sent: 988 new, 12 duplicates``: the events of the committed batches."""
+    return f"{plural(summary.sent, 'event')} sent: {summary.imported} new, {plural(summary.duplicates, 'duplicate')}"
+
+
+def interrupted_between_batches(summary: ImportSummary | None) -> ImportInterruptedError:
+    """Describe an import cancelled while no batch was in flight: before the first one or after the last.
+
+    Args:
+        summary: What :func:`upload_events` returned, or None when it had not returned (it reports a
+            cancellation during a batch itself, so none was sent).
+
+    Returns:
+        The error to raise: ``no batch was sent; importing the file again is safe.``, or that every
+        batch is committed.
+    """
+    if summary is None or summary.batches == 0:
+        return ImportInterruptedError(NOTHING_SENT, committed_batches=0, inserted=0)
+    every = "the only batch is" if summary.batches == 1 else f"all {summary.batches} batches are"
+    return ImportInterruptedError(
+        f"{every} committed ({_sent(summary)}); the import is complete.",
+        committed_batches=summary.batches,
+        inserted=summary.imported,
+        duplicates=summary.duplicates,
+    )
 
 
 def _batch_failure(exc: GatewayError, summary: ImportSummary, start: int, size: int) -> ImportFailedError:

@@ -187,6 +187,50 @@ class TestImportInterrupted:
         ), stderr
         assert "Traceback" not in stderr
 
+    @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+    def test_signal_while_reading_says_nothing_was_sent(
+        self, project_backend: LocalBackend, large_export: Path, sig: signal.Signals, code: int
+    ) -> None:
+        """Interrupted while the file is parsed: no batch was in flight, so none "may or may not be committed"."""
+        user = f"cli-interrupted-reading-{sig.name.lower()}"  # no '|': the warning says the command has started
+        env = cli_env(CONVEX_URL=project_backend.url, CONVEX_ADMIN_KEY=project_backend.admin_key)
+        proc = start_cli("import", str(large_export), "--user-id", user, env=env)
+        try:
+            assert proc.stderr is not None
+            assert proc.stderr.readline().startswith(f"warning: --user-id '{user}' is not a token identifier")
+            time.sleep(0.3)  # reading: parsing 200 000 entries takes seconds
+            proc.send_signal(sig)
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=10)
+        assert proc.returncode == code, stderr
+        assert stderr.strip().splitlines() == [
+            f"error: import interrupted by {sig.name} while reading {large_export}: no batch was sent;"
+            " importing the file again is safe."
+        ]
+        assert user not in asyncio.run(pending_users(project_backend))
+
+
+@pytest.fixture(scope="module")
+def large_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A JSON export of 200 000 distinct views (about 60 MB), that takes seconds to parse."""
+    entry = {
+        "header": "YouTube",
+        "title": "Watched Tides",
+        "titleUrl": "https://www.youtube.com/watch?v=Qx7Lm2Np9Ta",
+        "subtitles": [{"name": "Channel", "url": "https://www.youtube.com/channel/UC1234567890123456789012"}],
+        "products": ["YouTube"],
+    }
+    entries = [
+        {**entry, "time": f"2024-01-{1 + i // 10_000:02d}T00:00:{i // 1000 % 10:02d}.{i % 1000:03d}Z"}
+        for i in range(200_000)
+    ]
+    path = tmp_path_factory.mktemp("large") / "watch-history.json"
+    path.write_text(json.dumps(entries), "utf-8")
+    return path
+
 
 class TestImportRejections:
     WATCH = {"header": "YouTube", "title": "Watched Tides", "time": "2024-01-05T22:15:32Z"}

@@ -15,7 +15,7 @@ from worker.errors import (
     PermanentGatewayError,
     TransientGatewayError,
 )
-from worker.importer import upload_events
+from worker.importer import ImportSummary, interrupted_between_batches, upload_events
 from worker.models import WatchEvent
 
 EVENTS = [WatchEvent(watched_at_ms=1_700_000_000_000 + i, video_id="dQw4w9WgXcQ", title="v") for i in range(5)]
@@ -129,3 +129,16 @@ class TestImportFailures:
             "batch 2 (views 2..3 in time order) may or may not be committed. 1 earlier batch (2 events sent:"
             " 2 new, 0 duplicates) is committed; importing the file again skips its events as duplicates."
         )
+
+    def test_cancellation_outside_a_batch_claims_no_batch_in_flight(self) -> None:
+        """Before the first batch nothing was sent; after the last every batch is committed: no "may or may not"."""
+        before = interrupted_between_batches(None)
+        assert str(before) == "no batch was sent; importing the file again is safe."
+        assert (before.committed_batches, before.inserted, before.duplicates) == (0, 0, 0)
+        after = interrupted_between_batches(ImportSummary(imported=3, duplicates=2, batches=3))
+        assert str(after) == (
+            "all 3 batches are committed (5 events sent: 3 new, 2 duplicates); the import is complete."
+        )
+        assert (after.committed_batches, after.inserted, after.duplicates) == (3, 3, 2)
+        one = interrupted_between_batches(ImportSummary(imported=1, batches=1))
+        assert str(one).startswith("the only batch is committed (1 event sent: 1 new, 0 duplicates)")
