@@ -66,6 +66,8 @@ console = Console(stderr=True, soft_wrap=True)  # one message, one line: never w
 
 DEMO_SAMPLE = Path(__file__).resolve().parent / "data" / "demo-watch-history.json"
 DEMO_SUBJECT = "demo-user"
+DEMO_GONE = "the demo's backend kept its data in memory and has stopped; run the demo again to start over"
+"""What is left after an interrupted or failed demo: nothing to import into again."""
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -82,12 +84,14 @@ class _Interrupted(Exception):
     Attributes:
         signum: The signal's number.
         detail: What was done before (an import's committed batches), or "".
+        during_import: Whether an import was under way (its batches are then in ``detail``).
     """
 
-    def __init__(self, signum: int, detail: str = "") -> None:
+    def __init__(self, signum: int, detail: str = "", *, during_import: bool = False) -> None:
         super().__init__(signum, detail)
         self.signum = signum
         self.detail = detail
+        self.during_import = during_import
 
     def exit(self, what: str, *, when: str = "", detail: str | None = None) -> typer.Exit:
         """Print the one-line message and return the exit (128 + the signal's number).
@@ -139,7 +143,7 @@ async def _cancel_on_signals(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return await coro
     except ImportInterruptedError as exc:
-        raise _Interrupted(received[0] if received else signal.SIGINT, str(exc)) from None
+        raise _Interrupted(received[0] if received else signal.SIGINT, str(exc), during_import=True) from None
     except asyncio.CancelledError:
         if not received:
             raise
@@ -418,7 +422,7 @@ def demo(
     try:
         parsed = _parse_file(path)  # a file that cannot be read is refused before the backend starts
     except _Interrupted as exc:
-        raise exc.exit("demo") from None
+        raise exc.exit("demo", when=f"while reading {path}, before the backend started") from None
     configure_logging("console" if log_format == "console" else "json", "warning")
     console.print("[bold]starting the local Convex backend[/] (npx convex-local)")
     try:
@@ -434,12 +438,13 @@ def demo(
             asyncio.run(
                 _cancel_on_signals(_demo(path, parsed, settings, token, time_zone=zone, keep_running=keep_running))
             )
-    except _Interrupted as exc:
-        raise exc.exit("demo") from None
+    except _Interrupted as exc:  # the in-memory backend is gone: no re-import, whatever was committed
+        raise exc.exit("demo", when="during the import" if exc.during_import else "", detail=DEMO_GONE) from None
     except BackendStartError as exc:
         raise _fail(str(exc), 1) from None
     except ImportFailedError as exc:
-        raise _fail(str(exc), 2 if isinstance(exc.__cause__, PermanentGatewayError) else 1) from None
+        code = 2 if isinstance(exc.__cause__, PermanentGatewayError) else 1
+        raise _fail(f"{exc.failure} {DEMO_GONE[:1].upper()}{DEMO_GONE[1:]}.", code) from None
     except (GatewayError, ConfigError) as exc:
         raise _fail(str(exc), 1) from None
 

@@ -85,13 +85,18 @@ class ImportFailedError(WorkerError):
             importing the same file again skips them as duplicates).
         inserted: Events of those batches that were new (inserted).
         duplicates: Events of those batches that were already stored (committed as no-ops).
+        failure: What failed, without what is committed and the advice to import again (the
+            message's first sentence); the message itself when it has no such part.
     """
 
-    def __init__(self, message: str, *, committed_batches: int, inserted: int, duplicates: int = 0) -> None:
+    def __init__(
+        self, message: str, *, committed_batches: int, inserted: int, duplicates: int = 0, failure: str | None = None
+    ) -> None:
         super().__init__(message)
         self.committed_batches = committed_batches
         self.inserted = inserted
         self.duplicates = duplicates
+        self.failure = message if failure is None else failure
 
 
 class ImportInterruptedError(ImportFailedError):

@@ -103,11 +103,13 @@ async def upload_events(
         except GatewayError as exc:
             raise _batch_failure(exc, summary, start, len(batch)) from exc
         except asyncio.CancelledError:  # SIGINT/SIGTERM: say what is committed instead of vanishing
+            failure = f"{_where(summary, start, len(batch))} may or may not be committed."
             raise ImportInterruptedError(
-                f"{_where(summary, start, len(batch))} may or may not be committed. {_committed(summary)}",
+                f"{failure} {_committed(summary)}",
                 committed_batches=summary.batches,
                 inserted=summary.imported,
                 duplicates=summary.duplicates,
+                failure=failure,
             ) from None
         summary.batches += 1
         summary.imported += int(result["inserted"])
@@ -174,13 +176,18 @@ def _batch_failure(exc: GatewayError, summary: ImportSummary, start: int, size: 
     reason = str(exc).rstrip().rstrip(".")  # the backend's own messages may end in a period
     where = _where(summary, start, size)
     if isinstance(exc, AuthenticationError):
-        message = f"{reason}. {_committed(summary)}" if summary.batches else f"{reason}."
+        failure = f"{reason}."
+        message = f"{failure} {_committed(summary)}" if summary.batches else failure
     elif isinstance(exc, PermanentGatewayError):
-        message = f"{where} was refused: {reason}; nothing of this batch was written."
-        if summary.batches:
-            message += f" {_committed(summary)}"
+        failure = f"{where} was refused: {reason}; nothing of this batch was written."
+        message = f"{failure} {_committed(summary)}" if summary.batches else failure
     else:
-        message = f"{where} failed: {reason}. {_committed(summary)}"
+        failure = f"{where} failed: {reason}."
+        message = f"{failure} {_committed(summary)}"
     return ImportFailedError(
-        message, committed_batches=summary.batches, inserted=summary.imported, duplicates=summary.duplicates
+        message,
+        committed_batches=summary.batches,
+        inserted=summary.imported,
+        duplicates=summary.duplicates,
+        failure=failure,
     )

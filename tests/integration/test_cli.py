@@ -416,6 +416,27 @@ class TestDemo:
         assert "— fresh" in res.stdout
         assert "Top channels" in res.stdout
 
+    def test_interrupted_demo_suggests_running_it_again(self, large_export: Path) -> None:
+        """The demo's backend is in memory and stops with it: the hint is to run the demo again, not to re-import."""
+        proc = start_cli("demo", str(large_export), env=cli_env())
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:  # printed just before the import starts (400 batches: seconds)
+                if line.startswith("user time zone:"):
+                    break
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=10)
+        assert proc.returncode == 130, stderr
+        assert stderr.strip().splitlines() == [
+            "error: demo interrupted by SIGINT during the import: the demo's backend kept its data in memory"
+            " and has stopped; run the demo again to start over"
+        ]
+
     def test_unreadable_export_is_refused_before_the_backend_starts(self, tmp_path: Path) -> None:
         """A file that is not a Takeout export: one line naming it and its position, exit 2, no backend."""
         bad = tmp_path / "notes.txt"

@@ -73,6 +73,7 @@ class TestImportFailures:
 
     def test_rejected_credentials_after_some_batches(self) -> None:
         exc = failure(1, AUTH)
+        assert exc.failure == str(AUTH)  # without what is committed (the demo's backend is gone: no re-import)
         assert str(exc).endswith(
             "invalid for this instance. 1 earlier batch (2 events sent: 2 new, 0 duplicates) is committed;"
             " importing the file again skips its events as duplicates."
@@ -85,7 +86,9 @@ class TestImportFailures:
             "batch 1 (views 0..1 in time order) was refused: watchEvents:importBatch: the function ran longer"
             " than 1000 ms; its transaction was rolled back; nothing of this batch was written."
         )
+        assert first.failure == str(first)
         later = failure(2, TIMEOUT)
+        assert later.failure == str(later).split(" 2 earlier batches")[0]
         assert "batch 3 (view 4 in time order) was refused" in str(later)  # a batch of one view
         assert ".." not in str(later)
         assert str(later).endswith(
@@ -125,6 +128,7 @@ class TestImportFailures:
         with pytest.raises(ImportInterruptedError) as info:
             asyncio.run(go())
         assert (info.value.committed_batches, info.value.inserted) == (1, 2)
+        assert info.value.failure == "batch 2 (views 2..3 in time order) may or may not be committed."
         assert str(info.value) == (
             "batch 2 (views 2..3 in time order) may or may not be committed. 1 earlier batch (2 events sent:"
             " 2 new, 0 duplicates) is committed; importing the file again skips its events as duplicates."
