@@ -489,6 +489,23 @@ def _deployment_url(url: str | None) -> str:
     return url
 
 
+def _bounded_int(option: str, value: str, low: int, high: int) -> int:
+    """Return the whole number ``value`` of ``option`` when it lies in ``low..high``.
+
+    Read here rather than by Click, which would refuse it with a boxed usage message.
+
+    Raises:
+        typer.Exit: code 2 with one line naming the option, the value and the allowed range.
+    """
+    try:
+        number = int(value)
+    except ValueError:
+        raise _fail(f"{option} {value!r} is not a whole number (allowed: {low} to {high})") from None
+    if not low <= number <= high:
+        raise _fail(f"{option} {number} is out of range (allowed: {low} to {high})")
+    return number
+
+
 def _operator_connection(url: str | None) -> tuple[str, str]:
     """Return the deployment URL and admin key of an operator command, read as ``import --user-id`` reads them.
 
@@ -539,7 +556,9 @@ async def _retry_dead_letters(url: str, admin_key: str, user_id: str | None) -> 
 @dead_letters_app.command("list")
 def dead_letters_list(
     user_id: UserIdOption = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000, help="Most dead letters shown (1-1000).")] = 100,
+    limit: Annotated[
+        str, typer.Option(metavar="<int>", help=f"Most dead letters shown (1-{MAX_DEAD_LETTER_PAGE}).")
+    ] = "100",
     url: UrlOption = None,
 ) -> None:
     """Show dead-lettered changes (user, seq, kind, range, count, when), then their last errors.
@@ -548,15 +567,16 @@ def dead_letters_list(
     """
     from worker.report import print_dead_letters
 
+    shown = _bounded_int("--limit", limit, 1, MAX_DEAD_LETTER_PAGE)
     url, admin_key = _operator_connection(url)
     try:  # one row more than shown tells whether others exist (the backend returns at most 1000)
-        rows = asyncio.run(_list_dead_letters(url, admin_key, user_id, min(limit + 1, MAX_DEAD_LETTER_PAGE)))
+        rows = asyncio.run(_list_dead_letters(url, admin_key, user_id, min(shown + 1, MAX_DEAD_LETTER_PAGE)))
     except GatewayError as exc:
         raise _operator_call_failed(exc) from None
-    more: bool | None = len(rows) > limit
-    if limit == MAX_DEAD_LETTER_PAGE and len(rows) == limit:
+    more: bool | None = len(rows) > shown
+    if shown == MAX_DEAD_LETTER_PAGE and len(rows) == shown:
         more = None  # a full page at the largest limit: others may exist
-    print_dead_letters(rows[:limit], limit=limit, more=more, user_id=user_id, console=Console())
+    print_dead_letters(rows[:shown], limit=shown, more=more, user_id=user_id, console=Console())
 
 
 @dead_letters_app.command("retry")

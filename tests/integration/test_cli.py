@@ -616,5 +616,19 @@ class TestDeadLetters:
             assert res.stderr.startswith("error: ") and message in res.stderr, (args, res.stderr)
             assert len(res.stderr.strip().splitlines()) == 1, res.stderr
             assert "Traceback" not in res.stderr + res.stdout
-        res = run_cli("dead-letters", "list", "--limit", "0", env={"CONVEX_URL": url, "CONVEX_ADMIN_KEY": "k"})
-        assert res.returncode == 2 and "--limit" in res.stderr and "Traceback" not in res.stderr
+
+    @pytest.mark.parametrize(
+        ("value", "message"),
+        [
+            ("0", "--limit 0 is out of range (allowed: 1 to 1000)"),
+            ("1001", "--limit 1001 is out of range (allowed: 1 to 1000)"),
+            ("-3", "--limit -3 is out of range (allowed: 1 to 1000)"),
+            ("ten", "--limit 'ten' is not a whole number (allowed: 1 to 1000)"),
+        ],
+    )
+    def test_refused_limit_is_one_line(self, value: str, message: str) -> None:
+        """A --limit outside 1-1000 or not a number: one error line naming option, value and range, exit 2, nothing sent."""
+        res = run_cli("dead-letters", "list", "--limit", value, env={"CONVEX_URL": "http://127.0.0.1:9"})
+        assert res.returncode == 2
+        assert res.stderr.splitlines() == [f"error: {message}"]  # before the missing key, without Click's box
+        assert res.stdout == ""
