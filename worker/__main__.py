@@ -1,9 +1,12 @@
-"""Command line: ``python -m worker run | import | demo | healthcheck | dead-letters list|retry``.
+"""Command line: python -m worker run | import | demo | healthcheck | dead-letters list|retry.
 
-Exit codes: 0 success (``run`` also after SIGTERM or SIGINT: its graceful stop), 1 runtime failure,
+Exit codes: 0 success (run also after SIGTERM or SIGINT: its graceful stop), 1 runtime failure,
 2 configuration or input error, 128 + the signal's number when another command is interrupted
 (130 for SIGINT, 143 for SIGTERM).
 """
+
+# This docstring is the --help text, and so are the commands' docstrings: Typer shows them as they
+# are written, so they hold no reST markup (no ``literals``).
 
 from __future__ import annotations
 
@@ -563,7 +566,7 @@ def dead_letters_list(
 ) -> None:
     """Show dead-lettered changes (user, seq, kind, range, count, when), then their last errors.
 
-    A table on a terminal wide enough for it; piped or narrower, one ``key=value`` line per dead letter.
+    A table on a terminal wide enough for it; piped or narrower, one key=value line per dead letter.
     """
     from worker.report import print_dead_letters
 
@@ -610,7 +613,7 @@ def dead_letters_retry(user_id: UserIdOption = None, url: UrlOption = None) -> N
 def healthcheck(
     max_age_s: Annotated[float, typer.Option(help="Largest heartbeat age that counts as healthy (s).")] = 90.0,
 ) -> None:
-    """Exit 0 when the worker loop touched its heartbeat file within ``max_age_s`` seconds."""
+    """Exit 0 when the worker loop touched its heartbeat file (WORKER_HEARTBEAT_FILE) within --max-age-s seconds."""
     name = env_setting("WORKER_HEARTBEAT_FILE")  # any case, as the worker reads its settings
     if name is None:
         name = "/tmp/watch-worker.heartbeat"

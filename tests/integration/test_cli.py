@@ -50,6 +50,18 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
     )
 
 
+class TestHelp:
+    COMMANDS = ("", "run", "import", "demo", "healthcheck", "dead-letters", "dead-letters list", "dead-letters retry")
+
+    @pytest.mark.parametrize("command", COMMANDS)
+    def test_help_shows_no_markup(self, command: str) -> None:
+        """--help prints the docstrings as written: they hold no reST literals (``x``) that would show as backticks."""
+        res = run_cli(*command.split(), "--help")
+        assert res.returncode == 0, res.stderr
+        assert "Usage: python -m worker" in res.stdout
+        assert "`" not in res.stdout, res.stdout
+
+
 class TestRun:
     def test_missing_configuration_is_named(self) -> None:
         """Without CONVEX_URL and a key the worker exits 2 naming both variables."""
