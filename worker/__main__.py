@@ -164,6 +164,17 @@ def _warn_unknown_variables() -> None:
         console.print(f"[yellow]warning:[/] {name} is not a setting and is ignored{hint}", highlight=False)
 
 
+def _key_rejected(exc: AuthenticationError) -> str:
+    """Say once that the deployment rejected the admin key, naming the variable it came from and the deployment.
+
+    ``CONVEX_ADMIN_KEY was rejected by http://127.0.0.1:3210: BadAdminKey: The provided admin key was
+    invalid for this instance.`` (the variable is the first of :data:`KEY_VARIABLES` that is set).
+    """
+    variable = next((name for name in KEY_VARIABLES if os.environ.get(name)), KEY_VARIABLES[0])
+    by = f" by {exc.url}" if exc.url else ""
+    return f"{variable} was rejected{by}: {exc.reason}"
+
+
 # ---------------------------------------------------------------------------------------- run
 
 
@@ -183,7 +194,7 @@ async def _run_worker(settings: Settings) -> int:
         try:
             await gateway.validate_credentials()
         except AuthenticationError as exc:
-            raise ConfigError(f"CONVEX_ADMIN_KEY was rejected: {exc}") from exc
+            raise ConfigError(_key_rejected(exc)) from exc
         except GatewayError as exc:
             raise ConfigError(f"cannot use the deployment at CONVEX_URL={settings.convex_url}: {exc}") from exc
         await runner.run()
@@ -531,7 +542,7 @@ def _operator_call_failed(exc: GatewayError) -> typer.Exit:
     Rejected key, refused arguments or a deployment without these functions: 2; unreachable: 1.
     """
     if isinstance(exc, AuthenticationError):
-        return _fail(f"CONVEX_ADMIN_KEY was rejected: {exc}")
+        return _fail(_key_rejected(exc))
     if isinstance(exc, PermanentGatewayError):
         return _fail(str(exc))
     return _fail(f"cannot reach the deployment: {exc}", 1)

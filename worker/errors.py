@@ -74,7 +74,20 @@ class PermanentGatewayError(GatewayError):
 
 
 class AuthenticationError(PermanentGatewayError):
-    """The deployment rejected the credentials (admin key or user token)."""
+    """The deployment rejected the credentials (admin key or user token).
+
+    Attributes:
+        url: The deployment that rejected them ("" when unknown).
+        reason: The deployment's own words (``BadAdminKey: The provided admin key was invalid for
+            this instance.``), without the URL; the whole message when unknown.
+    """
+
+    def __init__(
+        self, message: str, *, function: str = "", code: str | None = None, url: str = "", reason: str = ""
+    ) -> None:
+        super().__init__(message, function=function, code=code)
+        self.url = url
+        self.reason = reason or message
 
 
 class ImportFailedError(WorkerError):

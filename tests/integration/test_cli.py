@@ -91,12 +91,18 @@ class TestRun:
         assert "worker_lease_ms is invalid" in lines[-1]
 
     def test_rejected_admin_key_fails_fast(self, project_backend: LocalBackend) -> None:
-        """A wrong admin key is reported at start-up (the WebSocket client alone would retry forever)."""
+        """A wrong admin key is reported at start-up (the WebSocket client alone would retry forever), once."""
         started = time.monotonic()
         res = run_cli("run", env={"CONVEX_URL": project_backend.url, "CONVEX_ADMIN_KEY": "wrong-key"}, timeout=60)
         assert res.returncode == 2
-        assert "CONVEX_ADMIN_KEY was rejected" in res.stderr
+        assert res.stderr.splitlines() == [
+            f"error: CONVEX_ADMIN_KEY was rejected by {project_backend.url}: BadAdminKey:"
+            " The provided admin key was invalid for this instance"
+        ], res.stderr
         assert time.monotonic() - started < 60
+        # the variable the key came from is the one named
+        res = run_cli("run", env={"CONVEX_URL": project_backend.url, "CONVEX_DEPLOY_KEY": "wrong-key"}, timeout=60)
+        assert res.returncode == 2 and res.stderr.startswith("error: CONVEX_DEPLOY_KEY was rejected by "), res.stderr
 
     def test_unreachable_deployment(self) -> None:
         """A deployment that does not answer ends start-up with exit 2 and the URL in the message."""
@@ -608,7 +614,13 @@ class TestDeadLetters:
         url = project_backend.url
         cases = [
             (("list",), {"CONVEX_URL": url}, 2, "CONVEX_ADMIN_KEY is not set"),
-            (("retry",), {"CONVEX_URL": url, "CONVEX_ADMIN_KEY": "wrong-key"}, 2, "CONVEX_ADMIN_KEY was rejected"),
+            (
+                ("retry",),
+                {"CONVEX_URL": url, "CONVEX_ADMIN_KEY": "wrong-key"},
+                2,
+                f"CONVEX_ADMIN_KEY was rejected by {url}: BadAdminKey: The provided admin key was invalid for this"
+                " instance",
+            ),
             (
                 ("list", "--user-id", ""),
                 {"CONVEX_URL": url, "CONVEX_ADMIN_KEY": project_backend.admin_key},
@@ -626,6 +638,7 @@ class TestDeadLetters:
             res = run_cli("dead-letters", *args, env=env)
             assert res.returncode == code, (args, res.stderr)
             assert res.stderr.startswith("error: ") and message in res.stderr, (args, res.stderr)
+            assert "rejected the admin key" not in res.stderr  # said once, not "was rejected: ... rejected the"
             assert len(res.stderr.strip().splitlines()) == 1, res.stderr
             assert "Traceback" not in res.stderr + res.stdout
 
