@@ -40,6 +40,7 @@ from typing import Annotated, Any, TypeVar  # noqa: E402
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 
 from worker.allocator import configure_malloc  # noqa: E402
 from worker.config import (  # noqa: E402
@@ -74,7 +75,8 @@ DEMO_GONE = "the demo's backend kept its data in memory and has stopped; run the
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    """Print ``error: MESSAGE`` and return the exit; the message is plain text (``[old]`` in a path is kept)."""
+    console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     return typer.Exit(code)
 
 
@@ -249,8 +251,6 @@ def _parse_file(path: Path) -> Any:
 def _print_import_summary(path: Path, parsed: Any, summary: Any) -> None:
     from datetime import UTC, datetime
 
-    from rich.markup import escape
-
     def day(ms: int | None) -> str:
         return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
 
@@ -347,8 +347,8 @@ def import_(
         raise _fail("pass --token (user mode) or --user-id with CONVEX_ADMIN_KEY (operator mode)")
     if user_id and "|" not in user_id:
         console.print(
-            f"[yellow]warning:[/] --user-id {user_id!r} is not a token identifier ('<issuer>|<subject>', e.g."
-            f" 'convex-local|{user_id}'): no signed-in user will see these views",
+            f"[yellow]warning:[/] --user-id {escape(repr(user_id))} is not a token identifier ('<issuer>|<subject>',"
+            f" e.g. {escape(repr('convex-local|' + user_id))}): no signed-in user will see these views",
             soft_wrap=True,
         )
     from worker.importer import NOTHING_SENT
@@ -645,7 +645,7 @@ def main() -> None:
     try:
         app()
     except WorkerError as exc:  # anything not mapped above still gets a one-line message
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(1)
 
 

@@ -344,6 +344,18 @@ class TestImportRejections:
         assert sum(line.startswith("    entry ") for line in lines) == rejected
         assert "Traceback" not in res.stderr + res.stdout
 
+    def test_messages_show_names_as_they_are(self, tmp_path: Path) -> None:
+        """Square brackets in a path or user id are printed, not taken for console markup."""
+        export = tmp_path / "[old]" / "watch-history.json"
+        export.parent.mkdir()
+        export.write_text("[]", "utf-8")
+        env = {"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_ADMIN_KEY": "k"}
+        res = run_cli("import", str(export), "--user-id", "bob[b]", env=env)
+        assert res.returncode == 2, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert lines[0].startswith("warning: --user-id 'bob[b]' is not a token identifier"), lines[0]
+        assert lines[-1] == f"error: {export}: the file holds no entries; nothing imported"
+
 
 class TestImportZip:
     HISTORY = "Takeout/YouTube and YouTube Music/history"
