@@ -1,9 +1,12 @@
-"""Command line: ``python -m worker run | import | demo | healthcheck | dead-letters list|retry``.
+"""Command line: python -m worker run | import | demo | healthcheck | dead-letters list|retry.
 
-Exit codes: 0 success (``run`` also after SIGTERM or SIGINT: its graceful stop), 1 runtime failure,
+Exit codes: 0 success (run also after SIGTERM or SIGINT: its graceful stop), 1 runtime failure,
 2 configuration or input error, 128 + the signal's number when another command is interrupted
 (130 for SIGINT, 143 for SIGTERM).
 """
+
+# This docstring is the --help text, and so are the commands' docstrings: Typer shows them as they
+# are written, so they hold no reST markup (no ``literals``).
 
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ from typing import Annotated, Any, TypeVar  # noqa: E402
 
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
+from rich.markup import escape  # noqa: E402
 
 from worker.allocator import configure_malloc  # noqa: E402
 from worker.config import (  # noqa: E402
@@ -57,6 +61,7 @@ from worker.errors import (  # noqa: E402
     ImportInterruptedError,
     PermanentGatewayError,
     WorkerError,
+    plural,
 )
 from worker.logs import configure_logging  # noqa: E402
 
@@ -65,10 +70,13 @@ console = Console(stderr=True, soft_wrap=True)  # one message, one line: never w
 
 DEMO_SAMPLE = Path(__file__).resolve().parent / "data" / "demo-watch-history.json"
 DEMO_SUBJECT = "demo-user"
+DEMO_GONE = "the demo's backend kept its data in memory and has stopped; run the demo again to start over"
+"""What is left after an interrupted or failed demo: nothing to import into again."""
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    """Print ``error: MESSAGE`` and return the exit; the message is plain text (``[old]`` in a path is kept)."""
+    console.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False)
     return typer.Exit(code)
 
 
@@ -81,17 +89,27 @@ class _Interrupted(Exception):
     Attributes:
         signum: The signal's number.
         detail: What was done before (an import's committed batches), or "".
+        during_import: Whether an import was under way (its batches are then in ``detail``).
     """
 
-    def __init__(self, signum: int, detail: str = "") -> None:
+    def __init__(self, signum: int, detail: str = "", *, during_import: bool = False) -> None:
         super().__init__(signum, detail)
         self.signum = signum
         self.detail = detail
+        self.during_import = during_import
 
-    def exit(self, what: str) -> typer.Exit:
-        """Print the one-line message and return the exit (128 + the signal's number)."""
+    def exit(self, what: str, *, when: str = "", detail: str | None = None) -> typer.Exit:
+        """Print the one-line message and return the exit (128 + the signal's number).
+
+        Args:
+            what: The command (``import``, ``demo``).
+            when: What it was doing (``while reading FILE``), or "".
+            detail: What was done, instead of :attr:`detail`.
+        """
         name = signal.Signals(self.signum).name
-        return _fail(f"{what} interrupted by {name}" + (f": {self.detail}" if self.detail else ""), 128 + self.signum)
+        detail = self.detail if detail is None else detail
+        message = f"{what} interrupted by {name}" + (f" {when}" if when else "") + (f": {detail}" if detail else "")
+        return _fail(message, 128 + self.signum)
 
 
 def _raise_interrupted(signum: int, frame: object) -> None:
@@ -130,7 +148,7 @@ async def _cancel_on_signals(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return await coro
     except ImportInterruptedError as exc:
-        raise _Interrupted(received[0] if received else signal.SIGINT, str(exc)) from None
+        raise _Interrupted(received[0] if received else signal.SIGINT, str(exc), during_import=True) from None
     except asyncio.CancelledError:
         if not received:
             raise
@@ -146,6 +164,17 @@ def _warn_unknown_variables() -> None:
     for name, suggestion in unknown_variables():
         hint = f"; did you mean {suggestion}?" if suggestion else " (settings: README.md, worker/config.py)"
         console.print(f"[yellow]warning:[/] {name} is not a setting and is ignored{hint}", highlight=False)
+
+
+def _key_rejected(exc: AuthenticationError) -> str:
+    """Say once that the deployment rejected the admin key, naming the variable it came from and the deployment.
+
+    ``CONVEX_ADMIN_KEY was rejected by http://127.0.0.1:3210: BadAdminKey: The provided admin key was
+    invalid for this instance.`` (the variable is the first of :data:`KEY_VARIABLES` that is set).
+    """
+    variable = next((name for name in KEY_VARIABLES if os.environ.get(name)), KEY_VARIABLES[0])
+    by = f" by {exc.url}" if exc.url else ""
+    return f"{variable} was rejected{by}: {exc.reason}"
 
 
 # ---------------------------------------------------------------------------------------- run
@@ -167,7 +196,7 @@ async def _run_worker(settings: Settings) -> int:
         try:
             await gateway.validate_credentials()
         except AuthenticationError as exc:
-            raise ConfigError(f"CONVEX_ADMIN_KEY was rejected: {exc}") from exc
+            raise ConfigError(_key_rejected(exc)) from exc
         except GatewayError as exc:
             raise ConfigError(f"cannot use the deployment at CONVEX_URL={settings.convex_url}: {exc}") from exc
         await runner.run()
@@ -222,13 +251,12 @@ def _parse_file(path: Path) -> Any:
 def _print_import_summary(path: Path, parsed: Any, summary: Any) -> None:
     from datetime import UTC, datetime
 
-    from rich.markup import escape
-
     def day(ms: int | None) -> str:
         return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d")
 
     member = f": {escape(parsed.member)}" if parsed.member else ""
-    console.print(f"[bold]{escape(path.name)}[/]{member} ({parsed.source}): {parsed.total_entries} entries")
+    entries = plural(parsed.total_entries, "entry", "entries")
+    console.print(f"[bold]{escape(path.name)}[/]{member} ({parsed.source}): {entries}")
     console.print(f"  imported            {summary.imported}")
     console.print(f"  duplicates skipped  {summary.duplicates}")
     non_views = ", ".join(f"{k} {v}" for k, v in sorted(parsed.non_views.items())) or "none"
@@ -245,38 +273,46 @@ def _print_import_summary(path: Path, parsed: Any, summary: Any) -> None:
 
 async def _import(
     path: Path,
+    parsed: Any,
     url: str,
     *,
     admin_key: str | None,
     token: str | None,
     user_id: str | None,
-    parsed: Any = None,
 ) -> Any:
+    """Upload the views of ``parsed`` (from :func:`_parse_file`, read before the event loop) and print the summary.
+
+    Raises:
+        ImportInterruptedError: on cancellation, saying whether a batch was in flight, and what is committed.
+        ImportFailedError: a batch failed.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from worker.gateway import ConvexGateway
-    from worker.importer import upload_events
+    from worker.importer import interrupted_between_batches, upload_events
 
-    if parsed is None:
-        parsed = _parse_file(path)
-    async with ConvexGateway(url, admin_key=admin_key if user_id else None, user_token=token) as gateway:
-        with Progress(
-            TextColumn("importing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-            disable=not console.is_terminal,  # piped: no bar, and no empty line left behind
-        ) as progress:
-            task = progress.add_task("import", total=len(parsed.views))
-            summary = await upload_events(
-                gateway,
-                parsed.views,
-                source=parsed.source,
-                user_id=user_id,
-                on_batch=lambda n: progress.advance(task, n),
-            )
+    summary = None
+    try:
+        async with ConvexGateway(url, admin_key=admin_key if user_id else None, user_token=token) as gateway:
+            with Progress(
+                TextColumn("importing"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+                disable=not console.is_terminal,  # piped: no bar, and no empty line left behind
+            ) as progress:
+                task = progress.add_task("import", total=len(parsed.views))
+                summary = await upload_events(
+                    gateway,
+                    parsed.views,
+                    source=parsed.source,
+                    user_id=user_id,
+                    on_batch=lambda n: progress.advance(task, n),
+                )
+    except asyncio.CancelledError:  # not during a batch (upload_events reports that one itself)
+        raise interrupted_between_batches(summary) from None
     summary.non_views = dict(parsed.non_views)
     summary.rejected = [(r.index, r.field, r.reason) for r in parsed.rejected]
     _print_import_summary(path, parsed, summary)
@@ -311,13 +347,19 @@ def import_(
         raise _fail("pass --token (user mode) or --user-id with CONVEX_ADMIN_KEY (operator mode)")
     if user_id and "|" not in user_id:
         console.print(
-            f"[yellow]warning:[/] --user-id {user_id!r} is not a token identifier ('<issuer>|<subject>', e.g."
-            f" 'convex-local|{user_id}'): no signed-in user will see these views",
+            f"[yellow]warning:[/] --user-id {escape(repr(user_id))} is not a token identifier ('<issuer>|<subject>',"
+            f" e.g. {escape(repr('convex-local|' + user_id))}): no signed-in user will see these views",
             soft_wrap=True,
         )
+    from worker.importer import NOTHING_SENT
+
     _interruptible()
+    try:  # before the event loop, whose signal handlers would only run once the parse is over
+        parsed = _parse_file(file)
+    except _Interrupted as exc:
+        raise exc.exit("import", when=f"while reading {file}", detail=NOTHING_SENT) from None
     try:
-        asyncio.run(_cancel_on_signals(_import(file, url, admin_key=admin_key, token=token, user_id=user_id)))
+        asyncio.run(_cancel_on_signals(_import(file, parsed, url, admin_key=admin_key, token=token, user_id=user_id)))
     except _Interrupted as exc:
         raise exc.exit("import") from None
     except ImportFailedError as exc:
@@ -337,7 +379,7 @@ async def _demo(file: Path, parsed: Any, settings: Settings, token: str, *, time
         await user_gateway.mutation("settings:setTimeZone", {"timeZone": time_zone})
     console.print(f"user time zone: {time_zone}")
     started = time.perf_counter()
-    await _import(file, str(settings.convex_url), admin_key=None, token=token, user_id=None, parsed=parsed)
+    await _import(file, parsed, str(settings.convex_url), admin_key=None, token=token, user_id=None)
     import_s = time.perf_counter() - started
     async with ConvexGateway(
         str(settings.convex_url), admin_key=settings.convex_admin_key.get_secret_value()
@@ -354,7 +396,7 @@ async def _demo(file: Path, parsed: Any, settings: Settings, token: str, *, time
     print_dashboard(dashboard, console=Console())
     console.print(
         f"import {import_s:.1f} s, worker {worker_s:.1f} s "
-        f"({stats.users_processed} user(s), {stats.results_written} results written)"
+        f"({plural(stats.users_processed, 'user')}, {plural(stats.results_written, 'result')} written)"
     )
     if keep_running:
         console.print(f"backend at {settings.convex_url}; worker keeps running (Ctrl-C to stop)")
@@ -394,7 +436,7 @@ def demo(
     try:
         parsed = _parse_file(path)  # a file that cannot be read is refused before the backend starts
     except _Interrupted as exc:
-        raise exc.exit("demo") from None
+        raise exc.exit("demo", when=f"while reading {path}, before the backend started") from None
     configure_logging("console" if log_format == "console" else "json", "warning")
     console.print("[bold]starting the local Convex backend[/] (npx convex-local)")
     try:
@@ -410,12 +452,13 @@ def demo(
             asyncio.run(
                 _cancel_on_signals(_demo(path, parsed, settings, token, time_zone=zone, keep_running=keep_running))
             )
-    except _Interrupted as exc:
-        raise exc.exit("demo") from None
+    except _Interrupted as exc:  # the in-memory backend is gone: no re-import, whatever was committed
+        raise exc.exit("demo", when="during the import" if exc.during_import else "", detail=DEMO_GONE) from None
     except BackendStartError as exc:
         raise _fail(str(exc), 1) from None
     except ImportFailedError as exc:
-        raise _fail(str(exc), 2 if isinstance(exc.__cause__, PermanentGatewayError) else 1) from None
+        code = 2 if isinstance(exc.__cause__, PermanentGatewayError) else 1
+        raise _fail(f"{exc.failure} {DEMO_GONE[:1].upper()}{DEMO_GONE[1:]}.", code) from None
     except (GatewayError, ConfigError) as exc:
         raise _fail(str(exc), 1) from None
 
@@ -460,6 +503,23 @@ def _deployment_url(url: str | None) -> str:
     return url
 
 
+def _bounded_int(option: str, value: str, low: int, high: int) -> int:
+    """Return the whole number ``value`` of ``option`` when it lies in ``low..high``.
+
+    Read here rather than by Click, which would refuse it with a boxed usage message.
+
+    Raises:
+        typer.Exit: code 2 with one line naming the option, the value and the allowed range.
+    """
+    try:
+        number = int(value)
+    except ValueError:
+        raise _fail(f"{option} {value!r} is not a whole number (allowed: {low} to {high})") from None
+    if not low <= number <= high:
+        raise _fail(f"{option} {number} is out of range (allowed: {low} to {high})")
+    return number
+
+
 def _operator_connection(url: str | None) -> tuple[str, str]:
     """Return the deployment URL and admin key of an operator command, read as ``import --user-id`` reads them.
 
@@ -482,7 +542,7 @@ def _operator_call_failed(exc: GatewayError) -> typer.Exit:
     Rejected key, refused arguments or a deployment without these functions: 2; unreachable: 1.
     """
     if isinstance(exc, AuthenticationError):
-        return _fail(f"CONVEX_ADMIN_KEY was rejected: {exc}")
+        return _fail(_key_rejected(exc))
     if isinstance(exc, PermanentGatewayError):
         return _fail(str(exc))
     return _fail(f"cannot reach the deployment: {exc}", 1)
@@ -510,24 +570,27 @@ async def _retry_dead_letters(url: str, admin_key: str, user_id: str | None) -> 
 @dead_letters_app.command("list")
 def dead_letters_list(
     user_id: UserIdOption = None,
-    limit: Annotated[int, typer.Option(min=1, max=1000, help="Most dead letters shown (1-1000).")] = 100,
+    limit: Annotated[
+        str, typer.Option(metavar="<int>", help=f"Most dead letters shown (1-{MAX_DEAD_LETTER_PAGE}).")
+    ] = "100",
     url: UrlOption = None,
 ) -> None:
     """Show dead-lettered changes (user, seq, kind, range, count, when), then their last errors.
 
-    A table on a terminal wide enough for it; piped or narrower, one ``key=value`` line per dead letter.
+    A table on a terminal wide enough for it; piped or narrower, one key=value line per dead letter.
     """
     from worker.report import print_dead_letters
 
+    shown = _bounded_int("--limit", limit, 1, MAX_DEAD_LETTER_PAGE)
     url, admin_key = _operator_connection(url)
     try:  # one row more than shown tells whether others exist (the backend returns at most 1000)
-        rows = asyncio.run(_list_dead_letters(url, admin_key, user_id, min(limit + 1, MAX_DEAD_LETTER_PAGE)))
+        rows = asyncio.run(_list_dead_letters(url, admin_key, user_id, min(shown + 1, MAX_DEAD_LETTER_PAGE)))
     except GatewayError as exc:
         raise _operator_call_failed(exc) from None
-    more: bool | None = len(rows) > limit
-    if limit == MAX_DEAD_LETTER_PAGE and len(rows) == limit:
+    more: bool | None = len(rows) > shown
+    if shown == MAX_DEAD_LETTER_PAGE and len(rows) == shown:
         more = None  # a full page at the largest limit: others may exist
-    print_dead_letters(rows[:limit], limit=limit, more=more, user_id=user_id, console=Console())
+    print_dead_letters(rows[:shown], limit=shown, more=more, user_id=user_id, console=Console())
 
 
 @dead_letters_app.command("retry")
@@ -547,7 +610,7 @@ def dead_letters_retry(user_id: UserIdOption = None, url: UrlOption = None) -> N
         out.print(f"no dead letters{of_user} to retry", highlight=False, markup=False)
         return
     out.print(
-        f"{retried} dead letter(s){of_user} put back to pending; a running worker recomputes their users"
+        f"{plural(retried, 'dead letter')}{of_user} put back to pending; a running worker recomputes their users"
         " (a user still in a retry backoff is claimed when it ends, within 64 s)",
         highlight=False,
         markup=False,
@@ -561,7 +624,7 @@ def dead_letters_retry(user_id: UserIdOption = None, url: UrlOption = None) -> N
 def healthcheck(
     max_age_s: Annotated[float, typer.Option(help="Largest heartbeat age that counts as healthy (s).")] = 90.0,
 ) -> None:
-    """Exit 0 when the worker loop touched its heartbeat file within ``max_age_s`` seconds."""
+    """Exit 0 when the worker loop touched its heartbeat file (WORKER_HEARTBEAT_FILE) within --max-age-s seconds."""
     name = env_setting("WORKER_HEARTBEAT_FILE")  # any case, as the worker reads its settings
     if name is None:
         name = "/tmp/watch-worker.heartbeat"
@@ -582,7 +645,7 @@ def main() -> None:
     try:
         app()
     except WorkerError as exc:  # anything not mapped above still gets a one-line message
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(1)
 
 

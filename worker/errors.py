@@ -24,6 +24,17 @@ def shorten(value: str, limit: int = 60) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """Return ``count`` with ``noun`` in the singular or plural (``1 view``, ``2 views``, ``0 entries``).
+
+    Args:
+        count: How many.
+        noun: The singular.
+        nouns: The plural when it is not ``noun`` + "s" (``"entries"``, ``"batches"``).
+    """
+    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
+
+
 class WorkerError(Exception):
     """Base class of every error raised on purpose by the worker."""
 
@@ -63,7 +74,20 @@ class PermanentGatewayError(GatewayError):
 
 
 class AuthenticationError(PermanentGatewayError):
-    """The deployment rejected the credentials (admin key or user token)."""
+    """The deployment rejected the credentials (admin key or user token).
+
+    Attributes:
+        url: The deployment that rejected them ("" when unknown).
+        reason: The deployment's own words (``BadAdminKey: The provided admin key was invalid for
+            this instance.``), without the URL; the whole message when unknown.
+    """
+
+    def __init__(
+        self, message: str, *, function: str = "", code: str | None = None, url: str = "", reason: str = ""
+    ) -> None:
+        super().__init__(message, function=function, code=code)
+        self.url = url
+        self.reason = reason or message
 
 
 class ImportFailedError(WorkerError):
@@ -72,13 +96,20 @@ class ImportFailedError(WorkerError):
     Attributes:
         committed_batches: Number of batches committed before the failure (they stay imported;
             importing the same file again skips them as duplicates).
-        inserted: Events inserted by those batches.
+        inserted: Events of those batches that were new (inserted).
+        duplicates: Events of those batches that were already stored (committed as no-ops).
+        failure: What failed, without what is committed and the advice to import again (the
+            message's first sentence); the message itself when it has no such part.
     """
 
-    def __init__(self, message: str, *, committed_batches: int, inserted: int) -> None:
+    def __init__(
+        self, message: str, *, committed_batches: int, inserted: int, duplicates: int = 0, failure: str | None = None
+    ) -> None:
         super().__init__(message)
         self.committed_batches = committed_batches
         self.inserted = inserted
+        self.duplicates = duplicates
+        self.failure = message if failure is None else failure
 
 
 class ImportInterruptedError(ImportFailedError):

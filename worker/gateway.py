@@ -394,11 +394,13 @@ class ConvexGateway:
                 f"{path}: HTTP {response.status_code}, not JSON: {_excerpt(response.text)}", function=path
             ) from exc
         if response.status_code == 401:
+            reason = f"{payload.get('code')}: {payload.get('message')}"
             raise AuthenticationError(
-                f"{self.url} rejected the {'admin key' if self._admin_key else 'token'}:"
-                f" {payload.get('code')}: {payload.get('message')}",
+                f"{self.url} rejected the {'admin key' if self._admin_key else 'token'}: {reason}",
                 function=path,
                 code=payload.get("code"),
+                url=self.url,
+                reason=reason,
             )
         if response.status_code >= 400:
             raise PermanentGatewayError(

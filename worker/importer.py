@@ -13,9 +13,13 @@ from worker.errors import (
     ImportFailedError,
     ImportInterruptedError,
     PermanentGatewayError,
+    plural,
 )
 from worker.gateway import ConvexGateway
 from worker.models import WatchEvent
+
+NOTHING_SENT = "no batch was sent; importing the file again is safe."
+"""What an import stopped before its first batch was sent has done (the end of the CLI's message)."""
 
 BATCH_SIZE = 500
 """Events per ``importBatch`` mutation: well under the backend's 1000-event cap and Convex's
@@ -27,8 +31,9 @@ class ImportSummary:
     """What an import did.
 
     Attributes:
-        imported: Events inserted.
-        duplicates: Events skipped because the same (time, video or title) was already stored.
+        imported: Events inserted (new).
+        duplicates: Events skipped because the same (time, video or title) was already stored; their
+            batches are committed all the same (the duplicates as no-ops).
         batches: Mutations committed.
         non_views: Entries of the file that are not views, by kind (ads, posts, visits, ...).
         rejected: ``(entry index, field, reason)`` of entries that could not be read.
@@ -45,6 +50,11 @@ class ImportSummary:
     first_ms: int | None = None
     last_ms: int | None = None
     last_seq: int | None = None
+
+    @property
+    def sent(self) -> int:
+        """Events of the committed batches: the new ones and the duplicates."""
+        return self.imported + self.duplicates
 
     def rejected_reasons(self) -> Counter[str]:
         """Return rejection counts by ``field: reason``."""
@@ -77,8 +87,9 @@ async def upload_events(
         ImportFailedError: a batch failed (its ``__cause__`` is the gateway error: permanent when the
             backend refused it, transient when the deployment could not be reached); earlier batches
             stay committed, and importing the same file again skips them as duplicates.
-        ImportInterruptedError: the task was cancelled (the CLI cancels it on SIGINT/SIGTERM); same
-            attributes, no ``__cause__``.
+        ImportInterruptedError: the task was cancelled (the CLI cancels it on SIGINT/SIGTERM) while a
+            batch was in flight, which may or may not be committed; same attributes, no ``__cause__``.
+            (A cancellation elsewhere, when nothing is in flight: :func:`interrupted_between_batches`.)
     """
     summary = ImportSummary()
     if events:
@@ -92,10 +103,13 @@ async def upload_events(
         except GatewayError as exc:
             raise _batch_failure(exc, summary, start, len(batch)) from exc
         except asyncio.CancelledError:  # SIGINT/SIGTERM: say what is committed instead of vanishing
+            failure = f"{_where(summary, start, len(batch))} may or may not be committed."
             raise ImportInterruptedError(
-                f"{_where(summary, start, len(batch))} may or may not be committed. {_committed(summary)}",
+                f"{failure} {_committed(summary)}",
                 committed_batches=summary.batches,
                 inserted=summary.imported,
+                duplicates=summary.duplicates,
+                failure=failure,
             ) from None
         summary.batches += 1
         summary.imported += int(result["inserted"])
@@ -108,16 +122,48 @@ async def upload_events(
 
 
 def _where(summary: ImportSummary, start: int, size: int) -> str:
-    return f"batch {summary.batches + 1} (views {start}..{start + size - 1} in time order)"
+    """Name the batch after the committed ones: ``batch 3 (views 1000..1499 in time order)``."""
+    views = f"view {start}" if size == 1 else f"views {start}..{start + size - 1}"
+    return f"batch {summary.batches + 1} ({views} in time order)"
 
 
 def _committed(summary: ImportSummary) -> str:
-    """Say what is committed so far, as a sentence, and that importing the file again is safe."""
+    """Say what is committed so far, as a sentence, and that importing the file again is safe.
+
+    ``2 earlier batches (1000 events sent: 988 new, 12 duplicates) are committed; importing the file
+    again skips their events as duplicates.`` Duplicates count: their batches are committed too.
+    """
     if summary.batches == 0:
         return "No earlier batch is committed; importing the file again is safe."
-    return (
-        f"{summary.batches} earlier batches ({summary.imported} events) are committed;"
-        " importing the file again skips them as duplicates."
+    batches = plural(summary.batches, "earlier batch", "earlier batches")
+    are, their = ("is", "its") if summary.batches == 1 else ("are", "their")
+    return f"{batches} ({_sent(summary)}) {are} committed; importing the file again skips {their} events as duplicates."
+
+
+def _sent(summary: ImportSummary) -> str:
+    """``1000 events sent: 988 new, 12 duplicates``: the events of the committed batches."""
+    return f"{plural(summary.sent, 'event')} sent: {summary.imported} new, {plural(summary.duplicates, 'duplicate')}"
+
+
+def interrupted_between_batches(summary: ImportSummary | None) -> ImportInterruptedError:
+    """Describe an import cancelled while no batch was in flight: before the first one or after the last.
+
+    Args:
+        summary: What :func:`upload_events` returned, or None when it had not returned (it reports a
+            cancellation during a batch itself, so none was sent).
+
+    Returns:
+        The error to raise: ``no batch was sent; importing the file again is safe.``, or that every
+        batch is committed.
+    """
+    if summary is None or summary.batches == 0:
+        return ImportInterruptedError(NOTHING_SENT, committed_batches=0, inserted=0)
+    every = "the only batch is" if summary.batches == 1 else f"all {summary.batches} batches are"
+    return ImportInterruptedError(
+        f"{every} committed ({_sent(summary)}); the import is complete.",
+        committed_batches=summary.batches,
+        inserted=summary.imported,
+        duplicates=summary.duplicates,
     )
 
 
@@ -130,11 +176,18 @@ def _batch_failure(exc: GatewayError, summary: ImportSummary, start: int, size: 
     reason = str(exc).rstrip().rstrip(".")  # the backend's own messages may end in a period
     where = _where(summary, start, size)
     if isinstance(exc, AuthenticationError):
-        message = f"{reason}. {_committed(summary)}" if summary.batches else f"{reason}."
+        failure = f"{reason}."
+        message = f"{failure} {_committed(summary)}" if summary.batches else failure
     elif isinstance(exc, PermanentGatewayError):
-        message = f"{where} was refused: {reason}; nothing of this batch was written."
-        if summary.batches:
-            message += f" {_committed(summary)}"
+        failure = f"{where} was refused: {reason}; nothing of this batch was written."
+        message = f"{failure} {_committed(summary)}" if summary.batches else failure
     else:
-        message = f"{where} failed: {reason}. {_committed(summary)}"
-    return ImportFailedError(message, committed_batches=summary.batches, inserted=summary.imported)
+        failure = f"{where} failed: {reason}."
+        message = f"{failure} {_committed(summary)}"
+    return ImportFailedError(
+        message,
+        committed_batches=summary.batches,
+        inserted=summary.imported,
+        duplicates=summary.duplicates,
+        failure=failure,
+    )

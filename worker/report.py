@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from worker.errors import shorten
+from worker.errors import plural, shorten
 from worker.models import DeadLetter
 
 _SHADES = " .:-=+*#%@"
@@ -131,7 +131,7 @@ def print_dead_letters(
     for preview, ref in errors.items():
         line(f"  {ref}  {preview}")
     users = len({row.change.user_id for row in rows})
-    line(f"{len(rows)} dead letter(s) of {users} user(s)")
+    line(f"{plural(len(rows), 'dead letter')} of {plural(users, 'user')}")
     if more is None:
         line(f"showing the first {limit} (the most one call returns); more may exist: pass --user-id to narrow")
     elif more:

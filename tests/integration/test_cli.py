@@ -50,6 +50,18 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
     )
 
 
+class TestHelp:
+    COMMANDS = ("", "run", "import", "demo", "healthcheck", "dead-letters", "dead-letters list", "dead-letters retry")
+
+    @pytest.mark.parametrize("command", COMMANDS)
+    def test_help_shows_no_markup(self, command: str) -> None:
+        """--help prints the docstrings as written: they hold no reST literals (``x``) that would show as backticks."""
+        res = run_cli(*command.split(), "--help")
+        assert res.returncode == 0, res.stderr
+        assert "Usage: python -m worker" in res.stdout
+        assert "`" not in res.stdout, res.stdout
+
+
 class TestRun:
     def test_missing_configuration_is_named(self) -> None:
         """Without CONVEX_URL and a key the worker exits 2 naming both variables."""
@@ -79,12 +91,18 @@ class TestRun:
         assert "worker_lease_ms is invalid" in lines[-1]
 
     def test_rejected_admin_key_fails_fast(self, project_backend: LocalBackend) -> None:
-        """A wrong admin key is reported at start-up (the WebSocket client alone would retry forever)."""
+        """A wrong admin key is reported at start-up (the WebSocket client alone would retry forever), once."""
         started = time.monotonic()
         res = run_cli("run", env={"CONVEX_URL": project_backend.url, "CONVEX_ADMIN_KEY": "wrong-key"}, timeout=60)
         assert res.returncode == 2
-        assert "CONVEX_ADMIN_KEY was rejected" in res.stderr
+        assert res.stderr.splitlines() == [
+            f"error: CONVEX_ADMIN_KEY was rejected by {project_backend.url}: BadAdminKey:"
+            " The provided admin key was invalid for this instance"
+        ], res.stderr
         assert time.monotonic() - started < 60
+        # the variable the key came from is the one named
+        res = run_cli("run", env={"CONVEX_URL": project_backend.url, "CONVEX_DEPLOY_KEY": "wrong-key"}, timeout=60)
+        assert res.returncode == 2 and res.stderr.startswith("error: CONVEX_DEPLOY_KEY was rejected by "), res.stderr
 
     def test_unreachable_deployment(self) -> None:
         """A deployment that does not answer ends start-up with exit 2 and the URL in the message."""
@@ -180,9 +198,56 @@ class TestImportInterrupted:
         lines = stderr.strip().splitlines()
         assert len(lines) == 1, stderr
         assert lines[0].startswith(f"error: import interrupted by {sig.name}: batch ")
-        assert " earlier batches (" in lines[0]
-        assert lines[0].endswith("are committed; importing the file again skips them as duplicates."), stderr
+        assert " may or may not be committed. " in lines[0], stderr
+        assert " earlier batch" in lines[0] and " events sent: " in lines[0] and " new, " in lines[0], stderr
+        assert lines[0].endswith(" committed; importing the file again skips their events as duplicates.") or (
+            lines[0].endswith(" committed; importing the file again skips its events as duplicates.")
+        ), stderr
         assert "Traceback" not in stderr
+
+    @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+    def test_signal_while_reading_says_nothing_was_sent(
+        self, project_backend: LocalBackend, large_export: Path, sig: signal.Signals, code: int
+    ) -> None:
+        """Interrupted while the file is parsed: no batch was in flight, so none "may or may not be committed"."""
+        user = f"cli-interrupted-reading-{sig.name.lower()}"  # no '|': the warning says the command has started
+        env = cli_env(CONVEX_URL=project_backend.url, CONVEX_ADMIN_KEY=project_backend.admin_key)
+        proc = start_cli("import", str(large_export), "--user-id", user, env=env)
+        try:
+            assert proc.stderr is not None
+            assert proc.stderr.readline().startswith(f"warning: --user-id '{user}' is not a token identifier")
+            time.sleep(0.3)  # reading: parsing 200 000 entries takes seconds
+            proc.send_signal(sig)
+            _, stderr = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=10)
+        assert proc.returncode == code, stderr
+        assert stderr.strip().splitlines() == [
+            f"error: import interrupted by {sig.name} while reading {large_export}: no batch was sent;"
+            " importing the file again is safe."
+        ]
+        assert user not in asyncio.run(pending_users(project_backend))
+
+
+@pytest.fixture(scope="module")
+def large_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A JSON export of 200 000 distinct views (about 60 MB), that takes seconds to parse."""
+    entry = {
+        "header": "YouTube",
+        "title": "Watched Tides",
+        "titleUrl": "https://www.youtube.com/watch?v=Qx7Lm2Np9Ta",
+        "subtitles": [{"name": "Channel", "url": "https://www.youtube.com/channel/UC1234567890123456789012"}],
+        "products": ["YouTube"],
+    }
+    entries = [
+        {**entry, "time": f"2024-01-{1 + i // 10_000:02d}T00:00:{i // 1000 % 10:02d}.{i % 1000:03d}Z"}
+        for i in range(200_000)
+    ]
+    path = tmp_path_factory.mktemp("large") / "watch-history.json"
+    path.write_text(json.dumps(entries), "utf-8")
+    return path
 
 
 class TestImportRejections:
@@ -245,6 +310,18 @@ class TestImportRejections:
                 1,
                 "none of its 2 entries is a view (ad 1, rejected 1); nothing imported",
             ),
+            (
+                [
+                    {
+                        "header": "YouTube",
+                        "title": "Watched Volvo Cars",
+                        "details": [{"name": "From Google Ads"}],
+                        "time": "2024-01-05T22:15:32Z",
+                    }
+                ],
+                0,
+                "its only entry is not a view (ad 1, rejected 0); nothing imported",
+            ),
         ],
     )
     def test_nothing_to_import_exits_2_after_the_summary(
@@ -257,12 +334,27 @@ class TestImportRejections:
         res = run_cli("import", str(export), "--token", "t", env={"CONVEX_URL": "http://127.0.0.1:9"})
         assert res.returncode == 2, res.stderr
         lines = res.stderr.strip().splitlines()
-        assert lines[0] == f"watch-history.json (takeout_json): {len(entries)} entries"
+        assert (
+            lines[0]
+            == f"watch-history.json (takeout_json): {len(entries)} {'entry' if len(entries) == 1 else 'entries'}"
+        )
         assert lines[-1] == f"error: {export}: {message}"
         assert sum(line.startswith("error:") for line in lines) == 1
         assert f"rejected            {rejected}" in res.stderr
         assert sum(line.startswith("    entry ") for line in lines) == rejected
         assert "Traceback" not in res.stderr + res.stdout
+
+    def test_messages_show_names_as_they_are(self, tmp_path: Path) -> None:
+        """Square brackets in a path or user id are printed, not taken for console markup."""
+        export = tmp_path / "[old]" / "watch-history.json"
+        export.parent.mkdir()
+        export.write_text("[]", "utf-8")
+        env = {"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_ADMIN_KEY": "k"}
+        res = run_cli("import", str(export), "--user-id", "bob[b]", env=env)
+        assert res.returncode == 2, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert lines[0].startswith("warning: --user-id 'bob[b]' is not a token identifier"), lines[0]
+        assert lines[-1] == f"error: {export}: the file holds no entries; nothing imported"
 
 
 class TestImportZip:
@@ -350,8 +442,30 @@ class TestDemo:
         res = run_cli("demo", timeout=300)
         assert res.returncode == 0, res.stderr[-2000:]
         assert "imported            5000" in res.stderr
+        assert ", worker " in res.stderr and " s (1 user, " in res.stderr, res.stderr[-2000:]  # not "1 user(s)"
         assert "— fresh" in res.stdout
         assert "Top channels" in res.stdout
+
+    def test_interrupted_demo_suggests_running_it_again(self, large_export: Path) -> None:
+        """The demo's backend is in memory and stops with it: the hint is to run the demo again, not to re-import."""
+        proc = start_cli("demo", str(large_export), env=cli_env())
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:  # printed just before the import starts (400 batches: seconds)
+                if line.startswith("user time zone:"):
+                    break
+            time.sleep(0.5)
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=10)
+        assert proc.returncode == 130, stderr
+        assert stderr.strip().splitlines() == [
+            "error: demo interrupted by SIGINT during the import: the demo's backend kept its data in memory"
+            " and has stopped; run the demo again to start over"
+        ]
 
     def test_unreadable_export_is_refused_before_the_backend_starts(self, tmp_path: Path) -> None:
         """A file that is not a Takeout export: one line naming it and its position, exit 2, no backend."""
@@ -458,13 +572,13 @@ class TestDeadLetters:
         assert lines[1].startswith(f"user={user} seq={seq} kind=import range=2023-11-14..2023-11-14 count=1 failed_at=")
         assert lines[1].endswith("Z error=#1"), lines[1]
         assert "  #1  ValueError: bad document (attempt 5)" in lines  # the last error, once
-        assert "1 dead letter(s) of 1 user(s)" in lines
+        assert "1 dead letter of 1 user" in lines
         assert "showing the first" not in listed.stdout
         assert f"after fixing the cause: python -m worker dead-letters retry --user-id '{user}'" in lines
 
         retried = run_cli("dead-letters", "retry", "--user-id", user, env=env)
         assert retried.returncode == 0, retried.stderr
-        assert f"1 dead letter(s) of {user} put back to pending" in retried.stdout
+        assert f"1 dead letter of {user} put back to pending" in retried.stdout
         assert user in asyncio.run(pending_users(project_backend))
         again = run_cli("dead-letters", "list", "--user-id", user, env=env)
         assert again.returncode == 0 and f"no dead letters of {user}" in again.stdout
@@ -512,7 +626,13 @@ class TestDeadLetters:
         url = project_backend.url
         cases = [
             (("list",), {"CONVEX_URL": url}, 2, "CONVEX_ADMIN_KEY is not set"),
-            (("retry",), {"CONVEX_URL": url, "CONVEX_ADMIN_KEY": "wrong-key"}, 2, "CONVEX_ADMIN_KEY was rejected"),
+            (
+                ("retry",),
+                {"CONVEX_URL": url, "CONVEX_ADMIN_KEY": "wrong-key"},
+                2,
+                f"CONVEX_ADMIN_KEY was rejected by {url}: BadAdminKey: The provided admin key was invalid for this"
+                " instance",
+            ),
             (
                 ("list", "--user-id", ""),
                 {"CONVEX_URL": url, "CONVEX_ADMIN_KEY": project_backend.admin_key},
@@ -530,7 +650,22 @@ class TestDeadLetters:
             res = run_cli("dead-letters", *args, env=env)
             assert res.returncode == code, (args, res.stderr)
             assert res.stderr.startswith("error: ") and message in res.stderr, (args, res.stderr)
+            assert "rejected the admin key" not in res.stderr  # said once, not "was rejected: ... rejected the"
             assert len(res.stderr.strip().splitlines()) == 1, res.stderr
             assert "Traceback" not in res.stderr + res.stdout
-        res = run_cli("dead-letters", "list", "--limit", "0", env={"CONVEX_URL": url, "CONVEX_ADMIN_KEY": "k"})
-        assert res.returncode == 2 and "--limit" in res.stderr and "Traceback" not in res.stderr
+
+    @pytest.mark.parametrize(
+        ("value", "message"),
+        [
+            ("0", "--limit 0 is out of range (allowed: 1 to 1000)"),
+            ("1001", "--limit 1001 is out of range (allowed: 1 to 1000)"),
+            ("-3", "--limit -3 is out of range (allowed: 1 to 1000)"),
+            ("ten", "--limit 'ten' is not a whole number (allowed: 1 to 1000)"),
+        ],
+    )
+    def test_refused_limit_is_one_line(self, value: str, message: str) -> None:
+        """A --limit outside 1-1000 or not a number: one error line naming option, value and range, exit 2, nothing sent."""
+        res = run_cli("dead-letters", "list", "--limit", value, env={"CONVEX_URL": "http://127.0.0.1:9"})
+        assert res.returncode == 2
+        assert res.stderr.splitlines() == [f"error: {message}"]  # before the missing key, without Click's box
+        assert res.stdout == ""

@@ -73,7 +73,7 @@ class TestPrintDeadLetters:
         assert any(line.split()[-1:] == ["error"] for line in lines)  # the header, whole
         assert text.count("ValueError: bad document") == 1 and "Traceback" not in text  # first line only
         assert "  #2  KeyError: 'channelId'" in text
-        assert "3 dead letter(s) of 2 user(s)" in text
+        assert "3 dead letters of 2 users" in text
         assert "showing the first" not in text
         assert "after fixing the cause: python -m worker dead-letters retry\n" in text
 
@@ -110,6 +110,7 @@ class TestPrintDeadLetters:
         rows = [letter(user, 1, "boom")]
         text = render(rows, width=120, limit=1, more=False, user_id=user)
         assert f"Dead letters of {user}" in text and "showing the first" not in text
+        assert "\n1 dead letter of 1 user\n" in text  # the count in the singular
         text = render(rows, width=120, limit=1, more=True, user_id=user)
         assert "showing the first 1: more exist; pass a larger --limit (up to 1000) or --user-id" in text
         assert f"python -m worker dead-letters retry --user-id '{user}'" in text

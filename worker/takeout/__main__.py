@@ -21,6 +21,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
+from worker.errors import plural
 from worker.takeout import TakeoutFormatError, parse_takeout_file
 
 _SHOWN_REJECTIONS = 10
@@ -51,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         non_views = ", ".join(f"{kind} {count}" for kind, count in result.non_views.items() if count)
         label = f"{path}: {result.member}" if result.member else path
         print(
-            f"{label}: {result.source}, {result.total_entries} entries, {len(result.views)} views, "
+            f"{label}: {result.source}, {plural(result.total_entries, 'entry', 'entries')},"
+            f" {plural(len(result.views), 'view')}, "
             f"non-views: {non_views or 'none'}, rejected {len(result.rejected)}, "
             f"range {_utc(result.first_ms)} .. {_utc(result.last_ms)}, "
             f"{elapsed_s:.2f} s ({result.total_entries / elapsed_s:,.0f} entries/s)"
@@ -61,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for rejection in result.rejected[:_SHOWN_REJECTIONS]:
             print(f"  rejected: {rejection}")
         if len(result.rejected) > _SHOWN_REJECTIONS:
-            print(f"  … and {len(result.rejected) - _SHOWN_REJECTIONS} more rejections")
+            print(f"  … and {plural(len(result.rejected) - _SHOWN_REJECTIONS, 'more rejection')}")
         reason = result.no_view_reason()
         if reason is not None:
             print(f"  nothing to import: {reason}")

@@ -22,6 +22,7 @@ from typing import Final
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
+from worker.errors import plural
 from worker.models import WatchEvent
 from worker.takeout.errors import TakeoutFormatError
 from worker.takeout.html_dates import AMBIGUOUS_LABELS, DateError, parse_html_date
@@ -273,7 +274,7 @@ def parse_html_text(text: str, *, name: str, now_ms: int) -> ParseResult:
             )
         raise TakeoutFormatError(name, "HTML without watch-history records (no 'content-cell … body-1' divs)")
     notes = tuple(
-        f"{AMBIGUOUS_LABELS[label]} in {count} entries"
+        f"{AMBIGUOUS_LABELS[label]} in {plural(count, 'entry', 'entries')}"
         for label, count in sorted(zones.items())
         if label in AMBIGUOUS_LABELS
     )

@@ -51,6 +51,24 @@ class _EntryError(Exception):
         self.reason = reason
 
 
+def json_type(value: object) -> str:
+    """Name the JSON type of a decoded value as the file spells it, for messages.
+
+    Returns:
+        ``"null"``, ``"boolean"``, ``"number"``, ``"string"``, ``"array"`` or ``"object"`` (Python's
+        ``NoneType``, ``dict``, ... mean nothing to whoever reads the message).
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
 def parse_iso_ms(value: object, field: str = "time") -> int:
     """Return epoch ms (UTC) of an ISO 8601 instant with ``Z`` or an offset, with or without fraction.
 
@@ -60,7 +78,7 @@ def parse_iso_ms(value: object, field: str = "time") -> int:
     if value is None:
         raise _EntryError(field, "missing")
     if not isinstance(value, str):
-        raise _EntryError(field, f"expected an ISO 8601 string, got {type(value).__name__}")
+        raise _EntryError(field, f"expected an ISO 8601 string, got a JSON {json_type(value)}")
     match = _ISO_RE.fullmatch(value.strip())
     if match is None:
         raise _EntryError(field, f"not an ISO 8601 instant: {value[:40]!r}")
@@ -81,7 +99,7 @@ def _opt_str(entry: dict[str, Any], key: str) -> str | None:
     value = entry.get(key)
     if value is None or isinstance(value, str):
         return value
-    raise _EntryError(key, f"expected a string, got {type(value).__name__}")
+    raise _EntryError(key, f"expected a string, got a JSON {json_type(value)}")
 
 
 def _opt_objects(entry: dict[str, Any], key: str) -> list[dict[str, Any]]:
@@ -89,14 +107,14 @@ def _opt_objects(entry: dict[str, Any], key: str) -> list[dict[str, Any]]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise _EntryError(key, f"expected an array of objects, got {type(value).__name__}")
+        raise _EntryError(key, f"expected an array of objects, got a JSON {json_type(value)}")
     return value
 
 
 def _activity_entry(entry: object) -> WatchEvent | str:
     """Return the view of one My Activity entry, or the non-view kind it is."""
     if not isinstance(entry, dict):
-        raise _EntryError("entry", f"expected an object, got {type(entry).__name__}")
+        raise _EntryError("entry", f"expected an object, got a JSON {json_type(entry)}")
     header = _opt_str(entry, "header")
     title = _opt_str(entry, "title")
     url = _opt_str(entry, "titleUrl")
@@ -137,7 +155,7 @@ def _activity_entry(entry: object) -> WatchEvent | str:
             channel_id = channel_url_id(sub_url)
         if channel_id is not None:
             if sub_name is not None and not isinstance(sub_name, str):
-                raise _EntryError("subtitles", f"channel name is a {type(sub_name).__name__}")
+                raise _EntryError("subtitles", f"channel name is a JSON {json_type(sub_name)}, not a string")
             channel_name = sub_name
     return WatchEvent(
         watched_at_ms=watched_at_ms,
@@ -154,7 +172,7 @@ def _activity_entry(entry: object) -> WatchEvent | str:
 def _legacy_entry(entry: object) -> WatchEvent | str:
     """Return the view of one legacy ``youtube#playlistItem`` entry (§2.1); channel is never known."""
     if not isinstance(entry, dict):
-        raise _EntryError("entry", f"expected an object, got {type(entry).__name__}")
+        raise _EntryError("entry", f"expected an object, got a JSON {json_type(entry)}")
     snippet = entry.get("snippet")
     if not isinstance(snippet, dict):
         raise _EntryError("snippet", "missing or not an object")
@@ -164,7 +182,7 @@ def _legacy_entry(entry: object) -> WatchEvent | str:
     watched_at_ms = parse_iso_ms(snippet.get("publishedAt"), "snippet.publishedAt")
     title = snippet.get("title")
     if title is not None and not isinstance(title, str):
-        raise _EntryError("snippet.title", f"expected a string, got {type(title).__name__}")
+        raise _EntryError("snippet.title", f"expected a string, got a JSON {json_type(title)}")
     video_id = details.get("videoId")
     kind: Kind = "watch"
     if title in _LEGACY_REMOVED_TITLES or video_id is None or video_id == "":
@@ -234,7 +252,9 @@ def parse_json_text(text: str, *, name: str, now_ms: int) -> ParseResult:
     except RecursionError:
         raise TakeoutFormatError(name, "JSON nested too deeply") from None
     if not isinstance(data, list):
-        raise TakeoutFormatError(name, f"expected a JSON array of records at the top level, got {type(data).__name__}")
+        raise TakeoutFormatError(
+            name, f"expected a JSON array of records at the top level, got a JSON {json_type(data)}"
+        )
     legacy = _layout(data, name) == "legacy"
     reader = _legacy_entry if legacy else _activity_entry
     fields = _LEGACY_FIELDS if legacy else _ACTIVITY_FIELDS

@@ -13,7 +13,7 @@ from typing import Final
 
 from worker.takeout.errors import TakeoutFormatError
 from worker.takeout.html_reader import parse_html_text
-from worker.takeout.json_reader import parse_json_text
+from worker.takeout.json_reader import json_type, parse_json_text
 from worker.takeout.result import ParseResult
 
 _ZIP_MAGIC: Final = b"PK\x03\x04"
@@ -52,11 +52,7 @@ def _json_scalar_kind(text: str) -> str | None:
         value = json.loads(text)
     except ValueError:
         return None
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    return "number" if isinstance(value, int | float) else "string"
+    return json_type(value)
 
 
 _HISTORY_FILE_STEMS: Final = frozenset(

@@ -68,7 +68,8 @@ class ParseResult:
 
         Returns:
             ``"the file holds no entries"``, ``"every entry was rejected (2 of 2)"`` or
-            ``"none of its 2 entries is a view (ad 1, rejected 1)"``; None when ``views`` is not empty.
+            ``"none of its 2 entries is a view (ad 1, rejected 1)"`` (``"its only entry is not a view
+            (ad 1, rejected 0)"``); None when ``views`` is not empty.
         """
         if self.views:
             return None
@@ -78,4 +79,6 @@ class ParseResult:
         if rejected == total:
             return f"every entry was rejected ({rejected} of {total})"
         kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(self.non_views.items()) if count)
+        if total == 1:
+            return f"its only entry is not a view ({kinds}, rejected {rejected})"
         return f"none of its {total} entries is a view ({kinds}, rejected {rejected})"

@@ -178,7 +178,7 @@ class TestRecords:
         """An ambiguous label (IST) uses the documented default and says so in notes."""
         result = parse_takeout_bytes(page(cell(watched("Jan 2, 2024, 10:00:00 AM IST"))), name="h")
         assert result.views[0].watched_at_ms == 1704169800000
-        assert result.notes == ("IST read as India Standard Time (UTC+05:30) in 1 entries",)
+        assert result.notes == ("IST read as India Standard Time (UTC+05:30) in 1 entry",)
 
 
 class TestTruncatedFiles:

@@ -191,6 +191,26 @@ class TestRejections:
         assert result.total_entries == 10
         assert "entry 4" in str(result.rejected[3])
 
+    def test_wrong_types_are_named_as_json_types(self) -> None:
+        """A value of the wrong type is named as the file spells it (null, number, ...), never as Python's NoneType."""
+        result = parse(
+            record(),
+            None,
+            record(title=["Tides"]),
+            record(header=7),
+            record(subtitles=[{"name": 5, "url": f"https://www.youtube.com/channel/{CHANNEL}"}]),
+            record(time=True),
+            record(details={"name": "From Google Ads"}),
+        )
+        assert [str(r) for r in result.rejected] == [
+            "entry 1: entry: expected an object, got a JSON null",
+            "entry 2: title: expected a string, got a JSON array",
+            "entry 3: header: expected a string, got a JSON number",
+            "entry 4: subtitles: channel name is a JSON number, not a string",
+            "entry 5: time: expected an ISO 8601 string, got a JSON boolean",
+            "entry 6: details: expected an array of objects, got a JSON object",
+        ]
+
 
 class TestMalformedWatchUrls:
     """A watch entry whose URL is present but malformed is rejected, not read as a removed video."""
@@ -275,7 +295,7 @@ class TestWholeFileErrors:
     @pytest.mark.parametrize(
         ("data", "fragment"),
         [
-            (b'{"header": "YouTube"}', "array"),
+            (b'{"header": "YouTube"}', "array of records at the top level, got a JSON object"),
             (b"[1, 2, 3]", "no objects"),
             (b'[{"foo": 1}]', "unknown record structure"),
             (b"hello, world", "neither JSON nor HTML"),
@@ -353,8 +373,17 @@ class TestZipAndCli:
         good.write_text(json.dumps([record(), record(time=None)]), encoding="utf-8")
         assert main([str(good)]) == 0
         out = capsys.readouterr().out
-        assert "1 views" in out and "rejected 1" in out and "  rejected: entry 1: time: missing" in out
+        assert ": takeout_json, 2 entries, 1 view, " in out, out  # counts in the singular when they are 1
+        assert "rejected 1" in out and "  rejected: entry 1: time: missing" in out
         assert "nothing to import" not in out
+        one = tmp_path / "one.json"
+        one.write_text(json.dumps([record()] + [record(time=None)] * 12), encoding="utf-8")
+        assert main([str(one)]) == 0
+        out = capsys.readouterr().out
+        assert ": takeout_json, 13 entries, 1 view, " in out and "  … and 2 more rejections\n" in out
+        one.write_text(json.dumps([record()] + [record(time=None)] * 11), encoding="utf-8")
+        assert main([str(one)]) == 0
+        assert "  … and 1 more rejection\n" in capsys.readouterr().out
 
     @pytest.mark.parametrize(
         ("entries", "reason"),
@@ -364,6 +393,10 @@ class TestZipAndCli:
             (
                 [record(title="Watched Volvo Cars", details=[{"name": "From Google Ads"}]), record(time=None)],
                 "none of its 2 entries is a view (ad 1, rejected 1)",
+            ),
+            (
+                [record(title="Watched Volvo Cars", details=[{"name": "From Google Ads"}])],
+                "its only entry is not a view (ad 1, rejected 0)",
             ),
         ],
     )
