@@ -3,6 +3,7 @@
  * watch data or settings calls `appendChange` inside the same mutation, so
  * the data and its change entry commit (or fail) together.
  */
+import type { Doc } from "./_generated/dataModel";
 import type { MutationCtx, QueryCtx } from "./_generated/server";
 import { ensureUser, getUser } from "./users";
 import type { ChangeKind } from "./validators";
@@ -58,19 +59,27 @@ export async function nextChangeSeq(ctx: QueryCtx, userId: string): Promise<numb
   return (user?.lastSeq ?? 0) + 1;
 }
 
+/** The oldest pending change of `userId` with `seq > afterSeq`, or null (one index range). */
+export async function firstPendingChangeAfter(
+  ctx: QueryCtx,
+  userId: string,
+  afterSeq: number,
+): Promise<Doc<"changeLog"> | null> {
+  return await ctx.db
+    .query("changeLog")
+    .withIndex("by_status_and_user", (q) =>
+      q.eq("status", "pending").eq("userId", userId).gt("seq", afterSeq),
+    )
+    .first();
+}
+
 /** True when `userId` has a pending change with `seq > afterSeq`. */
 export async function hasPendingChangeAfter(
   ctx: QueryCtx,
   userId: string,
   afterSeq: number,
 ): Promise<boolean> {
-  const row = await ctx.db
-    .query("changeLog")
-    .withIndex("by_status_and_user", (q) =>
-      q.eq("status", "pending").eq("userId", userId).gt("seq", afterSeq),
-    )
-    .first();
-  return row !== null;
+  return (await firstPendingChangeAfter(ctx, userId, afterSeq)) !== null;
 }
 
 /** Count a user's pending changes, stopping at `cap`. */

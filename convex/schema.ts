@@ -124,4 +124,16 @@ export default defineSchema({
     .index("by_user_filter", ["userId", "filterKey"])
     .index("by_user_and_expiresAt", ["userId", "expiresAtMs"])
     .index("by_expiresAt", ["expiresAtMs"]),
+
+  /**
+   * Where a scan spread over calls stopped, one row per scan (`name`). `enqueueExpired`'s scan of
+   * expired `resultSets` (`"expiredResultSets"`) resumes after the row it handled last, the one with
+   * this `nextValidUntilMs` and `_creationTime` (`creationTime`) in index `by_nextValidUntil`; no
+   * row = from the start.
+   */
+  scanCursors: defineTable({
+    name: v.string(),
+    nextValidUntilMs: v.number(),
+    creationTime: v.number(),
+  }).index("by_name", ["name"]),
 });

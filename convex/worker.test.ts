@@ -3,7 +3,19 @@ import { api, internal } from "./_generated/api";
 import type { Doc } from "./_generated/dataModel";
 import { ALICE, BOB, initConvexTest, seedEvents, toSets, type FlatResult } from "./setup.test";
 import type { AggregationType, ResultSetInput, WatchEventInput } from "./validators";
-import { CLAIM_MAX_INTERESTS, coalesceChanges, EXPIRED_INTERESTS_PER_CALL, MAX_ATTEMPTS, RETRY_BACKOFF_MS, retryBackoffMs } from "./worker";
+import {
+  CLAIM_MAX_INTERESTS,
+  coalesceChanges,
+  enqueueExpiredHandler,
+  EXPIRED_INTERESTS_PER_CALL,
+  EXPIRED_MAX_LIMIT,
+  EXPIRED_READ_BUDGET,
+  EXPIRED_SCAN_ROWS,
+  MAX_ATTEMPTS,
+  RETIRE_MAX_SETS,
+  RETRY_BACKOFF_MS,
+  retryBackoffMs,
+} from "./worker";
 
 const T0 = Date.UTC(2024, 0, 1);
 const HOUR = 3_600_000;
@@ -1237,6 +1249,167 @@ describe("enqueueExpired", () => {
     expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: start + 2 * DAY })).toEqual({
       enqueued: 0, retired: 0, removedInterests: 1,
     });
+  });
+
+  test("a backlog larger than one call's reads is worked off over several calls, each within the budget", async () => {
+    // The worst case for reads: expired on-demand sets of distinct users, each with a live interest
+    // (looked up) and a pending change (looked up), every fourth user to enqueue (two more lookups).
+    // Read in one call that is ≈ 6000 index ranges, above Convex's 4096.
+    const now = useServerClock(T_SERVER);
+    const t = initConvexTest();
+    const users = 2200;
+    const toEnqueue = (i: number) => i % 4 === 0;
+    for (let start = 0; start < users; start += 400) {
+      await t.run(async (ctx) => {
+        for (let i = start; i < Math.min(start + 400, users); i++) {
+          const userId = `user-${String(i).padStart(5, "0")}`;
+          const filterKey = `All|all|t${i}|`;
+          await ctx.db.insert("users", { userId, timeZone: "UTC", lastSeq: 1, ackedSeq: toEnqueue(i) ? 1 : 0, eventCount: 0 });
+          await ctx.db.insert("resultSets", {
+            userId, filterKey, watermark: 1, computedAtMs: 0, definitionVersion: 1,
+            // 50 sets per expiry instant: page and call boundaries fall inside an instant too.
+            validUntil: [{ type: "kpi", validUntilMs: now - HOUR + Math.floor(i / 50) }],
+            nextValidUntilMs: now - HOUR + Math.floor(i / 50),
+            rows: [],
+          });
+          await ctx.db.insert("filterInterests", {
+            userId, filterKey, filters: { timeframe: "All", product: "all", topics: [`t${i}`] },
+            lastRequestedAtMs: now, expiresAtMs: now + DAY,
+          });
+          if (!toEnqueue(i)) {
+            await ctx.db.insert("changeLog", {
+              userId, seq: 1, kind: "import", count: 1, status: "pending", attempts: 0, createdAtMs: now,
+            });
+          }
+        }
+      });
+    }
+
+    const calls: { enqueued: number; indexRanges: number; documents: number; bytes: number }[] = [];
+    for (let call = 0; call < 20; call++) {
+      const measured = await t.run(async (ctx) => {
+        const outcome = await enqueueExpiredHandler(ctx, { nowMs: now, limit: EXPIRED_MAX_LIMIT });
+        const metrics = await ctx.meta.getTransactionMetrics();
+        return {
+          outcome,
+          indexRanges: metrics.databaseQueries.used,
+          documents: metrics.documentsRead.used,
+          bytes: metrics.bytesRead.used,
+        };
+      });
+      expect(measured.outcome).toMatchObject({ retired: 0, removedInterests: 0 });
+      calls.push({ enqueued: measured.outcome.enqueued, indexRanges: measured.indexRanges, documents: measured.documents, bytes: measured.bytes });
+      if (calls.reduce((n, c) => n + c.enqueued, 0) === users / 4) break;
+    }
+    expect(calls.length).toBeGreaterThan(1); // more than one call's budget
+    for (const c of calls) {
+      expect(c.indexRanges).toBeLessThanOrEqual(EXPIRED_READ_BUDGET.indexRanges);
+      expect(c.documents).toBeLessThanOrEqual(EXPIRED_READ_BUDGET.documents);
+      expect(c.bytes).toBeLessThanOrEqual(EXPIRED_READ_BUDGET.bytes);
+    }
+    // Every user without a pending change got exactly one expiry change; the others none.
+    const expiries = await t.run(async (ctx) =>
+      (await ctx.db.query("changeLog").collect()).filter((r) => r.kind === "expiry").map((r) => r.userId),
+    );
+    expect(new Set(expiries).size).toBe(expiries.length);
+    expect(expiries.length).toBe(users / 4);
+    expect(expiries.every((userId) => toEnqueue(Number(userId.slice(5))))).toBe(true);
+    // Caught up: the next call enqueues nothing and stays within the budget too.
+    expect(await t.mutation(internal.worker.enqueueExpired, { nowMs: now, limit: EXPIRED_MAX_LIMIT })).toEqual({
+      enqueued: 0, retired: 0, removedInterests: 0,
+    });
+  }, 120_000);
+
+  test("expired sets skipped for a pending change do not keep later ones from being enqueued", async () => {
+    // More expired sets than one call scans, all of a user with a pending change, ahead of another
+    // user's set in expiry order: each call used to scan the same skipped rows and stop before it.
+    const t = initConvexTest();
+    await t.run(async (ctx) => {
+      await ctx.db.insert("users", { userId: "busy", timeZone: "UTC", lastSeq: 1, ackedSeq: 0, eventCount: 0 });
+      await ctx.db.insert("changeLog", {
+        userId: "busy", seq: 1, kind: "import", count: 1, status: "pending", attempts: 0, createdAtMs: 0,
+      });
+      await ctx.db.insert("users", { userId: "later", timeZone: "UTC", lastSeq: 1, ackedSeq: 1, eventCount: 3 });
+    });
+    const sets = EXPIRED_SCAN_ROWS + 10;
+    for (let start = 0; start < sets; start += 1000) {
+      await t.run(async (ctx) => {
+        for (let i = start; i < Math.min(start + 1000, sets); i++) {
+          await ctx.db.insert("resultSets", {
+            userId: "busy", filterKey: `T${i}|all||`, watermark: 1, computedAtMs: 0, definitionVersion: 1,
+            validUntil: [{ type: "kpi", validUntilMs: 10 }], nextValidUntilMs: 10, rows: [],
+          });
+        }
+      });
+    }
+    await t.run(async (ctx) => {
+      await ctx.db.insert("resultSets", {
+        userId: "later", filterKey: "MTD|all||", watermark: 1, computedAtMs: 0, definitionVersion: 1,
+        validUntil: [{ type: "kpi", validUntilMs: 20 }], nextValidUntilMs: 20, rows: [],
+      });
+    });
+    const sweep = () => t.mutation(internal.worker.enqueueExpired, { nowMs: 100 });
+
+    const outcomes = [await sweep(), await sweep()];
+    expect(outcomes.map((o) => o.enqueued)).toEqual([0, 1]);
+    expect((await changeRows(t, "later")).map((r) => [r.seq, r.kind, r.count])).toEqual([[2, "expiry", 3]]);
+    expect((await changeRows(t, "busy")).map((r) => r.kind)).toEqual(["import"]);
+
+    // The scan went past the end, so the next call starts over: the busy user's sets are checked
+    // again, and once its change is done it is enqueued like any other.
+    await t.mutation(internal.worker.ackChanges, { userId: "busy", workerId: "w1", upToSeq: 1 });
+    const again = [await sweep(), await sweep()];
+    expect(again.map((o) => o.enqueued).reduce((a, b) => a + b)).toBe(1);
+    expect((await changeRows(t, "busy")).map((r) => r.kind)).toEqual(["import", "expiry"]);
+  }, 60_000);
+
+  test("a call stopped by its limit inside one expiry instant is resumed by the next, within that instant", async () => {
+    // 250 users whose sets all expire at the same instant (every MTD set of a time zone does).
+    const t = initConvexTest();
+    await t.run(async (ctx) => {
+      for (let i = 0; i < 250; i++) {
+        const userId = `u${String(i).padStart(3, "0")}`;
+        await ctx.db.insert("users", { userId, timeZone: "UTC", lastSeq: 1, ackedSeq: 1, eventCount: 0 });
+        await ctx.db.insert("resultSets", {
+          userId, filterKey: "MTD|all||", watermark: 1, computedAtMs: 0, definitionVersion: 1,
+          validUntil: [{ type: "kpi", validUntilMs: 10 }], nextValidUntilMs: 10, rows: [],
+        });
+      }
+    });
+    const counts = [];
+    for (let call = 0; call < 4; call++) {
+      counts.push((await t.mutation(internal.worker.enqueueExpired, { nowMs: 100, limit: 100 })).enqueued);
+    }
+    expect(counts).toEqual([100, 100, 50, 0]);
+    const expiries = await t.run(async (ctx) =>
+      (await ctx.db.query("changeLog").collect()).filter((r) => r.kind === "expiry").map((r) => r.userId),
+    );
+    expect(new Set(expiries).size).toBe(250);
+  });
+
+  test("sets left by the retirement cap come first at the next call; the sets behind them are not held up", async () => {
+    const t = initConvexTest();
+    await t.run(async (ctx) => {
+      await ctx.db.insert("users", { userId: "gone", timeZone: "UTC", lastSeq: 1, ackedSeq: 1, eventCount: 0 });
+      await ctx.db.insert("users", { userId: "behind", timeZone: "UTC", lastSeq: 1, ackedSeq: 1, eventCount: 0 });
+      // Expired on-demand sets without an interest: more than one call retires.
+      for (let i = 0; i < RETIRE_MAX_SETS + 10; i++) {
+        await ctx.db.insert("resultSets", {
+          userId: "gone", filterKey: `All|all|t${i}|`, watermark: 1, computedAtMs: 0, definitionVersion: 1,
+          validUntil: [{ type: "kpi", validUntilMs: 10 }], nextValidUntilMs: 10, rows: [],
+        });
+      }
+      await ctx.db.insert("resultSets", {
+        userId: "behind", filterKey: "MTD|all||", watermark: 1, computedAtMs: 0, definitionVersion: 1,
+        validUntil: [{ type: "kpi", validUntilMs: 20 }], nextValidUntilMs: 20, rows: [],
+      });
+    });
+    const sweep = () => t.mutation(internal.worker.enqueueExpired, { nowMs: 100 });
+    expect(await sweep()).toEqual({ enqueued: 1, retired: RETIRE_MAX_SETS, removedInterests: 0 });
+    expect(await sweep()).toEqual({ enqueued: 0, retired: 10, removedInterests: 0 });
+    expect(await sweep()).toEqual({ enqueued: 0, retired: 0, removedInterests: 0 });
+    const left = await t.run(async (ctx) => (await ctx.db.query("resultSets").collect()).map((r) => r.userId));
+    expect(left).toEqual(["behind"]);
   });
 
   test("honours limit", async () => {

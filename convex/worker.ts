@@ -4,7 +4,7 @@
  * write guard, then acknowledge (or fail) the consumed changes.
  */
 import { paginationOptsValidator, type PaginationOptions } from "convex/server";
-import { v } from "convex/values";
+import { getDocumentSize, v, type Value } from "convex/values";
 import type { Doc } from "./_generated/dataModel";
 import {
   internalMutation,
@@ -12,7 +12,7 @@ import {
   type MutationCtx,
   type QueryCtx,
 } from "./_generated/server";
-import { appendChange, hasPendingChangeAfter } from "./changeLog";
+import { appendChange, firstPendingChangeAfter } from "./changeLog";
 import { appError, requireInteger } from "./errors";
 import { ensureUser, getUser, requireUserIdArg } from "./users";
 import {
@@ -78,15 +78,73 @@ export const MAX_ERROR_LENGTH = 2000;
 /** Default and maximum `limit` of `enqueueExpired` (users). */
 export const EXPIRED_DEFAULT_LIMIT = 100;
 export const EXPIRED_MAX_LIMIT = 1000;
-/** Most expired `resultSets` rows `enqueueExpired` scans per call. */
+/**
+ * Most expired `resultSets` rows `enqueueExpired` handles per call; its scan resumes after the last
+ * one at the next call (`scanCursors`).
+ */
 export const EXPIRED_SCAN_ROWS = 4000;
+/** Expired `resultSets` rows read per index range of `enqueueExpired`'s scan. */
+export const EXPIRED_SCAN_PAGE = 100;
 /** Most on-demand filter sets `enqueueExpired` retires per call (each deletes ≤ 66 documents). */
 export const RETIRE_MAX_SETS = 50;
 /**
- * Most expired `filterInterests` rows `enqueueExpired` deletes per call: one index range read and one
- * delete each (a row is ≤ ≈ 26 KB with 50 topics and 50 channels of 128 characters, ≤ ≈ 6.5 MB in all).
+ * Most expired `filterInterests` rows `enqueueExpired` deletes per call, read `EXPIRED_INTERESTS_PAGE`
+ * per index range (a row is ≤ ≈ 26 KB with 50 topics and 50 channels of 128 characters).
  */
 export const EXPIRED_INTERESTS_PER_CALL = 256;
+export const EXPIRED_INTERESTS_PAGE = 64;
+
+const MiB = 1 << 20;
+
+/** What a transaction reads: index ranges, documents, bytes of those documents. */
+export interface ReadLimits {
+  /** Index ranges read: calls to `db.get` and `db.query`. */
+  indexRanges: number;
+  /** Documents read: returned by queries, and read by the writes that change them. */
+  documents: number;
+  /** Their size, as Convex measures it (`getDocumentSize`). */
+  bytes: number;
+}
+
+/**
+ * Convex's read limits for one query or mutation, from the "Transactions" table of
+ * https://docs.convex.dev/production/state/limits (read 2026-11-30): 4,096 index ranges read ("the
+ * number of calls to `db.get` and `db.query`"), 32,000 documents scanned, 16 MiB of data read. A
+ * function that goes beyond one of them fails, and nothing it wrote is committed.
+ */
+export const CONVEX_TRANSACTION_READ_LIMITS: ReadLimits = { indexRanges: 4096, documents: 32_000, bytes: 16 * MiB };
+
+/**
+ * What one `enqueueExpired` call reads at most: half of each documented limit, counted as it goes
+ * (`ReadBudget`). Each step (a page of the scan, one expired set, a page of expired interests) is
+ * started only while its worst case in index ranges and documents still fits; bytes are known only
+ * once read, so a step starts while the byte budget is not spent, and the other half of the limit
+ * absorbs the last step (≤ ≈ 3.3 MB: a page of 64 of the largest interests, read then deleted).
+ * Not counted: the bytes of a retired set's aggregation rows, deleted by id without being read
+ * (≤ 50 sets per call; a user's 18 eager sets hold ≈ 1.4 MB in all, ≈ 80 KB a set).
+ */
+export const EXPIRED_READ_BUDGET: ReadLimits = {
+  indexRanges: CONVEX_TRANSACTION_READ_LIMITS.indexRanges / 2,
+  documents: CONVEX_TRANSACTION_READ_LIMITS.documents / 2,
+  bytes: CONVEX_TRANSACTION_READ_LIMITS.bytes / 2,
+};
+
+/**
+ * Worst case of handling one expired set after its scan page is read. Index ranges: interest lookup,
+ * pending-change check, user read, and the user read of `appendChange` (counted twice: it may insert
+ * then read the row); or interest lookup and the `aggregations` read of a set stored before
+ * `resultSets.rows` existed. Documents: interest lookup (≤ 2, `unique`), ≤ 64 such aggregations read
+ * then deleted, the set row and the interest deleted.
+ */
+const EXPIRED_SET_MAX_READS = { indexRanges: 5, documents: 2 + 2 * MAX_ROWS_PER_SET + 2 };
+
+/**
+ * Kept by the scan for what follows it in the same call: the cursor's update and the expired-interest
+ * pages (≤ 4 ranges; ≤ 64 rows read and deleted per page, counting the rows deleted by earlier pages
+ * once more, should the index still scan past them).
+ */
+const EXPIRED_SWEEP_RESERVE: ReadLimits = { indexRanges: 8, documents: 1024, bytes: 2 * MiB };
+
 /** Longest accepted worker id, in characters. */
 export const MAX_WORKER_ID_LENGTH = 256;
 
@@ -667,10 +725,128 @@ export async function failChangesHandler(
   return { failed: rows.length, deadLettered, backoffMs: 0 };
 }
 
-/** Handler of `worker:enqueueExpired`. */
+/**
+ * Reads of one call counted against `limits` (see `EXPIRED_READ_BUDGET`): index ranges, documents
+ * and their bytes, counted as they are read rather than estimated up front.
+ */
+export class ReadBudget {
+  readonly used: ReadLimits = { indexRanges: 0, documents: 0, bytes: 0 };
+
+  constructor(readonly limits: ReadLimits) {}
+
+  /**
+   * Whether a step of at most `indexRanges` index ranges and `documents` documents still fits with
+   * `reserve` kept for later steps, and the bytes read so far leave `reserve.bytes` unspent.
+   */
+  fits(indexRanges: number, documents: number, reserve: ReadLimits = NO_RESERVE): boolean {
+    const { used, limits } = this;
+    return (
+      used.indexRanges + indexRanges + reserve.indexRanges <= limits.indexRanges &&
+      used.documents + documents + reserve.documents <= limits.documents &&
+      used.bytes + reserve.bytes < limits.bytes
+    );
+  }
+
+  /** Count one index range (a `db.query` or `db.get`) and what it returned; return that. */
+  range<D extends Record<string, Value>>(result: D[]): D[];
+  range<D extends Record<string, Value>>(result: D | null): D | null;
+  range(result: Record<string, Value> | Record<string, Value>[] | null): unknown {
+    this.count(1, result === null ? [] : Array.isArray(result) ? result : [result]);
+    return result;
+  }
+
+  /** Count documents read without a range of their own: by a write (patch, replace, delete). */
+  touched(...docs: Record<string, Value>[]): void {
+    this.count(0, docs);
+  }
+
+  /** Count documents of unknown size (their bytes are not counted). */
+  unsized(documents: number): void {
+    this.used.documents += documents;
+  }
+
+  private count(indexRanges: number, docs: readonly Record<string, Value>[]): void {
+    this.used.indexRanges += indexRanges;
+    this.used.documents += docs.length;
+    for (const doc of docs) this.used.bytes += getDocumentSize(doc);
+  }
+}
+
+const NO_RESERVE: ReadLimits = { indexRanges: 0, documents: 0, bytes: 0 };
+
+/**
+ * A place in index `resultSets.by_nextValidUntil`: the keys of a row, the scan goes on after it.
+ * (`_creationTime` tells apart rows that expire at the same instant; should two rows share both keys,
+ * the one not handled yet waits for the scan's next pass.)
+ */
+interface ScanPosition {
+  nextValidUntilMs: number;
+  creationTime: number;
+}
+
+function positionOf(row: Doc<"resultSets">): ScanPosition {
+  // Only expired rows are scanned, and those have a `nextValidUntilMs`.
+  return { nextValidUntilMs: row.nextValidUntilMs!, creationTime: row._creationTime };
+}
+
+/** The name of `enqueueExpired`'s scan in `scanCursors`. */
+const EXPIRED_SCAN = "expiredResultSets";
+
+/**
+ * The expired sets (`nextValidUntilMs ≤ nowMs`) after `after` (from the first when null) in index
+ * order, read `EXPIRED_SCAN_PAGE` per index range, each page counted on `budget` and read only while
+ * a page fits with `reserve` kept. Returns true when it went past the last expired set, false when
+ * the budget stopped it. A page resumes after the previous page's last row: first the rows expiring
+ * at the same instant and created after it (many sets expire at one instant: every MTD set of a time
+ * zone at the start of a month), then the later instants.
+ */
+async function* expiredSetsAfter(
+  ctx: QueryCtx,
+  nowMs: number,
+  after: ScanPosition | null,
+  budget: ReadBudget,
+  reserve: ReadLimits,
+): AsyncGenerator<Doc<"resultSets">, boolean, undefined> {
+  let position = after;
+  // Whether rows at `position`'s instant may follow it (none is expired if that instant is later than
+  // `nowMs`: a caller whose clock is behind the previous one's).
+  let tiesLeft = position !== null && position.nextValidUntilMs <= nowMs;
+  for (;;) {
+    if (!budget.fits(1, EXPIRED_SCAN_PAGE, reserve)) return false;
+    const from = position;
+    const range =
+      from !== null && tiesLeft
+        ? ctx.db
+            .query("resultSets")
+            .withIndex("by_nextValidUntil", (q) =>
+              q.eq("nextValidUntilMs", from.nextValidUntilMs).gt("_creationTime", from.creationTime),
+            )
+        : ctx.db
+            .query("resultSets")
+            .withIndex("by_nextValidUntil", (q) =>
+              (from === null
+                ? q.gte("nextValidUntilMs", Number.MIN_SAFE_INTEGER)
+                : q.gt("nextValidUntilMs", from.nextValidUntilMs)
+              ).lte("nextValidUntilMs", nowMs),
+            );
+    const page = budget.range(await range.take(EXPIRED_SCAN_PAGE));
+    for (const row of page) yield row;
+    if (page.length === EXPIRED_SCAN_PAGE) {
+      position = positionOf(page[page.length - 1]);
+      tiesLeft = true;
+    } else if (tiesLeft) {
+      tiesLeft = false; // on to the later instants
+    } else {
+      return true;
+    }
+  }
+}
+
+/** Handler of `worker:enqueueExpired` (see the JSDoc of the function); `limits` bound what it reads. */
 export async function enqueueExpiredHandler(
   ctx: MutationCtx,
   args: { nowMs: number; limit?: number },
+  limits: ReadLimits = EXPIRED_READ_BUDGET,
 ): Promise<ExpiryOutcome> {
   const { nowMs } = args;
   if (!Number.isFinite(nowMs)) {
@@ -681,61 +857,132 @@ export async function enqueueExpiredHandler(
   // Interests are given their expiry and checked (`registerFilter`, `claimUser`) by the server's
   // clock: a caller's clock running ahead must not end one the server still counts as live.
   const interestNowMs = Math.min(nowMs, Date.now());
-  const expired = await ctx.db
-    .query("resultSets")
-    .withIndex("by_nextValidUntil", (q) =>
-      q.gte("nextValidUntilMs", Number.MIN_SAFE_INTEGER).lte("nextValidUntilMs", nowMs),
-    )
-    .take(EXPIRED_SCAN_ROWS);
+  const budget = new ReadBudget(limits);
+
+  // The scan resumes where the previous call stopped, so sets it skips (a user with a pending change
+  // is not enqueued again; the worker's recompute will move their expiry) or could not handle (read
+  // budget, `limit`, retirement cap) cannot hold back the sets behind them call after call.
+  const cursor = budget.range(
+    await ctx.db
+      .query("scanCursors")
+      .withIndex("by_name", (q) => q.eq("name", EXPIRED_SCAN))
+      .unique(),
+  );
+  const start: ScanPosition | null =
+    cursor === null ? null : { nextValidUntilMs: cursor.nextValidUntilMs, creationTime: cursor.creationTime };
+  const expired = expiredSetsAfter(ctx, nowMs, start, budget, EXPIRED_SWEEP_RESERVE);
+  let last = start; // the last set handled
+  let leftBehind: ScanPosition | null | undefined; // where the first set left for the next call is
+  let reachedEnd = false;
+  let scanned = 0;
   const seen = new Set<string>();
   let enqueued = 0;
   let retired = 0;
-  for (const row of expired) {
-    if (enqueued >= limit) break;
+  while (scanned < EXPIRED_SCAN_ROWS && enqueued < limit) {
+    const next = await expired.next();
+    if (next.done === true) {
+      reachedEnd = next.value;
+      break;
+    }
+    const row = next.value;
+    if (!budget.fits(EXPIRED_SET_MAX_READS.indexRanges, EXPIRED_SET_MAX_READS.documents, EXPIRED_SWEEP_RESERVE)) break;
+    scanned++;
     if (!isEagerFilterKey(row.filterKey)) {
       // An on-demand set nobody asked for within its interest's lifetime is not recomputed by the
       // worker, so its expiry never moves: without this it would enqueue an expiry change for its
       // user on every call. It is retired (results, set row and interest deleted); asking for the
       // filter again registers a new interest, which recomputes it.
-      const interest = await ctx.db
-        .query("filterInterests")
-        .withIndex("by_user_filter", (q) => q.eq("userId", row.userId).eq("filterKey", row.filterKey))
-        .unique();
+      const interest = budget.range(
+        await ctx.db
+          .query("filterInterests")
+          .withIndex("by_user_filter", (q) => q.eq("userId", row.userId).eq("filterKey", row.filterKey))
+          .unique(),
+      );
       if (interest === null || interest.expiresAtMs <= interestNowMs) {
-        if (retired >= RETIRE_MAX_SETS) continue;
-        await retireSet(ctx, row, interest);
-        retired++;
+        if (retired < RETIRE_MAX_SETS) {
+          await retireSet(ctx, row, interest, budget);
+          retired++;
+          last = positionOf(row);
+        } else if (leftBehind === undefined) {
+          leftBehind = last; // the next call starts with this set; the scan goes on for the others
+        }
         continue;
       }
     }
-    if (seen.has(row.userId)) continue;
-    seen.add(row.userId);
-    if (await hasPendingChangeAfter(ctx, row.userId, 0)) continue;
-    const user = await getUser(ctx, row.userId);
-    await appendChange(ctx, row.userId, { kind: "expiry", count: user?.eventCount ?? 0 });
-    enqueued++;
+    if (!seen.has(row.userId)) {
+      seen.add(row.userId);
+      if (budget.range(await firstPendingChangeAfter(ctx, row.userId, 0)) === null) {
+        const user = budget.range(await getUser(ctx, row.userId));
+        await appendChange(ctx, row.userId, { kind: "expiry", count: user?.eventCount ?? 0 });
+        budget.range(user); // appendChange reads the user row (twice when it has to create it)
+        if (user === null) budget.range(null);
+        else budget.touched(user); // and updates it
+        enqueued++;
+      }
+    }
+    last = positionOf(row);
   }
-  const removedInterests = await removeExpiredInterests(ctx, interestNowMs);
+  await expired.return(false);
+  // Next call: from the first set left behind, else after the last set handled, or from the start
+  // once the scan went past the last expired set.
+  await moveScanCursor(ctx, cursor, leftBehind !== undefined ? leftBehind : reachedEnd ? null : last, budget);
+  const removedInterests = await removeExpiredInterests(ctx, interestNowMs, budget);
   return { enqueued, retired, removedInterests };
+}
+
+/** Store where the expired-set scan goes on next call (`position`; null = from the start). */
+async function moveScanCursor(
+  ctx: MutationCtx,
+  cursor: Doc<"scanCursors"> | null,
+  position: ScanPosition | null,
+  budget: ReadBudget,
+): Promise<void> {
+  if (position === null) {
+    if (cursor !== null) {
+      await ctx.db.delete(cursor._id);
+      budget.touched(cursor);
+    }
+    return;
+  }
+  if (cursor === null) {
+    await ctx.db.insert("scanCursors", { name: EXPIRED_SCAN, ...position });
+  } else if (cursor.nextValidUntilMs !== position.nextValidUntilMs || cursor.creationTime !== position.creationTime) {
+    await ctx.db.patch(cursor._id, position);
+    budget.touched(cursor);
+  }
 }
 
 /**
  * Delete up to `EXPIRED_INTERESTS_PER_CALL` interests with `expiresAtMs ≤ nowMs`, the longest expired
- * first, and return how many. This is what removes an interest whose set was never stored (the user
- * left before the worker computed it, or its computation failed): set retirement never finds those.
+ * first, `EXPIRED_INTERESTS_PAGE` per read while `budget` allows, and return how many. This is what
+ * removes an interest whose set was never stored (the user left before the worker computed it, or
+ * its computation failed): set retirement never finds those.
  * An expired interest is read by nothing else: `claimUser` skips it, `registerFilter` treats it as
  * absent (a new registration appends a `"filter"` change either way) and set retirement retires a set
  * whose interest is gone as one whose interest expired, so a set still stored keeps its results
  * until its own expiry retires it. A row renewed by `registerFilter` no longer matches the range
  * (both are transactions: a renewal and this read cannot interleave).
  */
-async function removeExpiredInterests(ctx: MutationCtx, nowMs: number): Promise<number> {
-  const rows = await ctx.db
-    .query("filterInterests")
-    .withIndex("by_expiresAt", (q) => q.lte("expiresAtMs", nowMs))
-    .take(EXPIRED_INTERESTS_PER_CALL);
-  for (const row of rows) await ctx.db.delete(row._id);
-  return rows.length;
+async function removeExpiredInterests(ctx: MutationCtx, nowMs: number, budget: ReadBudget): Promise<number> {
+  let removed = 0;
+  while (removed < EXPIRED_INTERESTS_PER_CALL) {
+    const size = Math.min(EXPIRED_INTERESTS_PAGE, EXPIRED_INTERESTS_PER_CALL - removed);
+    // Each page reads the range from its start again: the rows deleted before may count as scanned.
+    if (!budget.fits(1, removed + 2 * size)) break;
+    const rows = budget.range(
+      await ctx.db
+        .query("filterInterests")
+        .withIndex("by_expiresAt", (q) => q.lte("expiresAtMs", nowMs))
+        .take(size),
+    );
+    for (const row of rows) {
+      await ctx.db.delete(row._id);
+      budget.touched(row);
+    }
+    removed += rows.length;
+    if (rows.length < size) break;
+  }
+  return removed;
 }
 
 /** True when `key` (see `filters.ts`) names one of the 18 eager sets: no topics, no channels. */
@@ -744,15 +991,28 @@ function isEagerFilterKey(key: string): boolean {
   return parts.length === 4 && parts[2] === "" && parts[3] === "";
 }
 
-/** Delete an on-demand filter set's aggregates, its `resultSets` row and its expired interest. */
+/**
+ * Delete an on-demand filter set's aggregates, its `resultSets` row and its expired interest,
+ * counting the reads on `budget` (the aggregates listed in `rs.rows` are deleted unread: their
+ * documents count, their bytes are not known).
+ */
 async function retireSet(
   ctx: MutationCtx,
   rs: Doc<"resultSets">,
   interest: Doc<"filterInterests"> | null,
+  budget: ReadBudget,
 ): Promise<void> {
-  for (const row of await storedRows(ctx, rs.userId, rs.filterKey, rs)) await ctx.db.delete(row.id);
+  const rows = await storedRows(ctx, rs.userId, rs.filterKey, rs);
+  // A set row stored before `rows` existed has its aggregations read by index first.
+  if (rs.rows === undefined) budget.range([]);
+  for (const row of rows) await ctx.db.delete(row.id);
+  budget.unsized(rs.rows === undefined ? 2 * rows.length : rows.length);
   await ctx.db.delete(rs._id);
-  if (interest !== null) await ctx.db.delete(interest._id);
+  budget.touched(rs);
+  if (interest !== null) {
+    await ctx.db.delete(interest._id);
+    budget.touched(interest);
+  }
 }
 
 /**
@@ -938,16 +1198,25 @@ export const failChanges = internalMutation({
  * (default 100, max 1000) who have a filter set with an aggregate whose
  * `validUntilMs ≤ nowMs` (epoch ms; `resultSets.nextValidUntilMs`) and no
  * pending change (worker, periodically). Idempotent until the worker catches
- * up: a user with a pending change is skipped. Scans at most 4000 expired
- * `resultSets` rows per call.
+ * up: a user with a pending change is skipped.
+ *
+ * Bounded per call: at most 4000 expired sets handled, and reads counted as
+ * they happen against `EXPIRED_READ_BUDGET` (half of Convex's per-transaction
+ * limits: 2048 index ranges, 16 000 documents, 8 MiB). The expired sets are
+ * scanned in expiry order from where the previous call stopped
+ * (`scanCursors`), so every expired set is reached within a bounded number of
+ * calls, however many sets ahead of it are skipped; a call that reaches the
+ * last expired set makes the next one start from the first again (a skipped
+ * user is checked again then).
  *
  * An expired on-demand set (topics or channels) whose `filterInterests` row
  * has expired too (or is gone) is retired instead, at most 50 per call: its
  * aggregates, its `resultSets` row and the interest are deleted (`retired`).
  * Then up to 256 other expired interests are deleted, the longest expired
- * first (`removedInterests`), whether or not their set was ever stored; call
- * again to remove more. Interest expiry is judged at the earlier of `nowMs`
- * and the server's clock, which `registerFilter` and `claimUser` use.
+ * first (`removedInterests`), as far as the read budget allows, whether or not
+ * their set was ever stored; call again to remove more. Interest expiry is
+ * judged at the earlier of `nowMs` and the server's clock, which
+ * `registerFilter` and `claimUser` use.
  */
 export const enqueueExpired = internalMutation({
   args: { nowMs: v.number(), limit: v.optional(v.number()) },

@@ -43,7 +43,17 @@ from worker.errors import (
     TransientGatewayError,
     shorten,
 )
-from worker.models import AppendedViews, ChangeEntry, Claim, DeadLetter, ExpiryOutcome, StoreOutcome, WatchEvent
+from worker.models import (
+    AckOutcome,
+    AppendedViews,
+    ChangeEntry,
+    Claim,
+    DeadLetter,
+    ExpiryOutcome,
+    FailOutcome,
+    StoreOutcome,
+    WatchEvent,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -280,9 +290,9 @@ class Gateway(Protocol):
         known_hashes: Mapping[tuple[str, str], str] | None = None,
     ) -> StoreOutcome: ...
 
-    async def ack_changes(self, user_id: str, worker_id: str, up_to_seq: int) -> int: ...
+    async def ack_changes(self, user_id: str, worker_id: str, up_to_seq: int) -> AckOutcome: ...
 
-    async def fail_changes(self, user_id: str, worker_id: str, up_to_seq: int, error: str) -> int: ...
+    async def fail_changes(self, user_id: str, worker_id: str, up_to_seq: int, error: str) -> FailOutcome: ...
 
     async def enqueue_expired(self, now_ms: int) -> ExpiryOutcome: ...
 
@@ -587,27 +597,39 @@ class ConvexGateway:
             )
         return outcome, missing
 
-    async def ack_changes(self, user_id: str, worker_id: str, up_to_seq: int) -> int:
-        """Mark the user's pending rows with ``seq ≤ up_to_seq`` done and release the lease; return how many.
+    async def ack_changes(self, user_id: str, worker_id: str, up_to_seq: int) -> AckOutcome:
+        """Mark the user's pending rows with ``seq ≤ up_to_seq`` done and release the lease.
 
         Call it only after storing results computed at watermark ``up_to_seq``: when it acknowledges a
         pending row, the user's dead letters with ``seq ≤ up_to_seq`` are marked done as well.
+
+        Returns:
+            The rows acknowledged and the dead letters superseded (0 from a deployment that does not
+            report them).
         """
         raw = await self.mutation("worker:ackChanges", {"userId": user_id, "workerId": worker_id, "upToSeq": up_to_seq})
-        return int(raw["acked"])
+        return AckOutcome(acked=int(raw["acked"]), superseded=int(raw.get("superseded", 0)))
 
-    async def fail_changes(self, user_id: str, worker_id: str, up_to_seq: int, error: str) -> int:
-        """Record a failed attempt on the user's pending rows with ``seq ≤ up_to_seq``; return how many.
+    async def fail_changes(self, user_id: str, worker_id: str, up_to_seq: int, error: str) -> FailOutcome:
+        """Record a failed attempt on the user's pending rows with ``seq ≤ up_to_seq``.
 
         A row is dead-lettered at its fifth failed attempt. While failed rows stay pending the
         deployment keeps the user's lease as a backoff (1, 4, 16, 64 s after the first to the fourth
         failure) that no replica, this one included, can claim before it ends.
+
+        Returns:
+            The rows updated, those dead-lettered now and the backoff set, ms (counts a deployment
+            does not report are 0).
         """
         raw = await self.mutation(
             "worker:failChanges",
             {"userId": user_id, "workerId": worker_id, "upToSeq": up_to_seq, "error": error[:2000]},
         )
-        return int(raw["failed"])
+        return FailOutcome(
+            failed=int(raw["failed"]),
+            dead_lettered=int(raw.get("deadLettered", 0)),
+            backoff_ms=int(raw.get("backoffMs", 0)),
+        )
 
     async def enqueue_expired(self, now_ms: int) -> ExpiryOutcome:
         """Append ``expiry`` changes for users whose time-relative results expired at ``now_ms``.

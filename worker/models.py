@@ -220,6 +220,37 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class AckOutcome:
+    """Counts returned by ``worker:ackChanges``.
+
+    Attributes:
+        acked: Pending change rows marked done.
+        superseded: The user's dead letters marked done because the acknowledged recompute covers
+            them (only when ``acked`` > 0).
+    """
+
+    acked: int = 0
+    superseded: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FailOutcome:
+    """Answer of ``worker:failChanges``.
+
+    Attributes:
+        failed: Pending change rows whose attempt count was incremented.
+        dead_lettered: Of those, rows that reached the last attempt and became dead letters.
+        backoff_ms: How long the deployment holds the user's lease before anyone may claim it again,
+            ms (1000, 4000, 16000 or 64000); 0 when no backoff was set (every row dead-lettered,
+            nothing matched, or another replica holds a live lease).
+    """
+
+    failed: int = 0
+    dead_lettered: int = 0
+    backoff_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ExpiryOutcome:
     """Counts returned by one ``worker:enqueueExpired`` call.
 

@@ -43,7 +43,7 @@ from cachetools import LRUCache
 from worker.config import Settings
 from worker.errors import GatewayError, TransientGatewayError
 from worker.gateway import Gateway
-from worker.models import ChangeEntry, StoreOutcome
+from worker.models import ChangeEntry, FailOutcome, StoreOutcome
 
 if TYPE_CHECKING:
     from worker.recompute import Recomputer
@@ -79,6 +79,7 @@ class RunStats:
     users_skipped_lease: int = 0
     users_failed: int = 0
     changes_acked: int = 0
+    dead_letters_superseded: int = 0
     results_written: int = 0
     results_unchanged: int = 0
     results_skipped_stale: int = 0
@@ -280,19 +281,16 @@ class Runner:
                 if outcome.results:
                     await store(outcome.results)
                 self._remember_hashes(user_id, stored)
-                acked = await self.gateway.ack_changes(user_id, self.settings.worker_id, watermark)
+                ack = await self.gateway.ack_changes(user_id, self.settings.worker_id, watermark)
             except TransientGatewayError:
                 raise
             except Exception as exc:  # noqa: BLE001 - one poisoned user must not stop the feed
-                self.stats.users_failed += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                log.error("user.failed", watermark=watermark, exc_info=True)
-                with contextlib.suppress(GatewayError):
-                    await self.gateway.fail_changes(user_id, self.settings.worker_id, watermark, self.stats.last_error)
+                await self._record_failure(user_id, watermark, exc)
                 return True
             total_ms = (time.perf_counter() - started) * 1000
             self.stats.users_processed += 1
-            self.stats.changes_acked += acked
+            self.stats.changes_acked += ack.acked
+            self.stats.dead_letters_superseded += ack.superseded
             self.stats.results_written += stored.written
             self.stats.results_unchanged += stored.unchanged
             self.stats.results_skipped_stale += stored.skipped_stale
@@ -314,13 +312,40 @@ class Runner:
                 unchanged=stored.unchanged,
                 skipped_stale=stored.skipped_stale,
                 resent_sets=stored.resent,
-                acked=acked,
+                acked=ack.acked,
+                superseded=ack.superseded,
             )
             return True
         finally:
             structlog.contextvars.unbind_contextvars("user")
 
     # ------------------------------------------------------------------ helpers
+
+    async def _record_failure(self, user_id: str, watermark: int, exc: Exception) -> None:
+        """Record a failed recompute with ``worker:failChanges`` and log it with the backoff it set.
+
+        ``user.failed`` carries the deployment's answer: rows failed, rows dead-lettered now, and
+        ``backoff_ms``, how long no replica may claim the user (0: none, e.g. all rows dead-lettered).
+        When the failure itself cannot be recorded those are None and ``record_error`` says why; the
+        rows then stay pending with their attempts unchanged.
+        """
+        self.stats.users_failed += 1
+        error = self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        failure: FailOutcome | None = None
+        record_error: str | None = None
+        try:
+            failure = await self.gateway.fail_changes(user_id, self.settings.worker_id, watermark, error)
+        except GatewayError as record_exc:
+            record_error = str(record_exc)
+        log.error(
+            "user.failed",
+            watermark=watermark,
+            failed=None if failure is None else failure.failed,
+            dead_lettered=None if failure is None else failure.dead_lettered,
+            backoff_ms=None if failure is None else failure.backoff_ms,
+            **({"record_error": record_error} if record_error is not None else {}),
+            exc_info=exc,
+        )
 
     def _note_retry(self, retry_after_ms: int | None) -> None:
         """Remember when the lease that denied a claim ends (ms from now), if sooner than one noted."""
@@ -401,5 +426,6 @@ class Runner:
             "users_processed": s.users_processed,
             "users_failed": s.users_failed,
             "changes_acked": s.changes_acked,
+            "dead_letters_superseded": s.dead_letters_superseded,
             "results_written": s.results_written,
         }

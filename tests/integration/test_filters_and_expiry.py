@@ -107,3 +107,40 @@ class TestExpiry:
         assert enqueued.enqueued >= 1
         assert second["watermark"] > first["watermark"]
         assert second["computedAtMs"] >= first["computedAtMs"]
+
+    def test_each_call_resumes_the_scan_where_the_previous_one_stopped(self, project_backend: LocalBackend) -> None:
+        """With ``limit`` 1, successive calls enqueue one user each, in expiry order, until all are.
+
+        Three users' MTD sets expire at the same instant: each call stops after its one user and the
+        next resumes after the last set it handled (a range on the index's creation time within that
+        instant), so no user is skipped and none is enqueued twice.
+        """
+        now_ms = time.time_ns() // 1_000_000
+        views = history(now_ms)
+        mtd = {"type": "kpi", "filters": {"timeframe": "MTD", "product": "all"}}
+
+        async def last_seqs(tokens: list[str]) -> list[int]:
+            seqs = []
+            for token in tokens:
+                async with ConvexGateway(project_backend.url, user_token=token) as user:
+                    seqs.append(as_int((await user.query("settings:get", {}))["lastSeq"]))
+            return seqs
+
+        async def scenario() -> tuple[list[int], list[int], list[int]]:
+            tokens = [await import_as_user(project_backend, f"resume-{i}", views, "UTC") for i in range(3)]
+            await run_worker(project_backend)
+            async with ConvexGateway(project_backend.url, user_token=tokens[0]) as user:
+                expires_at = as_int((await user.query("dashboard:getAggregation", mtd))["validUntilMs"])
+            before = await last_seqs(tokens)
+            counts: list[int] = []
+            async with ConvexGateway(project_backend.url, admin_key=project_backend.admin_key) as admin:
+                while not counts or (counts[-1] > 0 and len(counts) < 100):
+                    raw = await admin.mutation("worker:enqueueExpired", {"nowMs": expires_at + 1, "limit": 1})
+                    counts.append(as_int(raw["enqueued"]))
+            after = await last_seqs(tokens)
+            await run_worker(project_backend)
+            return before, after, counts
+
+        before, after, counts = asyncio.run(scenario())
+        assert [b - a for a, b in zip(before, after, strict=True)] == [1, 1, 1]
+        assert counts[-1] == 0 and all(n == 1 for n in counts[:-1]) and len(counts) >= 4

@@ -20,7 +20,7 @@ import structlog.testing
 from worker import runner as runner_module
 from worker.config import Settings, load_settings
 from worker.errors import PermanentGatewayError, TransientGatewayError
-from worker.models import ChangeEntry, Claim, ExpiryOutcome, StoreOutcome, WatchEvent
+from worker.models import AckOutcome, ChangeEntry, Claim, ExpiryOutcome, FailOutcome, StoreOutcome, WatchEvent
 from worker.recompute import RecomputeOutcome
 from worker.runner import Runner, coalesce_by_user
 
@@ -33,7 +33,9 @@ class FakeGateway:
     retry backoff, or another replica's lease about to expire): a claim is denied with the time left
     as ``retry_after_ms``, as ``worker:claimUser`` does. With ``fail_backoff_s`` set, ``fail_changes``
     keeps the rows pending and backs the user off that long (as ``worker:failChanges`` does before the
-    fifth attempt); without it the rows are dropped (dead-lettered at once).
+    fifth attempt) and reports that backoff; without it the rows are dropped (dead-lettered at once,
+    no backoff). ``dead_letters[user]`` is how many dead letters the user's next acknowledgement of
+    pending rows supersedes; ``fail_changes_with`` makes recording a failure raise.
     """
 
     def __init__(self) -> None:
@@ -46,6 +48,8 @@ class FakeGateway:
         self.acked: list[tuple[str, int]] = []
         self.failed: list[tuple[str, int, str]] = []
         self.fail_store_with: Exception | None = None
+        self.fail_changes_with: Exception | None = None
+        self.dead_letters: dict[str, int] = {}
         self.subscription_values: asyncio.Queue[list[ChangeEntry]] = asyncio.Queue()
         self.calls: list[str] = []  # "read" (pendingChanges) and "claim:<user>", in order
         self.expiry_outcome: ExpiryOutcome | Exception = ExpiryOutcome()
@@ -115,21 +119,25 @@ class FakeGateway:
         self.store_calls.append([str(r["filterKey"]) for r in results])
         return StoreOutcome(written=len(results))
 
-    async def ack_changes(self, user_id: str, worker_id: str, up_to_seq: int) -> int:
+    async def ack_changes(self, user_id: str, worker_id: str, up_to_seq: int) -> AckOutcome:
         before = len(self.pending)
         self.pending = [c for c in self.pending if not (c.user_id == user_id and c.seq <= up_to_seq)]
         self.lease_owner.pop(user_id, None)
         self.acked.append((user_id, up_to_seq))
-        return before - len(self.pending)
+        acked = before - len(self.pending)
+        return AckOutcome(acked=acked, superseded=self.dead_letters.pop(user_id, 0) if acked else 0)
 
-    async def fail_changes(self, user_id: str, worker_id: str, up_to_seq: int, error: str) -> int:
+    async def fail_changes(self, user_id: str, worker_id: str, up_to_seq: int, error: str) -> FailOutcome:
+        if self.fail_changes_with:
+            raise self.fail_changes_with
         self.failed.append((user_id, up_to_seq, error))
         self.lease_owner.pop(user_id, None)
+        rows = sum(1 for c in self.pending if c.user_id == user_id and c.seq <= up_to_seq)
         if self.fail_backoff_s is not None:
             self.held_until[user_id] = (worker_id, time.monotonic() + self.fail_backoff_s)
-        else:
-            self.pending = [c for c in self.pending if c.user_id != user_id]
-        return 1
+            return FailOutcome(failed=rows, backoff_ms=round(self.fail_backoff_s * 1000))
+        self.pending = [c for c in self.pending if c.user_id != user_id]
+        return FailOutcome(failed=rows, dead_lettered=rows)
 
     async def enqueue_expired(self, now_ms: int) -> ExpiryOutcome:
         self.expiry_checks.append(now_ms)
@@ -268,6 +276,59 @@ class TestProcessRound:
         assert asyncio.run(runner.process_round([change("a", 1)])) == 0
         assert gw.calls == ["claim:a"] and rc.calls == [] and gw.stored == {}
         assert gw.acked == [("a", 0)] and "a" not in gw.lease_owner
+
+
+class TestOutcomeLogs:
+    @staticmethod
+    def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+        return [e for e in logs if e["event"] == name]
+
+    def test_batch_line_reports_the_dead_letters_the_ack_superseded(self, settings: Settings) -> None:
+        """``batch.processed`` carries ``superseded`` next to ``acked``, and the run counts them."""
+        gw, rc = FakeGateway(), FakeRecomputer()
+        gw.pending = [change("a", 3), change("b", 1)]
+        gw.dead_letters["a"] = 2  # seqs 1 and 2 were dead-lettered; the recompute at seq 3 covers them
+        runner = Runner(settings, gw, recomputer=rc)  # type: ignore[arg-type]
+        with structlog.testing.capture_logs() as logs:
+            asyncio.run(runner.process_round())
+        lines = self.events(logs, "batch.processed")
+        assert [(e["watermark"], e["acked"], e["superseded"]) for e in lines] == [(3, 1, 2), (1, 1, 0)]  # a, then b
+        assert runner.stats.dead_letters_superseded == 2 and runner.stats.changes_acked == 2
+
+    def test_failure_line_reports_the_backoff_the_deployment_set(self, settings: Settings) -> None:
+        """``user.failed`` says how long the user is backed off, with the rows failed and dead-lettered."""
+        gw, rc = FakeGateway(), FakeRecomputer(poisoned={"a"})
+        gw.fail_backoff_s = 4.0
+        gw.pending = [change("a", 1), change("a", 2)]
+        runner = Runner(settings, gw, recomputer=rc)  # type: ignore[arg-type]
+        with structlog.testing.capture_logs() as logs:
+            asyncio.run(runner.process_round())
+        [line] = self.events(logs, "user.failed")
+        assert line["log_level"] == "error" and line["watermark"] == 2
+        assert (line["failed"], line["dead_lettered"], line["backoff_ms"]) == (2, 0, 4000)
+        assert isinstance(line["exc_info"], ValueError) and "record_error" not in line
+
+    def test_failure_line_reports_a_last_attempt_without_backoff(self, settings: Settings) -> None:
+        """When the failure dead-letters every row, the deployment sets no backoff: 0 is logged."""
+        gw, rc = FakeGateway(), FakeRecomputer(poisoned={"a"})
+        gw.pending = [change("a", 1)]
+        runner = Runner(settings, gw, recomputer=rc)  # type: ignore[arg-type]
+        with structlog.testing.capture_logs() as logs:
+            asyncio.run(runner.process_round())
+        [line] = self.events(logs, "user.failed")
+        assert (line["failed"], line["dead_lettered"], line["backoff_ms"]) == (1, 1, 0)
+
+    def test_failure_that_cannot_be_recorded_is_still_logged(self, settings: Settings) -> None:
+        """If ``failChanges`` itself fails, the recompute's error is logged with why it was not recorded."""
+        gw, rc = FakeGateway(), FakeRecomputer(poisoned={"a"})
+        gw.fail_changes_with = PermanentGatewayError("worker:failChanges: boom")
+        gw.pending = [change("a", 1), change("b", 1)]
+        runner = Runner(settings, gw, recomputer=rc)  # type: ignore[arg-type]
+        with structlog.testing.capture_logs() as logs:
+            asyncio.run(runner.process_round())
+        [line] = self.events(logs, "user.failed")
+        assert line["backoff_ms"] is None and line["record_error"] == "worker:failChanges: boom"
+        assert gw.acked == [("b", 1)] and runner.stats.users_failed == 1
 
 
 class TestBackoff:
