@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,17 @@ pytestmark = pytest.mark.integration
 def cli_env(**extra: str) -> dict[str, str]:
     """This process's environment without any ``CONVEX_*``/``WORKER_*`` variable, plus ``extra``."""
     return {**{k: v for k, v in os.environ.items() if not k.startswith(("CONVEX_", "WORKER_"))}, **extra}
+
+
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen[str]) -> Iterator[subprocess.Popen[str]]:
+    """Yield ``proc``; kill it on the way out if it is still running (a failed assertion, a timeout)."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
 
 
 def start_cli(*args: str, env: dict[str, str], merge_stderr: bool = False) -> subprocess.Popen[str]:
@@ -182,18 +195,13 @@ class TestImportInterrupted:
         write_takeout_json(generate_history(40_000, seed=3, end_ms=1_780_000_000_000), export, seed=3)
         user = f"convex-local|cli-interrupted-{sig.name.lower()}"
         env = cli_env(CONVEX_URL=project_backend.url, CONVEX_ADMIN_KEY=project_backend.admin_key)
-        proc = start_cli("import", str(export), "--user-id", user, env=env)
-        try:
+        with reaped(start_cli("import", str(export), "--user-id", user, env=env)) as proc:
             deadline = time.monotonic() + 60
             while user not in asyncio.run(pending_users(project_backend)):  # a first batch is committed
                 assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
                 time.sleep(0.05)
             proc.send_signal(sig)
             _, stderr = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate(timeout=10)
         assert proc.returncode == code, stderr
         lines = stderr.strip().splitlines()
         assert len(lines) == 1, stderr
@@ -212,17 +220,12 @@ class TestImportInterrupted:
         """Interrupted while the file is parsed: no batch was in flight, so none "may or may not be committed"."""
         user = f"cli-interrupted-reading-{sig.name.lower()}"  # no '|': the warning says the command has started
         env = cli_env(CONVEX_URL=project_backend.url, CONVEX_ADMIN_KEY=project_backend.admin_key)
-        proc = start_cli("import", str(large_export), "--user-id", user, env=env)
-        try:
+        with reaped(start_cli("import", str(large_export), "--user-id", user, env=env)) as proc:
             assert proc.stderr is not None
             assert proc.stderr.readline().startswith(f"warning: --user-id '{user}' is not a token identifier")
             time.sleep(0.3)  # reading: parsing 200 000 entries takes seconds
             proc.send_signal(sig)
             _, stderr = proc.communicate(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate(timeout=10)
         assert proc.returncode == code, stderr
         assert stderr.strip().splitlines() == [
             f"error: import interrupted by {sig.name} while reading {large_export}: no batch was sent;"
@@ -448,8 +451,7 @@ class TestDemo:
 
     def test_interrupted_demo_suggests_running_it_again(self, large_export: Path) -> None:
         """The demo's backend is in memory and stops with it: the hint is to run the demo again, not to re-import."""
-        proc = start_cli("demo", str(large_export), env=cli_env())
-        try:
+        with reaped(start_cli("demo", str(large_export), env=cli_env())) as proc:
             assert proc.stderr is not None
             for line in proc.stderr:  # printed just before the import starts (400 batches: seconds)
                 if line.startswith("user time zone:"):
@@ -457,10 +459,6 @@ class TestDemo:
             time.sleep(0.5)
             proc.send_signal(signal.SIGINT)
             _, stderr = proc.communicate(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate(timeout=10)
         assert proc.returncode == 130, stderr
         assert stderr.strip().splitlines() == [
             "error: demo interrupted by SIGINT during the import: the demo's backend kept its data in memory"

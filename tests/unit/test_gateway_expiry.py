@@ -7,26 +7,12 @@ end by tests/integration/test_filters_and_expiry.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
-from worker.gateway import ConvexGateway
+from tests.support.gateways import AnsweringGateway
 from worker.models import ExpiryOutcome
-
-
-class AnsweringGateway(ConvexGateway):
-    """A gateway whose mutations are recorded and answered with a fixed value."""
-
-    def __init__(self, answer: dict[str, Any]) -> None:
-        super().__init__("http://127.0.0.1:1", admin_key="test")
-        self.answer = answer
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-
-    async def mutation(self, path: str, args: Mapping[str, Any] | None = None) -> Any:
-        self.calls.append((path, dict(args or {})))
-        return self.answer
 
 
 def enqueue_expired(answer: dict[str, Any]) -> tuple[ExpiryOutcome, list[tuple[str, dict[str, Any]]]]:

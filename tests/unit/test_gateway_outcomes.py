@@ -7,28 +7,15 @@ end by tests/integration/test_failures.py.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
 
-from worker.gateway import ConvexGateway
+from tests.support.gateways import AnsweringGateway
 from worker.models import AckOutcome, FailOutcome
 
 T = TypeVar("T")
-
-
-class AnsweringGateway(ConvexGateway):
-    """A gateway whose mutations are recorded and answered with a fixed value."""
-
-    def __init__(self, answer: dict[str, Any]) -> None:
-        super().__init__("http://127.0.0.1:1", admin_key="test")
-        self.answer = answer
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-
-    async def mutation(self, path: str, args: Mapping[str, Any] | None = None) -> Any:
-        self.calls.append((path, dict(args or {})))
-        return self.answer
 
 
 def call(answer: dict[str, Any], fn: Callable[[AnsweringGateway], Awaitable[T]]) -> tuple[T, list[Any]]:

@@ -53,7 +53,6 @@ __all__ = [
     "refill_partitions",
     "local_months",
     "partition_to_bytes",
-    "partition_to_mapped",
     "partition_payload",
     "MAPPED_MIN_BYTES",
     "partition_from_bytes",
@@ -64,7 +63,7 @@ PARTITION_FORMAT_VERSION: Final = 1
 
 BytesArray: TypeAlias = npt.NDArray[np.bytes_]
 Payload: TypeAlias = bytes | mmap.mmap
-"""A serialized partition: :func:`partition_to_bytes` (kept in caches) or :func:`partition_to_mapped`."""
+"""A serialized partition: ``bytes`` or a memory map holding them (:func:`partition_payload`)."""
 _TOPIC_CODE = {slug: i for i, slug in enumerate(TOPIC_SLUGS)}
 _NO_NAME_MS: Final = -1
 _NO_BYTES: Final = np.zeros(0, dtype="|S1")
@@ -525,10 +524,12 @@ class MonthPartitioner:
         if self._held_ms == last:  # the whole page shares the held instant
             self._held.extend(events)
             return
-        latest = ts == last
-        ready = [e for e, hold in zip(events, latest.tolist(), strict=True) if not hold]
+        ready: list[WatchEvent] = []
+        held: list[WatchEvent] = []
+        for e, hold in zip(events, (ts == last).tolist(), strict=True):
+            (held if hold else ready).append(e)
         self._encode([*self._held, *ready])
-        self._held = [e for e, hold in zip(events, latest.tolist(), strict=True) if hold]
+        self._held = held
         self._held_ms = last
         if self.out_of_order:
             return
@@ -1089,30 +1090,18 @@ they are ``bytes`` in the C heap: a map costs whole 4 KiB pages and one kernel m
 waste stays under 2 % and a 64 MiB cache holds at most 256 maps."""
 
 
-def partition_to_mapped(part: Partition) -> mmap.mmap:
-    """Serialize a partition as :func:`partition_to_bytes` does, into an anonymous memory map.
-
-    The payload gets pages of its own, which the operating system takes back as soon as the map is
-    dropped and no array viewing it (:func:`partition_from_bytes`) is left. Month payloads of a
-    large history (≈ 1.3 MiB each at 1M views) kept in the C heap instead leave holes there when
-    they are freed, between longer-lived blocks, which the engine's larger arrays cannot reuse: the
-    process's resident memory keeps them (≈ 10–15 MiB of the peak at 1M views, measured with
-    ``benchmarks/bench_incremental.py --rss-only``).
-
-    Returns:
-        The payload, byte for byte the ``partition_to_bytes`` one; ``len()`` is its length. Never
-        written to after this call.
-    """
-    head, placed, blob_at, total = _layout(part)
-    out = mmap.mmap(-1, total)
-    _fill(out, head, placed, blob_at, part.name_blob)
-    return out
-
-
 def partition_payload(part: Partition) -> Payload:
-    """Serialize a partition into a memory map of its own when at least :data:`MAPPED_MIN_BYTES`
-    long (:func:`partition_to_mapped`), else into ``bytes`` (:func:`partition_to_bytes`); the bytes
-    are the same either way."""
+    """Serialize a partition as :func:`partition_to_bytes` does: into an anonymous memory map of its
+    own when at least :data:`MAPPED_MIN_BYTES` long, else into ``bytes``; the bytes are the same.
+
+    A mapped payload's pages go back to the operating system as soon as the map is dropped and no
+    array viewing it (:func:`partition_from_bytes`) is left. Month payloads of a large history
+    (≈ 1.3 MiB each at 1M views) kept in the C heap instead leave holes there when they are freed,
+    between longer-lived blocks, which the engine's larger arrays cannot reuse: the process's
+    resident memory keeps them (≈ 10–15 MiB of the peak at 1M views, measured with
+    ``benchmarks/bench_incremental.py --rss-only``). A mapped payload is never written to after
+    this call; its ``len()`` is its length.
+    """
     head, placed, blob_at, total = _layout(part)
     out: bytearray | mmap.mmap = mmap.mmap(-1, total) if total >= MAPPED_MIN_BYTES else bytearray(total)
     _fill(out, head, placed, blob_at, part.name_blob)
@@ -1134,7 +1123,7 @@ def partition_from_bytes(payload: Payload) -> Partition:
     """Deserialize :func:`partition_to_bytes` output (arrays are read-only views of ``payload``).
 
     Args:
-        payload: Bytes written by :func:`partition_to_bytes` or :func:`partition_to_mapped`.
+        payload: Bytes written by :func:`partition_to_bytes` or :func:`partition_payload`.
 
     Returns:
         The partition.
