@@ -13,6 +13,7 @@ from worker.aggregation.common import (
     Output,
     change,
     channel_name,
+    kth_largest,
     month_axis,
     num,
     ratios,
@@ -163,17 +164,23 @@ def _co_watched(s: Slice, rank_of: CodeArray, k: int) -> list[list[dict[str, Any
     if side_a.size + side_b.size == 0:
         return out
     n_channels = len(frame.channel_ids)
-    top_count = int(co.pair_sessions.max())
+    # each entry: (rank of the listed channel, partner, coSessions)
+    rx = np.concatenate((ra[side_a], rb[side_b])).astype(np.int64)
+    y = np.concatenate((co.pair_b[side_a], co.pair_a[side_b])).astype(np.int64)
+    cnt = np.concatenate((co.pair_sessions[side_a], co.pair_sessions[side_b])).astype(np.int64)
+    del ra, rb, side_a, side_b
+    # most pairs share one session: a channel with at least ``per`` partners of 2+ sessions lists
+    # none of its 1-session partners, so those entries are dropped before the sort (same result)
+    strong = cnt >= 2
+    keep_weak = np.bincount(rx[strong], minlength=k) < per
+    wanted = strong | keep_weak[rx]
+    if not wanted.all():
+        rx, y, cnt = rx[wanted], y[wanted], cnt[wanted]
+    del strong, keep_weak, wanted
+    top_count = int(cnt.max())
     # order: rank asc, coSessions desc, partner id asc — one sort of a packed key when it fits
     if k * (top_count + 1) * n_channels < 2**62:
-        packed = np.concatenate(
-            (
-                (ra[side_a].astype(np.int64) * (top_count + 1) + (top_count - co.pair_sessions[side_a])) * n_channels
-                + co.pair_b[side_a],
-                (rb[side_b].astype(np.int64) * (top_count + 1) + (top_count - co.pair_sessions[side_b])) * n_channels
-                + co.pair_a[side_b],
-            )
-        )
+        packed = (rx * (top_count + 1) + (top_count - cnt)) * n_channels + y
         packed.sort()
         rx = packed // ((top_count + 1) * n_channels)
         keep = _first_of_each(rx, per)
@@ -181,9 +188,6 @@ def _co_watched(s: Slice, rank_of: CodeArray, k: int) -> list[list[dict[str, Any
         y = packed % n_channels
         cnt = top_count - (packed // n_channels) % (top_count + 1)
     else:
-        rx = np.concatenate((ra[side_a], rb[side_b])).astype(np.int64)
-        y = np.concatenate((co.pair_b[side_a], co.pair_a[side_b]))
-        cnt = np.concatenate((co.pair_sessions[side_a], co.pair_sessions[side_b]))
         order = np.lexsort((y, -cnt, rx))
         rx, y, cnt = rx[order], y[order], cnt[order]
         keep = _first_of_each(rx, per)
@@ -215,7 +219,7 @@ def channel_relationships(s: Slice) -> Output:
     # are in (A, B) order, so a stable sort by count desc gives coSessions desc, then A, B asc
     threshold = opts.min_co_sessions
     if pair_count > opts.pairs_cap:
-        threshold = max(threshold, int(np.partition(cnt, cnt.size - opts.pairs_cap)[cnt.size - opts.pairs_cap]))
+        threshold = max(threshold, kth_largest(cnt, opts.pairs_cap))
     candidates = np.flatnonzero(cnt >= threshold)
     listed = candidates[np.argsort(-cnt[candidates], kind="stable")[: opts.pairs_cap]]
     a, b, c = co.pair_a[listed], co.pair_b[listed], cnt[listed]

@@ -15,6 +15,7 @@ __all__ = [
     "unique_ints",
     "bincount",
     "code_counts",
+    "kth_largest",
     "slot_month_counts",
     "Dependency",
     "Output",
@@ -168,6 +169,27 @@ def bincount(values: CodeArray, minlength: int, *, shift: int = 0) -> IntArray:
             out = np.concatenate((out, np.zeros(counts.size - out.size, dtype=np.int64)))
         out += counts
     return out
+
+
+def kth_largest(values: CodeArray, k: int) -> int:
+    """Return the ``k``-th largest of non-negative integers (1 ≤ k ≤ values.size), counting repeats.
+
+    Equals ``np.partition(values, values.size - k)[values.size - k]``. Counts (co-sessions, views)
+    are small integers repeated many times, where a selection is slow; a histogram of the values is
+    one pass: the answer is the largest t with at least k values ≥ t. Values spread wider than the
+    histogram bound (a range above 16 cells per value plus 2^20) go through ``np.partition``.
+
+    Raises:
+        ValueError: ``k`` outside ``1 … values.size``.
+    """
+    n = int(values.shape[0])
+    if not 1 <= k <= n:
+        raise ValueError(f"k: {k} is outside 1 … {n}")
+    high = int(values.max())
+    if int(values.min()) < 0 or not _dense(high + 1, n):
+        return int(np.partition(values, n - k)[n - k])
+    at_least = np.cumsum(bincount(values, high + 1)[::-1])[::-1]  # at_least[t] = values ≥ t
+    return int(np.flatnonzero(at_least >= k)[-1])
 
 
 def code_counts(codes: CodeArray, k: int) -> IntArray:
