@@ -249,27 +249,37 @@ def topic_discovery(s: Slice) -> Output:
     return data, "day"
 
 
-def _diversity(counts: IntArray) -> dict[str, Any]:
-    total = int(counts.sum())
-    present = counts[counts > 0]
-    k = int(present.size)
-    if total == 0:
-        return {
-            "classifiedViews": 0,
-            "topicCount": 0,
-            "entropyBits": 0.0,
-            "evenness": None,
-            "giniSimpson": 0.0,
-        }
-    p = present / total
-    entropy = float(-(p * np.log2(p)).sum()) + 0.0
-    return {
-        "classifiedViews": total,
-        "topicCount": k,
-        "entropyBits": num(entropy),
-        "evenness": num(entropy / np.log2(k)) if k >= 2 else None,
-        "giniSimpson": num(1.0 - float((p * p).sum())),
-    }
+def _diversity(matrix: IntArray) -> list[dict[str, Any]]:
+    """Return the diversity fields of each row of a (rows, topics) matrix of view counts."""
+    totals = matrix.sum(axis=1)
+    present = matrix > 0
+    kinds = np.count_nonzero(present, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p = matrix / totals[:, None]  # a row without views is NaN: never read below
+        logs = np.log2(p, where=present, out=np.zeros(p.shape))
+        entropies = -(p * logs).sum(axis=1)
+        ginis = 1.0 - (p * p).sum(axis=1)
+        log_kinds = np.log2(kinds)
+    rows: list[dict[str, Any]] = []
+    for total, k, entropy_bits, gini, log_k in zip(
+        totals.tolist(), kinds.tolist(), entropies.tolist(), ginis.tolist(), log_kinds.tolist(), strict=True
+    ):
+        if total == 0:
+            rows.append(
+                {"classifiedViews": 0, "topicCount": 0, "entropyBits": 0.0, "evenness": None, "giniSimpson": 0.0}
+            )
+            continue
+        entropy = entropy_bits + 0.0  # -0.0 (one topic) stored as 0.0
+        rows.append(
+            {
+                "classifiedViews": total,
+                "topicCount": k,
+                "entropyBits": num(entropy),
+                "evenness": num(entropy / log_k) if k >= 2 else None,
+                "giniSimpson": num(gini),
+            }
+        )
+    return rows
 
 
 def topic_diversity(s: Slice) -> Output:
@@ -282,12 +292,12 @@ def topic_diversity(s: Slice) -> Output:
     """
     k = len(s.frame.topic_slugs)
     topic = s.topic
-    overall = _diversity(s.topic_views)
+    (overall,) = _diversity(s.topic_views.reshape(1, -1))
     axis = month_axis(s.month, s.options.months_cap)
     months: list[dict[str, Any]] = []
     if axis.size:
         off = s.month - axis.first
         sel = (topic >= 0) & (off >= 0)
         matrix = np.bincount(off[sel] * k + topic[sel], minlength=axis.size * k).reshape(axis.size, k)
-        months = [{"month": label, **_diversity(matrix[i])} for i, label in enumerate(axis.labels())]
+        months = [{"month": label, **row} for label, row in zip(axis.labels(), _diversity(matrix), strict=True)]
     return {"overall": overall, "months": months, **axis.meta()}, "window"

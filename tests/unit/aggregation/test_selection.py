@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 from agg_support import synthetic_history
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -47,9 +50,8 @@ def _reference_co_watched(pairs: list[dict[str, object]], channel: str, per: int
     return partners[:per]
 
 
-@settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 10_000), per=st.integers(0, 6), n=st.integers(20, 400), channels=st.integers(2, 25))
-def test_co_watched_lists_each_channels_strongest_partners(seed: int, per: int, n: int, channels: int) -> None:
+def _check_co_watched(n: int, seed: int, channels: int, per: int) -> int:
+    """Compare every listed channel's coWatched with the reference; return how many lists are full."""
     # every pair listed (pairs_cap at its maximum, min_co_sessions 1): the reference sees all of them
     opts = AggregationOptions(pairs_cap=1000, min_co_sessions=1, co_watched_per_channel=per, channel_metrics_cap=1000)
     events = synthetic_history(n, seed=seed, channels=channels)
@@ -64,12 +66,21 @@ def test_co_watched_lists_each_channels_strongest_partners(seed: int, per: int, 
     )
     pairs = relationships.data["pairs"]
     assert relationships.data["pairCount"] == len(pairs)  # the full list, not a truncated one
-    strong = sum(1 for p in pairs if p["coSessions"] >= 2)
     for row in metrics.data["channels"]:
         got = [(c["channelId"], c["coSessions"]) for c in row["coWatched"]]
         assert got == _reference_co_watched(pairs, row["channelId"], per), row["channelId"]
-    if per and strong >= per:  # the drop of 1-session partners was exercised with some strong partners
-        assert any(len(row["coWatched"]) == per for row in metrics.data["channels"])
+    return sum(1 for row in metrics.data["channels"] if per and len(row["coWatched"]) == per)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), per=st.integers(0, 6), n=st.integers(20, 400), channels=st.integers(2, 25))
+def test_co_watched_lists_each_channels_strongest_partners(seed: int, per: int, n: int, channels: int) -> None:
+    _check_co_watched(n, seed, channels, per)
+
+
+def test_co_watched_with_many_partners_of_one_session() -> None:
+    # 4000 views over 40 channels: every channel has 1-session partners and at least 3 stronger ones
+    assert _check_co_watched(4000, 11, 40, 3) == 40
 
 
 def test_relationships_threshold_keeps_ties_in_order() -> None:
@@ -89,3 +100,23 @@ def test_relationships_threshold_keeps_ties_in_order() -> None:
     )
     assert wide["pairCount"] > 7
     assert narrow["pairs"] == wide["pairs"][:7]
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows=st.lists(st.lists(st.integers(0, 50), min_size=4, max_size=4), min_size=1, max_size=6))
+def test_topic_diversity_rows_match_the_formulas(rows: list[list[int]]) -> None:
+    from worker.aggregation.topics import _diversity
+
+    got = _diversity(np.array(rows, dtype=np.int64))
+    for counts, fields in zip(rows, got, strict=True):
+        total = sum(counts)
+        present = [c / total for c in counts if c] if total else []
+        entropy = -sum(p * math.log2(p) for p in present)
+        assert fields["classifiedViews"] == total
+        assert fields["topicCount"] == len(present)
+        assert fields["entropyBits"] == pytest.approx(entropy, abs=1e-6)
+        assert fields["giniSimpson"] == pytest.approx(1 - sum(p * p for p in present) if total else 0.0, abs=1e-6)
+        if len(present) >= 2:
+            assert fields["evenness"] == pytest.approx(entropy / math.log2(len(present)), abs=1e-6)
+        else:
+            assert fields["evenness"] is None
