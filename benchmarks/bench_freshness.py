@@ -45,7 +45,7 @@ from worker.importer import upload_events  # noqa: E402
 from worker.models import WatchEvent  # noqa: E402
 from worker.synthetic import generate_history  # noqa: E402
 
-DEFAULT_DASHBOARD = {"filters": {"timeframe": "All", "product": "all"}}
+DEFAULT_DASHBOARD: dict[str, Any] = {"filters": {"timeframe": "All", "product": "all"}}
 
 
 def percentile(values: list[float], q: float) -> float:

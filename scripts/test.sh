@@ -33,7 +33,7 @@ npx vitest run
 echo "== Python lint, format and types (ruff, mypy --strict)"
 .venv/bin/ruff check worker tests benchmarks
 .venv/bin/ruff format --check worker tests benchmarks
-.venv/bin/mypy worker
+.venv/bin/mypy worker benchmarks
 
 echo "== Dockerfile lint"
 .venv/bin/hadolint Dockerfile
