@@ -283,6 +283,41 @@ class TestImportRejections:
         assert "entry 2: titleUrl: watch URL without a valid video id" in res.stderr
         assert "error" not in res.stderr and "Traceback" not in res.stderr + res.stdout
 
+    def test_lone_surrogate_rejects_its_entry_and_the_rest_is_imported(
+        self, project_backend: LocalBackend, tmp_path: Path
+    ) -> None:
+        """Half a UTF-16 pair in a title or a channel name past the first batch, and an over-long channel name:
+        each entry is rejected with its field, every other entry is imported (it used to stop the import after
+        the first batch with a traceback), and the checker lists the same rejections."""
+        channel = "https://www.youtube.com/channel/UC1234567890123456789012"
+        entries: list[dict[str, object]] = [
+            self.entry(time=f"2024-01-01T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z") for i in range(1200)
+        ]
+        entries[3]["subtitles"] = [{"name": "c" * 1001, "url": channel}]
+        entries[700]["title"] = "Watched \ud83d Tides"
+        entries[900]["subtitles"] = [{"name": "Ocean \udc00", "url": channel}]
+        export = tmp_path / "watch-history.json"
+        export.write_text(json.dumps(entries), "utf-8")  # ensure_ascii: the halves are written as \\ud83d escapes
+        assert "\\ud83d" in export.read_text("utf-8")
+        token = project_backend.mint_token("cli-lone-surrogate")
+        res = run_cli("import", str(export), "--token", token, env={"CONVEX_URL": project_backend.url})
+        assert res.returncode == 0, res.stderr
+        assert "imported            1197" in res.stderr and "rejected            3" in res.stderr
+        rejections = [line.strip() for line in res.stderr.splitlines() if line.startswith("    entry ")]
+        assert rejections == [
+            "entry 3: subtitles[0].name: is 1001 characters (UTF-16 units); at most 1000 are allowed",
+            "entry 700: title: lone UTF-16 surrogate \\ud83d at offset 8 (half of a character; the text is damaged):"
+            " 'Watched \\ud83d Tides'",
+            "entry 900: subtitles[0].name: lone UTF-16 surrogate \\udc00 at offset 6 (half of a character; the text"
+            " is damaged): 'Ocean \\udc00'",
+        ]
+        assert "error" not in res.stderr and "Traceback" not in res.stderr + res.stdout
+        check = subprocess.run(
+            [sys.executable, "-m", "worker.takeout", str(export)], cwd=REPO_ROOT, capture_output=True, text=True
+        )
+        assert check.returncode == 0, check.stderr
+        assert [line.removeprefix("  rejected: ") for line in check.stdout.splitlines()[1:]] == rejections
+
     @pytest.mark.parametrize(
         ("entries", "rejected", "message"),
         [

@@ -206,10 +206,80 @@ class TestRejections:
             "entry 1: entry: expected an object, got a JSON null",
             "entry 2: title: expected a string, got a JSON array",
             "entry 3: header: expected a string, got a JSON number",
-            "entry 4: subtitles: channel name is a JSON number, not a string",
+            "entry 4: subtitles[0].name: expected a string, got a JSON number",
             "entry 5: time: expected an ISO 8601 string, got a JSON boolean",
             "entry 6: details: expected an array of objects, got a JSON object",
         ]
+
+
+class TestLoneSurrogates:
+    """A JSON escape of half a UTF-16 pair (``"\\ud83d"``) decodes to a string that cannot be encoded as UTF-8."""
+
+    @pytest.mark.parametrize(
+        ("fields", "field"),
+        [
+            ({"title": "Watched \ud83d Tides"}, "title"),
+            ({"titleUrl": f"https://www.youtube.com/watch?v={VID}&t=\udc00"}, "titleUrl"),
+            ({"header": "YouTube\ud83d"}, "header"),
+            (
+                {"subtitles": [{"name": "Ocean \ud83d", "url": f"https://www.youtube.com/channel/{CHANNEL}"}]},
+                "subtitles[0].name",
+            ),
+            (
+                {"subtitles": [{"name": "Ocean", "url": f"https://www.youtube.com/channel/{CHANNEL}\udfff"}]},
+                "subtitles[0].url",
+            ),
+            ({"details": [{"name": "From Google Ads\ud800"}]}, "details[0].name"),
+            ({"products": ["YouTube", "\udbff"]}, "products[1]"),
+            ({"description": "\ud83d"}, "description"),
+        ],
+    )
+    def test_rejects_its_entry_naming_the_field(self, fields: dict[str, Any], field: str) -> None:
+        """Any string of the entry, used or not, rejects that entry alone with its path; the others are read."""
+        result = parse(record(), record(**fields), record(time="2024-01-06T10:00:00Z"))
+        assert [(r.index, r.field) for r in result.rejected] == [(1, field)]
+        assert "lone UTF-16 surrogate \\u" in result.rejected[0].reason
+        assert "the text is damaged" in result.rejected[0].reason
+        assert len(result.views) == 2 and result.total_entries == 3
+
+    def test_reason_names_the_surrogate_its_offset_and_the_value_escaped(self) -> None:
+        """The message shows the damaged value with the half character escaped, printable on any terminal."""
+        result = parse(record(title="Watched \ud83d Tides"))
+        assert str(result.rejected[0]) == (
+            "entry 0: title: lone UTF-16 surrogate \\ud83d at offset 8 (half of a character; the text is"
+            " damaged): 'Watched \\ud83d Tides'"
+        )
+        str(result.rejected[0]).encode("utf-8")  # the message itself can be printed
+
+    def test_a_whole_pair_is_one_character(self) -> None:
+        """An escaped pair (an emoji, as Takeout writes non-BMP characters) is read as its character."""
+        data = (
+            b'[{"header": "YouTube", "title": "Watched \\ud83d\\ude00 Tides", "titleUrl": "https://www.youtube.com/watch?v='
+            + VID.encode()
+            + b'", "time": "2024-01-05T22:15:32Z"}]'
+        )
+        result = parse_takeout_bytes(data, name="f")
+        assert result.rejected == [] and result.views[0].title == "\U0001f600 Tides"
+
+    def test_legacy_layout(self) -> None:
+        """Legacy 2016 entries are checked the same way, fields named by their path."""
+        entry = {
+            "kind": "youtube#playlistItem",
+            "snippet": {"publishedAt": "2016-06-01T00:00:00Z", "title": "Old \ud83d"},
+            "contentDetails": {"videoId": VID},
+        }
+        result = parse(entry)
+        assert [(r.index, r.field) for r in result.rejected] == [(0, "snippet.title")]
+
+    def test_checker_reports_it(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """python -m worker.takeout lists the rejection as import does, and the file still has views to import."""
+        from worker.takeout.__main__ import main
+
+        path = tmp_path / "h.json"
+        path.write_text(json.dumps([record(), record(title="Watched \ud83d")]), encoding="utf-8")
+        assert main([str(path)]) == 0
+        out = capsys.readouterr().out
+        assert "2 entries, 1 view, " in out and "  rejected: entry 1: title: lone UTF-16 surrogate \\ud83d" in out
 
 
 class TestMalformedWatchUrls:
