@@ -436,6 +436,34 @@ class TestImportZip:
             f" ignored: {self.HISTORY}/watch-history.html"
         )
 
+    def test_empty_archive_says_it_holds_no_files(self, tmp_path: Path) -> None:
+        """An empty .zip is called empty (not "neither JSON nor HTML"): exit 2, one line, nothing sent."""
+        archive = tmp_path / "takeout.zip"
+        zipfile.ZipFile(archive, "w").close()
+        res = run_cli("import", str(archive), "--token", "t", env={"CONVEX_URL": "http://127.0.0.1:9"})
+        assert res.returncode == 2
+        assert res.stderr.splitlines() == [
+            f"error: {archive}: the zip archive is empty: it holds no files, so no watch history"
+        ]
+
+    def test_member_declaring_more_than_the_cap_is_refused(self, tmp_path: Path) -> None:
+        """A member whose header declares 3.5 GiB (a zip bomb) is refused naming it, before anything is inflated."""
+        member = f"{self.HISTORY}/watch-history.json"
+        archive = tmp_path / "bomb.zip"
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(member, json.dumps([TestImportRejections.WATCH]))
+        data = bytearray(archive.read_bytes())
+        for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # local header, central directory
+            at = data.index(signature) + offset
+            data[at : at + 4] = (7 * 2**29).to_bytes(4, "little")
+        archive.write_bytes(bytes(data))
+        res = run_cli("import", str(archive), "--token", "t", env={"CONVEX_URL": "http://127.0.0.1:9"})
+        assert res.returncode == 2
+        assert res.stderr.splitlines() == [
+            f"error: {archive} ({member}): archive member is 3,584.0 MiB decompressed (its declared size): the limit"
+            " is 1,024.0 MiB; real watch histories are a few hundred MB at most"
+        ]
+
     def test_checker_and_import_agree_on_a_file_without_views(self, tmp_path: Path) -> None:
         """The checker says 'nothing to import' with the reason import refuses the file for."""
         export = tmp_path / "watch-history.json"
