@@ -32,6 +32,7 @@ def _exit_on_early_sigterm(signum: int, frame: object) -> None:
 signal.signal(signal.SIGTERM, _exit_on_early_sigterm)
 
 import asyncio  # noqa: E402 - after the early SIGTERM handler on purpose
+import math  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Coroutine  # noqa: E402
@@ -520,6 +521,25 @@ def _bounded_int(option: str, value: str, low: int, high: int) -> int:
     return number
 
 
+def _positive_seconds(option: str, value: str) -> float:
+    """Return the duration ``value`` of ``option`` in seconds when it is a finite number above 0.
+
+    Read here rather than by Click, which would refuse a non-number with a boxed usage message and
+    accept 0, a negative number, ``nan`` or ``inf``: with a limit of 0 or less every heartbeat is
+    stale, and with ``nan`` none ever is.
+
+    Raises:
+        typer.Exit: code 2 with one line naming the option and the value.
+    """
+    try:
+        number = float(value)
+    except ValueError:
+        raise _fail(f"{option} {value!r} is not a number (allowed: more than 0 seconds)") from None
+    if not math.isfinite(number) or number <= 0:
+        raise _fail(f"{option} {value} is out of range (allowed: more than 0 seconds)")
+    return number
+
+
 def _operator_connection(url: str | None) -> tuple[str, str]:
     """Return the deployment URL and admin key of an operator command, read as ``import --user-id`` reads them.
 
@@ -622,9 +642,12 @@ def dead_letters_retry(user_id: UserIdOption = None, url: UrlOption = None) -> N
 
 @app.command()
 def healthcheck(
-    max_age_s: Annotated[float, typer.Option(help="Largest heartbeat age that counts as healthy (s).")] = 90.0,
+    max_age_s: Annotated[
+        str, typer.Option(metavar="<float>", help="Largest heartbeat age that counts as healthy (s, > 0).")
+    ] = "90",
 ) -> None:
     """Exit 0 when the worker loop touched its heartbeat file (WORKER_HEARTBEAT_FILE) within --max-age-s seconds."""
+    limit_s = _positive_seconds("--max-age-s", max_age_s)
     name = env_setting("WORKER_HEARTBEAT_FILE")  # any case, as the worker reads its settings
     if name is None:
         name = "/tmp/watch-worker.heartbeat"
@@ -635,8 +658,8 @@ def healthcheck(
         age = time.time() - path.stat().st_mtime
     except OSError:
         raise _fail(f"no heartbeat file at {path}", 1) from None
-    if age > max_age_s:
-        raise _fail(f"heartbeat is {age:.0f} s old (limit {max_age_s:.0f} s): {path}", 1)
+    if age > limit_s:
+        raise _fail(f"heartbeat is {age:.0f} s old (limit {limit_s:g} s): {path}", 1)
     raise typer.Exit(0)
 
 

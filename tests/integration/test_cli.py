@@ -492,6 +492,25 @@ class TestHealthcheck:
         res = run_cli("healthcheck", env={"WORKER_HEARTBEAT_FILE": ""})  # disabled: not the cwd's age
         assert res.returncode == 2 and "WORKER_HEARTBEAT_FILE is empty" in res.stderr
 
+    @pytest.mark.parametrize(
+        ("value", "message"),
+        [
+            ("-5", "--max-age-s -5 is out of range (allowed: more than 0 seconds)"),
+            ("0", "--max-age-s 0 is out of range (allowed: more than 0 seconds)"),
+            ("nan", "--max-age-s nan is out of range (allowed: more than 0 seconds)"),
+            ("inf", "--max-age-s inf is out of range (allowed: more than 0 seconds)"),
+            ("soon", "--max-age-s 'soon' is not a number (allowed: more than 0 seconds)"),
+        ],
+    )
+    def test_max_age_must_be_a_positive_number(self, tmp_path: Path, value: str, message: str) -> None:
+        """0 or less would call every heartbeat stale, nan none: a one-line usage error, exit 2, whatever the file."""
+        hb = tmp_path / "hb"
+        hb.touch()
+        res = run_cli("healthcheck", f"--max-age-s={value}", env={"WORKER_HEARTBEAT_FILE": str(hb)})
+        assert res.returncode == 2
+        assert res.stderr.splitlines() == [f"error: {message}"]
+        assert run_cli("healthcheck", "--max-age-s", "60.5", env={"WORKER_HEARTBEAT_FILE": str(hb)}).returncode == 0
+
     def test_heartbeat_setting_is_read_in_any_case(self, tmp_path: Path) -> None:
         """``worker_heartbeat_file`` names the file as ``WORKER_HEARTBEAT_FILE`` does (settings are case-insensitive)."""
         hb = tmp_path / "hb"
