@@ -117,6 +117,60 @@ class TestRun:
         res = run_cli("run", env={"CONVEX_URL": project_backend.url, "CONVEX_DEPLOY_KEY": "wrong-key"}, timeout=60)
         assert res.returncode == 2 and res.stderr.startswith("error: CONVEX_DEPLOY_KEY was rejected by "), res.stderr
 
+    def test_key_with_a_line_break_inside_is_refused_without_showing_it(self, project_backend: LocalBackend) -> None:
+        """A CR inside the key: exit 2 at once, naming the variable and the position, never the key (no retries)."""
+        key = project_backend.admin_key
+        res = run_cli("run", env={"CONVEX_URL": project_backend.url, "CONVEX_DEPLOY_KEY": f"{key[:12]}\r{key[12:]}"})
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.splitlines() == [
+            f"error: CONVEX_DEPLOY_KEY is invalid: character 13 of {len(key) + 1} is a carriage return (U+000D):"
+            " a key or token holds no whitespace or control character (whitespace around it is ignored)"
+        ]
+        assert key[:12] not in res.stderr + res.stdout and key[12:] not in res.stderr + res.stdout
+
+    def test_key_with_a_trailing_line_ending_is_used_without_it(
+        self, project_backend: LocalBackend, tmp_path: Path
+    ) -> None:
+        """CONVEX_ADMIN_KEY=$(cat keyfile) from a file with Windows line endings: the worker starts and stops cleanly."""
+        env = cli_env(
+            CONVEX_URL=project_backend.url,
+            CONVEX_ADMIN_KEY=project_backend.admin_key + "\r\n",
+            WORKER_LOG_FORMAT="json",
+            WORKER_HEARTBEAT_FILE=str(tmp_path / "hb"),
+        )
+        with reaped(start_cli("run", env=env, merge_stderr=True)) as proc:
+            assert proc.stdout is not None
+            lines = []
+            for line in proc.stdout:
+                lines.append(line)
+                if "worker.started" in line:
+                    break
+            proc.send_signal(signal.SIGTERM)
+            rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, "".join(lines) + rest
+        output = "".join(lines) + rest
+        assert "worker.started" in output and "Illegal header" not in output and "gateway.retry" not in output
+
+    def test_empty_key_is_refused_as_set_but_empty(self, project_backend: LocalBackend) -> None:
+        """CONVEX_ADMIN_KEY= with no other key variable: refused at start-up, not used as an empty key."""
+        res = run_cli("run", env={"CONVEX_URL": project_backend.url, "CONVEX_ADMIN_KEY": ""})
+        assert res.returncode == 2
+        assert res.stderr.splitlines() == ["error: CONVEX_ADMIN_KEY is set but empty"]
+
+    def test_aliases_with_different_values_are_refused(self, project_backend: LocalBackend) -> None:
+        """CONVEX_URL and CONVEX_SELF_HOSTED_URL naming two deployments: refused naming both, whichever would win."""
+        env = {
+            "CONVEX_URL": project_backend.url,
+            "CONVEX_SELF_HOSTED_URL": "http://127.0.0.1:9",
+            "CONVEX_ADMIN_KEY": project_backend.admin_key,
+        }
+        res = run_cli("run", env=env)
+        assert res.returncode == 2
+        assert res.stderr.splitlines() == [
+            "error: CONVEX_URL and CONVEX_SELF_HOSTED_URL are both set, to different values (both are read as"
+            " the deployment URL): keep one"
+        ]
+
     def test_unreachable_deployment(self) -> None:
         """A deployment that does not answer ends start-up with exit 2 and the URL in the message."""
         env = {"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_ADMIN_KEY": "k", "WORKER_MAX_ATTEMPTS": "2"}
@@ -600,6 +654,45 @@ class TestImportErrors:
         res = run_cli("run", env={"CONVEX_URL": "http://127.0.0.1:9/api/", "CONVEX_ADMIN_KEY": "k"})
         assert res.returncode == 2 and "must not include /api" in res.stderr, res.stderr
 
+    def test_key_and_url_read_as_run_reads_them(self, project_backend: LocalBackend) -> None:
+        """import reads the key and URL as run does: surrounding whitespace dropped, an empty key or disagreeing
+        aliases refused in one line naming the variables, never the key."""
+        sample = REPO_ROOT / "worker" / "data" / "demo-watch-history.json"
+        user = "convex-local|cli-key-with-newline"
+        key = project_backend.admin_key
+        env = {"CONVEX_URL": project_backend.url + "\n", "CONVEX_ADMIN_KEY": key + "\r\n"}
+        res = run_cli("import", str(sample), "--user-id", user, env=env)
+        assert res.returncode == 0, res.stderr
+        assert "imported            5000" in res.stderr
+        token = project_backend.mint_token("cli-token-with-newline")
+        res = run_cli("import", str(sample), "--token", token + "\n", env={"CONVEX_URL": project_backend.url})
+        assert res.returncode == 0, res.stderr
+        cases = [
+            ({"CONVEX_ADMIN_KEY": ""}, "CONVEX_ADMIN_KEY is set but empty: --user-id needs the admin key"),
+            (
+                {"CONVEX_ADMIN_KEY": f"{key}\n{key}"},
+                f"CONVEX_ADMIN_KEY is invalid: character {len(key) + 1} of {2 * len(key) + 1} is a line feed (U+000A)",
+            ),
+            (
+                {"CONVEX_ADMIN_KEY": key, "CONVEX_SELF_HOSTED_ADMIN_KEY": "other"},
+                "CONVEX_ADMIN_KEY and CONVEX_SELF_HOSTED_ADMIN_KEY are both set, to different values",
+            ),
+            (
+                {"CONVEX_ADMIN_KEY": key, "CONVEX_SELF_HOSTED_URL": "http://127.0.0.1:9"},
+                "CONVEX_URL and CONVEX_SELF_HOSTED_URL are both set, to different values",
+            ),
+        ]
+        for extra, message in cases:
+            res = run_cli("import", str(sample), "--user-id", user, env={"CONVEX_URL": project_backend.url, **extra})
+            assert res.returncode == 2, (extra, res.stderr)
+            (line,) = res.stderr.splitlines()
+            assert line.startswith(f"error: {message}"), line
+            assert key not in line
+        res = run_cli("import", str(sample), "--token", "ab\rcd", env={"CONVEX_URL": project_backend.url})
+        assert res.returncode == 2 and res.stderr.startswith(
+            "error: --token is invalid: character 3 of 5 is a carriage"
+        )
+
     def test_user_id_and_token_together_are_refused(self) -> None:
         """Operator and user mode at once (the token may come from CONVEX_USER_TOKEN): exit 2, nothing sent."""
         sample = REPO_ROOT / "worker" / "data" / "demo-watch-history.json"
@@ -733,6 +826,27 @@ class TestDeadLetters:
             assert "rejected the admin key" not in res.stderr  # said once, not "was rejected: ... rejected the"
             assert len(res.stderr.strip().splitlines()) == 1, res.stderr
             assert "Traceback" not in res.stderr + res.stdout
+
+    def test_key_is_read_as_run_reads_it(self, project_backend: LocalBackend) -> None:
+        """A trailing CR LF is dropped (it was retried as a transient error and exited 1, quoting the key); an empty
+        key is "set but empty"; a line break inside is refused without showing the key; all exit 2 at once."""
+        key = project_backend.admin_key
+        ok = run_cli("dead-letters", "list", env={"CONVEX_URL": project_backend.url, "CONVEX_ADMIN_KEY": key + "\r\n"})
+        assert ok.returncode == 0, ok.stderr
+        assert "gateway.retry" not in ok.stdout + ok.stderr
+        cases = [
+            ("", "error: CONVEX_ADMIN_KEY is set but empty: dead letters need the admin key"),
+            (f"{key}\r", None),  # only around the key: fine
+            (f"{key[:5]}\n{key[5:]}", "error: CONVEX_ADMIN_KEY is invalid: character 6 of "),
+        ]
+        for value, message in cases:
+            res = run_cli("dead-letters", "retry", env={"CONVEX_URL": project_backend.url, "CONVEX_ADMIN_KEY": value})
+            if message is None:
+                assert res.returncode == 0, res.stderr
+                continue
+            assert res.returncode == 2, res.stderr
+            (line,) = res.stderr.splitlines()
+            assert line.startswith(message) and key[5:] not in line, line
 
     @pytest.mark.parametrize(
         ("value", "message"),
