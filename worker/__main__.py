@@ -32,7 +32,7 @@ def _exit_on_early_sigterm(signum: int, frame: object) -> None:
 signal.signal(signal.SIGTERM, _exit_on_early_sigterm)
 
 import asyncio  # noqa: E402 - after the early SIGTERM handler on purpose
-import os  # noqa: E402
+import math  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Coroutine  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -45,10 +45,10 @@ from rich.markup import escape  # noqa: E402
 from worker.allocator import configure_malloc  # noqa: E402
 from worker.config import (  # noqa: E402
     KEY_VARIABLES,
-    URL_VARIABLES,
     Settings,
     check_deployment_url,
-    env_first,
+    clean_secret,
+    deployment_variable,
     env_setting,
     load_settings,
     unknown_variables,
@@ -170,9 +170,13 @@ def _key_rejected(exc: AuthenticationError) -> str:
     """Say once that the deployment rejected the admin key, naming the variable it came from and the deployment.
 
     ``CONVEX_ADMIN_KEY was rejected by http://127.0.0.1:3210: BadAdminKey: The provided admin key was
-    invalid for this instance.`` (the variable is the first of :data:`KEY_VARIABLES` that is set).
+    invalid for this instance.`` (the variable the key was read from, :func:`deployment_variable`).
     """
-    variable = next((name for name in KEY_VARIABLES if os.environ.get(name)), KEY_VARIABLES[0])
+    try:
+        found = deployment_variable("convex_admin_key")
+    except ConfigError:  # not at this point: the key was read from one variable already
+        found = None
+    variable = found[0] if found else KEY_VARIABLES[0]
     by = f" by {exc.url}" if exc.url else ""
     return f"{variable} was rejected{by}: {exc.reason}"
 
@@ -335,14 +339,19 @@ def import_(
 ) -> None:
     """Import a Google Takeout watch history into Convex (idempotent: a re-import adds nothing)."""
     url = _deployment_url(url)
-    admin_key = env_first(KEY_VARIABLES)
     if user_id and token:
         raise _fail(
             "pass either --user-id (operator mode) or --token (user mode), not both"
             " (--token may come from CONVEX_USER_TOKEN)"
         )
-    if user_id and not admin_key:
-        raise _fail("--user-id needs CONVEX_ADMIN_KEY (or CONVEX_SELF_HOSTED_ADMIN_KEY / CONVEX_DEPLOY_KEY)")
+    admin_key = None
+    if user_id:
+        admin_key = _admin_key(
+            "--user-id needs CONVEX_ADMIN_KEY (or CONVEX_SELF_HOSTED_ADMIN_KEY / CONVEX_DEPLOY_KEY)",
+            "--user-id needs the admin key",
+        )
+    elif token:
+        token = _user_token(token)
     if not user_id and not token:
         raise _fail("pass --token (user mode) or --user-id with CONVEX_ADMIN_KEY (operator mode)")
     if user_id and "|" not in user_id:
@@ -492,15 +501,60 @@ def _deployment_url(url: str | None) -> str:
             variable) when no URL is given or it is not a valid one (also when it ends in ``/api``).
     """
     source = "--url"
-    if not url:  # the first variable set, as env_first reads them
-        source, url = next(((name, os.environ[name]) for name in URL_VARIABLES if os.environ.get(name)), (source, None))
-    if not url:
-        raise _fail("CONVEX_URL is not set (or pass --url)")
     try:
-        check_deployment_url(url, source=source)
+        if not url:  # the variable run reads it from: CONVEX_URL or an alias, refused when they disagree
+            found = deployment_variable("convex_url")
+            if found is None:
+                raise _fail("CONVEX_URL is not set (or pass --url)")
+            source, url = found
+            if not url:
+                raise _fail(f"{source} is set but empty (or pass --url)")
+        return check_deployment_url(url, source=source)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
-    return url
+
+
+def _admin_key(missing: str, needed_by: str) -> str:
+    """Return the admin key from CONVEX_ADMIN_KEY or an alias, read and cleaned as ``run`` reads it.
+
+    Surrounding whitespace is dropped (:func:`clean_secret`); the key itself is never printed.
+
+    Args:
+        missing: The message when no key variable is set.
+        needed_by: What needs the key (``--user-id needs the admin key``), said when the variable is empty.
+
+    Raises:
+        typer.Exit: code 2 with one line when the key is not set, set but empty, invalid (whitespace or
+            a control character inside), or set under two of its names with different values.
+    """
+    try:
+        found = deployment_variable("convex_admin_key")
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    if found is None:
+        raise _fail(missing)
+    name, value = found
+    try:
+        key = clean_secret(value)
+    except ValueError as exc:
+        raise _fail(f"{name} is invalid: {exc}") from None
+    if not key:
+        raise _fail(f"{name} is set but empty: {needed_by}")
+    return key
+
+
+def _user_token(token: str) -> str:
+    """Return the user's token without surrounding whitespace (:func:`clean_secret`), never printing it.
+
+    Raises:
+        typer.Exit: code 2 with one line naming ``--token`` or ``CONVEX_USER_TOKEN`` (where it came
+            from) and the position of a whitespace or control character inside it.
+    """
+    given = any(arg == "--token" or arg.startswith("--token=") for arg in sys.argv[1:])
+    try:
+        return clean_secret(token)
+    except ValueError as exc:
+        raise _fail(f"{'--token' if given else 'CONVEX_USER_TOKEN'} is invalid: {exc}") from None
 
 
 def _bounded_int(option: str, value: str, low: int, high: int) -> int:
@@ -520,19 +574,37 @@ def _bounded_int(option: str, value: str, low: int, high: int) -> int:
     return number
 
 
+def _positive_seconds(option: str, value: str) -> float:
+    """Return the duration ``value`` of ``option`` in seconds when it is a finite number above 0.
+
+    Read here rather than by Click, which would refuse a non-number with a boxed usage message and
+    accept 0, a negative number, ``nan`` or ``inf``: with a limit of 0 or less every heartbeat is
+    stale, and with ``nan`` none ever is.
+
+    Raises:
+        typer.Exit: code 2 with one line naming the option and the value.
+    """
+    try:
+        number = float(value)
+    except ValueError:
+        raise _fail(f"{option} {value!r} is not a number (allowed: more than 0 seconds)") from None
+    if not math.isfinite(number) or number <= 0:
+        raise _fail(f"{option} {value} is out of range (allowed: more than 0 seconds)")
+    return number
+
+
 def _operator_connection(url: str | None) -> tuple[str, str]:
     """Return the deployment URL and admin key of an operator command, read as ``import --user-id`` reads them.
 
     Raises:
-        typer.Exit: code 2 with a one-line message when the URL or the key is missing or the URL invalid.
+        typer.Exit: code 2 with a one-line message when the URL or the key is missing, empty or invalid.
     """
     url = _deployment_url(url)
-    admin_key = env_first(KEY_VARIABLES)
-    if not admin_key:
-        raise _fail(
-            "CONVEX_ADMIN_KEY is not set (or CONVEX_SELF_HOSTED_ADMIN_KEY / CONVEX_DEPLOY_KEY):"
-            " dead letters need the admin key"
-        )
+    admin_key = _admin_key(
+        "CONVEX_ADMIN_KEY is not set (or CONVEX_SELF_HOSTED_ADMIN_KEY / CONVEX_DEPLOY_KEY):"
+        " dead letters need the admin key",
+        "dead letters need the admin key",
+    )
     return url, admin_key
 
 
@@ -622,9 +694,12 @@ def dead_letters_retry(user_id: UserIdOption = None, url: UrlOption = None) -> N
 
 @app.command()
 def healthcheck(
-    max_age_s: Annotated[float, typer.Option(help="Largest heartbeat age that counts as healthy (s).")] = 90.0,
+    max_age_s: Annotated[
+        str, typer.Option(metavar="<float>", help="Largest heartbeat age that counts as healthy (s, > 0).")
+    ] = "90",
 ) -> None:
     """Exit 0 when the worker loop touched its heartbeat file (WORKER_HEARTBEAT_FILE) within --max-age-s seconds."""
+    limit_s = _positive_seconds("--max-age-s", max_age_s)
     name = env_setting("WORKER_HEARTBEAT_FILE")  # any case, as the worker reads its settings
     if name is None:
         name = "/tmp/watch-worker.heartbeat"
@@ -635,8 +710,8 @@ def healthcheck(
         age = time.time() - path.stat().st_mtime
     except OSError:
         raise _fail(f"no heartbeat file at {path}", 1) from None
-    if age > max_age_s:
-        raise _fail(f"heartbeat is {age:.0f} s old (limit {max_age_s:.0f} s): {path}", 1)
+    if age > limit_s:
+        raise _fail(f"heartbeat is {age:.0f} s old (limit {limit_s:g} s): {path}", 1)
     raise typer.Exit(0)
 
 

@@ -23,6 +23,29 @@ URL_VARIABLES = ("CONVEX_URL", "CONVEX_SELF_HOSTED_URL")
 KEY_VARIABLES = ("CONVEX_ADMIN_KEY", "CONVEX_SELF_HOSTED_ADMIN_KEY", "CONVEX_DEPLOY_KEY")
 """Environment variables read for the admin/deploy key, first match wins."""
 
+ALIASES: Mapping[str, tuple[str, ...]] = {
+    "convex_url": (*URL_VARIABLES, "WORKER_CONVEX_URL"),
+    "convex_admin_key": (*KEY_VARIABLES, "WORKER_CONVEX_ADMIN_KEY"),
+}
+"""Every environment variable read for the deployment URL and for the key, in the order they are tried.
+
+Each group names one setting: two of its variables set (non-blank) to different values are refused
+(:func:`conflicting_spellings`), and a blank one counts as unset, so that it cannot hide the next.
+"""
+_ALIAS_MEANING: Mapping[str, str] = {"convex_url": "the deployment URL", "convex_admin_key": "the admin key"}
+_GROUP_OF: Mapping[str, str] = {name: field for field, names in ALIASES.items() for name in names}
+
+ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
+"""Characters stripped from both ends of a key or token (``str.strip()`` would strip Unicode spaces too)."""
+
+_CHARACTER_NAMES: Mapping[str, str] = {
+    "\n": "line feed (U+000A)",
+    "\r": "carriage return (U+000D)",
+    "\t": "tab (U+0009)",
+    " ": "space (U+0020)",
+    "\x00": "NUL (U+0000)",
+}
+
 
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
@@ -44,7 +67,11 @@ class Settings(BaseSettings):
     )
     convex_admin_key: SecretStr = Field(
         validation_alias=AliasChoices(*KEY_VARIABLES, "convex_admin_key"),
-        description="Admin or deploy key; lets the worker call internal functions. Never logged.",
+        description=(
+            "Admin or deploy key; lets the worker call internal functions. Never logged. Leading and trailing"
+            " ASCII whitespace is ignored (a newline or CR left by $(cat keyfile)); whitespace or a control"
+            " character inside the key is refused, naming its position, never the key."
+        ),
     )
     worker_id: str = Field(
         default_factory=_default_worker_id,
@@ -129,6 +156,23 @@ class Settings(BaseSettings):
         """Accept ``DEBUG`` as well as ``debug`` (level and format names are case-insensitive)."""
         return value.lower() if isinstance(value, str) else value
 
+    @field_validator("convex_admin_key", mode="before")
+    @classmethod
+    def _clean_key(cls, value: object) -> object:
+        """Strip surrounding ASCII whitespace; refuse a blank key or one with whitespace or control characters inside.
+
+        The key goes into an HTTP header, where a CR or LF is illegal: left in, every call would fail
+        with an error quoting the header, key included.
+        """
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if isinstance(value, str):
+            cleaned = clean_secret(value)
+            if not cleaned:
+                raise ValueError("is empty")
+            return cleaned
+        return value
+
     @field_validator("convex_url")
     @classmethod
     def _no_api_path(cls, value: HttpUrl) -> HttpUrl:
@@ -156,6 +200,9 @@ _ENV_NAMES = {
 def load_settings(**overrides: object) -> Settings:
     """Build :class:`Settings` from the environment plus explicit overrides.
 
+    The deployment URL and key are read from the first non-blank variable of their :data:`ALIASES`
+    group; a group whose variables are all blank is refused as "set but empty".
+
     Args:
         **overrides: Field values that take precedence over the environment (used by the CLI).
 
@@ -163,24 +210,37 @@ def load_settings(**overrides: object) -> Settings:
         The validated settings.
 
     Raises:
-        ConfigError: naming every missing or invalid variable, or every setting set under several
-            spellings with different values (:func:`conflicting_spellings`).
+        ConfigError: naming every missing, empty or invalid variable (never a key's value), or every
+            setting set under several spellings or aliases with different values (:func:`conflicting_spellings`).
     """
-    conflicts = conflicting_spellings()
+    conflicts = conflicting_spellings(skip=tuple(field for field in ALIASES if field in overrides))
     if conflicts:
         raise ConfigError("; ".join(conflicts))
     # An empty CONVEX_* variable counts as unset (docker-compose files often define them empty): an
     # empty CONVEX_ADMIN_KEY must not hide CONVEX_DEPLOY_KEY, nor an empty CONVEX_URL its alias.
-    for field, names in (("convex_url", URL_VARIABLES), ("convex_admin_key", KEY_VARIABLES)):
-        if field not in overrides and (value := env_first(names)) is not None:
-            overrides[field] = value
+    sources: dict[str, str] = {}
+    blank: set[str] = set()
+    for field in ALIASES:
+        if field in overrides or (found := deployment_variable(field)) is None:
+            continue
+        sources[field], value = found
+        overrides[field] = value
+        if not value.strip(ASCII_WHITESPACE):
+            blank.add(field)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             field = str(err["loc"][0]) if err["loc"] else "?"
-            name = _ENV_NAMES.get(field) or _spelling(field if field.isupper() else f"WORKER_{field.upper()}")
+            if field in blank:
+                problems.append(f"{sources[field]} is set but empty")
+                continue
+            name = (
+                sources.get(field)
+                or _ENV_NAMES.get(field)
+                or _spelling(field if field.isupper() else f"WORKER_{field.upper()}")
+            )
             reason = str(err["msg"]).removeprefix("Value error, ")  # a validator's own words
             what = "is not set" if err["type"] == "missing" else f"is invalid: {reason}"
             problems.append(f"{name} {what}")
@@ -249,45 +309,129 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[tuple[st
     return found
 
 
-def conflicting_spellings(environ: Mapping[str, str] | None = None) -> list[str]:
-    """Find settings set under several spellings with different values (``WORKER_PAGE_SIZE=500`` and
-    ``worker_page_size=800``).
+def conflicting_spellings(environ: Mapping[str, str] | None = None, *, skip: tuple[str, ...] = ()) -> list[str]:
+    """Find settings set under several spellings or aliases with different values (``WORKER_PAGE_SIZE=500``
+    and ``worker_page_size=800``; ``CONVEX_URL`` and ``CONVEX_SELF_HOSTED_URL`` naming two deployments).
 
-    Settings are read case-insensitively, so which spelling wins would depend on the order of the
-    environment: :func:`load_settings` refuses the environment instead. Spellings with the same value
-    are not a conflict.
+    Settings are read case-insensitively, and the deployment URL and key each under several names
+    (:data:`ALIASES`), so which value wins would depend on the order of the environment or of the
+    names: :func:`load_settings` refuses the environment instead. Spellings with the same value are
+    not a conflict; for the URL and key, a blank variable counts as unset and values are compared
+    without surrounding whitespace (and a URL without its trailing ``/``). No value is printed.
 
     Args:
         environ: The environment to check; None reads the process environment.
+        skip: Alias groups to leave out (``"convex_url"``, ``"convex_admin_key"``): those given otherwise.
 
     Returns:
         One message per conflicting setting, naming every spelling, in name order; empty when none.
     """
+    return sorted(message for group, message in _conflicts(environ).items() if group not in skip)
+
+
+def _conflicts(environ: Mapping[str, str] | None) -> dict[str, str]:
+    """Return the message of each conflicting setting, keyed by its alias group or its upper-case name."""
     env = os.environ if environ is None else environ
     known = set(setting_variables())
-    spellings: dict[str, list[str]] = {}
+    groups: dict[str, list[str]] = {}
     for name in sorted(env):
         if name.upper() in known:
-            spellings.setdefault(name.upper(), []).append(name)
-    return [
-        f"{', '.join(names[:-1])} and {names[-1]} are {'both' if len(names) == 2 else 'all'} set, to different"
-        " values (names are read case-insensitively): keep one"
-        for _, names in sorted(spellings.items())
-        if len({env[n] for n in names}) > 1
-    ]
+            groups.setdefault(_GROUP_OF.get(name.upper(), name.upper()), []).append(name)
+    found: dict[str, str] = {}
+    for group, spelt in groups.items():
+        names, values = _alias_values(group, spelt, env) if group in ALIASES else (spelt, [env[n] for n in spelt])
+        if len(set(values)) < 2:
+            continue
+        if len({name.upper() for name in names}) == 1:
+            why = "names are read case-insensitively"
+        else:
+            why = f"{'both' if len(names) == 2 else 'all'} are read as {_ALIAS_MEANING[group]}"
+        found[group] = (
+            f"{', '.join(names[:-1])} and {names[-1]} are {'both' if len(names) == 2 else 'all'} set, to different"
+            f" values ({why}): keep one"
+        )
+    return found
 
 
-def env_first(names: tuple[str, ...]) -> str | None:
-    """Return the value of the first of ``names`` set (non-empty) in the environment, or None."""
-    for name in names:
-        value = os.environ.get(name)
-        if value:
-            return value
-    return None
+def _alias_values(field: str, names: list[str], env: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """Return the non-blank variables of an alias group in reading order, and their values as compared."""
+    order = ALIASES[field]
+    kept = sorted((n for n in names if env[n].strip(ASCII_WHITESPACE)), key=lambda n: (order.index(n.upper()), n))
+    values = [env[n].strip(ASCII_WHITESPACE) for n in kept]
+    if field == "convex_url":
+        values = [value.rstrip("/") for value in values]
+    return kept, values
+
+
+def deployment_variable(field: str) -> tuple[str, str] | None:
+    """Return the variable the deployment URL or key is read from, as it is spelt, and its value.
+
+    The variables of the field's :data:`ALIASES` group are tried in order (each in any case, as
+    settings are read); the first non-blank one is the answer.
+
+    Args:
+        field: ``"convex_url"`` or ``"convex_admin_key"``.
+
+    Returns:
+        ``(variable, value)``; the value is blank (``""``) when every variable of the group that is set
+        is blank (the setting is set but empty); None when none is set.
+
+    Raises:
+        ConfigError: two variables of the group are set to different values, naming both.
+    """
+    conflict = _conflicts(None).get(field)
+    if conflict is not None:
+        raise ConfigError(conflict)
+    first_blank: tuple[str, str] | None = None
+    for name in ALIASES[field]:
+        for spelling in sorted(key for key in os.environ if key.upper() == name):
+            value = os.environ[spelling]
+            if value.strip(ASCII_WHITESPACE):
+                return spelling, value
+            first_blank = first_blank or (spelling, "")
+    return first_blank
+
+
+def clean_secret(value: str) -> str:
+    """Return an admin key or token without surrounding ASCII whitespace, or refuse it.
+
+    ``CONVEX_ADMIN_KEY=$(cat keyfile)`` keeps a CR when the file has Windows line endings, and keys
+    pasted with a newline are common: surrounding whitespace is therefore dropped silently. Anything
+    else that cannot be part of a key (whitespace or a control character inside it, a non-ASCII
+    character) is refused: in an HTTP header it would make every call fail with an error quoting the
+    header, key included.
+
+    Args:
+        value: The key or token as given.
+
+    Returns:
+        The key without surrounding ASCII whitespace ("" for a blank value).
+
+    Raises:
+        ValueError: naming the position (1-based, in ``value``) and kind of the first bad character,
+            never the value itself.
+    """
+    stripped = value.strip(ASCII_WHITESPACE)
+    start = len(value) - len(value.lstrip(ASCII_WHITESPACE))
+    for index, char in enumerate(stripped, start=start + 1):
+        if char.isascii() and char.isprintable() and not char.isspace():
+            continue
+        where = f"character {index} of {len(value)}"
+        if not char.isascii() and char.isprintable() and not char.isspace():
+            raise ValueError(f"{where} is not ASCII; keys and tokens are ASCII text")
+        if char in _CHARACTER_NAMES:
+            kind = _CHARACTER_NAMES[char]
+        else:
+            kind = f"{'whitespace' if char.isspace() else 'control'} character (U+{ord(char):04X})"
+        raise ValueError(
+            f"{where} is a {kind}: a key or token holds no whitespace or control character"
+            " (whitespace around it is ignored)"
+        )
+    return stripped
 
 
 def check_deployment_url(url: str, *, source: str = "CONVEX_URL") -> str:
-    """Return ``url`` when it is a valid deployment URL (http or https, with a host), as ``CONVEX_URL`` must be.
+    """Return ``url`` without surrounding whitespace when it is a valid deployment URL (http or https, with a host).
 
     A URL whose path ends in ``/api`` is refused too: the gateway appends ``/api/query`` etc. itself,
     so it would call ``…/api/api/query`` and get HTTP 404 for every function.
@@ -301,6 +445,7 @@ def check_deployment_url(url: str, *, source: str = "CONVEX_URL") -> str:
     """
     from pydantic import TypeAdapter
 
+    url = url.strip(ASCII_WHITESPACE)
     try:
         TypeAdapter(HttpUrl).validate_python(url)
     except ValidationError as exc:

@@ -37,8 +37,10 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from worker.config import clean_secret
 from worker.errors import (
     AuthenticationError,
+    ConfigError,
     PermanentGatewayError,
     TransientGatewayError,
     shorten,
@@ -299,6 +301,16 @@ class Gateway(Protocol):
     def subscribe_pending(self, limit: int) -> AsyncIterator[list[ChangeEntry]]: ...
 
 
+def _header_secret(what: str, secret: str | None) -> str | None:
+    """Return ``secret`` without surrounding whitespace, or raise ConfigError naming what is wrong, never its value."""
+    if not secret:
+        return secret
+    try:
+        return clean_secret(secret)
+    except ValueError as exc:
+        raise ConfigError(f"the {what} is invalid: {exc}") from None
+
+
 class ConvexGateway:
     """Client of one Convex deployment for the worker, the importer and the demo.
 
@@ -309,6 +321,11 @@ class ConvexGateway:
         timeout_s: Timeout of one HTTP call, seconds.
         max_attempts: Attempts per call for transient failures.
         max_backoff_s: Longest wait between two attempts, seconds.
+
+    Raises:
+        ConfigError: the admin key or token holds whitespace or a control character inside (it goes
+            into an HTTP header, where httpx would refuse it on every call quoting the header, key
+            included); surrounding whitespace is dropped (:func:`worker.config.clean_secret`).
     """
 
     def __init__(
@@ -322,6 +339,7 @@ class ConvexGateway:
         max_backoff_s: float = 10.0,
     ) -> None:
         self.url = url.rstrip("/")
+        admin_key, user_token = _header_secret("admin key", admin_key), _header_secret("token", user_token)
         self._admin_key = admin_key
         self._user_token = user_token
         headers = {"Convex-Client": "python-watch-worker-0.1.0"}

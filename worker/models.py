@@ -5,6 +5,7 @@ Timestamps are integer epoch milliseconds, UTC. Models are immutable.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -70,12 +71,22 @@ MAX_FLAGS: Final = 8
 """Most flags on one event."""
 
 
-def _iso(ms: int) -> str:
-    """Return ``ms`` as ISO 8601 UTC, or the bare number when it is outside the years 1–9999."""
+def iso_utc(ms: int) -> str:
+    """Return ``ms`` as ISO 8601 UTC (``0005-01-01T00:00:00Z``), or the bare number outside the years 1–9999.
+
+    The year always has 4 digits: ``strftime("%Y")`` drops the padding of years before 1000 on glibc
+    (``5-01-01``), which is not ISO 8601 and does not read as a date.
+    """
     try:
-        return (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        t = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
     except OverflowError:
         return str(ms)
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}Z"
+
+
+LONE_SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
+"""A UTF-16 surrogate code point in a ``str``: half of a character (from a JSON ``"\\ud83d"`` escape), never
+encodable as UTF-8. A whole pair is decoded to one character, so any match is a lone half."""
 
 
 def _utf16_length(text: str) -> int:
@@ -89,6 +100,8 @@ def view_problem(event: WatchEvent, *, now_ms: int) -> tuple[str, str] | None:
     The same checks as ``validateEvent`` in ``convex/watchEvents.ts``: ``watched_at_ms`` in
     [:data:`MIN_WATCHED_AT_MS`, ``now_ms`` + :data:`MAX_FUTURE_SKEW_MS`]; optional strings never
     empty and at most :data:`MAX_FIELD_LENGTH` UTF-16 code units; at most :data:`MAX_FLAGS` flags.
+    Also refused: a string holding a lone UTF-16 surrogate (``"\\ud83d"`` decoded from JSON), which
+    cannot be encoded as UTF-8 and so cannot be sent at all.
 
     Args:
         event: The view to check.
@@ -103,15 +116,18 @@ def view_problem(event: WatchEvent, *, now_ms: int) -> tuple[str, str] | None:
     t = event.watched_at_ms
     latest_ms = now_ms + MAX_FUTURE_SKEW_MS
     if t < MIN_WATCHED_AT_MS:
-        return "watched_at_ms", f"{_iso(t)} is before 2005-01-01T00:00:00Z, the earliest accepted instant"
+        return "watched_at_ms", f"{iso_utc(t)} is before 2005-01-01T00:00:00Z, the earliest accepted instant"
     if t > latest_ms:
-        return "watched_at_ms", f"{_iso(t)} is more than 1 day in the future (latest accepted {_iso(latest_ms)})"
+        return "watched_at_ms", f"{iso_utc(t)} is more than 1 day in the future (latest accepted {iso_utc(latest_ms)})"
     for name, limit in MAX_FIELD_LENGTH.items():
         value: str | None = getattr(event, name)
         if value is None:
             continue
         if not value:
             return name, "is empty; use None for an unknown value"
+        if not value.isascii() and (lone := LONE_SURROGATE_RE.search(value)) is not None:
+            surrogate = f"\\u{ord(lone.group()):04x}"
+            return name, f"holds a lone UTF-16 surrogate {surrogate} at offset {lone.start()} (damaged text)"
         # A code point is at most 2 UTF-16 units, so short strings need no counting.
         if len(value) * 2 > limit and (length := _utf16_length(value)) > limit:
             return name, f"is {length} characters (UTF-16 units); at most {limit} are allowed"

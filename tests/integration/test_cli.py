@@ -117,6 +117,60 @@ class TestRun:
         res = run_cli("run", env={"CONVEX_URL": project_backend.url, "CONVEX_DEPLOY_KEY": "wrong-key"}, timeout=60)
         assert res.returncode == 2 and res.stderr.startswith("error: CONVEX_DEPLOY_KEY was rejected by "), res.stderr
 
+    def test_key_with_a_line_break_inside_is_refused_without_showing_it(self, project_backend: LocalBackend) -> None:
+        """A CR inside the key: exit 2 at once, naming the variable and the position, never the key (no retries)."""
+        key = project_backend.admin_key
+        res = run_cli("run", env={"CONVEX_URL": project_backend.url, "CONVEX_DEPLOY_KEY": f"{key[:12]}\r{key[12:]}"})
+        assert res.returncode == 2, res.stderr
+        assert res.stderr.splitlines() == [
+            f"error: CONVEX_DEPLOY_KEY is invalid: character 13 of {len(key) + 1} is a carriage return (U+000D):"
+            " a key or token holds no whitespace or control character (whitespace around it is ignored)"
+        ]
+        assert key[:12] not in res.stderr + res.stdout and key[12:] not in res.stderr + res.stdout
+
+    def test_key_with_a_trailing_line_ending_is_used_without_it(
+        self, project_backend: LocalBackend, tmp_path: Path
+    ) -> None:
+        """CONVEX_ADMIN_KEY=$(cat keyfile) from a file with Windows line endings: the worker starts and stops cleanly."""
+        env = cli_env(
+            CONVEX_URL=project_backend.url,
+            CONVEX_ADMIN_KEY=project_backend.admin_key + "\r\n",
+            WORKER_LOG_FORMAT="json",
+            WORKER_HEARTBEAT_FILE=str(tmp_path / "hb"),
+        )
+        with reaped(start_cli("run", env=env, merge_stderr=True)) as proc:
+            assert proc.stdout is not None
+            lines = []
+            for line in proc.stdout:
+                lines.append(line)
+                if "worker.started" in line:
+                    break
+            proc.send_signal(signal.SIGTERM)
+            rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, "".join(lines) + rest
+        output = "".join(lines) + rest
+        assert "worker.started" in output and "Illegal header" not in output and "gateway.retry" not in output
+
+    def test_empty_key_is_refused_as_set_but_empty(self, project_backend: LocalBackend) -> None:
+        """CONVEX_ADMIN_KEY= with no other key variable: refused at start-up, not used as an empty key."""
+        res = run_cli("run", env={"CONVEX_URL": project_backend.url, "CONVEX_ADMIN_KEY": ""})
+        assert res.returncode == 2
+        assert res.stderr.splitlines() == ["error: CONVEX_ADMIN_KEY is set but empty"]
+
+    def test_aliases_with_different_values_are_refused(self, project_backend: LocalBackend) -> None:
+        """CONVEX_URL and CONVEX_SELF_HOSTED_URL naming two deployments: refused naming both, whichever would win."""
+        env = {
+            "CONVEX_URL": project_backend.url,
+            "CONVEX_SELF_HOSTED_URL": "http://127.0.0.1:9",
+            "CONVEX_ADMIN_KEY": project_backend.admin_key,
+        }
+        res = run_cli("run", env=env)
+        assert res.returncode == 2
+        assert res.stderr.splitlines() == [
+            "error: CONVEX_URL and CONVEX_SELF_HOSTED_URL are both set, to different values (both are read as"
+            " the deployment URL): keep one"
+        ]
+
     def test_unreachable_deployment(self) -> None:
         """A deployment that does not answer ends start-up with exit 2 and the URL in the message."""
         env = {"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_ADMIN_KEY": "k", "WORKER_MAX_ATTEMPTS": "2"}
@@ -283,6 +337,41 @@ class TestImportRejections:
         assert "entry 2: titleUrl: watch URL without a valid video id" in res.stderr
         assert "error" not in res.stderr and "Traceback" not in res.stderr + res.stdout
 
+    def test_lone_surrogate_rejects_its_entry_and_the_rest_is_imported(
+        self, project_backend: LocalBackend, tmp_path: Path
+    ) -> None:
+        """Half a UTF-16 pair in a title or a channel name past the first batch, and an over-long channel name:
+        each entry is rejected with its field, every other entry is imported (it used to stop the import after
+        the first batch with a traceback), and the checker lists the same rejections."""
+        channel = "https://www.youtube.com/channel/UC1234567890123456789012"
+        entries: list[dict[str, object]] = [
+            self.entry(time=f"2024-01-01T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z") for i in range(1200)
+        ]
+        entries[3]["subtitles"] = [{"name": "c" * 1001, "url": channel}]
+        entries[700]["title"] = "Watched \ud83d Tides"
+        entries[900]["subtitles"] = [{"name": "Ocean \udc00", "url": channel}]
+        export = tmp_path / "watch-history.json"
+        export.write_text(json.dumps(entries), "utf-8")  # ensure_ascii: the halves are written as \\ud83d escapes
+        assert "\\ud83d" in export.read_text("utf-8")
+        token = project_backend.mint_token("cli-lone-surrogate")
+        res = run_cli("import", str(export), "--token", token, env={"CONVEX_URL": project_backend.url})
+        assert res.returncode == 0, res.stderr
+        assert "imported            1197" in res.stderr and "rejected            3" in res.stderr
+        rejections = [line.strip() for line in res.stderr.splitlines() if line.startswith("    entry ")]
+        assert rejections == [
+            "entry 3: subtitles[0].name: is 1001 characters (UTF-16 units); at most 1000 are allowed",
+            "entry 700: title: lone UTF-16 surrogate \\ud83d at offset 8 (half of a character; the text is damaged):"
+            " 'Watched \\ud83d Tides'",
+            "entry 900: subtitles[0].name: lone UTF-16 surrogate \\udc00 at offset 6 (half of a character; the text"
+            " is damaged): 'Ocean \\udc00'",
+        ]
+        assert "error" not in res.stderr and "Traceback" not in res.stderr + res.stdout
+        check = subprocess.run(
+            [sys.executable, "-m", "worker.takeout", str(export)], cwd=REPO_ROOT, capture_output=True, text=True
+        )
+        assert check.returncode == 0, check.stderr
+        assert [line.removeprefix("  rejected: ") for line in check.stdout.splitlines()[1:]] == rejections
+
     @pytest.mark.parametrize(
         ("entries", "rejected", "message"),
         [
@@ -401,6 +490,34 @@ class TestImportZip:
             f" ignored: {self.HISTORY}/watch-history.html"
         )
 
+    def test_empty_archive_says_it_holds_no_files(self, tmp_path: Path) -> None:
+        """An empty .zip is called empty (not "neither JSON nor HTML"): exit 2, one line, nothing sent."""
+        archive = tmp_path / "takeout.zip"
+        zipfile.ZipFile(archive, "w").close()
+        res = run_cli("import", str(archive), "--token", "t", env={"CONVEX_URL": "http://127.0.0.1:9"})
+        assert res.returncode == 2
+        assert res.stderr.splitlines() == [
+            f"error: {archive}: the zip archive is empty: it holds no files, so no watch history"
+        ]
+
+    def test_member_declaring_more_than_the_cap_is_refused(self, tmp_path: Path) -> None:
+        """A member whose header declares 3.5 GiB (a zip bomb) is refused naming it, before anything is inflated."""
+        member = f"{self.HISTORY}/watch-history.json"
+        archive = tmp_path / "bomb.zip"
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr(member, json.dumps([TestImportRejections.WATCH]))
+        data = bytearray(archive.read_bytes())
+        for signature, offset in ((b"PK\x03\x04", 22), (b"PK\x01\x02", 24)):  # local header, central directory
+            at = data.index(signature) + offset
+            data[at : at + 4] = (7 * 2**29).to_bytes(4, "little")
+        archive.write_bytes(bytes(data))
+        res = run_cli("import", str(archive), "--token", "t", env={"CONVEX_URL": "http://127.0.0.1:9"})
+        assert res.returncode == 2
+        assert res.stderr.splitlines() == [
+            f"error: {archive} ({member}): archive member is 3,584.0 MiB decompressed (its declared size): the limit"
+            " is 1,024.0 MiB; real watch histories are a few hundred MB at most"
+        ]
+
     def test_checker_and_import_agree_on_a_file_without_views(self, tmp_path: Path) -> None:
         """The checker says 'nothing to import' with the reason import refuses the file for."""
         export = tmp_path / "watch-history.json"
@@ -428,6 +545,25 @@ class TestHealthcheck:
         assert res.returncode == 1 and "heartbeat is" in res.stderr
         res = run_cli("healthcheck", env={"WORKER_HEARTBEAT_FILE": ""})  # disabled: not the cwd's age
         assert res.returncode == 2 and "WORKER_HEARTBEAT_FILE is empty" in res.stderr
+
+    @pytest.mark.parametrize(
+        ("value", "message"),
+        [
+            ("-5", "--max-age-s -5 is out of range (allowed: more than 0 seconds)"),
+            ("0", "--max-age-s 0 is out of range (allowed: more than 0 seconds)"),
+            ("nan", "--max-age-s nan is out of range (allowed: more than 0 seconds)"),
+            ("inf", "--max-age-s inf is out of range (allowed: more than 0 seconds)"),
+            ("soon", "--max-age-s 'soon' is not a number (allowed: more than 0 seconds)"),
+        ],
+    )
+    def test_max_age_must_be_a_positive_number(self, tmp_path: Path, value: str, message: str) -> None:
+        """0 or less would call every heartbeat stale, nan none: a one-line usage error, exit 2, whatever the file."""
+        hb = tmp_path / "hb"
+        hb.touch()
+        res = run_cli("healthcheck", f"--max-age-s={value}", env={"WORKER_HEARTBEAT_FILE": str(hb)})
+        assert res.returncode == 2
+        assert res.stderr.splitlines() == [f"error: {message}"]
+        assert run_cli("healthcheck", "--max-age-s", "60.5", env={"WORKER_HEARTBEAT_FILE": str(hb)}).returncode == 0
 
     def test_heartbeat_setting_is_read_in_any_case(self, tmp_path: Path) -> None:
         """``worker_heartbeat_file`` names the file as ``WORKER_HEARTBEAT_FILE`` does (settings are case-insensitive)."""
@@ -517,6 +653,45 @@ class TestImportErrors:
         )
         res = run_cli("run", env={"CONVEX_URL": "http://127.0.0.1:9/api/", "CONVEX_ADMIN_KEY": "k"})
         assert res.returncode == 2 and "must not include /api" in res.stderr, res.stderr
+
+    def test_key_and_url_read_as_run_reads_them(self, project_backend: LocalBackend) -> None:
+        """import reads the key and URL as run does: surrounding whitespace dropped, an empty key or disagreeing
+        aliases refused in one line naming the variables, never the key."""
+        sample = REPO_ROOT / "worker" / "data" / "demo-watch-history.json"
+        user = "convex-local|cli-key-with-newline"
+        key = project_backend.admin_key
+        env = {"CONVEX_URL": project_backend.url + "\n", "CONVEX_ADMIN_KEY": key + "\r\n"}
+        res = run_cli("import", str(sample), "--user-id", user, env=env)
+        assert res.returncode == 0, res.stderr
+        assert "imported            5000" in res.stderr
+        token = project_backend.mint_token("cli-token-with-newline")
+        res = run_cli("import", str(sample), "--token", token + "\n", env={"CONVEX_URL": project_backend.url})
+        assert res.returncode == 0, res.stderr
+        cases = [
+            ({"CONVEX_ADMIN_KEY": ""}, "CONVEX_ADMIN_KEY is set but empty: --user-id needs the admin key"),
+            (
+                {"CONVEX_ADMIN_KEY": f"{key}\n{key}"},
+                f"CONVEX_ADMIN_KEY is invalid: character {len(key) + 1} of {2 * len(key) + 1} is a line feed (U+000A)",
+            ),
+            (
+                {"CONVEX_ADMIN_KEY": key, "CONVEX_SELF_HOSTED_ADMIN_KEY": "other"},
+                "CONVEX_ADMIN_KEY and CONVEX_SELF_HOSTED_ADMIN_KEY are both set, to different values",
+            ),
+            (
+                {"CONVEX_ADMIN_KEY": key, "CONVEX_SELF_HOSTED_URL": "http://127.0.0.1:9"},
+                "CONVEX_URL and CONVEX_SELF_HOSTED_URL are both set, to different values",
+            ),
+        ]
+        for extra, message in cases:
+            res = run_cli("import", str(sample), "--user-id", user, env={"CONVEX_URL": project_backend.url, **extra})
+            assert res.returncode == 2, (extra, res.stderr)
+            (line,) = res.stderr.splitlines()
+            assert line.startswith(f"error: {message}"), line
+            assert key not in line
+        res = run_cli("import", str(sample), "--token", "ab\rcd", env={"CONVEX_URL": project_backend.url})
+        assert res.returncode == 2 and res.stderr.startswith(
+            "error: --token is invalid: character 3 of 5 is a carriage"
+        )
 
     def test_user_id_and_token_together_are_refused(self) -> None:
         """Operator and user mode at once (the token may come from CONVEX_USER_TOKEN): exit 2, nothing sent."""
@@ -651,6 +826,27 @@ class TestDeadLetters:
             assert "rejected the admin key" not in res.stderr  # said once, not "was rejected: ... rejected the"
             assert len(res.stderr.strip().splitlines()) == 1, res.stderr
             assert "Traceback" not in res.stderr + res.stdout
+
+    def test_key_is_read_as_run_reads_it(self, project_backend: LocalBackend) -> None:
+        """A trailing CR LF is dropped (it was retried as a transient error and exited 1, quoting the key); an empty
+        key is "set but empty"; a line break inside is refused without showing the key; all exit 2 at once."""
+        key = project_backend.admin_key
+        ok = run_cli("dead-letters", "list", env={"CONVEX_URL": project_backend.url, "CONVEX_ADMIN_KEY": key + "\r\n"})
+        assert ok.returncode == 0, ok.stderr
+        assert "gateway.retry" not in ok.stdout + ok.stderr
+        cases = [
+            ("", "error: CONVEX_ADMIN_KEY is set but empty: dead letters need the admin key"),
+            (f"{key}\r", None),  # only around the key: fine
+            (f"{key[:5]}\n{key[5:]}", "error: CONVEX_ADMIN_KEY is invalid: character 6 of "),
+        ]
+        for value, message in cases:
+            res = run_cli("dead-letters", "retry", env={"CONVEX_URL": project_backend.url, "CONVEX_ADMIN_KEY": value})
+            if message is None:
+                assert res.returncode == 0, res.stderr
+                continue
+            assert res.returncode == 2, res.stderr
+            (line,) = res.stderr.splitlines()
+            assert line.startswith(message) and key[5:] not in line, line
 
     @pytest.mark.parametrize(
         ("value", "message"),

@@ -28,6 +28,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "CONVEX_ADMIN_KEY",
         "CONVEX_SELF_HOSTED_ADMIN_KEY",
         "CONVEX_DEPLOY_KEY",
+        "WORKER_CONVEX_URL",
+        "WORKER_CONVEX_ADMIN_KEY",
         "WORKER_LEASE_MS",
         "WORKER_LOG_FORMAT",
         "WORKER_REDIS_URL",
@@ -169,6 +171,120 @@ class TestConflictingSpellings:
         env = {"WORKER_LEASE_MS": "1", "worker_lease_ms": "2", "Worker_Lease_Ms": "2"}
         (message,) = conflicting_spellings(env)
         assert message.startswith("WORKER_LEASE_MS, Worker_Lease_Ms and worker_lease_ms are all set")
+
+
+class TestAdminKey:
+    KEY = "convex-local|dev-secret"
+
+    @pytest.mark.parametrize("around", ["\n", "\r\n", " ", "\t", "\r\n\r\n"])
+    def test_surrounding_whitespace_is_dropped(self, monkeypatch: pytest.MonkeyPatch, around: str) -> None:
+        """A key read with $(cat keyfile) from a file with Windows line endings, or pasted with a newline, works."""
+        monkeypatch.setenv("CONVEX_URL", "http://127.0.0.1:3210")
+        monkeypatch.setenv("CONVEX_ADMIN_KEY", f"{around}{self.KEY}{around}")
+        assert load_settings().convex_admin_key.get_secret_value() == self.KEY
+        assert load_settings(convex_admin_key=self.KEY + around).convex_admin_key.get_secret_value() == self.KEY
+
+    @pytest.mark.parametrize(
+        ("key", "variable", "message"),
+        [
+            ("convex-local|dev\nsecret", "CONVEX_ADMIN_KEY", "character 17 of 23 is a line feed (U+000A)"),
+            ("\nconvex-local|dev\rsecret\n", "CONVEX_DEPLOY_KEY", "character 18 of 25 is a carriage return (U+000D)"),
+            ("convex-local|dev secret", "CONVEX_SELF_HOSTED_ADMIN_KEY", "character 17 of 23 is a space (U+0020)"),
+            ("convex-local|dev\x7fsecret", "CONVEX_ADMIN_KEY", "character 17 of 23 is a control character (U+007F)"),
+            ("convex-local|dév-secret", "CONVEX_ADMIN_KEY", "character 15 of 23 is not ASCII"),
+        ],
+    )
+    def test_inner_whitespace_or_control_character_is_refused_without_the_key(
+        self, monkeypatch: pytest.MonkeyPatch, key: str, variable: str, message: str
+    ) -> None:
+        """The error names the variable, the position and the kind of the character, and never shows the key."""
+        monkeypatch.setenv("CONVEX_URL", "http://127.0.0.1:3210")
+        monkeypatch.setenv(variable, key)
+        with pytest.raises(ConfigError) as err:
+            load_settings()
+        assert str(err.value).startswith(f"{variable} is invalid: {message}"), str(err.value)
+        assert "secret" not in str(err.value) and "convex-local" not in str(err.value)
+        assert "\n" not in str(err.value)
+
+    def test_given_key_is_checked_too(self) -> None:
+        """A key passed directly (as the demo passes its backend's) is held to the same rule."""
+        with pytest.raises(ConfigError, match="is invalid: character 4 of 7 is a NUL \\(U\\+0000\\)") as err:
+            load_settings(convex_url="http://127.0.0.1:3210", convex_admin_key="abc\x00def")
+        assert "abc" not in str(err.value)
+
+    def test_description_documents_the_rule(self) -> None:
+        """The setting's description says what is trimmed and what is refused."""
+        description = Settings.model_fields["convex_admin_key"].description or ""
+        assert "Leading and trailing ASCII whitespace is ignored" in description
+        assert "control character inside the key is refused" in description
+
+    def test_empty_key_without_an_alias_is_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """CONVEX_ADMIN_KEY= (or only whitespace) and no other key variable: "set but empty", not an empty key."""
+        monkeypatch.setenv("CONVEX_URL", "http://127.0.0.1:3210")
+        for blank in ("", " ", "\r\n"):
+            monkeypatch.setenv("CONVEX_ADMIN_KEY", blank)
+            with pytest.raises(ConfigError, match="^CONVEX_ADMIN_KEY is set but empty$"):
+                load_settings()
+        monkeypatch.setenv("CONVEX_URL", "")
+        monkeypatch.setenv("CONVEX_DEPLOY_KEY", "")
+        with pytest.raises(ConfigError) as err:
+            load_settings()
+        assert str(err.value) == "CONVEX_URL is set but empty; CONVEX_ADMIN_KEY is set but empty"
+
+    def test_empty_override_is_refused(self) -> None:
+        """An empty key given directly (the demo's backend key) is refused too."""
+        with pytest.raises(ConfigError, match="CONVEX_ADMIN_KEY .* is invalid: is empty"):
+            load_settings(convex_url="http://127.0.0.1:3210", convex_admin_key="")
+
+
+class TestAliases:
+    @pytest.mark.parametrize(
+        ("first", "second", "meaning"),
+        [
+            ("CONVEX_URL", "CONVEX_SELF_HOSTED_URL", "the deployment URL"),
+            ("CONVEX_URL", "WORKER_CONVEX_URL", "the deployment URL"),
+            ("CONVEX_ADMIN_KEY", "CONVEX_DEPLOY_KEY", "the admin key"),
+            ("CONVEX_SELF_HOSTED_ADMIN_KEY", "CONVEX_DEPLOY_KEY", "the admin key"),
+            ("CONVEX_ADMIN_KEY", "WORKER_CONVEX_ADMIN_KEY", "the admin key"),
+        ],
+    )
+    def test_aliases_with_different_values_are_refused_naming_both(
+        self, monkeypatch: pytest.MonkeyPatch, first: str, second: str, meaning: str
+    ) -> None:
+        """Two names of the deployment URL or of the key disagreeing: refused, naming both, showing neither value."""
+        monkeypatch.setenv("CONVEX_ADMIN_KEY" if "URL" in first else "CONVEX_URL", "http://127.0.0.1:3210")
+        monkeypatch.setenv(first, "http://127.0.0.1:1" if "URL" in first else "key-one")
+        monkeypatch.setenv(second, "http://127.0.0.1:2" if "URL" in second else "key-two")
+        with pytest.raises(ConfigError) as err:
+            load_settings()
+        assert str(err.value) == (
+            f"{first} and {second} are both set, to different values (both are read as {meaning}): keep one"
+        )
+
+    def test_same_value_empty_alias_or_given_value_is_no_conflict(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Aliases agreeing (up to surrounding whitespace or a URL's final /), a blank alias, or an override pass."""
+        monkeypatch.setenv("CONVEX_URL", "http://127.0.0.1:3210")
+        monkeypatch.setenv("CONVEX_SELF_HOSTED_URL", "http://127.0.0.1:3210/")
+        monkeypatch.setenv("CONVEX_ADMIN_KEY", "k\r\n")
+        monkeypatch.setenv("CONVEX_DEPLOY_KEY", "k")
+        monkeypatch.setenv("CONVEX_SELF_HOSTED_ADMIN_KEY", "")
+        assert load_settings().convex_admin_key.get_secret_value() == "k"
+        monkeypatch.setenv("CONVEX_DEPLOY_KEY", "other")
+        monkeypatch.setenv("CONVEX_SELF_HOSTED_URL", "http://127.0.0.1:9")
+        settings = load_settings(convex_url="http://127.0.0.1:5", convex_admin_key="given")  # the demo's way
+        assert settings.convex_admin_key.get_secret_value() == "given"
+
+    def test_three_names_and_case_spellings(self) -> None:
+        """Every disagreeing name is listed in reading order; spellings of one name keep their own wording."""
+        env = {"CONVEX_DEPLOY_KEY": "c", "CONVEX_ADMIN_KEY": "a", "CONVEX_SELF_HOSTED_ADMIN_KEY": "b"}
+        assert conflicting_spellings(env) == [
+            "CONVEX_ADMIN_KEY, CONVEX_SELF_HOSTED_ADMIN_KEY and CONVEX_DEPLOY_KEY are all set, to different values"
+            " (all are read as the admin key): keep one"
+        ]
+        env = {"CONVEX_URL": "http://a:1", "convex_url": "http://b:1"}
+        assert conflicting_spellings(env) == [
+            "CONVEX_URL and convex_url are both set, to different values (names are read case-insensitively): keep one"
+        ]
 
 
 class TestUnknownVariables:

@@ -47,6 +47,7 @@ class FakeGateway:
         self.store_calls: list[list[str]] = []
         self.acked: list[tuple[str, int]] = []
         self.failed: list[tuple[str, int, str]] = []
+        self.failed_at: list[float] = []  # time.monotonic() of each fail_changes call
         self.fail_store_with: Exception | None = None
         self.fail_changes_with: Exception | None = None
         self.dead_letters: dict[str, int] = {}
@@ -131,6 +132,7 @@ class FakeGateway:
         if self.fail_changes_with:
             raise self.fail_changes_with
         self.failed.append((user_id, up_to_seq, error))
+        self.failed_at.append(time.monotonic())
         self.lease_owner.pop(user_id, None)
         rows = sum(1 for c in self.pending if c.user_id == user_id and c.seq <= up_to_seq)
         if self.fail_backoff_s is not None:
@@ -369,7 +371,9 @@ class TestBackoff:
             task = asyncio.create_task(runner.run())
             while not gw.failed:
                 await asyncio.sleep(0.005)
-            times["failed"] = time.monotonic()
+            # the backoff starts when failChanges is called, not when this loop notices it: logging the
+            # failure with its traceback can take tens of milliseconds before the loop runs again
+            times["failed"] = gw.failed_at[0]
             gw.pending.append(change("a", 2))
             await gw.subscription_values.put(list(gw.pending))
             while not gw.acked and time.monotonic() - times["failed"] < 5:

@@ -19,16 +19,16 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from worker.errors import plural
+from worker.models import iso_utc
 from worker.takeout import TakeoutFormatError, parse_takeout_file
 
 _SHOWN_REJECTIONS = 10
 
 
 def _utc(ms: int | None) -> str:
-    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return "-" if ms is None else iso_utc(ms)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,8 +12,9 @@ class TakeoutFormatError(Exception):
 
     Raised for: bytes that are neither JSON nor HTML, truncated or invalid JSON, a JSON top
     level that is not an array, an array whose entries match no known record layout, HTML
-    without activity cells, text that is not UTF-8, a zip archive without a watch-history
-    file, and a file that cannot be read.
+    without activity cells, text that is not UTF-8, an empty zip archive or one without a
+    watch-history file, a zip member that decompresses past the size limit, and a file that
+    cannot be read.
 
     Attributes:
         path: Name of the file (or ``archive.zip!member``) the problem was found in.

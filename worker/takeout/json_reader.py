@@ -9,7 +9,8 @@ import json
 import re
 from typing import Any, Final
 
-from worker.models import Kind, Product, WatchEvent
+from worker.errors import shorten
+from worker.models import LONE_SURROGATE_RE, Kind, Product, WatchEvent
 from worker.takeout.errors import TakeoutFormatError
 from worker.takeout.result import ParseResult, Rejection
 from worker.takeout.rules import (
@@ -32,14 +33,20 @@ _ACTIVITY_FIELDS: Final = {
     "watched_at_ms": "time",
     "video_id": "titleUrl",
     "title": "title",
-    "channel_id": "subtitles",
-    "channel_name": "subtitles",
+    "channel_id": "subtitles[0].url",
+    "channel_name": "subtitles[0].name",
 }
+"""Rejection field per WatchEvent attribute: the JSON path it is read from (the channel comes from the
+first ``subtitles`` object)."""
 _LEGACY_FIELDS: Final = {
     "watched_at_ms": "snippet.publishedAt",
     "video_id": "contentDetails.videoId",
     "title": "snippet.title",
 }
+
+
+_SURROGATE_ESCAPE_RE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+"""A JSON escape of a UTF-16 surrogate (``\\ud83d``): the only way a decoded string can hold one."""
 
 
 class _EntryError(Exception):
@@ -93,6 +100,46 @@ def parse_iso_ms(value: object, field: str = "time") -> int:
         digits = zone[1:].replace(":", "")
         ms -= sign * (int(digits[:2]) * 60 + int(digits[2:])) * 60_000
     return ms
+
+
+def _lone_surrogate(value: object, path: str) -> _EntryError | None:
+    """Find the first string in ``value`` (an entry, or a part of one) that holds a lone UTF-16 surrogate.
+
+    ``json.loads`` joins an escaped surrogate pair (``\\ud83d\\ude00``) into one character, but keeps
+    a lone half (``\\ud83d``) as a surrogate code point, which cannot be encoded as UTF-8 and so can
+    never be sent: such a value was cut in the middle of a character and is damaged. Every string is
+    checked, object keys included, whether the entry's reader uses it or not.
+
+    Args:
+        value: The decoded JSON value.
+        path: Its path in the entry, as rejections name fields (``"title"``, ``"subtitles[0].name"``);
+            "" for the entry itself.
+
+    Returns:
+        The error naming the field and the position of the first lone surrogate, or None when there is none.
+    """
+    if isinstance(value, str):
+        if value.isascii() or (match := LONE_SURROGATE_RE.search(value)) is None:
+            return None
+        return _EntryError(
+            path or "entry",
+            f"lone UTF-16 surrogate \\u{ord(match.group()):04x} at offset {match.start()} (half of a"
+            f" character; the text is damaged): {shorten(value)!r}",
+        )
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            if (error := _lone_surrogate(item, f"{path}[{index}]")) is not None:
+                return error
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            field = f"{path}.{key}" if path else key
+            if not key.isascii() and LONE_SURROGATE_RE.search(key):
+                return _EntryError(
+                    path or "entry", f"a field name holds a lone UTF-16 surrogate (the text is damaged): {key!r}"
+                )
+            if (error := _lone_surrogate(item, field)) is not None:
+                return error
+    return None
 
 
 def _opt_str(entry: dict[str, Any], key: str) -> str | None:
@@ -155,7 +202,7 @@ def _activity_entry(entry: object) -> WatchEvent | str:
             channel_id = channel_url_id(sub_url)
         if channel_id is not None:
             if sub_name is not None and not isinstance(sub_name, str):
-                raise _EntryError("subtitles", f"channel name is a JSON {json_type(sub_name)}, not a string")
+                raise _EntryError("subtitles[0].name", f"expected a string, got a JSON {json_type(sub_name)}")
             channel_name = sub_name
     return WatchEvent(
         watched_at_ms=watched_at_ms,
@@ -233,9 +280,10 @@ def parse_json_text(text: str, *, name: str, now_ms: int) -> ParseResult:
             (or before 2005) are rejected, as the backend would refuse them.
 
     Returns:
-        A :class:`ParseResult` with source ``"takeout_json"``; unreadable entries, watch entries whose
-        ``titleUrl`` is not a watch URL with a video id, and views outside the backend's limits
-        (``worker.models.view_problem``) are in ``rejected``; empty strings are None.
+        A :class:`ParseResult` with source ``"takeout_json"``; unreadable entries (including any
+        entry with a string that holds a lone UTF-16 surrogate, see :func:`_lone_surrogate`), watch
+        entries whose ``titleUrl`` is not a watch URL with a video id, and views outside the
+        backend's limits (``worker.models.view_problem``) are in ``rejected``; empty strings are None.
 
     Raises:
         TakeoutFormatError: invalid or truncated JSON (position = line/column), a top level
@@ -259,8 +307,11 @@ def parse_json_text(text: str, *, name: str, now_ms: int) -> ParseResult:
     reader = _legacy_entry if legacy else _activity_entry
     fields = _LEGACY_FIELDS if legacy else _ACTIVITY_FIELDS
     tally = Tally(now_ms, fields)
+    check_surrogates = _SURROGATE_ESCAPE_RE.search(text) is not None
     for index, entry in enumerate(data):
         try:
+            if check_surrogates and (damaged := _lone_surrogate(entry, "")) is not None:
+                raise damaged
             tally.add(index, reader(entry))
         except _EntryError as exc:
             tally.reject(index, exc.field, exc.reason)

@@ -11,12 +11,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Final
 
+from worker.errors import plural
 from worker.takeout.errors import TakeoutFormatError
 from worker.takeout.html_reader import parse_html_text
 from worker.takeout.json_reader import json_type, parse_json_text
 from worker.takeout.result import ParseResult
 
 _ZIP_MAGIC: Final = b"PK\x03\x04"
+_EMPTY_ZIP_MAGIC: Final = b"PK\x05\x06"
+"""How an archive without any member starts: its end-of-central-directory record is all there is."""
 _HTML_HINT_RE: Final = re.compile(r"<(?:!doctype|html|head|body|div|p|meta)\b", re.IGNORECASE)
 _SNIFF_BYTES: Final = 65_536
 _WATCH_HINTS: Final = (b"watch?v\\u003d", b"watch?v=", b"youtube#playlistItem", b"youtu.be/", b"/shorts/")
@@ -65,6 +68,17 @@ _SCAN_LIMIT_BYTES: Final = 4 * 1024 * 1024
 """How far into a zip member to look for the record markers (a real HTML page has ~141 KB of CSS first)."""
 _MARKER_OVERLAP: Final = max(len(marker) for marker in (b"content-cell", *_WATCH_HINTS)) - 1
 _MEMBER_READ_ERRORS: Final = (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError, EOFError)
+MAX_MEMBER_BYTES: Final = 1024**3
+"""Largest decompressed size of the zip member read as the watch history, bytes (1 GiB).
+
+The largest real watch histories are about 100-300 MB of JSON (a few hundred thousand entries;
+HTML is larger per entry but holds fewer), so real exports stay well below it. A member is read whole
+into memory, and a crafted archive of a few MB can inflate to many GB (a zip bomb): past this size
+the member is refused, naming it, instead of exhausting the memory of the machine. The size the
+archive declares is checked before reading, and the bytes are counted while they are decompressed,
+so a member whose header understates its size is stopped too.
+"""
+_READ_CHUNK_BYTES: Final = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +151,40 @@ def _candidate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> _C
     return _Candidate(info, has_records=has_records, in_my_activity=in_my_activity, is_json=is_json)
 
 
+def _mib(size: int) -> str:
+    return f"{size / 1024**2:,.1f} MiB"
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> bytes:
+    """Return the decompressed content of a member, at most :data:`MAX_MEMBER_BYTES` of it.
+
+    Raises:
+        TakeoutFormatError: the member is larger than :data:`MAX_MEMBER_BYTES` (by its declared size, or
+            once that many bytes have been decompressed), or cannot be read; position = the member's path.
+    """
+    limit = f"the limit is {_mib(MAX_MEMBER_BYTES)}; real watch histories are a few hundred MB at most"
+    if info.file_size > MAX_MEMBER_BYTES:
+        raise TakeoutFormatError(
+            name, f"archive member is {_mib(info.file_size)} decompressed (its declared size): {limit}", info.filename
+        )
+    chunks: list[bytes] = []
+    total = 0
+    try:
+        with archive.open(info) as member:
+            while chunk := member.read(_READ_CHUNK_BYTES):
+                total += len(chunk)
+                if total > MAX_MEMBER_BYTES:
+                    raise TakeoutFormatError(
+                        name,
+                        f"archive member decompresses to more than {_mib(MAX_MEMBER_BYTES)}: {limit}",
+                        info.filename,
+                    )
+                chunks.append(chunk)
+    except _MEMBER_READ_ERRORS as exc:
+        raise TakeoutFormatError(name, f"cannot read archive member: {exc}", info.filename) from None
+    return b"".join(chunks)
+
+
 def _parse_zip(data: bytes, name: str, now_ms: int) -> ParseResult:
     """Read the watch history of a Takeout zip archive.
 
@@ -151,15 +199,18 @@ def _parse_zip(data: bytes, name: str, now_ms: int) -> ParseResult:
     except (zipfile.BadZipFile, OSError) as exc:
         raise TakeoutFormatError(name, f"damaged zip archive: {exc}") from None
     with archive:
-        candidates = [c for info in archive.infolist() if (c := _candidate(archive, info, name)) is not None]
+        files = [info for info in archive.infolist() if not info.is_dir()]
+        if not files:
+            raise TakeoutFormatError(name, "the zip archive is empty: it holds no files, so no watch history")
+        candidates = [c for info in files if (c := _candidate(archive, info, name)) is not None]
         if not candidates:
-            raise TakeoutFormatError(name, "the zip archive holds no watch-history file (JSON or HTML)")
+            raise TakeoutFormatError(
+                name,
+                f"the zip archive holds no watch-history file (JSON or HTML) among its {plural(len(files), 'file')}",
+            )
         candidates.sort(key=_Candidate.rank)
         info = candidates[0].info
-        try:
-            content = archive.read(info)
-        except _MEMBER_READ_ERRORS as exc:
-            raise TakeoutFormatError(name, f"cannot read archive member: {exc}", info.filename) from None
+        content = _read_member(archive, info, name)
     result = _parse_text(content, f"{name}!{info.filename}", now_ms)
     notes = result.notes
     if len(candidates) > 1:
@@ -198,11 +249,12 @@ def parse_takeout_bytes(data: bytes, *, name: str, now_ms: int | None = None) ->
 
     Raises:
         TakeoutFormatError: whole-file problems (not JSON/HTML, truncated JSON or HTML, top level
-            not an array, unknown record structure, not UTF-8, zip without a watch-history file).
+            not an array, unknown record structure, not UTF-8, an empty zip or one without a
+            watch-history file, a zip member larger than :data:`MAX_MEMBER_BYTES` decompressed).
     """
     if now_ms is None:
         now_ms = int(time.time() * 1000)
-    if data.startswith(_ZIP_MAGIC):
+    if data.startswith((_ZIP_MAGIC, _EMPTY_ZIP_MAGIC)):
         return _parse_zip(data, name, now_ms)
     return _parse_text(data, name, now_ms)
 

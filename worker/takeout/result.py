@@ -19,7 +19,8 @@ class Rejection:
 
     Attributes:
         index: 0-based position of the entry in file order (newest first in Google's exports).
-        field: The field at fault (JSON key such as ``"time"``, ``"titleUrl"``, ``"subtitles"``;
+        field: The field at fault, as its path in the entry (JSON: ``"time"``, ``"titleUrl"``,
+            ``"subtitles[0].name"`` for the channel name, ``"snippet.title"`` in the legacy layout;
             ``"date"``/``"body"`` for HTML; ``"entry"`` when the entry itself has the wrong type).
         reason: What is wrong, in words, including the offending value when short.
     """

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import struct
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +37,24 @@ def record(**fields: Any) -> dict[str, Any]:
 
 def parse(*records: Any) -> ParseResult:
     return parse_takeout_bytes(json.dumps(list(records)).encode(), name="watch-history.json")
+
+
+def zip_bytes(members: dict[str, str]) -> bytes:
+    """A deflated zip archive of text members."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, text in members.items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
+
+
+def declare_size(data: bytes, size: int) -> bytes:
+    """Rewrite the uncompressed size that a one-member archive declares (local header and central directory)."""
+    out = bytearray(data)
+    local, central = out.index(b"PK\x03\x04"), out.index(b"PK\x01\x02")
+    out[local + 22 : local + 26] = struct.pack("<I", size)
+    out[central + 24 : central + 28] = struct.pack("<I", size)
+    return bytes(out)
 
 
 class TestViews:
@@ -206,10 +227,80 @@ class TestRejections:
             "entry 1: entry: expected an object, got a JSON null",
             "entry 2: title: expected a string, got a JSON array",
             "entry 3: header: expected a string, got a JSON number",
-            "entry 4: subtitles: channel name is a JSON number, not a string",
+            "entry 4: subtitles[0].name: expected a string, got a JSON number",
             "entry 5: time: expected an ISO 8601 string, got a JSON boolean",
             "entry 6: details: expected an array of objects, got a JSON object",
         ]
+
+
+class TestLoneSurrogates:
+    """A JSON escape of half a UTF-16 pair (``"\\ud83d"``) decodes to a string that cannot be encoded as UTF-8."""
+
+    @pytest.mark.parametrize(
+        ("fields", "field"),
+        [
+            ({"title": "Watched \ud83d Tides"}, "title"),
+            ({"titleUrl": f"https://www.youtube.com/watch?v={VID}&t=\udc00"}, "titleUrl"),
+            ({"header": "YouTube\ud83d"}, "header"),
+            (
+                {"subtitles": [{"name": "Ocean \ud83d", "url": f"https://www.youtube.com/channel/{CHANNEL}"}]},
+                "subtitles[0].name",
+            ),
+            (
+                {"subtitles": [{"name": "Ocean", "url": f"https://www.youtube.com/channel/{CHANNEL}\udfff"}]},
+                "subtitles[0].url",
+            ),
+            ({"details": [{"name": "From Google Ads\ud800"}]}, "details[0].name"),
+            ({"products": ["YouTube", "\udbff"]}, "products[1]"),
+            ({"description": "\ud83d"}, "description"),
+        ],
+    )
+    def test_rejects_its_entry_naming_the_field(self, fields: dict[str, Any], field: str) -> None:
+        """Any string of the entry, used or not, rejects that entry alone with its path; the others are read."""
+        result = parse(record(), record(**fields), record(time="2024-01-06T10:00:00Z"))
+        assert [(r.index, r.field) for r in result.rejected] == [(1, field)]
+        assert "lone UTF-16 surrogate \\u" in result.rejected[0].reason
+        assert "the text is damaged" in result.rejected[0].reason
+        assert len(result.views) == 2 and result.total_entries == 3
+
+    def test_reason_names_the_surrogate_its_offset_and_the_value_escaped(self) -> None:
+        """The message shows the damaged value with the half character escaped, printable on any terminal."""
+        result = parse(record(title="Watched \ud83d Tides"))
+        assert str(result.rejected[0]) == (
+            "entry 0: title: lone UTF-16 surrogate \\ud83d at offset 8 (half of a character; the text is"
+            " damaged): 'Watched \\ud83d Tides'"
+        )
+        str(result.rejected[0]).encode("utf-8")  # the message itself can be printed
+
+    def test_a_whole_pair_is_one_character(self) -> None:
+        """An escaped pair (an emoji, as Takeout writes non-BMP characters) is read as its character."""
+        data = (
+            b'[{"header": "YouTube", "title": "Watched \\ud83d\\ude00 Tides", "titleUrl": "https://www.youtube.com/watch?v='
+            + VID.encode()
+            + b'", "time": "2024-01-05T22:15:32Z"}]'
+        )
+        result = parse_takeout_bytes(data, name="f")
+        assert result.rejected == [] and result.views[0].title == "\U0001f600 Tides"
+
+    def test_legacy_layout(self) -> None:
+        """Legacy 2016 entries are checked the same way, fields named by their path."""
+        entry = {
+            "kind": "youtube#playlistItem",
+            "snippet": {"publishedAt": "2016-06-01T00:00:00Z", "title": "Old \ud83d"},
+            "contentDetails": {"videoId": VID},
+        }
+        result = parse(entry)
+        assert [(r.index, r.field) for r in result.rejected] == [(0, "snippet.title")]
+
+    def test_checker_reports_it(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """python -m worker.takeout lists the rejection as import does, and the file still has views to import."""
+        from worker.takeout.__main__ import main
+
+        path = tmp_path / "h.json"
+        path.write_text(json.dumps([record(), record(title="Watched \ud83d")]), encoding="utf-8")
+        assert main([str(path)]) == 0
+        out = capsys.readouterr().out
+        assert "2 entries, 1 view, " in out and "  rejected: entry 1: title: lone UTF-16 surrogate \\ud83d" in out
 
 
 class TestMalformedWatchUrls:
@@ -348,6 +439,70 @@ class TestZipAndCli:
             archive.writestr("Takeout/YouTube/subscriptions/subscriptions.csv", "Channel Id,Title\n")
         with pytest.raises(TakeoutFormatError, match="no watch-history file"):
             parse_takeout_bytes(buffer.getvalue(), name="takeout.zip")
+
+    @pytest.mark.parametrize("folders", [(), ("Takeout/", "Takeout/YouTube/")])
+    def test_empty_zip_says_it_holds_no_files(self, folders: tuple[str, ...]) -> None:
+        """An archive without files (or with folders only) is called empty, not "neither JSON nor HTML"."""
+        import io
+        import zipfile
+
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for folder in folders:
+                archive.writestr(folder, "")
+        with pytest.raises(TakeoutFormatError) as info:
+            parse_takeout_bytes(buffer.getvalue(), name="takeout.zip")
+        assert str(info.value) == "takeout.zip: the zip archive is empty: it holds no files, so no watch history"
+
+    def test_zip_without_history_counts_its_files(self) -> None:
+        """The archive's files are counted in the message, so that a wrong archive is recognised."""
+        import io
+        import zipfile
+
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            archive.writestr("a.csv", "x")
+            archive.writestr("b.csv", "y")
+        with pytest.raises(TakeoutFormatError, match="no watch-history file \\(JSON or HTML\\) among its 2 files$"):
+            parse_takeout_bytes(buffer.getvalue(), name="takeout.zip")
+
+    def test_member_past_the_size_cap_is_refused_naming_it(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A member that decompresses past MAX_MEMBER_BYTES is refused, with its path, instead of read whole."""
+        from worker.takeout import parse as parse_module
+
+        monkeypatch.setattr(parse_module, "MAX_MEMBER_BYTES", 4096)
+        member = "Takeout/YouTube/history/watch-history.json"
+        small = zip_bytes({member: json.dumps([record()] * 5)})
+        assert len(parse_takeout_bytes(small, name="takeout.zip").views) == 5
+        with pytest.raises(TakeoutFormatError) as info:
+            parse_takeout_bytes(zip_bytes({member: json.dumps([record()] * 50)}), name="takeout.zip")
+        assert info.value.path == "takeout.zip" and info.value.position == member
+        assert "decompressed" in info.value.reason and "the limit is 0.0 MiB" in info.value.reason
+
+    def test_size_cap_is_1_gib(self) -> None:
+        """Real histories are a few hundred MB of JSON at most: 1 GiB leaves room without reading a bomb whole."""
+        from worker.takeout.parse import MAX_MEMBER_BYTES
+
+        assert MAX_MEMBER_BYTES == 1024**3
+
+    def test_declared_size_past_the_cap_is_refused_before_decompressing(self) -> None:
+        """A member declaring 3.5 GiB (a zip bomb's usual shape) is refused from its header, naming it."""
+        member = "Takeout/YouTube/history/watch-history.json"
+        data = declare_size(zip_bytes({member: json.dumps([record()])}), 7 * 2**29)
+        with pytest.raises(TakeoutFormatError) as info:
+            parse_takeout_bytes(data, name="takeout.zip")
+        assert str(info.value) == (
+            f"takeout.zip ({member}): archive member is 3,584.0 MiB decompressed (its declared size): the limit"
+            " is 1,024.0 MiB; real watch histories are a few hundred MB at most"
+        )
+
+    def test_understated_size_reads_no_further(self) -> None:
+        """A header declaring fewer bytes than the member holds cannot get more read: the member is damaged."""
+        member = "Takeout/YouTube/history/watch-history.json"
+        data = declare_size(zip_bytes({member: json.dumps([record()] * 20)}), 100)
+        with pytest.raises(TakeoutFormatError, match="cannot read archive member") as info:
+            parse_takeout_bytes(data, name="takeout.zip")
+        assert info.value.position == member
 
     def test_zip_prefers_json_over_html(self) -> None:
         """With both formats in the archive, the JSON file is read."""

@@ -71,6 +71,9 @@ class TestViewProblem:
             (WatchEvent(watched_at_ms=GOOD_MS, channel_id="U" * 129), "channel_id"),
             (WatchEvent(watched_at_ms=GOOD_MS, video_id="v" * 65), "video_id"),
             (WatchEvent(watched_at_ms=GOOD_MS, flags=frozenset(str(i) for i in range(9))), "flags"),
+            (WatchEvent(watched_at_ms=GOOD_MS, title="Tides \ud83d"), "title"),
+            (WatchEvent(watched_at_ms=GOOD_MS, channel_name="\udc00"), "channel_name"),
+            (WatchEvent(watched_at_ms=GOOD_MS, title="Tides \U0001f600"), None),
         ],
     )
     def test_limits_mirror_validate_event(self, event: WatchEvent, field: str | None) -> None:
@@ -113,13 +116,34 @@ class TestJsonLimits:
             (1, "time"),
             (2, "time"),
             (3, "title"),
-            (4, "subtitles"),
+            (4, "subtitles[0].name"),
         ]
         assert "before 2005-01-01" in result.rejected[0].reason
         assert "future" in result.rejected[1].reason
         assert "1001" in result.rejected[2].reason
         assert [v.watched_at_ms for v in result.views] == [GOOD_MS, MIN_WATCHED_AT_MS, NOW_MS + MAX_FUTURE_SKEW_MS]
         assert result.total_entries == 7
+
+    def test_channel_fields_are_named_by_their_path(self) -> None:
+        """An over-long channel name is reported as subtitles[0].name, the field it is read from."""
+        long_name = [{"name": "c" * 1001, "url": f"https://www.youtube.com/channel/{CHANNEL}"}]
+        result = parse(record(), record(subtitles=long_name))
+        assert [str(r) for r in result.rejected] == [
+            "entry 1: subtitles[0].name: is 1001 characters (UTF-16 units); at most 1000 are allowed"
+        ]
+
+    @pytest.mark.parametrize(
+        ("time", "shown"),
+        [
+            ("0005-01-01T00:00:00Z", "0005-01-01T00:00:00Z is before 2005-01-01T00:00:00Z"),
+            ("0999-12-31T23:59:59Z", "0999-12-31T23:59:59Z is before 2005-01-01T00:00:00Z"),
+            ("9999-12-31T23:59:59Z", "9999-12-31T23:59:59Z is more than 1 day in the future"),
+        ],
+    )
+    def test_dates_in_reasons_have_four_digit_years(self, time: str, shown: str) -> None:
+        """Years before 1000 keep their zero padding in the message, as ISO 8601 writes them."""
+        (rejection,) = parse(record(time=time)).rejected
+        assert rejection.field == "time" and rejection.reason.startswith(shown), rejection.reason
 
     def test_removed_view_time_is_checked(self) -> None:
         """A removed view dated before 2005 is rejected too."""
