@@ -15,7 +15,11 @@ Life cycle of a round:
 
 A user whose recompute raises is recorded with ``worker:failChanges``: its rows stay pending with one
 more attempt (dead-lettered at the fifth) and the deployment turns its lease into a **backoff** of 1,
-4, 16 then 64 s that no replica, this one included, can claim before it ends. A claim that is not
+4, 16 then 64 s that no replica, this one included, can claim before it ends. That includes a
+transient error (a timeout, a 5xx) still failing after the gateway's own retries once the user is
+claimed: a user whose reads keep timing out is backed off like any other failing user while the round
+goes on with the others. Only when ``failChanges`` cannot reach the deployment either does the round
+end, leaving the rows untouched (the deployment is down for every user; the lease runs out). A claim that is not
 granted (backoff, or another replica's lease) skips the user; the denial says when the lease ends
 (``retryAfterMs``) and the loop wakes then to claim it again (or at the next push or poll, whichever
 comes first), so a backed-off user costs one claim per wake-up, never a busy loop, and changes that
@@ -235,7 +239,10 @@ class Runner:
             wakes when it ends) or nothing was pending.
 
         Raises:
-            TransientGatewayError: the deployment is unreachable (the changes stay pending).
+            TransientGatewayError: the deployment is unreachable: the claim failed, or the user's
+                recompute failed transiently and recording that failure failed as well (the changes
+                stay pending, attempts unchanged). A transient failure that can be recorded is
+                recorded like any other (backoff, dead letter at the fifth attempt).
         """
         started = time.perf_counter()
         structlog.contextvars.bind_contextvars(user=user_id)
@@ -282,8 +289,13 @@ class Runner:
                     await store(outcome.results)
                 self._remember_hashes(user_id, stored)
                 ack = await self.gateway.ack_changes(user_id, self.settings.worker_id, watermark)
-            except TransientGatewayError:
-                raise
+            except TransientGatewayError as exc:
+                # Still failing after the gateway's retries. If the deployment answers failChanges, the
+                # failure is this user's (reads timing out on a large history, say): back it off like any
+                # failure so that it cannot hold up every round. If not, the deployment is down.
+                if not await self._record_failure(user_id, watermark, exc, transient=True):
+                    raise
+                return True
             except Exception as exc:  # noqa: BLE001 - one poisoned user must not stop the feed
                 await self._record_failure(user_id, watermark, exc)
                 return True
@@ -321,31 +333,48 @@ class Runner:
 
     # ------------------------------------------------------------------ helpers
 
-    async def _record_failure(self, user_id: str, watermark: int, exc: Exception) -> None:
+    async def _record_failure(self, user_id: str, watermark: int, exc: Exception, *, transient: bool = False) -> bool:
         """Record a failed recompute with ``worker:failChanges`` and log it with the backoff it set.
 
         ``user.failed`` carries the deployment's answer: rows failed, rows dead-lettered now, and
         ``backoff_ms``, how long no replica may claim the user (0: none, e.g. all rows dead-lettered).
         When the failure itself cannot be recorded those are None and ``record_error`` says why; the
         rows then stay pending with their attempts unchanged.
+
+        Args:
+            user_id: The user whose recompute failed.
+            watermark: The claimed watermark (rows with ``seq`` up to it are failed).
+            exc: What the recompute raised.
+            transient: ``exc`` is a transient gateway error; when ``failChanges`` fails transiently
+                too, nothing is logged or counted and False is returned (the caller re-raises ``exc``).
+
+        Returns:
+            False only in the ``transient`` case above; True once the failure is logged.
         """
-        self.stats.users_failed += 1
-        error = self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        error = f"{type(exc).__name__}: {exc}"
         failure: FailOutcome | None = None
         record_error: str | None = None
         try:
             failure = await self.gateway.fail_changes(user_id, self.settings.worker_id, watermark, error)
+        except TransientGatewayError as record_exc:
+            if transient:
+                return False
+            record_error = str(record_exc)
         except GatewayError as record_exc:
             record_error = str(record_exc)
+        self.stats.users_failed += 1
+        self.stats.last_error = error
         log.error(
             "user.failed",
             watermark=watermark,
+            transient=transient,
             failed=None if failure is None else failure.failed,
             dead_lettered=None if failure is None else failure.dead_lettered,
             backoff_ms=None if failure is None else failure.backoff_ms,
             **({"record_error": record_error} if record_error is not None else {}),
             exc_info=exc,
         )
+        return True
 
     def _note_retry(self, retry_after_ms: int | None) -> None:
         """Remember when the lease that denied a claim ends (ms from now), if sooner than one noted."""

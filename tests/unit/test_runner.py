@@ -47,6 +47,7 @@ class FakeGateway:
         self.store_calls: list[list[str]] = []
         self.acked: list[tuple[str, int]] = []
         self.failed: list[tuple[str, int, str]] = []
+        self.failed_at: list[float] = []  # time.monotonic() of each recorded failure
         self.fail_store_with: Exception | None = None
         self.fail_changes_with: Exception | None = None
         self.dead_letters: dict[str, int] = {}
@@ -131,6 +132,7 @@ class FakeGateway:
         if self.fail_changes_with:
             raise self.fail_changes_with
         self.failed.append((user_id, up_to_seq, error))
+        self.failed_at.append(time.monotonic())
         self.lease_owner.pop(user_id, None)
         rows = sum(1 for c in self.pending if c.user_id == user_id and c.seq <= up_to_seq)
         if self.fail_backoff_s is not None:
@@ -151,15 +153,21 @@ class FakeGateway:
 
 
 class FakeRecomputer:
-    """Recomputes by returning one result; raises for ``poisoned`` users, and for the first
-    ``fail_first[user]`` recomputes of a user."""
+    """Recomputes by returning one result; raises for ``poisoned`` users, for the first
+    ``fail_first[user]`` recomputes of a user, and a :class:`TransientGatewayError` (its reads timing
+    out, after the gateway's retries) for ``timing_out`` users."""
 
     def __init__(
-        self, poisoned: set[str] | None = None, first: bool = False, fail_first: dict[str, int] | None = None
+        self,
+        poisoned: set[str] | None = None,
+        first: bool = False,
+        fail_first: dict[str, int] | None = None,
+        timing_out: set[str] | None = None,
     ) -> None:
         self.poisoned = poisoned or set()
         self.first = first
         self.fail_first = dict(fail_first or {})
+        self.timing_out = timing_out or set()
         self.calls: list[str] = []
 
     async def recompute(
@@ -174,6 +182,8 @@ class FakeRecomputer:
         self.calls.append(user)
         if user in self.poisoned:
             raise ValueError(f"bad data for {user}")
+        if user in self.timing_out:
+            raise TransientGatewayError(f"worker:listEvents: ReadTimeout: timed out reading {user}")
         if self.fail_first.get(user, 0) > 0:
             self.fail_first[user] -= 1
             raise ValueError(f"failing for {user}")
@@ -246,15 +256,48 @@ class TestProcessRound:
         assert gw.acked == [("b", 1)]
         assert runner.stats.users_failed == 1
 
-    def test_transient_failure_leaves_changes_pending(self, settings: Settings) -> None:
-        """When the deployment is unreachable nothing is acknowledged or failed: the rows stay pending."""
+    def test_transient_failure_leaves_changes_pending_when_the_deployment_is_down(self, settings: Settings) -> None:
+        """When even ``failChanges`` cannot reach the deployment, nothing is acknowledged or failed: the
+        round ends and the rows stay pending with their attempts unchanged."""
         gw, rc = FakeGateway(), FakeRecomputer()
-        gw.pending = [change("a", 1)]
+        gw.pending = [change("a", 1), change("b", 1)]
         gw.fail_store_with = TransientGatewayError("connection refused")
+        gw.fail_changes_with = TransientGatewayError("connection refused")
         runner = Runner(settings, gw, recomputer=rc)  # type: ignore[arg-type]
         with pytest.raises(TransientGatewayError):
             asyncio.run(runner.process_round())
-        assert gw.acked == [] and gw.failed == [] and len(gw.pending) == 1
+        assert gw.acked == [] and gw.failed == [] and len(gw.pending) == 2
+        assert rc.calls == ["a"] and runner.stats.users_failed == 0
+
+    def test_user_whose_reads_time_out_is_backed_off_and_the_round_goes_on(self, settings: Settings) -> None:
+        """A transient error of one user's recompute is recorded like any failure (backoff, attempts
+        counted towards the dead letter) and the other users of the round are processed."""
+        gw, rc = FakeGateway(), FakeRecomputer(timing_out={"a"})
+        gw.fail_backoff_s = 30.0
+        gw.pending = [change("a", 1), change("b", 1), change("c", 1)]
+        runner = Runner(settings, gw, recomputer=rc)  # type: ignore[arg-type]
+        with structlog.testing.capture_logs() as logs:
+            assert asyncio.run(runner.process_round()) == 3
+        assert [(user, seq) for user, seq, _ in gw.failed] == [("a", 1)]
+        assert gw.failed[0][2] == "TransientGatewayError: worker:listEvents: ReadTimeout: timed out reading a"
+        assert gw.acked == [("b", 1), ("c", 1)]
+        assert runner.stats.users_failed == 1 and runner.stats.users_processed == 2
+        [line] = [e for e in logs if e["event"] == "user.failed"]
+        assert line["transient"] is True and line["backoff_ms"] == 30_000
+        # the next round skips the backed-off user instead of failing on it again
+        gw.pending.append(change("b", 2))
+        assert asyncio.run(runner.process_round()) == 1
+        assert rc.calls == ["a", "b", "c", "b"] and gw.acked[-1] == ("b", 2)
+
+    def test_store_timing_out_for_one_user_is_recorded_too(self, settings: Settings) -> None:
+        """A transient failure after the recompute (storing the results) is recorded on the user's rows."""
+        gw, rc = FakeGateway(), FakeRecomputer()
+        gw.pending = [change("a", 1)]
+        gw.fail_store_with = TransientGatewayError("worker:storeAggregations: HTTP 503")
+        runner = Runner(settings, gw, recomputer=rc)  # type: ignore[arg-type]
+        assert asyncio.run(runner.process_round()) == 1
+        assert gw.failed == [("a", 1, "TransientGatewayError: worker:storeAggregations: HTTP 503")]
+        assert gw.acked == [] and runner.stats.users_failed == 1
 
     def test_default_set_is_stored_before_the_rest(self, settings: Settings) -> None:
         """Results handed over early (the default dashboard) are stored first, under the same watermark."""
@@ -369,7 +412,7 @@ class TestBackoff:
             task = asyncio.create_task(runner.run())
             while not gw.failed:
                 await asyncio.sleep(0.005)
-            times["failed"] = time.monotonic()
+            times["failed"] = gw.failed_at[0]  # not when this loop sees it: logging the failure takes a while
             gw.pending.append(change("a", 2))
             await gw.subscription_values.put(list(gw.pending))
             while not gw.acked and time.monotonic() - times["failed"] < 5:
