@@ -28,7 +28,7 @@ from worker.gateway import ConvexGateway
 from worker.importer import upload_events
 from worker.models import WatchEvent
 from worker.runner import Runner
-from worker.synthetic import generate_history
+from worker.synthetic import generate_history, write_takeout_html, write_takeout_json
 from worker.takeout import parse_takeout_file
 
 pytestmark = pytest.mark.integration
@@ -154,6 +154,32 @@ class TestChangeSemantics:
             assert by_type(second)["kpi"]["data"] == by_type(first)["kpi"]["data"]
 
         asyncio.run(scenario())
+
+    @pytest.mark.parametrize("first", ["json", "html"])
+    def test_json_and_html_exports_of_one_history_count_each_view_once(
+        self, project_backend: LocalBackend, tmp_path: Path, first: str
+    ) -> None:
+        """The HTML export (whole seconds) and the JSON export (milliseconds) of the same history, imported
+        one after the other in either order: the second adds nothing and the dashboard counts each view once."""
+        views = generate_history(300, seed=14, end_ms=1_790_000_000_000, time_zone="UTC", years=0.5)
+        assert any(v.watched_at_ms % 1000 for v in views)
+        write_takeout_json(views, tmp_path / "watch-history.json", seed=14)
+        write_takeout_html(views, tmp_path / "watch-history.html", seed=14, zone_label="UTC")
+        exports = {kind: parse_takeout_file(tmp_path / f"watch-history.{kind}") for kind in ("json", "html")}
+        assert len(exports["json"].views) == len(exports["html"].views) == len(views)
+        second = "html" if first == "json" else "json"
+
+        async def scenario() -> tuple[Any, Any]:
+            token = project_backend.mint_token(f"both-formats-{first}")
+            async with ConvexGateway(project_backend.url, user_token=token) as gw:
+                await upload_events(gw, exports[first].views, source=exports[first].source)
+                again = await upload_events(gw, exports[second].views, source=exports[second].source)
+            await run_worker(project_backend)
+            return again, await dashboard(project_backend, token)
+
+        again, dash = asyncio.run(scenario())
+        assert (again.imported, again.duplicates) == (0, len(views))
+        assert as_int(by_type(dash)["kpi"]["data"]["views"]) == len(views)
 
     def test_delete_range_shrinks_aggregations(self, project_backend: LocalBackend) -> None:
         """Deleting one month removes exactly its views from every count."""
