@@ -425,13 +425,11 @@ def demo(
 
     _warn_unknown_variables()
     path = file or DEMO_SAMPLE
-    if time_zone is not None:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    if time_zone is not None:  # refused here as settings:setTimeZone would refuse it, before the backend starts
+        from worker.timezones import canonical_time_zone
 
-        try:
-            ZoneInfo(time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise _fail(f"--time-zone {time_zone!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
+        if canonical_time_zone(time_zone) is None:
+            raise _fail(f"--time-zone {time_zone!r} is not an IANA time zone the worker supports (e.g. Europe/Berlin)")
     _interruptible()
     try:
         parsed = _parse_file(path)  # a file that cannot be read is refused before the backend starts

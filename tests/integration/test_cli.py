@@ -465,6 +465,15 @@ class TestDemo:
             " and has stopped; run the demo again to start over"
         ]
 
+    def test_unsupported_time_zone_is_refused_before_the_backend_starts(self) -> None:
+        """--time-zone is checked against the zones settings:setTimeZone accepts: one line, exit 2, no backend."""
+        res = run_cli("demo", "--time-zone", "US/Pacific-New")
+        assert res.returncode == 2
+        assert res.stderr.strip().splitlines() == [
+            "error: --time-zone 'US/Pacific-New' is not an IANA time zone the worker supports (e.g. Europe/Berlin)"
+        ]
+        assert "starting the local Convex backend" not in res.stdout + res.stderr
+
     def test_unreadable_export_is_refused_before_the_backend_starts(self, tmp_path: Path) -> None:
         """A file that is not a Takeout export: one line naming it and its position, exit 2, no backend."""
         bad = tmp_path / "notes.txt"

@@ -24,6 +24,7 @@ import pytest
 
 from tests.support.backend import REPO_ROOT, LocalBackend
 from worker.config import load_settings
+from worker.errors import PermanentGatewayError
 from worker.gateway import ConvexGateway
 from worker.importer import upload_events
 from worker.models import WatchEvent
@@ -226,6 +227,26 @@ class TestChangeSemantics:
         dash = asyncio.run(scenario())
         assert dash["freshness"]["watermark"] == dash["freshness"]["lastSeq"]
         assert_matches(dash, expected_counts(views, "UTC"))
+
+    def test_time_zones_are_the_ones_the_worker_loads(self, project_backend: LocalBackend) -> None:
+        """A zone JavaScript knows but the worker cannot load is refused when it is set, instead of failing
+        every recompute until the changes are dead letters; an alias the worker loads is recomputed."""
+        views = generate_history(50, seed=15, end_ms=1_790_000_000_000, time_zone="UTC", years=0.2)
+
+        async def scenario() -> tuple[PermanentGatewayError, Any, Any]:
+            token = await import_as_user(project_backend, "zones", views, "UTC")
+            async with ConvexGateway(project_backend.url, user_token=token) as gw:
+                with pytest.raises(PermanentGatewayError) as refused:
+                    await gw.mutation("settings:setTimeZone", {"timeZone": "US/Pacific-New"})
+                await gw.mutation("settings:setTimeZone", {"timeZone": "asia/calcutta"})
+                state = await gw.query("settings:get")
+            stats = await run_worker(project_backend)
+            return refused.value, state, stats
+
+        refused, state, stats = asyncio.run(scenario())
+        assert refused.code == "INVALID_TIME_ZONE" and "US/Pacific-New" in str(refused)
+        assert state["timeZone"] == "Asia/Calcutta"
+        assert stats.users_failed == 0 and stats.users_processed == 1
 
     def test_manual_trigger_recomputes(self, project_backend: LocalBackend) -> None:
         """dashboard:requestRecompute appends a change that the worker consumes with a newer result."""
