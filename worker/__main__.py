@@ -193,13 +193,14 @@ async def _run_worker(settings: Settings) -> int:
     ) as gateway:
         runner = Runner(settings, gateway)
         runner.install_signal_handlers()  # before anything slow: SIGTERM during start-up still exits 0
-        try:
-            await gateway.validate_credentials()
+        try:  # an unreachable deployment is waited for (logged per attempt); a wrong key or URL is not
+            connected = await runner.connect()
         except AuthenticationError as exc:
             raise ConfigError(_key_rejected(exc)) from exc
         except GatewayError as exc:
             raise ConfigError(f"cannot use the deployment at CONVEX_URL={settings.convex_url}: {exc}") from exc
-        await runner.run()
+        if connected:
+            await runner.run()
     return 0
 
 

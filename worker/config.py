@@ -82,7 +82,11 @@ class Settings(BaseSettings):
     )
     request_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one HTTP call (seconds).")
     max_attempts: int = Field(default=5, gt=0, description="Attempts per call for transient failures.")
-    max_backoff_s: float = Field(default=10.0, gt=0, description="Longest wait between retries (seconds).")
+    max_backoff_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest wait between retries of a call, and between start-up connection attempts (seconds).",
+    )
     heartbeat_file: str | None = Field(
         default="/tmp/watch-worker.heartbeat",
         description=(

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from cachetools import LRUCache
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from worker.config import Settings
 from worker.errors import GatewayError, TransientGatewayError
@@ -57,6 +58,10 @@ log = structlog.get_logger(__name__)
 HEARTBEAT_EVERY_S = 15.0
 """Longest time between heartbeat touches while the loop is idle or processing users, seconds
 (the container health check allows 90 s: ``python -m worker healthcheck --max-age-s 90``)."""
+
+CONNECT_FIRST_WAIT_S = 1.0
+"""Wait after the first failed start-up connection attempt, seconds; it doubles after each further
+failure, up to ``settings.max_backoff_s``."""
 
 RETRY_SLACK_S = 0.05
 """Added to a denied claim's ``retryAfterMs`` before the user is claimed again, seconds. The wait
@@ -146,6 +151,62 @@ class Runner:
             loop.add_signal_handler(sig, self.request_stop)
 
     # ------------------------------------------------------------------ loops
+
+    async def connect(self) -> bool:
+        """Wait until the deployment answers and accepts the admin key, retrying while it cannot be reached.
+
+        A deployment that is not up yet (a container started before it, a network still coming up)
+        is tried again and again instead of ending the process, which would only crash-loop: each
+        failed attempt logs ``worker.connect_failed`` (attempt, error, ``retry_in_s``), and the waits
+        grow from :data:`CONNECT_FIRST_WAIT_S` (doubling, with jitter) to ``settings.max_backoff_s``.
+        :meth:`request_stop` (SIGTERM/SIGINT) ends the wait at once. The heartbeat is not touched
+        meanwhile: until connected the worker is not healthy.
+
+        Returns:
+            True once the deployment answered (``worker.connected`` is logged after failed attempts),
+            False when a stop was requested first.
+
+        Raises:
+            AuthenticationError: the deployment rejected the admin key (retrying cannot help).
+            PermanentGatewayError: the URL answers, but not as a deployment of this project.
+        """
+
+        def log_failure(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "worker.connect_failed",
+                url=str(self.settings.convex_url),
+                attempt=state.attempt_number,
+                error=str(exc),
+                retry_in_s=round(state.upcoming_sleep, 1),
+            )
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(TransientGatewayError),
+            stop=lambda _state: self._stop.is_set(),
+            wait=wait_exponential_jitter(multiplier=CONNECT_FIRST_WAIT_S, max=self.settings.max_backoff_s, jitter=0.5),
+            sleep=self._sleep_unless_stopped,
+            before_sleep=log_failure,
+            reraise=True,
+        )
+        attempts = 0
+        try:
+            async for attempt in retrying:
+                if self._stop.is_set():
+                    return False
+                attempts += 1
+                with attempt:
+                    await self.gateway.validate_credentials()
+        except TransientGatewayError:
+            return False  # stop requested while the deployment was still unreachable
+        if attempts > 1:
+            log.info("worker.connected", url=str(self.settings.convex_url), attempts=attempts)
+        return True
+
+    async def _sleep_unless_stopped(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when a stop is requested meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
     async def run(self) -> RunStats:
         """Process changes until :meth:`request_stop`; catch up on everything pending first.

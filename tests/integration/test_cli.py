@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.integration.test_pipeline import run_worker
-from tests.support.backend import REPO_ROOT, LocalBackend
+from tests.support.backend import REPO_ROOT, LocalBackend, free_port
 from worker.gateway import ConvexGateway
 from worker.models import WatchEvent
 
@@ -50,6 +54,54 @@ def start_cli(*args: str, env: dict[str, str], merge_stderr: bool = False) -> su
         stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
         text=True,
     )
+
+
+class LineReader:
+    """Lines of a process's stdout, read by a thread, waited for with a deadline."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self._lines: queue.Queue[str | None] = queue.Queue()  # None: end of output
+        self._seen: list[str] = []
+        assert proc.stdout is not None
+        self._stdout = proc.stdout
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        for line in self._stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def next_event(self, name: str, timeout_s: float = 30) -> dict[str, Any]:
+        """Return the next JSON log line whose ``event`` is ``name``, skipping the others."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {name} within {timeout_s} s; output:\n{self.text()}"
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            assert line is not None, f"the process ended without {name}; output:\n{self.text()}"
+            self._seen.append(line)
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict) and event.get("event") == name:
+                    return event
+
+    def finish(self) -> str:
+        """Once the process has exited: read the rest, close its stdout, return everything it wrote."""
+        self._thread.join(10)
+        self._stdout.close()
+        return self.text()
+
+    def text(self) -> str:
+        """Everything read so far."""
+        while not self._lines.empty():
+            line = self._lines.get()
+            if line is not None:
+                self._seen.append(line)
+        return "".join(self._seen)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -117,13 +169,74 @@ class TestRun:
         res = run_cli("run", env={"CONVEX_URL": project_backend.url, "CONVEX_DEPLOY_KEY": "wrong-key"}, timeout=60)
         assert res.returncode == 2 and res.stderr.startswith("error: CONVEX_DEPLOY_KEY was rejected by "), res.stderr
 
-    def test_unreachable_deployment(self) -> None:
-        """A deployment that does not answer ends start-up with exit 2 and the URL in the message."""
-        env = {"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_ADMIN_KEY": "k", "WORKER_MAX_ATTEMPTS": "2"}
-        res = run_cli("run", env=env)
+    def test_unreachable_deployment_is_waited_for(self, tmp_path: Path) -> None:
+        """A deployment not up yet does not end start-up (a container would crash-loop): every attempt is
+        logged, and the worker starts once the deployment answers."""
+        port = free_port()
+        admin_key = "convex-local|waited-for"
+        env = cli_env(
+            CONVEX_URL=f"http://127.0.0.1:{port}",
+            CONVEX_ADMIN_KEY=admin_key,
+            WORKER_LOG_FORMAT="json",
+            WORKER_MAX_BACKOFF_S="0.5",
+            WORKER_HEARTBEAT_FILE=str(tmp_path / "hb"),
+        )
+        backend = LocalBackend(port=port, admin_key=admin_key)
+        try:
+            with reaped(start_cli("run", env=env, merge_stderr=True)) as proc:
+                lines = LineReader(proc)
+                failures = [lines.next_event("worker.connect_failed") for _ in range(2)]
+                assert [e["attempt"] for e in failures] == [1, 2]
+                assert f"127.0.0.1:{port}" in failures[0]["url"] and failures[0]["error"]
+                assert proc.poll() is None and not (tmp_path / "hb").exists()  # not healthy while waiting
+                backend.start()
+                connected = lines.next_event("worker.connected")
+                assert connected["attempts"] >= 3
+                lines.next_event("worker.started")
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(20) == 0
+                assert "Traceback" not in lines.finish()
+        finally:
+            backend.kill()
+
+    @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+    def test_signal_while_waiting_for_the_deployment_exits_0(self, sig: signal.Signals) -> None:
+        """Ctrl-C or SIGTERM while the deployment is unreachable: the graceful stop, at once."""
+        env = cli_env(CONVEX_URL=f"http://127.0.0.1:{free_port()}", CONVEX_ADMIN_KEY="k", WORKER_LOG_FORMAT="json")
+        with reaped(start_cli("run", env=env, merge_stderr=True)) as proc:
+            lines = LineReader(proc)
+            lines.next_event("worker.connect_failed")
+            proc.send_signal(sig)
+            assert proc.wait(10) == 0
+            assert "Traceback" not in lines.finish()
+
+    def test_url_that_is_no_deployment_fails_at_once(self) -> None:
+        """A URL that answers, but not as a Convex deployment of this project, is not retried: exit 2."""
+
+        class NotConvex(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server method name
+                body = b"<html>Not Found</html>"
+                self.send_response(404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base signature
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotConvex)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}"
+            res = run_cli("run", env={"CONVEX_URL": url, "CONVEX_ADMIN_KEY": "k"}, timeout=60)
+        finally:
+            server.shutdown()
+            server.server_close()
         assert res.returncode == 2
-        assert "http://127.0.0.1:9" in res.stderr
-        assert "Traceback" not in res.stderr + res.stdout
+        assert res.stderr.strip().splitlines() == [
+            f"error: cannot use the deployment at CONVEX_URL={url}/: worker:pendingChanges: HTTP 404, not JSON:"
+            " <html>Not Found</html>"
+        ]
 
     def test_sigterm_during_backend_outage_exits_promptly(self, tmp_path: Path) -> None:
         """With the deployment gone, SIGTERM still ends the worker with exit 0 (no blocking unsubscribe)."""

@@ -19,7 +19,7 @@ import structlog.testing
 
 from worker import runner as runner_module
 from worker.config import Settings, load_settings
-from worker.errors import PermanentGatewayError, TransientGatewayError
+from worker.errors import AuthenticationError, PermanentGatewayError, TransientGatewayError
 from worker.models import AckOutcome, ChangeEntry, Claim, ExpiryOutcome, FailOutcome, StoreOutcome, WatchEvent
 from worker.recompute import RecomputeOutcome
 from worker.runner import Runner, coalesce_by_user
@@ -55,6 +55,13 @@ class FakeGateway:
         self.calls: list[str] = []  # "read" (pendingChanges) and "claim:<user>", in order
         self.expiry_outcome: ExpiryOutcome | Exception = ExpiryOutcome()
         self.expiry_checks: list[int] = []  # now_ms of each enqueue_expired call
+        self.connect_errors: list[Exception] = []  # raised by the next validate_credentials calls, in order
+        self.connect_attempts = 0
+
+    async def validate_credentials(self) -> None:
+        self.connect_attempts += 1
+        if self.connect_errors:
+            raise self.connect_errors.pop(0)
 
     async def pending_changes(self, limit: int) -> list[ChangeEntry]:
         self.calls.append("read")
@@ -468,6 +475,59 @@ class TestRunLoop:
         # catch-up read at start; the pushed rows are claimed without reading them again; the round
         # after the one that did work reads, finds nothing and ends the burst
         assert gw.calls == ["read", "claim:a", "read"]
+
+
+class TestConnect:
+    def test_unreachable_deployment_is_tried_again_with_growing_waits(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A deployment that does not answer yet is waited for; each failed attempt is logged."""
+        monkeypatch.setattr(runner_module, "CONNECT_FIRST_WAIT_S", 0.01)
+        gw = FakeGateway()
+        gw.connect_errors = [TransientGatewayError("connection refused"), TransientGatewayError("HTTP 503")]
+        runner = Runner(settings.model_copy(update={"max_backoff_s": 0.5}), gw, recomputer=FakeRecomputer())  # type: ignore[arg-type]
+        with structlog.testing.capture_logs() as logs:
+            assert asyncio.run(runner.connect()) is True
+        assert gw.connect_attempts == 3
+        failed = [e for e in logs if e["event"] == "worker.connect_failed"]
+        assert [(e["attempt"], e["error"], e["log_level"]) for e in failed] == [
+            (1, "connection refused", "warning"),
+            (2, "HTTP 503", "warning"),
+        ]
+        assert all(0 < e["retry_in_s"] <= 0.5 for e in failed) and failed[0]["url"] == "http://127.0.0.1:9/"
+        assert [e["attempts"] for e in logs if e["event"] == "worker.connected"] == [3]
+
+    def test_stop_ends_the_wait(self, settings: Settings) -> None:
+        """SIGTERM/SIGINT while the deployment is unreachable: connect returns False at once, not after the wait."""
+        gw = FakeGateway()
+        gw.connect_errors = [TransientGatewayError("connection refused")] * 100
+        runner = Runner(settings.model_copy(update={"max_backoff_s": 60.0}), gw, recomputer=FakeRecomputer())  # type: ignore[arg-type]
+
+        async def scenario() -> bool:
+            task = asyncio.create_task(runner.connect())
+            while gw.connect_attempts < 1:
+                await asyncio.sleep(0.005)
+            runner.request_stop()
+            return await asyncio.wait_for(task, 2)
+
+        assert asyncio.run(scenario()) is False
+        assert gw.connect_attempts == 1
+
+    @pytest.mark.parametrize(
+        "error",
+        [
+            AuthenticationError("rejected the admin key", reason="BadAdminKey"),
+            PermanentGatewayError("worker:pendingChanges: HTTP 404, not JSON"),
+        ],
+    )
+    def test_permanent_errors_are_raised_at_once(self, settings: Settings, error: Exception) -> None:
+        """A rejected key or a URL that is no deployment of this project is not retried."""
+        gw = FakeGateway()
+        gw.connect_errors = [error]
+        runner = Runner(settings, gw, recomputer=FakeRecomputer())  # type: ignore[arg-type]
+        with pytest.raises(type(error)):
+            asyncio.run(runner.connect())
+        assert gw.connect_attempts == 1
 
 
 class TestExpiryCheck:
