@@ -44,6 +44,7 @@ from rich.markup import escape  # noqa: E402
 
 from worker.allocator import configure_malloc  # noqa: E402
 from worker.config import (  # noqa: E402
+    DEFAULT_HEARTBEAT_FILE,
     KEY_VARIABLES,
     URL_VARIABLES,
     Settings,
@@ -212,12 +213,21 @@ def run() -> None:
         settings = load_settings()
     except ConfigError as exc:
         raise _fail(str(exc)) from None
+    from worker.heartbeat import claim_heartbeat_file
+
+    try:  # before anything else: a second worker on this host's heartbeat file would hide a dead one
+        heartbeat = claim_heartbeat_file(settings.heartbeat_file)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
     configure_malloc(arena_max=settings.malloc_arena_max, mmap_threshold_bytes=settings.malloc_mmap_threshold_bytes)
     configure_logging(settings.log_format, settings.log_level)
     try:
         code = asyncio.run(_run_worker(settings))
     except ConfigError as exc:
         raise _fail(str(exc)) from None
+    finally:
+        if heartbeat is not None:
+            heartbeat.release()
     raise typer.Exit(code)
 
 
@@ -626,7 +636,7 @@ def healthcheck(
     """Exit 0 when the worker loop touched its heartbeat file (WORKER_HEARTBEAT_FILE) within --max-age-s seconds."""
     name = env_setting("WORKER_HEARTBEAT_FILE")  # any case, as the worker reads its settings
     if name is None:
-        name = "/tmp/watch-worker.heartbeat"
+        name = DEFAULT_HEARTBEAT_FILE  # the same default as run's
     if not name:
         raise _fail("WORKER_HEARTBEAT_FILE is empty (heartbeat disabled): nothing to check", 2)
     path = Path(name)

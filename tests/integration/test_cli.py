@@ -210,6 +210,39 @@ class TestRun:
             assert proc.wait(10) == 0
             assert "Traceback" not in lines.finish()
 
+    def test_second_worker_on_one_heartbeat_file_is_refused(
+        self, project_backend: LocalBackend, tmp_path: Path
+    ) -> None:
+        """Two workers touching one heartbeat file would hide a dead one: the second exits 2 naming the
+        first's pid and WORKER_HEARTBEAT_FILE; with a file of its own it starts."""
+        env = cli_env(
+            CONVEX_URL=project_backend.url,
+            CONVEX_ADMIN_KEY=project_backend.admin_key,
+            WORKER_LOG_FORMAT="json",
+            WORKER_HEARTBEAT_FILE=str(tmp_path / "hb"),
+        )
+        with reaped(start_cli("run", env=env, merge_stderr=True)) as first:
+            lines = LineReader(first)
+            lines.next_event("worker.started")
+            second = run_cli("run", env={**env, "COLUMNS": "200"}, timeout=60)
+            assert second.returncode == 2
+            assert second.stderr.strip().splitlines() == [
+                f"error: another worker (pid {first.pid}) is using the heartbeat file {tmp_path / 'hb'}: each worker"
+                " on a host needs its own; set WORKER_HEARTBEAT_FILE (e.g. /tmp/watch-worker-2.heartbeat) and"
+                " point its health check at the same file"
+            ]
+            own = {**env, "WORKER_HEARTBEAT_FILE": str(tmp_path / "hb-2")}
+            with reaped(start_cli("run", env=own, merge_stderr=True)) as third:
+                third_lines = LineReader(third)
+                third_lines.next_event("worker.started")
+                third.send_signal(signal.SIGTERM)
+                assert third.wait(20) == 0
+                third_lines.finish()
+            assert first.poll() is None  # the first worker is untouched
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(20) == 0
+            lines.finish()
+
     def test_url_that_is_no_deployment_fails_at_once(self) -> None:
         """A URL that answers, but not as a Convex deployment of this project, is not retried: exit 2."""
 
