@@ -8,7 +8,9 @@ import http.server
 import json
 import os
 import queue
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -558,6 +560,89 @@ class TestImportZip:
         assert (check.returncode, res.returncode) == (1, 2)
         assert "  nothing to import: the file holds no entries" in check.stdout
         assert res.stderr.strip().splitlines()[-1] == f"error: {export}: the file holds no entries; nothing imported"
+
+
+class SilentServer:
+    """A TCP server that accepts connections and never answers: calls to it stay in flight."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        self.connected = threading.Event()
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # closed
+            while True:
+                conn, _ = self._socket.accept()
+                self._held.append(conn)
+                self.connected.set()
+
+    def close(self) -> None:
+        self._socket.close()
+        for conn in self._held:
+            conn.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    server = SilentServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+class TestInterruptedStartUp:
+    COMMANDS = ["run", "healthcheck", "dead-letters list", "dead-letters retry", "import watch-history.json --token t"]
+
+    @pytest.mark.parametrize("command", COMMANDS)
+    def test_ctrl_c_while_starting_is_one_line(self, command: str, silent_server: SilentServer, tmp_path: Path) -> None:
+        """Ctrl-C while the command is still starting (its dependencies being imported): never a
+        traceback; run stops gracefully (exit 0, no output), the others exit 130 with one line."""
+        env = cli_env(
+            CONVEX_URL=silent_server.url,
+            CONVEX_ADMIN_KEY="k",
+            WORKER_HEARTBEAT_FILE=str(tmp_path / "hb"),
+            WORKER_LOG_FORMAT="json",
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-m", "worker", *command.split()],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        with reaped(proc):
+            assert proc.stderr is not None
+            for line in proc.stderr:  # -X importtime: one line per module, once imported
+                if re.search(r"\|\s*asyncio$", line):  # the first import after the CLI's signal handlers
+                    break
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=30)
+        lines = [line for line in stderr.splitlines() if not line.startswith("import time:")]
+        if command == "run":
+            assert (proc.returncode, lines) == (0, [])
+        else:
+            name = command.split(" watch")[0]
+            assert proc.returncode == 130, stderr[-2000:]
+            assert len(lines) == 1 and lines[0] in (
+                "error: interrupted by SIGINT before the command started",
+                f"error: {name} interrupted by SIGINT",
+            ), lines
+
+    @pytest.mark.parametrize("command", ["dead-letters list", "dead-letters retry"])
+    def test_ctrl_c_during_the_call_is_one_line(self, command: str, silent_server: SilentServer) -> None:
+        """Ctrl-C while the call to the deployment is in flight: one line naming the command, exit 130."""
+        env = cli_env(CONVEX_URL=silent_server.url, CONVEX_ADMIN_KEY="k")
+        with reaped(start_cli(*command.split(), env=env)) as proc:
+            assert silent_server.connected.wait(30)
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 130
+        assert stderr.strip().splitlines() == [f"error: {command} interrupted by SIGINT"]
 
 
 class TestHealthcheck:
