@@ -458,10 +458,17 @@ def demo(
     keep_running: Annotated[bool, typer.Option(help="Keep backend and worker running afterwards.")] = False,
     log_format: Annotated[str, typer.Option(help="Worker log format: console, json.")] = "console",
 ) -> None:
-    """Start the local backend, import an export, run the worker until fresh, print the dashboard."""
-    from worker.devbackend import BackendStartError, LocalBackend
+    """Start the local backend, import an export, run the worker until fresh, print the dashboard.
+
+    Run it from a checkout of the project (scripts/demo.sh): the local backend is not part of the installed package.
+    """
+    from worker.devbackend import BackendStartError, BackendUnavailableError, LocalBackend, check_can_start
 
     _warn_unknown_variables()
+    try:  # after pip install . the backend and the functions are not there: say so before anything else
+        check_can_start()
+    except BackendUnavailableError as exc:
+        raise _fail(f"demo: {exc}") from None
     path = file or DEMO_SAMPLE
     if time_zone is not None:  # refused here as settings:setTimeZone would refuse it, before the backend starts
         from worker.timezones import canonical_time_zone

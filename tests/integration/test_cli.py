@@ -9,6 +9,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -702,6 +703,28 @@ class TestDemo:
         assert res.returncode == 2
         assert res.stderr.strip().splitlines() == [
             "error: --time-zone 'US/Pacific-New' is not an IANA time zone the worker supports (e.g. Europe/Berlin)"
+        ]
+        assert "starting the local Convex backend" not in res.stdout + res.stderr
+
+    def test_installed_package_without_a_checkout_says_what_is_missing(self, tmp_path: Path) -> None:
+        """After a plain pip install the backend and the functions are not beside the package: one line
+        naming them and how to run the demo instead, exit 2, nothing started (was a Node stack trace)."""
+        site = tmp_path / "site"  # the package alone, as pip install . puts it in site-packages
+        shutil.copytree(REPO_ROOT / "worker", site / "worker", ignore=shutil.ignore_patterns("__pycache__"))
+        res = subprocess.run(
+            [sys.executable, "-m", "worker", "demo"],
+            cwd=tmp_path,
+            env=cli_env(PYTHONPATH=str(site), COLUMNS="200"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert res.returncode == 2
+        assert res.stderr.strip().splitlines() == [
+            f"error: demo: the local backend cannot start here: missing the local Convex backend"
+            f" ({site / 'convex-local' / 'bin' / 'convex-local.mjs'}) and the Convex functions ({site / 'convex'})."
+            f" They come with a checkout of this project, not with the installed package ({site / 'worker'});"
+            " run it from a checkout: scripts/demo.sh (it installs what it needs)"
         ]
         assert "starting the local Convex backend" not in res.stdout + res.stderr
 
