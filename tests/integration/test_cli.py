@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import zipfile
@@ -31,9 +32,20 @@ from worker.models import WatchEvent
 pytestmark = pytest.mark.integration
 
 
+TEST_HEARTBEAT_FILE = str(Path(tempfile.gettempdir()) / f"watch-worker-cli-tests-{os.getpid()}.heartbeat")
+"""Heartbeat file of the workers these tests start without naming one: never the host's default, which
+a worker or another test run on this host may hold (``run`` refuses a file another worker holds)."""
+
+
 def cli_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any ``CONVEX_*``/``WORKER_*`` variable, plus ``extra``."""
-    return {**{k: v for k, v in os.environ.items() if not k.startswith(("CONVEX_", "WORKER_"))}, **extra}
+    """This process's environment without any ``CONVEX_*``/``WORKER_*`` variable, plus ``extra``.
+
+    ``WORKER_HEARTBEAT_FILE`` is :data:`TEST_HEARTBEAT_FILE` unless ``extra`` sets it (in any case).
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVEX_", "WORKER_"))}
+    if not any(name.upper() == "WORKER_HEARTBEAT_FILE" for name in extra):
+        env["WORKER_HEARTBEAT_FILE"] = TEST_HEARTBEAT_FILE
+    return {**env, **extra}
 
 
 @contextlib.contextmanager
