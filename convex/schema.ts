@@ -17,7 +17,9 @@ import {
 export default defineSchema({
   /**
    * One document per view. `dedupeKey` is computed server-side (see
-   * `watchEvents.ts`); `changeSeq` is the seq of the `"import"` change that
+   * `watchEvents.ts`; views stored before it had second precision keep their
+   * millisecond key, and imports recompute keys from the fields rather than
+   * compare it); `changeSeq` is the seq of the `"import"` change that
    * inserted the view (absent on views stored before the field existed).
    */
   watchEvents: defineTable({

@@ -6,38 +6,40 @@ import { v } from "convex/values";
 import { mutation, query, type MutationCtx, type QueryCtx } from "./_generated/server";
 import { appendChange } from "./changeLog";
 import { appError } from "./errors";
+import { TIME_ZONES } from "./timeZones";
 import { callerUserId, DEFAULT_TIME_ZONE, getUser, requireCallerUserId } from "./users";
 import { vSeqResult, vSettings, type Settings } from "./validators";
 
 /** Longest accepted time zone name, in characters. */
 export const MAX_TIME_ZONE_LENGTH = 64;
-const TIME_ZONE_NAME = /^[A-Za-z][A-Za-z0-9_+-]*(\/[A-Za-z0-9_+-]+)*$/;
+
+/** Each accepted zone by its lower-case name, for the case-insensitive lookup. */
+const ZONES_BY_LOWER_CASE = new Map(TIME_ZONES.map((zone) => [zone.toLowerCase(), zone]));
 
 /**
  * Validate an IANA time zone name and return the name to store.
  *
- * The name must look like an IANA zone (`Area/Location`, `UTC`, `Etc/GMT+5`;
- * offsets such as `+05:00` are refused) and be known to `Intl`. A name that
- * differs from the runtime's canonical name only by case is stored in the
- * canonical case (`utc` → `UTC`); aliases are kept as given
- * (`Asia/Kolkata` stays `Asia/Kolkata`) since Python's `zoneinfo` knows both.
+ * The name must be one of `TIME_ZONES` (`timeZones.ts`): the zones the worker can load, generated
+ * from the Python `tzdata` package it depends on, rather than whatever the runtime's `Intl`
+ * knows (which accepts names the worker cannot load, such as `US/Pacific-New`, so its user's
+ * recomputes failed until they were dead letters). The match ignores case and returns the listed
+ * spelling (`utc` → `UTC`, `america/new_york` → `America/New_York`); aliases are kept as given
+ * (`Asia/Calcutta` stays `Asia/Calcutta`, `Europe/Kyiv` stays `Europe/Kyiv`), since the list
+ * holds them as well.
  *
  * @throws ConvexError `INVALID_TIME_ZONE` naming the zone.
  */
 export function canonicalTimeZone(timeZone: string): string {
-  const invalid = () =>
-    appError("INVALID_TIME_ZONE", `timeZone ${JSON.stringify(timeZone)} is not an IANA time zone`, {
-      field: "timeZone",
-    });
-  if (timeZone.length === 0 || timeZone.length > MAX_TIME_ZONE_LENGTH) throw invalid();
-  if (!TIME_ZONE_NAME.test(timeZone)) throw invalid();
-  let resolved: string;
-  try {
-    resolved = new Intl.DateTimeFormat("en-US", { timeZone }).resolvedOptions().timeZone;
-  } catch {
-    throw invalid();
+  const zone =
+    timeZone.length <= MAX_TIME_ZONE_LENGTH ? ZONES_BY_LOWER_CASE.get(timeZone.toLowerCase()) : undefined;
+  if (zone === undefined) {
+    throw appError(
+      "INVALID_TIME_ZONE",
+      `timeZone ${JSON.stringify(timeZone)} is not an IANA time zone the worker supports`,
+      { field: "timeZone" },
+    );
   }
-  return resolved.toLowerCase() === timeZone.toLowerCase() ? resolved : timeZone;
+  return zone;
 }
 
 /**

@@ -31,9 +31,19 @@ async function tables(t: ReturnType<typeof initConvexTest>) {
 
 describe("dedupeKey", () => {
   test("uses the video id when present and the title otherwise", () => {
-    expect(dedupeKey({ watchedAtMs: 5, videoId: "abc", title: "T" })).toBe("5|abc|");
-    expect(dedupeKey({ watchedAtMs: 5, title: "T" })).toBe("5||T");
-    expect(dedupeKey({ watchedAtMs: 5 })).toBe("5||");
+    expect(dedupeKey({ watchedAtMs: T0, videoId: "abc", title: "T" })).toBe(`${T0}|abc|`);
+    expect(dedupeKey({ watchedAtMs: T0, title: "T" })).toBe(`${T0}||T`);
+    expect(dedupeKey({ watchedAtMs: T0 })).toBe(`${T0}||`);
+  });
+
+  test("has second precision: the HTML (whole seconds) and JSON (ms) times of one view agree", () => {
+    expect(dedupeKey({ watchedAtMs: T0 + 52_318, videoId: "abc" })).toBe(`${T0 + 52_000}|abc|`);
+    expect(dedupeKey({ watchedAtMs: T0 + 52_999, videoId: "abc" })).toBe(
+      dedupeKey({ watchedAtMs: T0 + 52_000, videoId: "abc" }),
+    );
+    expect(dedupeKey({ watchedAtMs: T0 + 53_000, videoId: "abc" })).not.toBe(
+      dedupeKey({ watchedAtMs: T0 + 52_999, videoId: "abc" }),
+    );
   });
 });
 
@@ -90,6 +100,88 @@ describe("importBatch", () => {
     expect(events).toHaveLength(3);
     expect(changes[0].count).toBe(3);
   });
+
+  test("the HTML export of views imported from JSON adds nothing, and the other way round", async () => {
+    const t = initConvexTest();
+    const alice = t.withIdentity(ALICE);
+    const bob = t.withIdentity(BOB);
+    // JSON: milliseconds; HTML: the same instants truncated to whole seconds
+    const json = [event(0, { watchedAtMs: T0 + 52_318 }), event(1, { watchedAtMs: T0 + HOUR + 999 })];
+    const html = json.map((e) => ({
+      ...e,
+      watchedAtMs: e.watchedAtMs - (e.watchedAtMs % 1000),
+      source: "takeout_html" as const,
+    }));
+    await alice.mutation(api.watchEvents.importBatch, { events: json });
+    expect(await alice.mutation(api.watchEvents.importBatch, { events: html })).toEqual({
+      inserted: 0,
+      duplicates: 2,
+      seq: null,
+    });
+    await bob.mutation(api.watchEvents.importBatch, { events: html });
+    expect(await bob.mutation(api.watchEvents.importBatch, { events: json })).toEqual({
+      inserted: 0,
+      duplicates: 2,
+      seq: null,
+    });
+    const { events, users } = await tables(t);
+    expect(events).toHaveLength(4);
+    expect(users.map((u) => u.eventCount)).toEqual([2, 2]);
+  });
+
+  test("views of one video in one second count once; other videos in that second stay distinct", async () => {
+    const t = initConvexTest();
+    const result = await t.withIdentity(ALICE).mutation(api.watchEvents.importBatch, {
+      events: [
+        event(0, { watchedAtMs: T0 + 100 }),
+        event(0, { watchedAtMs: T0 + 900 }), // same video, same second: a logging artefact, merged
+        event(1, { watchedAtMs: T0 + 500 }), // another video in that second
+        event(2, { watchedAtMs: T0 + 500, videoId: undefined, title: "No id" }),
+        event(2, { watchedAtMs: T0 + 700, videoId: undefined, title: "No id" }),
+        event(0, { watchedAtMs: T0 + 1000 }), // the same video one second later
+      ],
+    });
+    expect(result).toEqual({ inserted: 4, duplicates: 2, seq: 1 });
+  });
+
+  test.each([
+    ["one range read", 0],
+    ["one read per event", 4001],
+  ])("views stored under the former millisecond key still deduplicate (%s)", async (_path, crowd) => {
+    const t = initConvexTest();
+    const legacy = event(0, { watchedAtMs: T0 + 52_318 });
+    // as stored before keys had second precision; with `crowd` more views in the batch's range
+    await seedEvents(
+      t,
+      ALICE.tokenIdentifier,
+      Array.from({ length: crowd }, (_, i) => event(i + 10, { watchedAtMs: T0 + 60_000 + i })),
+    );
+    await t.run(async (ctx) => {
+      await ctx.db.insert("watchEvents", {
+        ...legacy,
+        userId: ALICE.tokenIdentifier,
+        dedupeKey: `${legacy.watchedAtMs}|${legacy.videoId}|`,
+      });
+    });
+    const html = { ...legacy, watchedAtMs: T0 + 52_000, source: "takeout_html" as const };
+    const result = await t.withIdentity(ALICE).mutation(api.watchEvents.importBatch, {
+      events: [html, event(9, { watchedAtMs: T0 + 60_000 + crowd })],
+    });
+    expect(result).toMatchObject({ inserted: 1, duplicates: 1 });
+  }, 60_000);
+
+  test("a full batch looked up event by event in crowded seconds fits in one transaction", async () => {
+    const t = initConvexTest();
+    // 4001 stored views in 5 seconds: more than one range read takes, and > 16 per second
+    await seedEvents(
+      t,
+      ALICE.tokenIdentifier,
+      Array.from({ length: 4001 }, (_, i) => event(i, { watchedAtMs: T0 + i, videoId: `old${i}` })),
+    );
+    const events = Array.from({ length: 1000 }, (_, i) => event(i, { watchedAtMs: T0 + i * 4 }));
+    const result = await t.withIdentity(ALICE).mutation(api.watchEvents.importBatch, { events });
+    expect(result).toEqual({ inserted: 1000, duplicates: 0, seq: 1 });
+  }, 60_000);
 
   test("a partly new batch records only the inserted range", async () => {
     const t = initConvexTest();

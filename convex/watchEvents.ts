@@ -35,10 +35,33 @@ export const MAX_FIELD_LENGTH = {
 /** Most flags on one event. */
 export const MAX_FLAGS = 8;
 
-/** Compute the dedupe key: time + video id, or time + title when there is no video id. */
+/** Precision of the time in a dedupe key, in ms: whole seconds. */
+export const DEDUPE_PRECISION_MS = 1000;
+
+/**
+ * Compute the dedupe key of a view: the second it started + video id, or + title when there is
+ * no video id (`${second start, epoch ms}|${videoId}|${title when no videoId}`).
+ *
+ * The time is truncated to the whole second because Takeout's HTML export prints whole seconds
+ * (truncated) while its JSON export has milliseconds: the same view imported from both formats
+ * must count once. The cost: two views of the same video (or, without an id, the same title) that
+ * start within one UTC second count once, even from JSON; a person cannot start one video twice
+ * within a second, so only logging artefacts are merged. Views of different videos in one second
+ * stay distinct (never deduplicate on time alone).
+ *
+ * Views stored before the key had second precision keep their former key (`${watchedAtMs}|…`,
+ * milliseconds); imports never compare stored key strings but recompute this key from the stored
+ * fields, so those views deduplicate the same way.
+ */
 export function dedupeKey(event: Pick<WatchEventInput, "watchedAtMs" | "videoId" | "title">): string {
   const videoId = event.videoId ?? "";
-  return `${event.watchedAtMs}|${videoId}|${videoId ? "" : (event.title ?? "")}`;
+  const second = secondStartMs(event.watchedAtMs);
+  return `${second}|${videoId}|${videoId ? "" : (event.title ?? "")}`;
+}
+
+/** The start of the whole second holding `watchedAtMs` (epoch ms). */
+function secondStartMs(watchedAtMs: number): number {
+  return Math.floor(watchedAtMs / DEDUPE_PRECISION_MS) * DEDUPE_PRECISION_MS;
 }
 
 function invalidEvent(index: number, field: string, problem: string): never {
@@ -83,13 +106,20 @@ export function validateEvent(event: WatchEventInput, index: number, nowMs: numb
 
 /** Largest number of stored views read by one range read for deduplication. */
 const MAX_DEDUPE_RANGE_READ = 4000;
+/** Most stored views read for one event's second when each event is looked up on its own. */
+const MAX_DEDUPE_SECOND_READ = 16;
+
+/** Stored views as far as deduplication needs them. */
+type StoredView = Pick<Doc<"watchEvents">, "watchedAtMs" | "videoId" | "title">;
 
 /**
- * Return the dedupe keys of `userId`'s stored views between the batch's
- * earliest and latest `watchedAtMs` (one index range read instead of one
- * point read per event: importers send time-ordered batches, so the range is
- * narrow). Returns null when more than `MAX_DEDUPE_RANGE_READ` views lie in
- * that range; callers then look each key up on `by_user_and_dedupeKey`.
+ * Return the dedupe keys of `userId`'s stored views in the whole seconds from
+ * the batch's earliest to its latest `watchedAtMs` (one index range read
+ * instead of one read per event: importers send time-ordered batches, so the
+ * range is narrow). Keys are recomputed from the stored fields, so views stored
+ * under the former millisecond key compare like new ones. Returns null when
+ * more than `MAX_DEDUPE_RANGE_READ` views lie in that range; callers then look
+ * each event up with `isStoredView`.
  */
 async function storedKeysInRange(
   ctx: MutationCtx,
@@ -103,14 +133,46 @@ async function storedKeysInRange(
     lo = Math.min(lo, e.watchedAtMs);
     hi = Math.max(hi, e.watchedAtMs);
   }
-  const rows = await ctx.db
+  const rows: StoredView[] = await ctx.db
     .query("watchEvents")
     .withIndex("by_user_and_watchedAt", (q) =>
-      q.eq("userId", userId).gte("watchedAtMs", lo).lte("watchedAtMs", hi),
+      q
+        .eq("userId", userId)
+        .gte("watchedAtMs", secondStartMs(lo))
+        .lt("watchedAtMs", secondStartMs(hi) + DEDUPE_PRECISION_MS),
     )
     .take(MAX_DEDUPE_RANGE_READ + 1);
   if (rows.length > MAX_DEDUPE_RANGE_READ) return null;
-  return new Set(rows.map((r) => r.dedupeKey));
+  return new Set(rows.map((r) => dedupeKey(r)));
+}
+
+/**
+ * Whether `userId` has a stored view with dedupe key `key` in the second of
+ * `event`: the views of that second are read (at most `MAX_DEDUPE_SECOND_READ`)
+ * and their keys recomputed; a second holding more views than that (no real
+ * history does) is also looked up by stored key on `by_user_and_dedupeKey`,
+ * which finds every view stored since keys have second precision.
+ */
+async function isStoredView(
+  ctx: MutationCtx,
+  userId: string,
+  event: WatchEventInput,
+  key: string,
+): Promise<boolean> {
+  const second = secondStartMs(event.watchedAtMs);
+  const rows: StoredView[] = await ctx.db
+    .query("watchEvents")
+    .withIndex("by_user_and_watchedAt", (q) =>
+      q.eq("userId", userId).gte("watchedAtMs", second).lt("watchedAtMs", second + DEDUPE_PRECISION_MS),
+    )
+    .take(MAX_DEDUPE_SECOND_READ + 1);
+  if (rows.some((r) => dedupeKey(r) === key)) return true;
+  if (rows.length <= MAX_DEDUPE_SECOND_READ) return false;
+  const byKey = await ctx.db
+    .query("watchEvents")
+    .withIndex("by_user_and_dedupeKey", (q) => q.eq("userId", userId).eq("dedupeKey", key))
+    .first();
+  return byKey !== null;
 }
 
 /**
@@ -149,13 +211,7 @@ export async function importEventsForUser(
       continue;
     }
     seen.add(key);
-    const isStored =
-      stored !== null
-        ? stored.has(key)
-        : (await ctx.db
-            .query("watchEvents")
-            .withIndex("by_user_and_dedupeKey", (q) => q.eq("userId", userId).eq("dedupeKey", key))
-            .first()) !== null;
+    const isStored = stored !== null ? stored.has(key) : await isStoredView(ctx, userId, event, key);
     if (isStored) {
       duplicates++;
       continue;
@@ -260,9 +316,11 @@ export async function deleteRangeHandler(
 /**
  * Import up to 1000 views for the signed-in user (UI upload, importer CLI).
  *
- * Idempotent: views are deduplicated on `watchedAtMs` + `videoId` (or + `title`
- * without an id), within the batch and against stored views, so re-sending a
- * batch inserts nothing and appends no change (`seq: null`). Appends one
+ * Idempotent: views are deduplicated on the second of `watchedAtMs` +
+ * `videoId` (or + `title` without an id; see `dedupeKey`), within the batch and
+ * against stored views, so re-sending a batch, or importing the HTML export of
+ * views already imported from JSON, inserts nothing and appends no change
+ * (`seq: null`). Appends one
  * `"import"` change covering the inserted `watchedAtMs` range in the same
  * transaction. Timestamps are epoch ms, UTC, within [2005-01-01, now + 1 day].
  *

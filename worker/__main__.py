@@ -17,24 +17,32 @@ _COMMAND = next((arg for arg in sys.argv[1:] if not arg.startswith("-")), None)
 """The command named on the command line (``run``, ``import``, ...), as far as it can be told this early."""
 
 
-def _exit_on_early_sigterm(signum: int, frame: object) -> None:
-    """SIGTERM before a command takes over signals (during imports and start-up).
+def _exit_on_early_signal(signum: int, frame: object) -> None:
+    """SIGINT (Ctrl-C) or SIGTERM before a command takes over signals (during imports and start-up).
 
-    ``run`` exits 0: nothing to finish, SIGTERM is its graceful stop. Any other command exits 143, as
-    an interrupted command does, with one line saying that it had not started.
+    ``run`` exits 0 without a word: nothing to finish, either signal is its graceful stop. Any other
+    command exits 128 + the signal's number (130, 143), as an interrupted command does, with one line
+    saying that it had not started. Never a traceback (Python's own SIGINT handling would print one).
     """
     if _COMMAND == "run":
         sys.exit(0)
-    sys.stderr.write("error: interrupted by SIGTERM before the command started\n")
+    sys.stderr.write(f"error: interrupted by {signal.Signals(signum).name} before the command started\n")
     sys.exit(128 + signum)
 
 
-signal.signal(signal.SIGTERM, _exit_on_early_sigterm)
+def _exit_on_signals_before_commands() -> None:
+    """Install :func:`_exit_on_early_signal` for SIGINT and SIGTERM (again after an event loop restored its own)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_on_early_signal)
 
-import asyncio  # noqa: E402 - after the early SIGTERM handler on purpose
+
+_exit_on_signals_before_commands()
+
+import asyncio  # noqa: E402 - after the early signal handlers on purpose
+import contextlib  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Coroutine  # noqa: E402
+from collections.abc import Callable, Coroutine, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Annotated, Any, TypeVar  # noqa: E402
 
@@ -44,6 +52,7 @@ from rich.markup import escape  # noqa: E402
 
 from worker.allocator import configure_malloc  # noqa: E402
 from worker.config import (  # noqa: E402
+    DEFAULT_HEARTBEAT_FILE,
     KEY_VARIABLES,
     Settings,
     check_deployment_url,
@@ -126,6 +135,24 @@ def _interruptible() -> None:
         signal.signal(sig, _raise_interrupted)
 
 
+@contextlib.contextmanager
+def _exit_when_interrupted(what: str, detail: Callable[[], str] | None = None) -> Iterator[None]:
+    """Make SIGINT and SIGTERM end the command ``what`` with one line and exit 128 + the signal's number.
+
+    For commands that have nothing to report but what they did (``healthcheck``, ``dead-letters``);
+    run their event loops with :func:`_cancel_on_signals`.
+
+    Args:
+        what: The command, as the message names it (``dead-letters list``).
+        detail: Called on interruption for what was already done (``2 dead letters … put back``), or "".
+    """
+    _interruptible()
+    try:
+        yield
+    except _Interrupted as exc:
+        raise exc.exit(what, detail=detail() if detail is not None else None) from None
+
+
 async def _cancel_on_signals(coro: Coroutine[Any, Any, T]) -> T:
     """Await ``coro``, cancelling it on SIGINT or SIGTERM.
 
@@ -197,13 +224,14 @@ async def _run_worker(settings: Settings) -> int:
     ) as gateway:
         runner = Runner(settings, gateway)
         runner.install_signal_handlers()  # before anything slow: SIGTERM during start-up still exits 0
-        try:
-            await gateway.validate_credentials()
+        try:  # an unreachable deployment is waited for (logged per attempt); a wrong key or URL is not
+            connected = await runner.connect()
         except AuthenticationError as exc:
             raise ConfigError(_key_rejected(exc)) from exc
         except GatewayError as exc:
             raise ConfigError(f"cannot use the deployment at CONVEX_URL={settings.convex_url}: {exc}") from exc
-        await runner.run()
+        if connected:
+            await runner.run()
     return 0
 
 
@@ -215,12 +243,22 @@ def run() -> None:
         settings = load_settings()
     except ConfigError as exc:
         raise _fail(str(exc)) from None
+    from worker.heartbeat import claim_heartbeat_file
+
+    try:  # before anything else: a second worker on this host's heartbeat file would hide a dead one
+        heartbeat = claim_heartbeat_file(settings.heartbeat_file)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
     configure_malloc(arena_max=settings.malloc_arena_max, mmap_threshold_bytes=settings.malloc_mmap_threshold_bytes)
     configure_logging(settings.log_format, settings.log_level)
     try:
         code = asyncio.run(_run_worker(settings))
     except ConfigError as exc:
         raise _fail(str(exc)) from None
+    finally:
+        _exit_on_signals_before_commands()  # closing the loop restored Python's Ctrl-C traceback
+        if heartbeat is not None:
+            heartbeat.release()
     raise typer.Exit(code)
 
 
@@ -429,18 +467,23 @@ def demo(
     keep_running: Annotated[bool, typer.Option(help="Keep backend and worker running afterwards.")] = False,
     log_format: Annotated[str, typer.Option(help="Worker log format: console, json.")] = "console",
 ) -> None:
-    """Start the local backend, import an export, run the worker until fresh, print the dashboard."""
-    from worker.devbackend import BackendStartError, LocalBackend
+    """Start the local backend, import an export, run the worker until fresh, print the dashboard.
+
+    Run it from a checkout of the project (scripts/demo.sh): the local backend is not part of the installed package.
+    """
+    from worker.devbackend import BackendStartError, BackendUnavailableError, LocalBackend, check_can_start
 
     _warn_unknown_variables()
+    try:  # after pip install . the backend and the functions are not there: say so before anything else
+        check_can_start()
+    except BackendUnavailableError as exc:
+        raise _fail(f"demo: {exc}") from None
     path = file or DEMO_SAMPLE
-    if time_zone is not None:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    if time_zone is not None:  # refused here as settings:setTimeZone would refuse it, before the backend starts
+        from worker.timezones import canonical_time_zone
 
-        try:
-            ZoneInfo(time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise _fail(f"--time-zone {time_zone!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
+        if canonical_time_zone(time_zone) is None:
+            raise _fail(f"--time-zone {time_zone!r} is not an IANA time zone the worker supports (e.g. Europe/Berlin)")
     _interruptible()
     try:
         parsed = _parse_file(path)  # a file that cannot be read is refused before the backend starts
@@ -627,16 +670,16 @@ async def _list_dead_letters(url: str, admin_key: str, user_id: str | None, limi
         return await gateway.list_dead_letters(user_id=user_id, limit=limit)
 
 
-async def _retry_dead_letters(url: str, admin_key: str, user_id: str | None) -> int:
+async def _retry_dead_letters(url: str, admin_key: str, user_id: str | None, retried: list[int]) -> int:
+    """Put every dead letter (of ``user_id``) back to pending; ``retried[0]`` counts them as calls commit."""
     from worker.gateway import ConvexGateway
 
-    retried = 0
     async with ConvexGateway(url, admin_key=admin_key) as gateway:
         while True:
             count, has_more = await gateway.retry_dead_letters(user_id=user_id, limit=RETRY_PAGE)
-            retried += count
+            retried[0] += count
             if not has_more or count == 0:
-                return retried
+                return retried[0]
 
 
 @dead_letters_app.command("list")
@@ -651,18 +694,20 @@ def dead_letters_list(
 
     A table on a terminal wide enough for it; piped or narrower, one key=value line per dead letter.
     """
-    from worker.report import print_dead_letters
+    with _exit_when_interrupted("dead-letters list"):
+        from worker.report import print_dead_letters
 
-    shown = _bounded_int("--limit", limit, 1, MAX_DEAD_LETTER_PAGE)
-    url, admin_key = _operator_connection(url)
-    try:  # one row more than shown tells whether others exist (the backend returns at most 1000)
-        rows = asyncio.run(_list_dead_letters(url, admin_key, user_id, min(shown + 1, MAX_DEAD_LETTER_PAGE)))
-    except GatewayError as exc:
-        raise _operator_call_failed(exc) from None
-    more: bool | None = len(rows) > shown
-    if shown == MAX_DEAD_LETTER_PAGE and len(rows) == shown:
-        more = None  # a full page at the largest limit: others may exist
-    print_dead_letters(rows[:shown], limit=shown, more=more, user_id=user_id, console=Console())
+        shown = _bounded_int("--limit", limit, 1, MAX_DEAD_LETTER_PAGE)
+        url, admin_key = _operator_connection(url)
+        page = min(shown + 1, MAX_DEAD_LETTER_PAGE)  # one row more than shown tells whether others exist
+        try:
+            rows = asyncio.run(_cancel_on_signals(_list_dead_letters(url, admin_key, user_id, page)))
+        except GatewayError as exc:
+            raise _operator_call_failed(exc) from None
+        more: bool | None = len(rows) > shown
+        if shown == MAX_DEAD_LETTER_PAGE and len(rows) == shown:
+            more = None  # a full page at the largest limit: others may exist
+        print_dead_letters(rows[:shown], limit=shown, more=more, user_id=user_id, console=Console())
 
 
 @dead_letters_app.command("retry")
@@ -671,12 +716,23 @@ def dead_letters_retry(user_id: UserIdOption = None, url: UrlOption = None) -> N
 
     A running worker picks them up like new changes; one that fails 5 more times is dead-lettered again.
     """
-    url, admin_key = _operator_connection(url)
-    try:
-        retried = asyncio.run(_retry_dead_letters(url, admin_key, user_id))
-    except GatewayError as exc:
-        raise _operator_call_failed(exc) from None
+    progress = [0]
     of_user = f" of {user_id}" if user_id else ""
+
+    def done() -> str:
+        count = progress[0]
+        return (
+            f"at least {plural(count, 'dead letter')}{of_user} put back to pending; run it again for the rest"
+            if count
+            else ""
+        )
+
+    with _exit_when_interrupted("dead-letters retry", done):
+        url, admin_key = _operator_connection(url)
+        try:
+            retried = asyncio.run(_cancel_on_signals(_retry_dead_letters(url, admin_key, user_id, progress)))
+        except GatewayError as exc:
+            raise _operator_call_failed(exc) from None
     out = Console(soft_wrap=True)
     if retried == 0:
         out.print(f"no dead letters{of_user} to retry", highlight=False, markup=False)
@@ -699,19 +755,20 @@ def healthcheck(
     ] = "90",
 ) -> None:
     """Exit 0 when the worker loop touched its heartbeat file (WORKER_HEARTBEAT_FILE) within --max-age-s seconds."""
-    limit_s = _positive_seconds("--max-age-s", max_age_s)
-    name = env_setting("WORKER_HEARTBEAT_FILE")  # any case, as the worker reads its settings
-    if name is None:
-        name = "/tmp/watch-worker.heartbeat"
-    if not name:
-        raise _fail("WORKER_HEARTBEAT_FILE is empty (heartbeat disabled): nothing to check", 2)
-    path = Path(name)
-    try:
-        age = time.time() - path.stat().st_mtime
-    except OSError:
-        raise _fail(f"no heartbeat file at {path}", 1) from None
-    if age > limit_s:
-        raise _fail(f"heartbeat is {age:.0f} s old (limit {limit_s:g} s): {path}", 1)
+    with _exit_when_interrupted("healthcheck"):
+        limit_s = _positive_seconds("--max-age-s", max_age_s)
+        name = env_setting("WORKER_HEARTBEAT_FILE")  # any case, as the worker reads its settings
+        if name is None:
+            name = DEFAULT_HEARTBEAT_FILE  # the same default as run's
+        if not name:
+            raise _fail("WORKER_HEARTBEAT_FILE is empty (heartbeat disabled): nothing to check", 2)
+        path = Path(name)
+        try:
+            age = time.time() - path.stat().st_mtime
+        except OSError:
+            raise _fail(f"no heartbeat file at {path}", 1) from None
+        if age > limit_s:
+            raise _fail(f"heartbeat is {age:.0f} s old (limit {limit_s:g} s): {path}", 1)
     raise typer.Exit(0)
 
 

@@ -22,6 +22,10 @@ URL_VARIABLES = ("CONVEX_URL", "CONVEX_SELF_HOSTED_URL")
 """Environment variables read for the deployment URL, first match wins."""
 KEY_VARIABLES = ("CONVEX_ADMIN_KEY", "CONVEX_SELF_HOSTED_ADMIN_KEY", "CONVEX_DEPLOY_KEY")
 """Environment variables read for the admin/deploy key, first match wins."""
+DEFAULT_HEARTBEAT_FILE = "/tmp/watch-worker.heartbeat"
+"""Heartbeat file of ``run`` and ``healthcheck`` when ``WORKER_HEARTBEAT_FILE`` is not set: one per host
+(a container runs one replica, its health check in the same container). ``run`` refuses to start while
+another live worker holds it (:mod:`worker.heartbeat`)."""
 
 ALIASES: Mapping[str, tuple[str, ...]] = {
     "convex_url": (*URL_VARIABLES, "WORKER_CONVEX_URL"),
@@ -109,12 +113,17 @@ class Settings(BaseSettings):
     )
     request_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one HTTP call (seconds).")
     max_attempts: int = Field(default=5, gt=0, description="Attempts per call for transient failures.")
-    max_backoff_s: float = Field(default=10.0, gt=0, description="Longest wait between retries (seconds).")
+    max_backoff_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest wait between retries of a call, and between start-up connection attempts (seconds).",
+    )
     heartbeat_file: str | None = Field(
-        default="/tmp/watch-worker.heartbeat",
+        default=DEFAULT_HEARTBEAT_FILE,
         description=(
             "File the worker loop touches at least every 15 s and after each user; the container health check "
-            "reads its age. Empty = none."
+            "reads its age. One worker process per file (run refuses a file another live worker holds). "
+            "Empty = none."
         ),
     )
     log_format: Literal["auto", "json", "console"] = Field(

@@ -6,6 +6,10 @@ points ``CONVEX_URL`` at a real deployment). The backend is a Node process
 once it accepts requests. ``LocalBackend`` waits for that line (with a timeout), keeps the port stable
 across ``restart()`` so connected clients can reconnect, and kills the whole process group on
 ``stop()``/``kill()``/interpreter exit.
+
+The backend, the project's Convex functions and their npm packages belong to the repository checkout:
+a package installed with ``pip install .`` has none of them beside it, so :func:`missing_parts` says
+what is missing and :meth:`LocalBackend.start` refuses with that instead of a Node stack trace.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -37,6 +42,50 @@ _live: weakref.WeakSet[LocalBackend] = weakref.WeakSet()
 
 class BackendStartError(WorkerError):
     """The backend did not print its ready line in time (message includes its stderr)."""
+
+
+class BackendUnavailableError(BackendStartError):
+    """The backend cannot be started here: a part it needs is missing (the message names each one)."""
+
+
+def missing_parts(functions_dir: str | os.PathLike[str] = PROJECT_FUNCTIONS_DIR) -> list[str]:
+    """Return what starting the local backend needs and cannot find, each with where it was looked for.
+
+    Empty in a checkout set up by ``scripts/install.sh``. After a plain ``pip install .`` the backend
+    (``convex-local/``), the functions (``convex/``) and the npm packages are missing: they are not
+    part of the Python package.
+    """
+    functions = Path(functions_dir)
+    missing: list[str] = []
+    if not BIN.is_file():
+        missing.append(f"the local Convex backend ({BIN})")
+    if not (functions / "_generated").is_dir():  # beside an installed package, convex/ is the Python client
+        missing.append(f"the Convex functions ({functions})")
+    if shutil.which("node") is None:
+        missing.append("Node.js 20 or later (no node on PATH)")
+    elif BIN.is_file() and not (REPO_ROOT / "node_modules").is_dir():
+        missing.append(f"the npm packages ({REPO_ROOT / 'node_modules'}: run npm ci or scripts/install.sh)")
+    return missing
+
+
+def check_can_start(functions_dir: str | os.PathLike[str] = PROJECT_FUNCTIONS_DIR) -> None:
+    """Raise when the local backend cannot be started from here.
+
+    Raises:
+        BackendUnavailableError: one message naming every missing part and, when the package is not
+            in a checkout, how to run from one.
+    """
+    missing = missing_parts(functions_dir)
+    if not missing:
+        return
+    parts = missing[0] if len(missing) == 1 else ", ".join(missing[:-1]) + " and " + missing[-1]
+    message = f"the local backend cannot start here: missing {parts}"
+    if not BIN.is_file():
+        message += (
+            f". They come with a checkout of this project, not with the installed package ({REPO_ROOT / 'worker'});"
+            " run it from a checkout: scripts/demo.sh (it installs what it needs)"
+        )
+    raise BackendUnavailableError(message)
 
 
 def free_port() -> int:
@@ -115,11 +164,13 @@ class LocalBackend:
         """Start the process and wait for its ready line.
 
         Raises:
+            BackendUnavailableError: a part it needs is missing (see :func:`missing_parts`).
             BackendStartError: the process exited or did not become ready within
                 ``startup_timeout_s``; the message carries its stderr.
         """
         if self.running:
             return self
+        check_can_start(self.functions_dir)
         cmd = [
             "node",
             str(BIN),

@@ -263,6 +263,8 @@ def _strip_known(result_set: dict[str, Any], known: Mapping[tuple[str, str], str
 class Gateway(Protocol):
     """What the runner needs from Convex; :class:`ConvexGateway` is the real implementation."""
 
+    async def validate_credentials(self) -> None: ...
+
     async def pending_changes(self, limit: int) -> list[ChangeEntry]: ...
 
     async def claim_user(self, user_id: str, worker_id: str, lease_ms: int) -> Claim: ...
@@ -456,17 +458,19 @@ class ConvexGateway:
     # ------------------------------------------------------------------ worker API
 
     async def validate_credentials(self) -> None:
-        """Check at start-up that the deployment answers and accepts the admin key.
+        """Check at start-up that the deployment answers and accepts the admin key (one attempt).
 
         The WebSocket client never reports a rejected key (it reconnects forever), so this one HTTP
-        call is what makes bad credentials fail fast.
+        call is what makes bad credentials fail fast. It is not retried here: the runner retries a
+        deployment that cannot be reached yet (:meth:`~worker.runner.Runner.connect`).
 
         Raises:
             AuthenticationError: the key was rejected.
-            TransientGatewayError: the deployment cannot be reached.
-            PermanentGatewayError: the deployment does not have this project's functions.
+            TransientGatewayError: the deployment cannot be reached (timeout, connection refused, 5xx).
+            PermanentGatewayError: the deployment does not have this project's functions, or the URL
+                answers something other than a Convex deployment.
         """
-        await self.query("worker:pendingChanges", {"limit": 1})
+        await self._call_once("query", "worker:pendingChanges", {"limit": 1})
 
     async def pending_changes(self, limit: int) -> list[ChangeEntry]:
         """Return up to ``limit`` pending change-log rows (``worker:pendingChanges``)."""

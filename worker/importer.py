@@ -32,8 +32,8 @@ class ImportSummary:
 
     Attributes:
         imported: Events inserted (new).
-        duplicates: Events skipped because the same (time, video or title) was already stored; their
-            batches are committed all the same (the duplicates as no-ops).
+        duplicates: Events skipped because the same (second, video or title) was already stored, or
+            came earlier in the batch; their batches are committed all the same (the duplicates as no-ops).
         batches: Mutations committed.
         non_views: Entries of the file that are not views, by kind (ads, posts, visits, ...).
         rejected: ``(entry index, field, reason)`` of entries that could not be read.

@@ -48,7 +48,13 @@ class WatchEvent:
 
     @property
     def dedupe_key(self) -> str:
-        """Return the key the backend deduplicates on: time + video id, or time + title without an id."""
+        """Return the engine's key for repeated views: instant + video id, or instant + title without an id.
+
+        The engine counts events sharing this key once. The backend deduplicates imports more coarsely,
+        on the same fields with the instant truncated to the whole second (``dedupeKey`` in
+        ``convex/watchEvents.ts``: the HTML and JSON exports of one view agree only to the second), so
+        the views it stores never share this key either.
+        """
         return f"{self.watched_at_ms}|{self.video_id or ''}|{'' if self.video_id else (self.title or '')}"
 
 

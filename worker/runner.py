@@ -15,7 +15,11 @@ Life cycle of a round:
 
 A user whose recompute raises is recorded with ``worker:failChanges``: its rows stay pending with one
 more attempt (dead-lettered at the fifth) and the deployment turns its lease into a **backoff** of 1,
-4, 16 then 64 s that no replica, this one included, can claim before it ends. A claim that is not
+4, 16 then 64 s that no replica, this one included, can claim before it ends. That includes a
+transient error (a timeout, a 5xx) still failing after the gateway's own retries once the user is
+claimed: a user whose reads keep timing out is backed off like any other failing user while the round
+goes on with the others. Only when ``failChanges`` cannot reach the deployment either does the round
+end, leaving the rows untouched (the deployment is down for every user; the lease runs out). A claim that is not
 granted (backoff, or another replica's lease) skips the user; the denial says when the lease ends
 (``retryAfterMs``) and the loop wakes then to claim it again (or at the next push or poll, whichever
 comes first), so a backed-off user costs one claim per wake-up, never a busy loop, and changes that
@@ -39,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from cachetools import LRUCache
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
 from worker.config import Settings
 from worker.errors import GatewayError, TransientGatewayError
@@ -53,6 +58,10 @@ log = structlog.get_logger(__name__)
 HEARTBEAT_EVERY_S = 15.0
 """Longest time between heartbeat touches while the loop is idle or processing users, seconds
 (the container health check allows 90 s: ``python -m worker healthcheck --max-age-s 90``)."""
+
+CONNECT_FIRST_WAIT_S = 1.0
+"""Wait after the first failed start-up connection attempt, seconds; it doubles after each further
+failure, up to ``settings.max_backoff_s``."""
 
 RETRY_SLACK_S = 0.05
 """Added to a denied claim's ``retryAfterMs`` before the user is claimed again, seconds. The wait
@@ -142,6 +151,62 @@ class Runner:
             loop.add_signal_handler(sig, self.request_stop)
 
     # ------------------------------------------------------------------ loops
+
+    async def connect(self) -> bool:
+        """Wait until the deployment answers and accepts the admin key, retrying while it cannot be reached.
+
+        A deployment that is not up yet (a container started before it, a network still coming up)
+        is tried again and again instead of ending the process, which would only crash-loop: each
+        failed attempt logs ``worker.connect_failed`` (attempt, error, ``retry_in_s``), and the waits
+        grow from :data:`CONNECT_FIRST_WAIT_S` (doubling, with jitter) to ``settings.max_backoff_s``.
+        :meth:`request_stop` (SIGTERM/SIGINT) ends the wait at once. The heartbeat is not touched
+        meanwhile: until connected the worker is not healthy.
+
+        Returns:
+            True once the deployment answered (``worker.connected`` is logged after failed attempts),
+            False when a stop was requested first.
+
+        Raises:
+            AuthenticationError: the deployment rejected the admin key (retrying cannot help).
+            PermanentGatewayError: the URL answers, but not as a deployment of this project.
+        """
+
+        def log_failure(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            log.warning(
+                "worker.connect_failed",
+                url=str(self.settings.convex_url),
+                attempt=state.attempt_number,
+                error=str(exc),
+                retry_in_s=round(state.upcoming_sleep, 1),
+            )
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(TransientGatewayError),
+            stop=lambda _state: self._stop.is_set(),
+            wait=wait_exponential_jitter(multiplier=CONNECT_FIRST_WAIT_S, max=self.settings.max_backoff_s, jitter=0.5),
+            sleep=self._sleep_unless_stopped,
+            before_sleep=log_failure,
+            reraise=True,
+        )
+        attempts = 0
+        try:
+            async for attempt in retrying:
+                if self._stop.is_set():
+                    return False
+                attempts += 1
+                with attempt:
+                    await self.gateway.validate_credentials()
+        except TransientGatewayError:
+            return False  # stop requested while the deployment was still unreachable
+        if attempts > 1:
+            log.info("worker.connected", url=str(self.settings.convex_url), attempts=attempts)
+        return True
+
+    async def _sleep_unless_stopped(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when a stop is requested meanwhile."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
     async def run(self) -> RunStats:
         """Process changes until :meth:`request_stop`; catch up on everything pending first.
@@ -235,7 +300,10 @@ class Runner:
             wakes when it ends) or nothing was pending.
 
         Raises:
-            TransientGatewayError: the deployment is unreachable (the changes stay pending).
+            TransientGatewayError: the deployment is unreachable: the claim failed, or the user's
+                recompute failed transiently and recording that failure failed as well (the changes
+                stay pending, attempts unchanged). A transient failure that can be recorded is
+                recorded like any other (backoff, dead letter at the fifth attempt).
         """
         started = time.perf_counter()
         structlog.contextvars.bind_contextvars(user=user_id)
@@ -282,8 +350,13 @@ class Runner:
                     await store(outcome.results)
                 self._remember_hashes(user_id, stored)
                 ack = await self.gateway.ack_changes(user_id, self.settings.worker_id, watermark)
-            except TransientGatewayError:
-                raise
+            except TransientGatewayError as exc:
+                # Still failing after the gateway's retries. If the deployment answers failChanges, the
+                # failure is this user's (reads timing out on a large history, say): back it off like any
+                # failure so that it cannot hold up every round. If not, the deployment is down.
+                if not await self._record_failure(user_id, watermark, exc, transient=True):
+                    raise
+                return True
             except Exception as exc:  # noqa: BLE001 - one poisoned user must not stop the feed
                 await self._record_failure(user_id, watermark, exc)
                 return True
@@ -321,31 +394,48 @@ class Runner:
 
     # ------------------------------------------------------------------ helpers
 
-    async def _record_failure(self, user_id: str, watermark: int, exc: Exception) -> None:
+    async def _record_failure(self, user_id: str, watermark: int, exc: Exception, *, transient: bool = False) -> bool:
         """Record a failed recompute with ``worker:failChanges`` and log it with the backoff it set.
 
         ``user.failed`` carries the deployment's answer: rows failed, rows dead-lettered now, and
         ``backoff_ms``, how long no replica may claim the user (0: none, e.g. all rows dead-lettered).
         When the failure itself cannot be recorded those are None and ``record_error`` says why; the
         rows then stay pending with their attempts unchanged.
+
+        Args:
+            user_id: The user whose recompute failed.
+            watermark: The claimed watermark (rows with ``seq`` up to it are failed).
+            exc: What the recompute raised.
+            transient: ``exc`` is a transient gateway error; when ``failChanges`` fails transiently
+                too, nothing is logged or counted and False is returned (the caller re-raises ``exc``).
+
+        Returns:
+            False only in the ``transient`` case above; True once the failure is logged.
         """
-        self.stats.users_failed += 1
-        error = self.stats.last_error = f"{type(exc).__name__}: {exc}"
+        error = f"{type(exc).__name__}: {exc}"
         failure: FailOutcome | None = None
         record_error: str | None = None
         try:
             failure = await self.gateway.fail_changes(user_id, self.settings.worker_id, watermark, error)
+        except TransientGatewayError as record_exc:
+            if transient:
+                return False
+            record_error = str(record_exc)
         except GatewayError as record_exc:
             record_error = str(record_exc)
+        self.stats.users_failed += 1
+        self.stats.last_error = error
         log.error(
             "user.failed",
             watermark=watermark,
+            transient=transient,
             failed=None if failure is None else failure.failed,
             dead_lettered=None if failure is None else failure.dead_lettered,
             backoff_ms=None if failure is None else failure.backoff_ms,
             **({"record_error": record_error} if record_error is not None else {}),
             exc_info=exc,
         )
+        return True
 
     def _note_retry(self, retry_after_ms: int | None) -> None:
         """Remember when the lease that denied a claim ends (ms from now), if sooner than one noted."""

@@ -19,6 +19,7 @@ import type * as dashboard from "../dashboard.js";
 import type * as errors from "../errors.js";
 import type * as filters from "../filters.js";
 import type * as settings from "../settings.js";
+import type * as timeZones from "../timeZones.js";
 import type * as users from "../users.js";
 import type * as validators from "../validators.js";
 import type * as watchEvents from "../watchEvents.js";
@@ -39,6 +40,7 @@ declare const fullApi: ApiFromModules<{
   errors: typeof errors;
   filters: typeof filters;
   settings: typeof settings;
+  timeZones: typeof timeZones;
   users: typeof users;
   validators: typeof validators;
   watchEvents: typeof watchEvents;

@@ -4,29 +4,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import json
 import os
+import queue
+import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.integration.test_pipeline import run_worker
-from tests.support.backend import REPO_ROOT, LocalBackend
+from tests.support.backend import REPO_ROOT, LocalBackend, free_port
 from worker.gateway import ConvexGateway
 from worker.models import WatchEvent
 
 pytestmark = pytest.mark.integration
 
 
+TEST_HEARTBEAT_FILE = str(Path(tempfile.gettempdir()) / f"watch-worker-cli-tests-{os.getpid()}.heartbeat")
+"""Heartbeat file of the workers these tests start without naming one: never the host's default, which
+a worker or another test run on this host may hold (``run`` refuses a file another worker holds)."""
+
+
 def cli_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any ``CONVEX_*``/``WORKER_*`` variable, plus ``extra``."""
-    return {**{k: v for k, v in os.environ.items() if not k.startswith(("CONVEX_", "WORKER_"))}, **extra}
+    """This process's environment without any ``CONVEX_*``/``WORKER_*`` variable, plus ``extra``.
+
+    ``WORKER_HEARTBEAT_FILE`` is :data:`TEST_HEARTBEAT_FILE` unless ``extra`` sets it (in any case).
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONVEX_", "WORKER_"))}
+    if not any(name.upper() == "WORKER_HEARTBEAT_FILE" for name in extra):
+        env["WORKER_HEARTBEAT_FILE"] = TEST_HEARTBEAT_FILE
+    return {**env, **extra}
 
 
 @contextlib.contextmanager
@@ -50,6 +69,54 @@ def start_cli(*args: str, env: dict[str, str], merge_stderr: bool = False) -> su
         stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
         text=True,
     )
+
+
+class LineReader:
+    """Lines of a process's stdout, read by a thread, waited for with a deadline."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self._lines: queue.Queue[str | None] = queue.Queue()  # None: end of output
+        self._seen: list[str] = []
+        assert proc.stdout is not None
+        self._stdout = proc.stdout
+        self._thread = threading.Thread(target=self._pump, daemon=True)
+        self._thread.start()
+
+    def _pump(self) -> None:
+        for line in self._stdout:
+            self._lines.put(line)
+        self._lines.put(None)
+
+    def next_event(self, name: str, timeout_s: float = 30) -> dict[str, Any]:
+        """Return the next JSON log line whose ``event`` is ``name``, skipping the others."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {name} within {timeout_s} s; output:\n{self.text()}"
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                continue
+            assert line is not None, f"the process ended without {name}; output:\n{self.text()}"
+            self._seen.append(line)
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict) and event.get("event") == name:
+                    return event
+
+    def finish(self) -> str:
+        """Once the process has exited: read the rest, close its stdout, return everything it wrote."""
+        self._thread.join(10)
+        self._stdout.close()
+        return self.text()
+
+    def text(self) -> str:
+        """Everything read so far."""
+        while not self._lines.empty():
+            line = self._lines.get()
+            if line is not None:
+                self._seen.append(line)
+        return "".join(self._seen)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -171,13 +238,107 @@ class TestRun:
             " the deployment URL): keep one"
         ]
 
-    def test_unreachable_deployment(self) -> None:
-        """A deployment that does not answer ends start-up with exit 2 and the URL in the message."""
-        env = {"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_ADMIN_KEY": "k", "WORKER_MAX_ATTEMPTS": "2"}
-        res = run_cli("run", env=env)
+    def test_unreachable_deployment_is_waited_for(self, tmp_path: Path) -> None:
+        """A deployment not up yet does not end start-up (a container would crash-loop): every attempt is
+        logged, and the worker starts once the deployment answers."""
+        port = free_port()
+        admin_key = "convex-local|waited-for"
+        env = cli_env(
+            CONVEX_URL=f"http://127.0.0.1:{port}",
+            CONVEX_ADMIN_KEY=admin_key,
+            WORKER_LOG_FORMAT="json",
+            WORKER_MAX_BACKOFF_S="0.5",
+            WORKER_HEARTBEAT_FILE=str(tmp_path / "hb"),
+        )
+        backend = LocalBackend(port=port, admin_key=admin_key)
+        try:
+            with reaped(start_cli("run", env=env, merge_stderr=True)) as proc:
+                lines = LineReader(proc)
+                failures = [lines.next_event("worker.connect_failed") for _ in range(2)]
+                assert [e["attempt"] for e in failures] == [1, 2]
+                assert f"127.0.0.1:{port}" in failures[0]["url"] and failures[0]["error"]
+                assert proc.poll() is None and not (tmp_path / "hb").exists()  # not healthy while waiting
+                backend.start()
+                connected = lines.next_event("worker.connected")
+                assert connected["attempts"] >= 3
+                lines.next_event("worker.started")
+                proc.send_signal(signal.SIGTERM)
+                assert proc.wait(20) == 0
+                assert "Traceback" not in lines.finish()
+        finally:
+            backend.kill()
+
+    @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+    def test_signal_while_waiting_for_the_deployment_exits_0(self, sig: signal.Signals) -> None:
+        """Ctrl-C or SIGTERM while the deployment is unreachable: the graceful stop, at once."""
+        env = cli_env(CONVEX_URL=f"http://127.0.0.1:{free_port()}", CONVEX_ADMIN_KEY="k", WORKER_LOG_FORMAT="json")
+        with reaped(start_cli("run", env=env, merge_stderr=True)) as proc:
+            lines = LineReader(proc)
+            lines.next_event("worker.connect_failed")
+            proc.send_signal(sig)
+            assert proc.wait(10) == 0
+            assert "Traceback" not in lines.finish()
+
+    def test_second_worker_on_one_heartbeat_file_is_refused(
+        self, project_backend: LocalBackend, tmp_path: Path
+    ) -> None:
+        """Two workers touching one heartbeat file would hide a dead one: the second exits 2 naming the
+        first's pid and WORKER_HEARTBEAT_FILE; with a file of its own it starts."""
+        env = cli_env(
+            CONVEX_URL=project_backend.url,
+            CONVEX_ADMIN_KEY=project_backend.admin_key,
+            WORKER_LOG_FORMAT="json",
+            WORKER_HEARTBEAT_FILE=str(tmp_path / "hb"),
+        )
+        with reaped(start_cli("run", env=env, merge_stderr=True)) as first:
+            lines = LineReader(first)
+            lines.next_event("worker.started")
+            second = run_cli("run", env={**env, "COLUMNS": "200"}, timeout=60)
+            assert second.returncode == 2
+            assert second.stderr.strip().splitlines() == [
+                f"error: another worker (pid {first.pid}) is using the heartbeat file {tmp_path / 'hb'}: each worker"
+                " on a host needs its own; set WORKER_HEARTBEAT_FILE (e.g. /tmp/watch-worker-2.heartbeat) and"
+                " point its health check at the same file"
+            ]
+            own = {**env, "WORKER_HEARTBEAT_FILE": str(tmp_path / "hb-2")}
+            with reaped(start_cli("run", env=own, merge_stderr=True)) as third:
+                third_lines = LineReader(third)
+                third_lines.next_event("worker.started")
+                third.send_signal(signal.SIGTERM)
+                assert third.wait(20) == 0
+                third_lines.finish()
+            assert first.poll() is None  # the first worker is untouched
+            first.send_signal(signal.SIGTERM)
+            assert first.wait(20) == 0
+            lines.finish()
+
+    def test_url_that_is_no_deployment_fails_at_once(self) -> None:
+        """A URL that answers, but not as a Convex deployment of this project, is not retried: exit 2."""
+
+        class NotConvex(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server method name
+                body = b"<html>Not Found</html>"
+                self.send_response(404)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base signature
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotConvex)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}"
+            res = run_cli("run", env={"CONVEX_URL": url, "CONVEX_ADMIN_KEY": "k"}, timeout=60)
+        finally:
+            server.shutdown()
+            server.server_close()
         assert res.returncode == 2
-        assert "http://127.0.0.1:9" in res.stderr
-        assert "Traceback" not in res.stderr + res.stdout
+        assert res.stderr.strip().splitlines() == [
+            f"error: cannot use the deployment at CONVEX_URL={url}/: worker:pendingChanges: HTTP 404, not JSON:"
+            " <html>Not Found</html>"
+        ]
 
     def test_sigterm_during_backend_outage_exits_promptly(self, tmp_path: Path) -> None:
         """With the deployment gone, SIGTERM still ends the worker with exit 0 (no blocking unsubscribe)."""
@@ -531,6 +692,89 @@ class TestImportZip:
         assert res.stderr.strip().splitlines()[-1] == f"error: {export}: the file holds no entries; nothing imported"
 
 
+class SilentServer:
+    """A TCP server that accepts connections and never answers: calls to it stay in flight."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        self.connected = threading.Event()
+        self._held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # closed
+            while True:
+                conn, _ = self._socket.accept()
+                self._held.append(conn)
+                self.connected.set()
+
+    def close(self) -> None:
+        self._socket.close()
+        for conn in self._held:
+            conn.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[SilentServer]:
+    server = SilentServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+class TestInterruptedStartUp:
+    COMMANDS = ["run", "healthcheck", "dead-letters list", "dead-letters retry", "import watch-history.json --token t"]
+
+    @pytest.mark.parametrize("command", COMMANDS)
+    def test_ctrl_c_while_starting_is_one_line(self, command: str, silent_server: SilentServer, tmp_path: Path) -> None:
+        """Ctrl-C while the command is still starting (its dependencies being imported): never a
+        traceback; run stops gracefully (exit 0, no output), the others exit 130 with one line."""
+        env = cli_env(
+            CONVEX_URL=silent_server.url,
+            CONVEX_ADMIN_KEY="k",
+            WORKER_HEARTBEAT_FILE=str(tmp_path / "hb"),
+            WORKER_LOG_FORMAT="json",
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-X", "importtime", "-m", "worker", *command.split()],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        with reaped(proc):
+            assert proc.stderr is not None
+            for line in proc.stderr:  # -X importtime: one line per module, once imported
+                if re.search(r"\|\s*asyncio$", line):  # the first import after the CLI's signal handlers
+                    break
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=30)
+        lines = [line for line in stderr.splitlines() if not line.startswith("import time:")]
+        if command == "run":
+            assert (proc.returncode, lines) == (0, [])
+        else:
+            name = command.split(" watch")[0]
+            assert proc.returncode == 130, stderr[-2000:]
+            assert len(lines) == 1 and lines[0] in (
+                "error: interrupted by SIGINT before the command started",
+                f"error: {name} interrupted by SIGINT",
+            ), lines
+
+    @pytest.mark.parametrize("command", ["dead-letters list", "dead-letters retry"])
+    def test_ctrl_c_during_the_call_is_one_line(self, command: str, silent_server: SilentServer) -> None:
+        """Ctrl-C while the call to the deployment is in flight: one line naming the command, exit 130."""
+        env = cli_env(CONVEX_URL=silent_server.url, CONVEX_ADMIN_KEY="k")
+        with reaped(start_cli(*command.split(), env=env)) as proc:
+            assert silent_server.connected.wait(30)
+            proc.send_signal(signal.SIGINT)
+            _, stderr = proc.communicate(timeout=30)
+        assert proc.returncode == 130
+        assert stderr.strip().splitlines() == [f"error: {command} interrupted by SIGINT"]
+
+
 class TestHealthcheck:
     def test_fresh_and_stale_heartbeat(self, tmp_path: Path) -> None:
         """The container health check passes on a recent heartbeat and fails on an old or missing one."""
@@ -600,6 +844,37 @@ class TestDemo:
             "error: demo interrupted by SIGINT during the import: the demo's backend kept its data in memory"
             " and has stopped; run the demo again to start over"
         ]
+
+    def test_unsupported_time_zone_is_refused_before_the_backend_starts(self) -> None:
+        """--time-zone is checked against the zones settings:setTimeZone accepts: one line, exit 2, no backend."""
+        res = run_cli("demo", "--time-zone", "US/Pacific-New")
+        assert res.returncode == 2
+        assert res.stderr.strip().splitlines() == [
+            "error: --time-zone 'US/Pacific-New' is not an IANA time zone the worker supports (e.g. Europe/Berlin)"
+        ]
+        assert "starting the local Convex backend" not in res.stdout + res.stderr
+
+    def test_installed_package_without_a_checkout_says_what_is_missing(self, tmp_path: Path) -> None:
+        """After a plain pip install the backend and the functions are not beside the package: one line
+        naming them and how to run the demo instead, exit 2, nothing started (was a Node stack trace)."""
+        site = tmp_path / "site"  # the package alone, as pip install . puts it in site-packages
+        shutil.copytree(REPO_ROOT / "worker", site / "worker", ignore=shutil.ignore_patterns("__pycache__"))
+        res = subprocess.run(
+            [sys.executable, "-m", "worker", "demo"],
+            cwd=tmp_path,
+            env=cli_env(PYTHONPATH=str(site), COLUMNS="200"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert res.returncode == 2
+        assert res.stderr.strip().splitlines() == [
+            f"error: demo: the local backend cannot start here: missing the local Convex backend"
+            f" ({site / 'convex-local' / 'bin' / 'convex-local.mjs'}) and the Convex functions ({site / 'convex'})."
+            f" They come with a checkout of this project, not with the installed package ({site / 'worker'});"
+            " run it from a checkout: scripts/demo.sh (it installs what it needs)"
+        ]
+        assert "starting the local Convex backend" not in res.stdout + res.stderr
 
     def test_unreadable_export_is_refused_before_the_backend_starts(self, tmp_path: Path) -> None:
         """A file that is not a Takeout export: one line naming it and its position, exit 2, no backend."""

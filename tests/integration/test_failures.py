@@ -1,5 +1,8 @@
 """A user whose recompute fails, against the local backend: the deployment's retry backoff paces the real runner.
 
+A user whose event reads time out is recorded and backed off in the same way, and the others of the
+round are processed.
+
 The runner's subscription is silenced and its poll interval is 30 s, so the retry can only come from
 the denied claim's ``retryAfterMs``: the test shows the user is claimed again when the backoff ends,
 not before (no busy loop) and not at the next poll, and that a change committed during the backoff
@@ -17,6 +20,7 @@ import pytest
 
 from tests.support.backend import LocalBackend
 from worker.config import load_settings
+from worker.errors import TransientGatewayError
 from worker.gateway import ConvexGateway
 from worker.models import ChangeEntry, Claim, WatchEvent
 from worker.recompute import RecomputeOutcome, Recomputer
@@ -104,3 +108,58 @@ def test_failed_user_is_retried_when_its_backoff_ends_with_the_changes_from_mean
     assert 1.0 <= retried_at - failed_at < 10  # the 1 s backoff, then at once: not the 30 s poll
     assert gw.claims_of_user <= 3  # granted, denied once when the round after the failure saw it, granted
     assert state is not None and int(state["ackedSeq"]) == 2 and acked_at >= retried_at
+
+
+SLOW_USER = "convex-local|failures-timing-out"
+OTHER_USER = "convex-local|failures-bystander"
+
+
+class TimingOutGateway(ConvexGateway):
+    """The real gateway, except that every event read of :data:`SLOW_USER` times out (after the
+    gateway's retries); its claims, stores and failure records reach the deployment."""
+
+    def _timed_out(self, user_id: str) -> None:
+        if user_id == SLOW_USER:
+            raise TransientGatewayError("worker:listEvents: ReadTimeout: timed out", function="worker:listEvents")
+
+    async def iter_event_pages(self, user_id: str, **kwargs: Any) -> AsyncIterator[list[WatchEvent]]:
+        self._timed_out(user_id)
+        async for page in super().iter_event_pages(user_id, **kwargs):
+            yield page
+
+    async def iter_changed_event_pages(self, user_id: str, **kwargs: Any) -> AsyncIterator[list[WatchEvent]]:
+        self._timed_out(user_id)
+        async for page in super().iter_changed_event_pages(user_id, **kwargs):
+            yield page
+
+
+def test_user_whose_event_reads_time_out_is_backed_off_and_does_not_hold_up_the_others(
+    project_backend: LocalBackend,
+) -> None:
+    """The first user of the round keeps timing out: its failure is recorded with ``failChanges`` (a
+    backoff lease, one attempt on its row) and the round goes on with the next user."""
+    settings = load_settings(
+        convex_url=project_backend.url,
+        convex_admin_key=project_backend.admin_key,
+        worker_id="timeouts-test",
+        heartbeat_file=None,
+    )
+
+    async def scenario() -> tuple[int, Claim, list[ChangeEntry], Runner]:
+        async with ConvexGateway(project_backend.url, admin_key=project_backend.admin_key) as admin:
+            await admin.import_batch([view(0)], source="takeout_json", user_id=SLOW_USER)  # first in the log
+            await admin.import_batch([view(1)], source="takeout_json", user_id=OTHER_USER)
+            async with TimingOutGateway(project_backend.url, admin_key=project_backend.admin_key) as gw:
+                runner = Runner(settings, gw)
+                done = await runner.process_round()
+            other_claim = await admin.claim_user(SLOW_USER, "another-replica", 60_000)
+            pending = await admin.pending_changes(2000)
+        return done, other_claim, pending, runner
+
+    done, other_claim, pending, runner = asyncio.run(scenario())
+    assert done == 2
+    assert runner.stats.users_failed == 1 and runner.stats.users_processed == 1
+    assert {c.user_id for c in pending} == {SLOW_USER}  # the bystander's change was acknowledged
+    # the deployment backs the failing user off (1 s after a first failure), for every replica
+    assert not other_claim.granted and other_claim.lease_owner == "timeouts-test"
+    assert other_claim.retry_after_ms is not None and 0 < other_claim.retry_after_ms <= 1000

@@ -24,11 +24,12 @@ import pytest
 
 from tests.support.backend import REPO_ROOT, LocalBackend
 from worker.config import load_settings
+from worker.errors import PermanentGatewayError
 from worker.gateway import ConvexGateway
 from worker.importer import upload_events
 from worker.models import WatchEvent
 from worker.runner import Runner
-from worker.synthetic import generate_history
+from worker.synthetic import generate_history, write_takeout_html, write_takeout_json
 from worker.takeout import parse_takeout_file
 
 pytestmark = pytest.mark.integration
@@ -155,6 +156,32 @@ class TestChangeSemantics:
 
         asyncio.run(scenario())
 
+    @pytest.mark.parametrize("first", ["json", "html"])
+    def test_json_and_html_exports_of_one_history_count_each_view_once(
+        self, project_backend: LocalBackend, tmp_path: Path, first: str
+    ) -> None:
+        """The HTML export (whole seconds) and the JSON export (milliseconds) of the same history, imported
+        one after the other in either order: the second adds nothing and the dashboard counts each view once."""
+        views = generate_history(300, seed=14, end_ms=1_790_000_000_000, time_zone="UTC", years=0.5)
+        assert any(v.watched_at_ms % 1000 for v in views)
+        write_takeout_json(views, tmp_path / "watch-history.json", seed=14)
+        write_takeout_html(views, tmp_path / "watch-history.html", seed=14, zone_label="UTC")
+        exports = {kind: parse_takeout_file(tmp_path / f"watch-history.{kind}") for kind in ("json", "html")}
+        assert len(exports["json"].views) == len(exports["html"].views) == len(views)
+        second = "html" if first == "json" else "json"
+
+        async def scenario() -> tuple[Any, Any]:
+            token = project_backend.mint_token(f"both-formats-{first}")
+            async with ConvexGateway(project_backend.url, user_token=token) as gw:
+                await upload_events(gw, exports[first].views, source=exports[first].source)
+                again = await upload_events(gw, exports[second].views, source=exports[second].source)
+            await run_worker(project_backend)
+            return again, await dashboard(project_backend, token)
+
+        again, dash = asyncio.run(scenario())
+        assert (again.imported, again.duplicates) == (0, len(views))
+        assert as_int(by_type(dash)["kpi"]["data"]["views"]) == len(views)
+
     def test_delete_range_shrinks_aggregations(self, project_backend: LocalBackend) -> None:
         """Deleting one month removes exactly its views from every count."""
         views = generate_history(600, seed=12, end_ms=1_790_000_000_000, time_zone="UTC", years=1.0)
@@ -200,6 +227,26 @@ class TestChangeSemantics:
         dash = asyncio.run(scenario())
         assert dash["freshness"]["watermark"] == dash["freshness"]["lastSeq"]
         assert_matches(dash, expected_counts(views, "UTC"))
+
+    def test_time_zones_are_the_ones_the_worker_loads(self, project_backend: LocalBackend) -> None:
+        """A zone JavaScript knows but the worker cannot load is refused when it is set, instead of failing
+        every recompute until the changes are dead letters; an alias the worker loads is recomputed."""
+        views = generate_history(50, seed=15, end_ms=1_790_000_000_000, time_zone="UTC", years=0.2)
+
+        async def scenario() -> tuple[PermanentGatewayError, Any, Any]:
+            token = await import_as_user(project_backend, "zones", views, "UTC")
+            async with ConvexGateway(project_backend.url, user_token=token) as gw:
+                with pytest.raises(PermanentGatewayError) as refused:
+                    await gw.mutation("settings:setTimeZone", {"timeZone": "US/Pacific-New"})
+                await gw.mutation("settings:setTimeZone", {"timeZone": "asia/calcutta"})
+                state = await gw.query("settings:get")
+            stats = await run_worker(project_backend)
+            return refused.value, state, stats
+
+        refused, state, stats = asyncio.run(scenario())
+        assert refused.code == "INVALID_TIME_ZONE" and "US/Pacific-New" in str(refused)
+        assert state["timeZone"] == "Asia/Calcutta"
+        assert stats.users_failed == 0 and stats.users_processed == 1
 
     def test_manual_trigger_recomputes(self, project_backend: LocalBackend) -> None:
         """dashboard:requestRecompute appends a change that the worker consumes with a newer result."""

@@ -19,7 +19,7 @@ import structlog.testing
 
 from worker import runner as runner_module
 from worker.config import Settings, load_settings
-from worker.errors import PermanentGatewayError, TransientGatewayError
+from worker.errors import AuthenticationError, PermanentGatewayError, TransientGatewayError
 from worker.models import AckOutcome, ChangeEntry, Claim, ExpiryOutcome, FailOutcome, StoreOutcome, WatchEvent
 from worker.recompute import RecomputeOutcome
 from worker.runner import Runner, coalesce_by_user
@@ -55,6 +55,13 @@ class FakeGateway:
         self.calls: list[str] = []  # "read" (pendingChanges) and "claim:<user>", in order
         self.expiry_outcome: ExpiryOutcome | Exception = ExpiryOutcome()
         self.expiry_checks: list[int] = []  # now_ms of each enqueue_expired call
+        self.connect_errors: list[Exception] = []  # raised by the next validate_credentials calls, in order
+        self.connect_attempts = 0
+
+    async def validate_credentials(self) -> None:
+        self.connect_attempts += 1
+        if self.connect_errors:
+            raise self.connect_errors.pop(0)
 
     async def pending_changes(self, limit: int) -> list[ChangeEntry]:
         self.calls.append("read")
@@ -153,15 +160,21 @@ class FakeGateway:
 
 
 class FakeRecomputer:
-    """Recomputes by returning one result; raises for ``poisoned`` users, and for the first
-    ``fail_first[user]`` recomputes of a user."""
+    """Recomputes by returning one result; raises for ``poisoned`` users, for the first
+    ``fail_first[user]`` recomputes of a user, and a :class:`TransientGatewayError` (its reads timing
+    out, after the gateway's retries) for ``timing_out`` users."""
 
     def __init__(
-        self, poisoned: set[str] | None = None, first: bool = False, fail_first: dict[str, int] | None = None
+        self,
+        poisoned: set[str] | None = None,
+        first: bool = False,
+        fail_first: dict[str, int] | None = None,
+        timing_out: set[str] | None = None,
     ) -> None:
         self.poisoned = poisoned or set()
         self.first = first
         self.fail_first = dict(fail_first or {})
+        self.timing_out = timing_out or set()
         self.calls: list[str] = []
 
     async def recompute(
@@ -176,6 +189,8 @@ class FakeRecomputer:
         self.calls.append(user)
         if user in self.poisoned:
             raise ValueError(f"bad data for {user}")
+        if user in self.timing_out:
+            raise TransientGatewayError(f"worker:listEvents: ReadTimeout: timed out reading {user}")
         if self.fail_first.get(user, 0) > 0:
             self.fail_first[user] -= 1
             raise ValueError(f"failing for {user}")
@@ -248,15 +263,48 @@ class TestProcessRound:
         assert gw.acked == [("b", 1)]
         assert runner.stats.users_failed == 1
 
-    def test_transient_failure_leaves_changes_pending(self, settings: Settings) -> None:
-        """When the deployment is unreachable nothing is acknowledged or failed: the rows stay pending."""
+    def test_transient_failure_leaves_changes_pending_when_the_deployment_is_down(self, settings: Settings) -> None:
+        """When even ``failChanges`` cannot reach the deployment, nothing is acknowledged or failed: the
+        round ends and the rows stay pending with their attempts unchanged."""
         gw, rc = FakeGateway(), FakeRecomputer()
-        gw.pending = [change("a", 1)]
+        gw.pending = [change("a", 1), change("b", 1)]
         gw.fail_store_with = TransientGatewayError("connection refused")
+        gw.fail_changes_with = TransientGatewayError("connection refused")
         runner = Runner(settings, gw, recomputer=rc)  # type: ignore[arg-type]
         with pytest.raises(TransientGatewayError):
             asyncio.run(runner.process_round())
-        assert gw.acked == [] and gw.failed == [] and len(gw.pending) == 1
+        assert gw.acked == [] and gw.failed == [] and len(gw.pending) == 2
+        assert rc.calls == ["a"] and runner.stats.users_failed == 0
+
+    def test_user_whose_reads_time_out_is_backed_off_and_the_round_goes_on(self, settings: Settings) -> None:
+        """A transient error of one user's recompute is recorded like any failure (backoff, attempts
+        counted towards the dead letter) and the other users of the round are processed."""
+        gw, rc = FakeGateway(), FakeRecomputer(timing_out={"a"})
+        gw.fail_backoff_s = 30.0
+        gw.pending = [change("a", 1), change("b", 1), change("c", 1)]
+        runner = Runner(settings, gw, recomputer=rc)  # type: ignore[arg-type]
+        with structlog.testing.capture_logs() as logs:
+            assert asyncio.run(runner.process_round()) == 3
+        assert [(user, seq) for user, seq, _ in gw.failed] == [("a", 1)]
+        assert gw.failed[0][2] == "TransientGatewayError: worker:listEvents: ReadTimeout: timed out reading a"
+        assert gw.acked == [("b", 1), ("c", 1)]
+        assert runner.stats.users_failed == 1 and runner.stats.users_processed == 2
+        [line] = [e for e in logs if e["event"] == "user.failed"]
+        assert line["transient"] is True and line["backoff_ms"] == 30_000
+        # the next round skips the backed-off user instead of failing on it again
+        gw.pending.append(change("b", 2))
+        assert asyncio.run(runner.process_round()) == 1
+        assert rc.calls == ["a", "b", "c", "b"] and gw.acked[-1] == ("b", 2)
+
+    def test_store_timing_out_for_one_user_is_recorded_too(self, settings: Settings) -> None:
+        """A transient failure after the recompute (storing the results) is recorded on the user's rows."""
+        gw, rc = FakeGateway(), FakeRecomputer()
+        gw.pending = [change("a", 1)]
+        gw.fail_store_with = TransientGatewayError("worker:storeAggregations: HTTP 503")
+        runner = Runner(settings, gw, recomputer=rc)  # type: ignore[arg-type]
+        assert asyncio.run(runner.process_round()) == 1
+        assert gw.failed == [("a", 1, "TransientGatewayError: worker:storeAggregations: HTTP 503")]
+        assert gw.acked == [] and runner.stats.users_failed == 1
 
     def test_default_set_is_stored_before_the_rest(self, settings: Settings) -> None:
         """Results handed over early (the default dashboard) are stored first, under the same watermark."""
@@ -429,6 +477,59 @@ class TestRunLoop:
         # catch-up read at start; the pushed rows are claimed without reading them again; the round
         # after the one that did work reads, finds nothing and ends the burst
         assert gw.calls == ["read", "claim:a", "read"]
+
+
+class TestConnect:
+    def test_unreachable_deployment_is_tried_again_with_growing_waits(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A deployment that does not answer yet is waited for; each failed attempt is logged."""
+        monkeypatch.setattr(runner_module, "CONNECT_FIRST_WAIT_S", 0.01)
+        gw = FakeGateway()
+        gw.connect_errors = [TransientGatewayError("connection refused"), TransientGatewayError("HTTP 503")]
+        runner = Runner(settings.model_copy(update={"max_backoff_s": 0.5}), gw, recomputer=FakeRecomputer())  # type: ignore[arg-type]
+        with structlog.testing.capture_logs() as logs:
+            assert asyncio.run(runner.connect()) is True
+        assert gw.connect_attempts == 3
+        failed = [e for e in logs if e["event"] == "worker.connect_failed"]
+        assert [(e["attempt"], e["error"], e["log_level"]) for e in failed] == [
+            (1, "connection refused", "warning"),
+            (2, "HTTP 503", "warning"),
+        ]
+        assert all(0 < e["retry_in_s"] <= 0.5 for e in failed) and failed[0]["url"] == "http://127.0.0.1:9/"
+        assert [e["attempts"] for e in logs if e["event"] == "worker.connected"] == [3]
+
+    def test_stop_ends_the_wait(self, settings: Settings) -> None:
+        """SIGTERM/SIGINT while the deployment is unreachable: connect returns False at once, not after the wait."""
+        gw = FakeGateway()
+        gw.connect_errors = [TransientGatewayError("connection refused")] * 100
+        runner = Runner(settings.model_copy(update={"max_backoff_s": 60.0}), gw, recomputer=FakeRecomputer())  # type: ignore[arg-type]
+
+        async def scenario() -> bool:
+            task = asyncio.create_task(runner.connect())
+            while gw.connect_attempts < 1:
+                await asyncio.sleep(0.005)
+            runner.request_stop()
+            return await asyncio.wait_for(task, 2)
+
+        assert asyncio.run(scenario()) is False
+        assert gw.connect_attempts == 1
+
+    @pytest.mark.parametrize(
+        "error",
+        [
+            AuthenticationError("rejected the admin key", reason="BadAdminKey"),
+            PermanentGatewayError("worker:pendingChanges: HTTP 404, not JSON"),
+        ],
+    )
+    def test_permanent_errors_are_raised_at_once(self, settings: Settings, error: Exception) -> None:
+        """A rejected key or a URL that is no deployment of this project is not retried."""
+        gw = FakeGateway()
+        gw.connect_errors = [error]
+        runner = Runner(settings, gw, recomputer=FakeRecomputer())  # type: ignore[arg-type]
+        with pytest.raises(type(error)):
+            asyncio.run(runner.connect())
+        assert gw.connect_attempts == 1
 
 
 class TestExpiryCheck:
