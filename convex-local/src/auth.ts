@@ -23,6 +23,7 @@ import {
   type JWTVerifyGetKey,
 } from "jose";
 import type { UserIdentityClaims } from "./protocol.ts";
+import { errorCode, fsReason, UsageError, UserError } from "./errors.ts";
 
 /** Default issuer of tokens minted by the backend (independent of its port). */
 export const DEFAULT_ISSUER = "convex-local";
@@ -69,14 +70,15 @@ export class Authenticator {
 
   private constructor(readonly opts: AuthOptions) {}
 
-  /** Load or create the signing key; set up the extra issuer's JWKS if configured. */
+  /**
+   * Load or create the signing key; set up the extra issuer's JWKS if configured.
+   * @throws UserError naming the file when the signing key or the JWKS file cannot be read or
+   *   is not a key (UsageError for a JWKS URL that is not a URL).
+   */
   static async create(opts: AuthOptions): Promise<Authenticator> {
     const a = new Authenticator(opts);
     await a.loadKey();
-    if (opts.extraIssuer && opts.extraJwks) {
-      if (/^https?:\/\//.test(opts.extraJwks)) a.extraJwks = createRemoteJWKSet(new URL(opts.extraJwks));
-      else a.extraJwks = createLocalJWKSet(JSON.parse(readFileSync(opts.extraJwks, "utf8")));
-    }
+    if (opts.extraIssuer && opts.extraJwks) a.extraJwks = loadExtraJwks(opts.extraJwks);
     return a;
   }
 
@@ -84,16 +86,25 @@ export class Authenticator {
     const keyFile = this.opts.dataDir ? join(this.opts.dataDir, "jwt-key.json") : null;
     let privJwk: JWK;
     if (keyFile && existsSync(keyFile)) {
-      privJwk = JSON.parse(readFileSync(keyFile, "utf8"));
+      privJwk = readSigningKey(keyFile);
+      try {
+        this.privateKey = await importJWK(privJwk, "RS256");
+      } catch (e) {
+        throw new UserError(`signing key ${keyFile} is not an RS256 private key: ${(e as Error).message}; ${KEY_HINT}`);
+      }
     } else {
       const { privateKey } = await generateKeyPair("RS256", { extractable: true });
       privJwk = await exportJWK(privateKey);
       if (keyFile) {
-        mkdirSync(this.opts.dataDir!, { recursive: true });
-        writeFileSync(keyFile, JSON.stringify(privJwk), { mode: 0o600 });
+        try {
+          mkdirSync(this.opts.dataDir!, { recursive: true });
+          writeFileSync(keyFile, JSON.stringify(privJwk), { mode: 0o600 });
+        } catch (e) {
+          throw new UserError(`cannot write signing key ${keyFile}: ${fsReason(e)}`);
+        }
       }
+      this.privateKey = await importJWK(privJwk, "RS256");
     }
-    this.privateKey = await importJWK(privJwk, "RS256");
     const { n, e, kty } = privJwk;
     this.publicJwk = { kty, n, e, alg: "RS256", use: "sig", kid: KEY_ID };
     this.ownJwks = createLocalJWKSet({ keys: [this.publicJwk] });
@@ -150,6 +161,54 @@ export class Authenticator {
     }
     if (!payload.sub) throw new AuthFailure("InvalidAuthHeader", "Token has no 'sub' claim");
     return { identity: identityFromClaims(payload), expiresAtMs: payload.exp ? payload.exp * 1000 : null };
+  }
+}
+
+const KEY_HINT = "delete it to have a new key made at the next start (tokens signed with the old key are then refused)";
+
+/** Read the stored signing key. @throws UserError naming the file. */
+function readSigningKey(keyFile: string): JWK {
+  let text: string;
+  try {
+    text = readFileSync(keyFile, "utf8");
+  } catch (e) {
+    throw new UserError(`cannot read signing key ${keyFile}: ${fsReason(e)}`);
+  }
+  let jwk: unknown;
+  try {
+    jwk = JSON.parse(text);
+  } catch (e) {
+    throw new UserError(`corrupt signing key ${keyFile}: ${(e as Error).message}; ${KEY_HINT}`);
+  }
+  const o = jwk as Record<string, unknown> | null;
+  if (!o || typeof o !== "object" || o.kty !== "RSA" || typeof o.n !== "string" || typeof o.e !== "string" || typeof o.d !== "string") {
+    throw new UserError(`corrupt signing key ${keyFile}: not an RSA private key in JWK form; ${KEY_HINT}`);
+  }
+  return o as JWK;
+}
+
+/** The extra issuer's key set, from an http(s) URL or a JSON file. @throws UserError / UsageError. */
+function loadExtraJwks(source: string): JWTVerifyGetKey {
+  if (/^https?:\/\//i.test(source)) {
+    let url: URL;
+    try {
+      url = new URL(source);
+    } catch {
+      throw new UsageError(`--auth-jwks ${source} is not a valid URL`);
+    }
+    return createRemoteJWKSet(url);
+  }
+  let text: string;
+  try {
+    text = readFileSync(source, "utf8");
+  } catch (e) {
+    const hint = errorCode(e) === "ENOENT" ? " (--auth-jwks takes an https URL or a JSON file)" : "";
+    throw new UserError(`cannot read JWKS file ${source}: ${fsReason(e)}${hint}`);
+  }
+  try {
+    return createLocalJWKSet(JSON.parse(text));
+  } catch (e) {
+    throw new UserError(`JWKS file ${source} is not a JSON Web Key Set: ${(e as Error).message}`);
   }
 }
 

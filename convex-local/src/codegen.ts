@@ -6,6 +6,7 @@
 import { mkdirSync, writeFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { listModuleFiles, isReservedModule } from "./modules.ts";
+import { fsReason, isFsError, UsageError, UserError } from "./errors.ts";
 
 const HEADER = `/* eslint-disable */
 /**
@@ -15,16 +16,27 @@ const HEADER = `/* eslint-disable */
 
 /**
  * Generate the files. Returns the list of written paths.
- * @throws Error when the directory does not exist.
+ * @throws UsageError when the directory does not exist; UserError naming a file that cannot be written.
  */
 export function generate(functionsDir: string): string[] {
-  const modules = listModuleFiles(functionsDir)
+  let moduleFiles: string[];
+  try {
+    moduleFiles = listModuleFiles(functionsDir);
+  } catch (e) {
+    if (isFsError(e)) throw new UserError(`codegen: cannot read ${functionsDir}: ${(e as Error).message}`);
+    throw new UsageError(`codegen: ${(e as Error).message} (use --functions DIR)`);
+  }
+  const modules = moduleFiles
     .filter((f) => !f.startsWith("_generated/"))
     .map((f) => f.replace(/\.[^./]+$/, ""))
     .filter((m) => !isReservedModule(m) || m === "http" || m === "crons");
   const hasSchema = existsSync(join(functionsDir, "schema.ts")) || existsSync(join(functionsDir, "schema.js"));
   const out = join(functionsDir, "_generated");
-  mkdirSync(out, { recursive: true });
+  try {
+    mkdirSync(out, { recursive: true });
+  } catch (e) {
+    throw new UserError(`codegen: cannot create ${out}: ${fsReason(e)}`);
+  }
   const files: Record<string, string> = {};
 
   const importLines = modules.map((m, i) => `import type * as m${i} from "../${m}.js";`).join("\n");
@@ -114,7 +126,11 @@ export type DatabaseWriter = GenericDatabaseWriter<DataModel>;
   const written: string[] = [];
   for (const [name, text] of Object.entries(files)) {
     const p = join(out, name);
-    writeFileSync(p, text);
+    try {
+      writeFileSync(p, text);
+    } catch (e) {
+      throw new UserError(`codegen: cannot write ${p}: ${fsReason(e)}`);
+    }
     written.push(p);
   }
   return written;

@@ -100,12 +100,28 @@ let functionsDir = "";
 const moduleLoaders = new Map<string, () => Promise<AnyRecord>>();
 const accessorCache = new Map<string, TestAccessor>();
 
+/** Why the runtime could not start; `cause` as in the `initError` message. */
+class InitFailure extends Error {
+  constructor(
+    message: string,
+    readonly area: "functions" | "data" | "setup",
+  ) {
+    super(message);
+  }
+}
+
 async function init(dir: string, state: DbState): Promise<bigint> {
   functionsDir = dir;
-  const files = listModuleFiles(dir);
+  let files: string[];
+  try {
+    files = listModuleFiles(dir);
+  } catch (e) {
+    throw new InitFailure((e as Error).message, "setup");
+  }
   if (!files.some((f) => f.startsWith("_generated/"))) {
-    throw new Error(
+    throw new InitFailure(
       `no _generated/ directory in ${dir}; create it with \`npx convex-local codegen --functions ${dir}\``,
+      "setup",
     );
   }
   const modules: Record<string, () => Promise<AnyRecord>> = {};
@@ -117,8 +133,13 @@ async function init(dir: string, state: DbState): Promise<bigint> {
   let schema: AnyRecord | undefined;
   const schemaFile = files.find((f) => /^schema\.[a-z]+$/.test(f));
   if (schemaFile) {
-    const mod = await import(pathToFileURL(join(dir, schemaFile)).href);
-    schema = mod.default;
+    let mod: AnyRecord;
+    try {
+      mod = await import(pathToFileURL(join(dir, schemaFile)).href);
+    } catch (e) {
+      throw userCodeFailure(e);
+    }
+    schema = mod.default as AnyRecord | undefined;
   }
   t = convexTest({ schema: schema as never, modules: modules as never, transactionLimits: true });
   // convex-test's per-instance global state (databases + transaction manager).
@@ -135,7 +156,11 @@ async function init(dir: string, state: DbState): Promise<bigint> {
   for (const component of Object.values(captured.components)) installFastValidate(component.db);
   // Last, so that it sees every read, including the index structures' own.
   for (const [path, component] of Object.entries(captured.components)) installReadTracking(component.db, path === "");
-  restore(state);
+  try {
+    restore(state);
+  } catch (e) {
+    throw new InitFailure((e as Error).message, "data");
+  }
   installHooks();
   return tm._lastCommitTs as bigint;
 }
@@ -193,8 +218,13 @@ function withReadSet(result: RunResult, ctx: OpContext): RunResult {
 function restore(state: DbState): void {
   const docs: AnyRecord = {};
   const tableIds = new Map<string, Set<string>>();
-  for (const json of state.documents) {
-    const doc = jsonToConvex(JSON.parse(json)) as AnyRecord;
+  for (let i = 0; i < state.documents.length; i++) {
+    let doc: AnyRecord;
+    try {
+      doc = jsonToConvex(JSON.parse(state.documents[i])) as AnyRecord;
+    } catch (e) {
+      throw new Error(`stored document ${i} cannot be read: ${(e as Error).message}`);
+    }
     const id = doc._id as string;
     docs[id] = doc;
     const table = tableOf(id);
@@ -402,12 +432,35 @@ async function runHttp(msg: Extract<ToWorker, { kind: "http" }>): Promise<void> 
   });
 }
 
+/**
+ * An error thrown while a user module was imported: keeps its stack (the user's code is in it)
+ * and marks it as the functions' failure.
+ */
+function userCodeFailure(e: unknown): Error {
+  const failure = new InitFailure(errorLine(e), "functions");
+  failure.stack = (e as Error)?.stack ?? String(e);
+  return failure;
+}
+
+/** One line describing `e`; a first line ending in ":" (e.g. a compiler's summary) is joined to the next. */
+function errorLine(e: unknown): string {
+  const text = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+  const lines = text.split("\n").map((l) => l.trim()).filter((l) => l !== "");
+  if (lines.length === 0) return text;
+  return lines[0].endsWith(":") && lines.length > 1 ? `${lines[0]} ${lines[1]}` : lines[0];
+}
+
+function initError(e: unknown): FromWorker {
+  if (e instanceof InitFailure) return { kind: "initError", message: e.message, stack: e.stack ?? e.message, cause: e.area };
+  return { kind: "initError", message: errorLine(e), stack: (e as Error)?.stack ?? String(e), cause: "internal" };
+}
+
 // Queries and mutations are serialized by convex-test; actions run concurrently.
 port.on("message", (msg: ToWorker) => {
   if (msg.kind === "init") {
     init(msg.functionsDir, msg.state).then(
       (ts) => post({ kind: "ready", lastTs: ts.toString() }),
-      (e: Error) => post({ kind: "initError", message: e?.stack ?? String(e) }),
+      (e: unknown) => post(initError(e)),
     );
   } else if (msg.kind === "run") {
     runFunction(msg).then((result) => post({ kind: "result", opId: msg.opId, result }));

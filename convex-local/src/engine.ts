@@ -11,6 +11,7 @@ import { Worker } from "node:worker_threads";
 import { EventEmitter } from "node:events";
 import type { Caller, FromWorker, HttpResult, RunResult, ToWorker, UdfType } from "./protocol.ts";
 import { DiskStore, Mirror } from "./persistence.ts";
+import { EXIT_FAILURE, UserError } from "./errors.ts";
 
 export interface EngineOptions {
   /** Absolute path of the functions directory (contains schema.ts and _generated/). */
@@ -61,7 +62,8 @@ export class Engine extends EventEmitter {
 
   /**
    * Load persisted data (if any) and start the runtime.
-   * @throws Error with the runtime's message when the functions cannot be loaded.
+   * @throws UserError when the data cannot be read or the functions cannot be loaded (one line
+   *   naming the file or directory); Error when the runtime fails for another reason.
    */
   async start(): Promise<void> {
     if (this.opts.dataDir) {
@@ -90,7 +92,7 @@ export class Engine extends EventEmitter {
           if (ts > this.mirror.lastTs) this.mirror.lastTs = ts;
           resolve();
         } else if (m.kind === "initError") {
-          reject(new Error(`failed to load functions from ${this.opts.functionsDir}:\n${m.message}`));
+          reject(initFailure(m, this.opts));
         } else {
           this.onMessage(m);
         }
@@ -237,4 +239,40 @@ export class Engine extends EventEmitter {
     await w?.terminate();
     this.store?.close();
   }
+}
+
+/** The error to report for a runtime that could not start. */
+function initFailure(m: Extract<FromWorker, { kind: "initError" }>, opts: EngineOptions): Error {
+  switch (m.cause) {
+    case "setup":
+      return new UserError(m.message, EXIT_FAILURE, m.stack);
+    case "functions": {
+      const found = locationIn(m.stack, opts.functionsDir);
+      const where = found && !m.message.includes(found) ? found : null;
+      return new UserError(
+        `failed to load functions from ${opts.functionsDir}: ${m.message}${where ? ` (at ${where})` : ""}`,
+        EXIT_FAILURE,
+        m.stack,
+      );
+    }
+    case "data":
+      return new UserError(
+        `cannot restore the data stored in ${opts.dataDir}: ${m.message}; ` +
+          "move the data directory's files away (or restore them from a backup) to start the backend",
+        EXIT_FAILURE,
+        m.stack,
+      );
+    default: {
+      const e = new Error(`the function runtime failed to start: ${m.message}`);
+      e.stack = `${e.message}\n${m.stack}`;
+      return e;
+    }
+  }
+}
+
+/** The first `file:line[:column]` inside `dir` mentioned in a stack trace, or null. */
+export function locationIn(stack: string, dir: string): string | null {
+  const escaped = dir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  const m = new RegExp(`(?:file://)?(${escaped}/[^\\s():]+:\\d+(?::\\d+)?)`).exec(stack);
+  return m ? m[1] : null;
 }

@@ -77,7 +77,19 @@ export interface HttpResult {
 
 export type FromWorker =
   | { kind: "ready"; lastTs: string }
-  | { kind: "initError"; message: string }
+  | {
+      kind: "initError";
+      /** One line: what failed. */
+      message: string;
+      /** The error's stack (or text), for debugging. */
+      stack: string;
+      /**
+       * `functions`: the functions could not be loaded (a user module threw or does not compile);
+       * `data`: the stored documents could not be restored; `setup`: the functions directory is
+       * incomplete (the message says what to do); `internal`: anything else.
+       */
+      cause: "functions" | "data" | "setup" | "internal";
+    }
   | {
       kind: "commit";
       opId: number | null;

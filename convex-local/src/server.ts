@@ -12,6 +12,8 @@ import { QueryEvaluator, SyncSession, type SyncContext } from "./sync.ts";
 import type { Caller, RunResult, UdfType } from "./protocol.ts";
 import { checkArgs } from "./args.ts";
 import { encodeTs, decodeTs, stringifyConvexJson, toCleanJson, MAX_FUNCTION_VALUE_BYTES } from "./values.ts";
+import { errorCode, UserError } from "./errors.ts";
+import { DataDirLock } from "./lock.ts";
 
 /** Options of {@link LocalBackend}. Ports 0 pick free ports. */
 export interface BackendOptions {
@@ -60,6 +62,7 @@ export class LocalBackend {
   private wss!: WebSocketServer;
   private sessions = new Set<SyncSession>();
   private syncCtx!: SyncContext;
+  private lock: DataDirLock | null = null;
   private readonly log: (line: string) => void;
   url = "";
   siteUrl: string | null = null;
@@ -70,12 +73,34 @@ export class LocalBackend {
   }
 
   /**
-   * Load data and functions, then listen.
-   * @throws Error when functions fail to load or a port is taken.
+   * Lock the data directory, load data and functions, then listen. On failure everything started
+   * so far is stopped again (the data directory is unlocked).
+   * @throws UserError when the data directory is locked by another backend or damaged, a port
+   *   cannot be listened on, or the functions fail to load; Error for anything unexpected.
    */
   async start(): Promise<void> {
+    try {
+      await this.startUnsafe();
+    } catch (e) {
+      await this.stop().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  private async startUnsafe(): Promise<void> {
     const functionsDir = resolve(this.opts.functionsDir);
     const dataDir = this.opts.dataDir ? resolve(this.opts.dataDir) : null;
+    if (dataDir) {
+      this.lock = DataDirLock.acquire(dataDir);
+      const stale = this.lock.tookOver;
+      if (stale) {
+        this.log(
+          stale.pid !== null
+            ? `convex-local: took over the stale lock of ${dataDir}: its process (pid ${stale.pid}) has ended`
+            : `convex-local: replaced the unreadable lock file ${this.lock.path}`,
+        );
+      }
+    }
     this.auth = await Authenticator.create({
       adminKey: this.adminKey,
       issuer: this.opts.issuer ?? DEFAULT_ISSUER,
@@ -122,7 +147,7 @@ export class LocalBackend {
       });
     });
     const host = this.opts.host ?? "127.0.0.1";
-    await listen(this.server, this.opts.port, host);
+    await listen(this.server, this.opts.port, host, "--port");
     this.url = `http://${host}:${(this.server.address() as { port: number }).port}`;
     const hasHttp = ["http.ts", "http.js"].some((f) => existsSync(join(functionsDir, f)));
     if (this.opts.sitePort !== null && this.opts.sitePort !== undefined && hasHttp) {
@@ -135,16 +160,21 @@ export class LocalBackend {
           res.end("Internal server error");
         });
       });
-      await listen(this.siteServer, this.opts.sitePort, host);
+      await listen(this.siteServer, this.opts.sitePort, host, "--site-port");
       this.siteUrl = `http://${host}:${(this.siteServer.address() as { port: number }).port}`;
     }
   }
 
-  /** Close sockets and servers, stop the runtime. */
+  /** Close sockets and servers, stop the runtime, unlock the data directory. */
   async stop(): Promise<void> {
-    for (const c of this.wss?.clients ?? []) c.terminate();
-    await Promise.all([closeServer(this.server), closeServer(this.siteServer)]);
-    await this.engine?.stop();
+    try {
+      for (const c of this.wss?.clients ?? []) c.terminate();
+      await Promise.all([closeServer(this.server), closeServer(this.siteServer)]);
+      await this.engine?.stop();
+    } finally {
+      this.lock?.release();
+      this.lock = null;
+    }
   }
 
   // ---- auth ----------------------------------------------------------------------------------
@@ -413,18 +443,44 @@ async function readJsonBody(req: IncomingMessage): Promise<Record<string, any>> 
   return parsed as Record<string, any>;
 }
 
-function listen(server: Server, port: number, host: string): Promise<void> {
+/**
+ * The one-line explanation of a failed `listen` on `host:port`, naming the command-line `flag`
+ * that chooses the port.
+ */
+export function listenErrorMessage(e: unknown, host: string, port: number, flag: string): string {
+  const where = `${host}:${port}`;
+  switch (errorCode(e)) {
+    case "EADDRINUSE":
+      return `port ${port} is already in use (another backend running?); choose another with ${flag}`;
+    case "EACCES":
+    case "EPERM":
+      return `not allowed to listen on ${where} (ports below 1024 need privileges); choose another with ${flag}`;
+    case "EADDRNOTAVAIL":
+      return `cannot listen on ${where}: address ${host} is not one of this machine's (--host)`;
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+    case "EAI_NONAME":
+      return `cannot listen on ${where}: host name ${host} cannot be resolved (--host)`;
+    default: {
+      const code = errorCode(e);
+      return `cannot listen on ${where}: ${code ?? (e as Error)?.message ?? String(e)}`;
+    }
+  }
+}
+
+function listen(server: Server, port: number, host: string, flag: string): Promise<void> {
   return new Promise((ok, fail) => {
-    server.once("error", fail);
+    const onError = (e: Error) => fail(new UserError(listenErrorMessage(e, host, port, flag)));
+    server.once("error", onError);
     server.listen(port, host, () => {
-      server.off("error", fail);
+      server.off("error", onError);
       ok();
     });
   });
 }
 
-function closeServer(server: Server | null): Promise<void> {
-  if (!server) return Promise.resolve();
+function closeServer(server: Server | null | undefined): Promise<void> {
+  if (!server || !server.listening) return Promise.resolve();
   return new Promise((ok) => {
     server.close(() => ok());
     server.closeAllConnections?.();

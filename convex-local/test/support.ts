@@ -14,9 +14,12 @@ export interface RunningBackend {
   url: string;
   adminKey: string;
   siteUrl: string | null;
+  /** Process id of the backend. */
+  pid: number;
   /** Mint a user token through the admin-only endpoint. */
   mintToken(subject: string, ttlSeconds?: number): Promise<string>;
-  stop(): Promise<void>;
+  /** Send `signal` (SIGTERM by default) and resolve with the exit code once the process has exited. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
 /**
@@ -59,12 +62,13 @@ export function startBackend(extraArgs: string[] = []): Promise<RunningBackend> 
           });
           return ((await res.json()) as { token: string }).token;
         },
-        stop: () =>
-          new Promise<void>((done) => {
-            if (child.exitCode !== null) return done();
+        pid: child.pid!,
+        stop: (signal: NodeJS.Signals = "SIGTERM") =>
+          new Promise<number | null>((done) => {
+            if (child.exitCode !== null || child.signalCode !== null) return done(child.exitCode);
             child.removeAllListeners("exit");
-            child.on("exit", () => done());
-            child.kill("SIGTERM");
+            child.on("exit", (code) => done(code));
+            child.kill(signal);
           }),
       });
     });
