@@ -326,6 +326,7 @@ describe("data directory lock", () => {
   test.each(["SIGTERM", "SIGINT"] as const)("%s removes the lock, and the directory can be used again", async (signal) => {
     const dir = freshDir(`release-${signal}`);
     const first = await startBackend(["--data-dir", dir]);
+    backends.push(first); // stopped after the test even when an assertion fails first
     expect(existsSync(join(dir, LOCK))).toBe(true);
     expect(await first.stop(signal)).toBe(0);
     expect(existsSync(join(dir, LOCK)), "lock file removed on clean shutdown").toBe(false);
@@ -346,6 +347,7 @@ describe("data directory lock", () => {
   test("a lock left by a killed backend is taken over", async () => {
     const dir = freshDir("killed");
     const first = await startBackend(["--data-dir", dir]);
+    backends.push(first);
     await first.stop("SIGKILL");
     expect(lockPid(dir)).toBe(first.pid);
     const second = await startBackend(["--data-dir", dir]);
