@@ -178,7 +178,7 @@ class Runner:
                 url=str(self.settings.convex_url),
                 attempt=state.attempt_number,
                 error=str(exc),
-                retry_in_s=round(state.upcoming_sleep, 1),
+                retry_in_s=round(state.upcoming_sleep, 2),
             )
 
         retrying = AsyncRetrying(
