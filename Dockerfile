@@ -17,7 +17,8 @@ RUN scripts/install.sh --prod \
     && useradd --system --uid 10001 --no-create-home worker
 
 USER 10001
-# Healthy while the loop touches its heartbeat file at least every poll interval (30 s) + margin.
+# Healthy while the event loop touches its heartbeat file: at least every 15 s, also during a long
+# recompute of one user; 90 s is six touches missed before the worker counts as dead.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-m", "worker", "healthcheck", "--max-age-s", "90"]
 # No MALLOC_* variables needed: `run` bounds glibc malloc itself at start-up (WORKER_MALLOC_ARENA_MAX,

@@ -896,6 +896,104 @@ describe("failChanges", () => {
   });
 });
 
+describe("renewLease", () => {
+  test("the holder extends its lease; the claim's changes and interests are not read again", async () => {
+    const start = useServerClock(T_SERVER);
+    const t = initConvexTest();
+    await importFor(t, A, [event(0)]);
+    const claim = await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w1", leaseMs: 500 });
+    expect(claim.leaseExpiresAtMs).toBe(start + 500);
+
+    vi.setSystemTime(start + 400);
+    const renewed = await t.mutation(internal.worker.renewLease, { userId: A, workerId: "w1", leaseMs: 500 });
+    expect(renewed).toEqual({ renewed: true, leaseOwner: "w1", leaseExpiresAtMs: start + 900 });
+    expect(await leaseOf(t, A)).toEqual({ owner: "w1", expiresAtMs: start + 900 });
+
+    // past the claim's expiry, another replica is still denied: the lease was renewed
+    vi.setSystemTime(start + 700);
+    const denied = await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w2", leaseMs: 500 });
+    expect(denied).toMatchObject({ granted: false, leaseOwner: "w1", retryAfterMs: 200 });
+
+    // a shorter renewal never shortens the lease
+    const shorter = await t.mutation(internal.worker.renewLease, { userId: A, workerId: "w1", leaseMs: 1 });
+    expect(shorter).toEqual({ renewed: true, leaseOwner: "w1", leaseExpiresAtMs: start + 900 });
+
+    // the rows are acknowledged as usual, which releases the lease: renewing it then is refused
+    await t.mutation(internal.worker.ackChanges, { userId: A, workerId: "w1", upToSeq: 1 });
+    expect(await t.mutation(internal.worker.renewLease, { userId: A, workerId: "w1", leaseMs: 500 })).toEqual({
+      renewed: false,
+    });
+    expect(await leaseOf(t, A)).toBeNull();
+  });
+
+  test("another worker cannot renew a lease it does not hold", async () => {
+    const start = useServerClock(T_SERVER);
+    const t = initConvexTest();
+    await importFor(t, A, [event(0)]);
+    await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w1", leaseMs: 60_000 });
+    const refused = await t.mutation(internal.worker.renewLease, { userId: A, workerId: "w2", leaseMs: 60_000 });
+    expect(refused).toEqual({ renewed: false, leaseOwner: "w1", leaseExpiresAtMs: start + 60_000 });
+    expect(await leaseOf(t, A)).toEqual({ owner: "w1", expiresAtMs: start + 60_000 });
+    // nor a user nobody claimed (no lease is created)
+    expect(await t.mutation(internal.worker.renewLease, { userId: BOB.tokenIdentifier, workerId: "w2", leaseMs: 1000 })).toEqual({
+      renewed: false,
+    });
+    expect(await leaseOf(t, BOB.tokenIdentifier)).toBeNull();
+  });
+
+  test("an expired lease another worker took over is lost; one nobody took over is still the holder's", async () => {
+    const start = useServerClock(T_SERVER);
+    const t = initConvexTest();
+    await importFor(t, A, [event(0)]);
+    await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w1", leaseMs: 500 });
+
+    // expired, not claimed by anyone since: still w1's, renewed from now
+    vi.setSystemTime(start + 600);
+    expect(await t.mutation(internal.worker.renewLease, { userId: A, workerId: "w1", leaseMs: 500 })).toEqual({
+      renewed: true,
+      leaseOwner: "w1",
+      leaseExpiresAtMs: start + 1100,
+    });
+
+    // expired and taken over by w2: w1's renewal is refused and w2's lease is left as it is
+    vi.setSystemTime(start + 1200);
+    const takeover = await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w2", leaseMs: 500 });
+    expect(takeover.granted).toBe(true);
+    const lost = await t.mutation(internal.worker.renewLease, { userId: A, workerId: "w1", leaseMs: 500 });
+    expect(lost).toEqual({ renewed: false, leaseOwner: "w2", leaseExpiresAtMs: start + 1700 });
+    expect(await leaseOf(t, A)).toEqual({ owner: "w2", expiresAtMs: start + 1700 });
+  });
+
+  test("a retry backoff is not renewable, not even by the worker that failed", async () => {
+    const t = initConvexTest();
+    await importFor(t, A, [event(0)]);
+    await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w1", leaseMs: 60_000 });
+    const failed = await t.mutation(internal.worker.failChanges, { userId: A, workerId: "w1", upToSeq: 1, error: "boom" });
+    expect(failed.backoffMs).toBe(RETRY_BACKOFF_MS[0]);
+    const backoff = await leaseRow(t, A);
+    expect(backoff).toMatchObject({ owner: "w1", backoffAttempts: 1 });
+    const refused = await t.mutation(internal.worker.renewLease, { userId: A, workerId: "w1", leaseMs: 60_000 });
+    expect(refused).toEqual({ renewed: false, leaseOwner: "w1", leaseExpiresAtMs: backoff!.expiresAtMs });
+    expect(await leaseRow(t, A)).toEqual(backoff); // unchanged: still the 1 s backoff
+  });
+
+  test("rejects a lease longer than an hour or not positive, and a bad worker id", async () => {
+    const t = initConvexTest();
+    await importFor(t, A, [event(0)]);
+    await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w1", leaseMs: 60_000 });
+    for (const leaseMs of [0, 3_600_001, 1.5, Number.NaN]) {
+      await expect(
+        t.mutation(internal.worker.renewLease, { userId: A, workerId: "w1", leaseMs }),
+      ).rejects.toMatchObject({ data: { code: "INVALID_ARGUMENT", field: "leaseMs" } });
+    }
+    for (const workerId of ["", "w".repeat(257)]) {
+      await expect(
+        t.mutation(internal.worker.renewLease, { userId: A, workerId, leaseMs: 1000 }),
+      ).rejects.toMatchObject({ data: { code: "INVALID_ARGUMENT", field: "workerId" } });
+    }
+  });
+});
+
 describe("dead letters", () => {
   test("admin:listDeadLetters lists dead-lettered rows only, by user then seq, with the last error", async () => {
     const t = initConvexTest();

@@ -282,6 +282,33 @@ async function holdForBackoff(
   return true;
 }
 
+export interface RenewLeaseResult {
+  renewed: boolean;
+  leaseOwner?: string;
+  leaseExpiresAtMs?: number;
+}
+
+/** Handler of `worker:renewLease`. */
+export async function renewLeaseHandler(
+  ctx: MutationCtx,
+  args: { userId: string; workerId: string; leaseMs: number },
+): Promise<RenewLeaseResult> {
+  const userId = requireUserIdArg(args.userId);
+  const workerId = requireWorkerId(args.workerId);
+  requireInteger(args.leaseMs, "leaseMs", 1, MAX_LEASE_MS);
+  const lease = await getLease(ctx, userId);
+  if (lease === null) return { renewed: false };
+  // Another worker's lease, or a retry backoff (never renewable, as in claimUser): not ours to extend.
+  if (lease.owner !== workerId || lease.backoffAttempts !== undefined) {
+    return { renewed: false, leaseOwner: lease.owner, leaseExpiresAtMs: lease.expiresAtMs };
+  }
+  // Still ours, even past its expiry: a claim by another worker would have replaced the owner, and
+  // its acknowledgement or failure the row, in a transaction this one is ordered with.
+  const leaseExpiresAtMs = Math.max(lease.expiresAtMs, Date.now() + args.leaseMs);
+  if (leaseExpiresAtMs !== lease.expiresAtMs) await ctx.db.patch(lease._id, { expiresAtMs: leaseExpiresAtMs });
+  return { renewed: true, leaseOwner: workerId, leaseExpiresAtMs };
+}
+
 /** Handler of `worker:claimUser`. */
 export async function claimUserHandler(
   ctx: MutationCtx,
@@ -1069,6 +1096,32 @@ export const claimUser = internalMutation({
     ),
   }),
   handler: claimUserHandler,
+});
+
+/**
+ * Extend `workerId`'s lease on `userId` to `leaseMs` (1 ms-1 h) from now, if
+ * it still holds it (worker, periodically while it recomputes the user, so a
+ * recompute longer than the lease does not let another replica claim the user
+ * meanwhile). Nothing else is read or returned: unlike `claimUser` it is cheap
+ * enough to call every third of the lease.
+ *
+ * `renewed` is false when the user has no lease (released, or never claimed),
+ * another worker holds it (it took the user over after this lease expired), or
+ * it is a retry backoff set by `failChanges` (not renewable); `leaseOwner` and
+ * `leaseExpiresAtMs` then describe the lease as it is, if any. A lease of
+ * `workerId` that expired without another worker claiming the user is still
+ * its own and is renewed. A lease is never shortened.
+ *
+ * @throws ConvexError `INVALID_ARGUMENT` for a bad `userId`, `workerId` or `leaseMs`.
+ */
+export const renewLease = internalMutation({
+  args: { userId: v.string(), workerId: v.string(), leaseMs: v.number() },
+  returns: v.object({
+    renewed: v.boolean(),
+    leaseOwner: v.optional(v.string()),
+    leaseExpiresAtMs: v.optional(v.number()),
+  }),
+  handler: renewLeaseHandler,
 });
 
 const vEventPage = v.object({

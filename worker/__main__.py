@@ -762,6 +762,12 @@ def healthcheck(
             name = DEFAULT_HEARTBEAT_FILE  # the same default as run's
         if not name:
             raise _fail("WORKER_HEARTBEAT_FILE is empty (heartbeat disabled): nothing to check", 2)
+        from worker.heartbeat import check_heartbeat_path
+
+        try:
+            check_heartbeat_path(name)  # a directory's age says nothing about the worker
+        except ConfigError as exc:
+            raise _fail(str(exc), 2) from None
         path = Path(name)
         try:
             age = time.time() - path.stat().st_mtime

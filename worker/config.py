@@ -8,6 +8,7 @@ Standard Convex variable names are accepted for the deployment (``CONVEX_URL`` o
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import socket
 from collections.abc import Mapping
@@ -26,6 +27,17 @@ DEFAULT_HEARTBEAT_FILE = "/tmp/watch-worker.heartbeat"
 """Heartbeat file of ``run`` and ``healthcheck`` when ``WORKER_HEARTBEAT_FILE`` is not set: one per host
 (a container runs one replica, its health check in the same container). ``run`` refuses to start while
 another live worker holds it (:mod:`worker.heartbeat`)."""
+
+MAX_LEASE_MS = 3_600_000
+"""Longest lease the deployment grants, ms (1 h): ``MAX_LEASE_MS`` in ``convex/worker.ts``, which refuses
+a longer ``leaseMs`` at every claim. ``WORKER_LEASE_MS`` is checked against it at start-up."""
+MAX_WORKER_ID_LENGTH = 256
+"""Longest worker id the deployment accepts, in UTF-16 code units as JavaScript counts a string's
+length (characters, but for those outside the Basic Multilingual Plane, which count 2):
+``MAX_WORKER_ID_LENGTH`` in ``convex/worker.ts``, which refuses a longer or empty ``workerId`` at every
+call. ``WORKER_WORKER_ID`` is checked against it at start-up."""
+FLOAT_SETTINGS = ("poll_interval_s", "expiry_check_interval_s", "request_timeout_s", "max_backoff_s")
+"""The settings that are real numbers; each must be finite (``inf``, ``1e400`` and ``nan`` are refused)."""
 
 ALIASES: Mapping[str, tuple[str, ...]] = {
     "convex_url": (*URL_VARIABLES, "WORKER_CONVEX_URL"),
@@ -79,9 +91,17 @@ class Settings(BaseSettings):
     )
     worker_id: str = Field(
         default_factory=_default_worker_id,
-        description="Lease owner name of this replica; defaults to <hostname>-<pid>.",
+        description=(
+            f"Lease owner name of this replica, 1-{MAX_WORKER_ID_LENGTH} characters; defaults to <hostname>-<pid>."
+        ),
     )
-    lease_ms: int = Field(default=60_000, gt=0, description="Per-user lease duration in milliseconds.")
+    lease_ms: int = Field(
+        default=60_000,
+        description=(
+            f"Per-user lease duration in milliseconds, 1-{MAX_LEASE_MS}; renewed every third of it while the user"
+            " is recomputed."
+        ),
+    )
     debounce_ms: int = Field(
         default=0,
         ge=0,
@@ -164,6 +184,43 @@ class Settings(BaseSettings):
     def _lower_case(cls, value: object) -> object:
         """Accept ``DEBUG`` as well as ``debug`` (level and format names are case-insensitive)."""
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator(*FLOAT_SETTINGS, mode="before")
+    @classmethod
+    def _finite(cls, value: object) -> object:
+        """Refuse ``inf``, ``1e400`` (infinite as a float) and ``nan``, which the bounds alone let through
+        (an infinite poll interval or timeout) or report as out of range ("greater than 0" for ``nan``)."""
+        number = value
+        if isinstance(value, str):
+            try:
+                number = float(value.strip(ASCII_WHITESPACE))
+            except ValueError:
+                return value  # not a number at all: the type's own message
+        if isinstance(number, float) and not math.isfinite(number):
+            raise ValueError(f"must be a finite number, got {value}")
+        return value
+
+    @field_validator("lease_ms")
+    @classmethod
+    def _lease_bounds(cls, value: int) -> int:
+        """Refuse a lease the deployment would refuse at every claim (``worker:claimUser``: 1 ms to 1 h)."""
+        if not 1 <= value <= MAX_LEASE_MS:
+            raise ValueError(f"must be 1-{MAX_LEASE_MS} ms (the deployment grants leases of 1 ms to 1 h), got {value}")
+        return value
+
+    @field_validator("worker_id")
+    @classmethod
+    def _worker_id_length(cls, value: str) -> str:
+        """Refuse a worker id the deployment would refuse at every claim: empty, or longer than it accepts."""
+        length = utf16_length(value)
+        if length == 0:
+            raise ValueError(
+                f"an empty id names no replica: set 1-{MAX_WORKER_ID_LENGTH} characters, or unset it for the"
+                " default <host>-<pid>"
+            )
+        if length > MAX_WORKER_ID_LENGTH:
+            raise ValueError(f"must be 1-{MAX_WORKER_ID_LENGTH} characters, got {length}")
+        return value
 
     @field_validator("convex_admin_key", mode="before")
     @classmethod
@@ -254,6 +311,11 @@ def load_settings(**overrides: object) -> Settings:
             what = "is not set" if err["type"] == "missing" else f"is invalid: {reason}"
             problems.append(f"{name} {what}")
         raise ConfigError("; ".join(problems)) from None
+
+
+def utf16_length(text: str) -> int:
+    """Return the length of ``text`` as JavaScript counts it (UTF-16 code units), as the deployment checks lengths."""
+    return len(text.encode("utf-16-le")) // 2
 
 
 def _spelling(name: str) -> str:

@@ -53,6 +53,7 @@ from worker.models import (
     DeadLetter,
     ExpiryOutcome,
     FailOutcome,
+    LeaseRenewal,
     StoreOutcome,
     WatchEvent,
 )
@@ -268,6 +269,8 @@ class Gateway(Protocol):
     async def pending_changes(self, limit: int) -> list[ChangeEntry]: ...
 
     async def claim_user(self, user_id: str, worker_id: str, lease_ms: int) -> Claim: ...
+
+    async def renew_lease(self, user_id: str, worker_id: str, lease_ms: int) -> LeaseRenewal: ...
 
     def iter_event_pages(
         self,
@@ -490,6 +493,19 @@ class ConvexGateway:
             interests=tuple(raw.get("interests", [])),
             appended=_appended_from_convex(raw.get("appended")),
             retry_after_ms=_opt_int(raw.get("retryAfterMs")),
+        )
+
+    async def renew_lease(self, user_id: str, worker_id: str, lease_ms: int) -> LeaseRenewal:
+        """Extend the user's lease to ``lease_ms`` from now if this worker still holds it (``worker:renewLease``).
+
+        Called periodically while the user is recomputed; it reads nothing else and changes nothing
+        when the lease is not this worker's any more (see :class:`~worker.models.LeaseRenewal`).
+        """
+        raw = await self.mutation("worker:renewLease", {"userId": user_id, "workerId": worker_id, "leaseMs": lease_ms})
+        return LeaseRenewal(
+            renewed=bool(raw["renewed"]),
+            lease_owner=raw.get("leaseOwner"),
+            lease_expires_at_ms=_opt_int(raw.get("leaseExpiresAtMs")),
         )
 
     async def iter_event_pages(

@@ -43,6 +43,25 @@ class HeartbeatLock:
             self._fd = None
 
 
+class HeartbeatPathError(ConfigError):
+    """The heartbeat file names a directory (start-up and health-check error, exit code 2)."""
+
+
+def check_heartbeat_path(path: str) -> None:
+    """Refuse a heartbeat file that is an existing directory (``WORKER_HEARTBEAT_FILE=/tmp``).
+
+    Touching a directory succeeds (it changes its modification time), so the worker would run without
+    a warning, lock ``<dir>.lock`` beside it, and the health check would read the directory's age,
+    which anything writing to it keeps fresh: a dead worker would pass.
+
+    Raises:
+        HeartbeatPathError: ``path`` is a directory (or a link to one); the message suggests a file in it.
+    """
+    if os.path.isdir(path):
+        example = os.path.join(path, "watch-worker.heartbeat")
+        raise HeartbeatPathError(f"WORKER_HEARTBEAT_FILE {path} is a directory: it must name a file (e.g. {example})")
+
+
 def lock_path_of(path: str) -> str:
     """Return the lock file of the heartbeat file ``path``."""
     return f"{path}.lock"
@@ -62,9 +81,11 @@ def claim_heartbeat_file(path: str | None) -> HeartbeatLock | None:
     Raises:
         HeartbeatInUseError: another live process holds the lock; the message names its pid and says
             to give each replica its own ``WORKER_HEARTBEAT_FILE``.
+        HeartbeatPathError: ``path`` is a directory (:func:`check_heartbeat_path`).
     """
     if not path:
         return None
+    check_heartbeat_path(path)
     lock_path = lock_path_of(path)
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -242,6 +242,23 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaseRenewal:
+    """Answer of ``worker:renewLease``.
+
+    Attributes:
+        renewed: True when this replica still held the user's lease and it now lasts until
+            ``lease_expires_at_ms``; False when the lease is lost (another replica claimed the user
+            after it expired, it was released, or it is a retry backoff).
+        lease_owner: The lease's holder as it is now; None when the user has no lease.
+        lease_expires_at_ms: Its expiry, epoch ms by the deployment's clock; None when no lease.
+    """
+
+    renewed: bool
+    lease_owner: str | None = None
+    lease_expires_at_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AckOutcome:
     """Counts returned by ``worker:ackChanges``.
 

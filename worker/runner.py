@@ -25,6 +25,14 @@ granted (backoff, or another replica's lease) skips the user; the denial says wh
 comes first), so a backed-off user costs one claim per wake-up, never a busy loop, and changes that
 arrive during the backoff are processed with the retry once it ends.
 
+While a user is processed, two tasks on the event loop keep the replica's claims alive: one touches
+the heartbeat file every :data:`HEARTBEAT_EVERY_S` (the recompute runs in worker threads, so a long one
+does not make a live worker look dead, while a stuck event loop still stops the touches), the other
+renews the user's lease every third of ``lease_ms`` (``worker:renewLease``), so a recompute that outlasts
+the lease does not let another replica claim the user and do the same work again. A renewal that finds
+the lease lost is logged (``user.lease_lost``) and the recompute goes on: its store is still guarded by
+the watermark and its acknowledgement by the change rows, so the results stay correct.
+
 The WebSocket subscription to ``worker:pendingChanges`` only wakes the loop; ``poll_interval_s`` is
 the fallback when it is silent. SIGTERM/SIGINT finish the current user and end the loop (exit 0).
 """
@@ -36,7 +44,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,8 +64,13 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 HEARTBEAT_EVERY_S = 15.0
-"""Longest time between heartbeat touches while the loop is idle or processing users, seconds
-(the container health check allows 90 s: ``python -m worker healthcheck --max-age-s 90``)."""
+"""Longest time between heartbeat touches while the loop is idle or processing users (a task on the event
+loop touches it during each user, however long its recompute), seconds (the container health check
+allows 90 s: ``python -m worker healthcheck --max-age-s 90``)."""
+
+LEASE_RENEWALS_PER_LEASE = 3
+"""While a user is processed its lease is renewed every ``lease_ms / LEASE_RENEWALS_PER_LEASE``: a
+renewal that fails (the deployment unreachable for a while) still leaves two more before the lease ends."""
 
 CONNECT_FIRST_WAIT_S = 1.0
 """Wait after the first failed start-up connection attempt, seconds; it doubles after each further
@@ -86,6 +99,8 @@ class RunStats:
     rounds: int = 0
     users_processed: int = 0
     users_skipped_lease: int = 0
+    lease_renewals: int = 0
+    leases_lost: int = 0
     users_failed: int = 0
     changes_acked: int = 0
     dead_letters_superseded: int = 0
@@ -163,8 +178,8 @@ class Runner:
         meanwhile: until connected the worker is not healthy.
 
         Returns:
-            True once the deployment answered (``worker.connected`` is logged after failed attempts),
-            False when a stop was requested first.
+            True once the deployment answered (``worker.connected`` is logged then, with the number of
+            attempts it took: 1 when the first one succeeded), False when a stop was requested first.
 
         Raises:
             AuthenticationError: the deployment rejected the admin key (retrying cannot help).
@@ -199,8 +214,7 @@ class Runner:
                     await self.gateway.validate_credentials()
         except TransientGatewayError:
             return False  # stop requested while the deployment was still unreachable
-        if attempts > 1:
-            log.info("worker.connected", url=str(self.settings.convex_url), attempts=attempts)
+        log.info("worker.connected", url=str(self.settings.convex_url), attempts=attempts)
         return True
 
     async def _sleep_unless_stopped(self, seconds: float) -> None:
@@ -294,6 +308,10 @@ class Runner:
     async def process_user(self, user_id: str) -> bool:
         """Claim, recompute, store and acknowledge one user's pending changes.
 
+        Meanwhile the heartbeat is touched every :data:`HEARTBEAT_EVERY_S` and, from the claim until the
+        results are stored, the lease is renewed every third of ``lease_ms``
+        (:meth:`_renew_lease_periodically`).
+
         Returns:
             True when the user's changes were consumed (acknowledged or recorded as failed), False
             when the claim was not granted (another replica's lease, or a retry backoff: the loop
@@ -307,6 +325,7 @@ class Runner:
         """
         started = time.perf_counter()
         structlog.contextvars.bind_contextvars(user=user_id)
+        heartbeat = self._start_background(self._touch_heartbeat_periodically(), "heartbeat")
         try:
             claim = await self.gateway.claim_user(user_id, self.settings.worker_id, self.settings.lease_ms)
             if not claim.granted:
@@ -343,11 +362,16 @@ class Runner:
                 first_stored_ms = (time.perf_counter() - started) * 1000
 
             try:
-                # The default dashboard's set is stored as soon as it is computed, the rest after.
-                # the other sets are stored base by base while the next base is computed.
-                outcome = await self.recomputer.recompute(claim, now_ms=now_ms, on_first=store_first, on_batch=store)
-                if outcome.results:
-                    await store(outcome.results)
+                # Renewed until the results are stored; stopped before the ack or the failure record,
+                # which release the lease or turn it into a backoff.
+                async with self._in_background(self._renew_lease_periodically(user_id), "lease-renewal"):
+                    # The default dashboard's set is stored as soon as it is computed; the other sets
+                    # are stored base by base while the next base is computed.
+                    outcome = await self.recomputer.recompute(
+                        claim, now_ms=now_ms, on_first=store_first, on_batch=store
+                    )
+                    if outcome.results:
+                        await store(outcome.results)
                 self._remember_hashes(user_id, stored)
                 ack = await self.gateway.ack_changes(user_id, self.settings.worker_id, watermark)
             except TransientGatewayError as exc:
@@ -390,9 +414,74 @@ class Runner:
             )
             return True
         finally:
+            await self._stop_background(heartbeat)
             structlog.contextvars.unbind_contextvars("user")
 
     # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _start_background(work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run ``work`` as a task on the event loop, beside the caller; end it with :meth:`_stop_background`."""
+        return asyncio.create_task(work, name=name)
+
+    @staticmethod
+    async def _stop_background(task: asyncio.Task[None]) -> None:
+        """Cancel a task of :meth:`_start_background` and wait for it to end."""
+        task.cancel()
+        # gather, not ``await task`` under a suppressed CancelledError: a cancellation of the caller
+        # itself while it waits here must not be swallowed.
+        await asyncio.gather(task, return_exceptions=True)
+
+    @contextlib.asynccontextmanager
+    async def _in_background(self, work: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+        """Run ``work`` as a task on the event loop while the ``async with`` body runs; cancel it after."""
+        task = self._start_background(work, name)
+        try:
+            yield
+        finally:
+            await self._stop_background(task)
+
+    async def _touch_heartbeat_periodically(self) -> None:
+        """Touch the heartbeat every :data:`HEARTBEAT_EVERY_S` until cancelled.
+
+        A task on the event loop: while a recompute runs in worker threads it keeps the heartbeat
+        fresh, and it stops with the loop, so a stuck or dead loop still goes stale.
+        """
+        while True:
+            await asyncio.sleep(HEARTBEAT_EVERY_S)
+            self._heartbeat()
+
+    async def _renew_lease_periodically(self, user_id: str) -> None:
+        """Renew the user's lease every ``lease_ms / LEASE_RENEWALS_PER_LEASE`` until cancelled or lost.
+
+        Never raises: a renewal that fails transiently (after the gateway's retries) is logged and
+        tried again at the next period; one that finds the lease lost (another replica claimed the
+        user after it expired) is logged as ``user.lease_lost`` and ends the renewals, and so does any
+        other failure (a deployment without ``worker:renewLease``). The recompute goes on either way:
+        its results are stored behind the watermark guard and acknowledged by change row.
+        """
+        every_s = self.settings.lease_ms / LEASE_RENEWALS_PER_LEASE / 1000
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                renewal = await self.gateway.renew_lease(user_id, self.settings.worker_id, self.settings.lease_ms)
+            except TransientGatewayError as exc:
+                log.warning("user.lease_renewal_failed", error=str(exc), transient=True)
+                continue
+            except Exception as exc:  # noqa: BLE001 - the lease only spares work; the recompute goes on
+                log.warning("user.lease_renewal_failed", error=str(exc), transient=False)
+                return
+            if not renewal.renewed:
+                self.stats.leases_lost += 1
+                log.warning(
+                    "user.lease_lost",
+                    owner=renewal.lease_owner,
+                    lease_expires_at_ms=renewal.lease_expires_at_ms,
+                    lease_ms=self.settings.lease_ms,
+                )
+                return
+            self.stats.lease_renewals += 1
+            log.debug("user.lease_renewed", lease_expires_at_ms=renewal.lease_expires_at_ms)
 
     async def _record_failure(self, user_id: str, watermark: int, exc: Exception, *, transient: bool = False) -> bool:
         """Record a failed recompute with ``worker:failChanges`` and log it with the backoff it set.

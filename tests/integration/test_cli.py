@@ -170,6 +170,40 @@ class TestRun:
         assert lines[0] == "warning: worker_pagesize is not a setting and is ignored; did you mean WORKER_PAGE_SIZE?"
         assert "worker_lease_ms is invalid" in lines[-1]
 
+    @pytest.mark.parametrize(
+        ("variable", "value", "message"),
+        [
+            (
+                "WORKER_LEASE_MS",
+                "3600001",
+                "WORKER_LEASE_MS is invalid: must be 1-3600000 ms (the deployment grants leases of 1 ms to 1 h),"
+                " got 3600001",
+            ),
+            ("WORKER_WORKER_ID", "w" * 300, "WORKER_WORKER_ID is invalid: must be 1-256 characters, got 300"),
+            ("WORKER_POLL_INTERVAL_S", "inf", "WORKER_POLL_INTERVAL_S is invalid: must be a finite number, got inf"),
+        ],
+    )
+    def test_values_the_deployment_would_refuse_later_exit_2_at_start(
+        self, variable: str, value: str, message: str
+    ) -> None:
+        """Refused before any connection attempt (the URL here answers nothing), with one line."""
+        env = {"CONVEX_URL": f"http://127.0.0.1:{free_port()}", "CONVEX_ADMIN_KEY": "k", variable: value}
+        res = run_cli("run", env=env, timeout=60)
+        assert res.returncode == 2
+        assert res.stderr.splitlines() == [f"error: {message}"]
+        assert res.stdout == ""
+
+    def test_heartbeat_file_that_is_a_directory_is_refused(self, tmp_path: Path) -> None:
+        """WORKER_HEARTBEAT_FILE=/tmp would be "touched" (a directory's time changes) and locked as /tmp.lock."""
+        env = {"CONVEX_URL": f"http://127.0.0.1:{free_port()}", "CONVEX_ADMIN_KEY": "k"}
+        res = run_cli("run", env={**env, "WORKER_HEARTBEAT_FILE": str(tmp_path)}, timeout=60)
+        assert res.returncode == 2
+        assert res.stderr.splitlines() == [
+            f"error: WORKER_HEARTBEAT_FILE {tmp_path} is a directory: it must name a file (e.g."
+            f" {tmp_path}/watch-worker.heartbeat)"
+        ]
+        assert not Path(f"{tmp_path}.lock").exists()
+
     def test_rejected_admin_key_fails_fast(self, project_backend: LocalBackend) -> None:
         """A wrong admin key is reported at start-up (the WebSocket client alone would retry forever), once."""
         started = time.monotonic()
@@ -789,6 +823,15 @@ class TestHealthcheck:
         assert res.returncode == 1 and "heartbeat is" in res.stderr
         res = run_cli("healthcheck", env={"WORKER_HEARTBEAT_FILE": ""})  # disabled: not the cwd's age
         assert res.returncode == 2 and "WORKER_HEARTBEAT_FILE is empty" in res.stderr
+
+    def test_directory_is_refused_not_reported_healthy(self, tmp_path: Path) -> None:
+        """A directory's modification time moves with whatever is written in it: its age says nothing (exit 2)."""
+        res = run_cli("healthcheck", env={"WORKER_HEARTBEAT_FILE": str(tmp_path)})
+        assert res.returncode == 2
+        assert res.stderr.splitlines() == [
+            f"error: WORKER_HEARTBEAT_FILE {tmp_path} is a directory: it must name a file (e.g."
+            f" {tmp_path}/watch-worker.heartbeat)"
+        ]
 
     @pytest.mark.parametrize(
         ("value", "message"),

@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from worker.config import (
+    FLOAT_SETTINGS,
     KEY_VARIABLES,
+    MAX_LEASE_MS,
+    MAX_WORKER_ID_LENGTH,
     URL_VARIABLES,
     Settings,
     check_deployment_url,
@@ -18,6 +21,8 @@ from worker.config import (
     unknown_variables,
 )
 from worker.errors import ConfigError
+
+CONVEX_WORKER = Path(__file__).resolve().parents[2] / "convex" / "worker.ts"
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +40,8 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "WORKER_REDIS_URL",
         "WORKER_PAGE_SIZE",
         "WORKER_LOG_LEVEL",
+        "WORKER_WORKER_ID",
+        *(f"WORKER_{name.upper()}" for name in FLOAT_SETTINGS),
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -140,6 +147,87 @@ class TestLoadSettings:
         assert (settings.log_level, settings.log_format) == ("debug", "json")
         monkeypatch.setenv("WORKER_LOG_LEVEL", "verbose")
         with pytest.raises(ConfigError, match="^WORKER_LOG_LEVEL is invalid"):
+            load_settings()
+
+
+class TestBackendBounds:
+    """Settings the deployment checks at every call are checked at start-up, against the same bounds."""
+
+    @pytest.mark.parametrize(
+        ("name", "python"), [("MAX_LEASE_MS", MAX_LEASE_MS), ("MAX_WORKER_ID_LENGTH", MAX_WORKER_ID_LENGTH)]
+    )
+    def test_bounds_equal_the_convex_ones(self, name: str, python: int) -> None:
+        """The bounds are the ones convex/worker.ts enforces (``60 * 60 * 1000`` is read as the product it is)."""
+        source = CONVEX_WORKER.read_text(encoding="utf-8")
+        match = re.search(rf"^export const {name} = ([0-9_ *]+);", source, flags=re.MULTILINE)
+        assert match is not None, f"{name} not found in {CONVEX_WORKER} as a number or a product of numbers"
+        value = 1
+        for factor in match.group(1).split("*"):
+            value *= int(factor.strip().replace("_", ""))
+        assert python == value, f"{name}: worker/config.py and convex/worker.ts differ"
+
+    @pytest.mark.parametrize(
+        ("variable", "value", "message"),
+        [
+            (
+                "WORKER_LEASE_MS",
+                "3600001",
+                "WORKER_LEASE_MS is invalid: must be 1-3600000 ms (the deployment grants leases of 1 ms to 1 h),"
+                " got 3600001",
+            ),
+            (
+                "WORKER_LEASE_MS",
+                "0",
+                "WORKER_LEASE_MS is invalid: must be 1-3600000 ms (the deployment grants leases of 1 ms to 1 h), got 0",
+            ),
+            (
+                "WORKER_WORKER_ID",
+                "",
+                "WORKER_WORKER_ID is invalid: an empty id names no replica: set 1-256 characters, or unset it for"
+                " the default <host>-<pid>",
+            ),
+            ("WORKER_WORKER_ID", "w" * 300, "WORKER_WORKER_ID is invalid: must be 1-256 characters, got 300"),
+            # JavaScript counts a character outside the BMP twice, as the deployment does: 129 of them are 258
+            ("WORKER_WORKER_ID", "\U0001f600" * 129, "WORKER_WORKER_ID is invalid: must be 1-256 characters, got 258"),
+        ],
+    )
+    def test_values_the_deployment_would_refuse_at_every_claim_are_refused_at_start(
+        self, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+    ) -> None:
+        deployment(monkeypatch)
+        monkeypatch.setenv(variable, value)
+        with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+            load_settings()
+
+    def test_the_bounds_themselves_are_accepted(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        deployment(monkeypatch)
+        for lease in ("1", "3600000"):
+            monkeypatch.setenv("WORKER_LEASE_MS", lease)
+            assert load_settings().lease_ms == int(lease)
+        for worker_id in ("w", "w" * 256, "\U0001f600" * 128):
+            monkeypatch.setenv("WORKER_WORKER_ID", worker_id)
+            assert load_settings().worker_id == worker_id
+
+    def test_every_real_number_setting_is_checked(self) -> None:
+        """FLOAT_SETTINGS names every float setting, so a new one cannot miss the finiteness check."""
+        floats = {name for name, info in Settings.model_fields.items() if info.annotation is float}
+        assert floats == set(FLOAT_SETTINGS)
+
+    @pytest.mark.parametrize("name", FLOAT_SETTINGS)
+    @pytest.mark.parametrize("value", ["inf", "-inf", "Infinity", "1e400", "nan", " NaN "])
+    def test_non_finite_numbers_are_refused(self, monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+        """An infinite poll interval or timeout would never fire, and nan is no duration at all."""
+        deployment(monkeypatch)
+        variable = f"WORKER_{name.upper()}"
+        monkeypatch.setenv(variable, value)
+        with pytest.raises(
+            ConfigError, match=f"^{re.escape(f'{variable} is invalid: must be a finite number, got {value}')}$"
+        ):
+            load_settings()
+        monkeypatch.setenv(variable, "2.5")
+        assert getattr(load_settings(), name) == 2.5
+        monkeypatch.setenv(variable, "soon")
+        with pytest.raises(ConfigError, match=f"^{variable} is invalid: Input should be a valid number"):
             load_settings()
 
 

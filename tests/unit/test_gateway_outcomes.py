@@ -1,4 +1,4 @@
-"""ConvexGateway.ack_changes and fail_changes: the call each makes and how it reads the answer.
+"""ConvexGateway.ack_changes, fail_changes and renew_lease: the call each makes and how it reads the answer.
 
 The mutation is replaced by a recorder; the backend side is covered by convex/worker.test.ts and end to
 end by tests/integration/test_failures.py.
@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import pytest
 
 from tests.support.gateways import AnsweringGateway
-from worker.models import AckOutcome, FailOutcome
+from worker.models import AckOutcome, FailOutcome, LeaseRenewal
 
 T = TypeVar("T")
 
@@ -56,3 +56,24 @@ def test_fail_reads_the_backoff(answer: dict[str, Any], expected: FailOutcome) -
     outcome, calls = call(answer, lambda gw: gw.fail_changes("u1", "w1", 7, "E" * 3000))
     assert outcome == expected
     assert calls == [("worker:failChanges", {"userId": "u1", "workerId": "w1", "upToSeq": 7, "error": "E" * 2000})]
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (
+            {"renewed": True, "leaseOwner": "w1", "leaseExpiresAtMs": 1_800_000_060_000.0},
+            LeaseRenewal(renewed=True, lease_owner="w1", lease_expires_at_ms=1_800_000_060_000),
+        ),
+        (
+            {"renewed": False, "leaseOwner": "w2", "leaseExpiresAtMs": 1_800_000_000_500.0},
+            LeaseRenewal(renewed=False, lease_owner="w2", lease_expires_at_ms=1_800_000_000_500),
+        ),
+        ({"renewed": False}, LeaseRenewal(renewed=False)),  # no lease at all (released)
+    ],
+)
+def test_renew_reads_whether_the_lease_is_still_ours(answer: dict[str, Any], expected: LeaseRenewal) -> None:
+    """The answer becomes a LeaseRenewal (the expiry an int); the call names the user, the worker and the lease."""
+    outcome, calls = call(answer, lambda gw: gw.renew_lease("u1", "w1", 60_000))
+    assert outcome == expected
+    assert calls == [("worker:renewLease", {"userId": "u1", "workerId": "w1", "leaseMs": 60_000})]

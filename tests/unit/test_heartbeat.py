@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from worker.config import DEFAULT_HEARTBEAT_FILE, load_settings
-from worker.heartbeat import HeartbeatInUseError, claim_heartbeat_file
+from worker.heartbeat import HeartbeatInUseError, HeartbeatPathError, check_heartbeat_path, claim_heartbeat_file
 
 
 class TestClaimHeartbeatFile:
@@ -50,6 +50,21 @@ class TestClaimHeartbeatFile:
     def test_unwritable_directory_claims_nothing(self, tmp_path: Path) -> None:
         """The worker then reports the heartbeat as unwritable, as it always did."""
         assert claim_heartbeat_file(str(tmp_path / "missing-dir" / "hb")) is None
+
+    def test_directory_is_refused_and_nothing_is_created_beside_it(self, tmp_path: Path) -> None:
+        """WORKER_HEARTBEAT_FILE=/tmp: touching a directory succeeds, so it would pass for a heartbeat; refused."""
+        directory = tmp_path / "dir"
+        directory.mkdir()
+        message = f"WORKER_HEARTBEAT_FILE {directory} is a directory: it must name a file (e.g. {directory}/watch-worker.heartbeat)"
+        with pytest.raises(HeartbeatPathError) as refused:
+            claim_heartbeat_file(str(directory))
+        assert str(refused.value) == message
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["dir"]  # no dir.lock
+        link = tmp_path / "link"
+        link.symlink_to(directory)
+        with pytest.raises(HeartbeatPathError):
+            check_heartbeat_path(str(link))
+        check_heartbeat_path(str(directory / "hb"))  # a file in it is fine, existing or not
 
     def test_run_and_healthcheck_share_the_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv("WORKER_HEARTBEAT_FILE", raising=False)

@@ -20,7 +20,16 @@ import structlog.testing
 from worker import runner as runner_module
 from worker.config import Settings, load_settings
 from worker.errors import AuthenticationError, PermanentGatewayError, TransientGatewayError
-from worker.models import AckOutcome, ChangeEntry, Claim, ExpiryOutcome, FailOutcome, StoreOutcome, WatchEvent
+from worker.models import (
+    AckOutcome,
+    ChangeEntry,
+    Claim,
+    ExpiryOutcome,
+    FailOutcome,
+    LeaseRenewal,
+    StoreOutcome,
+    WatchEvent,
+)
 from worker.recompute import RecomputeOutcome
 from worker.runner import Runner, coalesce_by_user
 
@@ -35,7 +44,9 @@ class FakeGateway:
     keeps the rows pending and backs the user off that long (as ``worker:failChanges`` does before the
     fifth attempt) and reports that backoff; without it the rows are dropped (dead-lettered at once,
     no backoff). ``dead_letters[user]`` is how many dead letters the user's next acknowledgement of
-    pending rows supersedes; ``fail_changes_with`` makes recording a failure raise.
+    pending rows supersedes; ``fail_changes_with`` makes recording a failure raise. ``renew_lease``
+    renews a lease while ``lease_owner`` names the caller (as ``worker:renewLease`` does) and records
+    each call in ``renewals``; ``renew_errors`` are raised by the next calls, in order.
     """
 
     def __init__(self) -> None:
@@ -57,6 +68,9 @@ class FakeGateway:
         self.expiry_checks: list[int] = []  # now_ms of each enqueue_expired call
         self.connect_errors: list[Exception] = []  # raised by the next validate_credentials calls, in order
         self.connect_attempts = 0
+        self.renewals: list[tuple[str, str, int, float]] = []  # (user, worker, lease_ms, time.monotonic())
+        self.renew_errors: list[Exception] = []
+        self.acked_at: list[float] = []  # time.monotonic() of each ack_changes call
 
     async def validate_credentials(self) -> None:
         self.connect_attempts += 1
@@ -95,6 +109,13 @@ class FakeGateway:
             changes=changes,
         )
 
+    async def renew_lease(self, user_id: str, worker_id: str, lease_ms: int) -> LeaseRenewal:
+        self.renewals.append((user_id, worker_id, lease_ms, time.monotonic()))
+        if self.renew_errors:
+            raise self.renew_errors.pop(0)
+        owner = self.lease_owner.get(user_id)
+        return LeaseRenewal(renewed=owner == worker_id, lease_owner=owner)
+
     async def iter_event_pages(
         self,
         user_id: str,
@@ -132,6 +153,7 @@ class FakeGateway:
         self.pending = [c for c in self.pending if not (c.user_id == user_id and c.seq <= up_to_seq)]
         self.lease_owner.pop(user_id, None)
         self.acked.append((user_id, up_to_seq))
+        self.acked_at.append(time.monotonic())
         acked = before - len(self.pending)
         return AckOutcome(acked=acked, superseded=self.dead_letters.pop(user_id, 0) if acked else 0)
 
@@ -205,6 +227,31 @@ class FakeRecomputer:
             types=["kpi"],
             filter_sets=1,
         )
+
+
+class SlowRecomputer(FakeRecomputer):
+    """A recompute that takes ``slices`` × ``slice_s`` seconds in a worker thread, as the real engine's
+    work does (``asyncio.to_thread``), calling ``during(i)`` on the event loop after each slice; with
+    ``block_loop`` it sleeps on the event loop itself instead, as a loop that is stuck would."""
+
+    def __init__(
+        self, slices: int, slice_s: float, during: Callable[[int], None] | None = None, block_loop: bool = False
+    ) -> None:
+        super().__init__()
+        self.slices = slices
+        self.slice_s = slice_s
+        self.during = during
+        self.block_loop = block_loop
+
+    async def recompute(self, claim: Claim, **kwargs: Any) -> RecomputeOutcome:
+        for i in range(self.slices):
+            if self.block_loop:
+                time.sleep(self.slice_s)
+            else:
+                await asyncio.to_thread(time.sleep, self.slice_s)
+            if self.during is not None:
+                self.during(i)
+        return await super().recompute(claim, **kwargs)
 
 
 @pytest.fixture
@@ -499,6 +546,15 @@ class TestConnect:
         assert all(0 < e["retry_in_s"] <= 0.5 for e in failed) and failed[0]["url"] == "http://127.0.0.1:9/"
         assert [e["attempts"] for e in logs if e["event"] == "worker.connected"] == [3]
 
+    def test_connected_is_logged_when_the_first_attempt_succeeds_too(self, settings: Settings) -> None:
+        """``worker.connected`` marks every start-up once the deployment answers, with attempts=1 on the first try."""
+        gw = FakeGateway()
+        runner = Runner(settings, gw, recomputer=FakeRecomputer())  # type: ignore[arg-type]
+        with structlog.testing.capture_logs() as logs:
+            assert asyncio.run(runner.connect()) is True
+        assert [(e["event"], e["attempts"], e["url"]) for e in logs] == [("worker.connected", 1, "http://127.0.0.1:9/")]
+        assert gw.connect_attempts == 1
+
     def test_stop_ends_the_wait(self, settings: Settings) -> None:
         """SIGTERM/SIGINT while the deployment is unreachable: connect returns False at once, not after the wait."""
         gw = FakeGateway()
@@ -601,3 +657,123 @@ class TestHeartbeat:
             runner._heartbeat()
         assert [e["event"] for e in logs] == ["heartbeat.unwritable"]
         assert logs[0]["path"] == str(path)
+
+
+def mtime_ns(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+class TestHeartbeatDuringARecompute:
+    def test_long_recompute_in_threads_keeps_the_heartbeat_fresh(
+        self, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A recompute longer than the touch period (24 s at 400k views) does not let the heartbeat go stale:
+        a task on the event loop touches it while the work runs in worker threads."""
+        monkeypatch.setattr(runner_module, "HEARTBEAT_EVERY_S", 0.05)
+        hb = tmp_path / "hb"
+        seen: list[int | None] = []
+        gw = FakeGateway()
+        gw.pending = [change("a", 1)]
+        rc = SlowRecomputer(slices=12, slice_s=0.05, during=lambda _: seen.append(mtime_ns(hb)))
+        runner = Runner(settings, gw, recomputer=rc)  # type: ignore[arg-type]
+        assert asyncio.run(runner.process_round()) == 1
+        assert gw.acked == [("a", 1)]
+        touched = {t for t in seen if t is not None}
+        assert len(touched) >= 4, seen  # touched again and again during the one user's recompute
+
+    def test_a_stuck_event_loop_stops_the_touches(
+        self, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The touches come from the event loop: while it is blocked the heartbeat ages, as the health
+        check needs; once it runs again they resume."""
+        monkeypatch.setattr(runner_module, "HEARTBEAT_EVERY_S", 0.05)
+        hb = tmp_path / "hb"
+        hb.touch()
+        seen: list[int | None] = [mtime_ns(hb)]
+        gw = FakeGateway()
+        gw.pending = [change("a", 1)]
+        rc = SlowRecomputer(slices=4, slice_s=0.1, during=lambda _: seen.append(mtime_ns(hb)), block_loop=True)
+        runner = Runner(settings, gw, recomputer=rc)  # type: ignore[arg-type]
+        assert asyncio.run(runner.process_round()) == 1
+        assert len(set(seen)) == 1, seen  # 0.4 s with the loop blocked: not touched once
+        assert mtime_ns(hb) != seen[0]  # touched after the user, once the loop ran again
+
+
+class TestLeaseRenewal:
+    def test_lease_is_renewed_every_third_of_it_while_the_user_is_recomputed(self, settings: Settings) -> None:
+        """A recompute longer than the lease renews it every lease_ms / 3 (here 0.1 s of a 0.3 s lease),
+        with this worker's id and lease, until the results are stored; none after the acknowledgement."""
+        gw = FakeGateway()
+        gw.pending = [change("a", 1)]
+        rc = SlowRecomputer(slices=15, slice_s=0.05)  # 0.75 s: 2.5 leases
+        runner = Runner(settings.model_copy(update={"lease_ms": 300}), gw, recomputer=rc)  # type: ignore[arg-type]
+
+        async def scenario() -> None:
+            assert await runner.process_round() == 1
+            await asyncio.sleep(0.35)  # renewals would have gone on here, had they not been stopped
+
+        with structlog.testing.capture_logs() as logs:
+            asyncio.run(scenario())
+        assert gw.acked == [("a", 1)]
+        assert len(gw.renewals) >= 5, gw.renewals  # ≈ 7 in 0.75 s
+        assert {(user, worker, lease) for user, worker, lease, _ in gw.renewals} == {("a", "w1", 300)}
+        assert max(at for *_, at in gw.renewals) < gw.acked_at[0]
+        gaps = [b[3] - a[3] for a, b in zip(gw.renewals, gw.renewals[1:], strict=False)]
+        # a third of the lease apart: not a busy loop, and never a whole lease without a renewal
+        assert all(0.09 <= gap < 0.3 for gap in gaps), gaps
+        assert runner.stats.lease_renewals == len(gw.renewals) and runner.stats.leases_lost == 0
+        not_debug = [e for e in logs if e["log_level"] != "debug"]
+        assert [e["event"] for e in not_debug] == ["batch.processed"]  # renewals are logged at debug level only
+
+    def test_short_recompute_sends_no_renewal(self, settings: Settings) -> None:
+        """A user processed within a third of the lease costs no renewal call (the default lease is 60 s)."""
+        gw = FakeGateway()
+        gw.pending = [change("a", 1), change("b", 1)]
+        runner = Runner(settings, gw, recomputer=FakeRecomputer())  # type: ignore[arg-type]
+        assert asyncio.run(runner.process_round()) == 2
+        assert gw.renewals == []
+
+    def test_lost_lease_is_logged_and_the_recompute_goes_on(self, settings: Settings) -> None:
+        """Another replica took the user over (this lease had expired): the renewal says so, it is logged once,
+        renewals stop, and the recompute is stored and acknowledged as usual (the write guard decides)."""
+        gw = FakeGateway()
+        gw.pending = [change("a", 1)]
+
+        def taken_over(i: int) -> None:
+            if i == 2:
+                gw.lease_owner["a"] = "other-replica"
+
+        rc = SlowRecomputer(slices=12, slice_s=0.05, during=taken_over)
+        runner = Runner(settings.model_copy(update={"lease_ms": 300}), gw, recomputer=rc)  # type: ignore[arg-type]
+        with structlog.testing.capture_logs() as logs:
+            assert asyncio.run(runner.process_round()) == 1
+        [lost] = [e for e in logs if e["event"] == "user.lease_lost"]
+        assert lost["log_level"] == "warning" and lost["owner"] == "other-replica" and lost["lease_ms"] == 300
+        # taken over after ≈ 0.15 s of a 0.6 s recompute: renewed once or twice, refused once, then no more
+        assert 2 <= len(gw.renewals) <= 3, gw.renewals
+        assert gw.acked == [("a", 1)] and gw.stored["a"]
+        assert runner.stats.leases_lost == 1 and runner.stats.users_processed == 1
+
+    def test_failed_renewals_are_logged_and_never_end_the_recompute(self, settings: Settings) -> None:
+        """A transient failure is retried at the next period; any other (a deployment without
+        worker:renewLease yet) ends the renewals. Neither fails the user."""
+        gw = FakeGateway()
+        gw.pending = [change("a", 1)]
+        gw.renew_errors = [
+            TransientGatewayError("worker:renewLease: ReadTimeout"),
+            PermanentGatewayError("worker:renewLease: Could not find public function"),
+        ]
+        rc = SlowRecomputer(slices=12, slice_s=0.05)
+        runner = Runner(settings.model_copy(update={"lease_ms": 300}), gw, recomputer=rc)  # type: ignore[arg-type]
+        with structlog.testing.capture_logs() as logs:
+            assert asyncio.run(runner.process_round()) == 1
+        failures = [(e["transient"], e["error"]) for e in logs if e["event"] == "user.lease_renewal_failed"]
+        assert failures == [
+            (True, "worker:renewLease: ReadTimeout"),
+            (False, "worker:renewLease: Could not find public function"),
+        ]
+        assert len(gw.renewals) == 2  # the second failure ended them
+        assert gw.acked == [("a", 1)] and gw.failed == [] and runner.stats.users_failed == 0
