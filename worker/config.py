@@ -36,7 +36,13 @@ MAX_WORKER_ID_LENGTH = 256
 length (characters, but for those outside the Basic Multilingual Plane, which count 2):
 ``MAX_WORKER_ID_LENGTH`` in ``convex/worker.ts``, which refuses a longer or empty ``workerId`` at every
 call. ``WORKER_WORKER_ID`` is checked against it at start-up."""
-FLOAT_SETTINGS = ("poll_interval_s", "expiry_check_interval_s", "request_timeout_s", "max_backoff_s")
+FLOAT_SETTINGS = (
+    "poll_interval_s",
+    "expiry_check_interval_s",
+    "request_timeout_s",
+    "max_backoff_s",
+    "max_user_s",
+)
 """The settings that are real numbers; each must be finite (``inf``, ``1e400`` and ``nan`` are refused)."""
 
 ALIASES: Mapping[str, tuple[str, ...]] = {
@@ -132,6 +138,15 @@ class Settings(BaseSettings):
         description="Period of the check for expired time-relative results and filter registrations (seconds).",
     )
     request_timeout_s: float = Field(default=30.0, gt=0, description="Timeout of one HTTP call (seconds).")
+    max_user_s: float = Field(
+        default=900.0,
+        gt=0,
+        description=(
+            "Longest a replica vouches for one user's recompute (seconds): past it the heartbeat is no longer"
+            " touched and the lease no longer renewed, so a recompute stuck in a thread ends in an unhealthy"
+            " container and lets another replica claim the user. A cold 1M-view recompute takes about a minute."
+        ),
+    )
     max_attempts: int = Field(default=5, gt=0, description="Attempts per call for transient failures.")
     max_backoff_s: float = Field(
         default=10.0,

@@ -325,7 +325,9 @@ class Runner:
         """
         started = time.perf_counter()
         structlog.contextvars.bind_contextvars(user=user_id)
-        heartbeat = self._start_background(self._touch_heartbeat_periodically(), "heartbeat")
+        # past max_user_s neither the heartbeat nor the lease is kept alive for this user any more
+        vouch_until = time.monotonic() + self.settings.max_user_s
+        heartbeat = self._start_background(self._touch_heartbeat_periodically(vouch_until), "heartbeat")
         try:
             claim = await self.gateway.claim_user(user_id, self.settings.worker_id, self.settings.lease_ms)
             if not claim.granted:
@@ -364,7 +366,7 @@ class Runner:
             try:
                 # Renewed until the results are stored; stopped before the ack or the failure record,
                 # which release the lease or turn it into a backoff.
-                async with self._in_background(self._renew_lease_periodically(user_id), "lease-renewal"):
+                async with self._in_background(self._renew_lease_periodically(user_id, vouch_until), "lease-renewal"):
                     # The default dashboard's set is stored as soon as it is computed; the other sets
                     # are stored base by base while the next base is computed.
                     outcome = await self.recomputer.recompute(
@@ -441,18 +443,24 @@ class Runner:
         finally:
             await self._stop_background(task)
 
-    async def _touch_heartbeat_periodically(self) -> None:
-        """Touch the heartbeat every :data:`HEARTBEAT_EVERY_S` until cancelled.
+    async def _touch_heartbeat_periodically(self, until: float) -> None:
+        """Touch the heartbeat every :data:`HEARTBEAT_EVERY_S` until cancelled or ``until`` has passed.
 
         A task on the event loop: while a recompute runs in worker threads it keeps the heartbeat
-        fresh, and it stops with the loop, so a stuck or dead loop still goes stale.
+        fresh, and it stops with the loop, so a stuck or dead loop still goes stale. ``until``
+        (``time.monotonic()`` s) is the end of ``max_user_s``: a recompute stuck in a thread past it
+        is logged once (``user.overrunning``) and lets the heartbeat go stale.
         """
         while True:
             await asyncio.sleep(HEARTBEAT_EVERY_S)
+            if time.monotonic() > until:
+                log.error("user.overrunning", max_user_s=self.settings.max_user_s)
+                return
             self._heartbeat()
 
-    async def _renew_lease_periodically(self, user_id: str) -> None:
-        """Renew the user's lease every ``lease_ms / LEASE_RENEWALS_PER_LEASE`` until cancelled or lost.
+    async def _renew_lease_periodically(self, user_id: str, until: float) -> None:
+        """Renew the user's lease every ``lease_ms / LEASE_RENEWALS_PER_LEASE`` until cancelled or lost,
+        and not past ``until`` (``time.monotonic()`` s, the end of ``max_user_s``).
 
         Never raises: a renewal that fails transiently (after the gateway's retries) is logged and
         tried again at the next period; one that finds the lease lost (another replica claimed the
@@ -463,6 +471,8 @@ class Runner:
         every_s = self.settings.lease_ms / LEASE_RENEWALS_PER_LEASE / 1000
         while True:
             await asyncio.sleep(every_s)
+            if time.monotonic() > until:
+                return  # overrunning (logged by the heartbeat task): the lease is left to expire
             try:
                 renewal = await self.gateway.renew_lease(user_id, self.settings.worker_id, self.settings.lease_ms)
             except TransientGatewayError as exc:

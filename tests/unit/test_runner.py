@@ -702,6 +702,31 @@ class TestHeartbeatDuringARecompute:
         assert mtime_ns(hb) != seen[0]  # touched after the user, once the loop ran again
 
 
+class TestOverrunningUser:
+    def test_past_max_user_s_neither_heartbeat_nor_lease_is_kept_alive(
+        self, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A recompute stuck in a thread must not keep the replica healthy and the user leased forever:
+        past max_user_s the touches and renewals stop (logged once), and the user is still acked when
+        the recompute does end."""
+        monkeypatch.setattr(runner_module, "HEARTBEAT_EVERY_S", 0.05)
+        hb = tmp_path / "hb"
+        seen: list[tuple[float, int | None]] = []
+        gw = FakeGateway()
+        gw.pending = [change("a", 1)]
+        rc = SlowRecomputer(slices=16, slice_s=0.05, during=lambda _: seen.append((time.monotonic(), mtime_ns(hb))))
+        overrun = settings.model_copy(update={"lease_ms": 150, "max_user_s": 0.3})
+        runner = Runner(overrun, gw, recomputer=rc)  # type: ignore[arg-type]
+        started = time.monotonic()
+        with structlog.testing.capture_logs() as logs:
+            assert asyncio.run(runner.process_round()) == 1
+        assert gw.acked == [("a", 1)]
+        assert [e["max_user_s"] for e in logs if e["event"] == "user.overrunning"] == [0.3]
+        assert gw.renewals and max(at for *_, at in gw.renewals) <= started + 0.3 + 0.06
+        late = {m for at, m in seen if at > started + 0.45}  # well past the limit, before the recompute ends
+        assert len(late) == 1, seen  # the heartbeat no longer changes
+
+
 class TestLeaseRenewal:
     def test_lease_is_renewed_every_third_of_it_while_the_user_is_recomputed(self, settings: Settings) -> None:
         """A recompute longer than the lease renews it every lease_ms / 3 (here 0.1 s of a 0.3 s lease),
