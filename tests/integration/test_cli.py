@@ -383,6 +383,14 @@ class TestImport:
         assert "watch-history.json" in res.stderr and "line 2" in res.stderr
         assert "Traceback" not in res.stderr + res.stdout
 
+    def test_device_is_refused_as_not_a_regular_file(self) -> None:
+        """/dev/null is a device, not an export (import used to call it "no such file"): one line, exit 2."""
+        res = run_cli("import", "/dev/null", "--token", "t", env={"CONVEX_URL": "http://127.0.0.1:9"})
+        assert res.returncode == 2
+        assert res.stderr.splitlines() == [
+            "error: /dev/null: is a character device, not a regular file; give the path of the export file"
+        ]
+
     def test_import_summary(self, project_backend: LocalBackend) -> None:
         """Importing the bundled export prints counts of views, duplicates, non-views and the date range."""
         sample = REPO_ROOT / "worker" / "data" / "demo-watch-history.json"
@@ -678,6 +686,40 @@ class TestImportZip:
             f"error: {archive} ({member}): archive member is 3,584.0 MiB decompressed (its declared size): the limit"
             " is 1,024.0 MiB; real watch histories are a few hundred MB at most"
         ]
+
+    @pytest.mark.parametrize("command", ["import", "demo", "worker.takeout"])
+    @pytest.mark.parametrize(
+        ("damage", "detail"),
+        [
+            (lambda b: b[:200] + b[220:], "an offset in it points before the start of the file"),
+            (lambda b: b[:120] + bytes([b[120] ^ 0xFF]) + b[121:], "Error -3 while decompressing data"),
+        ],
+        ids=["20-bytes-dropped", "deflate-byte-flipped"],
+    )
+    def test_damaged_member_is_one_line_and_exit_2(
+        self, samples_dir: Path, tmp_path: Path, command: str, damage: Any, detail: str
+    ) -> None:
+        """A zip whose history member is damaged: one error line naming archive and member, exit 2 (it was a
+        100-line traceback and exit 1), from import, demo (before its backend starts) and the checker."""
+        member = f"{self.HISTORY}/watch-history.json"
+        archive = tmp_path / "takeout.zip"
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.write(samples_dir / "vidvidex_watch-history.json", member)
+        archive.write_bytes(damage(archive.read_bytes()))
+        if command == "worker.takeout":
+            res = subprocess.run(
+                [sys.executable, "-m", "worker.takeout", str(archive)], cwd=REPO_ROOT, capture_output=True, text=True
+            )
+        elif command == "import":
+            res = run_cli("import", str(archive), "--token", "t", env={"CONVEX_URL": "http://127.0.0.1:9"})
+        else:
+            res = run_cli("demo", str(archive))
+        assert res.returncode == 2, res.stderr
+        lines = res.stderr.splitlines()
+        assert len(lines) == 1, res.stderr
+        assert lines[0].startswith(f"error: {archive} ({member}): cannot read archive member: damaged ("), lines[0]
+        assert detail in lines[0] and lines[0].endswith("; download the export again"), lines[0]
+        assert res.stdout == ""
 
     def test_checker_and_import_agree_on_a_file_without_views(self, tmp_path: Path) -> None:
         """The checker says 'nothing to import' with the reason import refuses the file for."""

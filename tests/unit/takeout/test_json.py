@@ -643,10 +643,10 @@ class TestZipAndCli:
         path = tmp_path / "h.json"
         path.write_text("[]", encoding="utf-8")
 
-        def refuse(self: Path) -> bytes:
+        def refuse(self: Path, *args: Any, **kwargs: Any) -> Any:
             raise PermissionError(13, "Permission denied", str(self))
 
-        monkeypatch.setattr(Path, "read_bytes", refuse)
+        monkeypatch.setattr(Path, "open", refuse)
         assert main([str(path)]) == 2
         assert capsys.readouterr().err.strip() == f"error: {path}: cannot read the file: Permission denied"
 
