@@ -76,6 +76,8 @@ from worker.logs import configure_logging  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True, soft_wrap=True)  # one message, one line: never wrapped at 80 columns
+results = Console(soft_wrap=True)
+"""Standard output, for what a command produces (the import summary); messages and progress go to ``console``."""
 
 DEMO_SAMPLE = Path(__file__).resolve().parent / "data" / "demo-watch-history.json"
 DEMO_SUBJECT = "demo-user"
@@ -268,18 +270,15 @@ def run() -> None:
 def _parse_file(path: Path) -> Any:
     """Parse the export to import, or refuse it (exit 2) before anything is sent.
 
-    A file that cannot be read is refused with its position. A readable file that yields no view to
-    import (no entries at all, every entry rejected, or only non-views such as ads) is refused too,
-    after the import summary with its rejections, so that an import that added nothing never exits 0.
+    A file that cannot be read (missing, a directory or a device, damaged) is refused with its
+    position. A readable file that yields no view to import (no entries at all, every entry rejected,
+    or only non-views such as ads) is refused too, after the import summary (on stdout) with its
+    rejections, so that an import that added nothing never exits 0.
     """
     from worker.importer import ImportSummary
     from worker.takeout import TakeoutFormatError, parse_takeout_file
 
-    if path.is_dir():
-        raise _fail(f"{path}: is a directory, not a Takeout file")
-    if not path.is_file():
-        raise _fail(f"{path}: no such file")
-    try:
+    try:  # a missing path, a directory or a device is refused there too, in the checker's words
         parsed = parse_takeout_file(path)
     except TakeoutFormatError as exc:
         raise _fail(str(exc)) from None
@@ -291,6 +290,7 @@ def _parse_file(path: Path) -> Any:
 
 
 def _print_import_summary(path: Path, parsed: Any, summary: Any) -> None:
+    """Print what an import did on standard output (``import … > summary.txt`` keeps it); errors stay on stderr."""
     from datetime import UTC, datetime
 
     def day(ms: int | None) -> str:
@@ -298,19 +298,19 @@ def _print_import_summary(path: Path, parsed: Any, summary: Any) -> None:
 
     member = f": {escape(parsed.member)}" if parsed.member else ""
     entries = plural(parsed.total_entries, "entry", "entries")
-    console.print(f"[bold]{escape(path.name)}[/]{member} ({parsed.source}): {entries}")
-    console.print(f"  imported            {summary.imported}")
-    console.print(f"  duplicates skipped  {summary.duplicates}")
+    results.print(f"[bold]{escape(path.name)}[/]{member} ({parsed.source}): {entries}")
+    results.print(f"  imported            {summary.imported}")
+    results.print(f"  duplicates skipped  {summary.duplicates}")
     non_views = ", ".join(f"{k} {v}" for k, v in sorted(parsed.non_views.items())) or "none"
-    console.print(f"  not views           {non_views}")
-    console.print(f"  rejected            {len(parsed.rejected)}")
+    results.print(f"  not views           {non_views}")
+    results.print(f"  rejected            {len(parsed.rejected)}")
     for rej in parsed.rejected[:10]:
-        console.print(f"    {escape(str(rej))}")
+        results.print(f"    {escape(str(rej))}")
     if len(parsed.rejected) > 10:
-        console.print(f"    … {len(parsed.rejected) - 10} more")
-    console.print(f"  covered range       {day(summary.first_ms)} .. {day(summary.last_ms)} (UTC)")
+        results.print(f"    … {len(parsed.rejected) - 10} more")
+    results.print(f"  covered range       {day(summary.first_ms)} .. {day(summary.last_ms)} (UTC)")
     for note in parsed.notes:
-        console.print(f"  note: {escape(note)}")
+        results.print(f"  note: {escape(note)}")
 
 
 async def _import(

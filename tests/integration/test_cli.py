@@ -417,19 +417,29 @@ class TestImport:
         assert "watch-history.json" in res.stderr and "line 2" in res.stderr
         assert "Traceback" not in res.stderr + res.stdout
 
+    def test_device_is_refused_as_not_a_regular_file(self) -> None:
+        """/dev/null is a device, not an export (import used to call it "no such file"): one line, exit 2."""
+        res = run_cli("import", "/dev/null", "--token", "t", env={"CONVEX_URL": "http://127.0.0.1:9"})
+        assert res.returncode == 2
+        assert res.stderr.splitlines() == [
+            "error: /dev/null: is a character device, not a regular file; give the path of the export file"
+        ]
+
     def test_import_summary(self, project_backend: LocalBackend) -> None:
-        """Importing the bundled export prints counts of views, duplicates, non-views and the date range."""
+        """Importing the bundled export prints counts of views, duplicates, non-views and the date range on
+        stdout (``import … > summary.txt`` keeps them), and nothing on stderr when all goes well."""
         sample = REPO_ROOT / "worker" / "data" / "demo-watch-history.json"
         token = project_backend.mint_token("cli-import")
         env = {"CONVEX_URL": project_backend.url}
         first = run_cli("import", str(sample), "--token", token, env=env)
         assert first.returncode == 0, first.stderr
-        assert "imported            5000" in first.stderr
+        assert "imported            5000" in first.stdout and first.stderr == ""
+        assert first.stdout.splitlines()[0] == "demo-watch-history.json (takeout_json): 5100 entries"
         second = run_cli("import", str(sample), "--token", token, env=env)
         assert second.returncode == 0, second.stderr
-        assert "imported            0" in second.stderr
-        assert "duplicates skipped  5000" in second.stderr
-        assert "ad 45" in second.stderr
+        assert "imported            0" in second.stdout
+        assert "duplicates skipped  5000" in second.stdout
+        assert "ad 45" in second.stdout and second.stderr == ""
 
 
 class TestImportInterrupted:
@@ -523,14 +533,14 @@ class TestImportRejections:
         token = project_backend.mint_token("cli-partly-rejected")
         res = run_cli("import", str(export), "--token", token, env={"CONVEX_URL": project_backend.url})
         assert res.returncode == 0, res.stderr
-        assert "imported            2" in res.stderr
-        assert "rejected            2" in res.stderr
+        assert "imported            2" in res.stdout
+        assert "rejected            2" in res.stdout
         assert (
             "entry 1: titleUrl: not a YouTube or YouTube Music watch URL with a video id: 'http://example.com/x'"
-            in res.stderr
+            in res.stdout
         )
-        assert "entry 2: titleUrl: watch URL without a valid video id" in res.stderr
-        assert "error" not in res.stderr and "Traceback" not in res.stderr + res.stdout
+        assert "entry 2: titleUrl: watch URL without a valid video id" in res.stdout
+        assert res.stderr == "" and "Traceback" not in res.stdout
 
     def test_lone_surrogate_rejects_its_entry_and_the_rest_is_imported(
         self, project_backend: LocalBackend, tmp_path: Path
@@ -551,8 +561,8 @@ class TestImportRejections:
         token = project_backend.mint_token("cli-lone-surrogate")
         res = run_cli("import", str(export), "--token", token, env={"CONVEX_URL": project_backend.url})
         assert res.returncode == 0, res.stderr
-        assert "imported            1197" in res.stderr and "rejected            3" in res.stderr
-        rejections = [line.strip() for line in res.stderr.splitlines() if line.startswith("    entry ")]
+        assert "imported            1197" in res.stdout and "rejected            3" in res.stdout
+        rejections = [line.strip() for line in res.stdout.splitlines() if line.startswith("    entry ")]
         assert rejections == [
             "entry 3: subtitles[0].name: is 1001 characters (UTF-16 units); at most 1000 are allowed",
             "entry 700: title: lone UTF-16 surrogate \\ud83d at offset 8 (half of a character; the text is damaged):"
@@ -560,7 +570,7 @@ class TestImportRejections:
             "entry 900: subtitles[0].name: lone UTF-16 surrogate \\udc00 at offset 6 (half of a character; the text"
             " is damaged): 'Ocean \\udc00'",
         ]
-        assert "error" not in res.stderr and "Traceback" not in res.stderr + res.stdout
+        assert res.stderr == "" and "Traceback" not in res.stdout
         check = subprocess.run(
             [sys.executable, "-m", "worker.takeout", str(export)], cwd=REPO_ROOT, capture_output=True, text=True
         )
@@ -614,20 +624,20 @@ class TestImportRejections:
     def test_nothing_to_import_exits_2_after_the_summary(
         self, tmp_path: Path, entries: list[object], rejected: int, message: str
     ) -> None:
-        """No entries, every entry rejected, or no view at all: the summary, then one error line, exit 2, nothing sent."""
+        """No entries, every entry rejected, or no view at all: the summary (stdout), then one error line
+        (stderr), exit 2, nothing sent."""
         export = tmp_path / "watch-history.json"
         export.write_text(json.dumps(entries), "utf-8")
         # an unreachable deployment: the file is refused before any connection is attempted
         res = run_cli("import", str(export), "--token", "t", env={"CONVEX_URL": "http://127.0.0.1:9"})
         assert res.returncode == 2, res.stderr
-        lines = res.stderr.strip().splitlines()
+        lines = res.stdout.strip().splitlines()
         assert (
             lines[0]
             == f"watch-history.json (takeout_json): {len(entries)} {'entry' if len(entries) == 1 else 'entries'}"
         )
-        assert lines[-1] == f"error: {export}: {message}"
-        assert sum(line.startswith("error:") for line in lines) == 1
-        assert f"rejected            {rejected}" in res.stderr
+        assert res.stderr.splitlines() == [f"error: {export}: {message}"]
+        assert f"rejected            {rejected}" in res.stdout
         assert sum(line.startswith("    entry ") for line in lines) == rejected
         assert "Traceback" not in res.stderr + res.stdout
 
@@ -660,9 +670,9 @@ class TestImportZip:
         token = project_backend.mint_token(f"cli-zip-html-{member.count('/')}")
         res = run_cli("import", str(archive), "--token", token, env={"CONVEX_URL": project_backend.url})
         assert res.returncode == 0, res.stderr
-        lines = res.stderr.strip().splitlines()
+        lines = res.stdout.strip().splitlines()
         assert lines[0] == f"flat.zip: {member} (takeout_html): 32 entries"
-        assert "imported            32" in res.stderr and "note:" not in res.stderr
+        assert "imported            32" in res.stdout and "note:" not in res.stdout
 
     def test_several_candidates_name_the_member_read_and_the_ignored_ones(
         self, project_backend: LocalBackend, samples_dir: Path, tmp_path: Path
@@ -677,9 +687,9 @@ class TestImportZip:
         token = project_backend.mint_token("cli-zip-two")
         res = run_cli("import", str(archive), "--token", token, env={"CONVEX_URL": project_backend.url})
         assert res.returncode == 0, res.stderr
-        lines = res.stderr.strip().splitlines()
+        lines = res.stdout.strip().splitlines()
         assert lines[0] == f"tk2.zip: {self.HISTORY}/watch-history.json (takeout_json): 16 entries"
-        assert "imported            16" in res.stderr
+        assert "imported            16" in res.stdout
         assert lines[-1] == (
             f"  note: the archive holds 2 watch-history files; read {self.HISTORY}/watch-history.json,"
             f" ignored: {self.HISTORY}/watch-history.html"
@@ -713,6 +723,40 @@ class TestImportZip:
             " is 1,024.0 MiB; real watch histories are a few hundred MB at most"
         ]
 
+    @pytest.mark.parametrize("command", ["import", "demo", "worker.takeout"])
+    @pytest.mark.parametrize(
+        ("damage", "detail"),
+        [
+            (lambda b: b[:200] + b[220:], "an offset in it points before the start of the file"),
+            (lambda b: b[:120] + bytes([b[120] ^ 0xFF]) + b[121:], "Error -3 while decompressing data"),
+        ],
+        ids=["20-bytes-dropped", "deflate-byte-flipped"],
+    )
+    def test_damaged_member_is_one_line_and_exit_2(
+        self, samples_dir: Path, tmp_path: Path, command: str, damage: Any, detail: str
+    ) -> None:
+        """A zip whose history member is damaged: one error line naming archive and member, exit 2 (it was a
+        100-line traceback and exit 1), from import, demo (before its backend starts) and the checker."""
+        member = f"{self.HISTORY}/watch-history.json"
+        archive = tmp_path / "takeout.zip"
+        with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.write(samples_dir / "vidvidex_watch-history.json", member)
+        archive.write_bytes(damage(archive.read_bytes()))
+        if command == "worker.takeout":
+            res = subprocess.run(
+                [sys.executable, "-m", "worker.takeout", str(archive)], cwd=REPO_ROOT, capture_output=True, text=True
+            )
+        elif command == "import":
+            res = run_cli("import", str(archive), "--token", "t", env={"CONVEX_URL": "http://127.0.0.1:9"})
+        else:
+            res = run_cli("demo", str(archive))
+        assert res.returncode == 2, res.stderr
+        lines = res.stderr.splitlines()
+        assert len(lines) == 1, res.stderr
+        assert lines[0].startswith(f"error: {archive} ({member}): cannot read archive member: damaged ("), lines[0]
+        assert detail in lines[0] and lines[0].endswith("; download the export again"), lines[0]
+        assert res.stdout == ""
+
     def test_checker_and_import_agree_on_a_file_without_views(self, tmp_path: Path) -> None:
         """The checker says 'nothing to import' with the reason import refuses the file for."""
         export = tmp_path / "watch-history.json"
@@ -723,7 +767,7 @@ class TestImportZip:
         res = run_cli("import", str(export), "--token", "t", env={"CONVEX_URL": "http://127.0.0.1:9"})
         assert (check.returncode, res.returncode) == (1, 2)
         assert "  nothing to import: the file holds no entries" in check.stdout
-        assert res.stderr.strip().splitlines()[-1] == f"error: {export}: the file holds no entries; nothing imported"
+        assert res.stderr.splitlines() == [f"error: {export}: the file holds no entries; nothing imported"]
 
 
 class SilentServer:
@@ -867,7 +911,7 @@ class TestDemo:
         """The README's main command path: backend, import, worker until fresh, dashboard printed."""
         res = run_cli("demo", timeout=300)
         assert res.returncode == 0, res.stderr[-2000:]
-        assert "imported            5000" in res.stderr
+        assert "imported            5000" in res.stdout
         assert ", worker " in res.stderr and " s (1 user, " in res.stderr, res.stderr[-2000:]  # not "1 user(s)"
         assert "— fresh" in res.stdout
         assert "Top channels" in res.stdout
@@ -981,7 +1025,7 @@ class TestImportErrors:
         env = {"CONVEX_URL": project_backend.url + "\n", "CONVEX_ADMIN_KEY": key + "\r\n"}
         res = run_cli("import", str(sample), "--user-id", user, env=env)
         assert res.returncode == 0, res.stderr
-        assert "imported            5000" in res.stderr
+        assert "imported            5000" in res.stdout
         token = project_backend.mint_token("cli-token-with-newline")
         res = run_cli("import", str(sample), "--token", token + "\n", env={"CONVEX_URL": project_backend.url})
         assert res.returncode == 0, res.stderr
@@ -1024,7 +1068,7 @@ class TestImportErrors:
         env = {"CONVEX_SELF_HOSTED_URL": project_backend.url, "CONVEX_DEPLOY_KEY": project_backend.admin_key}
         res = run_cli("import", str(sample), "--user-id", "operator-imported", env=env)
         assert res.returncode == 0, res.stderr
-        assert "imported            5000" in res.stderr
+        assert "imported            5000" in res.stdout
         # an id that no signed-in user can have is imported, with a warning naming the expected form
         assert "warning: --user-id 'operator-imported' is not a token identifier ('<issuer>|<subject>'" in res.stderr
 

@@ -8,7 +8,7 @@ and the first rejections, formatted as ``python -m worker import`` prints them
 
 Exit codes: 0 when every file holds at least one view to import; 1 when every file was readable but
 at least one holds no view (``import`` would refuse it); 2 for a usage error or when a file could
-not be read (missing, a directory, unreadable, or not a readable export:
+not be read (missing, a directory or a device, unreadable, or not a readable export, a damaged zip included:
 :class:`~worker.takeout.errors.TakeoutFormatError`), after one ``error: PATH: reason`` line on
 stderr per such file. 2 takes precedence over 1.
 """

@@ -12,9 +12,11 @@ class TakeoutFormatError(Exception):
 
     Raised for: bytes that are neither JSON nor HTML, truncated or invalid JSON, a JSON top
     level that is not an array, an array whose entries match no known record layout, HTML
-    without activity cells, text that is not UTF-8, an empty zip archive or one without a
-    watch-history file, a zip member that decompresses past the size limit, and a file that
-    cannot be read.
+    without activity cells, text that is not UTF-8, a ``.zip`` file that is not a zip archive, a
+    damaged zip archive or member (whatever :mod:`zipfile` raised), an encrypted member, an empty
+    zip archive or one without a watch-history file, a zip member that decompresses past the size
+    limit, and a path that is missing, a directory or a device, or cannot be read. The message is
+    one line: member names are shown with their control characters escaped.
 
     Attributes:
         path: Name of the file (or ``archive.zip!member``) the problem was found in.

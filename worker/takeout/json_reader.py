@@ -142,11 +142,16 @@ def _lone_surrogate(value: object, path: str) -> _EntryError | None:
     return None
 
 
-def _opt_str(entry: dict[str, Any], key: str) -> str | None:
+def _opt_str(entry: dict[str, Any], key: str, field: str | None = None) -> str | None:
+    """Return the string at ``key`` of ``entry``, or None when it is absent or null.
+
+    Raises:
+        _EntryError: the value is not a string; the field is named ``field`` (default: ``key``).
+    """
     value = entry.get(key)
     if value is None or isinstance(value, str):
         return value
-    raise _EntryError(key, f"expected a string, got a JSON {json_type(value)}")
+    raise _EntryError(field or key, f"expected a string, got a JSON {json_type(value)}")
 
 
 def _opt_objects(entry: dict[str, Any], key: str) -> list[dict[str, Any]]:
@@ -195,14 +200,10 @@ def _activity_entry(entry: object) -> WatchEvent | str:
     channel_id: str | None = None
     channel_name: str | None = None
     if subtitles:
-        first = subtitles[0]
-        sub_url = first.get("url")
-        sub_name = first.get("name")
-        if isinstance(sub_url, str):
-            channel_id = channel_url_id(sub_url)
+        sub_url = _opt_str(subtitles[0], "url", "subtitles[0].url")
+        sub_name = _opt_str(subtitles[0], "name", "subtitles[0].name")
+        channel_id = None if sub_url is None else channel_url_id(sub_url)
         if channel_id is not None:
-            if sub_name is not None and not isinstance(sub_name, str):
-                raise _EntryError("subtitles[0].name", f"expected a string, got a JSON {json_type(sub_name)}")
             channel_name = sub_name
     return WatchEvent(
         watched_at_ms=watched_at_ms,

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
+import lzma
 import re
+import stat
+import struct
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Final
+from typing import IO, Final
 
-from worker.errors import plural
+from worker.errors import plural, shorten
 from worker.takeout.errors import TakeoutFormatError
 from worker.takeout.html_reader import parse_html_text
 from worker.takeout.json_reader import json_type, parse_json_text
@@ -25,7 +30,7 @@ _SNIFF_BYTES: Final = 65_536
 _WATCH_HINTS: Final = (b"watch?v\\u003d", b"watch?v=", b"youtube#playlistItem", b"youtu.be/", b"/shorts/")
 
 
-def _decode(data: bytes, name: str) -> str:
+def _decode(data: bytes | bytearray, name: str) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -34,8 +39,8 @@ def _decode(data: bytes, name: str) -> str:
         ) from None
 
 
-def _parse_text(data: bytes, name: str, now_ms: int) -> ParseResult:
-    text = _decode(data, name)
+def _parse_text(text: str, name: str, now_ms: int) -> ParseResult:
+    """Parse a decoded JSON or HTML export; the format is told by its first characters."""
     head = text[:4096].lstrip()
     if head.startswith(("[", "{")):
         return parse_json_text(text, name=name, now_ms=now_ms)
@@ -67,7 +72,27 @@ _SCAN_CHUNK_BYTES: Final = 65_536
 _SCAN_LIMIT_BYTES: Final = 4 * 1024 * 1024
 """How far into a zip member to look for the record markers (a real HTML page has ~141 KB of CSS first)."""
 _MARKER_OVERLAP: Final = max(len(marker) for marker in (b"content-cell", *_WATCH_HINTS)) - 1
-_MEMBER_READ_ERRORS: Final = (zipfile.BadZipFile, OSError, NotImplementedError, RuntimeError, EOFError)
+_ARCHIVE_READ_ERRORS: Final = (
+    zipfile.BadZipFile,  # a damaged structure, a CRC-32 that does not match, overlapping members
+    zipfile.LargeZipFile,
+    EOFError,  # compressed data that ends early
+    OSError,  # the disk (errno set), or damaged bzip2 data
+    ValueError,  # an offset before the start of the file ("negative seek value"), an undecodable member name
+    zlib.error,  # damaged deflate data
+    lzma.LZMAError,
+    struct.error,  # a header cut short
+    OverflowError,
+    NotImplementedError,  # a compression method or zip version that Python cannot read
+    RuntimeError,
+)
+"""What reading a zip archive or one of its members raises for damaged or unsupported content.
+
+Python's :mod:`zipfile` reports damage with any of these, depending on the byte that is wrong; each
+becomes one :class:`TakeoutFormatError` naming the archive (and the member)."""
+_ENCRYPTED_FLAG: Final = 0x1
+"""Bit 0 of a zip member's general-purpose flags: the member is encrypted."""
+_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""Characters escaped in a member name when it is shown: control characters and line separators."""
 MAX_MEMBER_BYTES: Final = 1024**3
 """Largest decompressed size of the zip member read as the watch history, bytes (1 GiB).
 
@@ -126,6 +151,50 @@ def _scan_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[bool,
     return bool(is_json), has_hint and (bool(is_json) or has_cell)
 
 
+def _printable(text: str) -> str:
+    """Return ``text`` with control characters (a line break…) escaped, so that a message stays on one line."""
+    return _CONTROL_RE.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def _read_failure(exc: Exception, advice: str = "download the export again") -> str:
+    """Say why an archive or a member could not be read, from what :mod:`zipfile` raised.
+
+    Returns:
+        ``damaged (Error -3 while decompressing data: …); ADVICE``, or for an error of the disk
+        ``read error: Input/output error``, or for a feature :mod:`zipfile` lacks
+        ``not supported here (That compression method is not supported); extract the watch-history file …``.
+    """
+    detail = _printable(shorten(str(exc), 160)) or (
+        "the compressed data ends early" if isinstance(exc, EOFError) else type(exc).__name__
+    )
+    if (isinstance(exc, OSError) and exc.errno == errno.EINVAL) or (isinstance(exc, ValueError) and "seek" in detail):
+        detail = "an offset in it points before the start of the file"  # a seek to a negative position
+    elif isinstance(exc, OSError) and exc.errno is not None:
+        return f"read error: {exc.strerror or detail}"
+    if isinstance(exc, NotImplementedError):
+        return f"not supported here ({detail}); extract the watch-history file from the archive and give that file"
+    return f"damaged ({detail}); {advice}"
+
+
+def _member_error(name: str, info: zipfile.ZipInfo, exc: Exception) -> TakeoutFormatError:
+    return TakeoutFormatError(name, f"cannot read archive member: {_read_failure(exc)}", _printable(info.filename))
+
+
+def _refuse_encrypted(info: zipfile.ZipInfo, name: str) -> None:
+    """Raise when the member is encrypted: Takeout never encrypts its archives, and no password is asked for.
+
+    Raises:
+        TakeoutFormatError: position = the member's path.
+    """
+    if info.flag_bits & _ENCRYPTED_FLAG:
+        raise TakeoutFormatError(
+            name,
+            "archive member is encrypted (a password-protected zip); export again without encryption,"
+            " or give the extracted file",
+            _printable(info.filename),
+        )
+
+
 def _candidate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> _Candidate | None:
     """Return the member as a watch-history candidate, or None when it is not one.
 
@@ -140,10 +209,11 @@ def _candidate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> _C
     lower = info.filename.lower()
     if info.is_dir() or not lower.endswith(_MEMBER_SUFFIXES):
         return None
+    _refuse_encrypted(info, name)
     try:
         is_json, has_records = _scan_member(archive, info)
-    except _MEMBER_READ_ERRORS as exc:
-        raise TakeoutFormatError(name, f"cannot read archive member: {exc}", info.filename) from None
+    except _ARCHIVE_READ_ERRORS as exc:
+        raise _member_error(name, info, exc) from None
     stem = PurePosixPath(lower).name.rsplit(".", 1)[0]
     if not has_records and stem not in _HISTORY_FILE_STEMS:
         return None
@@ -155,49 +225,62 @@ def _mib(size: int) -> str:
     return f"{size / 1024**2:,.1f} MiB"
 
 
-def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> bytes:
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> bytearray:
     """Return the decompressed content of a member, at most :data:`MAX_MEMBER_BYTES` of it.
+
+    The member is decompressed in chunks of :data:`_READ_CHUNK_BYTES` into one buffer: memory holds
+    the member, never the rest of the archive.
 
     Raises:
         TakeoutFormatError: the member is larger than :data:`MAX_MEMBER_BYTES` (by its declared size, or
-            once that many bytes have been decompressed), or cannot be read; position = the member's path.
+            once that many bytes have been decompressed), encrypted, or cannot be read; position = the
+            member's path.
     """
+    member_name = _printable(info.filename)
     limit = f"the limit is {_mib(MAX_MEMBER_BYTES)}; real watch histories are a few hundred MB at most"
     if info.file_size > MAX_MEMBER_BYTES:
         raise TakeoutFormatError(
-            name, f"archive member is {_mib(info.file_size)} decompressed (its declared size): {limit}", info.filename
+            name, f"archive member is {_mib(info.file_size)} decompressed (its declared size): {limit}", member_name
         )
-    chunks: list[bytes] = []
-    total = 0
+    _refuse_encrypted(info, name)
+    content = bytearray()
     try:
         with archive.open(info) as member:
             while chunk := member.read(_READ_CHUNK_BYTES):
-                total += len(chunk)
-                if total > MAX_MEMBER_BYTES:
+                if len(content) + len(chunk) > MAX_MEMBER_BYTES:
                     raise TakeoutFormatError(
-                        name,
-                        f"archive member decompresses to more than {_mib(MAX_MEMBER_BYTES)}: {limit}",
-                        info.filename,
+                        name, f"archive member decompresses to more than {_mib(MAX_MEMBER_BYTES)}: {limit}", member_name
                     )
-                chunks.append(chunk)
-    except _MEMBER_READ_ERRORS as exc:
-        raise TakeoutFormatError(name, f"cannot read archive member: {exc}", info.filename) from None
-    return b"".join(chunks)
+                content += chunk
+    except _ARCHIVE_READ_ERRORS as exc:
+        raise _member_error(name, info, exc) from None
+    return content
 
 
-def _parse_zip(data: bytes, name: str, now_ms: int) -> ParseResult:
+def _parse_zip(source: IO[bytes], name: str, now_ms: int) -> ParseResult:
     """Read the watch history of a Takeout zip archive.
+
+    The archive is read where it is (``source`` is the open file, or a buffer for bytes): only its
+    list of members, the first :data:`_SCAN_LIMIT_BYTES` of each ``.json``/``.html`` member and the
+    member chosen are read, so a Takeout part of many GB (with uploaded videos) costs the memory of
+    its watch history alone.
 
     When several members are candidates (:func:`_candidate`), the choice is deterministic: a member
     whose content holds watch records before one found only by its name; the YouTube history file
     before ``My Activity`` (which mixes searches, likes…); JSON before HTML; the larger file
     (uncompressed) first; then the path in code-point order. The result names the member read in
     :attr:`ParseResult.member` and lists the others in a note.
+
+    Raises:
+        TakeoutFormatError: the archive or a member cannot be read (damaged, encrypted, unsupported),
+            the archive holds no watch history, or the member is too large or not a readable export.
     """
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data))
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise TakeoutFormatError(name, f"damaged zip archive: {exc}") from None
+        archive = zipfile.ZipFile(source)
+    except _ARCHIVE_READ_ERRORS as exc:
+        # its list of members is at the end of the file: the first part to be lost when a download stops early
+        reason = _read_failure(exc, "the download may be incomplete: download the export again")
+        raise TakeoutFormatError(name, f"cannot read the zip archive's list of members: {reason}") from None
     with archive:
         files = [info for info in archive.infolist() if not info.is_dir()]
         if not files:
@@ -211,15 +294,43 @@ def _parse_zip(data: bytes, name: str, now_ms: int) -> ParseResult:
         candidates.sort(key=_Candidate.rank)
         info = candidates[0].info
         content = _read_member(archive, info, name)
-    result = _parse_text(content, f"{name}!{info.filename}", now_ms)
+    member_name = _printable(info.filename)
+    member_path = f"{name}!{member_name}"
+    text = _decode(content, member_path)
+    del content  # parse with the decoded text alone in memory
+    result = _parse_text(text, member_path, now_ms)
     notes = result.notes
     if len(candidates) > 1:
-        ignored = ", ".join(c.info.filename for c in candidates[1:])
+        ignored = ", ".join(_printable(c.info.filename) for c in candidates[1:])
         notes = (
-            f"the archive holds {len(candidates)} watch-history files; read {info.filename}, ignored: {ignored}",
+            f"the archive holds {len(candidates)} watch-history files; read {member_name}, ignored: {ignored}",
             *notes,
         )
-    return replace(result, member=info.filename, notes=notes)
+    return replace(result, member=member_name, notes=notes)
+
+
+def _parse_unzipped(data: bytes, name: str, now_ms: int) -> ParseResult:
+    """Parse bytes that are not a zip archive as a JSON or HTML export.
+
+    Content decides, whatever the name; but when a file named ``*.zip`` is not a readable export
+    either, the error says it is not a zip archive (an HTML page saved in place of the download,
+    a damaged file) rather than why it is not JSON or HTML.
+
+    Raises:
+        TakeoutFormatError: not a readable export; for a ``.zip`` name that is not empty, the
+            message is "not a zip archive" (position ``byte 0``).
+    """
+    try:
+        return _parse_text(_decode(data, name), name, now_ms)
+    except TakeoutFormatError:
+        if not data or not name.lower().endswith(".zip"):
+            raise
+    raise TakeoutFormatError(
+        name,
+        "not a zip archive: it does not start with a zip signature ('PK'); the file is damaged or not"
+        " the archive Takeout made",
+        "byte 0",
+    )
 
 
 def parse_takeout_bytes(data: bytes, *, name: str, now_ms: int | None = None) -> ParseResult:
@@ -238,7 +349,8 @@ def parse_takeout_bytes(data: bytes, *, name: str, now_ms: int | None = None) ->
 
     Args:
         data: The file content.
-        name: Name used in error messages (usually the path).
+        name: Name used in error messages (usually the path); for a name ending in ``.zip`` that holds
+            neither a zip archive nor a readable export, the error says it is not a zip archive.
         now_ms: Current time, epoch ms UTC, for the "not in the future" limit. None (the default)
             reads the wall clock once, when parsing starts.
 
@@ -249,36 +361,69 @@ def parse_takeout_bytes(data: bytes, *, name: str, now_ms: int | None = None) ->
 
     Raises:
         TakeoutFormatError: whole-file problems (not JSON/HTML, truncated JSON or HTML, top level
-            not an array, unknown record structure, not UTF-8, an empty zip or one without a
-            watch-history file, a zip member larger than :data:`MAX_MEMBER_BYTES` decompressed).
+            not an array, unknown record structure, not UTF-8, a ``.zip`` name on something else that
+            is not an export either, a damaged zip archive or member, an encrypted member, an empty
+            zip or one without a watch-history file, a zip member larger than
+            :data:`MAX_MEMBER_BYTES` decompressed).
     """
     if now_ms is None:
         now_ms = int(time.time() * 1000)
     if data.startswith((_ZIP_MAGIC, _EMPTY_ZIP_MAGIC)):
-        return _parse_zip(data, name, now_ms)
-    return _parse_text(data, name, now_ms)
+        return _parse_zip(io.BytesIO(data), name, now_ms)
+    return _parse_unzipped(data, name, now_ms)
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISCHR(mode):
+        return "character device"
+    if stat.S_ISBLK(mode):
+        return "block device"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "special file"
+
+
+def _cannot_read(name: str, exc: OSError) -> TakeoutFormatError:
+    if isinstance(exc, FileNotFoundError):
+        return TakeoutFormatError(name, "cannot read the file: no such file")
+    return TakeoutFormatError(name, f"cannot read the file: {exc.strerror or exc}")
 
 
 def parse_takeout_file(path: str | Path, *, now_ms: int | None = None) -> ParseResult:
     """Parse a watch-history export file (JSON, HTML or Takeout zip); see :func:`parse_takeout_bytes`.
+
+    A zip archive is read from the file, member by member (:func:`_parse_zip`), never whole; a JSON
+    or HTML file is read whole. A pipe (``<(unzip -p …)``) is read whole, whatever it holds.
 
     Args:
         path: The file.
         now_ms: Current time, epoch ms UTC; None reads the wall clock once, before the file is read.
 
     Raises:
-        TakeoutFormatError: whole-file problems, including a path that is missing, is a directory
-            or cannot be read.
+        TakeoutFormatError: whole-file problems, including a path that is missing, is a directory,
+            a device or a socket rather than a file, or cannot be read.
     """
     if now_ms is None:
         now_ms = int(time.time() * 1000)
     name = str(path)
-    if Path(path).is_dir():
-        raise TakeoutFormatError(name, "is a directory, not an export file")
     try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise TakeoutFormatError(name, "cannot read the file: no such file") from None
+        mode = Path(path).stat().st_mode
     except OSError as exc:
-        raise TakeoutFormatError(name, f"cannot read the file: {exc.strerror or exc}") from None
+        raise _cannot_read(name, exc) from None
+    if stat.S_ISDIR(mode):
+        raise TakeoutFormatError(name, "is a directory, not an export file")
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        raise TakeoutFormatError(name, f"is a {_file_kind(mode)}, not a regular file; give the path of the export file")
+    try:
+        with Path(path).open("rb") as file:
+            head = file.read(4)
+            if not stat.S_ISREG(mode):  # a pipe: read as it comes, a zip included
+                data = head + file.read()
+            elif head.startswith((_ZIP_MAGIC, _EMPTY_ZIP_MAGIC)):
+                return _parse_zip(file, name, now_ms)
+            else:
+                file.seek(0)
+                data = file.read()
+    except OSError as exc:  # opening or reading the file itself: _parse_zip reports its own read errors
+        raise _cannot_read(name, exc) from None
     return parse_takeout_bytes(data, name=name, now_ms=now_ms)

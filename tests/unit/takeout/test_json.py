@@ -232,6 +232,23 @@ class TestRejections:
             "entry 6: details: expected an array of objects, got a JSON object",
         ]
 
+    def test_channel_fields_of_the_wrong_type_reject_their_entry_alike(self) -> None:
+        """A channel url of the wrong type is rejected naming subtitles[0].url, as a wrong-typed name is, whatever
+        the other field holds; it is not dropped with the view kept without its channel."""
+        result = parse(
+            record(subtitles=[{"name": "Ocean Notes", "url": 3}]),
+            record(subtitles=[{"name": 5, "url": "https://www.youtube.com/@someone"}]),
+            record(subtitles=[{"name": "Ocean Notes", "url": ["https://www.youtube.com/channel/" + CHANNEL]}]),
+            record(subtitles=[{"name": "Ocean Notes", "url": None}]),
+            record(),
+        )
+        assert [str(r) for r in result.rejected] == [
+            "entry 0: subtitles[0].url: expected a string, got a JSON number",
+            "entry 1: subtitles[0].name: expected a string, got a JSON number",
+            "entry 2: subtitles[0].url: expected a string, got a JSON array",
+        ]
+        assert [(v.channel_id, v.channel_name) for v in result.views] == [(None, None), (CHANNEL, "Ocean Notes")]
+
 
 class TestLoneSurrogates:
     """A JSON escape of half a UTF-16 pair (``"\\ud83d"``) decodes to a string that cannot be encoded as UTF-8."""
@@ -626,10 +643,10 @@ class TestZipAndCli:
         path = tmp_path / "h.json"
         path.write_text("[]", encoding="utf-8")
 
-        def refuse(self: Path) -> bytes:
+        def refuse(self: Path, *args: Any, **kwargs: Any) -> Any:
             raise PermissionError(13, "Permission denied", str(self))
 
-        monkeypatch.setattr(Path, "read_bytes", refuse)
+        monkeypatch.setattr(Path, "open", refuse)
         assert main([str(path)]) == 2
         assert capsys.readouterr().err.strip() == f"error: {path}: cannot read the file: Permission denied"
 
