@@ -71,6 +71,7 @@ from worker.errors import (  # noqa: E402
     PermanentGatewayError,
     WorkerError,
     plural,
+    printable,
 )
 from worker.logs import configure_logging  # noqa: E402
 
@@ -192,7 +193,9 @@ def _warn_unknown_variables() -> None:
     """Print one warning per ``WORKER_*`` environment variable that is no setting (ignored), with the closest one."""
     for name, suggestion in unknown_variables():
         hint = f"; did you mean {suggestion}?" if suggestion else " (settings: README.md, worker/config.py)"
-        console.print(f"[yellow]warning:[/] {name} is not a setting and is ignored{hint}", highlight=False)
+        console.print(
+            f"[yellow]warning:[/] {escape(printable(name))} is not a setting and is ignored{hint}", highlight=False
+        )
 
 
 def _key_rejected(exc: AuthenticationError) -> str:
@@ -489,7 +492,7 @@ def demo(
         parsed = _parse_file(path)  # a file that cannot be read is refused before the backend starts
     except _Interrupted as exc:
         raise exc.exit("demo", when=f"while reading {path}, before the backend started") from None
-    configure_logging("console" if log_format == "console" else "json", "warning")
+    configure_logging("console" if log_format == "console" else "json", "warning", stream=sys.stderr)
     console.print("[bold]starting the local Convex backend[/] (npx convex-local)")
     try:
         with LocalBackend() as backend:
@@ -780,6 +783,9 @@ def healthcheck(
 
 def main() -> None:
     """Entry point of the ``watch-worker`` script."""
+    # warnings of the commands whose stdout is their result (gateway retries of import, dead-letters)
+    # go to stderr; run configures its own logging (stdout) from its settings
+    configure_logging("auto", "warning", stream=sys.stderr)
     try:
         app()
     except WorkerError as exc:  # anything not mapped above still gets a one-line message

@@ -11,6 +11,7 @@ import difflib
 import math
 import os
 import socket
+import unicodedata
 from collections.abc import Mapping
 from typing import Literal
 
@@ -235,6 +236,13 @@ class Settings(BaseSettings):
             )
         if length > MAX_WORKER_ID_LENGTH:
             raise ValueError(f"must be 1-{MAX_WORKER_ID_LENGTH} characters, got {length}")
+        if not value.strip():
+            raise ValueError("only whitespace: it names no replica in the logs and leases")
+        bad = next((i for i, ch in enumerate(value) if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp")), None)
+        if bad is not None:
+            raise ValueError(
+                f"character {bad + 1} is a control character (U+{ord(value[bad]):04X}): an id is one printable line"
+            )
         return value
 
     @field_validator("convex_admin_key", mode="before")

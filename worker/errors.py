@@ -16,7 +16,16 @@ Parsing errors of Takeout files live in :mod:`worker.takeout` (``TakeoutFormatEr
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""Characters that break or garble a message line: C0/C1 controls and the Unicode line separators."""
+
+
+def printable(text: str) -> str:
+    """Return ``text`` with control characters (a line break…) escaped as ``\\n``…, so a message stays one line."""
+    return _CONTROL_RE.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def shorten(value: str, limit: int = 60) -> str:

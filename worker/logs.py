@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, TextIO
 
 import structlog
 
 
-def configure_logging(log_format: Literal["auto", "json", "console"] = "auto", level: str = "info") -> None:
+def configure_logging(
+    log_format: Literal["auto", "json", "console"] = "auto", level: str = "info", *, stream: TextIO | None = None
+) -> None:
     """Configure structlog for the process.
 
     Args:
         log_format: ``json`` (one JSON object per line), ``console`` (human-readable) or ``auto``
-            (console when stdout is a TTY, JSON otherwise).
+            (console when ``stream`` is a TTY, JSON otherwise).
         level: Minimum level name (``debug``, ``info``, ``warning``, ``error``).
+        stream: Where the lines go: stdout (the default: ``run``, whose logs are its output) or
+            stderr (the commands whose stdout is their result: ``import``, ``dead-letters``, ``demo``).
     """
-    use_console = log_format == "console" or (log_format == "auto" and sys.stdout.isatty())
+    out = sys.stdout if stream is None else stream
+    use_console = log_format == "console" or (log_format == "auto" and out.isatty())
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
     )
@@ -31,6 +36,6 @@ def configure_logging(log_format: Literal["auto", "json", "console"] = "auto", l
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )

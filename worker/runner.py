@@ -452,8 +452,9 @@ class Runner:
         is logged once (``user.overrunning``) and lets the heartbeat go stale.
         """
         while True:
-            await asyncio.sleep(HEARTBEAT_EVERY_S)
-            if time.monotonic() > until:
+            # wakes at the limit itself too, so the overrun is logged when it starts, not at a later tick
+            await asyncio.sleep(min(HEARTBEAT_EVERY_S, max(until - time.monotonic(), 0.0)))
+            if time.monotonic() >= until:
                 log.error("user.overrunning", max_user_s=self.settings.max_user_s)
                 return
             self._heartbeat()

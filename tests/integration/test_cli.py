@@ -162,6 +162,14 @@ class TestRun:
         ]
         assert lines[-1].startswith("error: CONVEX_URL is not set")
 
+    def test_unknown_name_with_a_line_break_is_warned_about_on_one_line(self) -> None:
+        """A variable named "WORKER_LEASE_MS<LF>" (a stray newline in an env file): one warning line, escaped."""
+        res = run_cli("run", env={"WORKER_LEASE_MS\n": "1000", "WORKER_LEASE_MS": "abc"})
+        assert res.returncode == 2
+        assert res.stderr.splitlines()[0] == (
+            "warning: WORKER_LEASE_MS\\n is not a setting and is ignored; did you mean WORKER_LEASE_MS?"
+        )
+
     def test_variable_names_are_case_insensitive(self) -> None:
         """Lower-case names are settings as well: a lower-case typo is warned about, a bad value named as spelt."""
         res = run_cli("run", env={"worker_pagesize": "100", "worker_lease_ms": "abc"})
@@ -983,6 +991,17 @@ class TestImportErrors:
         assert res.stderr.startswith(f"error: {project_backend.url} rejected the token: ")
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr  # one line, not wrapped
         assert "Traceback" not in res.stderr
+
+    def test_retry_warnings_go_to_stderr_not_to_the_result(self) -> None:
+        """import > summary.txt and dead-letters list | awk read stdout: the gateway's retry warnings
+        while the deployment does not answer are on stderr, stdout holds nothing but results."""
+        sample = REPO_ROOT / "worker" / "data" / "demo-watch-history.json"
+        env = {"CONVEX_URL": f"http://127.0.0.1:{free_port()}", "CONVEX_ADMIN_KEY": "k", "WORKER_MAX_ATTEMPTS": "2"}
+        for args in (("import", str(sample), "--user-id", "u"), ("dead-letters", "list")):
+            res = run_cli(*args, env=env, timeout=60)
+            assert res.returncode != 0
+            assert "gateway.retry" in res.stderr, (args, res.stderr)
+            assert res.stdout == "", (args, res.stdout)
 
     def test_rejected_admin_key_is_one_clean_line(self, project_backend: LocalBackend) -> None:
         """A wrong admin key: the deployment's words once, no blank line, no "0 earlier batches" remark."""

@@ -150,6 +150,32 @@ class TestLoadSettings:
             load_settings()
 
 
+class TestWorkerId:
+    @pytest.mark.parametrize(
+        ("value", "reason"),
+        [
+            ("   ", "only whitespace"),
+            ("rep\nA", "character 4 is a control character (U+000A)"),
+            ("rep\tA", "character 4 is a control character (U+0009)"),
+        ],
+    )
+    def test_blank_or_control_characters_are_refused(
+        self, monkeypatch: pytest.MonkeyPatch, value: str, reason: str
+    ) -> None:
+        """An id that prints as nothing, or breaks a log line, names no replica: refused at start-up."""
+        monkeypatch.setenv("CONVEX_URL", "https://happy-otter-123.convex.cloud")
+        monkeypatch.setenv("CONVEX_ADMIN_KEY", "k")
+        monkeypatch.setenv("WORKER_WORKER_ID", value)
+        with pytest.raises(ConfigError, match=f"WORKER_WORKER_ID is invalid: {re.escape(reason)}"):
+            load_settings()
+
+    def test_spaces_inside_are_kept(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("CONVEX_URL", "https://happy-otter-123.convex.cloud")
+        monkeypatch.setenv("CONVEX_ADMIN_KEY", "k")
+        monkeypatch.setenv("WORKER_WORKER_ID", "replica A")
+        assert load_settings().worker_id == "replica A"
+
+
 class TestBackendBounds:
     """Settings the deployment checks at every call are checked at start-up, against the same bounds."""
 

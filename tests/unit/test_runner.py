@@ -726,6 +726,20 @@ class TestOverrunningUser:
         late = {m for at, m in seen if at > started + 0.45}  # well past the limit, before the recompute ends
         assert len(late) == 1, seen  # the heartbeat no longer changes
 
+    def test_overrun_is_logged_at_the_limit_not_at_the_next_heartbeat_tick(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """With the 15 s touch period, an overrun of max_user_s is still logged when it happens."""
+        monkeypatch.setattr(runner_module, "HEARTBEAT_EVERY_S", 30.0)
+        gw = FakeGateway()
+        gw.pending = [change("a", 1)]
+        rc = SlowRecomputer(slices=10, slice_s=0.05)  # 0.5 s
+        runner = Runner(settings.model_copy(update={"max_user_s": 0.2}), gw, recomputer=rc)  # type: ignore[arg-type]
+        with structlog.testing.capture_logs() as logs:
+            assert asyncio.run(runner.process_round()) == 1
+        assert [e["event"] for e in logs].count("user.overrunning") == 1
+        assert gw.acked == [("a", 1)]
+
 
 class TestLeaseRenewal:
     def test_lease_is_renewed_every_third_of_it_while_the_user_is_recomputed(self, settings: Settings) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import IO, Final
 
-from worker.errors import plural, shorten
+from worker.errors import plural, printable, shorten
 from worker.takeout.errors import TakeoutFormatError
 from worker.takeout.html_reader import parse_html_text
 from worker.takeout.json_reader import json_type, parse_json_text
@@ -91,8 +91,6 @@ Python's :mod:`zipfile` reports damage with any of these, depending on the byte 
 becomes one :class:`TakeoutFormatError` naming the archive (and the member)."""
 _ENCRYPTED_FLAG: Final = 0x1
 """Bit 0 of a zip member's general-purpose flags: the member is encrypted."""
-_CONTROL_RE: Final = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-"""Characters escaped in a member name when it is shown: control characters and line separators."""
 MAX_MEMBER_BYTES: Final = 1024**3
 """Largest decompressed size of the zip member read as the watch history, bytes (1 GiB).
 
@@ -151,11 +149,6 @@ def _scan_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[bool,
     return bool(is_json), has_hint and (bool(is_json) or has_cell)
 
 
-def _printable(text: str) -> str:
-    """Return ``text`` with control characters (a line break…) escaped, so that a message stays on one line."""
-    return _CONTROL_RE.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
-
-
 def _read_failure(exc: Exception, advice: str = "download the export again") -> str:
     """Say why an archive or a member could not be read, from what :mod:`zipfile` raised.
 
@@ -164,7 +157,7 @@ def _read_failure(exc: Exception, advice: str = "download the export again") -> 
         ``read error: Input/output error``, or for a feature :mod:`zipfile` lacks
         ``not supported here (That compression method is not supported); extract the watch-history file …``.
     """
-    detail = _printable(shorten(str(exc), 160)) or (
+    detail = printable(shorten(str(exc), 160)) or (
         "the compressed data ends early" if isinstance(exc, EOFError) else type(exc).__name__
     )
     if (isinstance(exc, OSError) and exc.errno == errno.EINVAL) or (isinstance(exc, ValueError) and "seek" in detail):
@@ -177,7 +170,7 @@ def _read_failure(exc: Exception, advice: str = "download the export again") -> 
 
 
 def _member_error(name: str, info: zipfile.ZipInfo, exc: Exception) -> TakeoutFormatError:
-    return TakeoutFormatError(name, f"cannot read archive member: {_read_failure(exc)}", _printable(info.filename))
+    return TakeoutFormatError(name, f"cannot read archive member: {_read_failure(exc)}", printable(info.filename))
 
 
 def _refuse_encrypted(info: zipfile.ZipInfo, name: str) -> None:
@@ -191,7 +184,7 @@ def _refuse_encrypted(info: zipfile.ZipInfo, name: str) -> None:
             name,
             "archive member is encrypted (a password-protected zip); export again without encryption,"
             " or give the extracted file",
-            _printable(info.filename),
+            printable(info.filename),
         )
 
 
@@ -236,7 +229,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> 
             once that many bytes have been decompressed), encrypted, or cannot be read; position = the
             member's path.
     """
-    member_name = _printable(info.filename)
+    member_name = printable(info.filename)
     limit = f"the limit is {_mib(MAX_MEMBER_BYTES)}; real watch histories are a few hundred MB at most"
     if info.file_size > MAX_MEMBER_BYTES:
         raise TakeoutFormatError(
@@ -294,14 +287,14 @@ def _parse_zip(source: IO[bytes], name: str, now_ms: int) -> ParseResult:
         candidates.sort(key=_Candidate.rank)
         info = candidates[0].info
         content = _read_member(archive, info, name)
-    member_name = _printable(info.filename)
+    member_name = printable(info.filename)
     member_path = f"{name}!{member_name}"
     text = _decode(content, member_path)
     del content  # parse with the decoded text alone in memory
     result = _parse_text(text, member_path, now_ms)
     notes = result.notes
     if len(candidates) > 1:
-        ignored = ", ".join(_printable(c.info.filename) for c in candidates[1:])
+        ignored = ", ".join(printable(c.info.filename) for c in candidates[1:])
         notes = (
             f"the archive holds {len(candidates)} watch-history files; read {member_name}, ignored: {ignored}",
             *notes,
