@@ -748,6 +748,39 @@ def dead_letters_retry(user_id: UserIdOption = None, url: UrlOption = None) -> N
     )
 
 
+# ---------------------------------------------------------------------------------------- recompute
+
+
+async def _request_recompute(url: str, admin_key: str, user_id: str) -> int:
+    from worker.gateway import ConvexGateway
+
+    async with ConvexGateway(url, admin_key=admin_key) as gateway:
+        return await gateway.request_recompute(user_id)
+
+
+@app.command()
+def recompute(
+    user_id: Annotated[str, typer.Option("--user-id", help="The user (the token identifier '<issuer>|<subject>').")],
+    url: UrlOption = None,
+) -> None:
+    """Ask for a recompute of one user's whole history (the manual trigger, admin:requestRecompute).
+
+    Appends a "manual" change to the change log; a running worker recomputes the user from all of its
+    views and stores the results, as after any change.
+    """
+    with _exit_when_interrupted("recompute"):
+        url, admin_key = _operator_connection(url)
+        try:
+            seq = asyncio.run(_cancel_on_signals(_request_recompute(url, admin_key, user_id)))
+        except GatewayError as exc:
+            raise _operator_call_failed(exc) from None
+    Console(soft_wrap=True).print(
+        f"recompute of {user_id} requested (change {seq}); a running worker picks it up",
+        highlight=False,
+        markup=False,
+    )
+
+
 # ---------------------------------------------------------------------------------------- healthcheck
 
 

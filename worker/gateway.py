@@ -774,6 +774,23 @@ class ConvexGateway:
         raw = await self.mutation("admin:retryDeadLetters", _limit_args(limit, user_id))
         return int(raw["retried"]), bool(raw["hasMore"])
 
+    async def request_recompute(self, user_id: str) -> int:
+        """Ask for a recompute of a user's whole history (``admin:requestRecompute``, the manual trigger).
+
+        Appends a ``"manual"`` change for ``user_id`` to the change log; a running worker picks it up
+        like any change. Each call appends one.
+
+        Returns:
+            The seq of the appended change.
+
+        Raises:
+            PermanentGatewayError: the deployment refused the arguments (a malformed user id).
+            AuthenticationError: the admin key was rejected.
+            TransientGatewayError: the deployment could not be reached.
+        """
+        raw = await self.mutation("admin:requestRecompute", {"userId": user_id})
+        return int(raw["seq"])
+
     async def dashboard(self, filters: Mapping[str, Any] | None = None) -> Any:
         """Read the token user's dashboard (public ``dashboard:getDashboard``)."""
         return await self.query("dashboard:getDashboard", {"filters": dict(filters)} if filters else {})

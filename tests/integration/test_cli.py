@@ -1244,3 +1244,32 @@ class TestDeadLetters:
         assert res.returncode == 2
         assert res.stderr.splitlines() == [f"error: {message}"]  # before the missing key, without Click's box
         assert res.stdout == ""
+
+
+class TestRecompute:
+    def test_manual_trigger_appends_a_change_the_worker_consumes(self, project_backend: LocalBackend) -> None:
+        """recompute --user-id appends a "manual" change (its seq printed); a running worker consumes it."""
+        user = "convex-local|cli-recompute"
+        env = {"CONVEX_URL": project_backend.url, "CONVEX_ADMIN_KEY": project_backend.admin_key}
+        res = run_cli("recompute", "--user-id", user, env=env)
+        assert res.returncode == 0, res.stderr
+        match = re.fullmatch(
+            rf"recompute of {re.escape(user)} requested \(change (\d+)\); a running worker picks it up\n", res.stdout
+        )
+        assert match is not None, res.stdout
+        assert user in asyncio.run(pending_users(project_backend))
+        stats = asyncio.run(run_worker(project_backend))
+        assert stats.users_failed == 0, stats.last_error
+        assert user not in asyncio.run(pending_users(project_backend))
+
+    def test_rejected_key_and_missing_user_id(self, project_backend: LocalBackend) -> None:
+        res = run_cli(
+            "recompute",
+            "--user-id",
+            "convex-local|x",
+            env={"CONVEX_URL": project_backend.url, "CONVEX_ADMIN_KEY": "wrong"},
+        )
+        assert res.returncode == 2
+        assert res.stderr.startswith(f"error: CONVEX_ADMIN_KEY was rejected by {project_backend.url}"), res.stderr
+        res = run_cli("recompute", env={"CONVEX_URL": project_backend.url, "CONVEX_ADMIN_KEY": "k"})
+        assert res.returncode == 2 and "--user-id" in res.stderr
