@@ -113,6 +113,29 @@ const MAX_DEDUPE_SECOND_READ = 16;
 type StoredView = Pick<Doc<"watchEvents">, "watchedAtMs" | "videoId" | "title">;
 
 /**
+ * Read up to `limit` of `userId`'s stored views in the whole seconds from the
+ * one holding `loMs` to the one holding `hiMs` (one `by_user_and_watchedAt`
+ * range: the span a second-precision dedupe key can match).
+ */
+async function storedViewsInSeconds(
+  ctx: MutationCtx,
+  userId: string,
+  loMs: number,
+  hiMs: number,
+  limit: number,
+): Promise<StoredView[]> {
+  return await ctx.db
+    .query("watchEvents")
+    .withIndex("by_user_and_watchedAt", (q) =>
+      q
+        .eq("userId", userId)
+        .gte("watchedAtMs", secondStartMs(loMs))
+        .lt("watchedAtMs", secondStartMs(hiMs) + DEDUPE_PRECISION_MS),
+    )
+    .take(limit);
+}
+
+/**
  * Return the dedupe keys of `userId`'s stored views in the whole seconds from
  * the batch's earliest to its latest `watchedAtMs` (one index range read
  * instead of one read per event: importers send time-ordered batches, so the
@@ -133,39 +156,33 @@ async function storedKeysInRange(
     lo = Math.min(lo, e.watchedAtMs);
     hi = Math.max(hi, e.watchedAtMs);
   }
-  const rows: StoredView[] = await ctx.db
-    .query("watchEvents")
-    .withIndex("by_user_and_watchedAt", (q) =>
-      q
-        .eq("userId", userId)
-        .gte("watchedAtMs", secondStartMs(lo))
-        .lt("watchedAtMs", secondStartMs(hi) + DEDUPE_PRECISION_MS),
-    )
-    .take(MAX_DEDUPE_RANGE_READ + 1);
+  const rows = await storedViewsInSeconds(ctx, userId, lo, hi, MAX_DEDUPE_RANGE_READ + 1);
   if (rows.length > MAX_DEDUPE_RANGE_READ) return null;
   return new Set(rows.map((r) => dedupeKey(r)));
 }
 
 /**
  * Whether `userId` has a stored view with dedupe key `key` in the second of
- * `event`: the views of that second are read (at most `MAX_DEDUPE_SECOND_READ`)
- * and their keys recomputed; a second holding more views than that (no real
- * history does) is also looked up by stored key on `by_user_and_dedupeKey`,
- * which finds every view stored since keys have second precision.
+ * `event`: the views of that second are read (at most `MAX_DEDUPE_SECOND_READ`,
+ * once per second per batch: `bySecond` keeps them; views the batch inserts are
+ * never among them, the batch's own duplicates being caught before) and their
+ * keys recomputed; a second holding more views than that (no real history
+ * does) is also looked up by stored key on `by_user_and_dedupeKey`, which finds
+ * every view stored since keys have second precision.
  */
 async function isStoredView(
   ctx: MutationCtx,
   userId: string,
   event: WatchEventInput,
   key: string,
+  bySecond: Map<number, StoredView[]>,
 ): Promise<boolean> {
   const second = secondStartMs(event.watchedAtMs);
-  const rows: StoredView[] = await ctx.db
-    .query("watchEvents")
-    .withIndex("by_user_and_watchedAt", (q) =>
-      q.eq("userId", userId).gte("watchedAtMs", second).lt("watchedAtMs", second + DEDUPE_PRECISION_MS),
-    )
-    .take(MAX_DEDUPE_SECOND_READ + 1);
+  let rows = bySecond.get(second);
+  if (rows === undefined) {
+    rows = await storedViewsInSeconds(ctx, userId, second, second, MAX_DEDUPE_SECOND_READ + 1);
+    bySecond.set(second, rows);
+  }
   if (rows.some((r) => dedupeKey(r) === key)) return true;
   if (rows.length <= MAX_DEDUPE_SECOND_READ) return false;
   const byKey = await ctx.db
@@ -200,6 +217,7 @@ export async function importEventsForUser(
   const stored = await storedKeysInRange(ctx, userId, events);
   const changeSeq = await nextChangeSeq(ctx, userId);
   const seen = new Set<string>();
+  const bySecond = new Map<number, StoredView[]>(); // stored views per second, for isStoredView
   let inserted = 0;
   let duplicates = 0;
   let fromMs = Number.POSITIVE_INFINITY;
@@ -211,7 +229,7 @@ export async function importEventsForUser(
       continue;
     }
     seen.add(key);
-    const isStored = stored !== null ? stored.has(key) : await isStoredView(ctx, userId, event, key);
+    const isStored = stored !== null ? stored.has(key) : await isStoredView(ctx, userId, event, key, bySecond);
     if (isStored) {
       duplicates++;
       continue;

@@ -736,11 +736,10 @@ def dead_letters_retry(user_id: UserIdOption = None, url: UrlOption = None) -> N
             retried = asyncio.run(_cancel_on_signals(_retry_dead_letters(url, admin_key, user_id, progress)))
         except GatewayError as exc:
             raise _operator_call_failed(exc) from None
-    out = Console(soft_wrap=True)
     if retried == 0:
-        out.print(f"no dead letters{of_user} to retry", highlight=False, markup=False)
+        results.print(f"no dead letters{of_user} to retry", highlight=False, markup=False)
         return
-    out.print(
+    results.print(
         f"{plural(retried, 'dead letter')}{of_user} put back to pending; a running worker recomputes their users"
         " (a user still in a retry backoff is claimed when it ends, within 64 s)",
         highlight=False,
@@ -774,7 +773,7 @@ def recompute(
             seq = asyncio.run(_cancel_on_signals(_request_recompute(url, admin_key, user_id)))
         except GatewayError as exc:
             raise _operator_call_failed(exc) from None
-    Console(soft_wrap=True).print(
+    results.print(
         f"recompute of {user_id} requested (change {seq}); a running worker picks it up",
         highlight=False,
         markup=False,

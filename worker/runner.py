@@ -327,7 +327,7 @@ class Runner:
         structlog.contextvars.bind_contextvars(user=user_id)
         # past max_user_s neither the heartbeat nor the lease is kept alive for this user any more
         vouch_until = time.monotonic() + self.settings.max_user_s
-        heartbeat = self._start_background(self._touch_heartbeat_periodically(vouch_until), "heartbeat")
+        heartbeat = asyncio.create_task(self._touch_heartbeat_periodically(vouch_until), name="heartbeat")
         try:
             claim = await self.gateway.claim_user(user_id, self.settings.worker_id, self.settings.lease_ms)
             if not claim.granted:
@@ -422,13 +422,8 @@ class Runner:
     # ------------------------------------------------------------------ helpers
 
     @staticmethod
-    def _start_background(work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
-        """Run ``work`` as a task on the event loop, beside the caller; end it with :meth:`_stop_background`."""
-        return asyncio.create_task(work, name=name)
-
-    @staticmethod
     async def _stop_background(task: asyncio.Task[None]) -> None:
-        """Cancel a task of :meth:`_start_background` and wait for it to end."""
+        """Cancel a background task (heartbeat, lease renewal) and wait for it to end."""
         task.cancel()
         # gather, not ``await task`` under a suppressed CancelledError: a cancellation of the caller
         # itself while it waits here must not be swallowed.
@@ -437,7 +432,7 @@ class Runner:
     @contextlib.asynccontextmanager
     async def _in_background(self, work: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
         """Run ``work`` as a task on the event loop while the ``async with`` body runs; cancel it after."""
-        task = self._start_background(work, name)
+        task = asyncio.create_task(work, name=name)
         try:
             yield
         finally:

@@ -10,7 +10,7 @@
 import { Worker } from "node:worker_threads";
 import { EventEmitter } from "node:events";
 import type { Caller, FromWorker, HttpResult, RunResult, ToWorker, UdfType } from "./protocol.ts";
-import { DiskStore, Mirror } from "./persistence.ts";
+import { DAMAGED_HINT, DiskStore, Mirror } from "./persistence.ts";
 import { EXIT_FAILURE, UserError } from "./errors.ts";
 
 export interface EngineOptions {
@@ -257,8 +257,7 @@ function initFailure(m: Extract<FromWorker, { kind: "initError" }>, opts: Engine
     }
     case "data":
       return new UserError(
-        `cannot restore the data stored in ${opts.dataDir}: ${m.message}; ` +
-          "move the data directory's files away (or restore them from a backup) to start the backend",
+        `cannot restore the data stored in ${opts.dataDir}: ${m.message}; ${DAMAGED_HINT}`,
         EXIT_FAILURE,
         m.stack,
       );

@@ -29,7 +29,7 @@ import type { DbState } from "./protocol.ts";
 import { errorCode, fsReason, UserError } from "./errors.ts";
 
 /** What to do about a damaged data file, appended to the error naming it. */
-const DAMAGED_HINT = "move the data directory's files away (or restore them from a backup) to start the backend";
+export const DAMAGED_HINT = "move the data directory's files away (or restore them from a backup) to start the backend";
 
 /** One committed transaction as stored in the log. */
 export interface CommitRecord {

@@ -165,9 +165,9 @@ def _co_watched(s: Slice, rank_of: CodeArray, k: int) -> list[list[dict[str, Any
         return out
     n_channels = len(frame.channel_ids)
     # each entry: (rank of the listed channel, partner, coSessions)
-    rx = np.concatenate((ra[side_a], rb[side_b])).astype(np.int64)
-    y = np.concatenate((co.pair_b[side_a], co.pair_a[side_b])).astype(np.int64)
-    cnt = np.concatenate((co.pair_sessions[side_a], co.pair_sessions[side_b])).astype(np.int64)
+    rx = np.concatenate((ra[side_a], rb[side_b]), dtype=np.int64)  # widened as it is copied: one pass
+    y = np.concatenate((co.pair_b[side_a], co.pair_a[side_b]), dtype=np.int64)
+    cnt = np.concatenate((co.pair_sessions[side_a], co.pair_sessions[side_b]), dtype=np.int64)
     del ra, rb, side_a, side_b
     # most pairs share one session: a channel with at least ``per`` partners of 2+ sessions lists
     # none of its 1-session partners, so those entries are dropped before the sort (same result)
