@@ -19,6 +19,7 @@ from pydantic import AliasChoices, Field, HttpUrl, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from worker.errors import ConfigError
+from worker.models import utf16_length
 
 URL_VARIABLES = ("CONVEX_URL", "CONVEX_SELF_HOSTED_URL")
 """Environment variables read for the deployment URL, first match wins."""
@@ -334,11 +335,6 @@ def load_settings(**overrides: object) -> Settings:
             what = "is not set" if err["type"] == "missing" else f"is invalid: {reason}"
             problems.append(f"{name} {what}")
         raise ConfigError("; ".join(problems)) from None
-
-
-def utf16_length(text: str) -> int:
-    """Return the length of ``text`` as JavaScript counts it (UTF-16 code units), as the deployment checks lengths."""
-    return len(text.encode("utf-16-le")) // 2
 
 
 def _spelling(name: str) -> str:

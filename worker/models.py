@@ -95,8 +95,9 @@ LONE_SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
 encodable as UTF-8. A whole pair is decoded to one character, so any match is a lone half."""
 
 
-def _utf16_length(text: str) -> int:
-    """Return the length of ``text`` in UTF-16 code units, as JavaScript's ``String.length``."""
+def utf16_length(text: str) -> int:
+    """Return the length of ``text`` in UTF-16 code units, as JavaScript's ``String.length`` (the deployment
+    checks lengths so); a lone surrogate counts 1, as it does there."""
     return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
 
 
@@ -135,7 +136,7 @@ def view_problem(event: WatchEvent, *, now_ms: int) -> tuple[str, str] | None:
             surrogate = f"\\u{ord(lone.group()):04x}"
             return name, f"holds a lone UTF-16 surrogate {surrogate} at offset {lone.start()} (damaged text)"
         # A code point is at most 2 UTF-16 units, so short strings need no counting.
-        if len(value) * 2 > limit and (length := _utf16_length(value)) > limit:
+        if len(value) * 2 > limit and (length := utf16_length(value)) > limit:
             return name, f"is {length} characters (UTF-16 units); at most {limit} are allowed"
     if len(event.flags) > MAX_FLAGS:
         return "flags", f"has {len(event.flags)} entries; at most {MAX_FLAGS} are allowed"

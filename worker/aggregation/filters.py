@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 from worker.aggregation.timeframes import TIMEFRAMES, Timeframe
+from worker.models import utf16_length
 
 __all__ = [
     "PRODUCTS",
@@ -34,11 +35,6 @@ MAX_FILTER_VALUE_LENGTH = 128
 checks): a character outside the Basic Multilingual Plane counts 2."""
 
 
-def _utf16_length(value: str) -> int:
-    """Return ``value``'s length as JavaScript counts it (UTF-16 code units)."""
-    return len(value) + sum(1 for ch in value if ord(ch) > 0xFFFF)
-
-
 def _canonical(field: str, values: Iterable[Any]) -> tuple[str, ...]:
     if isinstance(values, str | bytes) or not isinstance(values, Iterable):
         raise ValueError(f"{field}: expected a list of strings")
@@ -48,7 +44,7 @@ def _canonical(field: str, values: Iterable[Any]) -> tuple[str, ...]:
     for value in items:
         if not isinstance(value, str) or not value:
             raise ValueError(f"{field}: every item must be a non-empty string, got {value!r}")
-        if _utf16_length(value) > MAX_FILTER_VALUE_LENGTH or any(ch in _FORBIDDEN for ch in value):
+        if utf16_length(value) > MAX_FILTER_VALUE_LENGTH or any(ch in _FORBIDDEN for ch in value):
             raise ValueError(
                 f"{field}: item {value[:40]!r} is longer than {MAX_FILTER_VALUE_LENGTH} UTF-16 code units"
                 " or contains ',' or '|'"

@@ -45,8 +45,12 @@ _LEGACY_FIELDS: Final = {
 }
 
 
-_SURROGATE_ESCAPE_RE: Final = re.compile(r"\\u[dD][89a-fA-F]")
-"""A JSON escape of a UTF-16 surrogate (``\\ud83d``): the only way a decoded string can hold one."""
+_SURROGATE_ESCAPE_RE: Final = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F]"
+)
+"""A JSON escape of a lone UTF-16 surrogate: a high half (``\\ud83d``) not followed by a low one, or a low
+half not preceded by a high one; the only way a decoded string can hold one. Takeout escapes every emoji
+as a whole pair, which this does not match, so an ordinary export is never walked entry by entry."""
 
 
 class _EntryError(Exception):

@@ -226,7 +226,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> 
 
     Raises:
         TakeoutFormatError: the member is larger than :data:`MAX_MEMBER_BYTES` (by its declared size, or
-            once that many bytes have been decompressed), encrypted, or cannot be read; position = the
+            once that many bytes have been decompressed) or cannot be read; position = the
             member's path.
     """
     member_name = printable(info.filename)
@@ -235,8 +235,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> 
         raise TakeoutFormatError(
             name, f"archive member is {_mib(info.file_size)} decompressed (its declared size): {limit}", member_name
         )
-    _refuse_encrypted(info, name)
-    content = bytearray()
+    content = bytearray()  # an encrypted member was refused as a candidate already
     try:
         with archive.open(info) as member:
             while chunk := member.read(_READ_CHUNK_BYTES):
