@@ -9,6 +9,7 @@ from datetime import date
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from worker.aggregation.common import (
     MonthAxis,
@@ -22,8 +23,9 @@ from worker.aggregation.common import (
     ratio,
     unique_ints,
 )
+from worker.aggregation.options import AggregationOptions
 from worker.aggregation.slices import Slice
-from worker.aggregation.timeframes import EPOCH_ORDINAL, month_first_day, shift_year_back
+from worker.aggregation.timeframes import EPOCH_ORDINAL, Clock, month_first_day, shift_year_back
 
 __all__ = ["kpi", "monthly_trend", "top_channels", "day_time_heatmap"]
 
@@ -43,10 +45,9 @@ def kpi(s: Slice) -> Output:
     the filter over the whole history (not the timeframe); dates are local ``YYYY-MM-DD``.
     Time-relative: changes at the next local midnight.
     """
-    frame, clock, opts = s.frame, s.clock, s.options
+    frame = s.frame
     video = s.video
-    sessions = s.sessions
-    data: dict[str, Any] = {
+    counts = {
         "views": s.n,
         "removedViews": int(np.count_nonzero(frame.removed[s.idx])),
         "uniqueVideos": int(unique_ints(video[video >= 0]).size),
@@ -54,7 +55,32 @@ def kpi(s: Slice) -> Output:
         "activeDays": int(unique_ints(s.day).size),
         "firstViewMs": int(s.ts[0]) if s.n else None,
         "lastViewMs": int(s.ts[-1]) if s.n else None,
-        "estimatedWatchTimeMinutes": num(int(sessions.estimated_ms.sum()) / _MINUTE_MS),
+    }
+    spans = kpi_period_spans(s.clock)
+    period_views = [s.base_views_between(first, last) for first, last in spans]
+    return kpi_data(counts, int(s.sessions.estimated_ms.sum()), period_views, s.clock, s.options), "day"
+
+
+def kpi_period_spans(clock: Clock) -> list[tuple[int, int]]:
+    """Return the local-day spans (first, last; inclusive) whose base views ``kpi`` reports, in order:
+    per period (month, quarter, year) the current span to today, then the same dates a year earlier."""
+    m = clock.month
+    out: list[tuple[int, int]] = []
+    for start_month in (m, m - (m % 12) % 3, m - m % 12):
+        start = month_first_day(start_month)
+        out.append((start, clock.today))
+        out.append((shift_year_back(start), shift_year_back(clock.today)))
+    return out
+
+
+def kpi_data(
+    counts: dict[str, Any], estimated_ms: int, period_views: list[int], clock: Clock, opts: AggregationOptions
+) -> dict[str, Any]:
+    """Return the stored ``kpi`` shape from its counts (the keys ``views`` … ``lastViewMs`` in order),
+    the slice's total estimated watch time (ms) and the base views of ``kpi_period_spans(clock)``."""
+    data: dict[str, Any] = {
+        **counts,
+        "estimatedWatchTimeMinutes": num(estimated_ms / _MINUTE_MS),
         "estimator": {
             "method": "gapToNextViewInSession",
             "sessionGapMinutes": num(opts.session_gap_ms / _MINUTE_MS),
@@ -62,15 +88,11 @@ def kpi(s: Slice) -> Output:
             "lastViewMinutes": num(opts.last_view_estimate_ms / _MINUTE_MS),
         },
     }
-    m = clock.month
-    periods = (("month", m), ("quarter", m - (m % 12) % 3), ("year", m - m % 12))
+    spans = kpi_period_spans(clock)
     rows: list[dict[str, Any]] = []
-    for period, start_month in periods:
-        start = month_first_day(start_month)
-        end = clock.today
-        prev_start, prev_end = shift_year_back(start), shift_year_back(end)
-        current = s.base_views_between(start, end)
-        previous = s.base_views_between(prev_start, prev_end)
+    for i, period in enumerate(("month", "quarter", "year")):
+        (start, end), (prev_start, prev_end) = spans[2 * i], spans[2 * i + 1]
+        current, previous = period_views[2 * i], period_views[2 * i + 1]
         rows.append(
             {
                 "period": period,
@@ -84,7 +106,7 @@ def kpi(s: Slice) -> Output:
             }
         )
     data["periodToDate"] = rows
-    return data, "day"
+    return data
 
 
 def monthly_trend(s: Slice) -> Output:
@@ -155,15 +177,19 @@ def day_time_heatmap(s: Slice) -> Output:
     cell = s.weekday.astype(np.intp)  # one index-width copy, the cell number built in place
     cell *= 24
     cell += s.hour
-    counts = np.bincount(cell, minlength=7 * 24).reshape(7, 24)
+    counts = np.bincount(cell, minlength=7 * 24).astype(np.int64)
     del cell
-    peak = int(np.argmax(counts)) if s.n else None
-    data: dict[str, Any] = {
+    return heatmap_data(counts, s.n), "window"
+
+
+def heatmap_data(counts: npt.NDArray[np.int64], views: int) -> dict[str, Any]:
+    """Return the stored ``day_time_heatmap`` shape from the 168 cell counts (weekday*24 + hour)."""
+    peak = int(np.argmax(counts)) if views else None
+    return {
         "weekdayConvention": "iso-monday-0",
-        "cells": counts.astype(np.int64).tolist(),
-        "totalViews": s.n,
+        "cells": counts.reshape(7, 24).tolist(),
+        "totalViews": views,
         "maxCount": int(counts.max()),
         "peakWeekday": None if peak is None else peak // 24,
         "peakHour": None if peak is None else peak % 24,
     }
-    return data, "window"

@@ -17,6 +17,8 @@ from typing import TypeAlias
 import numpy as np
 
 from worker.aggregation.frame import Frame, IntArray
+from worker.aggregation.incremental.base import BaseEntry
+from worker.aggregation.incremental.core import StableCodes
 from worker.aggregation.options import AggregationOptions
 from worker.aggregation.slices import Slice, _session_pairs, _SessionPairs, extend_session_pairs
 
@@ -61,6 +63,11 @@ class DerivedState:
     epoch: int = 0
     _entries: dict[BaseKey, _BasePairs] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    bases: dict[BaseKey, BaseEntry] = field(default_factory=dict, repr=False)
+    """Incremental states per filter base (``worker.aggregation.incremental``), shared along the chain
+    of extended states and updated in place by the recompute of the newest one."""
+    _previous: tuple[Frame, StableCodes, int] | None = field(default=None, repr=False)
+    _codes: tuple[StableCodes, int] | None = field(default=None, repr=False)
 
     @classmethod
     def cold(cls, frame: Frame) -> DerivedState:
@@ -75,13 +82,30 @@ class DerivedState:
         """
         with self._lock:
             entries = {k: e for k, e in self._entries.items() if e.epoch == self.epoch}
-        return DerivedState(grown, self.epoch + 1, entries)
+            previous = None if self._codes is None else (self.frame, *self._codes)
+        return DerivedState(grown, self.epoch + 1, entries, bases=self.bases, _previous=previous)
+
+    def codes(self) -> tuple[StableCodes, int]:
+        """Return the stable codes of this frame and their origin (the epoch they were the frame's own).
+
+        Extended from the previous state's codes when it computed them, else the frame's own codes
+        (a new origin: states of another origin are rebuilt).
+        """
+        with self._lock:
+            if self._codes is None:
+                if self._previous is not None:
+                    frame, codes, origin = self._previous
+                    self._codes = (codes.extended(frame, self.frame), origin)
+                else:
+                    self._codes = (StableCodes.identity(self.frame), self.epoch)
+                self._previous = None  # the previous frame is not kept alive by this state
+            return self._codes
 
     @property
     def nbytes(self) -> int:
         """Return the bytes held by the retained pairs."""
         with self._lock:
-            return sum(e.nbytes for e in self._entries.values())
+            return sum(e.nbytes for e in self._entries.values()) + sum(b.nbytes for b in self.bases.values())
 
     def session_pairs(self, key: BaseKey, view: Slice) -> _SessionPairs | None:
         """Return ``view``'s base session pairs (``Slice.base_session_pairs``), reusing retained ones.

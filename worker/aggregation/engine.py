@@ -20,7 +20,9 @@ from worker.aggregation.filters import FilterSet, group_by_base
 from worker.aggregation.frame import PRODUCT_CODES, CodeArray, Frame, build_frame
 from worker.aggregation.options import AggregationOptions
 from worker.aggregation.slices import Slice, take_rows
-from worker.aggregation.timeframes import Clock, load_zone, make_clock, resolve_window
+from worker.aggregation.incremental import REGISTRY
+from worker.aggregation.incremental.base import open_base
+from worker.aggregation.timeframes import Clock, Window, load_zone, make_clock, resolve_window
 from worker.models import WatchEvent
 
 __all__ = [
@@ -208,19 +210,84 @@ def _compute(
     # so only one base's arrays are alive at a time; results keep the first-occurrence order.
     order = dict.fromkeys(fs.key for fs in filter_sets)
     by_key: dict[str, list[AggregationResult]] = {}
+    # The append fast path (worker.aggregation.incremental) for a state extended by an append: the
+    # types it implements come from their states, the others from the slices as below.
+    fast = derived is not None and derived.frame is frame and derived.epoch > 0 and any(t in REGISTRY for t in wanted)
     for group in group_by_base(filter_sets):
+        windows = [resolve_window(fs.timeframe, clock) for fs in group]
+        views = _BaseViews(frame, group, windows, clock, opts, derived)
+        run = None
+        if fast and derived is not None:
+            codes, origin = derived.codes()
+            run = open_base(
+                derived.bases, group[0], frame=frame, epoch=derived.epoch, codes=codes, codes_origin=origin,
+                clock=clock, options=opts,
+            )
+        for i, (fs, window) in enumerate(zip(group, windows, strict=True)):
+            results = by_key[fs.key] = []
+            for name in wanted:
+                cls = REGISTRY.get(name) if run is not None else None
+                if run is not None and cls is not None:
+                    data, dependency = run.result(fs, window, name, cls, functools.partial(views.view, i))
+                else:
+                    data, dependency = _REGISTRY[name](views.view(i))
+                results.append(
+                    AggregationResult(
+                        type=name,
+                        filter_key=fs.key,
+                        data=data,
+                        valid_until_ms=_valid_until(window.next_change_ms, dependency, clock),
+                        definition_version=DEFINITION_VERSION,
+                    )
+                )
+        if run is not None:
+            run.finish()
+        del views  # the base's arrays are freed before the next base is gathered
+    return [r for key in order for r in by_key[key]]
+
+
+class _BaseViews:
+    """The slices of one filter base's sets, built on first use (the fast path may need none)."""
+
+    def __init__(
+        self,
+        frame: Frame,
+        group: list[FilterSet],
+        windows: list[Window],
+        clock: Clock,
+        opts: AggregationOptions,
+        derived: DerivedState | None,
+    ) -> None:
+        self.frame, self.group, self.windows, self.clock, self.opts, self.derived = (
+            frame, group, windows, clock, opts, derived,
+        )
+        self.views: list[Slice] | None = None
+
+    def view(self, i: int) -> Slice:
+        """Return the slice of the base's ``i``-th filter set."""
+        if self.views is None:
+            self.views = self._build()
+        return self.views[i]
+
+    def _build(self) -> list[Slice]:
+        frame, group, derived, opts, clock = self.frame, self.group, self.derived, self.opts, self.clock
+        # Filter sets differing only in timeframe share the base (filter over the whole history) and
+        # its derived columns; a timeframe whose window selects the same views as the previous one
+        # (e.g. YTD and Last6M in June) shares every derived array.
         base = _base_indices(frame, group[0])
         base_ts = take_rows(frame.ts, base)
-        windows = [resolve_window(fs.timeframe, clock) for fs in group]
-        starts = [0 if w.start_ms is None else int(np.searchsorted(base_ts, w.start_ms, side="left")) for w in windows]
+        starts = [
+            0 if w.start_ms is None else int(np.searchsorted(base_ts, w.start_ms, side="left")) for w in self.windows
+        ]
         # co-sessions come from the base's sessions when its timeframes hold at least as many views
         derive = sum(base.size - start for start in starts) >= base.size
         provider = None
         if derived is not None and derived.frame is frame:
             key = (group[0].product, group[0].topics, group[0].channels)
             provider = functools.partial(derived.session_pairs, key)
+        out: list[Slice] = []
         previous: tuple[int, Slice] | None = None
-        for fs, window, start in zip(group, windows, starts, strict=True):
+        for window, start in zip(self.windows, starts, strict=True):
             same_views = previous is not None and previous[0] == start
             idx = previous[1].idx if previous is not None and same_views else (base if start == 0 else base[start:])
             view = Slice(
@@ -238,17 +305,5 @@ def _compute(
             if previous is not None:
                 view.share_derived(previous[1])
             previous = (start, view)
-            results = by_key[fs.key] = []
-            for name in wanted:
-                data, dependency = _REGISTRY[name](view)
-                results.append(
-                    AggregationResult(
-                        type=name,
-                        filter_key=fs.key,
-                        data=data,
-                        valid_until_ms=_valid_until(window.next_change_ms, dependency, clock),
-                        definition_version=DEFINITION_VERSION,
-                    )
-                )
-        del base, base_ts, previous, view  # the base's arrays are freed before the next base is gathered
-    return [r for key in order for r in by_key[key]]
+            out.append(view)
+        return out

@@ -1,0 +1,137 @@
+"""Drive the engine's append fast path the way the worker does, and compare with a full computation."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from worker.aggregation import EAGER_FILTER_SETS, FilterSet, compute_aggregations, compute_from_frame
+from worker.aggregation.derived import DerivedState
+from worker.aggregation.frame import Frame
+from worker.aggregation.options import AggregationOptions
+from worker.aggregation.partition import build_month_partitions, extend_frame, merge_partitions
+from worker.aggregation.timeframes import load_zone
+from worker.models import WatchEvent
+
+MINUTE = 60_000
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+
+# titles that classify into topics (worker/aggregation/taxonomy.json keywords) or into none
+TITLES = (
+    "official music video",
+    "gaming walkthrough",
+    "python programming tutorial",
+    "easy pasta recipe",
+    "football highlights",
+    "stand up comedy",
+    "home workout",
+    "untitled clip",
+    "vlog 12",
+    None,
+)
+
+
+def random_views(
+    rng: random.Random, start_ms: int, n: int, *, channels: int = 8, videos: int = 40, prefix: str = "v"
+) -> list[WatchEvent]:
+    """Return ``n`` views after ``start_ms`` (strictly), time-ordered: mostly session-length gaps,
+    sometimes hours, days or weeks; rewatched videos, channel-less, removed, music and Shorts views."""
+    out: list[WatchEvent] = []
+    at = start_ms
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.6:
+            at += rng.choice((1, 3, 7, 19, 29, 30, 31)) * MINUTE
+        elif r < 0.85:
+            at += rng.choice((2, 5, 11)) * HOUR
+        elif r < 0.97:
+            at += rng.choice((1, 3, 9)) * DAY
+        else:
+            at += rng.choice((20, 45, 100)) * DAY
+        if rng.random() < 0.05:
+            out.append(WatchEvent(watched_at_ms=at, kind="removed"))
+            continue
+        ch = None if rng.random() < 0.1 else f"UC{rng.randrange(channels):03d}"
+        out.append(
+            WatchEvent(
+                watched_at_ms=at,
+                video_id=f"{prefix}{rng.randrange(videos)}" if rng.random() < 0.95 else None,
+                title=rng.choice(TITLES),
+                channel_id=ch,
+                channel_name=None if ch is None or rng.random() < 0.1 else f"{ch} name {rng.randrange(3)}",
+                product="youtube_music" if rng.random() < 0.2 else "youtube",
+                flags=frozenset({"shorts"}) if rng.random() < 0.1 else frozenset(),
+            )
+        )
+    return out
+
+
+def _frame(events: Sequence[WatchEvent], tz: str) -> Frame:
+    return merge_partitions(build_month_partitions(events, load_zone(tz)).values())
+
+
+def _index(results: Sequence[Any]) -> dict[tuple[str, str], tuple[Any, Any]]:
+    return {(r.filter_key, r.type): (r.data, r.valid_until_ms) for r in results}
+
+
+def assert_appends_match(
+    batches: Sequence[Sequence[WatchEvent]],
+    *,
+    now_ms: Sequence[int],
+    time_zone: str = "Europe/Berlin",
+    filter_sets: Sequence[FilterSet] = EAGER_FILTER_SETS,
+    types: Sequence[str] | None = None,
+    options: AggregationOptions | None = None,
+    repeat: bool = True,
+) -> int:
+    """Feed ``batches[0]`` as a full merge, then each later batch as an append, as the worker does.
+
+    Each batch must come strictly after the previous ones (an append ``extend_frame`` accepts).
+    After every step the engine's results (with the state carried along, ``now_ms[i]`` as now)
+    must equal ``compute_aggregations`` over all views so far. With ``repeat`` every step is
+    computed a second time on the same frame (an expiry or filter change: no new views).
+
+    Returns:
+        How many results were compared.
+    """
+    zone = load_zone(time_zone)
+    events = list(batches[0])
+    frame = _frame(events, time_zone)
+    state = DerivedState.cold(frame)
+    compared = 0
+    for step, batch in enumerate(batches):
+        if step:
+            grown = extend_frame(frame, build_month_partitions(batch, zone).values())
+            assert grown is not None, f"batch {step} does not come after the previous ones"
+            events.extend(batch)
+            state = state.extended(grown) if grown is not frame else state
+            frame = grown
+        for _ in range(2 if repeat else 1):
+            got = compute_from_frame(
+                frame, now_ms=now_ms[step], time_zone=time_zone, filter_sets=filter_sets, types=types,
+                options=options, derived=state,
+            )
+            want = compute_aggregations(
+                events, now_ms=now_ms[step], time_zone=time_zone, filter_sets=filter_sets, types=types,
+                options=options,
+            )
+            got_i, want_i = _index(got), _index(want)
+            assert list(got_i) == list(want_i)
+            for key, expected in want_i.items():
+                assert got_i[key] == expected, _diff(step, key, got_i[key], expected)
+                compared += 1
+    return compared
+
+
+def _diff(step: int, key: tuple[str, str], got: Any, want: Any) -> str:
+    lines = [f"step {step}, filter set {key[0]!r}, type {key[1]!r}:"]
+    g, w = got[0], want[0]
+    if got[1] != want[1]:
+        lines.append(f"  validUntil {got[1]} != {want[1]}")
+    if isinstance(g, dict) and isinstance(w, dict):
+        for field in sorted(set(g) | set(w)):
+            if g.get(field) != w.get(field):
+                lines.append(f"  {field}: got {str(g.get(field))[:400]}\n  {' ' * len(field)}  want {str(w.get(field))[:400]}")
+    return "\n".join(lines)

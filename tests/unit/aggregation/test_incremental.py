@@ -1,0 +1,47 @@
+"""The append fast path (worker.aggregation.incremental) gives exactly the results of a full computation."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.unit.aggregation.incremental_support import DAY, HOUR, MINUTE, assert_appends_match, random_views
+from worker.aggregation import AGGREGATION_TYPES
+from worker.aggregation.incremental import REGISTRY
+
+START = 1_700_000_000_000  # 2023-11-14
+
+
+def test_every_registered_type_is_in_the_catalogue() -> None:
+    assert set(REGISTRY) <= set(AGGREGATION_TYPES)
+
+
+@given(seed=st.integers(0, 2**32 - 1), steps=st.integers(1, 5))
+@settings(max_examples=40, deadline=None)
+def test_appends_equal_full_computation(seed: int, steps: int) -> None:
+    rng = random.Random(seed)
+    batches = [random_views(rng, START, rng.randrange(0, 120))]
+    last = max([e.watched_at_ms for e in batches[0]], default=START)
+    for _ in range(steps):
+        batch = random_views(rng, last, rng.randrange(0, 25), channels=12, videos=60)
+        batches.append(batch)
+        last = max([e.watched_at_ms for e in batch], default=last)
+    now = last + rng.choice((MINUTE, HOUR, 3 * DAY))
+    # mostly the same day for every step (the fast path); sometimes the day changes (states rebuilt)
+    nows = [now if rng.random() < 0.8 else now + DAY for _ in batches]
+    assert assert_appends_match(batches, now_ms=nows) > 0
+
+
+@pytest.mark.parametrize("tz", ["Europe/Berlin", "America/Goose_Bay", "Australia/Lord_Howe"])
+def test_appends_across_month_and_clock_changes(tz: str) -> None:
+    rng = random.Random(7)
+    batches = [random_views(rng, START - 400 * DAY, 300)]
+    last = batches[0][-1].watched_at_ms
+    for _ in range(8):
+        batch = random_views(rng, last, 30, channels=15, videos=80)
+        batches.append(batch)
+        last = batch[-1].watched_at_ms
+    assert assert_appends_match(batches, now_ms=[last + HOUR] * len(batches), time_zone=tz) > 0

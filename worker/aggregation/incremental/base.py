@@ -1,0 +1,203 @@
+"""Per filter base bookkeeping of the append fast path: which states extend, which are built. Pure: no I/O.
+
+The engine asks :func:`open_base` for each filter base; the returned :class:`BaseRun` hands out each
+(filter set, type) result from its incremental state — extended by the appended views when the
+state describes the previous frame of the same day, built from the whole slice otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from worker.aggregation.frame import Frame, IntArray
+from worker.aggregation.incremental.core import (
+    BaseMemory,
+    BaseTail,
+    IncrementalState,
+    LastSeen,
+    RenderContext,
+    SliceInfo,
+    SliceTail,
+    StableCodes,
+    _key,
+    base_rows_between,
+    slice_tail,
+)
+from worker.aggregation.options import AggregationOptions
+from worker.aggregation.timeframes import Clock, Window
+
+if TYPE_CHECKING:
+    from worker.aggregation.common import Output
+    from worker.aggregation.filters import FilterSet
+    from worker.aggregation.slices import Slice
+
+__all__ = ["BaseEntry", "BaseRun", "open_base"]
+
+IN_PROGRESS = -1
+"""``BaseEntry.epoch`` while its states are being extended: an entry left so (an error) is rebuilt."""
+
+
+@dataclass
+class SliceEntry:
+    """The states of one filter set (base × timeframe)."""
+
+    window: Window
+    info: SliceInfo
+    states: dict[str, tuple[int, IncrementalState]] = field(default_factory=dict)
+
+
+@dataclass
+class BaseEntry:
+    """The incremental states of one filter base, as of frame epoch ``epoch`` (size ``frame_size``).
+
+    Valid for a recompute of the same local day (``today`` in ``zone``), options and stable-code
+    lineage (``codes_origin``, the epoch at which the stable codes were last the frame's own).
+    """
+
+    epoch: int
+    frame_size: int
+    codes_origin: int
+    zone: str
+    today: int
+    options: AggregationOptions
+    last_ts: int | None
+    memory: BaseMemory = field(default_factory=BaseMemory)
+    slices: dict[str, SliceEntry] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        """Return the bytes held by the states (estimates for Python objects)."""
+        total = self.memory.nbytes
+        for s in self.slices.values():
+            total += sum(state.nbytes for _, state in s.states.values())
+        return total
+
+
+@dataclass
+class BaseRun:
+    """One recompute's use of a base entry: results per (filter set, type), then :meth:`finish`."""
+
+    entry: BaseEntry
+    epoch: int
+    frame: Frame
+    codes: StableCodes
+    clock: Clock
+    options: AggregationOptions
+    tail: BaseTail | None
+    _tails: dict[str, SliceTail | None] = field(default_factory=dict)
+
+    def result(
+        self, fs: FilterSet, window: Window, name: str, cls: type[IncrementalState], view: Callable[[], Slice]
+    ) -> Output:
+        """Return type ``name``'s output for ``fs`` from its state (``view`` builds the whole slice if needed)."""
+        entry = self.entry
+        s = entry.slices.get(fs.key)
+        if s is None or s.window != window:
+            s = entry.slices[fs.key] = SliceEntry(window, SliceInfo.of(view()))
+            self._tails[fs.key] = None  # the info describes this frame already
+        if fs.key not in self._tails:
+            self._tails[fs.key] = (
+                None if self.tail is None else slice_tail(self.tail, s.info, window, self.options)
+            )
+        held = s.states.get(name)
+        stail = self._tails[fs.key]
+        if held is not None and held[0] == self.epoch:
+            state = held[1]
+        elif held is not None and stail is not None and held[0] == self.epoch - 1:
+            state = held[1]
+            s.states[name] = (IN_PROGRESS, state)
+            state.extend(stail)
+        else:
+            state = cls.from_slice(view(), self.codes)
+        s.states[name] = (self.epoch, state)
+        ctx = RenderContext(self.frame, self.codes, self.clock, window, self.options)
+        return state.render(ctx)
+
+    def finish(self) -> None:
+        """Mark the entry as describing this recompute's frame."""
+        if self.tail is not None and self.tail.size:
+            self.entry.last_ts = int(self.tail.ts[-1])
+        self.entry.epoch = self.epoch
+        self.entry.frame_size = self.frame.size
+
+
+def open_base(
+    bases: dict[tuple[str, tuple[str, ...], tuple[str, ...]], BaseEntry],
+    fs: FilterSet,
+    *,
+    frame: Frame,
+    epoch: int,
+    codes: StableCodes,
+    codes_origin: int,
+    clock: Clock,
+    options: AggregationOptions,
+) -> BaseRun:
+    """Return the run of ``fs``'s base for a recompute of ``frame`` (frame epoch ``epoch``).
+
+    An entry of the previous epoch (same day, zone, options, code lineage) is extended by the base's
+    rows appended since; one of this epoch (same frame: an expiry or filter change) is used as is;
+    otherwise a new entry is started and every state is built from its slice.
+    """
+    key = (fs.product, fs.topics, fs.channels)
+    entry = bases.get(key)
+    zone = clock.zone.key
+    same = (
+        entry is not None
+        and entry.zone == zone
+        and entry.today == clock.today
+        and entry.options == options
+        and entry.codes_origin == codes_origin
+    )
+    tail: BaseTail | None = None
+    if entry is not None and same and entry.epoch == epoch and entry.frame_size == frame.size:
+        pass
+    elif entry is not None and same and entry.epoch == epoch - 1 and entry.frame_size <= frame.size:
+        old_size = entry.frame_size
+        tail = BaseTail(
+            frame=frame,
+            codes=codes,
+            rows=base_rows_between(frame, fs, old_size, frame.size),
+            prev_last_ts=entry.last_ts,
+            memory=entry.memory,
+            fs=fs,
+            _build=_builder(frame, fs, codes, old_size),
+        )
+        entry.epoch = IN_PROGRESS
+    else:
+        last = _last_row(frame, fs)
+        last_ts = None if last < 0 else int(frame.ts[last])
+        entry = bases[key] = BaseEntry(epoch, frame.size, codes_origin, zone, clock.today, options, last_ts)
+    return BaseRun(entry, epoch, frame, codes, clock, options, tail)
+
+
+def _last_row(frame: Frame, fs: FilterSet) -> int:
+    """Return the last frame row passing ``fs``'s filter (−1: none), scanning back from the end."""
+    hi, step = frame.size, 4096
+    while hi > 0:
+        lo = max(0, hi - step)
+        rows = base_rows_between(frame, fs, lo, hi)
+        if rows.size:
+            return int(rows[-1])
+        hi, step = lo, step * 4
+    return -1
+
+
+def _builder(frame: Frame, fs: FilterSet, codes: StableCodes, size: int) -> Callable[[str], LastSeen]:
+    """Return a builder of a base's ``LastSeen`` over its rows before the append (frame rows < ``size``)."""
+
+    def build(kind: str) -> LastSeen:
+        rows: IntArray = base_rows_between(frame, fs, 0, size)
+        keys = _key(
+            kind,
+            codes.stable_video(frame.video[rows]),
+            codes.stable_channel(frame.channel[rows]),
+            frame.topic[rows].astype(np.int64),
+            frame.month[rows].astype(np.int64),
+        )
+        return LastSeen(keys, frame.ts[rows].astype(np.int64))
+
+    return build

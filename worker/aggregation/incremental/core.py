@@ -1,0 +1,629 @@
+"""Append fast path of the engine: per (filter set, type) state extended by appended views. Pure: no I/O.
+
+When a recompute's frame is the previous one with views appended after its last view
+(``worker.aggregation.partition.extend_frame``) and "today" (the local day of ``now``) has not
+changed, every result is a function of the previous slice's state and the appended views alone:
+the windows, "today", "the last 30 days" and "the current month" are the same, and no earlier view
+moved, changed or left. Each aggregation type with an incremental implementation keeps a state per
+(filter base, timeframe) that is
+
+* built once from the whole slice (``from_slice``: the first append after a full merge),
+* extended by the appended views (``extend``: cost proportional to the views appended, plus a
+  re-count of the slice's last session when it grew), and
+* rendered into the stored shape (``render``: cost proportional to the output).
+
+``render(extend(from_slice(prefix), tail))`` equals the type's function over the whole slice,
+field for field (``tests/unit/aggregation/test_incremental.py`` checks it for random appends).
+
+Identities. A state never holds a frame's video or channel codes, which an append renumbers when a
+new id sorts among the old ones. It holds **stable codes** instead (:class:`StableCodes`): the
+frame's codes at the state's first frame, then a new id gets the next free code. Channel order
+(ties by channel id) and names go back through ``StableCodes.channel_code``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import numpy as np
+
+from worker.aggregation.frame import PRODUCT_CODES, BoolArray, Frame, IntArray
+from worker.aggregation.options import AggregationOptions
+from worker.aggregation.timeframes import Clock, Window
+
+if TYPE_CHECKING:
+    from worker.aggregation.common import Output
+    from worker.aggregation.filters import FilterSet
+    from worker.aggregation.slices import Slice
+
+__all__ = [
+    "NO_KEY",
+    "NONE_BEFORE",
+    "BaseTail",
+    "IncrementalState",
+    "LastSeen",
+    "RenderContext",
+    "SliceInfo",
+    "SliceTail",
+    "StableCodes",
+    "base_rows_between",
+    "window_floor",
+]
+
+NONE_BEFORE = -1
+"""``LastSeen`` answer for a key the base never had before."""
+NO_KEY = int(np.iinfo(np.int64).max)
+"""``LastSeen`` answer for a row without the key (no video, no channel, unclassified): never "new"."""
+
+
+def window_floor(window: Window) -> int:
+    """Return the first instant of ``window`` (epoch ms UTC), 0 for ``All``.
+
+    A key is new to a slice iff its previous view in the base (``LastSeen``) is earlier than this:
+    ``NONE_BEFORE`` (-1) is earlier than every window, ``NO_KEY`` never is.
+    """
+    return 0 if window.start_ms is None else int(window.start_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class StableCodes:
+    """Video and channel codes that an append never renumbers.
+
+    Attributes:
+        video: Stable code of each video code of the current frame (len(frame.video_ids),).
+        channel: Stable code of each channel code of the current frame (len(frame.channel_ids),).
+        channel_code: Current frame channel code of each stable channel code (inverse of ``channel``).
+    """
+
+    video: IntArray
+    channel: IntArray
+    channel_code: IntArray
+
+    @property
+    def videos(self) -> int:
+        """Return the number of stable video codes (= videos of the frame)."""
+        return int(self.video.shape[0])
+
+    @property
+    def channels(self) -> int:
+        """Return the number of stable channel codes (= channels of the frame)."""
+        return int(self.channel.shape[0])
+
+    @classmethod
+    def identity(cls, frame: Frame) -> StableCodes:
+        """Return the codes of a first frame: stable code = frame code."""
+        videos = np.arange(len(frame.video_ids), dtype=np.int64)
+        channels = np.arange(len(frame.channel_ids), dtype=np.int64)
+        return cls(videos, channels, channels)
+
+    def extended(self, old: Frame, new: Frame) -> StableCodes:
+        """Return the codes of ``new`` = ``extend_frame(old, …)`` (new ids get the next free codes).
+
+        Only the appended rows can bring new ids, so they are found among the codes those rows use
+        (the cost is the rows appended plus one pass over the code tables, not a string comparison
+        per id).
+        """
+        video = _extend_codes(self.video, old.video_ids, new.video_ids, new.video[old.size :])
+        channel = _extend_codes(
+            self.channel, np.array(old.channel_ids, dtype=object), np.array(new.channel_ids, dtype=object),
+            new.channel[old.size :],
+        )
+        channel_code = np.empty_like(channel)
+        channel_code[channel] = np.arange(channel.size, dtype=np.int64)
+        return StableCodes(video, channel, channel_code)
+
+    def stable_video(self, codes: Any) -> IntArray:
+        """Return the stable codes of frame video codes (-1 kept)."""
+        return _translate(self.video, codes)
+
+    def stable_channel(self, codes: Any) -> IntArray:
+        """Return the stable codes of frame channel codes (-1 kept)."""
+        return _translate(self.channel, codes)
+
+
+def _translate(table: IntArray, codes: Any) -> IntArray:
+    c = np.asarray(codes, dtype=np.int64)
+    out: IntArray = np.where(c >= 0, table[np.maximum(c, 0)] if table.size else -1, -1).astype(np.int64)
+    return out
+
+
+def _extend_codes(stable: IntArray, old_ids: Any, new_ids: Any, tail_codes: Any) -> IntArray:
+    n_old, n_new = int(stable.shape[0]), len(new_ids)
+    if n_new == n_old:
+        return stable
+    used = np.unique(np.asarray(tail_codes, dtype=np.int64))
+    used = used[used >= 0]
+    pos = np.searchsorted(old_ids, new_ids[used]) if n_old else np.zeros(used.size, dtype=np.int64)
+    found = np.zeros(used.size, dtype=np.bool_)
+    inside = pos < n_old
+    found[inside] = old_ids[pos[inside]] == new_ids[used][inside]
+    added = used[~found]  # frame codes (new frame) of the ids the old frame lacked, ascending
+    if added.size != n_new - n_old:
+        raise ValueError("StableCodes.extended: the new frame is not the old one extended by its last rows")
+    out = np.empty(n_new, dtype=np.int64)
+    out[np.delete(np.arange(n_new, dtype=np.int64), added)] = stable  # old ids keep their order
+    out[added] = np.arange(n_old, n_new, dtype=np.int64)
+    return out
+
+
+class LastSeen:
+    """Per key, the instant of the latest view of a base holding it (keys: non-negative int64).
+
+    ``update`` answers, for each appended row, when the base last had its key before that row:
+    a key is new to a slice iff that instant is earlier than the slice's window
+    (:func:`window_floor`). Stored as sorted keys with their latest instants (16 bytes per key).
+    """
+
+    __slots__ = ("keys", "last_ms")
+
+    def __init__(self, keys: IntArray, ts: IntArray) -> None:
+        """Build from every row of the base (``keys`` −1 = the row has no key; ``ts`` non-decreasing)."""
+        keep = keys >= 0
+        k, t = keys[keep], ts[keep]
+        order = np.argsort(k, kind="stable")
+        k, t = k[order], t[order]
+        last = np.ones(k.size, dtype=np.bool_)
+        last[:-1] = k[1:] != k[:-1]
+        self.keys: IntArray = k[last].astype(np.int64)
+        self.last_ms: IntArray = t[last].astype(np.int64)
+
+    @property
+    def nbytes(self) -> int:
+        """Return the bytes held."""
+        return int(self.keys.nbytes + self.last_ms.nbytes)
+
+    def update(self, keys: IntArray, ts: IntArray) -> IntArray:
+        """Record appended rows and return, per row, the previous instant of its key.
+
+        Args:
+            keys: Key of each appended row (−1: none), rows in time order (r,).
+            ts: Their instants, epoch ms UTC, later than every recorded view (r,).
+
+        Returns:
+            Per row (r,): the latest earlier instant of its key (earlier appended rows included),
+            ``NONE_BEFORE`` when there is none, ``NO_KEY`` for a row without a key.
+        """
+        out = np.full(keys.size, NO_KEY, dtype=np.int64)
+        has = np.flatnonzero(keys >= 0)
+        if has.size == 0:
+            return out
+        k, t = keys[has].astype(np.int64), ts[has].astype(np.int64)
+        order = np.argsort(k, kind="stable")
+        ks, tsort = k[order], t[order]
+        first = np.ones(ks.size, dtype=np.bool_)
+        first[1:] = ks[1:] != ks[:-1]
+        prev = np.empty(ks.size, dtype=np.int64)
+        prev[1:] = tsort[:-1]  # a repeated key's previous instant is its previous appended row
+        uniq = ks[first]
+        pos = np.searchsorted(self.keys, uniq)
+        hit = pos < self.keys.size
+        hit[hit] = self.keys[pos[hit]] == uniq[hit]
+        earlier = np.full(uniq.size, NONE_BEFORE, dtype=np.int64)
+        earlier[hit] = self.last_ms[pos[hit]]
+        prev[first] = earlier
+        result = np.empty(ks.size, dtype=np.int64)
+        result[order] = prev
+        out[has] = result
+        last = np.ones(ks.size, dtype=np.bool_)
+        last[:-1] = ks[1:] != ks[:-1]
+        latest = tsort[last]  # per unique key, its latest appended instant
+        self.last_ms[pos[hit]] = latest[hit]
+        if not hit.all():
+            new_keys, new_ms = uniq[~hit], latest[~hit]
+            at = np.searchsorted(self.keys, new_keys)
+            self.keys = np.insert(self.keys, at, new_keys)
+            self.last_ms = np.insert(self.last_ms, at, new_ms)
+        return out
+
+
+# -- key functions of LastSeen kinds: rows → non-negative int64 keys (−1 = none) ----------------------
+
+_TOPIC_SLOTS = 32  # topic code + 1 < 32 (18 topics)
+_MONTH_SLOTS = 1 << 18  # month index year*12+month-1 < 120 000 < 2^18 (year ≤ 9999)
+
+
+def _key(kind: str, video: IntArray, channel: IntArray, topic: IntArray, month: IntArray) -> IntArray:
+    if kind == "video":
+        return video.astype(np.int64)
+    if kind == "channel":
+        return channel.astype(np.int64)
+    if kind == "topic_video":
+        return np.where((video >= 0) & (topic >= 0), video.astype(np.int64) * _TOPIC_SLOTS + topic + 1, -1)
+    if kind == "topic_channel":
+        return np.where((channel >= 0) & (topic >= 0), channel.astype(np.int64) * _TOPIC_SLOTS + topic + 1, -1)
+    if kind == "video_month":
+        return np.where(video >= 0, video.astype(np.int64) * _MONTH_SLOTS + month, -1)
+    if kind == "channel_month":
+        return np.where(channel >= 0, channel.astype(np.int64) * _MONTH_SLOTS + month, -1)
+    raise ValueError(f"kind: unknown LastSeen kind {kind!r}")
+
+
+LAST_SEEN_KINDS = ("video", "channel", "topic_video", "topic_channel", "video_month", "channel_month")
+"""Keys ``BaseTail.last_seen`` knows: a stable video / channel code, (topic, video), (topic,
+channel), (video, local month), (channel, local month); rows lacking a part have no key."""
+
+
+@dataclass
+class BaseMemory:
+    """State shared by every timeframe and type of one filter base (built lazily, extended once per append)."""
+
+    last_seen: dict[str, LastSeen] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        """Return the bytes held."""
+        return sum(s.nbytes for s in self.last_seen.values())
+
+
+@dataclass
+class BaseTail:
+    """The views an append added to one filter base (all later than the base's earlier views).
+
+    Columns are int64 (bool for flags), rows in time order; ``video``/``channel`` are stable codes
+    (−1 = none).
+
+    Attributes:
+        frame: The extended frame (names, first views, id order: through ``codes.channel_code``).
+        codes: Stable codes of ``frame``.
+        rows: Frame row of each appended view of the base (r,).
+        prev_last_ts: The base's last instant before the append (None: the base was empty).
+    """
+
+    frame: Frame
+    codes: StableCodes
+    rows: IntArray
+    prev_last_ts: int | None
+    memory: BaseMemory
+    fs: FilterSet
+    _seen: dict[str, IntArray] = field(default_factory=dict, repr=False)
+    _build: Any = field(default=None, repr=False)
+
+    @cached_property
+    def ts(self) -> IntArray:
+        """Return the instants, epoch ms UTC."""
+        return self.frame.ts[self.rows].astype(np.int64)
+
+    @cached_property
+    def day(self) -> IntArray:
+        """Return local epoch days."""
+        return self.frame.day[self.rows].astype(np.int64)
+
+    @cached_property
+    def month(self) -> IntArray:
+        """Return local month indices."""
+        return self.frame.month[self.rows].astype(np.int64)
+
+    @cached_property
+    def weekday(self) -> IntArray:
+        """Return local ISO weekdays (Monday = 0)."""
+        return self.frame.weekday[self.rows].astype(np.int64)
+
+    @cached_property
+    def hour(self) -> IntArray:
+        """Return local hours."""
+        return self.frame.hour[self.rows].astype(np.int64)
+
+    @cached_property
+    def product(self) -> IntArray:
+        """Return product codes (``PRODUCT_CODES``)."""
+        return self.frame.product[self.rows].astype(np.int64)
+
+    @cached_property
+    def removed(self) -> BoolArray:
+        """Return the removed flags."""
+        return self.frame.removed[self.rows]
+
+    @cached_property
+    def shorts(self) -> BoolArray:
+        """Return the Shorts flags."""
+        return self.frame.shorts[self.rows]
+
+    @cached_property
+    def video(self) -> IntArray:
+        """Return stable video codes (−1 = none)."""
+        return self.codes.stable_video(self.frame.video[self.rows])
+
+    @cached_property
+    def channel(self) -> IntArray:
+        """Return stable channel codes (−1 = none)."""
+        return self.codes.stable_channel(self.frame.channel[self.rows])
+
+    @cached_property
+    def topic(self) -> IntArray:
+        """Return topic codes (−1 = unclassified)."""
+        return self.frame.topic[self.rows].astype(np.int64)
+
+    @property
+    def size(self) -> int:
+        """Return the number of appended views of the base."""
+        return int(self.rows.shape[0])
+
+    def last_seen(self, kind: str) -> IntArray:
+        """Return, per appended row, the base's previous instant of its ``kind`` key (``LAST_SEEN_KINDS``).
+
+        ``NONE_BEFORE`` (−1) when the base never had the key, ``NO_KEY`` when the row has none;
+        earlier appended rows count. A key is new to a slice iff the answer is below
+        ``window_floor(window)``. Computed once per append and kind, shared by every timeframe.
+        """
+        got = self._seen.get(kind)
+        if got is None:
+            seen = self.memory.last_seen.get(kind)
+            if seen is None:  # first use: built from the base before the append (the frame's first rows)
+                seen = self.memory.last_seen[kind] = self._build(kind)
+            got = self._seen[kind] = seen.update(_key(kind, self.video, self.channel, self.topic, self.month), self.ts)
+        return got
+
+
+@dataclass(frozen=True)
+class RenderContext:
+    """What a render needs besides its state.
+
+    Attributes:
+        frame: The current frame (channel ids and names, first views).
+        codes: Its stable codes (``codes.channel_code[stable]`` = frame channel code).
+        clock: Now, in the user's zone.
+        window: The timeframe.
+        options: Thresholds.
+    """
+
+    frame: Frame
+    codes: StableCodes
+    clock: Clock
+    window: Window
+    options: AggregationOptions
+
+    def channel_id(self, stable: int) -> str:
+        """Return the id of a stable channel code."""
+        return self.frame.channel_ids[int(self.codes.channel_code[stable])]
+
+    def channel_name(self, stable: int) -> str | None:
+        """Return the most recent name of a stable channel code."""
+        return self.frame.channel_names[int(self.codes.channel_code[stable])]
+
+    def channel_first_ms(self, stable: int) -> int:
+        """Return the first view (whole history, every product) of a stable channel code, epoch ms UTC."""
+        return int(self.frame.channel_first_ms[int(self.codes.channel_code[stable])])
+
+
+@dataclass
+class SliceInfo:
+    """What the framework keeps of a slice between appends (its sessions' end).
+
+    Attributes:
+        n: Views of the slice.
+        last_ts: Its last instant (None when empty).
+        sessions: Its session count.
+        last_start_row: Frame row of the last session's first view (−1 when empty).
+        last_views: Views of the last session.
+        last_first_ts: Instant of the last session's first view.
+    """
+
+    n: int
+    last_ts: int | None
+    sessions: int
+    last_start_row: int
+    last_views: int
+    last_first_ts: int
+
+    @classmethod
+    def of(cls, view: Slice) -> SliceInfo:
+        """Return the info of a whole slice."""
+        if view.n == 0:
+            return cls(0, None, 0, -1, 0, 0)
+        ses = view.sessions
+        s = int(ses.starts[-1])
+        return cls(view.n, int(view.ts[-1]), ses.count, int(view.idx[s]), int(ses.views[-1]), int(view.ts[s]))
+
+
+@dataclass
+class SliceTail:
+    """The views an append added to one slice (filter base × timeframe), with their sessions.
+
+    Columns (``ts``, ``day``, … ``topic``; int64, bool flags) are the base tail's rows ``first:``.
+    Sessions continue the slice's numbering: the slice had ``sessions_before`` sessions; when
+    ``joins_last`` the first appended view continues session ``sessions_before − 1``.
+
+    Attributes:
+        base: The base's appended views.
+        window: The slice's timeframe.
+        first: Index of the first base tail row inside the window.
+        n_before: Views of the slice before the append.
+        prev_last_ts: The slice's last instant before the append (None: it was empty).
+        sessions_before: Sessions of the slice before the append.
+        joins_last: Whether the first appended view continues the slice's last session.
+        session: Session number of each appended view of the slice (n,).
+        estimated_ms: Estimated watch time of each appended view after the append (n,), ms.
+        prev_last_estimate_delta_ms: Change of the previous last view's estimate (it gains a next
+            view in its session: ``min(gap, cap) − last_view_estimate``), 0 otherwise.
+        last_before: ``(views, first_ts)`` of the slice's last session before the append.
+        last_after: ``(views, first_ts, last_ts)`` of the slice's last session after the append.
+        last_start_row: Frame row of the first view of the last session after the append.
+    """
+
+    base: BaseTail
+    window: Window
+    first: int
+    n_before: int
+    prev_last_ts: int | None
+    sessions_before: int
+    joins_last: bool
+    session: IntArray
+    estimated_ms: IntArray
+    prev_last_estimate_delta_ms: int
+    last_before: tuple[int, int]
+    last_after: tuple[int, int, int]
+    last_start_row: int
+
+    @property
+    def window_floor(self) -> int:
+        """Return :func:`window_floor` of the slice's window (a key is new iff last seen below it)."""
+        return window_floor(self.window)
+
+    @property
+    def n(self) -> int:
+        """Return the number of appended views of the slice."""
+        return int(self.base.size - self.first)
+
+    @property
+    def ts(self) -> IntArray:
+        """Return instants, epoch ms UTC."""
+        return self.base.ts[self.first :]
+
+    @property
+    def day(self) -> IntArray:
+        """Return local epoch days."""
+        return self.base.day[self.first :]
+
+    @property
+    def month(self) -> IntArray:
+        """Return local month indices."""
+        return self.base.month[self.first :]
+
+    @property
+    def weekday(self) -> IntArray:
+        """Return local weekdays."""
+        return self.base.weekday[self.first :]
+
+    @property
+    def hour(self) -> IntArray:
+        """Return local hours."""
+        return self.base.hour[self.first :]
+
+    @property
+    def product(self) -> IntArray:
+        """Return product codes."""
+        return self.base.product[self.first :]
+
+    @property
+    def removed(self) -> BoolArray:
+        """Return removed flags."""
+        return self.base.removed[self.first :]
+
+    @property
+    def shorts(self) -> BoolArray:
+        """Return Shorts flags."""
+        return self.base.shorts[self.first :]
+
+    @property
+    def video(self) -> IntArray:
+        """Return stable video codes (−1 = none)."""
+        return self.base.video[self.first :]
+
+    @property
+    def channel(self) -> IntArray:
+        """Return stable channel codes (−1 = none)."""
+        return self.base.channel[self.first :]
+
+    @property
+    def topic(self) -> IntArray:
+        """Return topic codes (−1 = unclassified)."""
+        return self.base.topic[self.first :]
+
+    def last_seen(self, kind: str) -> IntArray:
+        """Return ``BaseTail.last_seen(kind)`` for this slice's appended rows (n,)."""
+        return self.base.last_seen(kind)[self.first :]
+
+    def last_session_rows(self) -> IntArray:
+        """Return the frame rows of the slice's last session after the append (time order)."""
+        frame = self.base.frame
+        lo = self.last_start_row
+        rows = base_rows_between(frame, self.base.fs, lo, frame.size)
+        return rows
+
+
+def base_rows_between(frame: Frame, fs: FilterSet, lo: int, hi: int) -> IntArray:
+    """Return the frame rows ``lo … hi−1`` passing ``fs``'s filter (product, topics, channels), int64."""
+    if hi <= lo:
+        return np.zeros(0, dtype=np.int64)
+    mask = np.ones(hi - lo, dtype=np.bool_)
+    if fs.product != "all":
+        mask &= frame.product[lo:hi] == PRODUCT_CODES[fs.product]
+    if fs.topics:
+        codes = [frame.topic_slugs.index(t) for t in fs.topics if t in frame.topic_slugs]
+        mask &= np.isin(frame.topic[lo:hi], np.array(codes, dtype=np.int64))
+    if fs.channels:
+        lookup = {c: i for i, c in enumerate(frame.channel_ids)}
+        codes = [lookup[c] for c in fs.channels if c in lookup]
+        mask &= np.isin(frame.channel[lo:hi], np.array(codes, dtype=np.int64))
+    out: IntArray = np.flatnonzero(mask).astype(np.int64) + lo
+    return out
+
+
+def slice_tail(base: BaseTail, info: SliceInfo, window: Window, options: AggregationOptions) -> SliceTail:
+    """Return the slice's appended views with their sessions, and update ``info`` for them."""
+    first = 0 if window.start_ms is None else int(np.searchsorted(base.ts, window.start_ms, side="left"))
+    ts = base.ts[first:]
+    n = int(ts.shape[0])
+    gap, cap, last_est = options.session_gap_ms, options.watch_time_cap_ms, options.last_view_estimate_ms
+    before = (info.last_views, info.last_first_ts)
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return SliceTail(
+            base, window, first, info.n, info.last_ts, info.sessions, False, empty, empty, 0, before,
+            (info.last_views, info.last_first_ts, info.last_ts if info.last_ts is not None else 0),
+            info.last_start_row,
+        )
+    gaps = np.diff(ts)
+    breaks = gaps > gap
+    estimated = np.empty(n, dtype=np.int64)
+    estimated[:-1] = np.where(breaks, last_est, np.minimum(gaps, cap))
+    estimated[-1] = last_est
+    prev = info.last_ts
+    joins = prev is not None and ts[0] - prev <= gap
+    delta = int(min(int(ts[0]) - prev, cap) - last_est) if joins and prev is not None else 0
+    new_session = np.concatenate(([not joins], breaks))
+    session = info.sessions - 1 + np.cumsum(new_session)
+    rows = base.rows[first:]
+    starts = np.flatnonzero(new_session)
+    if starts.size:  # the last session after the append starts among the appended views
+        s = int(starts[-1])
+        last_views, last_first, start_row = n - s, int(ts[s]), int(rows[s])
+    else:
+        last_views, last_first, start_row = info.last_views + n, info.last_first_ts, info.last_start_row
+    tail = SliceTail(
+        base=base,
+        window=window,
+        first=first,
+        n_before=info.n,
+        prev_last_ts=prev,
+        sessions_before=info.sessions,
+        joins_last=bool(joins),
+        session=session.astype(np.int64),
+        estimated_ms=estimated,
+        prev_last_estimate_delta_ms=delta,
+        last_before=before,
+        last_after=(last_views, last_first, int(ts[-1])),
+        last_start_row=start_row,
+    )
+    info.n += n
+    info.last_ts = int(ts[-1])
+    info.sessions = int(session[-1]) + 1
+    info.last_start_row, info.last_views, info.last_first_ts = start_row, last_views, last_first
+    return tail
+
+
+_State = TypeVar("_State", bound="IncrementalState")
+
+
+class IncrementalState(Protocol):
+    """Incremental implementation of one aggregation type for one slice (see the module docstring)."""
+
+    @classmethod
+    def from_slice(cls: type[_State], view: Slice, codes: StableCodes) -> _State:
+        """Build the state of the whole slice (frame codes of ``view`` translate through ``codes``)."""
+        ...
+
+    def extend(self, tail: SliceTail) -> None:
+        """Add the appended views of the slice (the window, clock and options are unchanged)."""
+        ...
+
+    def render(self, ctx: RenderContext) -> Output:
+        """Return what the type's function returns over the whole slice."""
+        ...
+
+    @property
+    def nbytes(self) -> int:
+        """Return the bytes held (numpy arrays; Python objects roughly)."""
+        ...
