@@ -6,7 +6,7 @@ types missing from it are computed over the whole slice on every recompute.
 
 from __future__ import annotations
 
-from worker.aggregation.incremental import channels, counts, sessions, topics
+from worker.aggregation.incremental import channels, counts, engagement, evolution, relationships, sessions, topics
 from worker.aggregation.incremental.core import IncrementalState
 
 __all__ = ["REGISTRY"]
@@ -16,4 +16,7 @@ REGISTRY: dict[str, type[IncrementalState]] = {
     **topics.INCREMENTAL,
     **sessions.INCREMENTAL,
     **channels.INCREMENTAL,
+    **relationships.INCREMENTAL,
+    **evolution.INCREMENTAL,
+    **engagement.INCREMENTAL,
 }
