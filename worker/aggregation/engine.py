@@ -18,10 +18,10 @@ from worker.aggregation.common import Dependency, Output
 from worker.aggregation.derived import DerivedState
 from worker.aggregation.filters import FilterSet, group_by_base
 from worker.aggregation.frame import PRODUCT_CODES, CodeArray, Frame, build_frame
-from worker.aggregation.options import AggregationOptions
-from worker.aggregation.slices import Slice, take_rows
 from worker.aggregation.incremental import REGISTRY
 from worker.aggregation.incremental.base import open_base
+from worker.aggregation.options import AggregationOptions
+from worker.aggregation.slices import Slice, take_rows
 from worker.aggregation.timeframes import Clock, Window, load_zone, make_clock, resolve_window
 from worker.models import WatchEvent
 
@@ -220,8 +220,14 @@ def _compute(
         if fast and derived is not None:
             codes, origin = derived.codes()
             run = open_base(
-                derived.bases, group[0], frame=frame, epoch=derived.epoch, codes=codes, codes_origin=origin,
-                clock=clock, options=opts,
+                derived.bases,
+                group[0],
+                frame=frame,
+                epoch=derived.epoch,
+                codes=codes,
+                codes_origin=origin,
+                clock=clock,
+                options=opts,
             )
         for i, (fs, window) in enumerate(zip(group, windows, strict=True)):
             results = by_key[fs.key] = []
@@ -259,7 +265,12 @@ class _BaseViews:
         derived: DerivedState | None,
     ) -> None:
         self.frame, self.group, self.windows, self.clock, self.opts, self.derived = (
-            frame, group, windows, clock, opts, derived,
+            frame,
+            group,
+            windows,
+            clock,
+            opts,
+            derived,
         )
         self.views: list[Slice] | None = None
 

@@ -110,11 +110,20 @@ def assert_appends_match(
             frame = grown
         for _ in range(2 if repeat else 1):
             got = compute_from_frame(
-                frame, now_ms=now_ms[step], time_zone=time_zone, filter_sets=filter_sets, types=types,
-                options=options, derived=state,
+                frame,
+                now_ms=now_ms[step],
+                time_zone=time_zone,
+                filter_sets=filter_sets,
+                types=types,
+                options=options,
+                derived=state,
             )
             want = compute_aggregations(
-                events, now_ms=now_ms[step], time_zone=time_zone, filter_sets=filter_sets, types=types,
+                events,
+                now_ms=now_ms[step],
+                time_zone=time_zone,
+                filter_sets=filter_sets,
+                types=types,
                 options=options,
             )
             got_i, want_i = _index(got), _index(want)
@@ -133,5 +142,7 @@ def _diff(step: int, key: tuple[str, str], got: Any, want: Any) -> str:
     if isinstance(g, dict) and isinstance(w, dict):
         for field in sorted(set(g) | set(w)):
             if g.get(field) != w.get(field):
-                lines.append(f"  {field}: got {str(g.get(field))[:400]}\n  {' ' * len(field)}  want {str(w.get(field))[:400]}")
+                lines.append(
+                    f"  {field}: got {str(g.get(field))[:400]}\n  {' ' * len(field)}  want {str(w.get(field))[:400]}"
+                )
     return "\n".join(lines)

@@ -52,7 +52,8 @@ class SliceEntry:
 
 @dataclass
 class BaseEntry:
-    """The incremental states of one filter base, as of frame epoch ``epoch`` (size ``frame_size``).
+    """The incremental states of one filter base, as of frame epoch ``epoch`` (``frame_size`` rows,
+    the last at ``frame_last_ts``; the base's own last view at ``last_ts``).
 
     Valid for a recompute of the same local day (``today`` in ``zone``), options and stable-code
     lineage (``codes_origin``, the epoch at which the stable codes were last the frame's own).
@@ -65,6 +66,7 @@ class BaseEntry:
     today: int
     options: AggregationOptions
     last_ts: int | None
+    frame_last_ts: int | None = None
     memory: BaseMemory = field(default_factory=BaseMemory)
     slices: dict[str, SliceEntry] = field(default_factory=dict)
 
@@ -100,9 +102,7 @@ class BaseRun:
             s = entry.slices[fs.key] = SliceEntry(window, SliceInfo.of(view()))
             self._tails[fs.key] = None  # the info describes this frame already
         if fs.key not in self._tails:
-            self._tails[fs.key] = (
-                None if self.tail is None else slice_tail(self.tail, s.info, window, self.options)
-            )
+            self._tails[fs.key] = None if self.tail is None else slice_tail(self.tail, s.info, window, self.options)
         held = s.states.get(name)
         stail = self._tails[fs.key]
         if held is not None and held[0] == self.epoch:
@@ -123,6 +123,7 @@ class BaseRun:
             self.entry.last_ts = int(self.tail.ts[-1])
         self.entry.epoch = self.epoch
         self.entry.frame_size = self.frame.size
+        self.entry.frame_last_ts = int(self.frame.ts[-1]) if self.frame.size else None
 
 
 def open_base(
@@ -153,8 +154,14 @@ def open_base(
         and entry.codes_origin == codes_origin
     )
     tail: BaseTail | None = None
-    if entry is not None and same and entry.epoch == epoch and entry.frame_size == frame.size:
-        pass
+    last_ts = int(frame.ts[-1]) if frame.size else None
+    if (
+        entry is not None
+        and same
+        and entry.epoch == epoch
+        and (entry.frame_size, entry.frame_last_ts) == (frame.size, last_ts)
+    ):
+        pass  # already describes this frame (a recompute without new views)
     elif entry is not None and same and entry.epoch == epoch - 1 and entry.frame_size <= frame.size:
         old_size = entry.frame_size
         tail = BaseTail(
@@ -169,8 +176,10 @@ def open_base(
         entry.epoch = IN_PROGRESS
     else:
         last = _last_row(frame, fs)
-        last_ts = None if last < 0 else int(frame.ts[last])
-        entry = bases[key] = BaseEntry(epoch, frame.size, codes_origin, zone, clock.today, options, last_ts)
+        base_last = None if last < 0 else int(frame.ts[last])
+        entry = bases[key] = BaseEntry(
+            epoch, frame.size, codes_origin, zone, clock.today, options, base_last, frame_last_ts=last_ts
+        )
     return BaseRun(entry, epoch, frame, codes, clock, options, tail)
 
 

@@ -107,7 +107,9 @@ class StableCodes:
         """
         video = _extend_codes(self.video, old.video_ids, new.video_ids, new.video[old.size :])
         channel = _extend_codes(
-            self.channel, np.array(old.channel_ids, dtype=object), np.array(new.channel_ids, dtype=object),
+            self.channel,
+            np.array(old.channel_ids, dtype=object),
+            np.array(new.channel_ids, dtype=object),
             new.channel[old.size :],
         )
         channel_code = np.empty_like(channel)
@@ -561,7 +563,17 @@ def slice_tail(base: BaseTail, info: SliceInfo, window: Window, options: Aggrega
     if n == 0:
         empty = np.zeros(0, dtype=np.int64)
         return SliceTail(
-            base, window, first, info.n, info.last_ts, info.sessions, False, empty, empty, 0, before,
+            base,
+            window,
+            first,
+            info.n,
+            info.last_ts,
+            info.sessions,
+            False,
+            empty,
+            empty,
+            0,
+            before,
             (info.last_views, info.last_first_ts, info.last_ts if info.last_ts is not None else 0),
             info.last_start_row,
         )

@@ -19,8 +19,14 @@ class KpiState:
     """``kpi``: counts, distinct counts (new keys found by ``LastSeen``), the last active day, the
     total estimated watch time (ms) and the base views of the period spans of the state's day."""
 
-    def __init__(self, counts: dict[str, Any], last_day: int, estimated_ms: int, spans: list[tuple[int, int]],
-                 period_views: list[int]) -> None:
+    def __init__(
+        self,
+        counts: dict[str, Any],
+        last_day: int,
+        estimated_ms: int,
+        spans: list[tuple[int, int]],
+        period_views: list[int],
+    ) -> None:
         self.counts = counts
         self.last_day = last_day
         self.estimated_ms = estimated_ms
@@ -31,8 +37,18 @@ class KpiState:
     def from_slice(cls, view: Slice, codes: StableCodes) -> KpiState:
         """Build the state of the whole slice."""
         data, _ = _full_kpi(view)
-        counts = {k: data[k] for k in ("views", "removedViews", "uniqueVideos", "uniqueChannels", "activeDays",
-                                       "firstViewMs", "lastViewMs")}
+        counts = {
+            k: data[k]
+            for k in (
+                "views",
+                "removedViews",
+                "uniqueVideos",
+                "uniqueChannels",
+                "activeDays",
+                "firstViewMs",
+                "lastViewMs",
+            )
+        }
         spans = kpi_period_spans(view.clock)
         return cls(
             counts,
