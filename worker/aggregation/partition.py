@@ -1020,7 +1020,9 @@ def frame_nbytes(frame: Frame) -> int:
         for value in (getattr(frame, name) for name in frame.__dataclass_fields__)
         if isinstance(value, np.ndarray)
     )
-    strings = sum(len(c) + 60 for c in frame.channel_ids) + sum(len(n or "") + 60 for n in frame.channel_names)
+    # len() mapped in C: this runs on every recompute, over every channel of the history
+    strings = sum(map(len, frame.channel_ids)) + sum(map(len, filter(None, frame.channel_names)))
+    strings += 60 * (len(frame.channel_ids) + len(frame.channel_names))
     return arrays + strings
 
 

@@ -43,32 +43,56 @@ IN_PROGRESS = -1
 
 @dataclass
 class SliceEntry:
-    """The states of one filter set (base × timeframe)."""
+    """The states of one filter set (base × timeframe).
+
+    ``info`` describes the slice at frame epoch ``epoch``; ``tail`` holds the views that epoch's
+    append added to it (None when the entry was built from the slice at that epoch), kept so that
+    states extended by a later call of the same recompute (the engine is called once per batch of
+    filter sets) see the same tail.
+    """
 
     window: Window
     info: SliceInfo
+    epoch: int
+    tail: SliceTail | None = None
     states: dict[str, tuple[int, IncrementalState]] = field(default_factory=dict)
+
+
+Fingerprint = tuple[int, int | None, int, int]
+"""A frame's (size, last instant, video count, channel count): which frame of a user an entry describes."""
+
+
+def fingerprint(frame: Frame) -> Fingerprint:
+    """Return the frame's :data:`Fingerprint`."""
+    last = int(frame.ts[-1]) if frame.size else None
+    return (frame.size, last, len(frame.video_ids), len(frame.channel_ids))
 
 
 @dataclass
 class BaseEntry:
-    """The incremental states of one filter base, as of frame epoch ``epoch`` (``frame_size`` rows,
-    the last at ``frame_last_ts``; the base's own last view at ``last_ts``).
+    """The incremental states of one filter base, as of frame epoch ``epoch`` (the frame of
+    ``frame_key``; the base's own last view at ``last_ts``).
 
     Valid for a recompute of the same local day (``today`` in ``zone``), options and stable-code
     lineage (``codes_origin``, the epoch at which the stable codes were last the frame's own).
+    ``tail`` is the append of epoch ``epoch`` (None when the entry was started at that epoch).
     """
 
     epoch: int
-    frame_size: int
+    frame_key: Fingerprint
     codes_origin: int
     zone: str
     today: int
     options: AggregationOptions
     last_ts: int | None
-    frame_last_ts: int | None = None
+    tail: BaseTail | None = None
     memory: BaseMemory = field(default_factory=BaseMemory)
     slices: dict[str, SliceEntry] = field(default_factory=dict)
+
+    @property
+    def frame_size(self) -> int:
+        """Return the size of the frame the entry describes."""
+        return self.frame_key[0]
 
     @property
     def nbytes(self) -> int:
@@ -81,7 +105,7 @@ class BaseEntry:
 
 @dataclass
 class BaseRun:
-    """One recompute's use of a base entry: results per (filter set, type), then :meth:`finish`."""
+    """One engine call's use of a base entry: results per (filter set, type), then :meth:`finish`."""
 
     entry: BaseEntry
     epoch: int
@@ -89,41 +113,37 @@ class BaseRun:
     codes: StableCodes
     clock: Clock
     options: AggregationOptions
-    tail: BaseTail | None
-    _tails: dict[str, SliceTail | None] = field(default_factory=dict)
 
     def result(
         self, fs: FilterSet, window: Window, name: str, cls: type[IncrementalState], view: Callable[[], Slice]
     ) -> Output:
         """Return type ``name``'s output for ``fs`` from its state (``view`` builds the whole slice if needed)."""
-        entry = self.entry
+        entry, epoch = self.entry, self.epoch
         s = entry.slices.get(fs.key)
-        if s is None or s.window != window:
-            s = entry.slices[fs.key] = SliceEntry(window, SliceInfo.of(view()))
-            self._tails[fs.key] = None  # the info describes this frame already
-        if fs.key not in self._tails:
-            self._tails[fs.key] = None if self.tail is None else slice_tail(self.tail, s.info, window, self.options)
+        if s is not None and s.window == window and s.epoch == epoch - 1 and entry.tail is not None:
+            s.tail = slice_tail(entry.tail, s.info, window, self.options)
+            s.epoch = epoch
+        elif s is None or s.window != window or s.epoch != epoch:
+            s = entry.slices[fs.key] = SliceEntry(window, SliceInfo.of(view()), epoch)
         held = s.states.get(name)
-        stail = self._tails[fs.key]
-        if held is not None and held[0] == self.epoch:
+        if held is not None and held[0] == epoch:
             state = held[1]
-        elif held is not None and stail is not None and held[0] == self.epoch - 1:
+        elif held is not None and held[0] == epoch - 1 and s.tail is not None:
             state = held[1]
             s.states[name] = (IN_PROGRESS, state)
-            state.extend(stail)
+            state.extend(s.tail)
         else:
             state = cls.from_slice(view(), self.codes)
-        s.states[name] = (self.epoch, state)
-        ctx = RenderContext(self.frame, self.codes, self.clock, window, self.options)
-        return state.render(ctx)
+        s.states[name] = (epoch, state)
+        return state.render(RenderContext(self.frame, self.codes, self.clock, window, self.options))
 
     def finish(self) -> None:
         """Mark the entry as describing this recompute's frame."""
-        if self.tail is not None and self.tail.size:
-            self.entry.last_ts = int(self.tail.ts[-1])
-        self.entry.epoch = self.epoch
-        self.entry.frame_size = self.frame.size
-        self.entry.frame_last_ts = int(self.frame.ts[-1]) if self.frame.size else None
+        entry = self.entry
+        if entry.tail is not None and entry.tail.size:
+            entry.last_ts = int(entry.tail.ts[-1])
+        entry.epoch = self.epoch
+        entry.frame_key = fingerprint(self.frame)
 
 
 def open_base(
@@ -140,8 +160,9 @@ def open_base(
     """Return the run of ``fs``'s base for a recompute of ``frame`` (frame epoch ``epoch``).
 
     An entry of the previous epoch (same day, zone, options, code lineage) is extended by the base's
-    rows appended since; one of this epoch (same frame: an expiry or filter change) is used as is;
-    otherwise a new entry is started and every state is built from its slice.
+    rows appended since; one of this epoch and frame (an earlier engine call of the same recompute,
+    or a recompute without new views) is used as is; otherwise a new entry is started and every
+    state is built from its slice.
     """
     key = (fs.product, fs.topics, fs.channels)
     entry = bases.get(key)
@@ -153,18 +174,11 @@ def open_base(
         and entry.options == options
         and entry.codes_origin == codes_origin
     )
-    tail: BaseTail | None = None
-    last_ts = int(frame.ts[-1]) if frame.size else None
-    if (
-        entry is not None
-        and same
-        and entry.epoch == epoch
-        and (entry.frame_size, entry.frame_last_ts) == (frame.size, last_ts)
-    ):
-        pass  # already describes this frame (a recompute without new views)
+    if entry is not None and same and entry.epoch == epoch and entry.frame_key == fingerprint(frame):
+        pass  # already describes this frame
     elif entry is not None and same and entry.epoch == epoch - 1 and entry.frame_size <= frame.size:
         old_size = entry.frame_size
-        tail = BaseTail(
+        entry.tail = BaseTail(
             frame=frame,
             codes=codes,
             rows=base_rows_between(frame, fs, old_size, frame.size),
@@ -174,13 +188,14 @@ def open_base(
             _build=_builder(frame, fs, codes, old_size),
         )
         entry.epoch = IN_PROGRESS
+        entry.frame_key = fingerprint(frame)
+        run = BaseRun(entry, epoch, frame, codes, clock, options)
+        return run
     else:
         last = _last_row(frame, fs)
         base_last = None if last < 0 else int(frame.ts[last])
-        entry = bases[key] = BaseEntry(
-            epoch, frame.size, codes_origin, zone, clock.today, options, base_last, frame_last_ts=last_ts
-        )
-    return BaseRun(entry, epoch, frame, codes, clock, options, tail)
+        entry = bases[key] = BaseEntry(epoch, fingerprint(frame), codes_origin, zone, clock.today, options, base_last)
+    return BaseRun(entry, epoch, frame, codes, clock, options)
 
 
 def _last_row(frame: Frame, fs: FilterSet) -> int:
