@@ -7,12 +7,14 @@ music; removed views and unmatched titles are "untopiced". Definitions: docs/agg
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from worker.aggregation.channels import recent_windows
 from worker.aggregation.common import (
+    MonthAxis,
     Output,
     change,
     code_counts,
@@ -25,7 +27,7 @@ from worker.aggregation.common import (
 )
 from worker.aggregation.frame import IntArray
 from worker.aggregation.slices import Slice
-from worker.aggregation.timeframes import day_start_ms, month_first_day, month_label
+from worker.aggregation.timeframes import Clock, Window, day_start_ms, month_first_day, month_label
 
 __all__ = ["topics_leaderboard", "topic_evolution", "topic_engagement", "topic_discovery", "topic_diversity"]
 
@@ -46,41 +48,75 @@ def topics_leaderboard(s: Slice) -> Output:
     Topics with any view in the slice or either window are listed: views desc, windowViews desc, slug.
     Time-relative: changes at the next local midnight.
     """
-    frame, clock = s.frame, s.clock
-    k = len(frame.topic_slugs)
+    k = len(s.frame.topic_slugs)
+    days, current_start, previous_start = leaderboard_windows(s.window, s.clock)
     base_ts = s.base_ts
     base_topic = s.base_topic
-    if s.window.start_month is None:
-        days = ALL_WINDOW_DAYS
-        current_start = day_start_ms(clock.today - days + 1, clock.zone)
-    else:
-        start_day = month_first_day(s.window.start_month)
-        days = clock.today - start_day + 1
-        current_start = int(s.window.start_ms or 0)
-    current_first_day = clock.today - days + 1
-    previous_start = day_start_ms(current_first_day - days, clock.zone)
     lo, mid = np.searchsorted(base_ts, [previous_start, current_start], side="left")
     previous = code_counts(base_topic[int(lo) : int(mid)], k)
     window = code_counts(base_topic[int(mid) :], k)
-    views = s.topic_views
+    data = topics_leaderboard_data(
+        s.frame.topic_slugs, s.n, s.topic_views, window, previous, (days, current_start, previous_start)
+    )
+    return data, "day"
+
+
+def leaderboard_windows(window: Window, clock: Clock) -> tuple[int, int, int]:
+    """Return the leaderboard's comparison windows: (days, current start, previous start).
+
+    The current window is ``[current start, +inf)``, the previous one ``[previous start, current
+    start)``; starts are epoch ms UTC, ``days`` the local days of each window (see
+    :func:`topics_leaderboard`).
+    """
+    if window.start_month is None:
+        days = ALL_WINDOW_DAYS
+        current_start = day_start_ms(clock.today - days + 1, clock.zone)
+    else:
+        start_day = month_first_day(window.start_month)
+        days = clock.today - start_day + 1
+        current_start = int(window.start_ms or 0)
+    current_first_day = clock.today - days + 1
+    previous_start = day_start_ms(current_first_day - days, clock.zone)
+    return days, current_start, previous_start
+
+
+def topics_leaderboard_data(
+    slugs: Sequence[str],
+    total: int,
+    views: IntArray,
+    window: IntArray,
+    previous: IntArray,
+    windows: tuple[int, int, int],
+) -> dict[str, Any]:
+    """Return the stored ``topics_leaderboard`` shape.
+
+    Args:
+        slugs: Topic slugs (topic codes index them).
+        total: Views of the slice.
+        views: Views per topic code in the slice (k,).
+        window: Base views per topic code in the current comparison window (k,).
+        previous: Base views per topic code in the previous comparison window (k,).
+        windows: ``leaderboard_windows(window, clock)``.
+    """
+    days, current_start, previous_start = windows
     classified = int(views.sum())
     listed = np.flatnonzero((views > 0) | (window > 0) | (previous > 0))
     order = listed[np.lexsort((listed, -window[listed], -views[listed]))]
     rows = [
         {
-            "topic": frame.topic_slugs[t],
+            "topic": slugs[t],
             "views": int(views[t]),
-            "share": ratio(int(views[t]), s.n),
+            "share": ratio(int(views[t]), total),
             "windowViews": int(window[t]),
             "previousViews": int(previous[t]),
             "change": change(int(window[t]), int(previous[t])),
         }
         for t in order.tolist()
     ]
-    data: dict[str, Any] = {
-        "totalViews": s.n,
+    return {
+        "totalViews": total,
         "classifiedViews": classified,
-        "untopicedViews": s.n - classified,
+        "untopicedViews": total - classified,
         "comparison": {
             "currentStartMs": current_start,
             "previousStartMs": previous_start,
@@ -89,7 +125,6 @@ def topics_leaderboard(s: Slice) -> Output:
         },
         "topics": rows,
     }
-    return data, "day"
 
 
 def topic_evolution(s: Slice) -> Output:
@@ -103,28 +138,52 @@ def topic_evolution(s: Slice) -> Output:
     month with the fewest views from the topic's first month on (zeros count). Topics with views in
     the slice, views desc then slug. Time-relative: changes at the next month start.
     """
-    frame, opts = s.frame, s.options
-    k = len(frame.topic_slugs)
-    axis = month_axis(s.month, opts.months_cap)
-    prev_start, recent_start, current = recent_windows(s)
+    k = len(s.frame.topic_slugs)
+    axis = month_axis(s.month, s.options.months_cap)
+    windows = recent_windows(s)
+    prev_start, recent_start, current = windows
     base_month = s.base_month
     base_topic = s.base_topic
     in_recent = (base_month >= recent_start) & (base_month <= current)
     in_previous = (base_month >= prev_start) & (base_month < recent_start)
     recent = code_counts(base_topic[in_recent], k)
     previous = code_counts(base_topic[in_previous], k)
-    views = s.topic_views
-    labels = axis.labels()
-    rows: list[dict[str, Any]] = []
     # monthly views of every topic: one (topic + 1, month) count, row 0 = unclassified (dropped)
     monthly = slot_month_counts(s.topic.astype(np.int32) + 1, s.month, axis, k)
+    return topic_evolution_data(s.frame.topic_slugs, s.topic_views, monthly, axis, recent, previous, windows), "month"
+
+
+def topic_evolution_data(
+    slugs: Sequence[str],
+    views: IntArray,
+    monthly: IntArray,
+    axis: MonthAxis,
+    recent: IntArray,
+    previous: IntArray,
+    windows: tuple[int, int, int],
+) -> dict[str, Any]:
+    """Return the stored ``topic_evolution`` shape.
+
+    Args:
+        slugs: Topic slugs (topic codes index them).
+        views: Views per topic code in the slice (k,).
+        monthly: Views per (topic code, month of ``axis``) in the slice (k, axis.size).
+        axis: The slice's months (``month_axis(s.month, months_cap)``).
+        recent: Base views per topic code in the recent trend window (k,).
+        previous: Base views per topic code in the previous trend window (k,).
+        windows: (previous start, recent start, current) month indices (``recent_windows``).
+    """
+    k = len(slugs)
+    prev_start, recent_start, current = windows
+    labels = axis.labels()
+    rows: list[dict[str, Any]] = []
     for t in np.lexsort((np.arange(k), -views)).tolist():
         if views[t] == 0:
             continue
         series = monthly[t]
         nonzero = np.flatnonzero(series)
         row: dict[str, Any] = {
-            "topic": frame.topic_slugs[t],
+            "topic": slugs[t],
             "views": int(views[t]),
             "monthlyViews": series.tolist(),
             "recentViews": int(recent[t]),
@@ -146,7 +205,7 @@ def topic_evolution(s: Slice) -> Output:
                 lowViews=int(series[low]),
             )
         rows.append(row)
-    data: dict[str, Any] = {
+    return {
         "months": labels,
         "topics": rows,
         "trendWindow": {
@@ -157,7 +216,6 @@ def topic_evolution(s: Slice) -> Output:
         "monthsCap": axis.cap,
         "monthsTruncated": axis.truncated,
     }
-    return data, "month"
 
 
 def topic_engagement(s: Slice) -> Output:
@@ -292,12 +350,26 @@ def topic_diversity(s: Slice) -> Output:
     """
     k = len(s.frame.topic_slugs)
     topic = s.topic
-    (overall,) = _diversity(s.topic_views.reshape(1, -1))
     axis = month_axis(s.month, s.options.months_cap)
-    months: list[dict[str, Any]] = []
+    matrix = np.zeros((0, k), dtype=np.int64)
     if axis.size:
         off = s.month - axis.first
         sel = (topic >= 0) & (off >= 0)
         matrix = np.bincount(off[sel] * k + topic[sel], minlength=axis.size * k).reshape(axis.size, k)
+    return topic_diversity_data(s.topic_views, matrix, axis), "window"
+
+
+def topic_diversity_data(views: IntArray, matrix: IntArray, axis: MonthAxis) -> dict[str, Any]:
+    """Return the stored ``topic_diversity`` shape.
+
+    Args:
+        views: Views per topic code in the slice (k,).
+        matrix: Views per (month of ``axis``, topic code) in the slice, a C-contiguous int64
+            (axis.size, k) array (the float sums of :func:`_diversity` run along its rows).
+        axis: The slice's months (``month_axis(s.month, months_cap)``).
+    """
+    (overall,) = _diversity(views.reshape(1, -1))
+    months: list[dict[str, Any]] = []
+    if axis.size:
         months = [{"month": label, **row} for label, row in zip(axis.labels(), _diversity(matrix), strict=True)]
-    return {"overall": overall, "months": months, **axis.meta()}, "window"
+    return {"overall": overall, "months": months, **axis.meta()}
