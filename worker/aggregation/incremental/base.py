@@ -56,6 +56,7 @@ class SliceEntry:
     epoch: int
     tail: SliceTail | None = None
     states: dict[str, tuple[int, IncrementalState]] = field(default_factory=dict)
+    outputs: dict[str, tuple[int, Output]] = field(default_factory=dict)
 
 
 Fingerprint = tuple[int, int | None, int, int]
@@ -126,8 +127,24 @@ class BaseRun:
         elif s is None or s.window != window or s.epoch != epoch:
             s = entry.slices[fs.key] = SliceEntry(window, SliceInfo.of(view()), epoch)
         held = s.states.get(name)
+        kept = s.outputs.get(name)
         if held is not None and held[0] == epoch:
             state = held[1]
+            if kept is not None and kept[0] == epoch:
+                return kept[1]
+        elif (
+            held is not None
+            and held[0] == epoch - 1
+            and kept is not None
+            and kept[0] == epoch - 1
+            and entry.tail is not None
+            and entry.tail.size == 0
+            and not self.codes.renamed
+        ):
+            # nothing appended to the base and no channel renamed: the state and its output stand
+            s.states[name] = (epoch, held[1])
+            s.outputs[name] = (epoch, kept[1])
+            return kept[1]
         elif held is not None and held[0] == epoch - 1 and s.tail is not None:
             state = held[1]
             s.states[name] = (IN_PROGRESS, state)
@@ -135,7 +152,9 @@ class BaseRun:
         else:
             state = cls.from_slice(view(), self.codes)
         s.states[name] = (epoch, state)
-        return state.render(RenderContext(self.frame, self.codes, self.clock, window, self.options))
+        output = state.render(RenderContext(self.frame, self.codes, self.clock, window, self.options))
+        s.outputs[name] = (epoch, output)
+        return output
 
     def finish(self) -> None:
         """Mark the entry as describing this recompute's frame."""

@@ -75,11 +75,14 @@ class StableCodes:
         video: Stable code of each video code of the current frame (len(frame.video_ids),).
         channel: Stable code of each channel code of the current frame (len(frame.channel_ids),).
         channel_code: Current frame channel code of each stable channel code (inverse of ``channel``).
+        renamed: Whether the append that produced the frame changed the name of a channel the
+            frame before it had (a new channel's name is not a change).
     """
 
     video: IntArray
     channel: IntArray
     channel_code: IntArray
+    renamed: bool = False
 
     @property
     def videos(self) -> int:
@@ -105,8 +108,8 @@ class StableCodes:
         (the cost is the rows appended plus one pass over the code tables, not a string comparison
         per id).
         """
-        video = _extend_codes(self.video, old.video_ids, new.video_ids, new.video[old.size :])
-        channel = _extend_codes(
+        video, _ = _extend_codes(self.video, old.video_ids, new.video_ids, new.video[old.size :])
+        channel, added = _extend_codes(
             self.channel,
             np.array(old.channel_ids, dtype=object),
             np.array(new.channel_ids, dtype=object),
@@ -114,7 +117,13 @@ class StableCodes:
         )
         channel_code = np.empty_like(channel)
         channel_code[channel] = np.arange(channel.size, dtype=np.int64)
-        return StableCodes(video, channel, channel_code)
+        used = np.unique(new.channel[old.size :].astype(np.int64))
+        used = used[(used >= 0) & ~np.isin(used, added)]  # old channels the appended views name
+        before = used - np.searchsorted(added, used)  # their codes in the old frame
+        renamed = any(
+            old.channel_names[b] != new.channel_names[u] for b, u in zip(before.tolist(), used.tolist(), strict=True)
+        )
+        return StableCodes(video, channel, channel_code, renamed)
 
     def stable_video(self, codes: Any) -> IntArray:
         """Return the stable codes of frame video codes (-1 kept)."""
@@ -131,10 +140,11 @@ def _translate(table: IntArray, codes: Any) -> IntArray:
     return out
 
 
-def _extend_codes(stable: IntArray, old_ids: Any, new_ids: Any, tail_codes: Any) -> IntArray:
+def _extend_codes(stable: IntArray, old_ids: Any, new_ids: Any, tail_codes: Any) -> tuple[IntArray, IntArray]:
+    """Return the stable codes of the new frame's codes and the new frame's codes of the added ids."""
     n_old, n_new = int(stable.shape[0]), len(new_ids)
     if n_new == n_old:
-        return stable
+        return stable, np.zeros(0, dtype=np.int64)
     used = np.unique(np.asarray(tail_codes, dtype=np.int64))
     used = used[used >= 0]
     pos = np.searchsorted(old_ids, new_ids[used]) if n_old else np.zeros(used.size, dtype=np.int64)
@@ -147,7 +157,7 @@ def _extend_codes(stable: IntArray, old_ids: Any, new_ids: Any, tail_codes: Any)
     out = np.empty(n_new, dtype=np.int64)
     out[np.delete(np.arange(n_new, dtype=np.int64), added)] = stable  # old ids keep their order
     out[added] = np.arange(n_old, n_new, dtype=np.int64)
-    return out
+    return out, added
 
 
 class LastSeen:
