@@ -23,6 +23,7 @@ from worker.aggregation.common import (
     ratio,
     unique_ints,
 )
+from worker.aggregation.frame import IntArray
 from worker.aggregation.options import AggregationOptions
 from worker.aggregation.slices import Slice
 from worker.aggregation.timeframes import EPOCH_ORDINAL, Clock, month_first_day, shift_year_back
@@ -117,20 +118,30 @@ def monthly_trend(s: Slice) -> Output:
     at most ``months_cap`` newest months.
     """
     axis = month_axis(s.month, s.options.months_cap)
-    return {"months": _monthly_rows(s, axis), **axis.meta()}, "window"
-
-
-def _monthly_rows(s: Slice, axis: MonthAxis) -> list[dict[str, Any]]:
     if axis.size == 0:
-        return []
+        empty = np.zeros(0, dtype=np.int64)
+        return monthly_trend_data(axis, empty, empty, empty), "window"
     off = s.month - axis.first
     views = per_month(s.month, axis)
     videos = distinct_per_group(off, s.video, axis.size)
     channels = distinct_per_group(off, s.channel, axis.size)
-    return [
-        {"month": label, "views": int(v), "uniqueVideos": int(uv), "uniqueChannels": int(uc)}
-        for label, v, uv, uc in zip(axis.labels(), views, videos, channels, strict=True)
+    return monthly_trend_data(axis, views, videos, channels), "window"
+
+
+def monthly_trend_data(axis: MonthAxis, views: IntArray, videos: IntArray, channels: IntArray) -> dict[str, Any]:
+    """Return the stored ``monthly_trend`` shape from per month counts of the axis.
+
+    Args:
+        axis: The months listed (``month_axis`` of the slice's months and ``months_cap``).
+        views: Views per month of the axis (axis.size,).
+        videos: Distinct videos per month of the axis (axis.size,).
+        channels: Distinct channels per month of the axis (axis.size,).
+    """
+    months = [
+        {"month": label, "views": v, "uniqueVideos": uv, "uniqueChannels": uc}
+        for label, v, uv, uc in zip(axis.labels(), views.tolist(), videos.tolist(), channels.tolist(), strict=True)
     ]
+    return {"months": months, **axis.meta()}
 
 
 def top_channels(s: Slice) -> Output:
@@ -143,28 +154,38 @@ def top_channels(s: Slice) -> Output:
     views = s.channel_views
     ranking = s.channel_ranking
     cap = s.options.top_n
-    attributed = int(views.sum())
-    total = s.n
-    rows = [
-        {
-            "rank": rank + 1,
-            "channelId": s.frame.channel_ids[code],
-            "channelName": channel_name(s.frame, code),
-            "views": int(views[code]),
-            "share": ratio(int(views[code]), total),
-        }
-        for rank, code in enumerate(ranking[:cap].tolist())
+    top = [
+        (s.frame.channel_ids[code], channel_name(s.frame, code), int(views[code])) for code in ranking[:cap].tolist()
     ]
-    data: dict[str, Any] = {
+    return top_channels_data(s.n, int(views.sum()), int(ranking.size), top, cap), "window"
+
+
+def top_channels_data(
+    total: int, attributed: int, channel_count: int, top: list[tuple[str, str | None, int]], cap: int
+) -> dict[str, Any]:
+    """Return the stored ``top_channels`` shape.
+
+    Args:
+        total: Views of the slice.
+        attributed: Its views with a channel.
+        channel_count: Channels with ≥ 1 view.
+        top: The first ``cap`` channels of the ranking (views desc, then channel id asc), each as
+            (channel id, most recent name, views).
+        cap: ``AggregationOptions.top_n``.
+    """
+    rows = [
+        {"rank": rank + 1, "channelId": cid, "channelName": name, "views": v, "share": ratio(v, total)}
+        for rank, (cid, name, v) in enumerate(top)
+    ]
+    return {
         "totalViews": total,
         "attributedViews": attributed,
         "unattributedViews": total - attributed,
-        "channelCount": int(ranking.size),
+        "channelCount": channel_count,
         "channels": rows,
         "cap": cap,
-        "truncated": bool(ranking.size > cap),
+        "truncated": bool(channel_count > cap),
     }
-    return data, "window"
 
 
 def day_time_heatmap(s: Slice) -> Output:

@@ -1,4 +1,5 @@
-"""Incremental states of kpi and day_time_heatmap (see ``worker.aggregation.incremental.core``). Pure: no I/O."""
+"""Incremental states of kpi, monthly_trend, top_channels and day_time_heatmap (see
+``worker.aggregation.incremental.core``). Pure: no I/O."""
 
 from __future__ import annotations
 
@@ -6,13 +7,19 @@ from typing import Any
 
 import numpy as np
 
-from worker.aggregation.common import Output, unique_ints
-from worker.aggregation.counts import heatmap_data, kpi_data, kpi_period_spans
+from worker.aggregation.common import Output, bincount, distinct_per_group, month_axis, unique_ints
+from worker.aggregation.counts import (
+    heatmap_data,
+    kpi_data,
+    kpi_period_spans,
+    monthly_trend_data,
+    top_channels_data,
+)
 from worker.aggregation.frame import IntArray
 from worker.aggregation.incremental.core import IncrementalState, RenderContext, SliceTail, StableCodes
 from worker.aggregation.slices import Slice
 
-__all__ = ["INCREMENTAL", "KpiState", "HeatmapState"]
+__all__ = ["INCREMENTAL", "KpiState", "HeatmapState", "MonthlyTrendState", "TopChannelsState"]
 
 
 class KpiState:
@@ -126,5 +133,155 @@ class HeatmapState:
         return int(self.counts.nbytes)
 
 
-INCREMENTAL: dict[str, type[IncrementalState]] = {"kpi": KpiState, "day_time_heatmap": HeatmapState}
+class MonthlyTrendState:
+    """``monthly_trend``: views, distinct videos and distinct channels per local month of the slice.
+
+    Attributes:
+        first: Month index (year*12 + month−1) of the slice's first local month: the arrays' index 0
+            (0 when empty).
+        views: Views per month ``first …`` the slice's last month (m,), int64.
+        videos: Distinct videos per month (m,), int64; an appended view counts when its
+            (video, month) key is new to the slice (``LastSeen`` kind ``video_month``).
+        channels: Distinct channels per month (m,), int64 (kind ``channel_month``).
+    """
+
+    def __init__(self, first: int, views: IntArray, videos: IntArray, channels: IntArray) -> None:
+        self.first = first
+        self.views = views
+        self.videos = videos
+        self.channels = channels
+
+    @classmethod
+    def from_slice(cls, view: Slice, codes: StableCodes) -> MonthlyTrendState:
+        """Build the state of the whole slice (distinct counts do not depend on the codes)."""
+        if view.n == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return cls(0, empty, empty.copy(), empty.copy())
+        month = view.month
+        first, last = int(month.min()), int(month.max())
+        size = last - first + 1
+        off = month.astype(np.int64) - first
+        return cls(
+            first,
+            bincount(month, size, shift=-first),
+            distinct_per_group(off, view.video, size),
+            distinct_per_group(off, view.channel, size),
+        )
+
+    def extend(self, tail: SliceTail) -> None:
+        """Add the appended views (the month range widens to theirs first)."""
+        if tail.n == 0:
+            return
+        month = tail.month
+        self._cover(int(month.min()), int(month.max()))
+        off = month - self.first
+        np.add.at(self.views, off, 1)
+        floor = tail.window_floor
+        np.add.at(self.videos, off[tail.last_seen("video_month") < floor], 1)
+        np.add.at(self.channels, off[tail.last_seen("channel_month") < floor], 1)
+
+    def _cover(self, lo: int, hi: int) -> None:
+        """Widen the arrays (zeros) to cover months ``lo … hi`` too (at most once per new month)."""
+        size = int(self.views.shape[0])
+        if size == 0:
+            self.first = lo
+        start = min(lo, self.first)
+        end = max(hi, self.first + size - 1)
+        before, after = self.first - start, end - (self.first + size - 1)
+        if before or after:
+            self.views, self.videos, self.channels = (
+                np.concatenate((np.zeros(before, dtype=np.int64), a, np.zeros(after, dtype=np.int64)))
+                for a in (self.views, self.videos, self.channels)
+            )
+            self.first = start
+
+    def render(self, ctx: RenderContext) -> Output:
+        """Return the ``monthly_trend`` output (cost: the months listed)."""
+        size = int(self.views.shape[0])
+        bounds = np.array([self.first, self.first + size - 1] if size else [], dtype=np.int64)
+        axis = month_axis(bounds, ctx.options.months_cap)
+        skip = axis.first - self.first if size else 0
+        return monthly_trend_data(axis, self.views[skip:], self.videos[skip:], self.channels[skip:]), "window"
+
+    @property
+    def nbytes(self) -> int:
+        """Return the bytes held."""
+        return int(self.views.nbytes + self.videos.nbytes + self.channels.nbytes)
+
+
+class TopChannelsState:
+    """``top_channels``: views per channel and the ranking's first ``top_n`` channels.
+
+    Appends only add views, so the first ``cap`` channels after an append are among the first ``cap``
+    before it and the channels the append gave views to: any other channel has the views it had, and
+    the ``cap`` channels ranked above it before still are (ids keep their relative order when new
+    ones arrive). ``extend`` re-ranks just those, ``render`` lists them: no pass over the channels.
+
+    Attributes:
+        views: Views of the slice per stable channel code (≥ codes.channels, grown by doubling), int64.
+        top: Stable codes of the first ``cap`` channels with views, by views desc then channel id asc
+            (≤ cap,), int64; ids compared through the codes of the frame last extended to (the render's).
+        total: Views of the slice.
+        attributed: Its views with a channel.
+        channel_count: Channels with ≥ 1 view.
+        cap: ``AggregationOptions.top_n``.
+    """
+
+    def __init__(
+        self, views: IntArray, top: IntArray, total: int, attributed: int, channel_count: int, cap: int
+    ) -> None:
+        self.views = views
+        self.top = top
+        self.total = total
+        self.attributed = attributed
+        self.channel_count = channel_count
+        self.cap = cap
+
+    @classmethod
+    def from_slice(cls, view: Slice, codes: StableCodes) -> TopChannelsState:
+        """Build the state of the whole slice."""
+        per_code = view.channel_views
+        views = np.zeros(codes.channels, dtype=np.int64)
+        views[codes.channel] = per_code
+        ranking = view.channel_ranking
+        cap = view.options.top_n
+        return cls(views, codes.channel[ranking[:cap]], view.n, int(per_code.sum()), int(ranking.size), cap)
+
+    def extend(self, tail: SliceTail) -> None:
+        """Add the appended views and re-rank the previous first channels with the ones they viewed."""
+        self.total += tail.n
+        ch = tail.channel
+        ch = ch[ch >= 0]
+        if ch.size == 0:
+            return
+        self.attributed += int(ch.size)
+        viewed, counts = np.unique(ch, return_counts=True)
+        need = int(viewed[-1]) + 1
+        if need > self.views.shape[0]:
+            grown = np.zeros(max(need, 2 * int(self.views.shape[0])), dtype=np.int64)
+            grown[: self.views.shape[0]] = self.views
+            self.views = grown
+        self.channel_count += int(np.count_nonzero(self.views[viewed] == 0))
+        self.views[viewed] += counts
+        candidates = np.union1d(self.top, viewed)
+        order = np.lexsort((tail.base.codes.channel_code[candidates], -self.views[candidates]))
+        self.top = candidates[order[: self.cap]]
+
+    def render(self, ctx: RenderContext) -> Output:
+        """Return the ``top_channels`` output (cost: the channels listed)."""
+        top = [(ctx.channel_id(c), ctx.channel_name(c), int(self.views[c])) for c in self.top.tolist()]
+        return top_channels_data(self.total, self.attributed, self.channel_count, top, self.cap), "window"
+
+    @property
+    def nbytes(self) -> int:
+        """Return the bytes held."""
+        return int(self.views.nbytes + self.top.nbytes) + 128
+
+
+INCREMENTAL: dict[str, type[IncrementalState]] = {
+    "kpi": KpiState,
+    "monthly_trend": MonthlyTrendState,
+    "top_channels": TopChannelsState,
+    "day_time_heatmap": HeatmapState,
+}
 """Aggregation type → its incremental state class."""
