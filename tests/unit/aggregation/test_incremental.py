@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from tests.unit.aggregation.incremental_support import DAY, HOUR, MINUTE, assert_appends_match, random_views
 from worker.aggregation import AGGREGATION_TYPES
 from worker.aggregation.incremental import REGISTRY
+from worker.aggregation.incremental.core import NO_KEY, NONE_BEFORE, LastSeen
 
 START = 1_700_000_000_000  # 2023-11-14
 
@@ -45,3 +47,30 @@ def test_appends_across_month_and_clock_changes(tz: str) -> None:
         batches.append(batch)
         last = batch[-1].watched_at_ms
     assert assert_appends_match(batches, now_ms=[last + HOUR] * len(batches), time_zone=tz) > 0
+
+
+@pytest.mark.parametrize("side_min", [1, 2, 4096])
+@given(seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=30, deadline=None)
+def test_last_seen_answers_like_a_dict(side_min: int, seed: int) -> None:
+    """``LastSeen.update`` = the previous instant per key of a plain dict, whatever the merge threshold."""
+    rng = random.Random(seed)
+    old = LastSeen.SIDE_MIN
+    LastSeen.SIDE_MIN = side_min  # 1 and 2 merge the side table on almost every update
+    try:
+        keys0 = np.array([rng.randrange(-1, 30) for _ in range(rng.randrange(0, 50))], dtype=np.int64)
+        seen = LastSeen(keys0, np.arange(keys0.size, dtype=np.int64))
+        expected = {k: t for t, k in enumerate(keys0.tolist()) if k >= 0}
+        t = keys0.size
+        for _ in range(rng.randrange(1, 10)):
+            keys = np.array([rng.randrange(-1, 60) for _ in range(rng.randrange(0, 12))], dtype=np.int64)
+            ts = np.arange(t, t + keys.size, dtype=np.int64)
+            t += keys.size
+            want = []
+            for k, at in zip(keys.tolist(), ts.tolist(), strict=True):
+                want.append(NO_KEY if k < 0 else expected.get(k, NONE_BEFORE))
+                if k >= 0:
+                    expected[k] = at
+            assert seen.update(keys, ts).tolist() == want
+    finally:
+        LastSeen.SIDE_MIN = old

@@ -165,10 +165,17 @@ class LastSeen:
 
     ``update`` answers, for each appended row, when the base last had its key before that row:
     a key is new to a slice iff that instant is earlier than the slice's window
-    (:func:`window_floor`). Stored as sorted keys with their latest instants (16 bytes per key).
+    (:func:`window_floor`). Stored as sorted keys with their latest instants (16 bytes per key), in
+    two levels so that an append does not copy the whole table: keys first seen since the last
+    merge go to a small sorted side table, merged into the main one once it holds more than
+    1/16 of it (at least ``SIDE_MIN`` keys): amortized, an appended key costs O(log n) plus 16
+    copied keys instead of O(n).
     """
 
-    __slots__ = ("keys", "last_ms")
+    __slots__ = ("keys", "last_ms", "side_keys", "side_ms")
+
+    SIDE_MIN = 4096
+    """The side table is merged when it exceeds max(this, main table / 16) keys."""
 
     def __init__(self, keys: IntArray, ts: IntArray) -> None:
         """Build from every row of the base (``keys`` −1 = the row has no key; ``ts`` non-decreasing)."""
@@ -180,11 +187,13 @@ class LastSeen:
         last[:-1] = k[1:] != k[:-1]
         self.keys: IntArray = k[last].astype(np.int64)
         self.last_ms: IntArray = t[last].astype(np.int64)
+        self.side_keys: IntArray = np.zeros(0, dtype=np.int64)
+        self.side_ms: IntArray = np.zeros(0, dtype=np.int64)
 
     @property
     def nbytes(self) -> int:
         """Return the bytes held."""
-        return int(self.keys.nbytes + self.last_ms.nbytes)
+        return int(self.keys.nbytes + self.last_ms.nbytes + self.side_keys.nbytes + self.side_ms.nbytes)
 
     def update(self, keys: IntArray, ts: IntArray) -> IntArray:
         """Record appended rows and return, per row, the previous instant of its key.
@@ -206,28 +215,47 @@ class LastSeen:
         ks, tsort = k[order], t[order]
         first = np.ones(ks.size, dtype=np.bool_)
         first[1:] = ks[1:] != ks[:-1]
+        last = np.ones(ks.size, dtype=np.bool_)
+        last[:-1] = ks[1:] != ks[:-1]
+        uniq, latest = ks[first], tsort[last]  # per distinct key: its latest appended instant
+        earlier = np.full(uniq.size, NONE_BEFORE, dtype=np.int64)
+        pos, hit = _locate(self.keys, uniq)
+        earlier[hit] = self.last_ms[pos[hit]]
+        self.last_ms[pos[hit]] = latest[hit]
+        rest = np.flatnonzero(~hit)
+        pos, hit = _locate(self.side_keys, uniq[rest])
+        earlier[rest[hit]] = self.side_ms[pos[hit]]
+        self.side_ms[pos[hit]] = latest[rest[hit]]
+        new = rest[~hit]
+        if new.size:
+            at = np.searchsorted(self.side_keys, uniq[new])
+            self.side_keys = np.insert(self.side_keys, at, uniq[new])
+            self.side_ms = np.insert(self.side_ms, at, latest[new])
+            if self.side_keys.size > max(self.SIDE_MIN, self.keys.size // 16):
+                self._merge()
         prev = np.empty(ks.size, dtype=np.int64)
         prev[1:] = tsort[:-1]  # a repeated key's previous instant is its previous appended row
-        uniq = ks[first]
-        pos = np.searchsorted(self.keys, uniq)
-        hit = pos < self.keys.size
-        hit[hit] = self.keys[pos[hit]] == uniq[hit]
-        earlier = np.full(uniq.size, NONE_BEFORE, dtype=np.int64)
-        earlier[hit] = self.last_ms[pos[hit]]
         prev[first] = earlier
         result = np.empty(ks.size, dtype=np.int64)
         result[order] = prev
         out[has] = result
-        last = np.ones(ks.size, dtype=np.bool_)
-        last[:-1] = ks[1:] != ks[:-1]
-        latest = tsort[last]  # per unique key, its latest appended instant
-        self.last_ms[pos[hit]] = latest[hit]
-        if not hit.all():
-            new_keys, new_ms = uniq[~hit], latest[~hit]
-            at = np.searchsorted(self.keys, new_keys)
-            self.keys = np.insert(self.keys, at, new_keys)
-            self.last_ms = np.insert(self.last_ms, at, new_ms)
         return out
+
+    def _merge(self) -> None:
+        keys = np.concatenate((self.keys, self.side_keys))
+        order = np.argsort(keys, kind="stable")
+        self.keys = keys[order]
+        self.last_ms = np.concatenate((self.last_ms, self.side_ms))[order]
+        self.side_keys = np.zeros(0, dtype=np.int64)
+        self.side_ms = np.zeros(0, dtype=np.int64)
+
+
+def _locate(table: IntArray, keys: IntArray) -> tuple[IntArray, BoolArray]:
+    """Return the position of each of ``keys`` in the sorted ``table`` and whether it is there."""
+    pos = np.searchsorted(table, keys)
+    hit = pos < table.size
+    hit[hit] = table[pos[hit]] == keys[hit]
+    return pos, hit
 
 
 # -- key functions of LastSeen kinds: rows → non-negative int64 keys (−1 = none) ----------------------
