@@ -20,7 +20,8 @@ from worker.aggregation.common import (
     slot_month_counts,
     unique_ints,
 )
-from worker.aggregation.frame import BoolArray, CodeArray, IntArray
+from worker.aggregation.frame import BoolArray, CodeArray, Frame, IntArray
+from worker.aggregation.options import AggregationOptions
 from worker.aggregation.slices import Slice
 from worker.aggregation.timeframes import month_label
 
@@ -211,9 +212,26 @@ def channel_relationships(s: Slice) -> Output:
     truncated}``; ``channelAId < channelBId``; ``jaccard = co / (sessionsA + sessionsB − co)`` over
     sessions; pairs with ``coSessions >= minCoSessions``, ordered coSessions desc, then A id, B id asc.
     """
-    frame, opts = s.frame, s.options
     co = s.co_sessions
     cnt = co.pair_sessions
+    pair_count, listed = listed_pairs(cnt, s.options)
+    a, b, c = co.pair_a[listed], co.pair_b[listed], cnt[listed]
+    union = co.sessions_with[a] + co.sessions_with[b] - c
+    counts = (s.sessions.count, co.multi_channel_sessions, co.capped_sessions, pair_count)
+    return relationships_data(s.frame, s.options, counts, a, b, c, union), "window"
+
+
+def listed_pairs(cnt: IntArray, opts: AggregationOptions) -> tuple[int, IntArray]:
+    """Return the pairs ``channel_relationships`` counts and lists, from the co-sessions of every pair.
+
+    Args:
+        cnt: Sessions holding each pair, pairs in (A, B) channel id order (p,).
+        opts: Thresholds (``min_co_sessions``, ``pairs_cap``).
+
+    Returns:
+        ``pairCount`` (pairs with ``cnt >= min_co_sessions``) and the indices (into ``cnt``) of the
+        listed pairs, in output order (coSessions desc, then A, B asc), at most ``pairs_cap``.
+    """
     pair_count = int(np.count_nonzero(cnt >= opts.min_co_sessions))
     # the listed pairs: only those with at least the cap-th largest count can be among them; pairs
     # are in (A, B) order, so a stable sort by count desc gives coSessions desc, then A, B asc
@@ -221,9 +239,31 @@ def channel_relationships(s: Slice) -> Output:
     if pair_count > opts.pairs_cap:
         threshold = max(threshold, kth_largest(cnt, opts.pairs_cap))
     candidates = np.flatnonzero(cnt >= threshold)
-    listed = candidates[np.argsort(-cnt[candidates], kind="stable")[: opts.pairs_cap]]
-    a, b, c = co.pair_a[listed], co.pair_b[listed], cnt[listed]
-    union = co.sessions_with[a] + co.sessions_with[b] - c
+    listed: IntArray = candidates[np.argsort(-cnt[candidates], kind="stable")[: opts.pairs_cap]].astype(np.int64)
+    return pair_count, listed
+
+
+def relationships_data(
+    frame: Frame,
+    opts: AggregationOptions,
+    counts: tuple[int, int, int, int],
+    a: IntArray,
+    b: IntArray,
+    c: IntArray,
+    union: IntArray,
+) -> dict[str, Any]:
+    """Return the stored ``channel_relationships`` shape.
+
+    Args:
+        frame: The frame (channel ids and names).
+        opts: Thresholds.
+        counts: ``(sessionCount, multiChannelSessions, cappedSessions, pairCount)``.
+        a: Frame channel code of channel A of each listed pair, in output order (k,).
+        b: Frame channel code of channel B of each listed pair, ``b > a`` (k,).
+        c: Sessions holding both (k,).
+        union: Sessions holding either (k,): ``sessionsA + sessionsB − c``.
+    """
+    session_count, multi, capped, pair_count = counts
     rows = [
         {
             "channelAId": frame.channel_ids[ca],
@@ -235,10 +275,10 @@ def channel_relationships(s: Slice) -> Output:
         }
         for ca, cb, n, jaccard in zip(a.tolist(), b.tolist(), c.tolist(), ratios(c, union), strict=True)
     ]
-    data: dict[str, Any] = {
-        "sessionCount": s.sessions.count,
-        "multiChannelSessions": co.multi_channel_sessions,
-        "cappedSessions": co.capped_sessions,
+    return {
+        "sessionCount": session_count,
+        "multiChannelSessions": multi,
+        "cappedSessions": capped,
         "maxChannelsPerSession": opts.max_channels_per_session,
         "minCoSessions": opts.min_co_sessions,
         "pairCount": pair_count,
@@ -246,7 +286,6 @@ def channel_relationships(s: Slice) -> Output:
         "cap": opts.pairs_cap,
         "truncated": pair_count > opts.pairs_cap,
     }
-    return data, "window"
 
 
 def trend_label(recent: int, previous: int, is_new: bool, ratio_threshold: float) -> str:
