@@ -344,31 +344,89 @@ def channel_evolution(s: Slice) -> Output:
     first_row = np.full(t, rb.size, dtype=np.int64)  # first view of each channel
     np.minimum.at(first_row, rb, np.arange(rb.size))
     first_month = [current if i == rb.size else int(mb[i]) for i in first_row.tolist()]
+    codes = top.tolist()
+    return channel_evolution_data(
+        [frame.channel_ids[code] for code in codes],
+        [channel_name(frame, code) for code in codes],
+        s.channel_views[top].tolist(),
+        series.tolist(),
+        recent,
+        previous,
+        first_month,
+        months=axis.labels(),
+        months_cap=axis.cap,
+        months_truncated=axis.truncated,
+        windows=(prev_start, recent_start, current),
+        ranked=int(s.channel_ranking.size),
+        top_n=opts.top_n,
+        trend_ratio=opts.trend_ratio,
+    )
+
+
+def channel_evolution_data(
+    ids: list[str],
+    names: list[str | None],
+    views: list[int],
+    monthly: list[list[int]],
+    recent: list[int],
+    previous: list[int],
+    first_month: list[int],
+    *,
+    months: list[str],
+    months_cap: int,
+    months_truncated: bool,
+    windows: tuple[int, int, int],
+    ranked: int,
+    top_n: int,
+    trend_ratio: float,
+) -> Output:
+    """Return the ``channel_evolution`` output of its numbers (the full function and the append fast
+    path's state both end here, so their results are equal by construction).
+
+    Args:
+        ids: Channel ids of the listed channels, in list order (views desc, id asc) (t,).
+        names: Their most recent names (t,).
+        views: Their views in the slice (t,).
+        monthly: Their views per month of the axis, oldest first (t × len(months)).
+        recent: Their base views in the recent window (t,).
+        previous: Their base views in the previous window (t,).
+        first_month: Local month index of each one's first base view (t,).
+        months: ``"YYYY-MM"`` labels of the month axis.
+        months_cap: The axis cap (``months_cap``).
+        months_truncated: Whether older months were dropped.
+        windows: (previous start, recent start, current) month indices (:func:`recent_windows`).
+        ranked: Channels with ≥ 1 view in the slice.
+        top_n: The list cap.
+        trend_ratio: The trend threshold.
+    """
+    prev_start, recent_start, current = windows
     rows: list[dict[str, Any]] = [
         {
-            "channelId": frame.channel_ids[code],
-            "channelName": channel_name(frame, code),
-            "views": int(s.channel_views[code]),
-            "monthlyViews": series[i].tolist(),
-            "recentViews": recent[i],
-            "previousViews": previous[i],
-            "change": change(recent[i], previous[i]),
-            "trend": trend_label(recent[i], previous[i], first_month[i] >= recent_start, opts.trend_ratio),
+            "channelId": channel_id,
+            "channelName": name,
+            "views": n_views,
+            "monthlyViews": series,
+            "recentViews": n_recent,
+            "previousViews": n_previous,
+            "change": change(n_recent, n_previous),
+            "trend": trend_label(n_recent, n_previous, first >= recent_start, trend_ratio),
         }
-        for i, code in enumerate(top.tolist())
+        for channel_id, name, n_views, series, n_recent, n_previous, first in zip(
+            ids, names, views, monthly, recent, previous, first_month, strict=True
+        )
     ]
     data: dict[str, Any] = {
-        "months": axis.labels(),
+        "months": months,
         "channels": rows,
         "trendWindow": {
             "previousStartMonth": month_label(prev_start),
             "recentStartMonth": month_label(recent_start),
             "endMonth": month_label(current),
-            "ratio": num(opts.trend_ratio),
+            "ratio": num(trend_ratio),
         },
-        "cap": opts.top_n,
-        "truncated": bool(s.channel_ranking.size > opts.top_n),
-        "monthsCap": axis.cap,
-        "monthsTruncated": axis.truncated,
+        "cap": top_n,
+        "truncated": ranked > top_n,
+        "monthsCap": months_cap,
+        "monthsTruncated": months_truncated,
     }
     return data, "month"
