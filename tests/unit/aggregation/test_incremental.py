@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from tests.unit.aggregation.incremental_support import DAY, HOUR, MINUTE, assert_appends_match, random_views
 from worker.aggregation import AGGREGATION_TYPES
 from worker.aggregation.incremental import REGISTRY
-from worker.aggregation.incremental.core import NO_KEY, NONE_BEFORE, LastSeen
+from worker.aggregation.incremental.core import NO_KEY, NONE_BEFORE, KeyCounts, LastSeen
 
 START = 1_700_000_000_000  # 2023-11-14
 
@@ -74,3 +74,29 @@ def test_last_seen_answers_like_a_dict(side_min: int, seed: int) -> None:
             assert seen.update(keys, ts).tolist() == want
     finally:
         LastSeen.SIDE_MIN = old
+
+
+@pytest.mark.parametrize("side_min", [1, 3, 4096])
+@given(seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=30, deadline=None)
+def test_key_counts_count_like_a_dict(side_min: int, seed: int) -> None:
+    """``KeyCounts.add``/``get`` = a plain dict of counts, whatever the merge threshold."""
+    rng = random.Random(seed)
+    old = KeyCounts.SIDE_MIN
+    KeyCounts.SIDE_MIN = side_min
+    try:
+        start = sorted(rng.sample(range(100), rng.randrange(0, 30)))
+        expected = {k: rng.randrange(1, 5) for k in start}
+        table = KeyCounts(np.array(start, dtype=np.int64), np.array([expected[k] for k in start], dtype=np.int64))
+        for _ in range(rng.randrange(1, 10)):
+            keys = sorted(rng.sample(range(120), rng.randrange(0, 15)))
+            amounts = [rng.randrange(1, 4) for _ in keys]
+            before = table.add(np.array(keys, dtype=np.int64), np.array(amounts, dtype=np.int64))
+            assert before.tolist() == [expected.get(k, 0) for k in keys]
+            for k, a in zip(keys, amounts, strict=True):
+                expected[k] = expected.get(k, 0) + a
+            probe = list(range(125))
+            assert table.get(np.array(probe, dtype=np.int64)).tolist() == [expected.get(k, 0) for k in probe]
+        assert table.size == len(expected)
+    finally:
+        KeyCounts.SIDE_MIN = old

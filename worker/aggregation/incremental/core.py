@@ -43,6 +43,7 @@ __all__ = [
     "NONE_BEFORE",
     "BaseTail",
     "IncrementalState",
+    "KeyCounts",
     "LastSeen",
     "RenderContext",
     "SliceInfo",
@@ -248,6 +249,72 @@ class LastSeen:
         self.last_ms = np.concatenate((self.last_ms, self.side_ms))[order]
         self.side_keys = np.zeros(0, dtype=np.int64)
         self.side_ms = np.zeros(0, dtype=np.int64)
+
+
+class KeyCounts:
+    """Counts per non-negative int64 key (e.g. co-sessions per channel pair), only ever added to.
+
+    Sorted keys with int64 counts (16 bytes per key) in two levels like :class:`LastSeen`: keys
+    added since the last merge live in a small sorted side table, merged into the main one when it
+    exceeds max(``SIDE_MIN``, main / 16) keys, so adding a key costs O(log n) plus 16 copied keys
+    amortized, not a copy of the table.
+    """
+
+    __slots__ = ("keys", "counts", "side_keys", "side_counts")
+
+    SIDE_MIN = 4096
+    """The side table is merged when it exceeds max(this, main table / 16) keys."""
+
+    def __init__(self, keys: IntArray, counts: IntArray) -> None:
+        """Start from distinct ``keys`` in ascending order and their counts."""
+        self.keys: IntArray = keys.astype(np.int64)
+        self.counts: IntArray = counts.astype(np.int64)
+        self.side_keys: IntArray = np.zeros(0, dtype=np.int64)
+        self.side_counts: IntArray = np.zeros(0, dtype=np.int64)
+
+    @property
+    def size(self) -> int:
+        """Return the number of keys."""
+        return int(self.keys.size + self.side_keys.size)
+
+    @property
+    def nbytes(self) -> int:
+        """Return the bytes held."""
+        return int(self.keys.nbytes + self.counts.nbytes + self.side_keys.nbytes + self.side_counts.nbytes)
+
+    def get(self, keys: IntArray) -> IntArray:
+        """Return the count of each of ``keys`` (0 for a key never added) (k,), int64."""
+        out = np.zeros(keys.size, dtype=np.int64)
+        pos, hit = _locate(self.keys, keys)
+        out[hit] = self.counts[pos[hit]]
+        rest = np.flatnonzero(~hit)
+        pos, hit = _locate(self.side_keys, keys[rest])
+        out[rest[hit]] = self.side_counts[pos[hit]]
+        return out
+
+    def add(self, keys: IntArray, amounts: IntArray) -> IntArray:
+        """Add ``amounts`` to the counts of distinct ``keys`` (ascending); return the counts before (k,)."""
+        before = np.zeros(keys.size, dtype=np.int64)
+        pos, hit = _locate(self.keys, keys)
+        before[hit] = self.counts[pos[hit]]
+        self.counts[pos[hit]] += amounts[hit]
+        rest = np.flatnonzero(~hit)
+        pos, hit = _locate(self.side_keys, keys[rest])
+        before[rest[hit]] = self.side_counts[pos[hit]]
+        self.side_counts[pos[hit]] += amounts[rest[hit]]
+        new = rest[~hit]
+        if new.size:
+            at = np.searchsorted(self.side_keys, keys[new])
+            self.side_keys = np.insert(self.side_keys, at, keys[new])
+            self.side_counts = np.insert(self.side_counts, at, amounts[new].astype(np.int64))
+            if self.side_keys.size > max(self.SIDE_MIN, self.keys.size // 16):
+                merged = np.concatenate((self.keys, self.side_keys))
+                order = np.argsort(merged, kind="stable")
+                self.keys = merged[order]
+                self.counts = np.concatenate((self.counts, self.side_counts))[order]
+                self.side_keys = np.zeros(0, dtype=np.int64)
+                self.side_counts = np.zeros(0, dtype=np.int64)
+        return before
 
 
 def _locate(table: IntArray, keys: IntArray) -> tuple[IntArray, BoolArray]:

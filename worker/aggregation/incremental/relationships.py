@@ -6,8 +6,8 @@ import numpy as np
 
 from worker.aggregation.channels import listed_pairs, relationships_data
 from worker.aggregation.common import Output
-from worker.aggregation.frame import Int32Array, IntArray
-from worker.aggregation.incremental.core import IncrementalState, RenderContext, SliceTail, StableCodes
+from worker.aggregation.frame import IntArray
+from worker.aggregation.incremental.core import IncrementalState, KeyCounts, RenderContext, SliceTail, StableCodes
 from worker.aggregation.slices import Slice, _session_channels
 
 __all__ = ["INCREMENTAL", "RelationshipsState"]
@@ -33,8 +33,7 @@ class RelationshipsState:
         multi: Sessions with ≥ 2 distinct channels.
         capped: Sessions with more than ``cap`` distinct channels.
         sessions_with: Sessions holding each stable channel code (after the per-session cap) (C,), int64.
-        keys: Key ``low * 2^31 + high`` (stable codes) of every pair held by a session, ascending (p,), int64.
-        counts: Sessions holding each pair of ``keys`` (p,), int32.
+        pairs: Sessions holding each pair, by key ``low * 2^31 + high`` (stable codes) (p pairs).
         pair_count: Pairs with ≥ ``min_co`` sessions.
         top_keys: Keys of the listed pairs, in output order (coSessions desc, then A id, B id asc) (k,).
         top_counts: Their sessions (k,), int64.
@@ -51,15 +50,14 @@ class RelationshipsState:
         counts: tuple[int, int, int, int],
         sessions_with: IntArray,
         keys: IntArray,
-        pair_counts: Int32Array,
+        pair_counts: IntArray,
         top: tuple[IntArray, IntArray],
         last: tuple[IntArray, int],
     ) -> None:
         self.cap, self.min_co, self.pairs_cap = cap, min_co, pairs_cap
         self.sessions, self.multi, self.capped, self.pair_count = counts
         self.sessions_with = sessions_with
-        self.keys = keys
-        self.counts = pair_counts
+        self.pairs = KeyCounts(keys, pair_counts)
         self.top_keys, self.top_counts = top
         self.last_kept, self.last_size = last
 
@@ -76,7 +74,7 @@ class RelationshipsState:
         top = (keys[listed], co.pair_sessions[listed].astype(np.int64))
         order = np.argsort(keys)
         keys = keys[order]
-        pair_counts = co.pair_sessions[order].astype(np.int32)  # at most the sessions: < 2^31 (int32 rows)
+        pair_counts = co.pair_sessions[order]
         del order
         sessions_with = np.zeros(codes.channels, dtype=np.int64)
         sessions_with[codes.channel] = co.sessions_with
@@ -146,21 +144,13 @@ class RelationshipsState:
         if new_keys.size == 0:
             return
         uk, add = np.unique(new_keys, return_counts=True)
-        at = np.searchsorted(self.keys, uk)
-        found = at < self.keys.size
-        found[found] = self.keys[at[found]] == uk[found]
-        before = np.zeros(uk.size, dtype=np.int64)
-        before[found] = self.counts[at[found]]
+        before = self.pairs.add(uk, add)
         after = before + add
-        self.counts[at[found]] = after[found]
-        if not found.all():
-            self.keys = np.insert(self.keys, at[~found], uk[~found])
-            self.counts = np.insert(self.counts, at[~found], after[~found].astype(np.int32))
         self.pair_count += int(np.count_nonzero((before < self.min_co) & (after >= self.min_co)))
         # the listed pairs: the best of the previous ones and the changed ones that reach min_co
         changed = after >= self.min_co
         cand = np.unique(np.concatenate((self.top_keys, uk[changed])))
-        cnt = self.counts[np.searchsorted(self.keys, cand)].astype(np.int64)
+        cnt = self.pairs.get(cand)
         fa, fb = codes.channel_code[cand // _PAIR_BOUND], codes.channel_code[cand % _PAIR_BOUND]
         order = np.lexsort((np.maximum(fa, fb), np.minimum(fa, fb), -cnt))[: self.pairs_cap]
         self.top_keys, self.top_counts = cand[order], cnt[order]
@@ -177,9 +167,9 @@ class RelationshipsState:
 
     @property
     def nbytes(self) -> int:
-        """Return the bytes held (pairs: 12 bytes each)."""
-        arrays = (self.sessions_with, self.keys, self.counts, self.top_keys, self.top_counts, self.last_kept)
-        return sum(int(x.nbytes) for x in arrays) + 256
+        """Return the bytes held (pairs: 16 bytes each)."""
+        arrays = (self.sessions_with, self.top_keys, self.top_counts, self.last_kept)
+        return sum(int(x.nbytes) for x in arrays) + self.pairs.nbytes + 256
 
 
 INCREMENTAL: dict[str, type[IncrementalState]] = {"channel_relationships": RelationshipsState}
