@@ -7,9 +7,11 @@ For each size, one seeded ``worker.synthetic`` history (Europe/Berlin, 3 years),
 for the 18 eager filter sets, measured in one process:
 
 * full: cold cache, every event read and every month partition built (CPU seconds, documents read);
-* append: 100 views appended to the latest month, then an incremental recompute, twice: the first
-  append after the full recompute ("1st append") and the next one ("append", the steady state of a
-  user whose history grows: it extends the session pairs the first one kept with the frame);
+* append: 100 views appended to the latest month (``append_batch``: sessions of views copying the
+  channels, titles and products of the user's own views, a quarter of them rewatches), then an
+  incremental recompute, twice: the first append after the full recompute ("1st append": it builds
+  the engine's incremental states) and the next one ("append", the steady state of a user whose
+  history grows: the states are extended by the appended views);
 * delete: one old month deleted, then an incremental recompute.
 
 CPU is ``time.process_time`` (this process; the event source's own work is included but tiny).
@@ -34,12 +36,13 @@ import argparse
 import asyncio
 import json
 import pickle
+import random
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -252,6 +255,36 @@ def floor_cpu() -> float:
     return min(float(run(FLOOR_EVENTS)["append_cpu"]) for _ in range(3))
 
 
+APPEND_VIEWS = 100
+
+
+def append_batch(
+    history: list[WatchEvent], start_ms: int, stop_ms: int, rng: random.Random, tag: str
+) -> list[WatchEvent]:
+    """Return ``APPEND_VIEWS`` views in ``(start_ms, stop_ms)`` that look like the user's own.
+
+    Sessions of 3–8 views 2–9 minutes apart, spread evenly over the span; each view copies the
+    channel, title and product of a random view of ``history`` (the user keeps watching the
+    channels and topics they watch); one in four rewatches that view's video, the others are new
+    videos (ids ``<tag>…``). A session is one product, like the synthetic history's.
+    """
+    sizes: list[int] = []
+    while sum(sizes) < APPEND_VIEWS:
+        sizes.append(min(rng.randint(3, 8), APPEND_VIEWS - sum(sizes)))
+    slot = (stop_ms - start_ms) // len(sizes)
+    out: list[WatchEvent] = []
+    for k, size in enumerate(sizes):
+        at = start_ms + k * slot + rng.randrange(1, max(2, slot // 4))
+        music = rng.random() < 0.15
+        pool = [e for e in rng.sample(history, 64) if e.kind == "watch" and (e.product == "youtube_music") == music]
+        for _ in range(size):
+            model = rng.choice(pool or [e for e in history[-64:] if e.kind == "watch"])
+            video = model.video_id if rng.random() < 0.25 else f"{tag}{len(out):08d}"
+            out.append(replace(model, watched_at_ms=at, video_id=video))
+            at += rng.randint(2, 9) * 60_000
+    return out
+
+
 def run(n: int, full_only: bool = False) -> dict[str, Any]:
     from worker.synthetic import generate_history
 
@@ -271,15 +304,10 @@ def run(n: int, full_only: bool = False) -> dict[str, Any]:
         return row
     last = source.ts[-1]
     lo, hi = month_bounds_ms(local_month_of(last, zone), zone)
-    step = max((hi - last) // 201, 1)
     before = full_results
+    rng = random.Random(n)
     for seq in (2, 3):  # the first append after the full recompute, then the steady state
-        new = [
-            WatchEvent(
-                watched_at_ms=last + (i + 1) * step, video_id=f"new{seq}{i:08d}", title="New upload", channel_id="UCnew"
-            )
-            for i in range(100)
-        ]
+        new = append_batch(events, last, last + (hi - last) // 2, rng, f"a{seq}")
         last = new[-1].watched_at_ms
         source.append(new, seq)
         if seq == 2:

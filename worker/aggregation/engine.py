@@ -17,7 +17,7 @@ from worker.aggregation import channels, counts, sessions, topics
 from worker.aggregation.common import Dependency, Output
 from worker.aggregation.derived import DerivedState
 from worker.aggregation.filters import FilterSet, group_by_base
-from worker.aggregation.frame import PRODUCT_CODES, CodeArray, Frame, build_frame
+from worker.aggregation.frame import PRODUCT_CODES, CodeArray, Frame, IntArray, build_frame
 from worker.aggregation.incremental import REGISTRY
 from worker.aggregation.incremental.base import open_base
 from worker.aggregation.options import AggregationOptions
@@ -253,7 +253,11 @@ def _compute(
 
 
 class _BaseViews:
-    """The slices of one filter base's sets, built on first use (the fast path may need none)."""
+    """The slices of one filter base's sets, built on first use (the fast path may need none).
+
+    The engine asks for them in order; only the newest is kept (with the base's arrays), so a
+    timeframe's derived arrays are freed once the next timeframe is computed, as before the fast path.
+    """
 
     def __init__(
         self,
@@ -272,49 +276,53 @@ class _BaseViews:
             opts,
             derived,
         )
-        self.views: list[Slice] | None = None
+        self._base: tuple[CodeArray, IntArray, list[int], bool] | None = None
+        self._last: tuple[int, int, Slice] | None = None  # (set index, start, slice)
 
     def view(self, i: int) -> Slice:
-        """Return the slice of the base's ``i``-th filter set."""
-        if self.views is None:
-            self.views = self._build()
-        return self.views[i]
+        """Return the slice of the base's ``i``-th filter set (``i`` never below an earlier call's)."""
+        if self._last is not None and self._last[0] == i:
+            return self._last[2]
+        if self._last is not None and self._last[0] > i:
+            raise ValueError(f"i: slices are built in order, {i} after {self._last[0]}")
+        if self._base is None:
+            self._base = self._gather()
+        base, base_ts, starts, derive = self._base
+        frame, derived = self.frame, self.derived
+        provider = None
+        if derived is not None and derived.frame is frame:
+            key = (self.group[0].product, self.group[0].topics, self.group[0].channels)
+            provider = functools.partial(derived.session_pairs, key)
+        start = starts[i]
+        previous = self._last
+        # a timeframe whose window selects the same views as the previous one shares its arrays
+        same_views = previous is not None and previous[1] == start
+        idx = previous[2].idx if previous is not None and same_views else (base if start == 0 else base[start:])
+        view = Slice(
+            frame,
+            idx,
+            base,
+            self.clock,
+            self.windows[i],
+            self.opts,
+            start=start,
+            base_ts=base_ts,
+            derive_co_sessions=derive,
+            pairs_provider=provider,
+        )
+        if previous is not None:
+            view.share_derived(previous[2])
+        self._last = (i, start, view)
+        return view
 
-    def _build(self) -> list[Slice]:
-        frame, group, derived, opts, clock = self.frame, self.group, self.derived, self.opts, self.clock
+    def _gather(self) -> tuple[CodeArray, IntArray, list[int], bool]:
         # Filter sets differing only in timeframe share the base (filter over the whole history) and
-        # its derived columns; a timeframe whose window selects the same views as the previous one
-        # (e.g. YTD and Last6M in June) shares every derived array.
-        base = _base_indices(frame, group[0])
-        base_ts = take_rows(frame.ts, base)
+        # its derived columns, gathered once.
+        base = _base_indices(self.frame, self.group[0])
+        base_ts = take_rows(self.frame.ts, base)
         starts = [
             0 if w.start_ms is None else int(np.searchsorted(base_ts, w.start_ms, side="left")) for w in self.windows
         ]
         # co-sessions come from the base's sessions when its timeframes hold at least as many views
         derive = sum(base.size - start for start in starts) >= base.size
-        provider = None
-        if derived is not None and derived.frame is frame:
-            key = (group[0].product, group[0].topics, group[0].channels)
-            provider = functools.partial(derived.session_pairs, key)
-        out: list[Slice] = []
-        previous: tuple[int, Slice] | None = None
-        for window, start in zip(self.windows, starts, strict=True):
-            same_views = previous is not None and previous[0] == start
-            idx = previous[1].idx if previous is not None and same_views else (base if start == 0 else base[start:])
-            view = Slice(
-                frame,
-                idx,
-                base,
-                clock,
-                window,
-                opts,
-                start=start,
-                base_ts=base_ts,
-                derive_co_sessions=derive,
-                pairs_provider=provider,
-            )
-            if previous is not None:
-                view.share_derived(previous[1])
-            previous = (start, view)
-            out.append(view)
-        return out
+        return base, base_ts, starts, derive
