@@ -226,34 +226,57 @@ def topic_engagement(s: Slice) -> Output:
     views with a video id; null when 0); ``shortsShare`` = views flagged "shorts" / views;
     ``bingeShare`` = views inside binge sessions / views. Topics with views, views desc then slug.
     """
-    frame = s.frame
-    k = len(frame.topic_slugs)
+    return topic_engagement_data(s.frame.topic_slugs, engagement_counts(s), s.n), "window"
+
+
+ENGAGEMENT_VIEWS, ENGAGEMENT_VIDEO_VIEWS, ENGAGEMENT_UNIQUE_VIDEOS, ENGAGEMENT_UNIQUE_CHANNELS = 0, 1, 2, 3
+ENGAGEMENT_SHORTS, ENGAGEMENT_BINGE = 4, 5
+"""Rows of :func:`engagement_counts`: views, views with a video id, distinct videos, distinct
+channels, Shorts views and views inside binge sessions, per topic."""
+
+
+def engagement_counts(s: Slice) -> IntArray:
+    """Return the per-topic counts of ``topic_engagement``: int64 (6, T), rows ``ENGAGEMENT_*``."""
+    k = len(s.frame.topic_slugs)
     topic = s.topic
-    views = s.topic_views
-    has_video = (s.video >= 0) & (topic >= 0)
-    video_views = code_counts(topic[has_video], k)
-    unique_videos = distinct_per_group(topic, s.video, k)
-    unique_channels = distinct_per_group(topic, s.channel, k)
-    shorts = code_counts(topic[s.shorts], k)
-    binge = code_counts(topic[s.sessions.binge[s.sessions.of_view]], k) if s.n else np.zeros(k, np.int64)
+    out = np.empty((6, k), dtype=np.int64)
+    out[ENGAGEMENT_VIEWS] = s.topic_views
+    out[ENGAGEMENT_VIDEO_VIEWS] = code_counts(topic[(s.video >= 0) & (topic >= 0)], k)
+    out[ENGAGEMENT_UNIQUE_VIDEOS] = distinct_per_group(topic, s.video, k)
+    out[ENGAGEMENT_UNIQUE_CHANNELS] = distinct_per_group(topic, s.channel, k)
+    out[ENGAGEMENT_SHORTS] = code_counts(topic[s.shorts], k)
+    out[ENGAGEMENT_BINGE] = code_counts(topic[s.sessions.binge[s.sessions.of_view]], k) if s.n else 0
+    return out
+
+
+def topic_engagement_data(slugs: tuple[str, ...], counts: IntArray, total: int) -> dict[str, Any]:
+    """Return the stored ``topic_engagement`` shape.
+
+    Args:
+        slugs: The topic slugs (T,).
+        counts: Per-topic counts, int64 (6, T), rows ``ENGAGEMENT_*`` (:func:`engagement_counts`).
+        total: Views of the slice (untopiced ones included).
+    """
+    k = len(slugs)
+    views = counts[ENGAGEMENT_VIEWS]
     rows: list[dict[str, Any]] = []
     for t in np.lexsort((np.arange(k), -views)).tolist():
         if views[t] == 0:
             continue
-        rewatch = None if video_views[t] == 0 else num(1 - int(unique_videos[t]) / int(video_views[t]))
+        v, vv, uv, uc, sh, bg = counts[:, t].tolist()
         rows.append(
             {
-                "topic": frame.topic_slugs[t],
-                "views": int(views[t]),
-                "uniqueVideos": int(unique_videos[t]),
-                "videoViews": int(video_views[t]),
-                "rewatchRate": rewatch,
-                "uniqueChannels": int(unique_channels[t]),
-                "shortsShare": ratio(int(shorts[t]), int(views[t])),
-                "bingeShare": ratio(int(binge[t]), int(views[t])),
+                "topic": slugs[t],
+                "views": v,
+                "uniqueVideos": uv,
+                "videoViews": vv,
+                "rewatchRate": None if vv == 0 else num(1 - uv / vv),
+                "uniqueChannels": uc,
+                "shortsShare": ratio(sh, v),
+                "bingeShare": ratio(bg, v),
             }
         )
-    return {"topics": rows, "untopicedViews": s.n - int(views.sum())}, "window"
+    return {"topics": rows, "untopicedViews": total - int(views.sum())}
 
 
 def topic_discovery(s: Slice) -> Output:
@@ -265,18 +288,55 @@ def topic_discovery(s: Slice) -> Output:
     newChannels}]}`` with ``newChannelShare = new / (new + habitual)`` (null when 0). Topics with views,
     views desc then slug. Time-relative: changes at the next local midnight.
     """
-    frame, clock = s.frame, s.clock
+    data = topic_discovery_data(
+        s.frame.topic_slugs, discovery_counts(s), s.options.recent_days, s.clock.recent_start_ms
+    )
+    return data, "day"
+
+
+DISCOVERY_VIEWS, DISCOVERY_NEW_VIEWS, DISCOVERY_HABITUAL_VIEWS, DISCOVERY_NEW_CHANNELS = 0, 1, 2, 3
+"""Rows of :func:`discovery_counts`: views, views of new channels, views of habitual channels and
+distinct new channels."""
+
+
+def discovery_counts(s: Slice) -> IntArray:
+    """Return the counts of ``topic_discovery``: int64 (4, T + 1), rows ``DISCOVERY_*``, columns the
+    topics then the whole slice (untopiced views included)."""
+    frame = s.frame
     k = len(frame.topic_slugs)
     topic, ch = s.topic, s.channel
     has = ch >= 0
     is_new = np.zeros(s.n, dtype=np.bool_)
-    is_new[has] = frame.channel_first_ms[ch[has]] >= clock.recent_start_ms
-    views = s.topic_views
-    new_views = code_counts(topic[is_new], k)
-    habitual = code_counts(topic[has & ~is_new], k)
-    new_channels = distinct_per_group(topic, np.where(is_new, ch, -1), k)
+    is_new[has] = frame.channel_first_ms[ch[has]] >= s.clock.recent_start_ms
+    out = np.empty((4, k + 1), dtype=np.int64)
+    out[DISCOVERY_VIEWS, :k] = s.topic_views
+    out[DISCOVERY_NEW_VIEWS, :k] = code_counts(topic[is_new], k)
+    out[DISCOVERY_HABITUAL_VIEWS, :k] = code_counts(topic[has & ~is_new], k)
+    out[DISCOVERY_NEW_CHANNELS, :k] = distinct_per_group(topic, np.where(is_new, ch, -1), k)
+    out[:, k] = (
+        s.n,
+        np.count_nonzero(is_new),
+        np.count_nonzero(has & ~is_new),
+        unique_ints(ch[is_new]).size,
+    )
+    return out
 
-    def row(v: int, nv: int, hv: int, nc: int) -> dict[str, Any]:
+
+def topic_discovery_data(
+    slugs: tuple[str, ...], counts: IntArray, recent_days: int, recent_start_ms: int
+) -> dict[str, Any]:
+    """Return the stored ``topic_discovery`` shape.
+
+    Args:
+        slugs: The topic slugs (T,).
+        counts: Int64 (4, T + 1), rows ``DISCOVERY_*``, columns the topics then the whole slice
+            (:func:`discovery_counts`).
+        recent_days: The "last N days" window, local days including today.
+        recent_start_ms: Its first instant, epoch ms UTC.
+    """
+
+    def row(column: int) -> dict[str, Any]:
+        v, nv, hv, nc = counts[:, column].tolist()
         return {
             "views": v,
             "newChannelViews": nv,
@@ -286,25 +346,10 @@ def topic_discovery(s: Slice) -> Output:
             "newChannels": nc,
         }
 
-    rows: list[dict[str, Any]] = []
-    for t in np.lexsort((np.arange(k), -views)).tolist():
-        if views[t] == 0:
-            continue
-        rows.append(
-            {
-                "topic": frame.topic_slugs[t],
-                **row(int(views[t]), int(new_views[t]), int(habitual[t]), int(new_channels[t])),
-            }
-        )
-    overall_new_channels = int(unique_ints(ch[is_new]).size)
-    overall = row(s.n, int(np.count_nonzero(is_new)), int(np.count_nonzero(has & ~is_new)), overall_new_channels)
-    data: dict[str, Any] = {
-        "recentDays": s.options.recent_days,
-        "recentStartMs": clock.recent_start_ms,
-        "overall": overall,
-        "topics": rows,
-    }
-    return data, "day"
+    k = len(slugs)
+    views = counts[DISCOVERY_VIEWS, :k]
+    rows = [{"topic": slugs[t], **row(t)} for t in np.lexsort((np.arange(k), -views)).tolist() if views[t] != 0]
+    return {"recentDays": recent_days, "recentStartMs": recent_start_ms, "overall": row(k), "topics": rows}
 
 
 def _diversity(matrix: IntArray) -> list[dict[str, Any]]:
