@@ -100,3 +100,30 @@ def test_key_counts_count_like_a_dict(side_min: int, seed: int) -> None:
         assert table.size == len(expected)
     finally:
         KeyCounts.SIDE_MIN = old
+
+
+def test_a_type_left_out_of_one_recompute_still_counts_the_views_appended_meanwhile() -> None:
+    """The distinct-count memory of a base learns every append, also one computed without the type."""
+    from worker.aggregation import FilterSet, compute_aggregations, compute_from_frame
+    from worker.aggregation.derived import DerivedState
+    from worker.aggregation.partition import build_month_partitions, extend_frame, merge_partitions
+    from worker.aggregation.timeframes import load_zone
+
+    rng = random.Random(11)
+    zone = load_zone("Europe/Berlin")
+    events = random_views(rng, START, 80, videos=30)
+    frame = merge_partitions(build_month_partitions(events, zone).values())
+    state = DerivedState.cold(frame)
+    now = START + 400 * DAY
+    sets = [FilterSet("All", "all")]
+    for step, types in enumerate((["kpi"], ["kpi"], ["day_time_heatmap"], ["kpi"], ["kpi"])):
+        batch = random_views(rng, events[-1].watched_at_ms, 12, videos=25, prefix="s")
+        events += batch
+        frame = extend_frame(frame, build_month_partitions(batch, zone).values())
+        assert frame is not None
+        state = state.extended(frame)
+        got = compute_from_frame(
+            frame, now_ms=now, time_zone="Europe/Berlin", filter_sets=sets, types=types, derived=state
+        )
+        want = compute_aggregations(events, now_ms=now, time_zone="Europe/Berlin", filter_sets=sets, types=types)
+        assert [r.data for r in got] == [r.data for r in want], f"step {step}"

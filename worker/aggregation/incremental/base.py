@@ -159,6 +159,11 @@ class BaseRun:
     def finish(self) -> None:
         """Mark the entry as describing this recompute's frame."""
         entry = self.entry
+        if entry.tail is not None:
+            # every LastSeen of the base learns the appended rows, also kinds no state asked for in
+            # this call (a later call, or the next append, relies on them holding every earlier view)
+            for kind in list(entry.memory.last_seen):
+                entry.tail.last_seen(kind)
         if entry.tail is not None and entry.tail.size:
             entry.last_ts = int(entry.tail.ts[-1])
         entry.epoch = self.epoch
