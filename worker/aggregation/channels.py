@@ -5,7 +5,8 @@ Definitions: docs/aggregations.md. Channel order everywhere: views desc, then ch
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,9 +24,18 @@ from worker.aggregation.common import (
 from worker.aggregation.frame import BoolArray, CodeArray, Frame, IntArray
 from worker.aggregation.options import AggregationOptions
 from worker.aggregation.slices import Slice
-from worker.aggregation.timeframes import month_label
+from worker.aggregation.timeframes import Clock, month_label
 
-__all__ = ["channel_metrics", "channel_relationships", "channel_evolution", "trend_label"]
+__all__ = [
+    "ListedChannels",
+    "ListedMonths",
+    "channel_evolution",
+    "channel_metrics",
+    "channel_metrics_data",
+    "channel_relationships",
+    "top_partners",
+    "trend_label",
+]
 
 
 _DENSE_CELLS = 1 << 20
@@ -44,7 +54,7 @@ def channel_metrics(s: Slice) -> Output:
     local days (time-relative: changes at the next local midnight). Peak hour/weekday: local, ties →
     the smallest. ``coWatched``: channels sharing the most sessions (coSessions desc, id asc).
     """
-    frame, opts, clock = s.frame, s.options, s.clock
+    frame, opts = s.frame, s.options
     n_channels = len(frame.channel_ids)
     cap = opts.channel_metrics_cap
     ranking = s.channel_ranking
@@ -52,60 +62,146 @@ def channel_metrics(s: Slice) -> Output:
     rank_of: CodeArray = np.full(n_channels, -1, dtype=np.int32 if n_channels < 2**31 else np.int64)
     rank_of[top] = np.arange(top.size)
     k = int(top.size)
+    if k == 0:
+        return channel_metrics_data(s, 0, s.n, ListedChannels.none()), "day"
+    # before the per-view temporaries below (smaller peak)
+    co = s.co_sessions
+    co_watched = top_partners(co.pair_a, co.pair_b, co.pair_sessions, rank_of, k, opts.co_watched_per_channel)
+    # only the views of the listed channels: r = their rank, rows in time order
+    ch = s.channel
+    r_all = rank_of[ch]  # channel -1 picks rank_of[-1] (the last channel): masked below
+    sel = (ch >= 0) & (r_all >= 0)
+    r = r_all[sel].astype(np.int64)
+    del r_all
+    m, ts = s.month[sel], s.ts[sel]
+    first = np.full(k, np.iinfo(np.int64).max, dtype=np.int64)
+    last = np.full(k, np.iinfo(np.int64).min, dtype=np.int64)
+    np.minimum.at(first, r, ts)
+    np.maximum.at(last, r, ts)
+    del ts
+    m0 = int(m.min())
+    width = int(m.max()) - m0 + 1
+    if k * width <= _DENSE_CELLS:
+        per_month_views = np.bincount(r * width + (m - m0), minlength=k * width).reshape(k, width) > 0
+        active = np.count_nonzero(per_month_views, axis=1)
+        first_month = np.argmax(per_month_views, axis=1).astype(np.int64) + m0
+    else:
+        active = np.bincount(unique_ints(r * width + (m - m0)) // width, minlength=k)
+        first_month = np.full(k, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first_month, r, m)
+    months = ListedMonths(active, first_month, int(s.month.max()))
+    hours = np.bincount(r * 24 + s.hour[sel], minlength=k * 24).reshape(k, 24)
+    weekdays = np.bincount(r * 7 + s.weekday[sel], minlength=k * 7).reshape(k, 7)
+    listed = ListedChannels(top, s.channel_views[top], first, last, months, hours, weekdays, co_watched)
+    return channel_metrics_data(s, int(ranking.size), s.n, listed), "day"
+
+
+@dataclass(frozen=True, slots=True)
+class ListedMonths:
+    """The months of the channels ``channel_metrics`` lists.
+
+    Attributes:
+        active: Distinct local months with a view of each listed channel (k,).
+        first_month: Each one's first local month index in the slice (k,).
+        last_month: The slice's last local month index (the latest of its views).
+    """
+
+    active: CodeArray
+    first_month: CodeArray
+    last_month: int
+
+
+@dataclass(frozen=True, slots=True)
+class ListedChannels:
+    """What ``channel_metrics`` reports of its listed channels, in list order (k of them).
+
+    Attributes:
+        codes: Frame channel codes (k,).
+        views: Views of each in the slice (k,).
+        first_ms: First view of each in the slice, epoch ms UTC (k,).
+        last_ms: Last view of each in the slice, epoch ms UTC (k,).
+        months: Their active months and first months.
+        hours: Views per local hour (k, 24).
+        weekdays: Views per local weekday, Monday = 0 (k, 7).
+        co_watched: Their co-watched partners (:func:`top_partners`): list position, frame channel
+            code and coSessions of each entry, grouped by position in coWatched order ((m,) each).
+    """
+
+    codes: CodeArray
+    views: CodeArray
+    first_ms: CodeArray
+    last_ms: CodeArray
+    months: ListedMonths
+    hours: CodeArray
+    weekdays: CodeArray
+    co_watched: tuple[IntArray, IntArray, IntArray]
+
+    @classmethod
+    def none(cls) -> ListedChannels:
+        """Return the listed channels of a slice without channels."""
+        empty = np.zeros(0, dtype=np.int64)
+        hours, weekdays = np.zeros((0, 24), dtype=np.int64), np.zeros((0, 7), dtype=np.int64)
+        return cls(empty, empty, empty, empty, ListedMonths(empty, empty, 0), hours, weekdays, (empty, empty, empty))
+
+
+class _MetricsView(Protocol):
+    """What :func:`channel_metrics_data` needs besides the listed channels (a ``Slice`` or a render context)."""
+
+    @property
+    def frame(self) -> Frame: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def options(self) -> AggregationOptions: ...
+
+
+def channel_metrics_data(s: _MetricsView, channel_count: int, views: int, listed: ListedChannels) -> dict[str, Any]:
+    """Return the stored ``channel_metrics`` shape.
+
+    Args:
+        s: The frame (ids, names, whole-history first views), clock and options.
+        channel_count: Channels with a view in the slice.
+        views: Views of the slice (the share's denominator).
+        listed: The listed channels (the first ``channel_metrics_cap`` by views desc, id asc).
+    """
+    frame, opts, clock = s.frame, s.options, s.clock
+    cap = opts.channel_metrics_cap
+    k = int(listed.codes.size)
     rows: list[dict[str, Any]] = []
     if k:
-        co = _co_watched(s, rank_of, k)  # before the per-view temporaries below (smaller peak)
-        # only the views of the listed channels: r = their rank, rows in time order
-        ch = s.channel
-        r_all = rank_of[ch]  # channel -1 picks rank_of[-1] (the last channel): masked below
-        sel = (ch >= 0) & (r_all >= 0)
-        r = r_all[sel].astype(np.int64)
-        del r_all
-        m, ts = s.month[sel], s.ts[sel]
-        first = np.full(k, np.iinfo(np.int64).max, dtype=np.int64)
-        last = np.full(k, np.iinfo(np.int64).min, dtype=np.int64)
-        np.minimum.at(first, r, ts)
-        np.maximum.at(last, r, ts)
-        del ts
-        m0 = int(m.min())
-        width = int(m.max()) - m0 + 1
-        if k * width <= _DENSE_CELLS:
-            per_month_views = np.bincount(r * width + (m - m0), minlength=k * width).reshape(k, width) > 0
-            active = np.count_nonzero(per_month_views, axis=1)
-            first_month = np.argmax(per_month_views, axis=1).astype(np.int64) + m0
-        else:
-            active = np.bincount(unique_ints(r * width + (m - m0)) // width, minlength=k)
-            first_month = np.full(k, np.iinfo(np.int64).max, dtype=np.int64)
-            np.minimum.at(first_month, r, m)
-        end_month = max(clock.month, int(s.month.max()))
-        hours = np.bincount(r * 24 + s.hour[sel], minlength=k * 24).reshape(k, 24)
-        weekdays = np.bincount(r * 7 + s.weekday[sel], minlength=k * 7).reshape(k, 7)
-        peak_hours = np.argmax(hours, axis=1).tolist()
-        peak_weekdays = np.argmax(weekdays, axis=1).tolist()
-        views = s.channel_views[top]
-        months_since = end_month - first_month + 1
+        co_watched: list[list[dict[str, Any]]] = [[] for _ in range(k)]
+        for i, code, count in zip(*(a.tolist() for a in listed.co_watched), strict=True):
+            co_watched[i].append(
+                {"channelId": frame.channel_ids[code], "channelName": channel_name(frame, code), "coSessions": count}
+            )
+        months = listed.months
+        top, n_views, active = listed.codes, listed.views, months.active
+        end_month = max(clock.month, months.last_month)
+        months_since = end_month - months.first_month + 1
         first_seen = frame.channel_first_ms[top]
         columns = zip(
             top.tolist(),
-            views.tolist(),
-            ratios(views, np.full(k, s.n)),
-            first.tolist(),
-            last.tolist(),
+            n_views.tolist(),
+            ratios(n_views, np.full(k, views)),
+            listed.first_ms.tolist(),
+            listed.last_ms.tolist(),
             first_seen.tolist(),
             active.tolist(),
-            ratios(views, active),
+            ratios(n_views, active),
             ratios(active, months_since),
-            peak_hours,
-            peak_weekdays,
+            np.argmax(listed.hours, axis=1).tolist(),
+            np.argmax(listed.weekdays, axis=1).tolist(),
             (first_seen >= clock.recent_start_ms).tolist(),
-            co,
+            co_watched,
             strict=True,
         )
         rows = [
             {
                 "channelId": frame.channel_ids[code],
                 "channelName": channel_name(frame, code),
-                "views": n_views,
+                "views": n,
                 "share": share,
                 "firstViewMs": first_ms,
                 "lastViewMs": last_ms,
@@ -116,11 +212,11 @@ def channel_metrics(s: Slice) -> Output:
                 "peakHour": hour,
                 "peakWeekday": weekday,
                 "isNew": is_new,
-                "coWatched": co_watched,
+                "coWatched": co,
             }
             for (
                 code,
-                n_views,
+                n,
                 share,
                 first_ms,
                 last_ms,
@@ -131,17 +227,16 @@ def channel_metrics(s: Slice) -> Output:
                 hour,
                 weekday,
                 is_new,
-                co_watched,
+                co,
             ) in columns
         ]
-    data: dict[str, Any] = {
-        "channelCount": int(ranking.size),
+    return {
+        "channelCount": channel_count,
         "channels": rows,
         "cap": cap,
-        "truncated": bool(ranking.size > cap),
+        "truncated": bool(channel_count > cap),
         "recentDays": opts.recent_days,
     }
-    return data, "day"
 
 
 def _first_of_each(groups: IntArray, per: int) -> BoolArray:
@@ -152,23 +247,35 @@ def _first_of_each(groups: IntArray, per: int) -> BoolArray:
     return keep
 
 
-def _co_watched(s: Slice, rank_of: CodeArray, k: int) -> list[list[dict[str, Any]]]:
-    frame = s.frame
-    per = s.options.co_watched_per_channel
-    out: list[list[dict[str, Any]]] = [[] for _ in range(k)]
-    co = s.co_sessions
-    if per == 0 or co.pair_a.size == 0:
-        return out
-    # each pair once per listed side: (rank of the listed channel, partner, coSessions)
-    ra, rb = rank_of[co.pair_a], rank_of[co.pair_b]
+def top_partners(
+    pair_a: IntArray, pair_b: IntArray, pair_sessions: IntArray, rank_of: CodeArray, k: int, per: int
+) -> tuple[IntArray, IntArray, IntArray]:
+    """Return the first ``per`` co-watched partners (coSessions desc, id asc) of each ranked channel.
+
+    Args:
+        pair_a: Lower channel code of each co-watched pair (p,); codes in id order.
+        pair_b: Higher channel code of each pair (p,).
+        pair_sessions: Sessions holding each pair (p,), ≥ 1.
+        rank_of: Rank (0 … k−1) of each channel code, −1 for the channels not asked about (C,).
+        k: Number of ranked channels.
+        per: Partners kept per ranked channel.
+
+    Returns:
+        Per kept entry, int64 (m,) each: the rank of the channel, the partner's code and their
+        coSessions, ordered by rank, then coSessions desc, then partner code asc.
+    """
+    empty = np.zeros(0, dtype=np.int64)
+    if per == 0 or pair_a.size == 0:
+        return empty, empty, empty
+    n_channels = int(rank_of.size)
+    # each pair once per ranked side: (rank of the ranked channel, partner, coSessions)
+    ra, rb = rank_of[pair_a], rank_of[pair_b]
     side_a, side_b = np.flatnonzero(ra >= 0), np.flatnonzero(rb >= 0)
     if side_a.size + side_b.size == 0:
-        return out
-    n_channels = len(frame.channel_ids)
-    # each entry: (rank of the listed channel, partner, coSessions)
+        return empty, empty, empty
     rx = np.concatenate((ra[side_a], rb[side_b]), dtype=np.int64)  # widened as it is copied: one pass
-    y = np.concatenate((co.pair_b[side_a], co.pair_a[side_b]), dtype=np.int64)
-    cnt = np.concatenate((co.pair_sessions[side_a], co.pair_sessions[side_b]), dtype=np.int64)
+    y = np.concatenate((pair_b[side_a], pair_a[side_b]), dtype=np.int64)
+    cnt = np.concatenate((pair_sessions[side_a], pair_sessions[side_b]), dtype=np.int64)
     del ra, rb, side_a, side_b
     # most pairs share one session: a channel with at least ``per`` partners of 2+ sessions lists
     # none of its 1-session partners, so those entries are dropped before the sort (same result)
@@ -193,15 +300,7 @@ def _co_watched(s: Slice, rank_of: CodeArray, k: int) -> list[list[dict[str, Any
         rx, y, cnt = rx[order], y[order], cnt[order]
         keep = _first_of_each(rx, per)
         rx, y, cnt = rx[keep], y[keep], cnt[keep]
-    for i, code, count in zip(rx.tolist(), y.tolist(), cnt.tolist(), strict=True):
-        out[i].append(
-            {
-                "channelId": frame.channel_ids[code],
-                "channelName": channel_name(frame, code),
-                "coSessions": count,
-            }
-        )
-    return out
+    return rx, y, cnt
 
 
 def channel_relationships(s: Slice) -> Output:
