@@ -112,10 +112,16 @@ def make_settings() -> Settings:
 
 
 def recomputer(
-    source: MemorySource, cache: PartitionCache | None = None, *, delta_max_events: int = 50_000
+    source: MemorySource,
+    cache: PartitionCache | None = None,
+    *,
+    delta_max_events: int = 50_000,
+    frame_cache_max_bytes: int = 128 * 1024 * 1024,
 ) -> Recomputer:
     cache = cache if cache is not None else PartitionCache(max_bytes=64 * 1024 * 1024)
-    settings = make_settings().model_copy(update={"delta_max_events": delta_max_events})
+    settings = make_settings().model_copy(
+        update={"delta_max_events": delta_max_events, "frame_cache_max_bytes": frame_cache_max_bytes}
+    )
     return Recomputer(cast(Gateway, source), settings, cache=cache)
 
 
@@ -579,6 +585,31 @@ class TestIncremental:
         assert rc.frames.hits == (1 if delta else 0)  # the cached frame was extended, not re-merged
         assert second.events_read == source.read == (30 if delta else len(in_months))
         assert second.results == from_scratch(source.events, c2, NOW)
+
+    @pytest.mark.parametrize("roomy", [True, False])
+    def test_incremental_states_are_kept_only_while_they_fit_beside_the_frame(self, roomy: bool) -> None:
+        """Appends extend the engine's incremental states when the frame cache has room for them;
+        otherwise the states are dropped after the first append and later appends recompute on the
+        kept frame. The results are the same either way."""
+        tz = "Europe/Berlin"
+        events = history(600, 5)
+        frame_bytes = frame_nbytes(build_frame(events, load_zone(tz)))
+        budget = 64 * 1024 * 1024 if roomy else 4 * frame_bytes  # room for the frame and its pairs, not the states
+        source, rc = warmed(tz, events, delta_max_events=1000, frame_cache_max_bytes=budget)
+        last = max(e.watched_at_ms for e in source.events)
+        for seq in (2, 3, 4):
+            new = [event(last + (i + 1) * 7 * 60_000, i, salt=seq) for i in range(15)]
+            last = new[-1].watched_at_ms
+            source.insert(new, seq)
+            c = claim(tz, [change(seq, "import", new[0].watched_at_ms, last)])
+            out = asyncio.run(rc.recompute(c, now_ms=NOW))
+            assert out.plan_reason == "append" and out.results == from_scratch(source.events, c, NOW)
+        assert rc.frames.hits == 3  # the frame was kept and extended by every append
+        index = rc.store.load_index(USER, tz, min_watermark=0)
+        assert index is not None
+        state = rc.frames.get_state(USER, tz, index)
+        assert state is not None
+        assert state.incremental is roomy and bool(state.bases) is roomy
 
     @pytest.mark.parametrize("matching", [True, False])
     def test_views_carried_by_the_claim_replace_the_delta_read(self, matching: bool) -> None:

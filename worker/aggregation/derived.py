@@ -66,6 +66,8 @@ class DerivedState:
     bases: dict[BaseKey, BaseEntry] = field(default_factory=dict, repr=False)
     """Incremental states per filter base (``worker.aggregation.incremental``), shared along the chain
     of extended states and updated in place by the recompute of the newest one."""
+    incremental: bool = True
+    """Whether the engine may build incremental states with this state (see :meth:`drop_incremental`)."""
     _previous: tuple[Frame, StableCodes, int] | None = field(default=None, repr=False)
     _codes: tuple[StableCodes, int] | None = field(default=None, repr=False)
 
@@ -83,7 +85,19 @@ class DerivedState:
         with self._lock:
             entries = {k: e for k, e in self._entries.items() if e.epoch == self.epoch}
             previous = None if self._codes is None else (self.frame, *self._codes)
-        return DerivedState(grown, self.epoch + 1, entries, bases=self.bases, _previous=previous)
+        return DerivedState(
+            grown, self.epoch + 1, entries, bases=self.bases, incremental=self.incremental, _previous=previous
+        )
+
+    def drop_incremental(self) -> None:
+        """Forget the incremental states and build none with this state or any extended from it.
+
+        For a history whose states do not fit the frame cache's bound: appends then recompute every
+        type on the extended frame, reusing the session pairs. A full merge starts a new state.
+        """
+        with self._lock:
+            self.bases.clear()
+            self.incremental = False
 
     def codes(self) -> tuple[StableCodes, int]:
         """Return the stable codes of this frame and their origin (the epoch they were the frame's own).

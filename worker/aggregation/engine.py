@@ -212,7 +212,13 @@ def _compute(
     by_key: dict[str, list[AggregationResult]] = {}
     # The append fast path (worker.aggregation.incremental) for a state extended by an append: the
     # types it implements come from their states, the others from the slices as below.
-    fast = derived is not None and derived.frame is frame and derived.epoch > 0 and any(t in REGISTRY for t in wanted)
+    fast = (
+        derived is not None
+        and derived.incremental
+        and derived.frame is frame
+        and derived.epoch > 0
+        and any(t in REGISTRY for t in wanted)
+    )
     for group in group_by_base(filter_sets):
         windows = [resolve_window(fs.timeframe, clock) for fs in group]
         views = _BaseViews(frame, group, windows, clock, opts, derived)
