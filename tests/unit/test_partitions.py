@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from worker.aggregation import compute_aggregations
+from worker.aggregation.derived import DerivedState
 from worker.aggregation.frame import Frame, build_frame
 from worker.aggregation.partition import (
     MAPPED_MIN_BYTES,
@@ -586,17 +587,57 @@ class TestIncremental:
         assert second.events_read == source.read == (30 if delta else len(in_months))
         assert second.results == from_scratch(source.events, c2, NOW)
 
-    @pytest.mark.parametrize("roomy", [True, False])
-    def test_incremental_states_are_kept_only_while_they_fit_beside_the_frame(self, roomy: bool) -> None:
+    @pytest.mark.parametrize("room", [0, 3, 6])
+    def test_incremental_states_are_kept_only_while_they_fit_beside_the_frame(self, room: int) -> None:
         """Appends extend the engine's incremental states when the frame cache has room for them;
-        otherwise the states are dropped after the first append and later appends recompute on the
-        kept frame. The results are the same either way."""
+        otherwise the states are dropped after the first append (``room`` = 6 frames) or never built
+        (3 frames: below ``STATE_BYTES_PER_FRAME_BYTE``), and appends recompute on the kept frame.
+        The results are the same either way."""
         tz = "Europe/Berlin"
         events = history(600, 5)
         frame_bytes = frame_nbytes(build_frame(events, load_zone(tz)))
-        budget = 64 * 1024 * 1024 if roomy else 4 * frame_bytes  # room for the frame and its pairs, not the states
+        roomy = room == 0
+        budget = 64 * 1024 * 1024 if roomy else room * frame_bytes  # room for the frame and its pairs only
+        built: list[str] = []
+        real = DerivedState.extended
+
+        def spy(state: DerivedState, grown: Frame) -> DerivedState:
+            out = real(state, grown)
+            built.append("yes" if state.bases else "no")
+            return out
+
         source, rc = warmed(tz, events, delta_max_events=1000, frame_cache_max_bytes=budget)
         last = max(e.watched_at_ms for e in source.events)
+        from worker.aggregation.incremental.counts import KpiState
+
+        builds: list[int] = []
+        real_build = KpiState.from_slice.__func__  # type: ignore[attr-defined]
+
+        def counting_build(cls: type[KpiState], view: Any, codes: Any) -> KpiState:
+            builds.append(1)
+            return real_build(cls, view, codes)  # type: ignore[no-any-return]
+
+        DerivedState.extended = spy  # type: ignore[method-assign]
+        KpiState.from_slice = classmethod(counting_build)  # type: ignore[method-assign,assignment]
+        try:
+            self._append_three(source, rc, tz, last)
+        finally:
+            DerivedState.extended = real  # type: ignore[method-assign]
+            KpiState.from_slice = classmethod(real_build)  # type: ignore[method-assign,assignment]
+        # built once per filter set at the first append, unless they could not be kept at all
+        assert len(builds) == (0 if room == 3 else len(filter_sets_for(claim(tz, [change(2, "import")]))))
+        # states held when the 2nd and 3rd appends extended the kept state: only with room for them;
+        # with room for 6 frames the 1st append built them before they were found too large
+        assert built == (["no", "yes", "yes"] if roomy else ["no", "no", "no"])
+        assert rc.frames.hits == 3  # the frame was kept and extended by every append
+        index = rc.store.load_index(USER, tz, min_watermark=0)
+        assert index is not None
+        state = rc.frames.get_state(USER, tz, index)
+        assert state is not None
+        assert state.incremental is roomy and bool(state.bases) is roomy
+
+    @staticmethod
+    def _append_three(source: MemorySource, rc: Recomputer, tz: str, last: int) -> None:
         for seq in (2, 3, 4):
             new = [event(last + (i + 1) * 7 * 60_000, i, salt=seq) for i in range(15)]
             last = new[-1].watched_at_ms
@@ -604,12 +645,6 @@ class TestIncremental:
             c = claim(tz, [change(seq, "import", new[0].watched_at_ms, last)])
             out = asyncio.run(rc.recompute(c, now_ms=NOW))
             assert out.plan_reason == "append" and out.results == from_scratch(source.events, c, NOW)
-        assert rc.frames.hits == 3  # the frame was kept and extended by every append
-        index = rc.store.load_index(USER, tz, min_watermark=0)
-        assert index is not None
-        state = rc.frames.get_state(USER, tz, index)
-        assert state is not None
-        assert state.incremental is roomy and bool(state.bases) is roomy
 
     @pytest.mark.parametrize("matching", [True, False])
     def test_views_carried_by_the_claim_replace_the_delta_read(self, matching: bool) -> None:
