@@ -798,8 +798,11 @@ def _union_bytes(old: BytesArray, new: BytesArray) -> tuple[BytesArray, IntArray
     if missing.size == 0:
         return old, None, pos.astype(np.int64)
     width = max(old.dtype.itemsize, missing.dtype.itemsize)
-    united = np.insert(old.astype(f"S{width}"), np.searchsorted(old, missing), missing.astype(f"S{width}"))
-    old_codes = np.arange(old.size, dtype=np.int64) + np.searchsorted(missing, old)
+    at = np.searchsorted(old, missing)
+    united = np.insert(old.astype(f"S{width}", copy=False), at, missing.astype(f"S{width}"))
+    # the old entries keep their order around the inserted ones (``missing`` is sorted, so its j-th
+    # entry lands at at[j] + j): no string comparison per old entry
+    old_codes = np.delete(np.arange(united.size, dtype=np.int64), at + np.arange(missing.size))
     return united, old_codes, np.searchsorted(united, new).astype(np.int64)
 
 
