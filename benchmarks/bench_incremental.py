@@ -249,13 +249,16 @@ FLOOR_EVENTS = 200
 def floor_cpu() -> float:
     """CPU s of the steady-state 100-view append to a 200-view history (best of 3 runs of ``run``).
 
-    With almost no history to scan, this is what producing the 252 results costs by itself: the
-    least an append can cost while every result of the timeframes it touches is recomputed.
+    With almost no history, this is what extending and rendering the 252 results costs by itself:
+    the least an append can cost while every result of the filter bases it touches is rebuilt.
     """
     return min(float(run(FLOOR_EVENTS)["append_cpu"]) for _ in range(3))
 
 
 APPEND_VIEWS = 100
+APPENDS = 5
+"""Appends measured in a row: the 1st builds the engine's incremental states, the 2nd is their first
+extension (it also builds the distinct-count tables), the others are the steady state (median)."""
 
 
 def append_batch(
@@ -285,12 +288,13 @@ def append_batch(
     return out
 
 
-def run(n: int, full_only: bool = False) -> dict[str, Any]:
+def run(n: int, full_only: bool = False, frame_cache_mib: int | None = None) -> dict[str, Any]:
     from worker.synthetic import generate_history
 
     events = generate_history(n, seed=42, end_ms=END_MS, time_zone=TZ, years=3.0)
     source = MemorySource(events)
-    settings = load_settings(convex_url="http://127.0.0.1:9", convex_admin_key="k", heartbeat_file=None)
+    extra = {} if frame_cache_mib is None else {"frame_cache_max_bytes": frame_cache_mib * 2**20}
+    settings = load_settings(convex_url="http://127.0.0.1:9", convex_admin_key="k", heartbeat_file=None, **extra)
     cache = PartitionCache(max_bytes=512 * 1024 * 1024)
     rc = Recomputer(cast(Gateway, source), settings, cache=cache)
     zone = load_zone(TZ)
@@ -304,27 +308,27 @@ def run(n: int, full_only: bool = False) -> dict[str, Any]:
         return row
     last = source.ts[-1]
     lo, hi = month_bounds_ms(local_month_of(last, zone), zone)
-    before = full_results
     rng = random.Random(n)
-    for seq in (2, 3):  # the first append after the full recompute, then the steady state
-        new = append_batch(events, last, last + (hi - last) // 2, rng, f"a{seq}")
-        last = new[-1].watched_at_ms
-        source.append(new, seq)
-        if seq == 2:
-            row["first_append_cpu"], _, _, before = measure_results(
-                rc, source, claim(seq, "import", new[0].watched_at_ms, last, len(new)), now
-            )
-            continue
-        row["append_cpu"], row["append_read"], row["append_plan"], append_results = measure_results(
-            rc, source, claim(seq, "import", new[0].watched_at_ms, last, len(new)), now
-        )
-    changed = changed_results(before, append_results)
+    appends: list[tuple[float, int, str, list[dict[str, Any]]]] = []
+    for seq in range(2, 2 + APPENDS):  # each append spreads over a fifth of what is left of the month
+        new = append_batch(events, last, last + (hi - last) // 5, rng, f"a{seq}")
+        first, last = min(e.watched_at_ms for e in new), max(e.watched_at_ms for e in new)
+        source.append(sorted(new, key=lambda e: e.watched_at_ms), seq)
+        appends.append(measure_results(rc, source, claim(seq, "import", first, last, len(new)), now))
+    row["first_append_cpu"], row["second_append_cpu"] = appends[0][0], appends[1][0]
+    steady = sorted(a[0] for a in appends[2:])
+    row["append_cpu"] = steady[len(steady) // 2]  # the median of the steady state
+    row["append_read"], row["append_plan"] = appends[-1][1], appends[-1][2]
+    index = rc.store.load_index(USER, TZ, min_watermark=0)
+    state = rc.frames.get_state(USER, TZ, index) if index is not None else None
+    row["states_mb"] = 0.0 if state is None else state.nbytes / 2**20
+    changed = changed_results(appends[-2][3], appends[-1][3])
     row["append_changed"] = len(changed)
     row["encode_changed_cpu"] = encode_cpu(changed)
     old_lo, old_hi = month_bounds_ms(local_month_of(source.ts[0], zone) + 3, zone)
     source.keep(lambda e: not old_lo <= e.watched_at_ms <= old_hi)
     row["delete_cpu"], row["delete_read"], row["delete_plan"] = measure(
-        rc, source, claim(4, "delete", old_lo, old_hi), now
+        rc, source, claim(2 + APPENDS, "delete", old_lo, old_hi), now
     )
     return row
 
@@ -347,8 +351,8 @@ def ratio(full: int, part: int) -> str:
     return "none" if part == 0 else f"{full / part:.1f}"
 
 
-def parse_args(argv: list[str]) -> tuple[list[int], bool]:
-    """Return ``(sizes, rss_only)`` from the command line (default sizes 10k and 100k events)."""
+def parse_args(argv: list[str]) -> tuple[list[int], bool, int | None]:
+    """Return ``(sizes, rss_only, frame_cache_mib)`` from the command line (default sizes 10k and 100k events)."""
     parser = argparse.ArgumentParser(
         prog="bench_incremental.py", description="Full vs incremental recompute through the partition path."
     )
@@ -358,15 +362,24 @@ def parse_args(argv: list[str]) -> tuple[list[int], bool]:
     parser.add_argument(
         "--rss-only", action="store_true", help="only measure the peak RSS in a child process (for large sizes)"
     )
+    parser.add_argument(
+        "--frame-cache-mib",
+        type=int,
+        default=None,
+        metavar="MIB",
+        help="WORKER_FRAME_CACHE_MAX_BYTES in MiB (default: the worker's): the frame and its incremental states",
+    )
     args = parser.parse_args(argv)
     sizes: list[int] = args.sizes
     if any(n <= 0 for n in sizes):
         parser.error("sizes must be positive")
-    return sizes or [10_000, 100_000], bool(args.rss_only)
+    if args.frame_cache_mib is not None and args.frame_cache_mib < 0:
+        parser.error("--frame-cache-mib must not be negative")
+    return sizes or [10_000, 100_000], bool(args.rss_only), args.frame_cache_mib
 
 
 def main(argv: list[str]) -> int:
-    sizes, rss_only = parse_args(argv)
+    sizes, rss_only, frame_cache_mib = parse_args(argv)
     print("Recomputer partition path, 14 types x 18 eager filter sets, in-memory event source")
     print("(Convex transfer excluded; CPU = time.process_time; RSS = worker peak in a child, pages read from a file)")
     if rss_only:
@@ -375,22 +388,26 @@ def main(argv: list[str]) -> int:
             r = peak_rss(n)
             print(f"{n:>9} {r['cpu']:>7.3f} {int(r['read']):>8} {r['rss']:>7.1f}")
         return 0
+    budget = load_settings(convex_url="http://127.0.0.1:9", convex_admin_key="k", heartbeat_file=None)
+    mib = frame_cache_mib if frame_cache_mib is not None else budget.frame_cache_max_bytes // 2**20
+    print(f"frame cache (frames + incremental states): {mib} MiB")
     header = (
-        f"{'events':>9} {'full s':>7} {'read':>8} {'RSS MiB':>7} {'cacheMiB':>8} | {'1st app s':>9} {'append s':>8}"
-        f" {'read':>6} {'cpu x':>6} {'read x':>7} | {'del s':>6} {'read':>6} {'cpu x':>6} {'read x':>7}"
+        f"{'events':>9} {'full s':>7} {'read':>8} {'RSS MiB':>7} {'cacheMiB':>8} | {'1st app s':>9} {'2nd app s':>9}"
+        f" {'append s':>8} {'read':>6} {'cpu x':>6} {'read x':>7} {'stateMiB':>8} |"
+        f" {'del s':>6} {'read':>6} {'cpu x':>6} {'read x':>7}"
     )
     print(header)
     print("-" * len(header))
     rows: list[dict[str, Any]] = []
     for n in sizes:
-        r = run(n)
+        r = run(n, frame_cache_mib=frame_cache_mib)
         rows.append(r)
         rss = peak_rss(n)["rss"]
         print(
             f"{n:>9} {r['full_cpu']:>7.3f} {r['full_read']:>8} {rss:>7.1f} {r['cache_mb']:>8.1f} |"
-            f" {r['first_append_cpu']:>9.3f} {r['append_cpu']:>8.3f} {r['append_read']:>6}"
-            f" {r['full_cpu'] / r['append_cpu']:>6.1f}"
-            f" {r['full_read'] / max(r['append_read'], 1):>7.1f} |"
+            f" {r['first_append_cpu']:>9.3f} {r['second_append_cpu']:>9.3f} {r['append_cpu']:>8.3f}"
+            f" {r['append_read']:>6} {r['full_cpu'] / r['append_cpu']:>6.1f}"
+            f" {r['full_read'] / max(r['append_read'], 1):>7.1f} {r['states_mb']:>8.1f} |"
             f" {r['delete_cpu']:>6.3f} {r['delete_read']:>6} {r['full_cpu'] / r['delete_cpu']:>6.1f}"
             f" {ratio(int(r['full_read']), int(r['delete_read'])):>7}   ({r['append_plan']}, {r['delete_plan']})"
         )
@@ -407,15 +424,18 @@ def main(argv: list[str]) -> int:
     print()
     print(f"Fixed cost: the same append to a {FLOOR_EVENTS}-view history takes {floor:.4f} s (best of 3): producing")
     print("the results by itself. Full recompute ÷ that cost, the best append ratio reachable while every")
-    print("result of the touched timeframes is recomputed:")
+    print("result of the touched filter bases is rebuilt:")
     print("   ".join(f"{r['n']}: {r['full_cpu'] / floor:.1f}x" for r in rows))
     print()
     print("A deleted month reads 0 documents: its range is read again and is empty.")
     print("cacheMiB = the L1 partition cache after the full recompute; (append, delete) at the end of a row =")
     print("the plan each incremental recompute followed; changed s ÷ full = full recompute CPU ÷ encoding the")
     print("changed results.")
-    print("1st app s = the first append after the full recompute; append s = the next one (steady state),")
-    print("which the ratios use.")
+    print("1st app s = the first append after the full recompute (it builds the engine's incremental states);")
+    print("2nd app s = the next (their first extension, which builds the distinct-count tables); append s =")
+    print("the median of the next three (steady state), which the ratios use. stateMiB = the engine state kept")
+    print("with the frame after them (0 when it did not fit the frame cache beside the frame: appends then")
+    print("recompute every type on the kept frame).")
     print("cpu x / read x = full ÷ incremental (higher is better). Targets: full 100k <= 1 s CPU;")
     print("append cost <= 1/50 of full (x >= 50) in CPU and documents read; peak RSS <= 200 MB at 1M")
     print("(RSS and cache sizes are MiB: 200 MiB = 209.7 MB).")
