@@ -174,7 +174,10 @@ class Settings(BaseSettings):
     frame_cache_max_bytes: int = Field(
         default=128 * 1024 * 1024,
         ge=0,
-        description="Bound of the in-memory cache of merged whole-history frames (extended by appends), bytes.",
+        description=(
+            "Bound of the in-memory cache of merged whole-history frames and the engine's incremental states"
+            " kept with them (both extended by appends), bytes."
+        ),
     )
     malloc_arena_max: int = Field(
         default=1,
