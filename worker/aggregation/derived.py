@@ -69,6 +69,8 @@ class DerivedState:
     incremental: bool = True
     """Whether the engine may build incremental states with this state (see :meth:`drop_incremental`)."""
     _previous: tuple[Frame, StableCodes, int] | None = field(default=None, repr=False)
+    parent_id: int | None = None
+    """``id()`` of the frame this state's frame was extended from (None for a cold state)."""
     _codes: tuple[StableCodes, int] | None = field(default=None, repr=False)
 
     @classmethod
@@ -86,7 +88,13 @@ class DerivedState:
             entries = {k: e for k, e in self._entries.items() if e.epoch == self.epoch}
             previous = None if self._codes is None else (self.frame, *self._codes)
         return DerivedState(
-            grown, self.epoch + 1, entries, bases=self.bases, incremental=self.incremental, _previous=previous
+            grown,
+            self.epoch + 1,
+            entries,
+            bases=self.bases,
+            incremental=self.incremental,
+            _previous=previous,
+            parent_id=id(self.frame),
         )
 
     def drop_incremental(self) -> None:

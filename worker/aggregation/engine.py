@@ -234,6 +234,7 @@ def _compute(
                 codes_origin=origin,
                 clock=clock,
                 options=opts,
+                parent_id=derived.parent_id,
             )
         for i, (fs, window) in enumerate(zip(group, windows, strict=True)):
             results = by_key[fs.key] = []

@@ -13,6 +13,7 @@ from tests.unit.aggregation.incremental_support import DAY, HOUR, MINUTE, assert
 from worker.aggregation import AGGREGATION_TYPES
 from worker.aggregation.incremental import REGISTRY
 from worker.aggregation.incremental.core import NO_KEY, NONE_BEFORE, KeyCounts, LastSeen
+from worker.models import WatchEvent
 
 START = 1_700_000_000_000  # 2023-11-14
 
@@ -127,3 +128,59 @@ def test_a_type_left_out_of_one_recompute_still_counts_the_views_appended_meanwh
         )
         want = compute_aggregations(events, now_ms=now, time_zone="Europe/Berlin", filter_sets=sets, types=types)
         assert [r.data for r in got] == [r.data for r in want], f"step {step}"
+
+
+def test_a_local_day_repeating_after_a_later_one_is_counted_once() -> None:
+    """America/Goose_Bay turned its clocks back at 00:01 local before 2011: on 2009-11-01, 03:00:30Z
+    was 00:00:30 local and 03:30Z was 23:30 of 31 October again, so an appended view can fall on an
+    earlier local day than the view before it. Active days and the day span count it right."""
+    from worker.aggregation import FilterSet
+
+    def at(ms: int, video: str) -> WatchEvent:
+        return WatchEvent(watched_at_ms=ms, video_id=video, title="t", channel_id="UCa", channel_name="A")
+
+    batches = [
+        [at(1_257_044_430_000, "a")],  # 2009-11-01 00:00:30 local
+        [at(1_257_044_445_000, "b")],  # 00:00:45 local (the 1st append builds the states)
+        [at(1_257_046_200_000, "c")],  # 2009-10-31 23:30 local again (the states are extended)
+        [at(1_257_046_500_000, "d")],  # 23:35 local, still 31 October
+        [at(1_257_052_000_000, "e")],  # 2009-11-01 00:06:40 local: a day the slice had
+    ]
+    now = [1_257_053_000_000] * len(batches)  # 2009-11-01 00:23:20 local: the same day throughout
+    sets = [FilterSet("All", "all"), FilterSet("MTD", "all")]
+    assert assert_appends_match(batches, now_ms=now, time_zone="America/Goose_Bay", filter_sets=sets) > 0
+
+
+def test_two_frames_extended_from_one_state_do_not_share_results() -> None:
+    """Extending one state twice (two branches of the same frame) gives each branch its own results,
+    even when the two frames match in size, last instant and table sizes."""
+    from worker.aggregation import FilterSet, compute_aggregations, compute_from_frame
+    from worker.aggregation.derived import DerivedState
+    from worker.aggregation.partition import build_month_partitions, extend_frame, merge_partitions
+    from worker.aggregation.timeframes import load_zone
+
+    zone = load_zone("UTC")
+    sets = [FilterSet("All", "all")]
+
+    def at(ms: int, video: str, product: str) -> WatchEvent:
+        return WatchEvent(
+            watched_at_ms=ms,
+            video_id=video,
+            title="gaming walkthrough",
+            channel_id="UCa",
+            product=product,  # type: ignore[arg-type]
+        )
+
+    events = [at(START, "a", "youtube"), at(START + MINUTE, "b", "youtube")]
+    frame = merge_partitions(build_month_partitions(events[:1], zone).values())
+    parent = DerivedState.cold(frame).extended(extend_frame(frame, build_month_partitions(events[1:], zone).values()))  # type: ignore[arg-type]
+    compute_from_frame(parent.frame, now_ms=START + HOUR, time_zone="UTC", filter_sets=sets, derived=parent)
+    for product in ("youtube", "youtube_music"):
+        branch = [at(START + 2 * MINUTE, "c", product)]
+        grown = extend_frame(parent.frame, build_month_partitions(branch, zone).values())
+        assert grown is not None
+        got = compute_from_frame(
+            grown, now_ms=START + HOUR, time_zone="UTC", filter_sets=sets, derived=parent.extended(grown)
+        )
+        want = compute_aggregations(events + branch, now_ms=START + HOUR, time_zone="UTC", filter_sets=sets)
+        assert [r.data for r in got] == [r.data for r in want], product

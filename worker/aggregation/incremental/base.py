@@ -59,20 +59,11 @@ class SliceEntry:
     outputs: dict[str, tuple[int, Output]] = field(default_factory=dict)
 
 
-Fingerprint = tuple[int, int | None, int, int]
-"""A frame's (size, last instant, video count, channel count): which frame of a user an entry describes."""
-
-
-def fingerprint(frame: Frame) -> Fingerprint:
-    """Return the frame's :data:`Fingerprint`."""
-    last = int(frame.ts[-1]) if frame.size else None
-    return (frame.size, last, len(frame.video_ids), len(frame.channel_ids))
-
-
 @dataclass
 class BaseEntry:
-    """The incremental states of one filter base, as of frame epoch ``epoch`` (the frame of
-    ``frame_key``; the base's own last view at ``last_ts``).
+    """The incremental states of one filter base, as of frame epoch ``epoch`` (the frame ``frame``,
+    held so that only that very frame object is taken as described; the base's own last view at
+    ``last_ts``).
 
     Valid for a recompute of the same local day (``today`` in ``zone``), options and stable-code
     lineage (``codes_origin``, the epoch at which the stable codes were last the frame's own).
@@ -80,7 +71,7 @@ class BaseEntry:
     """
 
     epoch: int
-    frame_key: Fingerprint
+    frame: Frame
     codes_origin: int
     zone: str
     today: int
@@ -93,7 +84,7 @@ class BaseEntry:
     @property
     def frame_size(self) -> int:
         """Return the size of the frame the entry describes."""
-        return self.frame_key[0]
+        return self.frame.size
 
     @property
     def nbytes(self) -> int:
@@ -167,7 +158,7 @@ class BaseRun:
         if entry.tail is not None and entry.tail.size:
             entry.last_ts = int(entry.tail.ts[-1])
         entry.epoch = self.epoch
-        entry.frame_key = fingerprint(self.frame)
+        entry.frame = self.frame
 
 
 def open_base(
@@ -180,13 +171,16 @@ def open_base(
     codes_origin: int,
     clock: Clock,
     options: AggregationOptions,
+    parent_id: int | None = None,
 ) -> BaseRun:
     """Return the run of ``fs``'s base for a recompute of ``frame`` (frame epoch ``epoch``).
 
-    An entry of the previous epoch (same day, zone, options, code lineage) is extended by the base's
-    rows appended since; one of this epoch and frame (an earlier engine call of the same recompute,
-    or a recompute without new views) is used as is; otherwise a new entry is started and every
-    state is built from its slice.
+    An entry of the previous epoch (same day, zone, options, code lineage) describing the frame
+    ``frame`` was extended from (``parent_id``: its ``id()``; the entry holds that frame, so the id
+    cannot have been reused) is extended by the base's rows appended since; one of this epoch and
+    this very frame object (an earlier engine call of the same recompute, or a recompute without
+    new views) is used as is; otherwise a new entry is started and every state is built from its
+    slice (two frames extended from one state, or a retried recompute's new frame).
     """
     key = (fs.product, fs.topics, fs.channels)
     entry = bases.get(key)
@@ -198,9 +192,9 @@ def open_base(
         and entry.options == options
         and entry.codes_origin == codes_origin
     )
-    if entry is not None and same and entry.epoch == epoch and entry.frame_key == fingerprint(frame):
+    if entry is not None and same and entry.epoch == epoch and entry.frame is frame:
         pass  # already describes this frame
-    elif entry is not None and same and entry.epoch == epoch - 1 and entry.frame_size <= frame.size:
+    elif entry is not None and same and entry.epoch == epoch - 1 and id(entry.frame) == parent_id:
         old_size = entry.frame_size
         entry.tail = BaseTail(
             frame=frame,
@@ -212,13 +206,13 @@ def open_base(
             _build=_builder(frame, fs, codes, old_size),
         )
         entry.epoch = IN_PROGRESS
-        entry.frame_key = fingerprint(frame)
+        entry.frame = frame
         run = BaseRun(entry, epoch, frame, codes, clock, options)
         return run
     else:
         last = _last_row(frame, fs)
         base_last = None if last < 0 else int(frame.ts[last])
-        entry = bases[key] = BaseEntry(epoch, fingerprint(frame), codes_origin, zone, clock.today, options, base_last)
+        entry = bases[key] = BaseEntry(epoch, frame, codes_origin, zone, clock.today, options, base_last)
     return BaseRun(entry, epoch, frame, codes, clock, options)
 
 
@@ -245,6 +239,7 @@ def _builder(frame: Frame, fs: FilterSet, codes: StableCodes, size: int) -> Call
             codes.stable_channel(frame.channel[rows]),
             frame.topic[rows].astype(np.int64),
             frame.month[rows].astype(np.int64),
+            frame.day[rows].astype(np.int64),
         )
         return LastSeen(keys, frame.ts[rows].astype(np.int64))
 

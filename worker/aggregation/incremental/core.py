@@ -331,7 +331,9 @@ _TOPIC_SLOTS = 32  # topic code + 1 < 32 (18 topics)
 _MONTH_SLOTS = 1 << 18  # month index year*12+month-1 < 120 000 < 2^18 (year ≤ 9999)
 
 
-def _key(kind: str, video: IntArray, channel: IntArray, topic: IntArray, month: IntArray) -> IntArray:
+def _key(kind: str, video: IntArray, channel: IntArray, topic: IntArray, month: IntArray, day: IntArray) -> IntArray:
+    if kind == "day":  # local epoch day (−1 is 1969-12-31, local to a zone west of UTC): shifted ≥ 0
+        return day.astype(np.int64) + 1
     if kind == "video":
         return video.astype(np.int64)
     if kind == "channel":
@@ -347,9 +349,11 @@ def _key(kind: str, video: IntArray, channel: IntArray, topic: IntArray, month: 
     raise ValueError(f"kind: unknown LastSeen kind {kind!r}")
 
 
-LAST_SEEN_KINDS = ("video", "channel", "topic_video", "topic_channel", "video_month", "channel_month")
-"""Keys ``BaseTail.last_seen`` knows: a stable video / channel code, (topic, video), (topic,
-channel), (video, local month), (channel, local month); rows lacking a part have no key."""
+LAST_SEEN_KINDS = ("day", "video", "channel", "topic_video", "topic_channel", "video_month", "channel_month")
+"""Keys ``BaseTail.last_seen`` knows: a local day, a stable video / channel code, (topic, video),
+(topic, channel), (video, local month), (channel, local month); rows lacking a part have no key.
+(Local days and months are not monotonic in time: where a clock change moves the local time back
+across midnight, a later view can fall on an earlier local day.)"""
 
 
 @dataclass
@@ -459,7 +463,8 @@ class BaseTail:
             seen = self.memory.last_seen.get(kind)
             if seen is None:  # first use: built from the base before the append (the frame's first rows)
                 seen = self.memory.last_seen[kind] = self._build(kind)
-            got = self._seen[kind] = seen.update(_key(kind, self.video, self.channel, self.topic, self.month), self.ts)
+            keys = _key(kind, self.video, self.channel, self.topic, self.month, self.day)
+            got = self._seen[kind] = seen.update(keys, self.ts)
         return got
 
 

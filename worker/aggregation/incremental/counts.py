@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.aggregation.common import Output, bincount, distinct_per_group, month_axis, unique_ints
+from worker.aggregation.common import Output, bincount, distinct_per_group, month_axis
 from worker.aggregation.counts import (
     heatmap_data,
     kpi_data,
@@ -29,13 +29,11 @@ class KpiState:
     def __init__(
         self,
         counts: dict[str, Any],
-        last_day: int,
         estimated_ms: int,
         spans: list[tuple[int, int]],
         period_views: list[int],
     ) -> None:
         self.counts = counts
-        self.last_day = last_day
         self.estimated_ms = estimated_ms
         self.spans = spans
         self.period_views = period_views
@@ -59,7 +57,6 @@ class KpiState:
         spans = kpi_period_spans(view.clock)
         return cls(
             counts,
-            int(view.day[-1]) if view.n else -1,
             int(view.sessions.estimated_ms.sum()),
             spans,
             [view.base_views_between(a, b) for a, b in spans],
@@ -80,9 +77,9 @@ class KpiState:
         c["removedViews"] += int(np.count_nonzero(tail.removed))
         c["uniqueVideos"] += int(np.count_nonzero(tail.last_seen("video") < floor))
         c["uniqueChannels"] += int(np.count_nonzero(tail.last_seen("channel") < floor))
-        days = tail.day
-        c["activeDays"] += int(unique_ints(days[days > self.last_day]).size)
-        self.last_day = int(days[-1])
+        # a local day can repeat after a later one (a clock change back across midnight): new days
+        # are the ones the slice has not had, not the ones after its last
+        c["activeDays"] += int(np.count_nonzero(tail.last_seen("day") < floor))
         if c["firstViewMs"] is None:
             c["firstViewMs"] = int(tail.ts[0])
         c["lastViewMs"] = int(tail.ts[-1])

@@ -249,8 +249,9 @@ class ViewingPatternsState:
         self.weekend = int(np.count_nonzero(view.weekday >= 5))
         self.binge = _Binge(view)
         self.active_days = int(unique_ints(view.day).size)
-        self.first_day = int(view.day[0]) if n else 0
-        self.last_day = int(view.day[-1]) if n else 0
+        # min and max: a local day can repeat after a later one (a clock change back across midnight)
+        self.first_day = int(view.day.min()) if n else 0
+        self.last_day = int(view.day.max()) if n else 0
         frame_views = view.channel_views
         self.channel_views: IntArray = np.zeros(codes.channels, dtype=np.int64)
         self.channel_views[codes.stable_channel(np.arange(frame_views.size))] = frame_views
@@ -272,12 +273,10 @@ class ViewingPatternsState:
         self.weekend += int(np.count_nonzero(tail.weekday >= 5))
         self.binge.add(_tail_sessions(tail, None))
         days = tail.day
-        if self.views == 0:
-            self.first_day = int(days[0])
-            self.active_days = int(unique_ints(days).size)
-        else:  # days never decrease: the new ones are after the last
-            self.active_days += int(unique_ints(days[days > self.last_day]).size)
-        self.last_day = int(days[-1])
+        low, high = int(days.min()), int(days.max())
+        self.first_day = low if self.views == 0 else min(self.first_day, low)
+        self.last_day = high if self.views == 0 else max(self.last_day, high)
+        self.active_days += int(np.count_nonzero(tail.last_seen("day") < tail.window_floor))
         self.views += n
         ch = tail.channel
         ch = ch[ch >= 0]
