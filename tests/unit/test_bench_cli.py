@@ -31,12 +31,15 @@ def test_bad_size_is_a_usage_error(script: str) -> None:
 
 
 def test_incremental_arguments() -> None:
-    """Sizes and --rss-only are read in any order; no sizes means 10k and 100k."""
+    """Sizes, --rss-only and --frame-cache-mib are read in any order; no sizes means 10k and 100k."""
     sys.path.insert(0, str(_BENCHMARKS))
     try:
         import bench_incremental
     finally:
         sys.path.remove(str(_BENCHMARKS))
-    assert bench_incremental.parse_args(["--rss-only", "1000000"]) == ([1_000_000], True)
-    assert bench_incremental.parse_args(["500", "--rss-only"]) == ([500], True)
-    assert bench_incremental.parse_args([]) == ([10_000, 100_000], False)
+    assert bench_incremental.parse_args(["--rss-only", "1000000"]) == ([1_000_000], True, None)
+    assert bench_incremental.parse_args(["500", "--rss-only"]) == ([500], True, None)
+    assert bench_incremental.parse_args([]) == ([10_000, 100_000], False, None)
+    assert bench_incremental.parse_args(["--frame-cache-mib", "512", "7"]) == ([7], False, 512)
+    with pytest.raises(SystemExit):
+        bench_incremental.parse_args(["--frame-cache-mib", "-1"])
