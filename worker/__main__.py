@@ -380,6 +380,7 @@ def import_(
 ) -> None:
     """Import a Google Takeout watch history into Convex (idempotent: a re-import adds nothing)."""
     url = _deployment_url(url)
+    _check_user_id(user_id)
     if user_id and token:
         raise _fail(
             "pass either --user-id (operator mode) or --token (user mode), not both"
@@ -395,12 +396,8 @@ def import_(
         token = _user_token(token)
     if not user_id and not token:
         raise _fail("pass --token (user mode) or --user-id with CONVEX_ADMIN_KEY (operator mode)")
-    if user_id and "|" not in user_id:
-        console.print(
-            f"[yellow]warning:[/] --user-id {escape(repr(user_id))} is not a token identifier ('<issuer>|<subject>',"
-            f" e.g. {escape(repr('convex-local|' + user_id))}): no signed-in user will see these views",
-            soft_wrap=True,
-        )
+    if user_id:
+        _warn_unless_token_identifier(user_id, "no signed-in user will see these views")
     from worker.importer import NOTHING_SENT
 
     _interruptible()
@@ -757,6 +754,22 @@ async def _request_recompute(url: str, admin_key: str, user_id: str) -> int:
         return await gateway.request_recompute(user_id)
 
 
+def _check_user_id(user_id: str | None) -> None:
+    """Refuse an empty or blank ``--user-id`` (one line, exit 2)."""
+    if user_id is not None and not user_id.strip():
+        raise _fail("--user-id is empty: pass the user's token identifier '<issuer>|<subject>'")
+
+
+def _warn_unless_token_identifier(user_id: str, consequence: str) -> None:
+    """Warn (stderr) when ``user_id`` does not look like a token identifier ``<issuer>|<subject>``."""
+    if "|" not in user_id:
+        console.print(
+            f"[yellow]warning:[/] --user-id {escape(repr(user_id))} is not a token identifier ('<issuer>|<subject>',"
+            f" e.g. {escape(repr('convex-local|' + user_id))}): {consequence}",
+            soft_wrap=True,
+        )
+
+
 @app.command()
 def recompute(
     user_id: Annotated[str, typer.Option("--user-id", help="The user (the token identifier '<issuer>|<subject>').")],
@@ -767,6 +780,8 @@ def recompute(
     Appends a "manual" change to the change log; a running worker recomputes the user from all of its
     views and stores the results, as after any change.
     """
+    _check_user_id(user_id)
+    _warn_unless_token_identifier(user_id, "no signed-in user's views are stored under it")
     with _exit_when_interrupted("recompute"):
         url, admin_key = _operator_connection(url)
         try:

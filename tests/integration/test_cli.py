@@ -1274,3 +1274,30 @@ class TestRecompute:
         assert res.stderr.startswith(f"error: CONVEX_ADMIN_KEY was rejected by {project_backend.url}"), res.stderr
         res = run_cli("recompute", env={"CONVEX_URL": project_backend.url, "CONVEX_ADMIN_KEY": "k"})
         assert res.returncode == 2 and "--user-id" in res.stderr
+
+    @pytest.mark.parametrize("command", ["recompute", "import"])
+    def test_blank_user_id_is_one_line(self, command: str, tmp_path: Path) -> None:
+        """An empty --user-id is refused by name (not as a missing one), before any connection."""
+        args = (
+            [command, "--user-id", " "]
+            if command == "recompute"
+            else [command, str(tmp_path / "h.json"), "--user-id", ""]
+        )
+        res = run_cli(*args, env={"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_ADMIN_KEY": "k"})
+        assert res.returncode == 2
+        assert res.stderr.splitlines() == [
+            "error: --user-id is empty: pass the user's token identifier '<issuer>|<subject>'"
+        ]
+        assert res.stdout == ""
+
+    def test_user_id_that_is_not_a_token_identifier_is_warned_about(self) -> None:
+        """recompute --user-id without '<issuer>|' warns on stderr, as import does, then goes on."""
+        res = run_cli(
+            "recompute",
+            "--user-id",
+            "alice",
+            env={"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_ADMIN_KEY": "k"},
+            timeout=60,
+        )
+        assert "warning: --user-id 'alice' is not a token identifier" in res.stderr
+        assert res.stdout == ""  # the unreachable deployment: an error, no result line
