@@ -69,6 +69,30 @@ def random_views(
     return out
 
 
+def random_appends(
+    rng: random.Random,
+    start_ms: int,
+    steps: int,
+    *,
+    first: int,
+    size: int = 25,
+    channels: int = 8,
+    later_channels: int = 12,
+    videos: int = 60,
+) -> tuple[list[list[WatchEvent]], int]:
+    """Return a random history and appends to it: a first batch of 0…``first``−1 views after
+    ``start_ms`` (``channels`` channels), then ``steps`` batches of 0…``size``−1 views each, every one
+    after the previous ones (``later_channels`` channels: new ids join, sorting among the old ones),
+    and the last instant (``start_ms`` when there is no view)."""
+    batches = [random_views(rng, start_ms, rng.randrange(0, first), channels=channels)]
+    last = max([e.watched_at_ms for e in batches[0]], default=start_ms)
+    for _ in range(steps):
+        batch = random_views(rng, last, rng.randrange(0, size), channels=later_channels, videos=videos)
+        batches.append(batch)
+        last = max([e.watched_at_ms for e in batch], default=last)
+    return batches, last
+
+
 def _frame(events: Sequence[WatchEvent], tz: str) -> Frame:
     return merge_partitions(build_month_partitions(events, load_zone(tz)).values())
 

@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.unit.aggregation.incremental_support import DAY, HOUR, MINUTE, assert_appends_match, random_views
+from tests.unit.aggregation.incremental_support import (
+    DAY,
+    HOUR,
+    MINUTE,
+    assert_appends_match,
+    random_appends,
+    random_views,
+)
 from worker.aggregation import AGGREGATION_TYPES
 from worker.aggregation.incremental import REGISTRY
 from worker.aggregation.incremental.core import NO_KEY, NONE_BEFORE, KeyCounts, LastSeen
@@ -26,12 +33,7 @@ def test_every_registered_type_is_in_the_catalogue() -> None:
 @settings(max_examples=40, deadline=None)
 def test_appends_equal_full_computation(seed: int, steps: int) -> None:
     rng = random.Random(seed)
-    batches = [random_views(rng, START, rng.randrange(0, 120))]
-    last = max([e.watched_at_ms for e in batches[0]], default=START)
-    for _ in range(steps):
-        batch = random_views(rng, last, rng.randrange(0, 25), channels=12, videos=60)
-        batches.append(batch)
-        last = max([e.watched_at_ms for e in batch], default=last)
+    batches, last = random_appends(rng, START, steps, first=120)
     now = last + rng.choice((MINUTE, HOUR, 3 * DAY))
     # mostly the same day for every step (the fast path); sometimes the day changes (states rebuilt)
     nows = [now if rng.random() < 0.8 else now + DAY for _ in batches]

@@ -11,7 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.unit.aggregation.incremental_support import DAY, HOUR, MINUTE, assert_appends_match, random_views
+from tests.unit.aggregation.incremental_support import (
+    DAY,
+    HOUR,
+    MINUTE,
+    assert_appends_match,
+    random_appends,
+    random_views,
+)
 from worker.aggregation import EAGER_FILTER_SETS, FilterSet, compute_aggregations, compute_from_frame
 from worker.aggregation.derived import DerivedState
 from worker.aggregation.engine import _base_indices
@@ -110,12 +117,8 @@ def test_appends_equal_full_computation(
         max_channels_per_session=max_channels,
         session_gap_ms=gap_minutes * MINUTE,
     )
-    batches = [random_views(rng, START - rng.choice((0, 40, 200)) * DAY, rng.randrange(0, 120), channels=channels)]
-    last = max([e.watched_at_ms for e in batches[0]], default=START)
-    for _ in range(steps):
-        batch = random_views(rng, last, rng.randrange(0, 25), channels=channels + 4, videos=60)
-        batches.append(batch)
-        last = max([e.watched_at_ms for e in batch], default=last)
+    start = START - rng.choice((0, 40, 200)) * DAY
+    batches, last = random_appends(rng, start, steps, first=120, channels=channels, later_channels=channels + 4)
     now = last + rng.choice((MINUTE, HOUR, 3 * DAY))
     nows = [now if rng.random() < 0.85 else now + DAY for _ in batches]
     assert assert_appends_match(batches, now_ms=nows, types=[TYPE], options=options, repeat=False) > 0

@@ -12,7 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.unit.aggregation.incremental_support import DAY, HOUR, MINUTE, assert_appends_match, random_views
+from tests.unit.aggregation.incremental_support import (
+    DAY,
+    HOUR,
+    MINUTE,
+    assert_appends_match,
+    random_appends,
+    random_views,
+)
 from worker.aggregation import EAGER_FILTER_SETS, FilterSet, compute_aggregations
 from worker.aggregation.incremental import REGISTRY
 from worker.aggregation.incremental.core import SliceTail
@@ -81,13 +88,9 @@ def test_registered() -> None:
 @settings(max_examples=60, deadline=None)
 def test_random_appends_equal_full_computation(seed: int, steps: int, months_cap: int, top_n: int, tz: str) -> None:
     rng = random.Random(seed)
-    batches = [random_views(rng, START - rng.choice((0, 40, 200)) * DAY, rng.randrange(0, 80), channels=6)]
-    last = max([e.watched_at_ms for e in batches[0]], default=START)
-    for _ in range(steps):
-        # new channels and videos (ids sorting among the old ones) join as the history grows
-        batch = random_views(rng, last, rng.randrange(0, 30), channels=rng.choice((6, 14)), videos=60)
-        batches.append(batch)
-        last = max([e.watched_at_ms for e in batch], default=last)
+    # new channels and videos (ids sorting among the old ones) join as the history grows
+    start = START - rng.choice((0, 40, 200)) * DAY
+    batches, last = random_appends(rng, start, steps, first=80, size=30, channels=6, later_channels=rng.choice((6, 14)))
     now = last + rng.choice((MINUTE, HOUR, 2 * DAY))
     opts = AggregationOptions(months_cap=months_cap, top_n=top_n)
     assert assert_appends_match(batches, now_ms=[now] * len(batches), time_zone=tz, types=TYPES, options=opts) > 0

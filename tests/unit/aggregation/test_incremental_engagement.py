@@ -11,7 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.aggregation.agg_support import ms, removed, view
-from tests.unit.aggregation.incremental_support import DAY, HOUR, MINUTE, assert_appends_match, random_views
+from tests.unit.aggregation.incremental_support import (
+    DAY,
+    HOUR,
+    MINUTE,
+    assert_appends_match,
+    random_appends,
+    random_views,
+)
 from worker.aggregation import EAGER_FILTER_SETS, FilterSet, compute_aggregations, compute_from_frame
 from worker.aggregation.derived import DerivedState
 from worker.aggregation.incremental import REGISTRY
@@ -100,12 +107,7 @@ def test_appends_equal_full_computation(
     seed: int, steps: int, binge_views: int, binge_span: int, gap: int, recent_days: int
 ) -> None:
     rng = random.Random(seed)
-    batches = [random_views(rng, START, rng.randrange(0, 100))]
-    last = max([e.watched_at_ms for e in batches[0]], default=START)
-    for _ in range(steps):
-        batch = random_views(rng, last, rng.randrange(0, 25), channels=12, videos=60)
-        batches.append(batch)
-        last = max([e.watched_at_ms for e in batch], default=last)
+    batches, last = random_appends(rng, START, steps, first=100)
     options = AggregationOptions(
         session_gap_ms=gap, binge_min_views=binge_views, binge_min_span_ms=binge_span, recent_days=recent_days
     )

@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.unit.aggregation.incremental_support import DAY, HOUR, MINUTE, _frame, assert_appends_match, random_views
+from tests.unit.aggregation.incremental_support import (
+    DAY,
+    HOUR,
+    MINUTE,
+    _frame,
+    assert_appends_match,
+    random_appends,
+    random_views,
+)
 from worker.aggregation import FilterSet
 from worker.aggregation.incremental import REGISTRY
 from worker.aggregation.incremental.core import StableCodes
@@ -86,12 +94,10 @@ def test_appends_equal_full_computation(seed: int, steps: int, pairs_cap: int, m
         max_channels_per_session=per_session,
         session_gap_ms=rng.choice((30, 90, 300)) * MINUTE,
     )
-    batches = [random_views(rng, START, rng.randrange(0, 150), channels=rng.randrange(2, 10))]
-    last = max([e.watched_at_ms for e in batches[0]], default=START)
-    for _ in range(steps):
-        batch = random_views(rng, last, rng.randrange(0, 30), channels=rng.randrange(2, 14), videos=60)
-        batches.append(batch)
-        last = max([e.watched_at_ms for e in batch], default=last)
+    channels = rng.randrange(2, 10)
+    batches, last = random_appends(
+        rng, START, steps, first=150, size=30, channels=channels, later_channels=rng.randrange(2, 14)
+    )
     now = last + rng.choice((MINUTE, HOUR, 3 * DAY))
     assert check(batches, now, options=options, filter_sets=SETS) > 0
 

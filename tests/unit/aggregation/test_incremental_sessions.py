@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.unit.aggregation.agg_support import ms
-from tests.unit.aggregation.incremental_support import DAY, HOUR, MINUTE, assert_appends_match, random_views
+from tests.unit.aggregation.incremental_support import (
+    DAY,
+    HOUR,
+    MINUTE,
+    assert_appends_match,
+    random_appends,
+    random_views,
+)
 from worker.aggregation import EAGER_FILTER_SETS, FilterSet, compute_aggregations
 from worker.aggregation.engine import _BaseViews
 from worker.aggregation.frame import build_frame
@@ -126,12 +133,7 @@ _options = st.builds(
 @settings(max_examples=60, deadline=None)
 def test_random_appends_equal_full_computation(seed: int, steps: int, options: AggregationOptions) -> None:
     rng = random.Random(seed)
-    batches = [random_views(rng, START, rng.randrange(0, 120))]
-    last = max([e.watched_at_ms for e in batches[0]], default=START)
-    for _ in range(steps):
-        batch = random_views(rng, last, rng.randrange(0, 25), channels=12, videos=60)
-        batches.append(batch)
-        last = max([e.watched_at_ms for e in batch], default=last)
+    batches, last = random_appends(rng, START, steps, first=120)
     now = last + rng.choice((MINUTE, HOUR, 3 * DAY))
     nows = [now if rng.random() < 0.8 else now + DAY for _ in batches]
     assert assert_appends_match(batches, now_ms=nows, types=TYPES, options=options) > 0
