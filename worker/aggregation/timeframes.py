@@ -45,6 +45,9 @@ MIN_MS = 0
 """Earliest accepted instant (1970-01-01T00:00Z)."""
 MAX_MS = 253_402_214_400_000 - 1
 """Latest accepted instant (9999-12-30T23:59:59.999Z; a day short of the datetime limit, for offsets)."""
+MAX_NOW_MS = 253_370_678_400_000 - 1
+"""Latest accepted ``now`` (9998-12-30T23:59:59.999Z): a year short of ``MAX_MS``, so that every
+window boundary a result reports (next midnight, month, quarter and year start) is a date too."""
 
 
 def load_zone(time_zone: str) -> ZoneInfo:
@@ -129,9 +132,11 @@ def make_clock(now_ms: int, zone: ZoneInfo, recent_days: int = 30) -> Clock:
     """Build the ``Clock`` for ``now_ms`` (epoch ms UTC) in ``zone``.
 
     Raises:
-        ValueError: ``now_ms`` outside the supported range (message names ``now_ms``).
+        ValueError: ``now_ms`` outside ``MIN_MS`` … ``MAX_NOW_MS`` (message names ``now_ms``).
     """
     check_instant("now_ms", now_ms)
+    if now_ms > MAX_NOW_MS:
+        raise ValueError(f"now_ms: {now_ms} ms is after the latest supported now, {MAX_NOW_MS} (9998-12-30)")
     local_ms = now_ms + offset_ms_at(now_ms, zone)
     today = local_ms // DAY_MS
     d = date.fromordinal(today + EPOCH_ORDINAL)

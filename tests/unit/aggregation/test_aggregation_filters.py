@@ -124,3 +124,14 @@ class TestClassifyTopic:
     def test_slugs(self) -> None:
         """The taxonomy defines the 18 documented slugs."""
         assert len(TOPIC_SLUGS) == 18 and TOPIC_SLUGS[0] == "music"
+
+
+def test_now_in_the_last_supported_year_is_refused_by_name() -> None:
+    """A ``now`` whose next year start is no longer a date is refused naming now_ms; the last one works."""
+    from worker.aggregation import EAGER_FILTER_SETS, compute_aggregations
+    from worker.aggregation.timeframes import MAX_NOW_MS
+
+    for tz in ("Pacific/Kiritimati", "Etc/GMT+12"):
+        assert len(compute_aggregations([], now_ms=MAX_NOW_MS, time_zone=tz, filter_sets=EAGER_FILTER_SETS)) == 252
+    with pytest.raises(ValueError, match=r"^now_ms: .* after the latest supported now"):
+        compute_aggregations([], now_ms=MAX_NOW_MS + 1, time_zone="UTC", filter_sets=EAGER_FILTER_SETS)
