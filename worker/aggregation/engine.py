@@ -16,8 +16,8 @@ import numpy as np
 from worker.aggregation import channels, counts, sessions, topics
 from worker.aggregation.common import Dependency, Output
 from worker.aggregation.derived import DerivedState
-from worker.aggregation.filters import FilterSet, group_by_base
-from worker.aggregation.frame import PRODUCT_CODES, CodeArray, Frame, IntArray, build_frame
+from worker.aggregation.filters import FilterSet, filter_mask, group_by_base
+from worker.aggregation.frame import CodeArray, Frame, IntArray, build_frame
 from worker.aggregation.incremental import REGISTRY
 from worker.aggregation.incremental.base import open_base
 from worker.aggregation.options import AggregationOptions
@@ -84,16 +84,7 @@ _ROWS_PER_CHUNK = 1 << 18
 def _base_indices(frame: Frame, fs: FilterSet) -> CodeArray:
     if fs.product == "all" and not fs.topics and not fs.channels:
         return np.arange(frame.size, dtype=np.int32 if frame.size < 2**31 else np.int64)  # every row
-    mask = np.ones(frame.size, dtype=np.bool_)
-    if fs.product != "all":
-        mask &= frame.product == PRODUCT_CODES[fs.product]
-    if fs.topics:
-        codes = [frame.topic_slugs.index(t) for t in fs.topics if t in frame.topic_slugs]
-        mask &= np.isin(frame.topic, np.array(codes, dtype=np.int64))
-    if fs.channels:
-        lookup = {c: i for i, c in enumerate(frame.channel_ids)}
-        codes = [lookup[c] for c in fs.channels if c in lookup]
-        mask &= np.isin(frame.channel, np.array(codes, dtype=np.int64))
+    mask = filter_mask(frame, fs)
     # int32 row numbers when they fit (half the size of the base's index and of its suffixes),
     # found chunk by chunk so that the int64 row numbers np.flatnonzero returns stay chunk-sized
     out: CodeArray = np.empty(int(np.count_nonzero(mask)), dtype=np.int32 if frame.size < 2**31 else np.int64)

@@ -9,6 +9,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+import numpy as np
+
+from worker.aggregation.frame import PRODUCT_CODES, BoolArray, Frame
 from worker.aggregation.timeframes import TIMEFRAMES, Timeframe
 from worker.models import utf16_length
 
@@ -145,3 +148,20 @@ def group_by_base(filter_sets: Iterable[FilterSet]) -> list[list[FilterSet]]:
             seen.add(fs.key)
             groups.setdefault((fs.product, fs.topics, fs.channels), []).append(fs)
     return list(groups.values())
+
+
+def filter_mask(frame: Frame, fs: FilterSet, lo: int = 0, hi: int | None = None) -> BoolArray:
+    """Return which frame rows ``lo … hi−1`` (default: all) pass ``fs``'s product, topic and channel
+    filters (the timeframe aside), as a bool array of ``hi − lo``."""
+    hi = frame.size if hi is None else hi
+    mask = np.ones(max(hi - lo, 0), dtype=np.bool_)
+    if fs.product != "all":
+        mask &= frame.product[lo:hi] == PRODUCT_CODES[fs.product]
+    if fs.topics:
+        codes = [frame.topic_slugs.index(t) for t in fs.topics if t in frame.topic_slugs]
+        mask &= np.isin(frame.topic[lo:hi], np.array(codes, dtype=np.int64))
+    if fs.channels:
+        lookup = {c: i for i, c in enumerate(frame.channel_ids)}
+        codes = [lookup[c] for c in fs.channels if c in lookup]
+        mask &= np.isin(frame.channel[lo:hi], np.array(codes, dtype=np.int64))
+    return mask

@@ -62,8 +62,7 @@ class SliceEntry:
 @dataclass
 class BaseEntry:
     """The incremental states of one filter base, as of frame epoch ``epoch`` (the frame ``frame``,
-    held so that only that very frame object is taken as described; the base's own last view at
-    ``last_ts``).
+    held so that only that very frame object is taken as described).
 
     Valid for a recompute of the same local day (``today`` in ``zone``), options and stable-code
     lineage (``codes_origin``, the epoch at which the stable codes were last the frame's own).
@@ -76,7 +75,6 @@ class BaseEntry:
     zone: str
     today: int
     options: AggregationOptions
-    last_ts: int | None
     tail: BaseTail | None = None
     memory: BaseMemory = field(default_factory=BaseMemory)
     slices: dict[str, SliceEntry] = field(default_factory=dict)
@@ -155,8 +153,6 @@ class BaseRun:
             # this call (a later call, or the next append, relies on them holding every earlier view)
             for kind in list(entry.memory.last_seen):
                 entry.tail.last_seen(kind)
-        if entry.tail is not None and entry.tail.size:
-            entry.last_ts = int(entry.tail.ts[-1])
         entry.epoch = self.epoch
         entry.frame = self.frame
 
@@ -200,7 +196,6 @@ def open_base(
             frame=frame,
             codes=codes,
             rows=base_rows_between(frame, fs, old_size, frame.size),
-            prev_last_ts=entry.last_ts,
             memory=entry.memory,
             fs=fs,
             _build=_builder(frame, fs, codes, old_size),
@@ -210,22 +205,8 @@ def open_base(
         run = BaseRun(entry, epoch, frame, codes, clock, options)
         return run
     else:
-        last = _last_row(frame, fs)
-        base_last = None if last < 0 else int(frame.ts[last])
-        entry = bases[key] = BaseEntry(epoch, frame, codes_origin, zone, clock.today, options, base_last)
+        entry = bases[key] = BaseEntry(epoch, frame, codes_origin, zone, clock.today, options)
     return BaseRun(entry, epoch, frame, codes, clock, options)
-
-
-def _last_row(frame: Frame, fs: FilterSet) -> int:
-    """Return the last frame row passing ``fs``'s filter (−1: none), scanning back from the end."""
-    hi, step = frame.size, 4096
-    while hi > 0:
-        lo = max(0, hi - step)
-        rows = base_rows_between(frame, fs, lo, hi)
-        if rows.size:
-            return int(rows[-1])
-        hi, step = lo, step * 4
-    return -1
 
 
 def _builder(frame: Frame, fs: FilterSet, codes: StableCodes, size: int) -> Callable[[str], LastSeen]:

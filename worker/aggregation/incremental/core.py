@@ -23,13 +23,15 @@ frame's codes at the state's first frame, then a new id gets the next free code.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
-from worker.aggregation.frame import PRODUCT_CODES, BoolArray, Frame, IntArray
+from worker.aggregation.filters import filter_mask
+from worker.aggregation.frame import BoolArray, Frame, IntArray
 from worker.aggregation.options import AggregationOptions
 from worker.aggregation.timeframes import Clock, Window
 
@@ -110,14 +112,17 @@ class StableCodes:
         per id).
         """
         video, _ = _extend_codes(self.video, old.video_ids, new.video_ids, new.video[old.size :])
-        channel, added = _extend_codes(
-            self.channel,
-            np.array(old.channel_ids, dtype=object),
-            np.array(new.channel_ids, dtype=object),
-            new.channel[old.size :],
-        )
-        channel_code = np.empty_like(channel)
-        channel_code[channel] = np.arange(channel.size, dtype=np.int64)
+        if len(new.channel_ids) == len(old.channel_ids):  # no new channel: the same codes
+            channel, added, channel_code = self.channel, np.zeros(0, dtype=np.int64), self.channel_code
+        else:
+            channel, added = _extend_codes(
+                self.channel,
+                np.array(old.channel_ids, dtype=object),
+                np.array(new.channel_ids, dtype=object),
+                new.channel[old.size :],
+            )
+            channel_code = np.empty_like(channel)
+            channel_code[channel] = np.arange(channel.size, dtype=np.int64)
         used = np.unique(new.channel[old.size :].astype(np.int64))
         used = used[(used >= 0) & ~np.isin(used, added)]  # old channels the appended views name
         before = used - np.searchsorted(added, used)  # their codes in the old frame
@@ -161,19 +166,80 @@ def _extend_codes(stable: IntArray, old_ids: Any, new_ids: Any, tail_codes: Any)
     return out, added
 
 
+class _SortedTable:
+    """An int64 value per non-negative int64 key, sorted, in two levels: keys added since the last
+    merge live in a small sorted side table, merged into the main one when it exceeds
+    max(``side_min``, main / 16) keys, so adding a key costs O(log n) plus 16 copied keys amortized
+    instead of a copy of the table (16 bytes per key)."""
+
+    __slots__ = ("keys", "values", "side_keys", "side_values")
+
+    def __init__(self, keys: IntArray, values: IntArray) -> None:
+        """Start from distinct ``keys`` in ascending order and their values."""
+        self.keys: IntArray = keys.astype(np.int64)
+        self.values: IntArray = values.astype(np.int64)
+        self.side_keys: IntArray = np.zeros(0, dtype=np.int64)
+        self.side_values: IntArray = np.zeros(0, dtype=np.int64)
+
+    @property
+    def size(self) -> int:
+        """Return the number of keys."""
+        return int(self.keys.size + self.side_keys.size)
+
+    @property
+    def nbytes(self) -> int:
+        """Return the bytes held."""
+        return int(self.keys.nbytes + self.values.nbytes + self.side_keys.nbytes + self.side_values.nbytes)
+
+    def get(self, keys: IntArray, missing: int) -> IntArray:
+        """Return the value of each of ``keys`` (``missing`` for a key not held) (k,), int64."""
+        out = np.full(keys.size, missing, dtype=np.int64)
+        pos, hit = _locate(self.keys, keys)
+        out[hit] = self.values[pos[hit]]
+        rest = np.flatnonzero(~hit)
+        pos, hit = _locate(self.side_keys, keys[rest])
+        out[rest[hit]] = self.side_values[pos[hit]]
+        return out
+
+    def update(
+        self, keys: IntArray, new_values: Callable[[IntArray], IntArray], *, missing: int, side_min: int
+    ) -> IntArray:
+        """Set distinct ``keys`` (ascending) to ``new_values(previous)``; return the previous values
+        (``missing`` for a key not held before, which is added)."""
+        before = np.full(keys.size, missing, dtype=np.int64)
+        main_pos, main_hit = _locate(self.keys, keys)
+        before[main_hit] = self.values[main_pos[main_hit]]
+        rest = np.flatnonzero(~main_hit)
+        side_pos, side_hit = _locate(self.side_keys, keys[rest])
+        before[rest[side_hit]] = self.side_values[side_pos[side_hit]]
+        after = new_values(before).astype(np.int64)
+        self.values[main_pos[main_hit]] = after[main_hit]
+        self.side_values[side_pos[side_hit]] = after[rest[side_hit]]
+        new = rest[~side_hit]
+        if new.size:
+            at = np.searchsorted(self.side_keys, keys[new])
+            self.side_keys = np.insert(self.side_keys, at, keys[new])
+            self.side_values = np.insert(self.side_values, at, after[new])
+            if self.side_keys.size > max(side_min, self.keys.size // 16):
+                merged = np.concatenate((self.keys, self.side_keys))
+                order = np.argsort(merged, kind="stable")
+                self.keys = merged[order]
+                self.values = np.concatenate((self.values, self.side_values))[order]
+                self.side_keys = np.zeros(0, dtype=np.int64)
+                self.side_values = np.zeros(0, dtype=np.int64)
+        return before
+
+
 class LastSeen:
     """Per key, the instant of the latest view of a base holding it (keys: non-negative int64).
 
     ``update`` answers, for each appended row, when the base last had its key before that row:
     a key is new to a slice iff that instant is earlier than the slice's window
-    (:func:`window_floor`). Stored as sorted keys with their latest instants (16 bytes per key), in
-    two levels so that an append does not copy the whole table: keys first seen since the last
-    merge go to a small sorted side table, merged into the main one once it holds more than
-    1/16 of it (at least ``SIDE_MIN`` keys): amortized, an appended key costs O(log n) plus 16
-    copied keys instead of O(n).
+    (:func:`window_floor`). Stored as a two-level sorted table (16 bytes per key): an append does
+    not copy the whole table.
     """
 
-    __slots__ = ("keys", "last_ms", "side_keys", "side_ms")
+    __slots__ = ("table",)
 
     SIDE_MIN = 4096
     """The side table is merged when it exceeds max(this, main table / 16) keys."""
@@ -186,15 +252,12 @@ class LastSeen:
         k, t = k[order], t[order]
         last = np.ones(k.size, dtype=np.bool_)
         last[:-1] = k[1:] != k[:-1]
-        self.keys: IntArray = k[last].astype(np.int64)
-        self.last_ms: IntArray = t[last].astype(np.int64)
-        self.side_keys: IntArray = np.zeros(0, dtype=np.int64)
-        self.side_ms: IntArray = np.zeros(0, dtype=np.int64)
+        self.table = _SortedTable(k[last], t[last])
 
     @property
     def nbytes(self) -> int:
         """Return the bytes held."""
-        return int(self.keys.nbytes + self.last_ms.nbytes + self.side_keys.nbytes + self.side_ms.nbytes)
+        return self.table.nbytes
 
     def update(self, keys: IntArray, ts: IntArray) -> IntArray:
         """Record appended rows and return, per row, the previous instant of its key.
@@ -218,22 +281,8 @@ class LastSeen:
         first[1:] = ks[1:] != ks[:-1]
         last = np.ones(ks.size, dtype=np.bool_)
         last[:-1] = ks[1:] != ks[:-1]
-        uniq, latest = ks[first], tsort[last]  # per distinct key: its latest appended instant
-        earlier = np.full(uniq.size, NONE_BEFORE, dtype=np.int64)
-        pos, hit = _locate(self.keys, uniq)
-        earlier[hit] = self.last_ms[pos[hit]]
-        self.last_ms[pos[hit]] = latest[hit]
-        rest = np.flatnonzero(~hit)
-        pos, hit = _locate(self.side_keys, uniq[rest])
-        earlier[rest[hit]] = self.side_ms[pos[hit]]
-        self.side_ms[pos[hit]] = latest[rest[hit]]
-        new = rest[~hit]
-        if new.size:
-            at = np.searchsorted(self.side_keys, uniq[new])
-            self.side_keys = np.insert(self.side_keys, at, uniq[new])
-            self.side_ms = np.insert(self.side_ms, at, latest[new])
-            if self.side_keys.size > max(self.SIDE_MIN, self.keys.size // 16):
-                self._merge()
+        latest = tsort[last]  # per distinct key: its latest appended instant
+        earlier = self.table.update(ks[first], lambda _: latest, missing=NONE_BEFORE, side_min=self.SIDE_MIN)
         prev = np.empty(ks.size, dtype=np.int64)
         prev[1:] = tsort[:-1]  # a repeated key's previous instant is its previous appended row
         prev[first] = earlier
@@ -242,79 +291,50 @@ class LastSeen:
         out[has] = result
         return out
 
-    def _merge(self) -> None:
-        keys = np.concatenate((self.keys, self.side_keys))
-        order = np.argsort(keys, kind="stable")
-        self.keys = keys[order]
-        self.last_ms = np.concatenate((self.last_ms, self.side_ms))[order]
-        self.side_keys = np.zeros(0, dtype=np.int64)
-        self.side_ms = np.zeros(0, dtype=np.int64)
-
 
 class KeyCounts:
     """Counts per non-negative int64 key (e.g. co-sessions per channel pair), only ever added to.
 
-    Sorted keys with int64 counts (16 bytes per key) in two levels like :class:`LastSeen`: keys
-    added since the last merge live in a small sorted side table, merged into the main one when it
-    exceeds max(``SIDE_MIN``, main / 16) keys, so adding a key costs O(log n) plus 16 copied keys
-    amortized, not a copy of the table.
+    A two-level sorted table like :class:`LastSeen`'s (16 bytes per key): adding a key does not
+    copy the table.
     """
 
-    __slots__ = ("keys", "counts", "side_keys", "side_counts")
+    __slots__ = ("table",)
 
     SIDE_MIN = 4096
     """The side table is merged when it exceeds max(this, main table / 16) keys."""
 
     def __init__(self, keys: IntArray, counts: IntArray) -> None:
         """Start from distinct ``keys`` in ascending order and their counts."""
-        self.keys: IntArray = keys.astype(np.int64)
-        self.counts: IntArray = counts.astype(np.int64)
-        self.side_keys: IntArray = np.zeros(0, dtype=np.int64)
-        self.side_counts: IntArray = np.zeros(0, dtype=np.int64)
+        self.table = _SortedTable(keys, counts)
 
     @property
     def size(self) -> int:
         """Return the number of keys."""
-        return int(self.keys.size + self.side_keys.size)
+        return self.table.size
+
+    @property
+    def keys(self) -> IntArray:
+        """Return the main level's keys, ascending (all of them until a key is added to a built table)."""
+        return self.table.keys
+
+    @property
+    def counts(self) -> IntArray:
+        """Return the counts of :attr:`keys`."""
+        return self.table.values
 
     @property
     def nbytes(self) -> int:
         """Return the bytes held."""
-        return int(self.keys.nbytes + self.counts.nbytes + self.side_keys.nbytes + self.side_counts.nbytes)
+        return self.table.nbytes
 
     def get(self, keys: IntArray) -> IntArray:
         """Return the count of each of ``keys`` (0 for a key never added) (k,), int64."""
-        out = np.zeros(keys.size, dtype=np.int64)
-        pos, hit = _locate(self.keys, keys)
-        out[hit] = self.counts[pos[hit]]
-        rest = np.flatnonzero(~hit)
-        pos, hit = _locate(self.side_keys, keys[rest])
-        out[rest[hit]] = self.side_counts[pos[hit]]
-        return out
+        return self.table.get(keys, 0)
 
     def add(self, keys: IntArray, amounts: IntArray) -> IntArray:
         """Add ``amounts`` to the counts of distinct ``keys`` (ascending); return the counts before (k,)."""
-        before = np.zeros(keys.size, dtype=np.int64)
-        pos, hit = _locate(self.keys, keys)
-        before[hit] = self.counts[pos[hit]]
-        self.counts[pos[hit]] += amounts[hit]
-        rest = np.flatnonzero(~hit)
-        pos, hit = _locate(self.side_keys, keys[rest])
-        before[rest[hit]] = self.side_counts[pos[hit]]
-        self.side_counts[pos[hit]] += amounts[rest[hit]]
-        new = rest[~hit]
-        if new.size:
-            at = np.searchsorted(self.side_keys, keys[new])
-            self.side_keys = np.insert(self.side_keys, at, keys[new])
-            self.side_counts = np.insert(self.side_counts, at, amounts[new].astype(np.int64))
-            if self.side_keys.size > max(self.SIDE_MIN, self.keys.size // 16):
-                merged = np.concatenate((self.keys, self.side_keys))
-                order = np.argsort(merged, kind="stable")
-                self.keys = merged[order]
-                self.counts = np.concatenate((self.counts, self.side_counts))[order]
-                self.side_keys = np.zeros(0, dtype=np.int64)
-                self.side_counts = np.zeros(0, dtype=np.int64)
-        return before
+        return self.table.update(keys, lambda before: before + amounts, missing=0, side_min=self.SIDE_MIN)
 
 
 def _locate(table: IntArray, keys: IntArray) -> tuple[IntArray, BoolArray]:
@@ -379,13 +399,11 @@ class BaseTail:
         frame: The extended frame (names, first views, id order: through ``codes.channel_code``).
         codes: Stable codes of ``frame``.
         rows: Frame row of each appended view of the base (r,).
-        prev_last_ts: The base's last instant before the append (None: the base was empty).
     """
 
     frame: Frame
     codes: StableCodes
     rows: IntArray
-    prev_last_ts: int | None
     memory: BaseMemory
     fs: FilterSet
     _seen: dict[str, IntArray] = field(default_factory=dict, repr=False)
@@ -415,11 +433,6 @@ class BaseTail:
     def hour(self) -> IntArray:
         """Return local hours."""
         return self.frame.hour[self.rows].astype(np.int64)
-
-    @cached_property
-    def product(self) -> IntArray:
-        """Return product codes (``PRODUCT_CODES``)."""
-        return self.frame.product[self.rows].astype(np.int64)
 
     @cached_property
     def removed(self) -> BoolArray:
@@ -494,10 +507,6 @@ class RenderContext:
         """Return the most recent name of a stable channel code."""
         return self.frame.channel_names[int(self.codes.channel_code[stable])]
 
-    def channel_first_ms(self, stable: int) -> int:
-        """Return the first view (whole history, every product) of a stable channel code, epoch ms UTC."""
-        return int(self.frame.channel_first_ms[int(self.codes.channel_code[stable])])
-
 
 @dataclass
 class SliceInfo:
@@ -507,7 +516,6 @@ class SliceInfo:
         n: Views of the slice.
         last_ts: Its last instant (None when empty).
         sessions: Its session count.
-        last_start_row: Frame row of the last session's first view (−1 when empty).
         last_views: Views of the last session.
         last_first_ts: Instant of the last session's first view.
     """
@@ -515,7 +523,6 @@ class SliceInfo:
     n: int
     last_ts: int | None
     sessions: int
-    last_start_row: int
     last_views: int
     last_first_ts: int
 
@@ -523,10 +530,10 @@ class SliceInfo:
     def of(cls, view: Slice) -> SliceInfo:
         """Return the info of a whole slice."""
         if view.n == 0:
-            return cls(0, None, 0, -1, 0, 0)
+            return cls(0, None, 0, 0, 0)
         ses = view.sessions
         s = int(ses.starts[-1])
-        return cls(view.n, int(view.ts[-1]), ses.count, int(view.idx[s]), int(ses.views[-1]), int(view.ts[s]))
+        return cls(view.n, int(view.ts[-1]), ses.count, int(ses.views[-1]), int(view.ts[s]))
 
 
 @dataclass
@@ -541,7 +548,6 @@ class SliceTail:
         base: The base's appended views.
         window: The slice's timeframe.
         first: Index of the first base tail row inside the window.
-        n_before: Views of the slice before the append.
         prev_last_ts: The slice's last instant before the append (None: it was empty).
         sessions_before: Sessions of the slice before the append.
         joins_last: Whether the first appended view continues the slice's last session.
@@ -550,14 +556,11 @@ class SliceTail:
         prev_last_estimate_delta_ms: Change of the previous last view's estimate (it gains a next
             view in its session: ``min(gap, cap) − last_view_estimate``), 0 otherwise.
         last_before: ``(views, first_ts)`` of the slice's last session before the append.
-        last_after: ``(views, first_ts, last_ts)`` of the slice's last session after the append.
-        last_start_row: Frame row of the first view of the last session after the append.
     """
 
     base: BaseTail
     window: Window
     first: int
-    n_before: int
     prev_last_ts: int | None
     sessions_before: int
     joins_last: bool
@@ -565,8 +568,6 @@ class SliceTail:
     estimated_ms: IntArray
     prev_last_estimate_delta_ms: int
     last_before: tuple[int, int]
-    last_after: tuple[int, int, int]
-    last_start_row: int
 
     @property
     def window_floor(self) -> int:
@@ -604,11 +605,6 @@ class SliceTail:
         return self.base.hour[self.first :]
 
     @property
-    def product(self) -> IntArray:
-        """Return product codes."""
-        return self.base.product[self.first :]
-
-    @property
     def removed(self) -> BoolArray:
         """Return removed flags."""
         return self.base.removed[self.first :]
@@ -637,29 +633,12 @@ class SliceTail:
         """Return ``BaseTail.last_seen(kind)`` for this slice's appended rows (n,)."""
         return self.base.last_seen(kind)[self.first :]
 
-    def last_session_rows(self) -> IntArray:
-        """Return the frame rows of the slice's last session after the append (time order)."""
-        frame = self.base.frame
-        lo = self.last_start_row
-        rows = base_rows_between(frame, self.base.fs, lo, frame.size)
-        return rows
-
 
 def base_rows_between(frame: Frame, fs: FilterSet, lo: int, hi: int) -> IntArray:
     """Return the frame rows ``lo … hi−1`` passing ``fs``'s filter (product, topics, channels), int64."""
     if hi <= lo:
         return np.zeros(0, dtype=np.int64)
-    mask = np.ones(hi - lo, dtype=np.bool_)
-    if fs.product != "all":
-        mask &= frame.product[lo:hi] == PRODUCT_CODES[fs.product]
-    if fs.topics:
-        codes = [frame.topic_slugs.index(t) for t in fs.topics if t in frame.topic_slugs]
-        mask &= np.isin(frame.topic[lo:hi], np.array(codes, dtype=np.int64))
-    if fs.channels:
-        lookup = {c: i for i, c in enumerate(frame.channel_ids)}
-        codes = [lookup[c] for c in fs.channels if c in lookup]
-        mask &= np.isin(frame.channel[lo:hi], np.array(codes, dtype=np.int64))
-    out: IntArray = np.flatnonzero(mask).astype(np.int64) + lo
+    out: IntArray = np.flatnonzero(filter_mask(frame, fs, lo, hi)).astype(np.int64) + lo
     return out
 
 
@@ -672,21 +651,7 @@ def slice_tail(base: BaseTail, info: SliceInfo, window: Window, options: Aggrega
     before = (info.last_views, info.last_first_ts)
     if n == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return SliceTail(
-            base,
-            window,
-            first,
-            info.n,
-            info.last_ts,
-            info.sessions,
-            False,
-            empty,
-            empty,
-            0,
-            before,
-            (info.last_views, info.last_first_ts, info.last_ts if info.last_ts is not None else 0),
-            info.last_start_row,
-        )
+        return SliceTail(base, window, first, info.last_ts, info.sessions, False, empty, empty, 0, before)
     gaps = np.diff(ts)
     breaks = gaps > gap
     estimated = np.empty(n, dtype=np.int64)
@@ -697,18 +662,16 @@ def slice_tail(base: BaseTail, info: SliceInfo, window: Window, options: Aggrega
     delta = int(min(int(ts[0]) - prev, cap) - last_est) if joins and prev is not None else 0
     new_session = np.concatenate(([not joins], breaks))
     session = info.sessions - 1 + np.cumsum(new_session)
-    rows = base.rows[first:]
     starts = np.flatnonzero(new_session)
     if starts.size:  # the last session after the append starts among the appended views
         s = int(starts[-1])
-        last_views, last_first, start_row = n - s, int(ts[s]), int(rows[s])
+        last_views, last_first = n - s, int(ts[s])
     else:
-        last_views, last_first, start_row = info.last_views + n, info.last_first_ts, info.last_start_row
+        last_views, last_first = info.last_views + n, info.last_first_ts
     tail = SliceTail(
         base=base,
         window=window,
         first=first,
-        n_before=info.n,
         prev_last_ts=prev,
         sessions_before=info.sessions,
         joins_last=bool(joins),
@@ -716,13 +679,11 @@ def slice_tail(base: BaseTail, info: SliceInfo, window: Window, options: Aggrega
         estimated_ms=estimated,
         prev_last_estimate_delta_ms=delta,
         last_before=before,
-        last_after=(last_views, last_first, int(ts[-1])),
-        last_start_row=start_row,
     )
     info.n += n
     info.last_ts = int(ts[-1])
     info.sessions = int(session[-1]) + 1
-    info.last_start_row, info.last_views, info.last_first_ts = start_row, last_views, last_first
+    info.last_views, info.last_first_ts = last_views, last_first
     return tail
 
 
