@@ -22,7 +22,14 @@ import numpy as np
 from worker.aggregation.channels import ListedChannels, ListedMonths, channel_metrics_data, top_partners
 from worker.aggregation.common import Output, unique_ints
 from worker.aggregation.frame import CodeArray, Int32Array, IntArray
-from worker.aggregation.incremental.core import IncrementalState, KeyCounts, RenderContext, SliceTail, StableCodes
+from worker.aggregation.incremental.core import (
+    IncrementalState,
+    KeyCounts,
+    RenderContext,
+    SliceTail,
+    StableCodes,
+    grown,
+)
 from worker.aggregation.slices import Slice, _pair_keys, _session_channels
 
 __all__ = ["INCREMENTAL", "ChannelMetricsState", "Histograms", "PairCounts"]
@@ -115,15 +122,6 @@ class PairCounts:
         return changed, self.counts.add(changed, added) + added
 
 
-def _grown(array: Any, rows: int, fill: int) -> Any:
-    """Return ``array`` with room for ``rows`` rows (capacity grown by 1/8 + 64 at least), new rows = ``fill``."""
-    if array.shape[0] >= rows:
-        return array
-    out = np.full((max(rows, array.shape[0] + array.shape[0] // 8 + 64), *array.shape[1:]), fill, dtype=array.dtype)
-    out[: array.shape[0]] = array
-    return out
-
-
 _NARROW_MAX = 255
 """Most views of a channel whose hour and weekday counts are kept as uint8."""
 
@@ -171,8 +169,8 @@ class Histograms:
 
     def grow(self, size: int) -> None:
         """Make room for ``size`` slots."""
-        self.narrow = _grown(self.narrow, size, 0)
-        self.wide_of = _grown(self.wide_of, size, -1)
+        self.narrow = grown(self.narrow, size, 0)
+        self.wide_of = grown(self.wide_of, size, -1)
 
     def add(self, slot: IntArray, hour: IntArray, weekday: IntArray, views: IntArray) -> None:
         """Count views of slots ``slot`` (r,) at ``hour``/``weekday`` (r,); ``views`` = views per slot after them."""
@@ -181,7 +179,7 @@ class Histograms:
         if widen.size:  # their counts so far are at most _NARROW_MAX each: exact in uint8
             rows = np.arange(self.wide_count, self.wide_count + widen.size, dtype=np.int32)
             self.wide_count += int(widen.size)
-            self.wide = _grown(self.wide, self.wide_count, 0)
+            self.wide = grown(self.wide, self.wide_count, 0)
             self.wide[rows] = self.narrow[widen]
             self.narrow[widen] = 0
             self.wide_of[widen] = rows
@@ -366,20 +364,20 @@ class ChannelMetricsState:
 
     def _slots(self, channels: IntArray, n_channels: int) -> IntArray:
         """Return the slots of stable channel codes (int64), giving the channels without one the next ones."""
-        self.slot_of = _grown(self.slot_of, n_channels, -1)
+        self.slot_of = grown(self.slot_of, n_channels, -1)
         slot = self.slot_of[channels]
         if (slot < 0).any():
             new = np.unique(channels[slot < 0])
             self.slot_of[new] = np.arange(self.size, self.size + new.size, dtype=np.int32)
             self.size += int(new.size)
-            self.views = _grown(self.views, self.size, 0)
-            self.first_ms = _grown(self.first_ms, self.size, _INT64_MAX)
-            self.last_ms = _grown(self.last_ms, self.size, 0)
-            self.first_month = _grown(self.first_month, self.size, _INT32_MAX)
-            self.active = _grown(self.active, self.size, 0)
+            self.views = grown(self.views, self.size, 0)
+            self.first_ms = grown(self.first_ms, self.size, _INT64_MAX)
+            self.last_ms = grown(self.last_ms, self.size, 0)
+            self.first_month = grown(self.first_month, self.size, _INT32_MAX)
+            self.active = grown(self.active, self.size, 0)
             self.histograms.grow(self.size)
-            self.partner = _grown(self.partner, self.size, -1)
-            self.partner_sessions = _grown(self.partner_sessions, self.size, 0)
+            self.partner = grown(self.partner, self.size, -1)
+            self.partner_sessions = grown(self.partner_sessions, self.size, 0)
             slot = self.slot_of[channels]
         return slot.astype(np.int64)
 

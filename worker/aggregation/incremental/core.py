@@ -52,6 +52,7 @@ __all__ = [
     "SliceTail",
     "StableCodes",
     "base_rows_between",
+    "grown",
     "window_floor",
 ]
 
@@ -164,6 +165,17 @@ def _extend_codes(stable: IntArray, old_ids: Any, new_ids: Any, tail_codes: Any)
     out[np.delete(np.arange(n_new, dtype=np.int64), added)] = stable  # old ids keep their order
     out[added] = np.arange(n_old, n_new, dtype=np.int64)
     return out, added
+
+
+def grown(array: Any, rows: int, fill: int) -> Any:
+    """Return ``array`` with room for at least ``rows`` rows along its first axis (``array`` itself
+    when it has them; otherwise a copy with capacity grown by 1/8 + 64 at least, so that a run of
+    appends each bringing a new channel copies it rarely), the new rows set to ``fill``."""
+    if array.shape[0] >= rows:
+        return array
+    out = np.full((max(rows, array.shape[0] + array.shape[0] // 8 + 64), *array.shape[1:]), fill, dtype=array.dtype)
+    out[: array.shape[0]] = array
+    return out
 
 
 class _SortedTable:

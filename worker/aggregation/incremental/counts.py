@@ -16,7 +16,7 @@ from worker.aggregation.counts import (
     top_channels_data,
 )
 from worker.aggregation.frame import IntArray
-from worker.aggregation.incremental.core import IncrementalState, RenderContext, SliceTail, StableCodes
+from worker.aggregation.incremental.core import IncrementalState, RenderContext, SliceTail, StableCodes, grown
 from worker.aggregation.slices import Slice
 
 __all__ = ["INCREMENTAL", "KpiState", "HeatmapState", "MonthlyTrendState", "TopChannelsState"]
@@ -253,11 +253,7 @@ class TopChannelsState:
             return
         self.attributed += int(ch.size)
         viewed, counts = np.unique(ch, return_counts=True)
-        need = int(viewed[-1]) + 1
-        if need > self.views.shape[0]:
-            grown = np.zeros(max(need, 2 * int(self.views.shape[0])), dtype=np.int64)
-            grown[: self.views.shape[0]] = self.views
-            self.views = grown
+        self.views = grown(self.views, int(viewed[-1]) + 1, 0)
         self.channel_count += int(np.count_nonzero(self.views[viewed] == 0))
         self.views[viewed] += counts
         candidates = np.union1d(self.top, viewed)

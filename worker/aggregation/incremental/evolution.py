@@ -9,7 +9,7 @@ import numpy as np
 from worker.aggregation.channels import channel_evolution_data, recent_windows
 from worker.aggregation.common import MonthAxis, Output, month_axis
 from worker.aggregation.frame import Int32Array, IntArray
-from worker.aggregation.incremental.core import IncrementalState, RenderContext, SliceTail, StableCodes
+from worker.aggregation.incremental.core import IncrementalState, RenderContext, SliceTail, StableCodes, grown
 from worker.aggregation.slices import Slice
 
 __all__ = ["INCREMENTAL", "ChannelEvolutionState"]
@@ -212,18 +212,13 @@ class ChannelEvolutionState:
     def _grow(self, n_channels: int) -> None:
         """Make the per-channel arrays hold ``n_channels`` stable codes (new channels: no views yet).
 
-        They grow by a quarter at least, so that a run of appends each bringing a new channel copies
-        them a few times per quarter of their length, not once per append (extra entries: no views).
+        They grow with spare capacity (:func:`~worker.aggregation.incremental.core.grown`), so a run
+        of appends each bringing a new channel does not copy them every time (extra entries: no views).
         """
-        have = int(self.views.size)
-        if n_channels <= have:
-            return
-        extra = max(n_channels, have + have // 4) - have
-        zeros = np.zeros(extra, dtype=np.int32)
-        self.views = np.concatenate((self.views, zeros))
-        self.recent = np.concatenate((self.recent, zeros))
-        self.previous = np.concatenate((self.previous, zeros))
-        self.first_month = np.concatenate((self.first_month, np.full(extra, _UNSEEN, dtype=np.int32)))
+        self.views = grown(self.views, n_channels, 0)
+        self.recent = grown(self.recent, n_channels, 0)
+        self.previous = grown(self.previous, n_channels, 0)
+        self.first_month = grown(self.first_month, n_channels, _UNSEEN)
 
     def _compact(self) -> None:
         """Merge the appended (channel, month) counts into the sorted arrays."""

@@ -7,7 +7,14 @@ import numpy as np
 from worker.aggregation.channels import listed_pairs, relationships_data
 from worker.aggregation.common import Output
 from worker.aggregation.frame import IntArray
-from worker.aggregation.incremental.core import IncrementalState, KeyCounts, RenderContext, SliceTail, StableCodes
+from worker.aggregation.incremental.core import (
+    IncrementalState,
+    KeyCounts,
+    RenderContext,
+    SliceTail,
+    StableCodes,
+    grown,
+)
 from worker.aggregation.slices import Slice, _session_channels
 
 __all__ = ["INCREMENTAL", "RelationshipsState"]
@@ -93,9 +100,7 @@ class RelationshipsState:
         if tail.n == 0:
             return
         codes = tail.base.codes
-        if self.sessions_with.size < codes.channels:
-            grow = np.zeros(codes.channels - self.sessions_with.size, dtype=np.int64)
-            self.sessions_with = np.concatenate((self.sessions_with, grow))
+        self.sessions_with = grown(self.sessions_with, codes.channels, 0)
         ch, sid = tail.channel, tail.session
         last = self.sessions - 1  # the slice's last session before the append
         final = int(sid[-1])  # the last one after
@@ -127,7 +132,7 @@ class RelationshipsState:
         start_of = np.repeat(group_start, kept_sizes)
         position = np.arange(kept.size, dtype=np.int64) - start_of
         fresh = position >= np.repeat(old_kept, kept_sizes)
-        self.sessions_with += np.bincount(kept[fresh], minlength=self.sessions_with.size)
+        np.add.at(self.sessions_with, kept[fresh], 1)  # the appended channels only, not every channel
         partners = np.where(fresh, position, 0)
         right = np.repeat(np.arange(kept.size, dtype=np.int64), partners)
         left = np.repeat(start_of, partners) + np.arange(right.size, dtype=np.int64)

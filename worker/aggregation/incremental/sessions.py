@@ -14,7 +14,7 @@ import numpy as np
 
 from worker.aggregation.common import Output, unique_ints
 from worker.aggregation.frame import IntArray
-from worker.aggregation.incremental.core import IncrementalState, RenderContext, SliceTail, StableCodes
+from worker.aggregation.incremental.core import IncrementalState, RenderContext, SliceTail, StableCodes, grown
 from worker.aggregation.sessions import (
     LOYALIST_TOP_CHANNELS,
     OrderStats,
@@ -254,7 +254,7 @@ class ViewingPatternsState:
         self.last_day = int(view.day.max()) if n else 0
         frame_views = view.channel_views
         self.channel_views: IntArray = np.zeros(codes.channels, dtype=np.int64)
-        self.channel_views[codes.stable_channel(np.arange(frame_views.size))] = frame_views
+        self.channel_views[codes.channel] = frame_views
         self.attributed = int(frame_views.sum())
         self.channel_count = int(np.count_nonzero(frame_views))
         self.top: IntArray = codes.stable_channel(view.channel_ranking[:LOYALIST_TOP_CHANNELS])
@@ -289,11 +289,7 @@ class ViewingPatternsState:
         Counts only grow, so every channel outside the top holds at most the top's least count:
         after an append the new top is the best of the old top and the channels appended.
         """
-        need = int(ch.max()) + 1
-        if need > self.channel_views.size:
-            grown = np.zeros(max(need, 2 * self.channel_views.size), dtype=np.int64)
-            grown[: self.channel_views.size] = self.channel_views
-            self.channel_views = grown
+        self.channel_views = grown(self.channel_views, int(ch.max()) + 1, 0)
         touched = np.unique(ch)
         self.channel_count += int(np.count_nonzero(self.channel_views[touched] == 0))
         np.add.at(self.channel_views, ch, 1)
