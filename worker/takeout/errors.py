@@ -6,6 +6,8 @@ Problems with a single entry never raise: they become a
 
 from __future__ import annotations
 
+from worker.errors import printable
+
 
 class TakeoutFormatError(Exception):
     """The file as a whole is not a readable watch-history export.
@@ -16,7 +18,8 @@ class TakeoutFormatError(Exception):
     damaged zip archive or member (whatever :mod:`zipfile` raised), an encrypted member, an empty
     zip archive or one without a watch-history file, a zip member that decompresses past the size
     limit, and a path that is missing, a directory or a device, or cannot be read. The message is
-    one line: member names are shown with their control characters escaped.
+    one line: control characters of the path, the position (a member name) and the reason are
+    escaped, in the attributes too.
 
     Attributes:
         path: Name of the file (or ``archive.zip!member``) the problem was found in.
@@ -26,8 +29,8 @@ class TakeoutFormatError(Exception):
     """
 
     def __init__(self, path: str, reason: str, position: str | None = None) -> None:
-        self.path = path
-        self.position = position
-        self.reason = reason
-        where = f"{path} ({position})" if position else path
-        super().__init__(f"{where}: {reason}")
+        self.path = printable(path)
+        self.position = None if position is None else printable(position)
+        self.reason = printable(reason)
+        where = f"{self.path} ({self.position})" if self.position else self.path
+        super().__init__(f"{where}: {self.reason}")

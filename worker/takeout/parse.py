@@ -170,7 +170,7 @@ def _read_failure(exc: Exception, advice: str = "download the export again") -> 
 
 
 def _member_error(name: str, info: zipfile.ZipInfo, exc: Exception) -> TakeoutFormatError:
-    return TakeoutFormatError(name, f"cannot read archive member: {_read_failure(exc)}", printable(info.filename))
+    return TakeoutFormatError(name, f"cannot read archive member: {_read_failure(exc)}", info.filename)
 
 
 def _refuse_encrypted(info: zipfile.ZipInfo, name: str) -> None:
@@ -184,7 +184,7 @@ def _refuse_encrypted(info: zipfile.ZipInfo, name: str) -> None:
             name,
             "archive member is encrypted (a password-protected zip); export again without encryption,"
             " or give the extracted file",
-            printable(info.filename),
+            info.filename,
         )
 
 
@@ -229,7 +229,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> 
             once that many bytes have been decompressed) or cannot be read; position = the
             member's path.
     """
-    member_name = printable(info.filename)
+    member_name = info.filename
     limit = f"the limit is {_mib(MAX_MEMBER_BYTES)}; real watch histories are a few hundred MB at most"
     if info.file_size > MAX_MEMBER_BYTES:
         raise TakeoutFormatError(
