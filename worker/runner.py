@@ -327,96 +327,97 @@ class Runner:
         structlog.contextvars.bind_contextvars(user=user_id)
         # past max_user_s neither the heartbeat nor the lease is kept alive for this user any more
         vouch_until = time.monotonic() + self.settings.max_user_s
-        heartbeat = asyncio.create_task(self._touch_heartbeat_periodically(vouch_until), name="heartbeat")
         try:
-            claim = await self.gateway.claim_user(user_id, self.settings.worker_id, self.settings.lease_ms)
-            if not claim.granted:
-                self.stats.users_skipped_lease += 1
-                self._note_retry(claim.retry_after_ms)
-                log.debug("user.lease_busy", owner=claim.lease_owner, retry_after_ms=claim.retry_after_ms)
-                return False
-            if not claim.changes:
-                # Only releases the lease: acknowledging up to 0 consumes nothing, as nothing was stored
-                # (an ack of pending rows asserts results at its watermark; a dead letter retried since
-                # the claim must not be marked done by it).
-                await self.gateway.ack_changes(user_id, self.settings.worker_id, 0)
-                return False
-            watermark = claim.watermark
-            now_ms = self.clock_ms()
-            stored = StoreOutcome()
+            async with self._in_background(self._touch_heartbeat_periodically(vouch_until), "heartbeat"):
+                claim = await self.gateway.claim_user(user_id, self.settings.worker_id, self.settings.lease_ms)
+                if not claim.granted:
+                    self.stats.users_skipped_lease += 1
+                    self._note_retry(claim.retry_after_ms)
+                    log.debug("user.lease_busy", owner=claim.lease_owner, retry_after_ms=claim.retry_after_ms)
+                    return False
+                if not claim.changes:
+                    # Only releases the lease: acknowledging up to 0 consumes nothing, as nothing was stored
+                    # (an ack of pending rows asserts results at its watermark; a dead letter retried since
+                    # the claim must not be marked done by it).
+                    await self.gateway.ack_changes(user_id, self.settings.worker_id, 0)
+                    return False
+                watermark = claim.watermark
+                now_ms = self.clock_ms()
+                stored = StoreOutcome()
 
-            async def store(results: list[dict[str, Any]]) -> None:
-                nonlocal stored
-                stored = stored + await self.gateway.store_aggregations(
-                    user_id,
-                    watermark=watermark,
-                    computed_at_ms=now_ms,
-                    results=results,
-                    chunk_size=self.settings.store_chunk_size,
-                    known_hashes=self._stored_hashes.get(user_id),
-                )
-
-            first_stored_ms: float | None = None
-
-            async def store_first(results: list[dict[str, Any]]) -> None:
-                nonlocal first_stored_ms
-                await store(results)
-                first_stored_ms = (time.perf_counter() - started) * 1000
-
-            try:
-                # Renewed until the results are stored; stopped before the ack or the failure record,
-                # which release the lease or turn it into a backoff.
-                async with self._in_background(self._renew_lease_periodically(user_id, vouch_until), "lease-renewal"):
-                    # The default dashboard's set is stored as soon as it is computed; the other sets
-                    # are stored base by base while the next base is computed.
-                    outcome = await self.recomputer.recompute(
-                        claim, now_ms=now_ms, on_first=store_first, on_batch=store
+                async def store(results: list[dict[str, Any]]) -> None:
+                    nonlocal stored
+                    stored = stored + await self.gateway.store_aggregations(
+                        user_id,
+                        watermark=watermark,
+                        computed_at_ms=now_ms,
+                        results=results,
+                        chunk_size=self.settings.store_chunk_size,
+                        known_hashes=self._stored_hashes.get(user_id),
                     )
-                    if outcome.results:
-                        await store(outcome.results)
-                self._remember_hashes(user_id, stored)
-                ack = await self.gateway.ack_changes(user_id, self.settings.worker_id, watermark)
-            except TransientGatewayError as exc:
-                # Still failing after the gateway's retries. If the deployment answers failChanges, the
-                # failure is this user's (reads timing out on a large history, say): back it off like any
-                # failure so that it cannot hold up every round. If not, the deployment is down.
-                if not await self._record_failure(user_id, watermark, exc, transient=True):
-                    raise
+
+                first_stored_ms: float | None = None
+
+                async def store_first(results: list[dict[str, Any]]) -> None:
+                    nonlocal first_stored_ms
+                    await store(results)
+                    first_stored_ms = (time.perf_counter() - started) * 1000
+
+                try:
+                    # Renewed until the results are stored; stopped before the ack or the failure record,
+                    # which release the lease or turn it into a backoff.
+                    async with self._in_background(
+                        self._renew_lease_periodically(user_id, vouch_until), "lease-renewal"
+                    ):
+                        # The default dashboard's set is stored as soon as it is computed; the other sets
+                        # are stored base by base while the next base is computed.
+                        outcome = await self.recomputer.recompute(
+                            claim, now_ms=now_ms, on_first=store_first, on_batch=store
+                        )
+                        if outcome.results:
+                            await store(outcome.results)
+                    self._remember_hashes(user_id, stored)
+                    ack = await self.gateway.ack_changes(user_id, self.settings.worker_id, watermark)
+                except TransientGatewayError as exc:
+                    # Still failing after the gateway's retries. If the deployment answers failChanges, the
+                    # failure is this user's (reads timing out on a large history, say): back it off like any
+                    # failure so that it cannot hold up every round. If not, the deployment is down.
+                    if not await self._record_failure(user_id, watermark, exc, transient=True):
+                        raise
+                    return True
+                except Exception as exc:  # noqa: BLE001 - one poisoned user must not stop the feed
+                    await self._record_failure(user_id, watermark, exc)
+                    return True
+                total_ms = (time.perf_counter() - started) * 1000
+                self.stats.users_processed += 1
+                self.stats.changes_acked += ack.acked
+                self.stats.dead_letters_superseded += ack.superseded
+                self.stats.results_written += stored.written
+                self.stats.results_unchanged += stored.unchanged
+                self.stats.results_skipped_stale += stored.skipped_stale
+                self.stats.per_user_ms.append(total_ms)
+                log.info(
+                    "batch.processed",
+                    watermark=watermark,
+                    changes=len(claim.changes),
+                    change_kinds=sorted({c.kind for c in claim.changes}),
+                    types=outcome.types,
+                    filter_sets=outcome.filter_sets,
+                    events_read=outcome.events_read,
+                    read_ms=round(outcome.read_ms, 1),
+                    compute_ms=round(outcome.compute_ms, 1),
+                    store_ms=round(total_ms - outcome.read_ms - outcome.compute_ms, 1),
+                    total_ms=round(total_ms, 1),
+                    first_stored_ms=None if first_stored_ms is None else round(first_stored_ms, 1),
+                    written=stored.written,
+                    unchanged=stored.unchanged,
+                    skipped_stale=stored.skipped_stale,
+                    resent_sets=stored.resent,
+                    acked=ack.acked,
+                    superseded=ack.superseded,
+                )
                 return True
-            except Exception as exc:  # noqa: BLE001 - one poisoned user must not stop the feed
-                await self._record_failure(user_id, watermark, exc)
-                return True
-            total_ms = (time.perf_counter() - started) * 1000
-            self.stats.users_processed += 1
-            self.stats.changes_acked += ack.acked
-            self.stats.dead_letters_superseded += ack.superseded
-            self.stats.results_written += stored.written
-            self.stats.results_unchanged += stored.unchanged
-            self.stats.results_skipped_stale += stored.skipped_stale
-            self.stats.per_user_ms.append(total_ms)
-            log.info(
-                "batch.processed",
-                watermark=watermark,
-                changes=len(claim.changes),
-                change_kinds=sorted({c.kind for c in claim.changes}),
-                types=outcome.types,
-                filter_sets=outcome.filter_sets,
-                events_read=outcome.events_read,
-                read_ms=round(outcome.read_ms, 1),
-                compute_ms=round(outcome.compute_ms, 1),
-                store_ms=round(total_ms - outcome.read_ms - outcome.compute_ms, 1),
-                total_ms=round(total_ms, 1),
-                first_stored_ms=None if first_stored_ms is None else round(first_stored_ms, 1),
-                written=stored.written,
-                unchanged=stored.unchanged,
-                skipped_stale=stored.skipped_stale,
-                resent_sets=stored.resent,
-                acked=ack.acked,
-                superseded=ack.superseded,
-            )
-            return True
         finally:
-            await self._stop_background(heartbeat)
             structlog.contextvars.unbind_contextvars("user")
 
     # ------------------------------------------------------------------ helpers
