@@ -13,6 +13,15 @@ import { hostname } from "node:os";
 import { join } from "node:path";
 import { errorCode, fsReason, UserError } from "./errors.ts";
 
+/** Create the data directory (and its parents) if missing; a UserError naming it when that fails. */
+export function ensureDataDir(dir: string): void {
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (e) {
+    throw new UserError(`cannot create data directory ${dir}: ${fsReason(e)}`);
+  }
+}
+
 /** Name of the lock file inside the data directory. */
 export const LOCK_FILE_NAME = "convex-local.lock";
 
@@ -102,11 +111,7 @@ export class DataDirLock {
    *   or when the directory or the lock file cannot be created.
    */
   static acquire(dir: string): DataDirLock {
-    try {
-      mkdirSync(dir, { recursive: true });
-    } catch (e) {
-      throw new UserError(`cannot create data directory ${dir}: ${fsReason(e)}`);
-    }
+    ensureDataDir(dir);
     const path = join(dir, LOCK_FILE_NAME);
     if (heldHere.has(path)) throw new UserError(`data directory ${dir} is already in use by this process (lock file ${path})`);
     const info: LockInfo = {

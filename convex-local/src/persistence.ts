@@ -16,7 +16,6 @@ import {
   closeSync,
   existsSync,
   fsyncSync,
-  mkdirSync,
   openSync,
   readFileSync,
   renameSync,
@@ -27,6 +26,7 @@ import {
 import { join } from "node:path";
 import type { DbState } from "./protocol.ts";
 import { errorCode, fsReason, UserError } from "./errors.ts";
+import { ensureDataDir } from "./lock.ts";
 
 /** What to do about a damaged data file, appended to the error naming it. */
 export const DAMAGED_HINT = "move the data directory's files away (or restore them from a backup) to start the backend";
@@ -80,11 +80,7 @@ export class DiskStore {
 
   /** @throws UserError when the directory cannot be created. */
   constructor(readonly dir: string) {
-    try {
-      mkdirSync(dir, { recursive: true });
-    } catch (e) {
-      throw new UserError(`cannot create data directory ${dir}: ${fsReason(e)}`);
-    }
+    ensureDataDir(dir);
     this.snapshotPath = join(dir, "snapshot.json");
     this.logPath = join(dir, "log.jsonl");
   }
