@@ -18,10 +18,11 @@ from worker.aggregation.common import (
     month_axis,
     num,
     ratios,
+    run_positions,
     slot_month_counts,
     unique_ints,
 )
-from worker.aggregation.frame import BoolArray, CodeArray, Frame, IntArray
+from worker.aggregation.frame import CodeArray, Frame, IntArray
 from worker.aggregation.options import AggregationOptions
 from worker.aggregation.slices import Slice
 from worker.aggregation.timeframes import Clock, month_label
@@ -239,14 +240,6 @@ def channel_metrics_data(s: _MetricsView, channel_count: int, views: int, listed
     }
 
 
-def _first_of_each(groups: IntArray, per: int) -> BoolArray:
-    """Return a mask of the first ``per`` rows of each run of equal values of ``groups`` (sorted)."""
-    group_start = np.flatnonzero(np.concatenate(([True], groups[1:] != groups[:-1])))
-    position = np.arange(groups.size) - np.repeat(group_start, np.diff(np.append(group_start, groups.size)))
-    keep: BoolArray = position < per
-    return keep
-
-
 def top_partners(
     pair_a: IntArray, pair_b: IntArray, pair_sessions: IntArray, rank_of: CodeArray, k: int, per: int
 ) -> tuple[IntArray, IntArray, IntArray]:
@@ -291,14 +284,14 @@ def top_partners(
         packed = (rx * (top_count + 1) + (top_count - cnt)) * n_channels + y
         packed.sort()
         rx = packed // ((top_count + 1) * n_channels)
-        keep = _first_of_each(rx, per)
+        keep = run_positions(rx) < per
         rx, packed = rx[keep], packed[keep]  # decode the kept entries only
         y = packed % n_channels
         cnt = top_count - (packed // n_channels) % (top_count + 1)
     else:
         order = np.lexsort((y, -cnt, rx))
         rx, y, cnt = rx[order], y[order], cnt[order]
-        keep = _first_of_each(rx, per)
+        keep = run_positions(rx) < per
         rx, y, cnt = rx[keep], y[keep], cnt[keep]
     return rx, y, cnt
 

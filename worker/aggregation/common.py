@@ -12,6 +12,7 @@ from worker.aggregation.frame import CodeArray, Frame, IntArray
 from worker.aggregation.timeframes import month_label
 
 __all__ = [
+    "run_positions",
     "unique_ints",
     "bincount",
     "code_counts",
@@ -258,6 +259,15 @@ def distinct_per_group(group: CodeArray, item: CodeArray, n_groups: int) -> IntA
     del keys, first
     pairs //= width
     out: IntArray = np.bincount(pairs, minlength=n_groups).astype(np.int64)
+    return out
+
+
+def run_positions(groups: CodeArray) -> IntArray:
+    """Return each entry's position (0, 1, …) within its run of equal values of ``groups`` (sorted), int64."""
+    if groups.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    start = np.flatnonzero(np.concatenate(([True], groups[1:] != groups[:-1])))
+    out: IntArray = np.arange(groups.size, dtype=np.int64) - np.repeat(start, np.diff(np.append(start, groups.size)))
     return out
 
 

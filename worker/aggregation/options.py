@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 __all__ = ["AggregationOptions"]
 
@@ -59,6 +60,11 @@ class AggregationOptions:
     trend_months: int = 3
     trend_ratio: float = 0.25
     pattern_min_views: int = 20
+
+    def is_binge(self, views: Any, span_ms: Any) -> Any:
+        """Return whether sessions of ``views`` views spanning ``span_ms`` ms are binge sessions:
+        ``views ≥ binge_min_views`` or ``span_ms ≥ binge_min_span_ms`` (ints → bool, arrays → bool array)."""
+        return (views >= self.binge_min_views) | (span_ms >= self.binge_min_span_ms)
 
     def __post_init__(self) -> None:
         bounds: dict[str, tuple[float, float]] = {

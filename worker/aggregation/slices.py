@@ -310,7 +310,7 @@ def _sessions(ts: IntArray, options: AggregationOptions) -> Sessions:
     ends = np.concatenate((starts[1:], [n]))
     views = ends - starts
     span_ms = ts[ends - 1] - ts[starts]
-    binge = (views >= options.binge_min_views) | (span_ms >= options.binge_min_span_ms)
+    binge = options.is_binge(views, span_ms)
     return Sessions(of_view, starts, views.astype(np.int64), span_ms, estimated, binge)
 
 

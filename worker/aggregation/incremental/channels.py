@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from worker.aggregation.channels import ListedChannels, ListedMonths, channel_metrics_data, top_partners
-from worker.aggregation.common import Output, unique_ints
+from worker.aggregation.common import Output, run_positions, unique_ints
 from worker.aggregation.frame import CodeArray, Int32Array, IntArray
 from worker.aggregation.incremental.core import (
     IncrementalState,
@@ -309,7 +309,7 @@ class ChannelMetricsState:
         if per and size:
             co = view.co_sessions
             slot, partner_code, count = top_partners(co.pair_a, co.pair_b, co.pair_sessions, slot_of_code, size, per)
-            place = _places(slot)
+            place = run_positions(slot)
             partner[slot, place] = codes.stable_channel(partner_code)
             partner_sessions[slot, place] = count
             pairs = PairCounts.of(view, codes)
@@ -403,7 +403,7 @@ class ChannelMetricsState:
         x, y, count = x[first], y[first], count[first]
         order = np.lexsort((channel_code[y], -count, x))
         x, y, count = x[order], y[order], count[order]
-        place = _places(x)
+        place = run_positions(x)
         kept = place < per
         slots = self.slot_of[x[kept]].astype(np.int64)
         self.partner[rows] = -1
@@ -454,15 +454,6 @@ class ChannelMetricsState:
         )
         pairs = self.pairs.nbytes if self.pairs is not None else 0
         return _OBJECT_BYTES + sum(int(a.nbytes) for a in arrays) + self.histograms.nbytes + pairs
-
-
-def _places(groups: IntArray) -> IntArray:
-    """Return each entry's position within its run of equal values of ``groups`` (sorted), int64."""
-    if groups.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    start = np.flatnonzero(np.concatenate(([True], groups[1:] != groups[:-1])))
-    out: IntArray = np.arange(groups.size, dtype=np.int64) - np.repeat(start, np.diff(np.append(start, groups.size)))
-    return out
 
 
 INCREMENTAL: dict[str, type[IncrementalState]] = {"channel_metrics": ChannelMetricsState}

@@ -13,6 +13,7 @@ import numpy as np
 from worker.aggregation.common import Output, code_counts
 from worker.aggregation.frame import IntArray
 from worker.aggregation.incremental.core import IncrementalState, RenderContext, SliceTail, StableCodes
+from worker.aggregation.options import AggregationOptions
 from worker.aggregation.slices import Slice
 from worker.aggregation.topics import (
     DISCOVERY_HABITUAL_VIEWS,
@@ -48,8 +49,7 @@ class TopicEngagementState:
         last_first_ms: Instant of its first view, epoch ms UTC.
         last_ms: Instant of its last view (= the slice's last view), epoch ms UTC.
         total: Views of the slice.
-        binge_min_views: ``AggregationOptions.binge_min_views``.
-        binge_min_span_ms: ``AggregationOptions.binge_min_span_ms``.
+        options: Thresholds (``AggregationOptions.is_binge``).
     """
 
     __slots__ = (
@@ -59,18 +59,22 @@ class TopicEngagementState:
         "last_first_ms",
         "last_ms",
         "total",
-        "binge_min_views",
-        "binge_min_span_ms",
+        "options",
     )
 
     def __init__(
-        self, counts: IntArray, last_counts: IntArray, last: tuple[int, int, int], total: int, binge: tuple[int, int]
+        self,
+        counts: IntArray,
+        last_counts: IntArray,
+        last: tuple[int, int, int],
+        total: int,
+        options: AggregationOptions,
     ) -> None:
         self.counts = counts
         self.last_counts = last_counts
         self.last_views, self.last_first_ms, self.last_ms = last
         self.total = total
-        self.binge_min_views, self.binge_min_span_ms = binge
+        self.options = options
 
     @classmethod
     def from_slice(cls, view: Slice, codes: StableCodes) -> TopicEngagementState:
@@ -78,19 +82,15 @@ class TopicEngagementState:
         counts = engagement_counts(view)
         k = counts.shape[1]
         opts = view.options
-        binge = (opts.binge_min_views, opts.binge_min_span_ms)
         if view.n == 0:
-            return cls(counts, np.zeros(k, dtype=np.int64), (0, 0, 0), 0, binge)
+            return cls(counts, np.zeros(k, dtype=np.int64), (0, 0, 0), 0, opts)
         ses = view.sessions
         start = int(ses.starts[-1])
         last_counts = code_counts(view.topic[start:], k)
         if bool(ses.binge[-1]):
             counts[ENGAGEMENT_BINGE] -= last_counts
         last = (int(ses.views[-1]), int(view.ts[start]), int(view.ts[-1]))
-        return cls(counts, last_counts, last, view.n, binge)
-
-    def _is_binge(self, views: int, span_ms: int) -> bool:
-        return views >= self.binge_min_views or span_ms >= self.binge_min_span_ms
+        return cls(counts, last_counts, last, view.n, opts)
 
     def extend(self, tail: SliceTail) -> None:
         """Add the appended views; close the sessions they end (the previous last one among them)."""
@@ -118,9 +118,9 @@ class TopicEngagementState:
         if joins:
             views[0] += self.last_views
             first_ms[0] = self.last_first_ms
-        elif self.last_views and self._is_binge(self.last_views, self.last_ms - self.last_first_ms):
+        elif self.last_views and self.options.is_binge(self.last_views, self.last_ms - self.last_first_ms):
             c[ENGAGEMENT_BINGE] += self.last_counts  # the previous last session is closed as it was
-        binge = (views >= self.binge_min_views) | (last_ms - first_ms >= self.binge_min_span_ms)
+        binge = self.options.is_binge(views, last_ms - first_ms)
         closed = int(starts[-1])  # appended views before the new last session
         if closed:
             in_binge = np.repeat(binge[:-1], appended[:-1])
@@ -137,7 +137,7 @@ class TopicEngagementState:
     def render(self, ctx: RenderContext) -> Output:
         """Return the ``topic_engagement`` output."""
         counts = self.counts.copy()
-        if self.last_views and self._is_binge(self.last_views, self.last_ms - self.last_first_ms):
+        if self.last_views and self.options.is_binge(self.last_views, self.last_ms - self.last_first_ms):
             counts[ENGAGEMENT_BINGE] += self.last_counts
         return topic_engagement_data(ctx.frame.topic_slugs, counts, self.total), "window"
 

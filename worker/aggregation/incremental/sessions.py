@@ -155,21 +155,20 @@ def _tail_sessions(tail: SliceTail, old_last_estimated_ms: int | None) -> _TailS
 class _Binge:
     """Binge sessions and the views they hold, updated by the sessions an append touches."""
 
-    __slots__ = ("min_views", "min_span_ms", "sessions", "views")
+    __slots__ = ("options", "sessions", "views")
 
     def __init__(self, view: Slice) -> None:
         ses = view.sessions
-        self.min_views = view.options.binge_min_views
-        self.min_span_ms = view.options.binge_min_span_ms
+        self.options = view.options
         self.sessions = int(np.count_nonzero(ses.binge))
         self.views = int(ses.views[ses.binge].sum())
 
     def add(self, t: _TailSessions) -> None:
         """Count the sessions of an append (the continued one replacing its previous state)."""
-        if t.joined and (t.old_views >= self.min_views or t.old_span_ms >= self.min_span_ms):
+        if t.joined and self.options.is_binge(t.old_views, t.old_span_ms):
             self.sessions -= 1
             self.views -= t.old_views
-        binge = (t.views >= self.min_views) | (t.span_ms >= self.min_span_ms)
+        binge = self.options.is_binge(t.views, t.span_ms)
         self.sessions += int(np.count_nonzero(binge))
         self.views += int(t.views[binge].sum())
 
