@@ -119,6 +119,10 @@ class LineReader:
         return "".join(self._seen)
 
 
+UNREACHABLE = {"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_ADMIN_KEY": "k"}
+"""A deployment nothing listens on (port 9, discard) and a key: for errors found before or at connecting."""
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "worker", *args],
@@ -654,7 +658,7 @@ class TestImportRejections:
         export = tmp_path / "[old]" / "watch-history.json"
         export.parent.mkdir()
         export.write_text("[]", "utf-8")
-        env = {"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_ADMIN_KEY": "k"}
+        env = dict(UNREACHABLE)
         res = run_cli("import", str(export), "--user-id", "bob[b]", env=env)
         assert res.returncode == 2, res.stderr
         lines = res.stderr.strip().splitlines()
@@ -1077,7 +1081,7 @@ class TestImportErrors:
     def test_user_id_and_token_together_are_refused(self) -> None:
         """Operator and user mode at once (the token may come from CONVEX_USER_TOKEN): exit 2, nothing sent."""
         sample = REPO_ROOT / "worker" / "data" / "demo-watch-history.json"
-        env = {"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_ADMIN_KEY": "k", "CONVEX_USER_TOKEN": "t"}
+        env = {**UNREACHABLE, "CONVEX_USER_TOKEN": "t"}
         res = run_cli("import", str(sample), "--user-id", "convex-local|dave", env=env)
         assert res.returncode == 2 and "not both" in res.stderr, res.stderr
 
@@ -1195,7 +1199,7 @@ class TestDeadLetters:
             ),
             (
                 ("list",),
-                {"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_ADMIN_KEY": "k"},
+                dict(UNREACHABLE),
                 1,
                 "cannot reach the deployment",
             ),
@@ -1283,7 +1287,7 @@ class TestRecompute:
             if command == "recompute"
             else [command, str(tmp_path / "h.json"), "--user-id", ""]
         )
-        res = run_cli(*args, env={"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_ADMIN_KEY": "k"})
+        res = run_cli(*args, env=dict(UNREACHABLE))
         assert res.returncode == 2
         assert res.stderr.splitlines() == [
             "error: --user-id is empty: pass the user's token identifier '<issuer>|<subject>'"
@@ -1296,7 +1300,7 @@ class TestRecompute:
             "recompute",
             "--user-id",
             "alice",
-            env={"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_ADMIN_KEY": "k"},
+            env=dict(UNREACHABLE),
             timeout=60,
         )
         assert "warning: --user-id 'alice' is not a token identifier" in res.stderr
