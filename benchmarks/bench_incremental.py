@@ -256,6 +256,8 @@ def floor_cpu() -> float:
 
 
 APPEND_VIEWS = 100
+MIN_EVENTS = 100
+"""Smallest history measured: ``append_batch`` draws its models from 64 of the history's views."""
 APPENDS = 5
 """Appends measured in a row: the 1st builds the engine's incremental states, the 2nd is their first
 extension (it also builds the distinct-count tables), the others are the steady state (median)."""
@@ -371,8 +373,8 @@ def parse_args(argv: list[str]) -> tuple[list[int], bool, int | None]:
     )
     args = parser.parse_args(argv)
     sizes: list[int] = args.sizes
-    if any(n <= 0 for n in sizes):
-        parser.error("sizes must be positive")
+    if any(n < MIN_EVENTS for n in sizes):
+        parser.error(f"sizes must be at least {MIN_EVENTS} (the appended views copy the history's own)")
     if args.frame_cache_mib is not None and args.frame_cache_mib < 0:
         parser.error("--frame-cache-mib must not be negative")
     return sizes or [10_000, 100_000], bool(args.rss_only), args.frame_cache_mib

@@ -694,6 +694,7 @@ def dead_letters_list(
 
     A table on a terminal wide enough for it; piped or narrower, one key=value line per dead letter.
     """
+    _check_user_id(user_id)
     with _exit_when_interrupted("dead-letters list"):
         from worker.report import print_dead_letters
 
@@ -716,6 +717,7 @@ def dead_letters_retry(user_id: UserIdOption = None, url: UrlOption = None) -> N
 
     A running worker picks them up like new changes; one that fails 5 more times is dead-lettered again.
     """
+    _check_user_id(user_id)
     progress = [0]
     of_user = f" of {user_id}" if user_id else ""
 
@@ -755,9 +757,17 @@ async def _request_recompute(url: str, admin_key: str, user_id: str) -> int:
 
 
 def _check_user_id(user_id: str | None) -> None:
-    """Refuse an empty or blank ``--user-id`` (one line, exit 2)."""
-    if user_id is not None and not user_id.strip():
+    """Refuse a ``--user-id`` that no signed-in user can have (one line, exit 2): empty or blank,
+    with spaces around it (stored as typed, it would name another user), or with a control
+    character (a line break…)."""
+    if user_id is None:
+        return
+    if not user_id.strip():
         raise _fail("--user-id is empty: pass the user's token identifier '<issuer>|<subject>'")
+    if user_id != user_id.strip():
+        raise _fail(f"--user-id {printable(repr(user_id))} has spaces around it; pass the identifier alone")
+    if printable(user_id) != user_id:
+        raise _fail(f"--user-id {printable(repr(user_id))} holds a control character; pass the identifier alone")
 
 
 def _warn_unless_token_identifier(user_id: str, consequence: str) -> None:

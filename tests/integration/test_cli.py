@@ -1294,6 +1294,21 @@ class TestRecompute:
         ]
         assert res.stdout == ""
 
+    @pytest.mark.parametrize("command", [["recompute"], ["dead-letters", "list"], ["dead-letters", "retry"]])
+    @pytest.mark.parametrize(
+        ("user_id", "problem"),
+        [(" convex-local|a ", "has spaces around it"), ("convex-local|a\nb", "holds a control character")],
+    )
+    def test_user_id_no_signed_in_user_can_have_is_one_line(
+        self, command: list[str], user_id: str, problem: str
+    ) -> None:
+        """Spaces around the id (another user, as stored) or a control character: refused, one line."""
+        res = run_cli(*command, "--user-id", user_id, env=dict(UNREACHABLE))
+        assert res.returncode == 2
+        (line,) = res.stderr.splitlines()
+        assert line.startswith("error: --user-id ") and problem in line, line
+        assert res.stdout == ""
+
     def test_user_id_that_is_not_a_token_identifier_is_warned_about(self) -> None:
         """recompute --user-id without '<issuer>|' warns on stderr, as import does, then goes on."""
         res = run_cli(

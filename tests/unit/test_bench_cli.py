@@ -40,6 +40,8 @@ def test_incremental_arguments() -> None:
     assert bench_incremental.parse_args(["--rss-only", "1000000"]) == ([1_000_000], True, None)
     assert bench_incremental.parse_args(["500", "--rss-only"]) == ([500], True, None)
     assert bench_incremental.parse_args([]) == ([10_000, 100_000], False, None)
-    assert bench_incremental.parse_args(["--frame-cache-mib", "512", "7"]) == ([7], False, 512)
+    assert bench_incremental.parse_args(["--frame-cache-mib", "512", "700"]) == ([700], False, 512)
+    with pytest.raises(SystemExit):  # the appended views copy 64 of the history's own
+        bench_incremental.parse_args(["50"])
     with pytest.raises(SystemExit):
         bench_incremental.parse_args(["--frame-cache-mib", "-1"])
