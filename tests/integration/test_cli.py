@@ -1195,6 +1195,12 @@ class TestDeadLetters:
                 ("list", "--user-id", ""),
                 {"CONVEX_URL": url, "CONVEX_ADMIN_KEY": project_backend.admin_key},
                 2,
+                "--user-id is empty",
+            ),
+            (
+                ("list", "--user-id", "x" * 600),
+                {"CONVEX_URL": url, "CONVEX_ADMIN_KEY": project_backend.admin_key},
+                2,
                 "INVALID_ARGUMENT: userId must be 1-512 characters",
             ),
             (
