@@ -14,7 +14,8 @@ for the 18 eager filter sets, measured in one process:
   history grows: the states are extended by the appended views);
 * delete: one old month deleted, then an incremental recompute.
 
-CPU is ``time.process_time`` (this process; the event source's own work is included but tiny).
+CPU is ``time.process_time`` (this process; the event source's own work is included but tiny), with the
+worker's garbage-collector threshold (``worker.allocator.configure_gc``, set by ``python -m worker run``).
 Encoding the results for ``worker:storeAggregations`` is measured separately: the CPU to encode every
 result (what the runner does after each recompute), and how many results an append changed, with the
 CPU to encode only those.
@@ -25,7 +26,7 @@ reads pickled pages of 4000 events (field tuples, turned into ``WatchEvent`` obj
 gateway does with Convex documents) from a temporary file one page at a time, so the history is
 never held whole by the source; the peak is ``VmHWM`` after the recompute, including the
 interpreter and its imports (about 65 MB). The child starts as ``python -m worker run`` does
-(``worker.allocator.configure_malloc`` with the default settings) and does not import the
+(``worker.allocator.configure_malloc`` and ``configure_gc`` with the default settings) and does not import the
 synthetic-history generator, which the worker never loads. A second child writes the file first.
 ``--rss-only`` skips the in-process measurements (for large sizes).
 """
@@ -49,7 +50,7 @@ from typing import Any, cast
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from worker.aggregation.timeframes import load_zone  # noqa: E402
-from worker.allocator import configure_malloc  # noqa: E402
+from worker.allocator import configure_gc, configure_malloc  # noqa: E402
 from worker.cache import PartitionCache  # noqa: E402
 from worker.config import load_settings  # noqa: E402
 from worker.gateway import Gateway, group_result_sets  # noqa: E402
@@ -181,6 +182,7 @@ def full_from_file(path: str) -> dict[str, float]:
     settings = load_settings(convex_url="http://127.0.0.1:9", convex_admin_key="k", heartbeat_file=None)
     # the start-up of ``python -m worker run``: the allocator tuning the shipped worker applies to itself
     configure_malloc(arena_max=settings.malloc_arena_max, mmap_threshold_bytes=settings.malloc_mmap_threshold_bytes)
+    configure_gc(gen0_threshold=settings.gc_gen0_threshold)
     rc = Recomputer(cast(Gateway, source), settings, cache=PartitionCache(max_bytes=settings.cache_max_bytes))
     cpu, read, _ = measure(rc, cast(MemorySource, source), claim(1, "import", 0, END_MS), END_MS)
     return {"cpu": cpu - source.cpu_s, "source_cpu": source.cpu_s, "read": read, "rss": peak_rss_mib()}
@@ -391,6 +393,7 @@ def main(argv: list[str]) -> int:
             print(f"{n:>9} {r['cpu']:>7.3f} {int(r['read']):>8} {r['rss']:>7.1f}")
         return 0
     budget = load_settings(convex_url="http://127.0.0.1:9", convex_admin_key="k", heartbeat_file=None)
+    configure_gc(gen0_threshold=budget.gc_gen0_threshold)  # as python -m worker run does at start-up
     mib = frame_cache_mib if frame_cache_mib is not None else budget.frame_cache_max_bytes // 2**20
     print(f"frame cache (frames + incremental states): {mib} MiB")
     header = (

@@ -50,7 +50,7 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
 
-from worker.allocator import configure_malloc  # noqa: E402
+from worker.allocator import configure_gc, configure_malloc  # noqa: E402
 from worker.config import (  # noqa: E402
     DEFAULT_HEARTBEAT_FILE,
     KEY_VARIABLES,
@@ -255,6 +255,7 @@ def run() -> None:
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     configure_malloc(arena_max=settings.malloc_arena_max, mmap_threshold_bytes=settings.malloc_mmap_threshold_bytes)
+    configure_gc(gen0_threshold=settings.gc_gen0_threshold)
     configure_logging(settings.log_format, settings.log_level)
     try:
         code = asyncio.run(_run_worker(settings))
@@ -484,6 +485,12 @@ def demo(
 
         if canonical_time_zone(time_zone) is None:
             raise _fail(f"--time-zone {time_zone!r} is not an IANA time zone the worker supports (e.g. Europe/Berlin)")
+    if log_format not in ("console", "json"):
+        raise _fail(f"--log-format {log_format!r}: expected console or json")
+    try:  # the WORKER_* settings are refused as run refuses them, before the backend starts
+        load_settings(convex_url="http://127.0.0.1:1", convex_admin_key="demo", heartbeat_file=None)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
     _interruptible()
     try:
         parsed = _parse_file(path)  # a file that cannot be read is refused before the backend starts
@@ -499,6 +506,7 @@ def demo(
                 worker_id="demo-worker",
                 heartbeat_file=None,
             )
+            configure_gc(gen0_threshold=settings.gc_gen0_threshold)
             token = backend.mint_token(DEMO_SUBJECT)
             zone = time_zone or ("Europe/Berlin" if file is None else "UTC")
             asyncio.run(

@@ -193,6 +193,15 @@ class Settings(BaseSettings):
             " start-up), bytes; 0 = glibc's dynamic threshold."
         ),
     )
+    gc_gen0_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        le=10_000_000,
+        description=(
+            "Container allocations between young garbage collections (Python's gc threshold 0, set at"
+            " start-up); 0 = CPython's default (700)."
+        ),
+    )
     delta_max_events: int = Field(
         default=50_000,
         ge=0,

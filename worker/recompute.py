@@ -223,13 +223,14 @@ class FrameCache:
         """Keep ``frame`` as the merge of ``index``'s partitions, with the engine state computed on it
         (a cold one when None), evicting least recently used frames."""
         state = derived if derived is not None and derived.frame is frame else DerivedState.cold(frame)
-        frame_bytes = frame_nbytes(frame)
-        if frame_bytes + state.nbytes > self.max_bytes:
+        frame_bytes, state_bytes = frame_nbytes(frame), state.nbytes
+        if frame_bytes + state_bytes > self.max_bytes:
             # the engine's incremental states do not fit beside the frame (a very large history):
             # keep the frame (and its session pairs) and let later appends recompute on it, as the
             # states would evict the frame and every append would merge and rebuild them again
             state.drop_incremental()
-        entry = _CachedFrame(index.watermark, dict(index.months), frame, state, frame_bytes + state.nbytes)
+            state_bytes = state.nbytes
+        entry = _CachedFrame(index.watermark, dict(index.months), frame, state, frame_bytes + state_bytes)
         with self._lock:
             self._entries.store((user_id, index.time_zone), entry)
 

@@ -975,6 +975,31 @@ class TestDemo:
         ]
         assert "starting the local Convex backend" not in res.stdout + res.stderr
 
+    @pytest.mark.parametrize(
+        ("args", "env", "message"),
+        [
+            (
+                ["--log-format", "xml"],
+                {},
+                "error: --log-format 'xml': expected console or json",
+            ),
+            (
+                [],
+                {"WORKER_GC_GEN0_THRESHOLD": "-1"},
+                "error: WORKER_GC_GEN0_THRESHOLD is invalid: Input should be greater than or equal to 0",
+            ),
+        ],
+    )
+    def test_bad_option_or_setting_is_refused_before_the_backend_starts(
+        self, args: list[str], env: dict[str, str], message: str
+    ) -> None:
+        """A --log-format the worker has not, or a WORKER_* setting run would refuse: one line, exit 2
+        as run exits, no backend (a bad setting exited 1 once the backend had started)."""
+        res = run_cli("demo", *args, env=env)
+        assert res.returncode == 2
+        assert res.stderr.strip().splitlines() == [message]
+        assert "starting the local Convex backend" not in res.stdout + res.stderr
+
     def test_unreadable_export_is_refused_before_the_backend_starts(self, tmp_path: Path) -> None:
         """A file that is not a Takeout export: one line naming it and its position, exit 2, no backend."""
         bad = tmp_path / "notes.txt"

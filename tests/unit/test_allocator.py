@@ -1,13 +1,14 @@
-"""glibc malloc tuning applied by ``python -m worker run`` at start-up."""
+"""Memory tuning applied by ``python -m worker run`` at start-up: glibc malloc and the garbage collector."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 
 import pytest
 
-from worker.allocator import configure_malloc
+from worker.allocator import configure_gc, configure_malloc
 from worker.config import load_settings
 
 
@@ -31,3 +32,20 @@ class TestConfigureMalloc:
         """The shipped defaults: one arena, 4 MiB threshold."""
         settings = load_settings(convex_url="http://127.0.0.1:9", convex_admin_key="k")
         assert (settings.malloc_arena_max, settings.malloc_mmap_threshold_bytes) == (1, 4 * 1024 * 1024)
+
+
+class TestConfigureGc:
+    def test_default_setting_raises_the_young_threshold_in_a_fresh_process(self) -> None:
+        """The default raises threshold 0 and keeps the older generations' (run apart: gc is process-wide)."""
+        code = (
+            "import gc; from worker.allocator import configure_gc; from worker.config import load_settings; "
+            "s = load_settings(convex_url='http://127.0.0.1:9', convex_admin_key='k'); before = gc.get_threshold(); "
+            "configure_gc(gen0_threshold=s.gc_gen0_threshold); print(before, gc.get_threshold())"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+        assert out.stdout.strip() == "(700, 10, 10) (50000, 10, 10)"
+
+    def test_zero_leaves_the_collector_alone(self) -> None:
+        before = gc.get_threshold()
+        configure_gc(gen0_threshold=0)
+        assert gc.get_threshold() == before

@@ -444,7 +444,7 @@ class TestReadmeSettingsTable:
     def test_every_setting_is_documented_with_its_default(self) -> None:
         """README's settings table names every Settings field (its environment variable) with the default in code."""
         readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-        rows = dict(re.findall(r"^\| `([A-Z_]+)` \| ([^|]+?) \|", readme, flags=re.MULTILINE))
+        rows = dict(re.findall(r"^\| `([A-Z0-9_]+)` \| ([^|]+?) \|", readme, flags=re.MULTILINE))
         for name, info in Settings.model_fields.items():
             variable = {"convex_url": URL_VARIABLES[0], "convex_admin_key": KEY_VARIABLES[0]}.get(
                 name, f"WORKER_{name.upper()}"

@@ -158,7 +158,13 @@ class _MetricsView(Protocol):
     def options(self) -> AggregationOptions: ...
 
 
-def channel_metrics_data(s: _MetricsView, channel_count: int, views: int, listed: ListedChannels) -> dict[str, Any]:
+def channel_metrics_data(
+    s: _MetricsView,
+    channel_count: int,
+    views: int,
+    listed: ListedChannels,
+    kept: list[dict[str, Any] | None] | None = None,
+) -> dict[str, Any]:
     """Return the stored ``channel_metrics`` shape.
 
     Args:
@@ -166,71 +172,26 @@ def channel_metrics_data(s: _MetricsView, channel_count: int, views: int, listed
         channel_count: Channels with a view in the slice.
         views: Views of the slice (the share's denominator).
         listed: The listed channels (the first ``channel_metrics_cap`` by views desc, id asc).
+        kept: Per listed channel, a row rendered earlier whose every field but ``share`` still holds
+            (the append fast path: channels without appended views, new partners or a new name),
+            or None to build it; None (the default) builds every row. A kept row is copied with the
+            new share, never changed in place.
     """
     frame, opts, clock = s.frame, s.options, s.clock
     cap = opts.channel_metrics_cap
     k = int(listed.codes.size)
     rows: list[dict[str, Any]] = []
     if k:
-        co_watched: list[list[dict[str, Any]]] = [[] for _ in range(k)]
-        for i, code, count in zip(*(a.tolist() for a in listed.co_watched), strict=True):
-            co_watched[i].append(
-                {"channelId": frame.channel_ids[code], "channelName": channel_name(frame, code), "coSessions": count}
-            )
-        months = listed.months
-        top, n_views, active = listed.codes, listed.views, months.active
-        end_month = max(clock.month, months.last_month)
-        months_since = end_month - months.first_month + 1
-        first_seen = frame.channel_first_ms[top]
-        columns = zip(
-            top.tolist(),
-            n_views.tolist(),
-            ratios(n_views, np.full(k, views)),
-            listed.first_ms.tolist(),
-            listed.last_ms.tolist(),
-            first_seen.tolist(),
-            active.tolist(),
-            ratios(n_views, active),
-            ratios(active, months_since),
-            np.argmax(listed.hours, axis=1).tolist(),
-            np.argmax(listed.weekdays, axis=1).tolist(),
-            (first_seen >= clock.recent_start_ms).tolist(),
-            co_watched,
-            strict=True,
-        )
-        rows = [
-            {
-                "channelId": frame.channel_ids[code],
-                "channelName": channel_name(frame, code),
-                "views": n,
-                "share": share,
-                "firstViewMs": first_ms,
-                "lastViewMs": last_ms,
-                "firstSeenMs": seen_ms,
-                "activeMonths": n_active,
-                "viewsPerActiveMonth": per_active,
-                "loyaltyScore": loyalty,
-                "peakHour": hour,
-                "peakWeekday": weekday,
-                "isNew": is_new,
-                "coWatched": co,
-            }
-            for (
-                code,
-                n,
-                share,
-                first_ms,
-                last_ms,
-                seen_ms,
-                n_active,
-                per_active,
-                loyalty,
-                hour,
-                weekday,
-                is_new,
-                co,
-            ) in columns
-        ]
+        shares = ratios(listed.views, np.full(k, views))
+        build = list(range(k)) if kept is None else [i for i, row in enumerate(kept) if row is None]
+        built = _metrics_rows(frame, clock, listed, shares, build)
+        if kept is None:
+            rows = built
+        else:
+            fresh = iter(built)
+            rows = [
+                next(fresh) if row is None else {**row, "share": share} for row, share in zip(kept, shares, strict=True)
+            ]
     return {
         "channelCount": channel_count,
         "channels": rows,
@@ -238,6 +199,79 @@ def channel_metrics_data(s: _MetricsView, channel_count: int, views: int, listed
         "truncated": bool(channel_count > cap),
         "recentDays": opts.recent_days,
     }
+
+
+def _metrics_rows(
+    frame: Frame, clock: Clock, listed: ListedChannels, shares: list[float | None], build: list[int]
+) -> list[dict[str, Any]]:
+    """Return the ``channel_metrics`` rows of listed positions ``build`` (ascending), in that order."""
+    if not build:
+        return []
+    at = np.asarray(build, dtype=np.int64)
+    k = int(listed.codes.size)
+    wanted = np.zeros(k, dtype=np.bool_)
+    wanted[at] = True
+    co_watched: list[list[dict[str, Any]]] = [[] for _ in range(k)]
+    rank, partner, count = listed.co_watched
+    take = wanted[rank] if rank.size else np.zeros(0, dtype=np.bool_)
+    for i, code, n in zip(rank[take].tolist(), partner[take].tolist(), count[take].tolist(), strict=True):
+        co_watched[i].append(
+            {"channelId": frame.channel_ids[code], "channelName": channel_name(frame, code), "coSessions": n}
+        )
+    months = listed.months
+    top, n_views, active = listed.codes[at], listed.views[at], months.active[at]
+    end_month = max(clock.month, months.last_month)
+    months_since = end_month - months.first_month[at] + 1
+    first_seen = frame.channel_first_ms[top]
+    columns = zip(
+        top.tolist(),
+        n_views.tolist(),
+        [shares[i] for i in build],
+        listed.first_ms[at].tolist(),
+        listed.last_ms[at].tolist(),
+        first_seen.tolist(),
+        active.tolist(),
+        ratios(n_views, active),
+        ratios(active, months_since),
+        np.argmax(listed.hours[at], axis=1).tolist(),
+        np.argmax(listed.weekdays[at], axis=1).tolist(),
+        (first_seen >= clock.recent_start_ms).tolist(),
+        [co_watched[i] for i in build],
+        strict=True,
+    )
+    return [
+        {
+            "channelId": frame.channel_ids[code],
+            "channelName": channel_name(frame, code),
+            "views": n,
+            "share": share,
+            "firstViewMs": first_ms,
+            "lastViewMs": last_ms,
+            "firstSeenMs": seen_ms,
+            "activeMonths": n_active,
+            "viewsPerActiveMonth": per_active,
+            "loyaltyScore": loyalty,
+            "peakHour": hour,
+            "peakWeekday": weekday,
+            "isNew": is_new,
+            "coWatched": co,
+        }
+        for (
+            code,
+            n,
+            share,
+            first_ms,
+            last_ms,
+            seen_ms,
+            n_active,
+            per_active,
+            loyalty,
+            hour,
+            weekday,
+            is_new,
+            co,
+        ) in columns
+    ]
 
 
 def top_partners(

@@ -35,10 +35,18 @@ TITLES = (
 
 
 def random_views(
-    rng: random.Random, start_ms: int, n: int, *, channels: int = 8, videos: int = 40, prefix: str = "v"
+    rng: random.Random,
+    start_ms: int,
+    n: int,
+    *,
+    channels: int = 8,
+    videos: int = 40,
+    prefix: str = "v",
+    renames: bool = True,
 ) -> list[WatchEvent]:
     """Return ``n`` views after ``start_ms`` (strictly), time-ordered: mostly session-length gaps,
-    sometimes hours, days or weeks; rewatched videos, channel-less, removed, music and Shorts views."""
+    sometimes hours, days or weeks; rewatched videos, channel-less, removed, music and Shorts views.
+    A channel's name is one of three (a rename) with ``renames``, always the same without."""
     out: list[WatchEvent] = []
     at = start_ms
     for _ in range(n):
@@ -61,7 +69,9 @@ def random_views(
                 video_id=f"{prefix}{rng.randrange(videos)}" if rng.random() < 0.95 else None,
                 title=rng.choice(TITLES),
                 channel_id=ch,
-                channel_name=None if ch is None or rng.random() < 0.1 else f"{ch} name {rng.randrange(3)}",
+                channel_name=None
+                if ch is None or rng.random() < 0.1
+                else f"{ch} name {rng.randrange(3) if renames else 0}",
                 product="youtube_music" if rng.random() < 0.2 else "youtube",
                 flags=frozenset({"shorts"}) if rng.random() < 0.1 else frozenset(),
             )
@@ -79,15 +89,16 @@ def random_appends(
     channels: int = 8,
     later_channels: int = 12,
     videos: int = 60,
+    renames: bool = True,
 ) -> tuple[list[list[WatchEvent]], int]:
     """Return a random history and appends to it: a first batch of 0…``first``−1 views after
     ``start_ms`` (``channels`` channels), then ``steps`` batches of 0…``size``−1 views each, every one
     after the previous ones (``later_channels`` channels: new ids join, sorting among the old ones),
-    and the last instant (``start_ms`` when there is no view)."""
-    batches = [random_views(rng, start_ms, rng.randrange(0, first), channels=channels)]
+    and the last instant (``start_ms`` when there is no view). ``renames``: as :func:`random_views`."""
+    batches = [random_views(rng, start_ms, rng.randrange(0, first), channels=channels, renames=renames)]
     last = max([e.watched_at_ms for e in batches[0]], default=start_ms)
     for _ in range(steps):
-        batch = random_views(rng, last, rng.randrange(0, size), channels=later_channels, videos=videos)
+        batch = random_views(rng, last, rng.randrange(0, size), channels=later_channels, videos=videos, renames=renames)
         batches.append(batch)
         last = max([e.watched_at_ms for e in batch], default=last)
     return batches, last

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -105,11 +107,13 @@ def test_registered() -> None:
     max_channels=st.sampled_from((2, 3, 20)),
     gap_minutes=st.sampled_from((30, 180)),
     channels=st.sampled_from((3, 12, 40)),
+    renames=st.booleans(),
 )
 @settings(max_examples=60, deadline=None)
 def test_appends_equal_full_computation(
-    seed: int, steps: int, cap: int, per: int, max_channels: int, gap_minutes: int, channels: int
+    seed: int, steps: int, cap: int, per: int, max_channels: int, gap_minutes: int, channels: int, renames: bool
 ) -> None:
+    """Without renames, rows of channels an append does not touch are carried over from the last render."""
     rng = random.Random(seed)
     options = AggregationOptions(
         channel_metrics_cap=cap,
@@ -118,7 +122,9 @@ def test_appends_equal_full_computation(
         session_gap_ms=gap_minutes * MINUTE,
     )
     start = START - rng.choice((0, 40, 200)) * DAY
-    batches, last = random_appends(rng, start, steps, first=120, channels=channels, later_channels=channels + 4)
+    batches, last = random_appends(
+        rng, start, steps, first=120, channels=channels, later_channels=channels + 4, renames=renames
+    )
     now = last + rng.choice((MINUTE, HOUR, 3 * DAY))
     nows = [now if rng.random() < 0.85 else now + DAY for _ in batches]
     assert assert_appends_match(batches, now_ms=nows, types=[TYPE], options=options, repeat=False) > 0
@@ -360,3 +366,47 @@ def test_a_channel_passes_255_views() -> None:
     assert assert_appends_match(batches, now_ms=[now] * len(batches), types=[TYPE]) > 0
     row = _listed(_final(batches, now), "All|all||")[0]
     assert (row["views"], row["peakHour"]) == (480, 18)
+
+
+def test_rows_of_untouched_channels_follow_a_rename_in_another_base() -> None:
+    """A row kept from the previous render (no appended view of its channel in the base) still takes
+    the channel's new name, given by a view in another base, and its partners' new names."""
+    options = AggregationOptions(co_watched_per_channel=2)
+    batches = [
+        _session(START, ["UC001", "UC002", "UC001", "UC003"]) + _session(START + 2 * HOUR, ["UC002", "UC001"]),
+        _session(START + 4 * HOUR, ["UC003"]),  # renders every youtube row; UC001 and UC002 untouched after
+        # a music view of UC002 under a new name: the youtube base has no appended view of UC002
+        [replace(_view(START + 6 * HOUR, "UC002", music=True), channel_name="UC002 renamed")],
+        _session(START + 8 * HOUR, ["UC003"]),
+    ]
+    now = START + DAY
+    assert assert_appends_match(batches, now_ms=[now] * len(batches), options=options, types=[TYPE]) > 0
+    rows = {r["channelId"]: r for r in _listed(_final(batches, now, options), "All|youtube||")}
+    assert rows["UC002"]["channelName"] == "UC002 renamed"
+    assert {c["channelId"]: c["channelName"] for c in rows["UC001"]["coWatched"]}["UC002"] == "UC002 renamed"
+
+
+def test_an_append_leaves_the_previous_output_unchanged() -> None:
+    """Rows carried over to the next output are copies: the output stored for the previous append keeps
+    its shares (the runner may still be encoding it)."""
+    channels = [f"UC{i:03d}" for i in range(12)]
+    events = [e for i in range(6) for e in _session(START + i * 2 * HOUR, channels[i::3] + channels[: i + 1])]
+    frame = _frame(events)
+    state = DerivedState.cold(frame)
+    zone = load_zone(ZONE)
+    now = START + DAY
+    outputs = []
+    for i in range(3):
+        batch = _session(events[-1].watched_at_ms + HOUR, [channels[i]])  # the other rows are kept
+        grown = extend_frame(frame, build_month_partitions(batch, zone).values())
+        assert grown is not None
+        events.extend(batch)
+        state, frame = state.extended(grown), grown
+        (result,) = compute_from_frame(
+            frame, now_ms=now, time_zone=ZONE, filter_sets=[FilterSet("All", "all")], types=[TYPE], derived=state
+        )
+        outputs.append((result.data, copy.deepcopy(result.data)))
+    for data, snapshot in outputs:
+        assert data == snapshot
+    first, last = ({r["channelId"]: r["share"] for r in data["channels"]} for data, _ in (outputs[1], outputs[2]))
+    assert any(last.get(channel) != share for channel, share in first.items())  # the shares did move

@@ -274,6 +274,11 @@ class ChannelMetricsState:
         self.partner_sessions = partner_sessions
         self.listed = listed
         self.pairs = pairs
+        # rows of the last render by stable code, the clock and month they were rendered for, and
+        # the channels whose row may have changed since (appended views, new partners)
+        self._rows: dict[int, dict[str, Any]] = {}
+        self._rows_for: tuple[int, int, int] | None = None
+        self._touched: set[int] = set()
 
     @classmethod
     def from_slice(cls, view: Slice, codes: StableCodes) -> ChannelMetricsState:
@@ -354,6 +359,7 @@ class ChannelMetricsState:
             new_month = tail.last_seen("channel_month")[has] < tail.window_floor
             np.add.at(self.active, slot[new_month], 1)
             self.histograms.add(slot, tail.hour[has], tail.weekday[has], self.views)
+            self._touched.update(np.unique(c).tolist())
             candidates = np.union1d(self.listed, c)
             order = np.lexsort((codes.channel_code[candidates], -self.views[self.slot_of[candidates]]))
             self.listed = candidates[order[: self.cap]]
@@ -389,6 +395,7 @@ class ChannelMetricsState:
         y = np.concatenate((high, low))
         count = np.concatenate((after, after))
         touched = np.unique(x)
+        self._touched.update(touched.tolist())
         rows = self.slot_of[touched].astype(np.int64)
         held = self.partner[rows].ravel().astype(np.int64)
         keep = held >= 0
@@ -436,7 +443,21 @@ class ChannelMetricsState:
             weekdays=histograms[:, 24:],
             co_watched=co_watched,
         )
-        return channel_metrics_data(ctx, self.size, self.n, listed), "day"
+        # A row depends on its channel's counts and partners, the names, the month (loyalty) and
+        # the recent-days start (isNew); the share, on the slice's views: rows of channels without
+        # appended views or new partners, rendered for the same month and clock without a rename,
+        # are copied with the new share.
+        rows_for = (max(ctx.clock.month, self.last_month), ctx.clock.month, ctx.clock.recent_start_ms)
+        codes = top.tolist()
+        if self._rows_for == rows_for and not ctx.codes.renamed:
+            kept = [None if c in self._touched else self._rows.get(c) for c in codes]
+        else:
+            kept = [None] * len(codes)
+        data = channel_metrics_data(ctx, self.size, self.n, listed, kept)
+        self._rows = dict(zip(codes, data["channels"], strict=True))
+        self._rows_for = rows_for
+        self._touched.clear()
+        return data, "day"
 
     @property
     def nbytes(self) -> int:

@@ -21,6 +21,8 @@ _UNSEEN = -1
 _COMPACT_MIN_PAIRS = 4096
 """Appended (channel, month) counts are merged into the sorted arrays once there are more than this
 many and more than a quarter of the arrays' pairs (amortized: a few merges per doubling)."""
+_SMALL_DICT_BYTES = 224
+"""``sys.getsizeof`` of a dict of 1–5 int entries on CPython 3.11 (estimate of each month dict)."""
 
 
 class ChannelEvolutionState:
@@ -201,8 +203,11 @@ class ChannelEvolutionState:
         """Return the bytes held (arrays; the appended counts' dicts estimated)."""
         arrays = (self.views, self.recent, self.previous, self.first_month, self.top, self.pair_key, self.pair_views)
         held = sum(int(a.nbytes) for a in arrays)
-        dicts = sys.getsizeof(self.added) + sum(sys.getsizeof(per) for per in self.added.values())
-        return held + dicts + 64 * self.added_pairs  # an entry's two ints (the dict slot is in getsizeof)
+        # each channel's month dict estimated at CPython 3.11's size for up to 5 entries (224 bytes;
+        # appends touch few months of a channel) plus 64 bytes per entry (its two ints and slot):
+        # measuring every dict would cost the append more than the rest of this state
+        dicts = sys.getsizeof(self.added) + _SMALL_DICT_BYTES * len(self.added)
+        return held + dicts + 64 * self.added_pairs
 
     def _months(self) -> tuple[int, int] | None:
         if self.month_lo is None or self.month_hi is None:
