@@ -351,8 +351,8 @@ def peak_rss(n: int) -> dict[str, float]:
 
 
 def ratio(full: int, part: int) -> str:
-    """Return ``full / part`` formatted, or "all" when nothing had to be read."""
-    return "none" if part == 0 else f"{full / part:.1f}"
+    """Return ``full / part`` formatted, or "0 read" when nothing had to be read (no finite ratio)."""
+    return "0 read" if part == 0 else f"{full / part:.1f}"
 
 
 def parse_args(argv: list[str]) -> tuple[list[int], bool, int | None]:
@@ -432,7 +432,7 @@ def main(argv: list[str]) -> int:
     print("result of the touched filter bases is rebuilt:")
     print("   ".join(f"{r['n']}: {r['full_cpu'] / floor:.1f}x" for r in rows))
     print()
-    print("A deleted month reads 0 documents: its range is read again and is empty.")
+    print("A deleted month reads 0 documents (read x = 0 read): its range is read again and is empty.")
     print("cacheMiB = the L1 partition cache after the full recompute; (append, delete) at the end of a row =")
     print("the plan each incremental recompute followed; changed s ÷ full = full recompute CPU ÷ encoding the")
     print("changed results.")

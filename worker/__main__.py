@@ -1,4 +1,4 @@
-"""Command line: python -m worker run | import | demo | healthcheck | dead-letters list|retry.
+"""Command line: python -m worker run | import | recompute | demo | healthcheck | dead-letters list|retry.
 
 Exit codes: 0 success (run also after SIGTERM or SIGINT: its graceful stop), 1 runtime failure,
 2 configuration or input error, 128 + the signal's number when another command is interrupted
@@ -74,6 +74,7 @@ from worker.errors import (  # noqa: E402
     printable,
 )
 from worker.logs import configure_logging  # noqa: E402
+from worker.models import MAX_USER_ID_LENGTH, utf16_length  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console(stderr=True, soft_wrap=True)  # one message, one line: never wrapped at 80 columns
@@ -639,7 +640,9 @@ def _positive_seconds(option: str, value: str) -> float:
         number = float(value)
     except ValueError:
         raise _fail(f"{option} {value!r} is not a number (allowed: more than 0 seconds)") from None
-    if not math.isfinite(number) or number <= 0:
+    if not math.isfinite(number):
+        raise _fail(f"{option} {value} is not a finite number (allowed: more than 0 seconds)")
+    if number <= 0:
         raise _fail(f"{option} {value} is out of range (allowed: more than 0 seconds)")
     return number
 
@@ -766,8 +769,8 @@ async def _request_recompute(url: str, admin_key: str, user_id: str) -> int:
 
 def _check_user_id(user_id: str | None) -> None:
     """Refuse a ``--user-id`` that no signed-in user can have (one line, exit 2): empty or blank,
-    with spaces around it (stored as typed, it would name another user), or with a control
-    character (a line break…)."""
+    with spaces around it (stored as typed, it would name another user), with a control
+    character (a line break…), or longer than the deployment accepts (``MAX_USER_ID_LENGTH``)."""
     if user_id is None:
         return
     if not user_id.strip():
@@ -776,6 +779,8 @@ def _check_user_id(user_id: str | None) -> None:
         raise _fail(f"--user-id {printable(repr(user_id))} has spaces around it; pass the identifier alone")
     if printable(user_id) != user_id:
         raise _fail(f"--user-id {printable(repr(user_id))} holds a control character; pass the identifier alone")
+    if (length := utf16_length(user_id)) > MAX_USER_ID_LENGTH:
+        raise _fail(f"--user-id is {length} characters (UTF-16 units); a user id has at most {MAX_USER_ID_LENGTH}")
 
 
 def _warn_unless_token_identifier(user_id: str, consequence: str) -> None:

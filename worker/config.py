@@ -8,7 +8,6 @@ Standard Convex variable names are accepted for the deployment (``CONVEX_URL`` o
 from __future__ import annotations
 
 import difflib
-import math
 import os
 import socket
 import unicodedata
@@ -38,15 +37,6 @@ MAX_WORKER_ID_LENGTH = 256
 length (characters, but for those outside the Basic Multilingual Plane, which count 2):
 ``MAX_WORKER_ID_LENGTH`` in ``convex/worker.ts``, which refuses a longer or empty ``workerId`` at every
 call. ``WORKER_WORKER_ID`` is checked against it at start-up."""
-FLOAT_SETTINGS = (
-    "poll_interval_s",
-    "expiry_check_interval_s",
-    "request_timeout_s",
-    "max_backoff_s",
-    "max_user_s",
-)
-"""The settings that are real numbers; each must be finite (``inf``, ``1e400`` and ``nan`` are refused)."""
-
 ALIASES: Mapping[str, tuple[str, ...]] = {
     "convex_url": (*URL_VARIABLES, "WORKER_CONVEX_URL"),
     "convex_admin_key": (*KEY_VARIABLES, "WORKER_CONVEX_ADMIN_KEY"),
@@ -83,7 +73,9 @@ class Settings(BaseSettings):
             :class:`~worker.errors.ConfigError` that names the missing or invalid variable.
     """
 
-    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore", populate_by_name=True)
+    # allow_inf_nan=False: inf, 1e400 and nan are refused for every real-number setting (an infinite poll
+    # interval or timeout would never fire; nan is no duration at all)
+    model_config = SettingsConfigDict(env_prefix="WORKER_", extra="ignore", populate_by_name=True, allow_inf_nan=False)
 
     convex_url: HttpUrl = Field(
         validation_alias=AliasChoices(*URL_VARIABLES, "convex_url"),
@@ -213,21 +205,6 @@ class Settings(BaseSettings):
     def _lower_case(cls, value: object) -> object:
         """Accept ``DEBUG`` as well as ``debug`` (level and format names are case-insensitive)."""
         return value.lower() if isinstance(value, str) else value
-
-    @field_validator(*FLOAT_SETTINGS, mode="before")
-    @classmethod
-    def _finite(cls, value: object) -> object:
-        """Refuse ``inf``, ``1e400`` (infinite as a float) and ``nan``, which the bounds alone let through
-        (an infinite poll interval or timeout) or report as out of range ("greater than 0" for ``nan``)."""
-        number = value
-        if isinstance(value, str):
-            try:
-                number = float(value.strip(ASCII_WHITESPACE))
-            except ValueError:
-                return value  # not a number at all: the type's own message
-        if isinstance(number, float) and not math.isfinite(number):
-            raise ValueError(f"must be a finite number, got {value}")
-        return value
 
     @field_validator("lease_ms")
     @classmethod

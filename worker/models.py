@@ -68,6 +68,10 @@ MIN_WATCHED_AT_MS: Final = 1_104_537_600_000
 MAX_FUTURE_SKEW_MS: Final = 24 * 60 * 60 * 1000
 """How far past the current time a ``watched_at_ms`` may be (clock skew), in ms: 1 day."""
 
+MAX_USER_ID_LENGTH: Final = 512
+"""Longest user id (token identifier) the deployment's internal functions accept, in UTF-16 code
+units: ``MAX_USER_ID_LENGTH`` of convex/users.ts."""
+
 MAX_FIELD_LENGTH: Final[Mapping[str, int]] = MappingProxyType(
     {"video_id": 64, "title": 1000, "channel_id": 128, "channel_name": 1000}
 )

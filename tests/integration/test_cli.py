@@ -192,7 +192,7 @@ class TestRun:
                 " got 3600001",
             ),
             ("WORKER_WORKER_ID", "w" * 300, "WORKER_WORKER_ID is invalid: must be 1-256 characters, got 300"),
-            ("WORKER_POLL_INTERVAL_S", "inf", "WORKER_POLL_INTERVAL_S is invalid: must be a finite number, got inf"),
+            ("WORKER_POLL_INTERVAL_S", "inf", "WORKER_POLL_INTERVAL_S is invalid: Input should be a finite number"),
         ],
     )
     def test_values_the_deployment_would_refuse_later_exit_2_at_start(
@@ -894,8 +894,8 @@ class TestHealthcheck:
         [
             ("-5", "--max-age-s -5 is out of range (allowed: more than 0 seconds)"),
             ("0", "--max-age-s 0 is out of range (allowed: more than 0 seconds)"),
-            ("nan", "--max-age-s nan is out of range (allowed: more than 0 seconds)"),
-            ("inf", "--max-age-s inf is out of range (allowed: more than 0 seconds)"),
+            ("nan", "--max-age-s nan is not a finite number (allowed: more than 0 seconds)"),
+            ("inf", "--max-age-s inf is not a finite number (allowed: more than 0 seconds)"),
             ("soon", "--max-age-s 'soon' is not a number (allowed: more than 0 seconds)"),
         ],
     )
@@ -1223,10 +1223,10 @@ class TestDeadLetters:
                 "--user-id is empty",
             ),
             (
-                ("list", "--user-id", "x" * 600),
+                ("list", "--user-id", "x" * 513),
                 {"CONVEX_URL": url, "CONVEX_ADMIN_KEY": project_backend.admin_key},
                 2,
-                "INVALID_ARGUMENT: userId must be 1-512 characters",
+                "--user-id is 513 characters (UTF-16 units); a user id has at most 512",
             ),
             (
                 ("list",),

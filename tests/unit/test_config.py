@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from worker.config import (
-    FLOAT_SETTINGS,
     KEY_VARIABLES,
     MAX_LEASE_MS,
     MAX_WORKER_ID_LENGTH,
@@ -44,6 +43,10 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         *(f"WORKER_{name.upper()}" for name in FLOAT_SETTINGS),
     ):
         monkeypatch.delenv(name, raising=False)
+
+
+FLOAT_SETTINGS = tuple(name for name, info in Settings.model_fields.items() if info.annotation is float)
+"""Every real-number setting (each must be finite)."""
 
 
 def deployment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -234,11 +237,6 @@ class TestBackendBounds:
             monkeypatch.setenv("WORKER_WORKER_ID", worker_id)
             assert load_settings().worker_id == worker_id
 
-    def test_every_real_number_setting_is_checked(self) -> None:
-        """FLOAT_SETTINGS names every float setting, so a new one cannot miss the finiteness check."""
-        floats = {name for name, info in Settings.model_fields.items() if info.annotation is float}
-        assert floats == set(FLOAT_SETTINGS)
-
     @pytest.mark.parametrize("name", FLOAT_SETTINGS)
     @pytest.mark.parametrize("value", ["inf", "-inf", "Infinity", "1e400", "nan", " NaN "])
     def test_non_finite_numbers_are_refused(self, monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -247,7 +245,7 @@ class TestBackendBounds:
         variable = f"WORKER_{name.upper()}"
         monkeypatch.setenv(variable, value)
         with pytest.raises(
-            ConfigError, match=f"^{re.escape(f'{variable} is invalid: must be a finite number, got {value}')}$"
+            ConfigError, match=f"^{re.escape(f'{variable} is invalid: Input should be a finite number')}$"
         ):
             load_settings()
         monkeypatch.setenv(variable, "2.5")

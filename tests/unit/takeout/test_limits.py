@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from worker.models import MAX_FIELD_LENGTH, MAX_FUTURE_SKEW_MS, MIN_WATCHED_AT_MS, WatchEvent, view_problem
+from worker.models import (
+    MAX_FIELD_LENGTH,
+    MAX_FUTURE_SKEW_MS,
+    MAX_USER_ID_LENGTH,
+    MIN_WATCHED_AT_MS,
+    WatchEvent,
+    view_problem,
+)
 from worker.takeout import ParseResult, parse_takeout_bytes
 
 CHANNEL = "UCa1b2c3d4e5f6g7h8i9j0kA"
@@ -86,6 +95,13 @@ class TestViewProblem:
         assert MIN_WATCHED_AT_MS == 1_104_537_600_000  # Date.UTC(2005, 0, 1)
         assert MAX_FUTURE_SKEW_MS == 86_400_000
         assert dict(MAX_FIELD_LENGTH) == {"video_id": 64, "title": 1000, "channel_id": 128, "channel_name": 1000}
+
+    def test_user_id_limit_is_the_one_of_convex_users(self) -> None:
+        """The CLI refuses a --user-id the deployment would refuse: the bound of requireUserIdArg."""
+        source = (Path(__file__).resolve().parents[3] / "convex" / "users.ts").read_text(encoding="utf-8")
+        match = re.search(r"^export const MAX_USER_ID_LENGTH = (\d+);$", source, flags=re.MULTILINE)
+        assert match is not None, "MAX_USER_ID_LENGTH not found in convex/users.ts"
+        assert int(match.group(1)) == MAX_USER_ID_LENGTH
 
 
 class TestJsonLimits:
