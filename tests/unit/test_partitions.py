@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.unit.aggregation.incremental_support import spy_states
 from worker.aggregation import compute_aggregations
 from worker.aggregation.derived import DerivedState
 from worker.aggregation.frame import Frame, build_frame
@@ -588,7 +589,9 @@ class TestIncremental:
         assert second.results == from_scratch(source.events, c2, NOW)
 
     @pytest.mark.parametrize("room", [0, 3, 6])
-    def test_incremental_states_are_kept_only_while_they_fit_beside_the_frame(self, room: int) -> None:
+    def test_incremental_states_are_kept_only_while_they_fit_beside_the_frame(
+        self, room: int, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """Appends extend the engine's incremental states when the frame cache has room for them;
         otherwise the states are dropped after the first append (``room`` = 6 frames) or never built
         (3 frames: below ``STATE_BYTES_PER_FRAME_BYTE``), and appends recompute on the kept frame.
@@ -608,24 +611,11 @@ class TestIncremental:
 
         source, rc = warmed(tz, events, delta_max_events=1000, frame_cache_max_bytes=budget)
         last = max(e.watched_at_ms for e in source.events)
-        from worker.aggregation.incremental.counts import KpiState
-
-        builds: list[int] = []
-        real_build = KpiState.from_slice.__func__  # type: ignore[attr-defined]
-
-        def counting_build(cls: type[KpiState], view: Any, codes: Any) -> KpiState:
-            builds.append(1)
-            return real_build(cls, view, codes)  # type: ignore[no-any-return]
-
-        DerivedState.extended = spy  # type: ignore[method-assign]
-        KpiState.from_slice = classmethod(counting_build)  # type: ignore[method-assign,assignment]
-        try:
-            self._append_three(source, rc, tz, last)
-        finally:
-            DerivedState.extended = real  # type: ignore[method-assign]
-            KpiState.from_slice = classmethod(real_build)  # type: ignore[method-assign,assignment]
+        calls = spy_states(monkeypatch, ["kpi"])
+        monkeypatch.setattr(DerivedState, "extended", spy)
+        self._append_three(source, rc, tz, last)
         # built once per filter set at the first append, unless they could not be kept at all
-        assert len(builds) == (0 if room == 3 else len(filter_sets_for(claim(tz, [change(2, "import")]))))
+        assert calls.built["kpi"] == (0 if room == 3 else len(filter_sets_for(claim(tz, [change(2, "import")]))))
         # states held when the 2nd and 3rd appends extended the kept state: only with room for them;
         # with room for 6 frames the 1st append built them before they were found too large
         assert built == (["no", "yes", "yes"] if roomy else ["no", "no", "no"])

@@ -3,17 +3,65 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
+
+import pytest
 
 from worker.aggregation import EAGER_FILTER_SETS, FilterSet, compute_aggregations, compute_from_frame
 from worker.aggregation.derived import DerivedState
 from worker.aggregation.filters import group_by_base
 from worker.aggregation.frame import Frame
+from worker.aggregation.incremental import REGISTRY
+from worker.aggregation.incremental.core import SliceTail
 from worker.aggregation.options import AggregationOptions
 from worker.aggregation.partition import build_month_partitions, extend_frame, merge_partitions
 from worker.aggregation.timeframes import load_zone
 from worker.models import WatchEvent
+
+
+@dataclass
+class StateCalls:
+    """What the incremental states of some types did, per type (a test proves the fast path ran).
+
+    Attributes:
+        built: ``from_slice`` calls.
+        sizes: The slice's appended views at each ``extend`` call, in call order.
+        appended: ``extend`` calls with at least one appended view of the slice.
+        joined: ``extend`` calls whose first appended view continued the slice's last session.
+    """
+
+    built: Counter[str] = field(default_factory=Counter)
+    sizes: defaultdict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    appended: Counter[str] = field(default_factory=Counter)
+    joined: Counter[str] = field(default_factory=Counter)
+
+
+def spy_states(monkeypatch: pytest.MonkeyPatch, types: Iterable[str]) -> StateCalls:
+    """Record the builds and extensions of the states of ``types`` (undone with ``monkeypatch``)."""
+    calls = StateCalls()
+    for name in types:
+        cls = REGISTRY[name]
+        build, extend = cls.from_slice.__func__, cls.extend  # type: ignore[attr-defined]
+
+        def counted_build(
+            state_cls: Any, view: Any, codes: Any, shared: Any = None, _build: Any = build, _name: str = name
+        ) -> Any:
+            calls.built[_name] += 1
+            return _build(state_cls, view, codes, shared)
+
+        def counted_extend(state: Any, tail: SliceTail, _extend: Any = extend, _name: str = name) -> None:
+            calls.sizes[_name].append(tail.n)
+            calls.appended[_name] += 1 if tail.n else 0
+            calls.joined[_name] += 1 if tail.joins_last else 0
+            _extend(state, tail)
+
+        monkeypatch.setattr(cls, "from_slice", classmethod(counted_build))
+        monkeypatch.setattr(cls, "extend", counted_extend)
+    return calls
+
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE

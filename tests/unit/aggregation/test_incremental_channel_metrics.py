@@ -20,6 +20,7 @@ from tests.unit.aggregation.incremental_support import (
     assert_appends_match,
     random_appends,
     random_views,
+    spy_states,
 )
 from worker.aggregation import EAGER_FILTER_SETS, FilterSet, compute_aggregations, compute_from_frame
 from worker.aggregation.derived import DerivedState
@@ -74,27 +75,6 @@ def _final(batches: Sequence[Sequence[WatchEvent]], now_ms: int, options: Aggreg
     )
 
 
-class _Calls:
-    """Counts the state's builds and extensions (the fast path must extend, not rebuild)."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.built = 0
-        self.extended = 0
-        build, extend = ChannelMetricsState.from_slice.__func__, ChannelMetricsState.extend  # type: ignore[attr-defined]
-
-        def counted_build(cls: type[ChannelMetricsState], view: Slice, codes: Any) -> ChannelMetricsState:
-            self.built += 1
-            state: ChannelMetricsState = build(cls, view, codes)
-            return state
-
-        def counted_extend(state: ChannelMetricsState, tail: Any) -> None:
-            self.extended += 1
-            extend(state, tail)
-
-        monkeypatch.setattr(ChannelMetricsState, "from_slice", classmethod(counted_build))
-        monkeypatch.setattr(ChannelMetricsState, "extend", counted_extend)
-
-
 def test_registered() -> None:
     assert REGISTRY[TYPE] is ChannelMetricsState
 
@@ -131,7 +111,7 @@ def test_appends_equal_full_computation(
 
 
 def test_fast_path_extends_the_state(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = _Calls(monkeypatch)
+    calls = spy_states(monkeypatch, [TYPE])
     rng = random.Random(3)
     batches = [random_views(rng, START, 80)]
     for _ in range(3):
@@ -139,8 +119,8 @@ def test_fast_path_extends_the_state(monkeypatch: pytest.MonkeyPatch) -> None:
     now = batches[-1][-1].watched_at_ms + HOUR
     assert_appends_match(batches, now_ms=[now] * 4, types=[TYPE])
     # built at the first append (18 sets), extended at the two next ones
-    assert calls.built == len(EAGER_FILTER_SETS)
-    assert calls.extended == 2 * len(EAGER_FILTER_SETS)
+    assert calls.built[TYPE] == len(EAGER_FILTER_SETS)
+    assert len(calls.sizes[TYPE]) == 2 * len(EAGER_FILTER_SETS)
 
 
 def _frame(events: Sequence[WatchEvent]) -> Frame:
@@ -194,7 +174,8 @@ def test_extended_state_equals_the_state_of_the_whole_slice(seed: int, monkeypat
         fresh_keys = fresh.pairs.counts.keys  # built whole: no side table
         assert kept.pairs.counts.size == fresh_keys.size
         assert kept.pairs.counts.get(fresh_keys).tolist() == fresh.pairs.counts.counts.tolist()
-        assert kept.pairs.last_channels.tolist() == fresh.pairs.last_channels.tolist()
+        assert kept.pairs.last_kept.tolist() == fresh.pairs.last_kept.tolist()
+        assert kept.pairs.last_size == fresh.pairs.last_size
         assert kept.size == fresh.size and kept.listed.tolist() == fresh.listed.tolist()
         present = np.flatnonzero(fresh.slot_of >= 0)
         a, b = kept.slot_of[present], fresh.slot_of[present]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -19,10 +19,10 @@ from tests.unit.aggregation.incremental_support import (
     assert_appends_match,
     random_appends,
     random_views,
+    spy_states,
 )
 from worker.aggregation import EAGER_FILTER_SETS, FilterSet, compute_aggregations
 from worker.aggregation.incremental import REGISTRY
-from worker.aggregation.incremental.core import SliceTail
 from worker.aggregation.incremental.counts import MonthlyTrendState, TopChannelsState
 from worker.aggregation.options import AggregationOptions
 from worker.models import WatchEvent
@@ -51,18 +51,9 @@ def _view(
 
 
 @pytest.fixture
-def appended(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, list[int]]]:
+def appended(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[int]]:
     """Record, per type, the appended slice views of every ``extend`` (proves the fast path ran)."""
-    calls: dict[str, list[int]] = {"monthly_trend": [], "top_channels": []}
-    for name, cls in (("monthly_trend", MonthlyTrendState), ("top_channels", TopChannelsState)):
-        original = cls.extend
-
-        def spy(self: Any, tail: SliceTail, _original: Any = original, _name: str = name) -> None:
-            calls[_name].append(tail.n)
-            _original(self, tail)
-
-        monkeypatch.setattr(cls, "extend", spy)
-    yield calls
+    return spy_states(monkeypatch, ["monthly_trend", "top_channels"]).sizes
 
 
 def _data(events: Sequence[WatchEvent], now: int, fs: FilterSet, name: str, **kw: Any) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -18,12 +19,12 @@ from tests.unit.aggregation.incremental_support import (
     assert_appends_match,
     random_appends,
     random_views,
+    spy_states,
 )
 from worker.aggregation import EAGER_FILTER_SETS, FilterSet, compute_aggregations, compute_from_frame
 from worker.aggregation.derived import DerivedState
 from worker.aggregation.incremental import REGISTRY
-from worker.aggregation.incremental.core import SliceTail
-from worker.aggregation.incremental.engagement import INCREMENTAL, TopicDiscoveryState, TopicEngagementState
+from worker.aggregation.incremental.engagement import TopicDiscoveryState, TopicEngagementState
 from worker.aggregation.options import AggregationOptions
 from worker.aggregation.partition import build_month_partitions, extend_frame, merge_partitions
 from worker.aggregation.timeframes import load_zone
@@ -74,19 +75,9 @@ def topic_row(data: dict[str, Any], slug: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def extended(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+def extended(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Count the extends by appended views of the slice, per type (a test must go through the fast path)."""
-    calls = dict.fromkeys(TYPES, 0)
-    for name, cls in INCREMENTAL.items():
-        original: Callable[[Any, SliceTail], None] = cls.extend  # type: ignore[assignment]
-
-        def wrapped(self: Any, tail: SliceTail, _original: Any = original, _name: str = name) -> None:
-            if tail.n:
-                calls[_name] += 1
-            _original(self, tail)
-
-        monkeypatch.setattr(cls, "extend", wrapped)
-    return calls
+    return spy_states(monkeypatch, TYPES).appended
 
 
 def test_registered() -> None:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.unit.aggregation.incremental_support import DAY, HOUR, MINUTE, assert_appends_match, random_views
+from tests.unit.aggregation.incremental_support import DAY, HOUR, MINUTE, assert_appends_match, random_views, spy_states
 from worker.aggregation import TIMEFRAMES, FilterSet
 from worker.aggregation.incremental import evolution
 from worker.aggregation.incremental.evolution import ChannelEvolutionState
@@ -47,15 +47,8 @@ def spaced(first: int, step: int, channels: Sequence[str | None], *, product: Pr
 
 @pytest.fixture
 def extends(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Count the state's extend calls (each test checks the fast path really ran)."""
-    calls: list[int] = []
-    original = ChannelEvolutionState.extend
-
-    def counted(self: ChannelEvolutionState, tail: object) -> None:
-        calls.append(1)
-        original(self, tail)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(ChannelEvolutionState, "extend", counted)
+    """Record the state's extend calls (each test checks the fast path really ran)."""
+    calls = spy_states(monkeypatch, ["channel_evolution"]).sizes["channel_evolution"]
     yield calls
     assert calls, "the fast path never extended a channel_evolution state"
 

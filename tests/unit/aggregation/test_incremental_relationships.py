@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,18 +13,14 @@ from tests.unit.aggregation.incremental_support import (
     DAY,
     HOUR,
     MINUTE,
-    _frame,
     assert_appends_match,
     random_appends,
-    random_views,
+    spy_states,
 )
 from worker.aggregation import FilterSet
 from worker.aggregation.incremental import REGISTRY
-from worker.aggregation.incremental.core import StableCodes
 from worker.aggregation.incremental.relationships import RelationshipsState
 from worker.aggregation.options import AggregationOptions
-from worker.aggregation.slices import Slice
-from worker.aggregation.timeframes import load_zone, make_clock, resolve_window
 from worker.models import WatchEvent
 
 TYPES = ["channel_relationships"]
@@ -40,17 +35,9 @@ SETS = (
 
 
 @pytest.fixture
-def extends(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Count the appended views the state was extended with (the fast path was taken)."""
-    seen: list[int] = []
-    original = RelationshipsState.extend
-
-    def spy(self: RelationshipsState, tail: object) -> None:
-        seen.append(tail.n)  # type: ignore[attr-defined]
-        original(self, tail)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(RelationshipsState, "extend", spy)
-    yield seen
+def extends(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The appended views of the slice at each extend of the state (the fast path ran when some are > 0)."""
+    return spy_states(monkeypatch, ["channel_relationships"]).sizes["channel_relationships"]
 
 
 def view(at: int, channel: str | None, *, music: bool = False, name: str | None = None) -> WatchEvent:
@@ -188,16 +175,3 @@ def test_channel_less_views_and_sessions(extends: list[int]) -> None:
     batches.append(session(t + 30 * HOUR + 3 * MINUTE, ["UC1", "UC3"]))
     assert check(batches, t + 2 * DAY, options=AggregationOptions(min_co_sessions=1)) > 0
     assert sum(extends) > 0
-
-
-def test_nbytes_counts_the_pairs() -> None:
-    rng = random.Random(5)
-    events = random_views(rng, START, 400, channels=30)
-    frame = _frame(events, "Europe/Berlin")
-    clock = make_clock(START + 400 * DAY, load_zone("Europe/Berlin"), 30)
-    rows = np.arange(frame.size, dtype=np.int64)
-    whole = Slice(frame, rows, rows, clock, resolve_window("All", clock), AggregationOptions(), start=0)
-    pairs = whole.co_sessions.pair_sessions.size
-    assert pairs > 100
-    state = RelationshipsState.from_slice(whole, StableCodes.identity(frame))
-    assert 12 * pairs <= state.nbytes <= 12 * pairs + 8 * len(frame.channel_ids) + 2 * 8 * 50 + 8 * 20 + 1024

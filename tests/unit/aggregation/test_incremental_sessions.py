@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -16,15 +16,17 @@ from tests.unit.aggregation.incremental_support import (
     DAY,
     HOUR,
     MINUTE,
+    StateCalls,
     assert_appends_match,
     random_appends,
     random_views,
+    spy_states,
 )
 from worker.aggregation import EAGER_FILTER_SETS, FilterSet, compute_aggregations
 from worker.aggregation.engine import _BaseViews
 from worker.aggregation.frame import build_frame
 from worker.aggregation.incremental import REGISTRY
-from worker.aggregation.incremental.core import SliceTail, StableCodes
+from worker.aggregation.incremental.core import StableCodes
 from worker.aggregation.incremental.sessions import SessionAnalysisState, SortedInts, ViewingPatternsState
 from worker.aggregation.options import AggregationOptions
 from worker.aggregation.timeframes import load_zone, make_clock, resolve_window
@@ -45,31 +47,9 @@ def _view(at: int, channel: str | None = "UC100", *, video: str = "v", product: 
     )
 
 
-class _Extends:
-    """Every ``extend`` call of the two states during a test: (type, appended views, joins_last)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, int, bool]] = []
-
-    def joined(self, name: str) -> int:
-        return sum(1 for t, n, j in self.calls if t == name and n and j)
-
-    def appended(self, name: str) -> int:
-        return sum(1 for t, n, _ in self.calls if t == name and n)
-
-
 @pytest.fixture
-def extends(monkeypatch: pytest.MonkeyPatch) -> Iterator[_Extends]:
-    record = _Extends()
-    for name, cls in (("session_analysis", SessionAnalysisState), ("viewing_patterns", ViewingPatternsState)):
-        original = cls.extend
-
-        def spy(self: Any, tail: SliceTail, _original: Any = original, _name: str = name) -> None:
-            record.calls.append((_name, tail.n, tail.joins_last))
-            _original(self, tail)
-
-        monkeypatch.setattr(cls, "extend", spy)
-    yield record
+def extends(monkeypatch: pytest.MonkeyPatch) -> StateCalls:
+    return spy_states(monkeypatch, ["session_analysis", "viewing_patterns"])
 
 
 def test_registered() -> None:
@@ -139,7 +119,7 @@ def test_random_appends_equal_full_computation(seed: int, steps: int, options: A
     assert assert_appends_match(batches, now_ms=nows, types=TYPES, options=options) > 0
 
 
-def test_a_continued_last_session_moves_through_the_order_statistics(extends: _Extends) -> None:
+def test_a_continued_last_session_moves_through_the_order_statistics(extends: StateCalls) -> None:
     # sessions of 1, 1, 3 and 3 views; then the last one grows a view at a time past every other one
     # (median, max, binge flag and estimated minutes of that one session change), then new ones follow
     first: list[WatchEvent] = []
@@ -159,7 +139,7 @@ def test_a_continued_last_session_moves_through_the_order_statistics(extends: _E
     batches.append([_view(at + 3 * HOUR + 5 * MINUTE)])  # the new last one continued
     now = at + 5 * HOUR
     assert assert_appends_match(batches, now_ms=[now] * len(batches), types=TYPES) > 0
-    assert extends.joined("session_analysis") >= 7 and extends.joined("viewing_patterns") >= 7
+    assert extends.joined["session_analysis"] >= 7 and extends.joined["viewing_patterns"] >= 7
     whole = compute_aggregations(
         [e for b in batches for e in b],
         now_ms=now,
@@ -171,7 +151,7 @@ def test_a_continued_last_session_moves_through_the_order_statistics(extends: _E
     assert data["sessionCount"] == 6 and data["maxViews"] == 9 and data["medianViews"] == 2.0
 
 
-def test_empty_slices_that_fill(extends: _Extends) -> None:
+def test_empty_slices_that_fill(extends: StateCalls) -> None:
     # no views at all, then only YouTube views (the music base stays empty), then music views
     at = START
     youtube = [_view(at + i * 7 * MINUTE) for i in range(5)]
@@ -180,10 +160,10 @@ def test_empty_slices_that_fill(extends: _Extends) -> None:
     batches: list[list[WatchEvent]] = [[], youtube, [], music, later]
     now = at + 3 * DAY
     assert assert_appends_match(batches, now_ms=[now] * len(batches), types=TYPES) > 0
-    assert extends.appended("session_analysis") > 0 and extends.appended("viewing_patterns") > 0
+    assert extends.appended["session_analysis"] > 0 and extends.appended["viewing_patterns"] > 0
 
 
-def test_a_new_channel_sorting_among_the_old_ones_enters_the_top(extends: _Extends) -> None:
+def test_a_new_channel_sorting_among_the_old_ones_enters_the_top(extends: StateCalls) -> None:
     # six channels with tied counts (the top 5 is a tie), then a channel whose id sorts between
     # theirs overtakes them, then an old one catches up
     at = START
@@ -201,7 +181,7 @@ def test_a_new_channel_sorting_among_the_old_ones_enters_the_top(extends: _Exten
     batches.append([_view(at + i * MINUTE, "UC110") for i in range(12)])
     opts = AggregationOptions(pattern_min_views=1, binge_min_views=3)
     assert assert_appends_match(batches, now_ms=[at + DAY] * len(batches), types=TYPES, options=opts) > 0
-    assert extends.appended("viewing_patterns") > 0
+    assert extends.appended["viewing_patterns"] > 0
 
 
 def _month_batches(rng: random.Random, end_ms: int) -> tuple[list[list[WatchEvent]], int]:
@@ -222,7 +202,7 @@ def _month_batches(rng: random.Random, end_ms: int) -> tuple[list[list[WatchEven
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_appends_across_a_month_start_inside_the_window(seed: int, extends: _Extends) -> None:
+def test_appends_across_a_month_start_inside_the_window(seed: int, extends: StateCalls) -> None:
     # "now" is in December: MTD starts between appended views, and a session crossing the month
     # start is cut there in MTD but not in the longer windows
     rng = random.Random(seed)
@@ -235,7 +215,7 @@ def test_appends_across_a_month_start_inside_the_window(seed: int, extends: _Ext
         )
         > 0
     )
-    assert extends.appended("session_analysis") > 0
+    assert extends.appended["session_analysis"] > 0
 
 
 def test_small_thresholds_and_ties() -> None:
@@ -257,7 +237,7 @@ def test_small_thresholds_and_ties() -> None:
     assert assert_appends_match(batches, now_ms=[last + MINUTE] * len(batches), types=TYPES, options=opts) > 0
 
 
-def test_music_only_base(extends: _Extends) -> None:
+def test_music_only_base(extends: StateCalls) -> None:
     rng = random.Random(5)
     at = START
     batches: list[list[WatchEvent]] = []
@@ -269,7 +249,7 @@ def test_music_only_base(extends: _Extends) -> None:
         batches.append(batch)
     sets: Sequence[FilterSet] = [FilterSet(tf, "youtube_music") for tf in ("MTD", "Last12M", "All")]
     assert assert_appends_match(batches, now_ms=[at + HOUR] * len(batches), filter_sets=sets, types=TYPES) > 0
-    assert extends.joined("session_analysis") > 0
+    assert extends.joined["session_analysis"] > 0
 
 
 def test_states_report_their_memory() -> None:

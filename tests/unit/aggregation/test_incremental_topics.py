@@ -4,7 +4,8 @@ results of the full functions (worker.aggregation.incremental.topics)."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -13,11 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.unit.aggregation.incremental_support import DAY, HOUR, MINUTE, assert_appends_match, random_views
+from tests.unit.aggregation.incremental_support import DAY, HOUR, MINUTE, assert_appends_match, random_views, spy_states
 from worker.aggregation import EAGER_FILTER_SETS, FilterSet
 from worker.aggregation.incremental import REGISTRY
 from worker.aggregation.incremental import topics as inc
-from worker.aggregation.incremental.core import SliceTail
 from worker.aggregation.options import AggregationOptions
 from worker.models import Product, WatchEvent
 
@@ -47,21 +47,9 @@ def _view(at: int, title: str | None, channel: str | None = "UC001", product: Pr
 
 
 @pytest.fixture
-def extends(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, int]]:
+def extends(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     """Count the ``extend`` calls of the states with appended views of their slice (the fast path taken)."""
-    calls = dict.fromkeys(TYPES, 0)
-
-    def counting(name: str, original: Callable[[object, SliceTail], None]) -> Callable[[object, SliceTail], None]:
-        def extend(self: object, tail: SliceTail) -> None:
-            calls[name] += 1 if tail.n else 0
-            original(self, tail)
-
-        return extend
-
-    for name in TYPES:
-        cls = REGISTRY[name]
-        monkeypatch.setattr(cls, "extend", counting(name, cls.extend))
-    yield calls
+    return spy_states(monkeypatch, TYPES).appended
 
 
 def _batches(rng: random.Random, first: int, steps: int, sizes: tuple[int, int]) -> list[list[WatchEvent]]:

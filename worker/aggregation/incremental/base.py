@@ -27,6 +27,7 @@ from worker.aggregation.incremental.core import (
     base_rows_between,
     slice_tail,
 )
+from worker.aggregation.incremental.pairs import SessionPairs, SliceShared
 from worker.aggregation.options import AggregationOptions
 from worker.aggregation.timeframes import Clock, Window
 
@@ -48,7 +49,8 @@ class SliceEntry:
     ``info`` describes the slice at frame epoch ``epoch``; ``tail`` holds the views that epoch's
     append added to it (None when the entry was built from the slice at that epoch), kept so that
     states extended by a later call of the same recompute (the engine is called once per batch of
-    filter sets) see the same tail.
+    filter sets) see the same tail. ``shared`` holds what the states share (the pair counts), as
+    of ``shared.epoch`` (kept equal to ``epoch``).
     """
 
     window: Window
@@ -57,6 +59,10 @@ class SliceEntry:
     tail: SliceTail | None = None
     states: dict[str, tuple[int, IncrementalState]] = field(default_factory=dict)
     outputs: dict[str, tuple[int, Output]] = field(default_factory=dict)
+    shared: SliceShared = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.shared = SliceShared(self.epoch)
 
 
 @dataclass
@@ -86,11 +92,17 @@ class BaseEntry:
 
     @property
     def nbytes(self) -> int:
-        """Return the bytes held by the states (estimates for Python objects)."""
+        """Return the bytes held by the states (estimates for Python objects); pair counts shared by
+        several states count once."""
         total = self.memory.nbytes
+        pairs: dict[int, SessionPairs] = {}
         for s in self.slices.values():
-            total += sum(state.nbytes for _, state in s.states.values())
-        return total
+            for _, state in s.states.values():
+                total += state.nbytes
+                held = getattr(state, "pairs", None)
+                if isinstance(held, SessionPairs):
+                    pairs[id(held)] = held
+        return total + sum(p.nbytes for p in pairs.values())
 
 
 @dataclass
@@ -113,6 +125,7 @@ class BaseRun:
         if s is not None and s.window == window and s.epoch == epoch - 1 and entry.tail is not None:
             s.tail = slice_tail(entry.tail, s.info, window, self.options)
             s.epoch = epoch
+            s.shared.advance(s.tail, epoch)
         elif s is None or s.window != window or s.epoch != epoch:
             s = entry.slices[fs.key] = SliceEntry(window, SliceInfo.of(view()), epoch)
         held = s.states.get(name)
@@ -139,7 +152,7 @@ class BaseRun:
             s.states[name] = (IN_PROGRESS, state)
             state.extend(s.tail)
         else:
-            state = cls.from_slice(view(), self.codes)
+            state = cls.from_slice(view(), self.codes, s.shared)
         s.states[name] = (epoch, state)
         output = state.render(RenderContext(self.frame, self.codes, self.clock, window, self.options))
         s.outputs[name] = (epoch, output)

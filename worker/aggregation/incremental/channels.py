@@ -2,15 +2,16 @@
 
 channel_metrics: per channel of the slice, counts that appended views only add to (views, first
 and last view, first month, active months, hour and weekday histograms) and, per pair of channels,
-the sessions holding both (:class:`PairCounts`), from which each channel's first co-watched partners
+the sessions holding both (:class:`~worker.aggregation.incremental.pairs.SessionPairs`, shared with
+the slice's ``channel_relationships`` state), from which each channel's first co-watched partners
 are kept up to date. The rendering code that turns them into the stored shape is the full
 function's own (``worker.aggregation.channels.channel_metrics_data``).
 
 Memory (default options, the 18 eager sets of a 100k-view synthetic history, 3 775 channels):
 684 612 pair counts (16 bytes each in ``KeyCounts``: 11 MB) and 29 268 channel slots (about 105
 bytes each with the stable-code tables and spare capacity: 3.1 MB), 14 MB in all; at 300k views
-1.2 M pairs (19.5 MB) and 85 314 slots (9.4 MB). ``channel_relationships``' state holds the same
-pair counts (same keys) per slice.
+1.2 M pairs (19.5 MB) and 85 314 slots (9.4 MB). The pair counts are the slice's, counted once for
+both states.
 """
 
 from __future__ import annotations
@@ -24,102 +25,20 @@ from worker.aggregation.common import Output, run_positions, unique_ints
 from worker.aggregation.frame import CodeArray, Int32Array, IntArray
 from worker.aggregation.incremental.core import (
     IncrementalState,
-    KeyCounts,
     RenderContext,
     SliceTail,
     StableCodes,
     grown,
 )
-from worker.aggregation.slices import Slice, _pair_keys, _session_channels
+from worker.aggregation.incremental.pairs import PAIR_BOUND, SessionPairs, SliceShared
+from worker.aggregation.slices import Slice
 
-__all__ = ["INCREMENTAL", "ChannelMetricsState", "Histograms", "PairCounts"]
+__all__ = ["INCREMENTAL", "ChannelMetricsState", "Histograms"]
 
 _OBJECT_BYTES = 256
 """Rough bytes of a state object with its few Python ints (besides its arrays)."""
 _INT64_MAX = int(np.iinfo(np.int64).max)
 _INT32_MAX = int(np.iinfo(np.int32).max)
-_PAIR_BOUND = 1 << 31
-"""Pair key of stable channel codes ``low < high``: ``low * 2^31 + high`` (both < 2^31: fits an int64)."""
-
-
-class PairCounts:
-    """Sessions holding each channel pair of a slice, by pair key of stable channel codes.
-
-    Also the channel list of the slice's last session, the one an append can extend: a session's
-    channels are its first ``max_channels_per_session`` distinct channels by first view, so the
-    appended views of that session can only add channels at the end of its list, and the pairs
-    they add are those of an added channel with an earlier one. Every earlier session is final.
-
-    Attributes:
-        counts: Sessions holding each pair with a shared session, by key ``low * 2^31 + high``
-            (p pairs, 16 bytes each; the key of ``channel_relationships``' state).
-        last_channels: Stable codes of the last session's listed channels (≤ the cap), in order
-            of first view, int64 (empty when the slice is empty or its last session has no channel).
-    """
-
-    __slots__ = ("counts", "last_channels")
-
-    def __init__(self, counts: KeyCounts, last_channels: IntArray) -> None:
-        self.counts = counts
-        self.last_channels = last_channels
-
-    @classmethod
-    def of(cls, view: Slice, codes: StableCodes) -> PairCounts:
-        """Return the pair counts of a whole slice (``view.co_sessions``, in stable codes)."""
-        co = view.co_sessions
-        a, b = codes.stable_channel(co.pair_a), codes.stable_channel(co.pair_b)
-        keys = np.minimum(a, b) * _PAIR_BOUND + np.maximum(a, b)
-        counts = co.pair_sessions
-        if keys.size > 1 and not bool((keys[1:] > keys[:-1]).all()):  # stable codes not in id order
-            order = np.argsort(keys)
-            keys, counts = keys[order], counts[order]
-        last: IntArray = np.zeros(0, dtype=np.int64)
-        if view.n:
-            ch = view.channel[int(view.sessions.starts[-1]) :]
-            ch = ch[ch >= 0]
-            distinct, first = np.unique(ch, return_index=True)
-            last = codes.stable_channel(distinct[np.argsort(first)][: view.options.max_channels_per_session])
-        return cls(KeyCounts(keys, counts), last)
-
-    @classmethod
-    def none(cls) -> PairCounts:
-        """Return the pair counts of an empty slice."""
-        empty = np.zeros(0, dtype=np.int64)
-        return cls(KeyCounts(empty, empty), empty)
-
-    @property
-    def nbytes(self) -> int:
-        """Return the bytes held."""
-        return _OBJECT_BYTES + self.counts.nbytes + int(self.last_channels.nbytes)
-
-    def add(self, tail: SliceTail, cap: int) -> tuple[IntArray, IntArray]:
-        """Count the sessions the appended views add to pairs (``cap`` = ``max_channels_per_session``).
-
-        Returns:
-            The pairs whose count grew (keys, ascending) and their counts after the append, int64.
-        """
-        ch, sid = tail.channel, tail.session - (tail.sessions_before - 1)  # 0 = the slice's last session
-        old = self.last_channels if tail.joins_last else np.zeros(0, dtype=np.int64)
-        if old.size:  # the last session's listed channels come first in it: they stay its first ones
-            ch = np.concatenate((old, ch))
-            sid = np.concatenate((np.zeros(old.size, dtype=np.int64), sid))
-        number, kept, sizes = _session_channels(ch, sid.astype(np.int32), tail.base.codes.channels, cap)
-        kept_sizes = np.minimum(sizes, cap)
-        keys = _pair_keys(kept.astype(np.int64), kept_sizes, _PAIR_BOUND, np.int64)
-        if old.size > 1:  # the pairs the last session already had were counted
-            first = int(kept_sizes[0]) * (int(kept_sizes[0]) - 1) // 2
-            counted = np.isin(keys[:first], _pair_keys(old, np.array([old.size]), _PAIR_BOUND, np.int64))
-            keys = np.delete(keys, np.flatnonzero(counted))
-        last_session = int(sid[-1])
-        if number.size and int(number[-1]) == last_session:
-            self.last_channels = kept[kept.size - int(kept_sizes[-1]) :].astype(np.int64)
-        else:
-            self.last_channels = np.zeros(0, dtype=np.int64)
-        if keys.size == 0:
-            empty = np.zeros(0, dtype=np.int64)
-            return empty, empty
-        changed, added = np.unique(keys, return_counts=True)
-        return changed, self.counts.add(changed, added) + added
 
 
 _NARROW_MAX = 255
@@ -212,7 +131,8 @@ class ChannelMetricsState:
     ones with appended views), and a channel's first partners the first of (its previous ones ∪ the
     partners whose pair count grew), each by the same order; a channel's partners are kept whether
     or not it is listed, so one entering the list has them at hand. The pair counts
-    (:class:`PairCounts`) give the count of a pair that grew.
+    (:class:`~worker.aggregation.incremental.pairs.SessionPairs`, the slice's) give the count of a
+    pair that grew.
 
     Per slot arrays have a capacity (grown by an eighth when full); ``slot_of`` maps stable channel codes
     to slots (−1: no view in the slice).
@@ -222,7 +142,6 @@ class ChannelMetricsState:
         self,
         *,
         cap: int,
-        max_channels: int,
         n: int,
         last_month: int,
         slot_of: Int32Array,
@@ -236,13 +155,12 @@ class ChannelMetricsState:
         partner: Int32Array,
         partner_sessions: Int32Array,
         listed: IntArray,
-        pairs: PairCounts | None,
+        pairs: SessionPairs | None,
     ) -> None:
         """Build from its parts.
 
         Args:
             cap: ``channel_metrics_cap``.
-            max_channels: ``max_channels_per_session``.
             n: Views of the slice.
             last_month: Latest local month index of its views (−2³¹ when empty).
             slot_of: Slot of each stable channel code, −1 for none (≥ C,), int32.
@@ -256,10 +174,10 @@ class ChannelMetricsState:
             partner: Stable codes of each slot's first partners, −1 padded (capacity, per), int32.
             partner_sessions: Their coSessions (capacity, per), int32.
             listed: Stable codes of the listed channels, in list order (≤ cap,), int64.
-            pairs: The pair counts (None when no partner is listed: ``co_watched_per_channel`` 0).
+            pairs: The slice's pair counts, shared (None when no partner is listed:
+                ``co_watched_per_channel`` 0).
         """
         self.cap = cap
-        self.max_channels = max_channels
         self.n = n
         self.last_month = last_month
         self.slot_of = slot_of
@@ -281,7 +199,7 @@ class ChannelMetricsState:
         self._touched: set[int] = set()
 
     @classmethod
-    def from_slice(cls, view: Slice, codes: StableCodes) -> ChannelMetricsState:
+    def from_slice(cls, view: Slice, codes: StableCodes, shared: SliceShared | None = None) -> ChannelMetricsState:
         """Build the state of the whole slice."""
         opts = view.options
         per = opts.co_watched_per_channel
@@ -311,18 +229,16 @@ class ChannelMetricsState:
         partner = np.full((size, per), -1, dtype=np.int32)
         partner_sessions = np.zeros((size, per), dtype=np.int32)
         pairs = None
+        if per:
+            pairs = (shared or SliceShared(0)).pairs_of(view, codes)
         if per and size:
             co = view.co_sessions
             slot, partner_code, count = top_partners(co.pair_a, co.pair_b, co.pair_sessions, slot_of_code, size, per)
             place = run_positions(slot)
             partner[slot, place] = codes.stable_channel(partner_code)
             partner_sessions[slot, place] = count
-            pairs = PairCounts.of(view, codes)
-        elif per:
-            pairs = PairCounts.none()
         return cls(
             cap=opts.channel_metrics_cap,
-            max_channels=opts.max_channels_per_session,
             n=view.n,
             last_month=int(view.month.max()) if view.n else -(2**31),
             slot_of=slot_of,
@@ -364,9 +280,9 @@ class ChannelMetricsState:
             order = np.lexsort((codes.channel_code[candidates], -self.views[self.slot_of[candidates]]))
             self.listed = candidates[order[: self.cap]]
         if self.pairs is not None:
-            changed, after = self.pairs.add(tail, self.max_channels)
-            if changed.size:
-                self._update_partners(changed, after, codes.channel_code)
+            delta = self.pairs.add(tail)
+            if delta.keys.size:
+                self._update_partners(delta.keys, delta.after, codes.channel_code)
 
     def _slots(self, channels: IntArray, n_channels: int) -> IntArray:
         """Return the slots of stable channel codes (int64), giving the channels without one the next ones."""
@@ -390,7 +306,7 @@ class ChannelMetricsState:
     def _update_partners(self, changed: IntArray, after: IntArray, channel_code: IntArray) -> None:
         """Merge the pairs whose count grew (keys ascending, counts after) into both sides' first partners."""
         per = self.partner.shape[1]
-        low, high = changed // _PAIR_BOUND, changed % _PAIR_BOUND
+        low, high = changed // PAIR_BOUND, changed % PAIR_BOUND
         x = np.concatenate((low, high))
         y = np.concatenate((high, low))
         count = np.concatenate((after, after))
@@ -461,7 +377,7 @@ class ChannelMetricsState:
 
     @property
     def nbytes(self) -> int:
-        """Return the bytes held."""
+        """Return the bytes held (not the pair counts: the slice's, counted with it)."""
         arrays: tuple[CodeArray, ...] = (
             self.slot_of,
             self.views,
@@ -473,8 +389,7 @@ class ChannelMetricsState:
             self.partner_sessions,
             self.listed,
         )
-        pairs = self.pairs.nbytes if self.pairs is not None else 0
-        return _OBJECT_BYTES + sum(int(a.nbytes) for a in arrays) + self.histograms.nbytes + pairs
+        return _OBJECT_BYTES + sum(int(a.nbytes) for a in arrays) + self.histograms.nbytes
 
 
 INCREMENTAL: dict[str, type[IncrementalState]] = {"channel_metrics": ChannelMetricsState}

@@ -38,6 +38,7 @@ from worker.aggregation.timeframes import Clock, Window
 if TYPE_CHECKING:
     from worker.aggregation.common import Output
     from worker.aggregation.filters import FilterSet
+    from worker.aggregation.incremental.pairs import SliceShared
     from worker.aggregation.slices import Slice
 
 __all__ = [
@@ -706,8 +707,12 @@ class IncrementalState(Protocol):
     """Incremental implementation of one aggregation type for one slice (see the module docstring)."""
 
     @classmethod
-    def from_slice(cls: type[_State], view: Slice, codes: StableCodes) -> _State:
-        """Build the state of the whole slice (frame codes of ``view`` translate through ``codes``)."""
+    def from_slice(cls: type[_State], view: Slice, codes: StableCodes, shared: SliceShared | None = None) -> _State:
+        """Build the state of the whole slice (frame codes of ``view`` translate through ``codes``).
+
+        ``shared``: what the slice's states share (its pair counts), kept with the slice; None for
+        a state of its own (tests).
+        """
         ...
 
     def extend(self, tail: SliceTail) -> None:

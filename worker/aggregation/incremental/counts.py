@@ -17,6 +17,7 @@ from worker.aggregation.counts import (
 )
 from worker.aggregation.frame import IntArray
 from worker.aggregation.incremental.core import IncrementalState, RenderContext, SliceTail, StableCodes, grown
+from worker.aggregation.incremental.pairs import SliceShared
 from worker.aggregation.slices import Slice
 
 __all__ = ["INCREMENTAL", "KpiState", "HeatmapState", "MonthlyTrendState", "TopChannelsState"]
@@ -39,7 +40,7 @@ class KpiState:
         self.period_views = period_views
 
     @classmethod
-    def from_slice(cls, view: Slice, codes: StableCodes) -> KpiState:
+    def from_slice(cls, view: Slice, codes: StableCodes, shared: SliceShared | None = None) -> KpiState:
         """Build the state of the whole slice."""
         data, _ = _full_kpi(view)
         counts = {
@@ -109,7 +110,7 @@ class HeatmapState:
         self.views = views
 
     @classmethod
-    def from_slice(cls, view: Slice, codes: StableCodes) -> HeatmapState:
+    def from_slice(cls, view: Slice, codes: StableCodes, shared: SliceShared | None = None) -> HeatmapState:
         """Build the state of the whole slice."""
         cell = view.weekday.astype(np.intp) * 24 + view.hour
         return cls(np.bincount(cell, minlength=168).astype(np.int64), view.n)
@@ -149,7 +150,7 @@ class MonthlyTrendState:
         self.channels = channels
 
     @classmethod
-    def from_slice(cls, view: Slice, codes: StableCodes) -> MonthlyTrendState:
+    def from_slice(cls, view: Slice, codes: StableCodes, shared: SliceShared | None = None) -> MonthlyTrendState:
         """Build the state of the whole slice (distinct counts do not depend on the codes)."""
         if view.n == 0:
             empty = np.zeros(0, dtype=np.int64)
@@ -235,7 +236,7 @@ class TopChannelsState:
         self.cap = cap
 
     @classmethod
-    def from_slice(cls, view: Slice, codes: StableCodes) -> TopChannelsState:
+    def from_slice(cls, view: Slice, codes: StableCodes, shared: SliceShared | None = None) -> TopChannelsState:
         """Build the state of the whole slice."""
         per_code = view.channel_views
         views = np.zeros(codes.channels, dtype=np.int64)

@@ -13,6 +13,7 @@ import numpy as np
 from worker.aggregation.common import Output, code_counts
 from worker.aggregation.frame import IntArray
 from worker.aggregation.incremental.core import IncrementalState, RenderContext, SliceTail, StableCodes
+from worker.aggregation.incremental.pairs import SliceShared
 from worker.aggregation.options import AggregationOptions
 from worker.aggregation.slices import Slice
 from worker.aggregation.topics import (
@@ -77,7 +78,7 @@ class TopicEngagementState:
         self.options = options
 
     @classmethod
-    def from_slice(cls, view: Slice, codes: StableCodes) -> TopicEngagementState:
+    def from_slice(cls, view: Slice, codes: StableCodes, shared: SliceShared | None = None) -> TopicEngagementState:
         """Build the state of the whole slice (no codes kept: distinct counts come from ``LastSeen``)."""
         counts = engagement_counts(view)
         k = counts.shape[1]
@@ -167,7 +168,7 @@ class TopicDiscoveryState:
         self.recent_start_ms = recent_start_ms
 
     @classmethod
-    def from_slice(cls, view: Slice, codes: StableCodes) -> TopicDiscoveryState:
+    def from_slice(cls, view: Slice, codes: StableCodes, shared: SliceShared | None = None) -> TopicDiscoveryState:
         """Build the state of the whole slice (no codes kept: distinct counts come from ``LastSeen``)."""
         return cls(discovery_counts(view), int(view.clock.recent_start_ms))
 

@@ -10,6 +10,7 @@ from worker.aggregation.channels import channel_evolution_data, recent_windows
 from worker.aggregation.common import MonthAxis, Output, month_axis
 from worker.aggregation.frame import Int32Array, IntArray
 from worker.aggregation.incremental.core import IncrementalState, RenderContext, SliceTail, StableCodes, grown
+from worker.aggregation.incremental.pairs import SliceShared
 from worker.aggregation.slices import Slice
 
 __all__ = ["INCREMENTAL", "ChannelEvolutionState"]
@@ -78,7 +79,7 @@ class ChannelEvolutionState:
         self.trend_ratio = trend_ratio
 
     @classmethod
-    def from_slice(cls, view: Slice, codes: StableCodes) -> ChannelEvolutionState:
+    def from_slice(cls, view: Slice, codes: StableCodes, shared: SliceShared | None = None) -> ChannelEvolutionState:
         """Build the state of the whole slice."""
         opts = view.options
         n_channels = codes.channels

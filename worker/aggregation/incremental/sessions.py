@@ -15,6 +15,7 @@ import numpy as np
 from worker.aggregation.common import Output, unique_ints
 from worker.aggregation.frame import IntArray
 from worker.aggregation.incremental.core import IncrementalState, RenderContext, SliceTail, StableCodes, grown
+from worker.aggregation.incremental.pairs import SliceShared
 from worker.aggregation.sessions import (
     LOYALIST_TOP_CHANNELS,
     OrderStats,
@@ -192,7 +193,7 @@ class SessionAnalysisState:
         self.by_hour: IntArray = np.bincount(hours, minlength=24).astype(np.int64)
 
     @classmethod
-    def from_slice(cls, view: Slice, codes: StableCodes) -> SessionAnalysisState:
+    def from_slice(cls, view: Slice, codes: StableCodes, shared: SliceShared | None = None) -> SessionAnalysisState:
         """Build the state of the whole slice."""
         return cls(view)
 
@@ -259,7 +260,7 @@ class ViewingPatternsState:
         self.top: IntArray = codes.stable_channel(view.channel_ranking[:LOYALIST_TOP_CHANNELS])
 
     @classmethod
-    def from_slice(cls, view: Slice, codes: StableCodes) -> ViewingPatternsState:
+    def from_slice(cls, view: Slice, codes: StableCodes, shared: SliceShared | None = None) -> ViewingPatternsState:
         """Build the state of the whole slice."""
         return cls(view, codes)
 

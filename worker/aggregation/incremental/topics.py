@@ -15,6 +15,7 @@ from worker.aggregation.channels import recent_windows
 from worker.aggregation.common import MonthAxis, Output, code_counts, month_axis
 from worker.aggregation.frame import CodeArray, IntArray
 from worker.aggregation.incremental.core import IncrementalState, RenderContext, SliceTail, StableCodes
+from worker.aggregation.incremental.pairs import SliceShared
 from worker.aggregation.slices import Slice
 from worker.aggregation.topics import (
     leaderboard_windows,
@@ -51,7 +52,7 @@ class TopicsLeaderboardState:
         self.windows = windows
 
     @classmethod
-    def from_slice(cls, view: Slice, codes: StableCodes) -> TopicsLeaderboardState:
+    def from_slice(cls, view: Slice, codes: StableCodes, shared: SliceShared | None = None) -> TopicsLeaderboardState:
         """Build the state of the whole slice (one pass over the slice and the base)."""
         k = len(view.frame.topic_slugs)
         windows = leaderboard_windows(view.window, view.clock)
@@ -201,7 +202,7 @@ class TopicEvolutionState:
         self.windows = windows
 
     @classmethod
-    def from_slice(cls, view: Slice, codes: StableCodes) -> TopicEvolutionState:
+    def from_slice(cls, view: Slice, codes: StableCodes, shared: SliceShared | None = None) -> TopicEvolutionState:
         """Build the state of the whole slice (one pass over the slice and the base)."""
         windows = recent_windows(view)
         recent, previous = _trend_counts(view.base_month, view.base_topic, windows, len(view.frame.topic_slugs))
@@ -251,7 +252,7 @@ class TopicDiversityState:
         self.months = months
 
     @classmethod
-    def from_slice(cls, view: Slice, codes: StableCodes) -> TopicDiversityState:
+    def from_slice(cls, view: Slice, codes: StableCodes, shared: SliceShared | None = None) -> TopicDiversityState:
         """Build the state of the whole slice (one pass)."""
         return cls(MonthTopicCounts.of(view))
 
