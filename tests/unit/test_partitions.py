@@ -46,7 +46,7 @@ from worker.partitions import (
     plan_recompute,
     read_ranges,
 )
-from worker.recompute import FrameCache, Recomputer, filter_sets_for, result_to_convex
+from worker.recompute import STATE_BYTES_PER_FRAME_BYTE, FrameCache, Recomputer, filter_sets_for, result_to_convex
 
 DAY = 86_400_000
 BASE = 1_672_531_200_000  # 2023-01-01T00:00Z
@@ -588,19 +588,21 @@ class TestIncremental:
         assert second.events_read == source.read == (30 if delta else len(in_months))
         assert second.results == from_scratch(source.events, c2, NOW)
 
-    @pytest.mark.parametrize("room", [0, 3, 6])
+    @pytest.mark.parametrize("room", [0, STATE_BYTES_PER_FRAME_BYTE, 6])
     def test_incremental_states_are_kept_only_while_they_fit_beside_the_frame(
         self, room: int, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Appends extend the engine's incremental states when the frame cache has room for them;
         otherwise the states are dropped after the first append (``room`` = 6 frames) or never built
-        (3 frames: below ``STATE_BYTES_PER_FRAME_BYTE``), and appends recompute on the kept frame.
-        The results are the same either way."""
+        (a byte short of ``STATE_BYTES_PER_FRAME_BYTE`` frames), and appends recompute on the kept
+        frame. The results are the same either way."""
         tz = "Europe/Berlin"
         events = history(600, 5)
         frame_bytes = frame_nbytes(build_frame(events, load_zone(tz)))
         roomy = room == 0
-        budget = 64 * 1024 * 1024 if roomy else room * frame_bytes  # room for the frame and its pairs only
+        never = room == STATE_BYTES_PER_FRAME_BYTE
+        # room for the frame and its session pairs only
+        budget = 64 * 1024 * 1024 if roomy else room * frame_bytes - (1 if never else 0)
         built: list[str] = []
         real = DerivedState.extended
 
@@ -615,7 +617,7 @@ class TestIncremental:
         monkeypatch.setattr(DerivedState, "extended", spy)
         self._append_three(source, rc, tz, last)
         # built once per filter set at the first append, unless they could not be kept at all
-        assert calls.built["kpi"] == (0 if room == 3 else len(filter_sets_for(claim(tz, [change(2, "import")]))))
+        assert calls.built["kpi"] == (0 if never else len(filter_sets_for(claim(tz, [change(2, "import")]))))
         # states held when the 2nd and 3rd appends extended the kept state: only with room for them;
         # with room for 6 frames the 1st append built them before they were found too large
         assert built == (["no", "yes", "yes"] if roomy else ["no", "no", "no"])
