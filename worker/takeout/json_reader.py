@@ -62,6 +62,20 @@ class _EntryError(Exception):
         self.reason = reason
 
 
+def json_int(literal: str) -> int | float:
+    """Return the value of a JSON integer literal (``json.loads``' ``parse_int``).
+
+    A literal longer than Python converts to ``int`` (``sys.get_int_max_str_digits``: 4300 digits
+    by default) becomes an infinite float instead of raising a ``ValueError`` that names neither the
+    file nor the entry. No Takeout field is a number, so only its type matters: a field that must
+    be a string or an array still rejects its entry, and an unknown field is ignored as before.
+    """
+    try:
+        return int(literal)
+    except ValueError:
+        return float("-inf") if literal.startswith("-") else float("inf")
+
+
 def json_type(value: object) -> str:
     """Name the JSON type of a decoded value as the file spells it, for messages.
 
@@ -295,7 +309,7 @@ def parse_json_text(text: str, *, name: str, now_ms: int) -> ParseResult:
             that is not an array, or entries of an unknown layout.
     """
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_int=json_int)
     except json.JSONDecodeError as exc:
         raise TakeoutFormatError(
             name,

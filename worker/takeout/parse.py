@@ -19,7 +19,7 @@ from typing import IO, Final
 from worker.errors import plural, printable, shorten
 from worker.takeout.errors import TakeoutFormatError
 from worker.takeout.html_reader import parse_html_text
-from worker.takeout.json_reader import json_type, parse_json_text
+from worker.takeout.json_reader import json_int, json_type, parse_json_text
 from worker.takeout.result import ParseResult
 
 _ZIP_MAGIC: Final = b"PK\x03\x04"
@@ -57,7 +57,7 @@ def _parse_text(text: str, name: str, now_ms: int) -> ParseResult:
 def _json_scalar_kind(text: str) -> str | None:
     """Return "null", "boolean", "number" or "string" when ``text`` is one JSON scalar, else None."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_int=json_int)
     except ValueError:
         return None
     return json_type(value)

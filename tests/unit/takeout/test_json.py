@@ -410,6 +410,7 @@ class TestWholeFileErrors:
             (b"null\n", "array of records at the top level, got a JSON null"),
             (b'"just a string"', "got a JSON string"),
             (b"42", "got a JSON number"),
+            (b"9" * 5000, "got a JSON number"),  # longer than Python converts to int
             (b"true", "got a JSON boolean"),
             (b"", "empty"),
             (b"\xff\xfe[\x00", "UTF-8"),
@@ -422,6 +423,17 @@ class TestWholeFileErrors:
         """Whole-file problems raise TakeoutFormatError with a clear message."""
         with pytest.raises(TakeoutFormatError, match=fragment):
             parse_takeout_bytes(data, name="f")
+
+    def test_integer_longer_than_python_converts_is_just_a_number(self) -> None:
+        """A 5000-digit integer (Python refuses int() past 4300) is a JSON number like any other: in a
+        field no one reads it is ignored, where a string belongs it rejects its entry only."""
+        big = "9" * 5000
+        unused = json.dumps([record(), record()]).replace('"products"', f'"extra": -{big}, "products"', 1)
+        assert len(parse_takeout_bytes(unused.encode(), name="f").views) == 2
+        in_title = json.dumps([record(), record()]).replace('"title": "Watched', f'"title": {big}, "t": "', 1)
+        result = parse_takeout_bytes(in_title.encode(), name="f")
+        assert len(result.views) == 1
+        assert result.rejected == [Rejection(0, "title", "expected a string, got a JSON number")]
 
     def test_empty_array_is_an_empty_history(self) -> None:
         """'[]' is a valid export with no entries."""
