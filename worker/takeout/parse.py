@@ -110,13 +110,21 @@ class _Candidate:
 
     info: zipfile.ZipInfo
     has_records: bool
+    named_history: bool
     in_my_activity: bool
     is_json: bool
 
-    def rank(self) -> tuple[bool, bool, bool, int, str]:
+    def rank(self) -> tuple[bool, bool, bool, bool, int, str]:
         """Sort key, best first: see :func:`_parse_zip`."""
         name = self.info.filename
-        return (not self.has_records, self.in_my_activity, not self.is_json, -self.info.file_size, name)
+        return (
+            not self.has_records,
+            not self.named_history,
+            self.in_my_activity,
+            not self.is_json,
+            -self.info.file_size,
+            name,
+        )
 
 
 def _scan_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[bool, bool]:
@@ -211,7 +219,13 @@ def _candidate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> _C
     if not has_records and stem not in _HISTORY_FILE_STEMS:
         return None
     in_my_activity = "my activity" in lower or "myactivity" in lower
-    return _Candidate(info, has_records=has_records, in_my_activity=in_my_activity, is_json=is_json)
+    return _Candidate(
+        info,
+        has_records=has_records,
+        named_history=stem in _HISTORY_FILE_STEMS,
+        in_my_activity=in_my_activity,
+        is_json=is_json,
+    )
 
 
 def _mib(size: int) -> str:
@@ -258,9 +272,11 @@ def _parse_zip(source: IO[bytes], name: str, now_ms: int) -> ParseResult:
     its watch history alone.
 
     When several members are candidates (:func:`_candidate`), the choice is deterministic: a member
-    whose content holds watch records before one found only by its name; the YouTube history file
-    before ``My Activity`` (which mixes searches, likes…); JSON before HTML; the larger file
-    (uncompressed) first; then the path in code-point order. The result names the member read in
+    whose content holds watch records before one found only by its name; a file with a documented
+    name of the watch-history file (``watch-history.json``…) before any other (a copy saved under
+    another name, a stray file); the YouTube history file before ``My Activity`` (which mixes
+    searches, likes…); JSON before HTML; the larger file (uncompressed) first; then the path in
+    code-point order. The result names the member read in
     :attr:`ParseResult.member` and lists the others in a note.
 
     Raises:
@@ -331,8 +347,9 @@ def parse_takeout_bytes(data: bytes, *, name: str, now_ms: int | None = None) ->
     Accepted: the My Activity JSON array, the legacy 2016 ``youtube#playlistItem`` JSON array, the
     HTML page (or a fragment of its records), and a Takeout ``.zip`` archive holding one of those
     (found by content, whatever the localized file name, or by a documented file name; with several
-    candidates the YouTube history file is preferred over ``My Activity``, JSON over HTML, the
-    larger over the smaller, and the member read is named in ``member`` and the others in a note).
+    candidates a documented file name is preferred over any other, the YouTube history file over
+    ``My Activity``, JSON over HTML, the larger over the smaller, and the member read is named in
+    ``member`` and the others in a note).
     Text must be UTF-8 (a BOM is allowed).
 
     Views are held to the backend's input limits (``worker.models.view_problem``): empty strings

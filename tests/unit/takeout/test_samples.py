@@ -268,3 +268,17 @@ class TestSeveralCandidates:
         result = parse_takeout_bytes(zip_of(dict(reversed(members.items()))), name="t.zip")
         assert result.member is not None and result.member.startswith(f"Takeout-{chosen}/")
         assert result.total_entries == max(sizes) and "ignored: Takeout-" in result.notes[0]
+
+    @pytest.mark.parametrize("stray", ["backup/old-copy.json", "../../evil.json", "Takeout/notes.json"])
+    def test_the_documented_file_name_wins_over_a_larger_stray_history(self, stray: str) -> None:
+        """A larger JSON history under another name (a copy, a member outside Takeout's folders) is
+        listed as ignored; the file named watch-history.json is read."""
+        entry = (
+            '{"header": "YouTube", "title": "Watched T", "titleUrl": "https://www.youtube.com/watch?v\\u003d'
+            'Qx7Lm2Np9Ta", "time": "2024-01-05T22:15:32Z"}'
+        )
+        real = f"{HISTORY_DIR}/watch-history.json"
+        members = {real: f"[{entry}]".encode(), stray: ("[" + ",".join([entry] * 50) + "]").encode()}
+        result = parse_takeout_bytes(zip_of(members), name="t.zip")
+        assert result.member == real and result.total_entries == 1
+        assert result.notes[0].endswith(f"ignored: {stray}")
