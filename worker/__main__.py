@@ -224,9 +224,7 @@ async def _run_worker(settings: Settings) -> int:
     async with ConvexGateway(
         str(settings.convex_url),
         admin_key=settings.convex_admin_key.get_secret_value(),
-        timeout_s=settings.request_timeout_s,
-        max_attempts=settings.max_attempts,
-        max_backoff_s=settings.max_backoff_s,
+        **_gateway_options(settings),
     ) as gateway:
         runner = Runner(settings, gateway)
         runner.install_signal_handlers()  # before anything slow: SIGTERM during start-up still exits 0
@@ -326,8 +324,11 @@ async def _import(
     admin_key: str | None,
     token: str | None,
     user_id: str | None,
+    calls: dict[str, Any],
 ) -> Any:
     """Upload the views of ``parsed`` (from :func:`_parse_file`, read before the event loop) and print the summary.
+
+    ``calls``: the gateway's per-call settings (:func:`_gateway_options`).
 
     Raises:
         ImportInterruptedError: on cancellation, saying whether a batch was in flight, and what is committed.
@@ -340,7 +341,7 @@ async def _import(
 
     summary = None
     try:
-        async with ConvexGateway(url, admin_key=admin_key if user_id else None, user_token=token) as gateway:
+        async with ConvexGateway(url, admin_key=admin_key if user_id else None, user_token=token, **calls) as gateway:
             with Progress(
                 TextColumn("importing"),
                 BarColumn(),
@@ -382,6 +383,7 @@ def import_(
 ) -> None:
     """Import a Google Takeout watch history into Convex (idempotent: a re-import adds nothing)."""
     url = _deployment_url(url)
+    calls = _call_settings()
     _check_user_id(user_id)
     if user_id and token:
         raise _fail(
@@ -408,7 +410,11 @@ def import_(
     except _Interrupted as exc:
         raise exc.exit("import", when=f"while reading {file}", detail=NOTHING_SENT) from None
     try:
-        asyncio.run(_cancel_on_signals(_import(file, parsed, url, admin_key=admin_key, token=token, user_id=user_id)))
+        asyncio.run(
+            _cancel_on_signals(
+                _import(file, parsed, url, admin_key=admin_key, token=token, user_id=user_id, calls=calls)
+            )
+        )
     except _Interrupted as exc:
         raise exc.exit("import") from None
     except ImportFailedError as exc:
@@ -424,21 +430,22 @@ async def _demo(file: Path, parsed: Any, settings: Settings, token: str, *, time
     from worker.gateway import ConvexGateway
     from worker.runner import Runner
 
-    async with ConvexGateway(str(settings.convex_url), user_token=token) as user_gateway:
+    calls = _gateway_options(settings)
+    async with ConvexGateway(str(settings.convex_url), user_token=token, **calls) as user_gateway:
         await user_gateway.mutation("settings:setTimeZone", {"timeZone": time_zone})
     console.print(f"user time zone: {time_zone}")
     started = time.perf_counter()
-    await _import(file, parsed, str(settings.convex_url), admin_key=None, token=token, user_id=None)
+    await _import(file, parsed, str(settings.convex_url), admin_key=None, token=token, user_id=None, calls=calls)
     import_s = time.perf_counter() - started
     async with ConvexGateway(
-        str(settings.convex_url), admin_key=settings.convex_admin_key.get_secret_value()
+        str(settings.convex_url), admin_key=settings.convex_admin_key.get_secret_value(), **calls
     ) as gateway:
         await gateway.validate_credentials()
         runner = Runner(settings, gateway)
         started = time.perf_counter()
         stats = await runner.run_until_idle()
         worker_s = time.perf_counter() - started
-    async with ConvexGateway(str(settings.convex_url), user_token=token) as user_gateway:
+    async with ConvexGateway(str(settings.convex_url), user_token=token, **calls) as user_gateway:
         dashboard = await user_gateway.dashboard()
     from worker.report import print_dashboard
 
@@ -450,7 +457,7 @@ async def _demo(file: Path, parsed: Any, settings: Settings, token: str, *, time
     if keep_running:
         console.print(f"backend at {settings.convex_url}; worker keeps running (Ctrl-C to stop)")
         async with ConvexGateway(
-            str(settings.convex_url), admin_key=settings.convex_admin_key.get_secret_value()
+            str(settings.convex_url), admin_key=settings.convex_admin_key.get_secret_value(), **calls
         ) as gateway:
             runner = Runner(settings, gateway)
             runner.install_signal_handlers()
@@ -662,6 +669,31 @@ def _operator_connection(url: str | None) -> tuple[str, str]:
     return url, admin_key
 
 
+def _gateway_options(settings: Settings) -> dict[str, Any]:
+    """Return the per-call settings of ``settings`` as :class:`~worker.gateway.ConvexGateway` arguments."""
+    return {
+        "timeout_s": settings.request_timeout_s,
+        "max_attempts": settings.max_attempts,
+        "max_backoff_s": settings.max_backoff_s,
+    }
+
+
+def _call_settings() -> dict[str, Any]:
+    """Return ``WORKER_REQUEST_TIMEOUT_S``, ``WORKER_MAX_ATTEMPTS`` and ``WORKER_MAX_BACKOFF_S`` as
+    gateway arguments, for the commands that take the deployment from their own options.
+
+    Every ``WORKER_*`` setting is validated, as ``run`` validates them.
+
+    Raises:
+        typer.Exit: code 2 with the setting's one-line error.
+    """
+    try:
+        settings = load_settings(convex_url="http://127.0.0.1:1", convex_admin_key="unused", heartbeat_file=None)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    return _gateway_options(settings)
+
+
 def _operator_call_failed(exc: GatewayError) -> typer.Exit:
     """Map a failed operator call to its one-line message and exit code.
 
@@ -674,18 +706,20 @@ def _operator_call_failed(exc: GatewayError) -> typer.Exit:
     return _fail(f"cannot reach the deployment: {exc}", 1)
 
 
-async def _list_dead_letters(url: str, admin_key: str, user_id: str | None, limit: int) -> Any:
+async def _list_dead_letters(url: str, admin_key: str, user_id: str | None, limit: int, calls: dict[str, Any]) -> Any:
     from worker.gateway import ConvexGateway
 
-    async with ConvexGateway(url, admin_key=admin_key) as gateway:
+    async with ConvexGateway(url, admin_key=admin_key, **calls) as gateway:
         return await gateway.list_dead_letters(user_id=user_id, limit=limit)
 
 
-async def _retry_dead_letters(url: str, admin_key: str, user_id: str | None, retried: list[int]) -> int:
+async def _retry_dead_letters(
+    url: str, admin_key: str, user_id: str | None, retried: list[int], calls: dict[str, Any]
+) -> int:
     """Put every dead letter (of ``user_id``) back to pending; ``retried[0]`` counts them as calls commit."""
     from worker.gateway import ConvexGateway
 
-    async with ConvexGateway(url, admin_key=admin_key) as gateway:
+    async with ConvexGateway(url, admin_key=admin_key, **calls) as gateway:
         while True:
             count, has_more = await gateway.retry_dead_letters(user_id=user_id, limit=RETRY_PAGE)
             retried[0] += count
@@ -711,9 +745,10 @@ def dead_letters_list(
 
         shown = _bounded_int("--limit", limit, 1, MAX_DEAD_LETTER_PAGE)
         url, admin_key = _operator_connection(url)
+        calls = _call_settings()
         page = min(shown + 1, MAX_DEAD_LETTER_PAGE)  # one row more than shown tells whether others exist
         try:
-            rows = asyncio.run(_cancel_on_signals(_list_dead_letters(url, admin_key, user_id, page)))
+            rows = asyncio.run(_cancel_on_signals(_list_dead_letters(url, admin_key, user_id, page, calls)))
         except GatewayError as exc:
             raise _operator_call_failed(exc) from None
         more: bool | None = len(rows) > shown
@@ -742,8 +777,9 @@ def dead_letters_retry(user_id: UserIdOption = None, url: UrlOption = None) -> N
 
     with _exit_when_interrupted("dead-letters retry", done):
         url, admin_key = _operator_connection(url)
+        calls = _call_settings()
         try:
-            retried = asyncio.run(_cancel_on_signals(_retry_dead_letters(url, admin_key, user_id, progress)))
+            retried = asyncio.run(_cancel_on_signals(_retry_dead_letters(url, admin_key, user_id, progress, calls)))
         except GatewayError as exc:
             raise _operator_call_failed(exc) from None
     if retried == 0:
@@ -760,10 +796,10 @@ def dead_letters_retry(user_id: UserIdOption = None, url: UrlOption = None) -> N
 # ---------------------------------------------------------------------------------------- recompute
 
 
-async def _request_recompute(url: str, admin_key: str, user_id: str) -> int:
+async def _request_recompute(url: str, admin_key: str, user_id: str, calls: dict[str, Any]) -> int:
     from worker.gateway import ConvexGateway
 
-    async with ConvexGateway(url, admin_key=admin_key) as gateway:
+    async with ConvexGateway(url, admin_key=admin_key, **calls) as gateway:
         return await gateway.request_recompute(user_id)
 
 
@@ -807,8 +843,9 @@ def recompute(
     _warn_unless_token_identifier(user_id, "no signed-in user's views are stored under it")
     with _exit_when_interrupted("recompute"):
         url, admin_key = _operator_connection(url)
+        calls = _call_settings()
         try:
-            seq = asyncio.run(_cancel_on_signals(_request_recompute(url, admin_key, user_id)))
+            seq = asyncio.run(_cancel_on_signals(_request_recompute(url, admin_key, user_id, calls)))
         except GatewayError as exc:
             raise _operator_call_failed(exc) from None
     results.print(

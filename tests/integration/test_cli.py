@@ -1282,6 +1282,36 @@ class TestDeadLetters:
         assert res.stdout == ""
 
 
+class TestCallSettings:
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ("import", str(REPO_ROOT / "worker" / "data" / "demo-watch-history.json"), "--user-id", "x|y"),
+            ("recompute", "--user-id", "x|y"),
+            ("dead-letters", "list"),
+            ("dead-letters", "retry"),
+        ],
+    )
+    def test_every_command_takes_the_call_settings(self, args: tuple[str, ...]) -> None:
+        """WORKER_MAX_ATTEMPTS (and the timeout and backoff beside it) apply to the operator commands as to
+        run: one attempt means no retry before the unreachable deployment is reported; an invalid value
+        is refused by name, exit 2, before any call."""
+        res = run_cli(*args, env={**UNREACHABLE, "WORKER_MAX_ATTEMPTS": "1"})
+        assert res.returncode == 1, res.stderr
+        assert "gateway.retry" not in res.stderr and "Traceback" not in res.stderr
+        assert "ConnectError" in res.stderr or "cannot reach the deployment" in res.stderr, res.stderr
+        res = run_cli(*args, env={**UNREACHABLE, "WORKER_MAX_ATTEMPTS": "0"})
+        assert res.returncode == 2
+        assert res.stderr.strip().splitlines()[-1] == (
+            "error: WORKER_MAX_ATTEMPTS is invalid: Input should be greater than 0"
+        )
+
+    def test_default_attempts_retry_an_unreachable_deployment(self) -> None:
+        """The counterpart: with the default 5 attempts the same call is retried (logged) first."""
+        res = run_cli("recompute", "--user-id", "x|y", env={**UNREACHABLE, "WORKER_MAX_BACKOFF_S": "0.05"})
+        assert res.returncode == 1 and "gateway.retry" in res.stderr, res.stderr
+
+
 class TestRecompute:
     def test_manual_trigger_appends_a_change_the_worker_consumes(self, project_backend: LocalBackend) -> None:
         """recompute --user-id appends a "manual" change (its seq printed); a running worker consumes it."""
