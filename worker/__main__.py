@@ -46,6 +46,7 @@ from collections.abc import Callable, Coroutine, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Annotated, Any, TypeVar  # noqa: E402
 
+import structlog  # noqa: E402
 import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.markup import escape  # noqa: E402
@@ -253,9 +254,18 @@ def run() -> None:
         heartbeat = claim_heartbeat_file(settings.heartbeat_file)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
-    configure_malloc(arena_max=settings.malloc_arena_max, mmap_threshold_bytes=settings.malloc_mmap_threshold_bytes)
+    tuned = configure_malloc(
+        arena_max=settings.malloc_arena_max, mmap_threshold_bytes=settings.malloc_mmap_threshold_bytes
+    )
     configure_gc(gen0_threshold=settings.gc_gen0_threshold)
     configure_logging(settings.log_format, settings.log_level)
+    if not tuned:
+        structlog.get_logger(__name__).warning(
+            "malloc.not_tuned",
+            reason="the C library has no mallopt (not glibc) or refused a value",
+            arena_max=settings.malloc_arena_max,
+            mmap_threshold_bytes=settings.malloc_mmap_threshold_bytes,
+        )
     try:
         code = asyncio.run(_run_worker(settings))
     except ConfigError as exc:

@@ -174,7 +174,10 @@ class Settings(BaseSettings):
     malloc_arena_max: int = Field(
         default=1,
         ge=0,
-        description="glibc malloc arenas of the process, set at start-up; 0 = glibc's default (8 per core).",
+        le=1024,
+        description=(
+            "glibc malloc arenas of the process, set at start-up (at most 1024); 0 = glibc's default (8 per core)."
+        ),
     )
     malloc_mmap_threshold_bytes: int = Field(
         default=4 * 1024 * 1024,

@@ -193,6 +193,12 @@ class TestRun:
             ),
             ("WORKER_WORKER_ID", "w" * 300, "WORKER_WORKER_ID is invalid: must be 1-256 characters, got 300"),
             ("WORKER_POLL_INTERVAL_S", "inf", "WORKER_POLL_INTERVAL_S is invalid: Input should be a finite number"),
+            # mallopt takes a C int: a larger value used to be cut silently
+            (
+                "WORKER_MALLOC_ARENA_MAX",
+                "99999999999999999999",
+                "WORKER_MALLOC_ARENA_MAX is invalid: Input should be less than or equal to 1024",
+            ),
         ],
     )
     def test_values_the_deployment_would_refuse_later_exit_2_at_start(
