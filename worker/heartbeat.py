@@ -81,11 +81,19 @@ def claim_heartbeat_file(path: str | None) -> HeartbeatLock | None:
     Raises:
         HeartbeatInUseError: another live process holds the lock; the message names its pid and says
             to give each replica its own ``WORKER_HEARTBEAT_FILE``.
-        HeartbeatPathError: ``path`` is a directory (:func:`check_heartbeat_path`).
+        HeartbeatPathError: ``path`` is a directory (:func:`check_heartbeat_path`), or its directory
+            does not exist (the heartbeat could never be written, nor the lock taken, and the health
+            check would fail forever).
     """
     if not path:
         return None
     check_heartbeat_path(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise HeartbeatPathError(
+            f"WORKER_HEARTBEAT_FILE {path}: its directory {parent} does not exist; create it or name a file"
+            " in an existing directory (e.g. /tmp/watch-worker.heartbeat)"
+        )
     lock_path = lock_path_of(path)
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -47,9 +47,21 @@ class TestClaimHeartbeatFile:
     def test_no_heartbeat_claims_nothing(self, path: str | None) -> None:
         assert claim_heartbeat_file(path) is None
 
-    def test_unwritable_directory_claims_nothing(self, tmp_path: Path) -> None:
-        """The worker then reports the heartbeat as unwritable, as it always did."""
-        assert claim_heartbeat_file(str(tmp_path / "missing-dir" / "hb")) is None
+    def test_unwritable_directory_claims_nothing(self) -> None:
+        """The worker then reports the heartbeat as unwritable, as it always did (/proc refuses new
+        files even to root)."""
+        assert claim_heartbeat_file("/proc/watch-worker.heartbeat") is None
+
+    def test_missing_directory_is_refused(self, tmp_path: Path) -> None:
+        """No heartbeat could ever be written there, nor the lock taken: refused at start, as a directory is."""
+        path = tmp_path / "missing-dir" / "hb"
+        with pytest.raises(HeartbeatPathError) as refused:
+            claim_heartbeat_file(str(path))
+        assert str(refused.value) == (
+            f"WORKER_HEARTBEAT_FILE {path}: its directory {path.parent} does not exist; create it or name a"
+            " file in an existing directory (e.g. /tmp/watch-worker.heartbeat)"
+        )
+        assert sorted(p.name for p in tmp_path.iterdir()) == []
 
     def test_directory_is_refused_and_nothing_is_created_beside_it(self, tmp_path: Path) -> None:
         """WORKER_HEARTBEAT_FILE=/tmp: touching a directory succeeds, so it would pass for a heartbeat; refused."""
