@@ -84,6 +84,8 @@ results = Console(soft_wrap=True)
 
 DEMO_SAMPLE = Path(__file__).resolve().parent / "data" / "demo-watch-history.json"
 DEMO_SUBJECT = "demo-user"
+DEMO_KEEP_RUNNING_TOKEN_TTL_S = 24 * 3600
+"""Lifetime of the demo user's token printed by ``demo --keep-running``, seconds."""
 DEMO_GONE = "the demo's backend kept its data in memory and has stopped; run the demo again to start over"
 """What is left after an interrupted or failed demo: nothing to import into again."""
 
@@ -465,7 +467,16 @@ async def _demo(file: Path, parsed: Any, settings: Settings, token: str, *, time
         f"({plural(stats.users_processed, 'user')}, {plural(stats.results_written, 'result')} written)"
     )
     if keep_running:
-        console.print(f"backend at {settings.convex_url}; worker keeps running (Ctrl-C to stop)")
+        url, key = settings.convex_url, settings.convex_admin_key.get_secret_value()
+        hours = DEMO_KEEP_RUNNING_TOKEN_TTL_S // 3600
+        console.print(
+            f"backend at {url}; worker keeps running (Ctrl-C to stop). From another shell:\n"
+            f"  export CONVEX_URL={url} CONVEX_ADMIN_KEY={key}\n"
+            f"  export CONVEX_USER_TOKEN={token}  # the demo user ({DEMO_SUBJECT}), valid {hours} h\n"
+            "  python -m worker import FILE  # more views for the demo user; this worker recomputes them",
+            markup=False,
+            highlight=False,
+        )
         async with ConvexGateway(
             str(settings.convex_url), admin_key=settings.convex_admin_key.get_secret_value(), **calls
         ) as gateway:
@@ -525,7 +536,9 @@ def demo(
                 heartbeat_file=None,
             )
             configure_gc(gen0_threshold=settings.gc_gen0_threshold)
-            token = backend.mint_token(DEMO_SUBJECT)
+            token = backend.mint_token(
+                DEMO_SUBJECT, ttl_seconds=DEMO_KEEP_RUNNING_TOKEN_TTL_S if keep_running else 3600
+            )
             zone = time_zone or ("Europe/Berlin" if file is None else "UTC")
             asyncio.run(
                 _cancel_on_signals(_demo(path, parsed, settings, token, time_zone=zone, keep_running=keep_running))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Literal, TextIO
 
@@ -16,15 +17,19 @@ def configure_logging(
 
     Args:
         log_format: ``json`` (one JSON object per line), ``console`` (human-readable) or ``auto``
-            (console when ``stream`` is a TTY, JSON otherwise).
+            (console when ``stream`` is a TTY, JSON otherwise). Console lines are coloured only on
+            a TTY and when ``NO_COLOR`` is unset or empty.
         level: Minimum level name (``debug``, ``info``, ``warning``, ``error``).
         stream: Where the lines go: stdout (the default: ``run``, whose logs are its output) or
             stderr (the commands whose stdout is their result: ``import``, ``dead-letters``, ``demo``).
     """
     out = sys.stdout if stream is None else stream
-    use_console = log_format == "console" or (log_format == "auto" and out.isatty())
+    tty = out.isatty()
+    use_console = log_format == "console" or (log_format == "auto" and tty)
+    # colours only on a terminal (not in a file or a pipe) and unless NO_COLOR is set (no-color.org)
+    colors = tty and not os.environ.get("NO_COLOR")
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
+        structlog.dev.ConsoleRenderer(colors=colors) if use_console else structlog.processors.JSONRenderer()
     )
     structlog.configure(
         processors=[

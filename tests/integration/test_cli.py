@@ -934,6 +934,40 @@ class TestDemo:
         assert "— fresh" in res.stdout
         assert "Top channels" in res.stdout
 
+    def test_keep_running_prints_how_to_use_the_backend(self, tmp_path: Path) -> None:
+        """--keep-running prints the URL, admin key and a demo-user token; with them another shell imports
+        more views as the demo user (the printed commands work as shown)."""
+        with reaped(start_cli("demo", "--keep-running", env=cli_env(), merge_stderr=True)) as proc:
+            assert proc.stdout is not None
+            exports: dict[str, str] = {}
+            for line in proc.stdout:
+                if line.startswith("  export "):
+                    for assignment in line.split("#")[0].split()[1:]:
+                        name, _, value = assignment.partition("=")
+                        exports[name] = value
+                if line.startswith("  python -m worker import FILE"):
+                    break
+            assert set(exports) == {"CONVEX_URL", "CONVEX_ADMIN_KEY", "CONVEX_USER_TOKEN"}, exports
+            extra = tmp_path / "more.json"
+            extra.write_text(
+                json.dumps(
+                    [
+                        {
+                            "header": "YouTube",
+                            "title": "Watched Tides",
+                            "titleUrl": "https://www.youtube.com/watch?v=Qx7Lm2Np9Ta",
+                            "time": "2026-11-29T10:00:00Z",
+                        }
+                    ]
+                ),
+                encoding="utf-8",
+            )
+            res = run_cli("import", str(extra), env=exports)
+            assert res.returncode == 0, res.stderr
+            assert re.search(r"^\s*imported\s+1$", res.stdout, flags=re.MULTILINE), res.stdout
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=60)
+
     def test_interrupted_demo_suggests_running_it_again(self, large_export: Path) -> None:
         """The demo's backend is in memory and stops with it: the hint is to run the demo again, not to re-import."""
         with reaped(start_cli("demo", str(large_export), env=cli_env())) as proc:
