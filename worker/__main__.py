@@ -512,8 +512,10 @@ def demo(
     if time_zone is not None:  # refused here as settings:setTimeZone would refuse it, before the backend starts
         from worker.timezones import canonical_time_zone
 
-        if canonical_time_zone(time_zone) is None:
+        canonical = canonical_time_zone(time_zone)
+        if canonical is None:
             raise _fail(f"--time-zone {time_zone!r} is not an IANA time zone the worker supports (e.g. Europe/Berlin)")
+        time_zone = canonical  # utc → UTC, as settings:setTimeZone stores it
     if log_format not in ("console", "json"):
         raise _fail(f"--log-format {log_format!r}: expected console or json")
     try:  # the WORKER_* settings are refused as run refuses them, before the backend starts

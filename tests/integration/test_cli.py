@@ -984,6 +984,18 @@ class TestDemo:
             " and has stopped; run the demo again to start over"
         ]
 
+    def test_time_zone_is_stored_in_its_listed_spelling(self, tmp_path: Path) -> None:
+        """--time-zone utc is accepted as settings:setTimeZone accepts it, and said as it is stored: UTC."""
+        export = tmp_path / "one.json"
+        export.write_text(
+            '[{"header": "YouTube", "title": "Watched Tides", "titleUrl":'
+            ' "https://www.youtube.com/watch?v=Qx7Lm2Np9Ta", "time": "2026-11-29T10:00:00Z"}]',
+            encoding="utf-8",
+        )
+        res = run_cli("demo", str(export), "--time-zone", "utc", timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert "user time zone: UTC\n" in res.stderr, res.stderr[-2000:]
+
     def test_unsupported_time_zone_is_refused_before_the_backend_starts(self) -> None:
         """--time-zone is checked against the zones settings:setTimeZone accepts: one line, exit 2, no backend."""
         res = run_cli("demo", "--time-zone", "US/Pacific-New")
