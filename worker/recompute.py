@@ -178,7 +178,8 @@ class _CachedFrame:
 STATE_BYTES_PER_FRAME_BYTE = 3
 """The engine's incremental states take at least this many bytes per byte of their frame (measured
 on synthetic histories: 26.8 MiB for a 4 MiB frame at 100k views, 129.7 MiB for 37 MiB at 1M). An
-append does not build them when that much would not fit the frame cache's bound beside the frame."""
+append does not build them when that much and the frame would not fit the frame cache's bound
+together (a 1M-view history with the default 128 MiB)."""
 
 
 class FrameCache:
@@ -465,8 +466,12 @@ class Recomputer:
             frame = extend_frame(cached.frame, delta_parts.values())
             if frame is not None:
                 derived = cached if frame is cached.frame else cached.extended(frame)
-                if derived.incremental and frame_nbytes(frame) * STATE_BYTES_PER_FRAME_BYTE > self.frames.max_bytes:
-                    derived.drop_incremental()  # its states could not be kept: do not build them
+                # the states and the frame they extend must fit the bound together: else do not build them
+                if (
+                    derived.incremental
+                    and frame_nbytes(frame) * (1 + STATE_BYTES_PER_FRAME_BYTE) > self.frames.max_bytes
+                ):
+                    derived.drop_incremental()
         if frame is None:
             if lazy:
                 reused, missing = self._load(user_id, claim.time_zone, plan.reuse)

@@ -588,19 +588,19 @@ class TestIncremental:
         assert second.events_read == source.read == (30 if delta else len(in_months))
         assert second.results == from_scratch(source.events, c2, NOW)
 
-    @pytest.mark.parametrize("room", [0, STATE_BYTES_PER_FRAME_BYTE, 6])
+    @pytest.mark.parametrize("room", [0, 1 + STATE_BYTES_PER_FRAME_BYTE, 6])
     def test_incremental_states_are_kept_only_while_they_fit_beside_the_frame(
         self, room: int, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Appends extend the engine's incremental states when the frame cache has room for them;
         otherwise the states are dropped after the first append (``room`` = 6 frames) or never built
-        (a byte short of ``STATE_BYTES_PER_FRAME_BYTE`` frames), and appends recompute on the kept
-        frame. The results are the same either way."""
+        (a byte short of the frame and ``STATE_BYTES_PER_FRAME_BYTE`` frames of states), and appends
+        recompute on the kept frame. The results are the same either way."""
         tz = "Europe/Berlin"
         events = history(600, 5)
         frame_bytes = frame_nbytes(build_frame(events, load_zone(tz)))
         roomy = room == 0
-        never = room == STATE_BYTES_PER_FRAME_BYTE
+        never = room == 1 + STATE_BYTES_PER_FRAME_BYTE
         # room for the frame and its session pairs only
         budget = 64 * 1024 * 1024 if roomy else room * frame_bytes - (1 if never else 0)
         built: list[str] = []
