@@ -179,8 +179,10 @@ def print_dashboard(dashboard: dict[str, Any] | None, *, console: Console) -> No
     trend = aggs.get("monthly_trend", {}).get("data", {}).get("months", [])
     if trend:
         peak = max(m["views"] for m in trend) or 1
-        console.print("[bold]Monthly views[/] (last 12 months)")
-        for month in trend[-12:]:
+        shown = trend[-12:]  # the latest 12 months of the series (fewer for a shorter history)
+        span = shown[0]["month"] if len(shown) == 1 else f"{shown[0]['month']} to {shown[-1]['month']}"
+        console.print(f"[bold]Monthly views[/] ({span})")
+        for month in shown:
             bar = "█" * round(40 * month["views"] / peak)
             console.print(f"  {month['month']}  {bar} {_num(month['views'])}")
 

@@ -1,13 +1,14 @@
-"""Terminal rendering of dead letters (``python -m worker dead-letters list``)."""
+"""Terminal rendering of dead letters (``python -m worker dead-letters list``) and of the demo's dashboard."""
 
 from __future__ import annotations
 
 import io
 
+import pytest
 from rich.console import Console
 
 from worker.models import ChangeEntry, DeadLetter
-from worker.report import print_dead_letters
+from worker.report import print_dashboard, print_dead_letters
 
 DAY_MS = 86_400_000
 T0 = 1_700_000_000_000  # 2023-11-14 22:13:20 UTC
@@ -117,3 +118,25 @@ class TestPrintDeadLetters:
         text = render(rows, width=120, limit=1, more=None)
         assert "showing the first 1 (the most one call returns); more may exist" in text
         assert render([], width=120, user_id=user).strip() == f"no dead letters of {user}"
+
+
+class TestPrintDashboard:
+    @pytest.mark.parametrize(
+        ("months", "heading"),
+        [
+            (["2016-10"], "Monthly views (2016-10)"),
+            ([f"2023-{m:02d}" for m in range(1, 13)] + ["2024-01"], "Monthly views (2023-02 to 2024-01)"),
+        ],
+    )
+    def test_monthly_views_name_the_months_shown(self, months: list[str], heading: str) -> None:
+        """A one-month history shows one month under its own name, not under "last 12 months"."""
+        trend = {"months": [{"month": m, "views": 3} for m in months]}
+        dashboard = {"aggregations": [{"type": "monthly_trend", "data": trend}], "freshness": {}}
+        console = Console(width=100, file=io.StringIO(), color_system=None)
+        print_dashboard(dashboard, console=console)
+        assert isinstance(console.file, io.StringIO)
+        lines = console.file.getvalue().splitlines()
+        assert heading in lines
+        assert [line.split()[0] for line in lines[lines.index(heading) + 1 :] if line.startswith("  20")] == months[
+            -12:
+        ]
