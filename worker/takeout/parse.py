@@ -177,22 +177,26 @@ def _read_failure(exc: Exception, advice: str = "download the export again") -> 
     return f"damaged ({detail}); {advice}"
 
 
+def _member_path(name: str, info: zipfile.ZipInfo) -> str:
+    """Return how a member is named in messages: ``archive.zip!member``, as parse errors inside it are."""
+    return f"{name}!{info.filename}"
+
+
 def _member_error(name: str, info: zipfile.ZipInfo, exc: Exception) -> TakeoutFormatError:
-    return TakeoutFormatError(name, f"cannot read archive member: {_read_failure(exc)}", info.filename)
+    return TakeoutFormatError(_member_path(name, info), f"cannot read archive member: {_read_failure(exc)}")
 
 
 def _refuse_encrypted(info: zipfile.ZipInfo, name: str) -> None:
     """Raise when the member is encrypted: Takeout never encrypts its archives, and no password is asked for.
 
     Raises:
-        TakeoutFormatError: position = the member's path.
+        TakeoutFormatError: path = ``archive.zip!member``.
     """
     if info.flag_bits & _ENCRYPTED_FLAG:
         raise TakeoutFormatError(
-            name,
+            _member_path(name, info),
             "archive member is encrypted (a password-protected zip); export again without encryption,"
             " or give the extracted file",
-            info.filename,
         )
 
 
@@ -240,14 +244,14 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> 
 
     Raises:
         TakeoutFormatError: the member is larger than :data:`MAX_MEMBER_BYTES` (by its declared size, or
-            once that many bytes have been decompressed) or cannot be read; position = the
-            member's path.
+            once that many bytes have been decompressed) or cannot be read; path =
+            ``archive.zip!member``.
     """
-    member_name = info.filename
+    member_path = _member_path(name, info)
     limit = f"the limit is {_mib(MAX_MEMBER_BYTES)}; real watch histories are a few hundred MB at most"
     if info.file_size > MAX_MEMBER_BYTES:
         raise TakeoutFormatError(
-            name, f"archive member is {_mib(info.file_size)} decompressed (its declared size): {limit}", member_name
+            member_path, f"archive member is {_mib(info.file_size)} decompressed (its declared size): {limit}"
         )
     content = bytearray()  # an encrypted member was refused as a candidate already
     try:
@@ -255,7 +259,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> 
             while chunk := member.read(_READ_CHUNK_BYTES):
                 if len(content) + len(chunk) > MAX_MEMBER_BYTES:
                     raise TakeoutFormatError(
-                        name, f"archive member decompresses to more than {_mib(MAX_MEMBER_BYTES)}: {limit}", member_name
+                        member_path, f"archive member decompresses to more than {_mib(MAX_MEMBER_BYTES)}: {limit}"
                     )
                 content += chunk
     except _ARCHIVE_READ_ERRORS as exc:

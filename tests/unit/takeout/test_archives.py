@@ -52,8 +52,8 @@ def parse_as(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Parser]
         path.write_bytes(data)
         try:
             return parse_takeout_file(path)
-        except TakeoutFormatError as exc:  # report it under ``name``, as the bytes route does
-            raise TakeoutFormatError(name, exc.reason, exc.position) from None
+        except TakeoutFormatError as exc:  # report it under ``name`` (``name!member``), as the bytes route does
+            raise TakeoutFormatError(name + exc.path.removeprefix(str(path)), exc.reason, exc.position) from None
 
     yield from_file
 
@@ -81,7 +81,7 @@ class TestDamagedMember:
         """Bytes dropped inside the member, or a flipped byte of its deflate data: TakeoutFormatError naming both."""
         with pytest.raises(TakeoutFormatError) as info:
             parse_as(damage(sample_zip), "takeout.zip")
-        assert info.value.path == "takeout.zip" and info.value.position == MEMBER
+        assert info.value.path == f"takeout.zip!{MEMBER}" and info.value.position is None
         assert info.value.reason.startswith("cannot read archive member: damaged (")
         assert detail in info.value.reason and info.value.reason.endswith("; download the export again")
 
@@ -140,7 +140,7 @@ class TestDamagedMember:
         damaged = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
         with pytest.raises(TakeoutFormatError) as info:
             parse_as(damaged, "takeout.zip")
-        assert info.value.position == "watch-history\\n.json" and "\n" not in str(info.value)
+        assert info.value.path == "takeout.zip!watch-history\\n.json" and "\n" not in str(info.value)
 
 
 class TestEncryptedMember:
@@ -149,7 +149,7 @@ class TestEncryptedMember:
         with pytest.raises(TakeoutFormatError) as info:
             parse_as(flip_encrypted_flag(sample_zip), "takeout.zip")
         assert str(info.value) == (
-            f"takeout.zip ({MEMBER}): archive member is encrypted (a password-protected zip); export again"
+            f"takeout.zip!{MEMBER}: archive member is encrypted (a password-protected zip); export again"
             " without encryption, or give the extracted file"
         )
 

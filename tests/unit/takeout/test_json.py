@@ -505,7 +505,7 @@ class TestZipAndCli:
         assert len(parse_takeout_bytes(small, name="takeout.zip").views) == 5
         with pytest.raises(TakeoutFormatError) as info:
             parse_takeout_bytes(zip_bytes({member: json.dumps([record()] * 50)}), name="takeout.zip")
-        assert info.value.path == "takeout.zip" and info.value.position == member
+        assert info.value.path == f"takeout.zip!{member}" and info.value.position is None
         assert "decompressed" in info.value.reason and "the limit is 0.0 MiB" in info.value.reason
 
     def test_size_cap_is_1_gib(self) -> None:
@@ -521,7 +521,7 @@ class TestZipAndCli:
         with pytest.raises(TakeoutFormatError) as info:
             parse_takeout_bytes(data, name="takeout.zip")
         assert str(info.value) == (
-            f"takeout.zip ({member}): archive member is 3,584.0 MiB decompressed (its declared size): the limit"
+            f"takeout.zip!{member}: archive member is 3,584.0 MiB decompressed (its declared size): the limit"
             " is 1,024.0 MiB; real watch histories are a few hundred MB at most"
         )
 
@@ -531,7 +531,7 @@ class TestZipAndCli:
         data = declare_size(zip_bytes({member: json.dumps([record()] * 20)}), 100)
         with pytest.raises(TakeoutFormatError, match="cannot read archive member") as info:
             parse_takeout_bytes(data, name="takeout.zip")
-        assert info.value.position == member
+        assert info.value.path == f"takeout.zip!{member}"
 
     def test_zip_prefers_json_over_html(self) -> None:
         """With both formats in the archive, the JSON file is read."""
