@@ -23,7 +23,7 @@ import json
 import re
 import secrets
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 import httpx
 import structlog
@@ -316,6 +316,11 @@ def _header_secret(what: str, secret: str | None) -> str | None:
         raise ConfigError(f"the {what} is invalid: {exc}") from None
 
 
+_NOT_A_DEPLOYMENT_STATUS: Final = frozenset({501, 505})
+"""5xx statuses that no retry can change (Not Implemented, HTTP Version Not Supported): a server at
+the URL that is not a Convex deployment, refused at once rather than retried as "not up yet"."""
+
+
 class ConvexGateway:
     """Client of one Convex deployment for the worker, the importer and the demo.
 
@@ -389,7 +394,7 @@ class ConvexGateway:
             AuthenticationError: the deployment rejected the credentials (HTTP 401).
             PermanentGatewayError: the function threw (``code``/``data`` carry a ConvexError's data),
                 does not exist, or the request was rejected (4xx).
-            TransientGatewayError: still failing after ``max_attempts`` (timeouts, 5xx, connection).
+            TransientGatewayError: still failing after ``max_attempts`` (timeouts, 5xx but 501 and 505, connection).
         """
 
         def before_sleep(state: RetryCallState) -> None:
@@ -418,6 +423,12 @@ class ConvexGateway:
             )
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             raise TransientGatewayError(f"{path}: {type(exc).__name__}: {exc}", function=path) from exc
+        if response.status_code in _NOT_A_DEPLOYMENT_STATUS:
+            raise PermanentGatewayError(
+                f"{path}: HTTP {response.status_code} {_excerpt(response.text)}: the server does not implement"
+                f" Convex's HTTP API; is {self.url} a Convex deployment?",
+                function=path,
+            )
         if response.status_code >= 500:
             raise TransientGatewayError(f"{path}: HTTP {response.status_code} {_excerpt(response.text)}", function=path)
         try:
@@ -426,6 +437,12 @@ class ConvexGateway:
             raise PermanentGatewayError(
                 f"{path}: HTTP {response.status_code}, not JSON: {_excerpt(response.text)}", function=path
             ) from exc
+        if not isinstance(payload, dict) or (response.status_code < 400 and "status" not in payload):
+            raise PermanentGatewayError(
+                f"{path}: HTTP {response.status_code} with JSON that is not a Convex function result:"
+                f" {_excerpt(response.text)}; is {self.url} a Convex deployment?",
+                function=path,
+            )
         if response.status_code == 401:
             reason = f"{payload.get('code')}: {payload.get('message')}"
             raise AuthenticationError(

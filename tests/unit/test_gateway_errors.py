@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from worker.errors import GatewayError
+from worker.errors import GatewayError, PermanentGatewayError, TransientGatewayError
 from worker.gateway import ConvexGateway
 
 PAGE = (
@@ -63,4 +63,69 @@ def test_html_answer_gives_a_one_line_error(html_server: str, status: int, monke
     message = str(info.value)
     assert message.startswith(f"worker:pendingChanges: HTTP {status}")
     assert "\n" not in message and "<!DOCTYPE HTML> <html> <head>" in message
-    assert len(message) < 300
+    assert len(message) < 400  # the body cut short (and for 501 a hint), not the whole page
+
+
+class _JsonAnswers(BaseHTTPRequestHandler):
+    """Answers every call with ``body`` and ``status``; counts the calls."""
+
+    status = 200
+    body = b'{"hello": "world"}'
+    calls = 0
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        type(self).calls += 1
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - silence the access log
+        pass
+
+
+@pytest.fixture
+def json_server() -> Iterator[str]:
+    _JsonAnswers.calls = 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _JsonAnswers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+async def _pending(url: str, attempts: int) -> None:
+    async with ConvexGateway(url, admin_key="k", max_attempts=attempts, max_backoff_s=0.01) as gw:
+        await gw.query("worker:pendingChanges", {})
+
+
+@pytest.mark.parametrize(("status", "body"), [(200, b'{"hello": "world"}'), (200, b"[1, 2]"), (404, b"[]")])
+def test_json_that_is_no_function_result_says_so(
+    json_server: str, status: int, body: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A JSON API that is not Convex: named as such, not "unknown error", and not retried."""
+    monkeypatch.setattr(_JsonAnswers, "status", status)
+    monkeypatch.setattr(_JsonAnswers, "body", body)
+    with pytest.raises(PermanentGatewayError) as info:
+        asyncio.run(_pending(json_server, attempts=3))
+    assert str(info.value) == (
+        f"worker:pendingChanges: HTTP {status} with JSON that is not a Convex function result: {body.decode()};"
+        f" is {json_server} a Convex deployment?"
+    )
+    assert _JsonAnswers.calls == 1
+
+
+@pytest.mark.parametrize(("status", "retried"), [(501, False), (505, False), (503, True)])
+def test_not_implemented_is_not_retried(
+    json_server: str, status: int, retried: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """501 and 505 say the server will never serve the API: refused at once; 503 is retried (up to 3 calls)."""
+    monkeypatch.setattr(_JsonAnswers, "status", status)
+    with pytest.raises(TransientGatewayError if retried else PermanentGatewayError) as info:
+        asyncio.run(_pending(json_server, attempts=3))
+    assert _JsonAnswers.calls == (3 if retried else 1)
+    if not retried:
+        assert str(info.value).endswith(f"does not implement Convex's HTTP API; is {json_server} a Convex deployment?")
