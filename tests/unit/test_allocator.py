@@ -12,17 +12,26 @@ from worker.allocator import configure_gc, configure_malloc
 from worker.config import load_settings
 
 
+def _with_default_settings(statements: str) -> str:
+    """Run ``statements`` in a fresh interpreter (the tuning is process-wide) with ``s`` = the default
+    settings; return what it printed."""
+    code = (
+        "import gc; from worker.allocator import configure_gc, configure_malloc;"
+        " from worker.config import load_settings;"
+        " s = load_settings(convex_url='http://127.0.0.1:9', convex_admin_key='k'); " + statements
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    return out.stdout.strip()
+
+
 class TestConfigureMalloc:
     @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
     def test_applies_the_default_settings_in_a_fresh_process(self) -> None:
         """The default arena bound and mmap threshold are accepted by glibc (run apart: they are process-wide)."""
-        code = (
-            "from worker.allocator import configure_malloc; from worker.config import load_settings; "
-            "s = load_settings(convex_url='http://127.0.0.1:9', convex_admin_key='k'); "
+        printed = _with_default_settings(
             "print(configure_malloc(arena_max=s.malloc_arena_max, mmap_threshold_bytes=s.malloc_mmap_threshold_bytes))"
         )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
-        assert out.stdout.strip() == "True"
+        assert printed == "True"
 
     def test_zero_leaves_glibc_alone(self) -> None:
         """With both knobs 0 nothing is set, which always succeeds."""
@@ -37,13 +46,11 @@ class TestConfigureMalloc:
 class TestConfigureGc:
     def test_default_setting_raises_the_young_threshold_in_a_fresh_process(self) -> None:
         """The default raises threshold 0 and keeps the older generations' (run apart: gc is process-wide)."""
-        code = (
-            "import gc; from worker.allocator import configure_gc; from worker.config import load_settings; "
-            "s = load_settings(convex_url='http://127.0.0.1:9', convex_admin_key='k'); before = gc.get_threshold(); "
-            "configure_gc(gen0_threshold=s.gc_gen0_threshold); print(before, gc.get_threshold())"
+        printed = _with_default_settings(
+            "before = gc.get_threshold(); configure_gc(gen0_threshold=s.gc_gen0_threshold);"
+            " print(before, gc.get_threshold())"
         )
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
-        assert out.stdout.strip() == "(700, 10, 10) (50000, 10, 10)"
+        assert printed == "(700, 10, 10) (50000, 10, 10)"
 
     def test_zero_leaves_the_collector_alone(self) -> None:
         before = gc.get_threshold()

@@ -7,6 +7,7 @@ page, as a web server or proxy at a wrong ``CONVEX_URL`` would.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,15 +39,22 @@ class _HtmlPages(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def html_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _HtmlPages)
+@contextlib.contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve ``handler`` on a loopback port in a thread; yield its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def html_server() -> Iterator[str]:
+    with _serving(_HtmlPages) as url:
+        yield url
 
 
 @pytest.mark.parametrize("status", [501, 200])
@@ -88,13 +96,8 @@ class _JsonAnswers(BaseHTTPRequestHandler):
 @pytest.fixture
 def json_server() -> Iterator[str]:
     _JsonAnswers.calls = 0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _JsonAnswers)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(_JsonAnswers) as url:
+        yield url
 
 
 async def _pending(url: str, attempts: int) -> None:
