@@ -518,10 +518,7 @@ def demo(
         time_zone = canonical  # utc → UTC, as settings:setTimeZone stores it
     if log_format not in ("console", "json"):
         raise _fail(f"--log-format {log_format!r}: expected console or json")
-    try:  # the WORKER_* settings are refused as run refuses them, before the backend starts
-        load_settings(convex_url="http://127.0.0.1:1", convex_admin_key="demo", heartbeat_file=None)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
+    _call_settings()  # the WORKER_* settings are refused as run refuses them, before the backend starts
     _interruptible()
     try:
         parsed = _parse_file(path)  # a file that cannot be read is refused before the backend starts
