@@ -455,17 +455,40 @@ function initError(e: unknown): FromWorker {
   return { kind: "initError", message: errorLine(e), stack: (e as Error)?.stack ?? String(e), cause: "internal" };
 }
 
-// Queries and mutations are serialized by convex-test; actions run concurrently.
+const UNAVAILABLE = "Function runtime unavailable: it failed to start";
+
+// The engine posts "init" first, then runs as they come, also while init is still loading the
+// functions (a run arriving during a restart after a timeout): each run waits for init, in order of
+// arrival, and gets an error result if init failed. Queries and mutations are serialized by
+// convex-test; actions run concurrently.
+let initialized: Promise<void> = Promise.reject(new Error("no init message received"));
+initialized.catch(() => undefined);
 port.on("message", (msg: ToWorker) => {
   if (msg.kind === "init") {
-    init(msg.functionsDir, msg.state).then(
+    const started = init(msg.functionsDir, msg.state);
+    initialized = started.then(() => undefined);
+    initialized.catch(() => undefined); // reported once, by the initError below
+    started.then(
       (ts) => post({ kind: "ready", lastTs: ts.toString() }),
       (e: unknown) => post(initError(e)),
     );
   } else if (msg.kind === "run") {
-    runFunction(msg).then((result) => post({ kind: "result", opId: msg.opId, result }));
+    initialized
+      .then(
+        () => runFunction(msg),
+        (): RunResult => ({ ok: false, errorMessage: UNAVAILABLE, logLines: [] }),
+      )
+      .then((result) => post({ kind: "result", opId: msg.opId, result }));
   } else if (msg.kind === "http") {
-    void runHttp(msg);
+    initialized.then(
+      () => runHttp(msg),
+      () =>
+        post({
+          kind: "httpResult",
+          opId: msg.opId,
+          result: { status: 500, headers: [["content-type", "text/plain"]], body: new TextEncoder().encode(UNAVAILABLE) },
+        }),
+    );
   }
 });
 
