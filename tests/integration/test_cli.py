@@ -737,7 +737,7 @@ class TestImportZip:
         res = run_cli("import", str(archive), "--token", "t", env={"CONVEX_URL": "http://127.0.0.1:9"})
         assert res.returncode == 2
         assert res.stderr.splitlines() == [
-            f"error: {archive} ({member}): archive member is 3,584.0 MiB decompressed (its declared size): the limit"
+            f"error: {archive}!{member}: archive member is 3,584.0 MiB decompressed (its declared size): the limit"
             " is 1,024.0 MiB; real watch histories are a few hundred MB at most"
         ]
 
@@ -771,7 +771,7 @@ class TestImportZip:
         assert res.returncode == 2, res.stderr
         lines = res.stderr.splitlines()
         assert len(lines) == 1, res.stderr
-        assert lines[0].startswith(f"error: {archive} ({member}): cannot read archive member: damaged ("), lines[0]
+        assert lines[0].startswith(f"error: {archive}!{member}: cannot read archive member: damaged ("), lines[0]
         assert detail in lines[0] and lines[0].endswith("; download the export again"), lines[0]
         assert res.stdout == ""
 
