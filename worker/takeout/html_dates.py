@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from worker.takeout.rules import epoch_ms, normalize_spaces
+from worker.takeout.rules import epoch_ms, normalize_spaces, utc_offset_ms
 
 _H: Final = 3_600_000
 _M: Final = 60_000
@@ -127,7 +127,8 @@ def zone_offset_ms(label: str | None) -> int:
     """Return the fixed offset (ms east of UTC) of a zone label; None/empty is UTC.
 
     Raises:
-        DateError: for a label not in :data:`ZONE_OFFSETS_MS` and not of the ``GMT±hh[:mm]`` form.
+        DateError: for a label not in :data:`ZONE_OFFSETS_MS` and not of the ``GMT±hh[:mm]`` form, or
+            an offset past ±14:00 or with 60 minutes or more (:data:`~worker.takeout.rules.MAX_UTC_OFFSET_MS`).
     """
     if not label:
         return 0
@@ -137,8 +138,10 @@ def zone_offset_ms(label: str | None) -> int:
     match = _OFFSET_RE.fullmatch(upper)
     if match is None:
         raise DateError(f"unknown time-zone label {label!r}")
-    sign = 1 if match.group(1) == "+" else -1
-    return sign * (int(match.group(2)) * _H + int(match.group(3) or 0) * _M)
+    offset = utc_offset_ms(match.group(1), match.group(2), match.group(3))
+    if offset is None:
+        raise DateError(f"time-zone label {label!r} is no UTC offset (at most ±14:00)")
+    return offset
 
 
 def parse_html_date(line: str) -> tuple[int, str | None] | None:

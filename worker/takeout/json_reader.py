@@ -23,6 +23,7 @@ from worker.takeout.rules import (
     epoch_ms,
     strip_watch_verb,
     title_is_url,
+    utc_offset_ms,
 )
 
 _ISO_RE: Final = re.compile(r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?(Z|[+-]\d{2}:?\d{2})")
@@ -114,9 +115,11 @@ def parse_iso_ms(value: object, field: str = "time") -> int:
     except ValueError as exc:
         raise _EntryError(field, f"invalid instant {value[:40]!r}: {exc}") from None
     if zone != "Z":
-        sign = 1 if zone[0] == "+" else -1
         digits = zone[1:].replace(":", "")
-        ms -= sign * (int(digits[:2]) * 60 + int(digits[2:])) * 60_000
+        offset = utc_offset_ms(zone[0], digits[:2], digits[2:])
+        if offset is None:
+            raise _EntryError(field, f"offset {zone!r} of {value[:40]!r} is no UTC offset (at most ±14:00)")
+        ms -= offset
     return ms
 
 

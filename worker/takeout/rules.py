@@ -193,6 +193,22 @@ def title_is_url(title: str, url: str | None) -> bool:
     return lowered.startswith(("http://", "https://")) and video_url_id(title)[0]
 
 
+MAX_UTC_OFFSET_MS: Final = 14 * 3_600_000
+"""Largest UTC offset a time zone has, either way, in ms: +14:00 (Pacific/Kiritimati; the westmost,
+Etc/GMT+12, is −12:00, per the IANA tz database). An instant whose offset is larger (``+99:00``,
+``GMT+24``) is damaged, not a zone: it is refused instead of moving the view by days."""
+
+
+def utc_offset_ms(sign: str, hours: str, minutes: str | None) -> int | None:
+    """Return the offset ``±hh[:mm]`` in ms east of UTC, or None when it is no UTC offset (minutes
+    ≥ 60, or more than :data:`MAX_UTC_OFFSET_MS`)."""
+    h, m = int(hours), int(minutes or 0)
+    offset = (h * 60 + m) * 60_000
+    if m >= 60 or offset > MAX_UTC_OFFSET_MS:
+        return None
+    return offset if sign == "+" else -offset
+
+
 def epoch_ms(year: int, month: int, day: int, hour: int, minute: int, second: int, millis: int = 0) -> int:
     """Return epoch milliseconds (UTC) of a proleptic Gregorian civil instant given in UTC.
 

@@ -71,6 +71,14 @@ class TestDateLines:
         parsed = parse_html_date(line)
         assert parsed is not None and parsed[0] == expected
 
+    @pytest.mark.parametrize("label", ["GMT+99:99", "GMT+24", "GMT-15", "GMT+14:01", "UTC+05:60"])
+    def test_offsets_no_zone_has_are_refused(self, label: str) -> None:
+        """Past ±14:00 (Pacific/Kiritimati) or with 60 minutes: damaged, refused rather than moving the view by days."""
+        with pytest.raises(DateError, match="is no UTC offset"):
+            parse_html_date(f"Aug 15, 2025, 11:04:01 AM {label}")
+        assert parse_html_date("Aug 15, 2025, 11:04:01 PM GMT+14") is not None
+        assert parse_html_date("Aug 15, 2025, 11:04:01 PM GMT-12:00") is not None
+
     @pytest.mark.parametrize("line", ["Watched at 11:42\u202fPM", "Ocean Notes", "", "Episode 12, 2024"])
     def test_not_dates(self, line: str) -> None:
         """Lines that are not dates return None."""

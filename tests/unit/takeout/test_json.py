@@ -181,6 +181,15 @@ class TestNonViews:
 
 
 class TestRejections:
+    @pytest.mark.parametrize("offset", ["+99:00", "-99:99", "+24:00", "+9999", "+14:01", "+05:60"])
+    def test_offset_no_zone_has_rejects_the_entry(self, offset: str) -> None:
+        """An offset past ±14:00 or with 60 minutes is damaged: the entry is rejected on its time, not
+        imported days off; the real extremes pass."""
+        result = parse(record(time=f"2024-01-01T00:00:00{offset}"), record(time="2024-01-01T00:00:00+14:00"))
+        assert [(r.index, r.field) for r in result.rejected] == [(0, "time")]
+        assert "is no UTC offset (at most ±14:00)" in result.rejected[0].reason
+        assert [v.watched_at_ms for v in result.views] == [1_704_067_200_000 - 14 * 3_600_000]
+
     def test_bad_entries_are_rejected_and_others_kept(self) -> None:
         """Each bad entry becomes a Rejection with its index and field; good entries still parse."""
         result = parse(
