@@ -18,11 +18,13 @@ retry after an unknown outcome is safe.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 import secrets
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Final, Literal, Protocol
 
 import httpx
@@ -379,6 +381,20 @@ class ConvexGateway:
 
     # ------------------------------------------------------------------ generic calls
 
+    @contextlib.contextmanager
+    def _unexpected(self, path: str, raw: Any) -> Iterator[None]:
+        """Turn a failure to read ``path``'s result ``raw`` (a field missing or of another type) into one
+        :class:`PermanentGatewayError`: the URL answers as Convex but is not this project's deployment
+        (or runs other versions of its functions)."""
+        try:
+            yield
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise PermanentGatewayError(
+                f"{path}: unexpected result {_excerpt(repr(raw))} ({type(exc).__name__}: {exc}); does {self.url}"
+                " run this project's functions (npx convex deploy from convex/)?",
+                function=path,
+            ) from exc
+
     async def call(self, kind: FunctionKind, path: str, args: Mapping[str, Any] | None = None) -> Any:
         """Run one Convex function over HTTP, retrying transient failures.
 
@@ -459,7 +475,8 @@ class ConvexGateway:
                 code=payload.get("code"),
             )
         if payload.get("status") == "success":
-            return json_to_convex(payload["value"])
+            with self._unexpected(path, payload.get("value")):
+                return json_to_convex(payload["value"])
         message = str(payload.get("errorMessage", "unknown error"))
         data: Any = json_to_convex(payload["errorData"]) if "errorData" in payload else None
         code = str(data["code"]) if isinstance(data, dict) and "code" in data else None
@@ -487,19 +504,29 @@ class ConvexGateway:
         Raises:
             AuthenticationError: the key was rejected.
             TransientGatewayError: the deployment cannot be reached (timeout, connection refused, 5xx).
-            PermanentGatewayError: the deployment does not have this project's functions, or the URL
-                answers something other than a Convex deployment.
+            PermanentGatewayError: the deployment does not have this project's functions (or answers
+                with values they do not return), or the URL answers something other than a Convex
+                deployment.
         """
-        await self._call_once("query", "worker:pendingChanges", {"limit": 1})
+        rows = await self._call_once("query", "worker:pendingChanges", {"limit": 1})
+        with self._unexpected("worker:pendingChanges", rows):  # a Convex reply, but not of these functions
+            for row in rows:
+                change_from_convex(row)
 
     async def pending_changes(self, limit: int) -> list[ChangeEntry]:
         """Return up to ``limit`` pending change-log rows (``worker:pendingChanges``)."""
         rows = await self.query("worker:pendingChanges", {"limit": limit})
-        return [change_from_convex(row) for row in rows]
+        with self._unexpected("worker:pendingChanges", rows):
+            return [change_from_convex(row) for row in rows]
 
     async def claim_user(self, user_id: str, worker_id: str, lease_ms: int) -> Claim:
         """Take or renew the user's lease and read its pending changes (``worker:claimUser``)."""
         raw = await self.mutation("worker:claimUser", {"userId": user_id, "workerId": worker_id, "leaseMs": lease_ms})
+        with self._unexpected("worker:claimUser", raw):
+            return self._claim(raw, user_id)
+
+    @staticmethod
+    def _claim(raw: Any, user_id: str) -> Claim:
         return Claim(
             granted=bool(raw["granted"]),
             lease_owner=raw.get("leaseOwner"),
@@ -519,11 +546,12 @@ class ConvexGateway:
         when the lease is not this worker's any more (see :class:`~worker.models.LeaseRenewal`).
         """
         raw = await self.mutation("worker:renewLease", {"userId": user_id, "workerId": worker_id, "leaseMs": lease_ms})
-        return LeaseRenewal(
-            renewed=bool(raw["renewed"]),
-            lease_owner=raw.get("leaseOwner"),
-            lease_expires_at_ms=_opt_int(raw.get("leaseExpiresAtMs")),
-        )
+        with self._unexpected("worker:renewLease", raw):
+            return LeaseRenewal(
+                renewed=bool(raw["renewed"]),
+                lease_owner=raw.get("leaseOwner"),
+                lease_expires_at_ms=_opt_int(raw.get("leaseExpiresAtMs")),
+            )
 
     async def iter_event_pages(
         self,
@@ -576,10 +604,12 @@ class ConvexGateway:
         cursor: str | None = None
         while True:
             page = await self.query(function, {**args, "paginationOpts": {"numItems": page_size, "cursor": cursor}})
-            yield [event_from_convex(doc) for doc in page["page"]]
-            if page["isDone"]:
+            with self._unexpected(function, page):
+                events = [event_from_convex(doc) for doc in page["page"]]
+                done, cursor = bool(page["isDone"]), page["continueCursor"]
+            yield events
+            if done:
                 return
-            cursor = page["continueCursor"]
 
     async def store_aggregations(
         self,
@@ -639,7 +669,9 @@ class ConvexGateway:
                 "worker:storeAggregations",
                 {"userId": user_id, "watermark": watermark, "computedAtMs": computed_at_ms, "sets": batch},
             )
-            refused = set(raw.get("missing", []))
+            with self._unexpected("worker:storeAggregations", raw):
+                refused = set(raw.get("missing", []))
+                stored = StoreOutcome(int(raw["written"]), int(raw["unchanged"]), int(raw["skippedStale"]))
             missing.extend(refused)
             accepted = {
                 (s["filterKey"], r["type"]): r["dataHash"]
@@ -647,9 +679,7 @@ class ConvexGateway:
                 if s["filterKey"] not in refused
                 for r in s["results"]
             }
-            outcome = outcome + StoreOutcome(
-                int(raw["written"]), int(raw["unchanged"]), int(raw["skippedStale"]), hashes=accepted
-            )
+            outcome = outcome + replace(stored, hashes=accepted)
         return outcome, missing
 
     async def ack_changes(self, user_id: str, worker_id: str, up_to_seq: int) -> AckOutcome:
@@ -663,7 +693,8 @@ class ConvexGateway:
             report them).
         """
         raw = await self.mutation("worker:ackChanges", {"userId": user_id, "workerId": worker_id, "upToSeq": up_to_seq})
-        return AckOutcome(acked=int(raw["acked"]), superseded=int(raw.get("superseded", 0)))
+        with self._unexpected("worker:ackChanges", raw):
+            return AckOutcome(acked=int(raw["acked"]), superseded=int(raw.get("superseded", 0)))
 
     async def fail_changes(self, user_id: str, worker_id: str, up_to_seq: int, error: str) -> FailOutcome:
         """Record a failed attempt on the user's pending rows with ``seq ≤ up_to_seq``.
@@ -680,11 +711,12 @@ class ConvexGateway:
             "worker:failChanges",
             {"userId": user_id, "workerId": worker_id, "upToSeq": up_to_seq, "error": error[:2000]},
         )
-        return FailOutcome(
-            failed=int(raw["failed"]),
-            dead_lettered=int(raw.get("deadLettered", 0)),
-            backoff_ms=int(raw.get("backoffMs", 0)),
-        )
+        with self._unexpected("worker:failChanges", raw):
+            return FailOutcome(
+                failed=int(raw["failed"]),
+                dead_lettered=int(raw.get("deadLettered", 0)),
+                backoff_ms=int(raw.get("backoffMs", 0)),
+            )
 
     async def enqueue_expired(self, now_ms: int) -> ExpiryOutcome:
         """Append ``expiry`` changes for users whose time-relative results expired at ``now_ms``.
@@ -694,11 +726,12 @@ class ConvexGateway:
         answers without them: they are read as 0.
         """
         raw = await self.mutation("worker:enqueueExpired", {"nowMs": now_ms})
-        return ExpiryOutcome(
-            enqueued=int(raw["enqueued"]),
-            retired=int(raw.get("retired", 0)),
-            removed_interests=int(raw.get("removedInterests", 0)),
-        )
+        with self._unexpected("worker:enqueueExpired", raw):
+            return ExpiryOutcome(
+                enqueued=int(raw["enqueued"]),
+                retired=int(raw.get("retired", 0)),
+                removed_interests=int(raw.get("removedInterests", 0)),
+            )
 
     async def subscribe_pending(self, limit: int) -> AsyncIterator[list[ChangeEntry]]:
         """Yield the pending change rows whenever they change (WebSocket subscription).
@@ -728,7 +761,9 @@ class ConvexGateway:
                 if value == previous:
                     continue
                 previous = value
-                yield [change_from_convex(row) for row in value]
+                with self._unexpected("worker:pendingChanges", value):
+                    rows = [change_from_convex(row) for row in value]
+                yield rows
         finally:
             # Not unsubscribed here: the client's unsubscribe() blocks (holding the GIL) while the
             # deployment is unreachable, which would turn a SIGTERM during an outage into a hang.
@@ -746,9 +781,11 @@ class ConvexGateway:
             ``{inserted, duplicates, seq}`` as returned by the backend.
         """
         docs = [event_to_convex(e, source) for e in events]
-        if user_id is not None:
-            return dict(await self.mutation("admin:importBatch", {"userId": user_id, "events": docs}))
-        return dict(await self.mutation("watchEvents:importBatch", {"events": docs}))
+        path = "admin:importBatch" if user_id is not None else "watchEvents:importBatch"
+        args: dict[str, Any] = {"userId": user_id, "events": docs} if user_id is not None else {"events": docs}
+        raw = await self.mutation(path, args)
+        with self._unexpected(path, raw):
+            return dict(raw)
 
     async def list_dead_letters(self, *, user_id: str | None = None, limit: int = 100) -> list[DeadLetter]:
         """Return dead-lettered changes, by user then seq (``admin:listDeadLetters``, admin key).
@@ -763,16 +800,17 @@ class ConvexGateway:
             TransientGatewayError: the deployment could not be reached.
         """
         rows = await self.query("admin:listDeadLetters", _limit_args(limit, user_id))
-        return [
-            DeadLetter(
-                change=change_from_convex(row),
-                attempts=int(row["attempts"]),
-                error=str(row.get("error", "")),
-                created_at_ms=int(row["createdAtMs"]),
-                failed_at_ms=_opt_int(row.get("failedAtMs")),
-            )
-            for row in rows
-        ]
+        with self._unexpected("admin:listDeadLetters", rows):
+            return [
+                DeadLetter(
+                    change=change_from_convex(row),
+                    attempts=int(row["attempts"]),
+                    error=str(row.get("error", "")),
+                    created_at_ms=int(row["createdAtMs"]),
+                    failed_at_ms=_opt_int(row.get("failedAtMs")),
+                )
+                for row in rows
+            ]
 
     async def retry_dead_letters(self, *, user_id: str | None = None, limit: int = 1000) -> tuple[int, bool]:
         """Put up to ``limit`` dead letters back to pending with attempts reset (``admin:retryDeadLetters``).
@@ -789,7 +827,8 @@ class ConvexGateway:
             TransientGatewayError: the deployment could not be reached.
         """
         raw = await self.mutation("admin:retryDeadLetters", _limit_args(limit, user_id))
-        return int(raw["retried"]), bool(raw["hasMore"])
+        with self._unexpected("admin:retryDeadLetters", raw):
+            return int(raw["retried"]), bool(raw["hasMore"])
 
     async def request_recompute(self, user_id: str) -> int:
         """Ask for a recompute of a user's whole history (``admin:requestRecompute``, the manual trigger).
@@ -806,7 +845,8 @@ class ConvexGateway:
             TransientGatewayError: the deployment could not be reached.
         """
         raw = await self.mutation("admin:requestRecompute", {"userId": user_id})
-        return int(raw["seq"])
+        with self._unexpected("admin:requestRecompute", raw):
+            return int(raw["seq"])
 
     async def dashboard(self, filters: Mapping[str, Any] | None = None) -> Any:
         """Read the token user's dashboard (public ``dashboard:getDashboard``)."""

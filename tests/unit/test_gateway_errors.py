@@ -132,3 +132,34 @@ def test_not_implemented_is_not_retried(
     assert _JsonAnswers.calls == (3 if retried else 1)
     if not retried:
         assert str(info.value).endswith(f"does not implement Convex's HTTP API; is {json_server} a Convex deployment?")
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [(b"[1, 2]", "ValueError: Bad JSON value: 1"), (b"null", "TypeError: 'NoneType' object is not iterable")],
+)
+def test_a_convex_reply_of_other_functions_is_one_error(
+    json_server: str, value: bytes, detail: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deployment answering with values this project's functions never return: one PermanentGatewayError
+    naming the function, the value and the likely cause (it was a Python traceback, exit 1)."""
+    monkeypatch.setattr(_JsonAnswers, "body", b'{"status": "success", "value": ' + value + b"}")
+
+    async def check() -> None:
+        async with ConvexGateway(json_server, admin_key="k", max_attempts=1) as gw:
+            await gw.validate_credentials()
+
+    with pytest.raises(PermanentGatewayError) as info:
+        asyncio.run(check())
+    shown = "[1, 2]" if value == b"[1, 2]" else "None"
+    assert str(info.value) == (
+        f"worker:pendingChanges: unexpected result {shown} ({detail}); does {json_server} run this project's"
+        " functions (npx convex deploy from convex/)?"
+    )
+    with pytest.raises(PermanentGatewayError, match="^admin:requestRecompute: unexpected result"):
+        asyncio.run(_request_recompute(json_server))
+
+
+async def _request_recompute(url: str) -> int:
+    async with ConvexGateway(url, admin_key="k", max_attempts=1) as gw:
+        return await gw.request_recompute("a|b")
