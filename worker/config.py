@@ -105,10 +105,12 @@ class Settings(BaseSettings):
     debounce_ms: int = Field(
         default=0,
         ge=0,
+        le=60_000,
         description=(
-            "Wait after a wake-up before reading pending changes (ms). Changes committed while a user is"
-            " recomputed are coalesced into its next claim anyway; set this only when writers commit"
-            " bursts faster than that and each change should not start a recompute."
+            "Wait after a wake-up before reading pending changes (ms, at most 60000: longer would"
+            " break the freshness target by itself). Changes committed while a user is recomputed are"
+            " coalesced into its next claim anyway; set this only when writers commit bursts faster"
+            " than that and each change should not start a recompute."
         ),
     )
     batch_size: int = Field(default=200, gt=0, le=1000, description="Pending change rows read per round.")
@@ -141,7 +143,9 @@ class Settings(BaseSettings):
             " container and lets another replica claim the user. A cold 1M-view recompute takes about a minute."
         ),
     )
-    max_attempts: int = Field(default=5, gt=0, description="Attempts per call for transient failures.")
+    max_attempts: int = Field(
+        default=5, gt=0, le=100, description="Attempts per call for transient failures (at most 100)."
+    )
     max_backoff_s: float = Field(
         default=10.0,
         gt=0,

@@ -247,7 +247,9 @@ class Runner:
                 if self._retry_at is not None and time.monotonic() >= self._retry_at:
                     self._retry_at = None  # due: this round claims those users again
                 if self.settings.debounce_ms:
-                    await asyncio.sleep(self.settings.debounce_ms / 1000)
+                    await self._debounce(self.settings.debounce_ms / 1000)
+                    if self._stop.is_set():
+                        break
                 pushed, self._pushed = self._pushed, None
                 try:
                     processed = await self.process_round(pushed)
@@ -590,6 +592,17 @@ class Runner:
                 return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=min(left, HEARTBEAT_EVERY_S))
+            self._heartbeat()
+
+    async def _debounce(self, seconds: float) -> None:
+        """Wait ``seconds`` before a round (``settings.debounce_ms``), touching the heartbeat every
+        ``HEARTBEAT_EVERY_S``; return at once when a stop is requested."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            await self._sleep_unless_stopped(min(left, HEARTBEAT_EVERY_S))
             self._heartbeat()
 
     def _heartbeat(self) -> None:

@@ -193,6 +193,13 @@ class TestRun:
             ),
             ("WORKER_WORKER_ID", "w" * 300, "WORKER_WORKER_ID is invalid: must be 1-256 characters, got 300"),
             ("WORKER_POLL_INTERVAL_S", "inf", "WORKER_POLL_INTERVAL_S is invalid: Input should be a finite number"),
+            # a longer debounce would break the freshness target by itself; more attempts retry for hours
+            (
+                "WORKER_DEBOUNCE_MS",
+                "60001",
+                "WORKER_DEBOUNCE_MS is invalid: Input should be less than or equal to 60000",
+            ),
+            ("WORKER_MAX_ATTEMPTS", "101", "WORKER_MAX_ATTEMPTS is invalid: Input should be less than or equal to 100"),
             # mallopt takes a C int: a larger value used to be cut silently
             (
                 "WORKER_MALLOC_ARENA_MAX",

@@ -647,6 +647,36 @@ class TestHeartbeat:
         asyncio.run(scenario())
         assert len(set(touches)) >= 5  # touched again and again while waiting for work
 
+    def test_debounce_wait_touches_the_heartbeat_and_ends_at_stop(
+        self, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A long WORKER_DEBOUNCE_MS neither makes the worker look dead nor delays SIGTERM (it was a plain
+        sleep: a stop waited for it, and the heartbeat aged meanwhile)."""
+        monkeypatch.setattr(runner_module, "HEARTBEAT_EVERY_S", 0.05)
+        hb = tmp_path / "hb"
+        runner = Runner(
+            settings.model_copy(update={"debounce_ms": 60_000, "poll_interval_s": 600.0}),
+            FakeGateway(),
+            recomputer=FakeRecomputer(),
+        )  # type: ignore[arg-type]
+        touches: list[int] = []
+        stopped_in: list[float] = []
+
+        async def scenario() -> None:
+            task = asyncio.create_task(runner.run())  # the start-up catch-up goes through the debounce
+            for _ in range(10):
+                await asyncio.sleep(0.05)
+                if (seen := mtime_ns(hb)) is not None:
+                    touches.append(seen)
+            started = time.monotonic()
+            runner.request_stop()
+            await asyncio.wait_for(task, 5)
+            stopped_in.append(time.monotonic() - started)
+
+        asyncio.run(scenario())
+        assert len(set(touches)) >= 4
+        assert stopped_in[0] < 1.0
+
     def test_unwritable_heartbeat_is_reported_once(self, settings: Settings, tmp_path: Path) -> None:
         path = tmp_path / "missing-dir" / "hb"
         runner = Runner(
