@@ -41,6 +41,7 @@ _exit_on_signals_before_commands()
 import asyncio  # noqa: E402 - after the early signal handlers on purpose
 import contextlib  # noqa: E402
 import math  # noqa: E402
+import shlex  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Coroutine, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -471,8 +472,8 @@ async def _demo(file: Path, parsed: Any, settings: Settings, token: str, *, time
         hours = DEMO_KEEP_RUNNING_TOKEN_TTL_S // 3600
         console.print(
             f"backend at {url}; worker keeps running (Ctrl-C to stop). From another shell:\n"
-            f"  export CONVEX_URL={url} CONVEX_ADMIN_KEY={key}\n"
-            f"  export CONVEX_USER_TOKEN={token}  # the demo user ({DEMO_SUBJECT}), valid {hours} h\n"
+            f"  export CONVEX_URL={shlex.quote(str(url))} CONVEX_ADMIN_KEY={shlex.quote(key)}\n"
+            f"  export CONVEX_USER_TOKEN={shlex.quote(token)}  # the demo user ({DEMO_SUBJECT}), valid {hours} h\n"
             "  python -m worker import FILE  # more views for the demo user; this worker recomputes them",
             markup=False,
             highlight=False,
