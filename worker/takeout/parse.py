@@ -200,6 +200,11 @@ def _refuse_encrypted(info: zipfile.ZipInfo, name: str) -> None:
         )
 
 
+def _is_history_name(member: str) -> bool:
+    """Return whether a member's file name is a documented name of the watch-history file."""
+    return PurePosixPath(member.lower()).name.rsplit(".", 1)[0] in _HISTORY_FILE_STEMS
+
+
 def _candidate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> _Candidate | None:
     """Return the member as a watch-history candidate, or None when it is not one.
 
@@ -219,14 +224,14 @@ def _candidate(archive: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> _C
         is_json, has_records = _scan_member(archive, info)
     except _ARCHIVE_READ_ERRORS as exc:
         raise _member_error(name, info, exc) from None
-    stem = PurePosixPath(lower).name.rsplit(".", 1)[0]
-    if not has_records and stem not in _HISTORY_FILE_STEMS:
+    named_history = _is_history_name(info.filename)
+    if not has_records and not named_history:
         return None
     in_my_activity = "my activity" in lower or "myactivity" in lower
     return _Candidate(
         info,
         has_records=has_records,
-        named_history=stem in _HISTORY_FILE_STEMS,
+        named_history=named_history,
         in_my_activity=in_my_activity,
         is_json=is_json,
     )
@@ -280,8 +285,10 @@ def _parse_zip(source: IO[bytes], name: str, now_ms: int) -> ParseResult:
     name of the watch-history file (``watch-history.json``…) before any other (a copy saved under
     another name, a stray file); the YouTube history file before ``My Activity`` (which mixes
     searches, likes…); JSON before HTML; the larger file (uncompressed) first; then the path in
-    code-point order. The result names the member read in
-    :attr:`ParseResult.member` and lists the others in a note.
+    code-point order. The result names the member read in :attr:`ParseResult.member` and lists the
+    others in a note. A ``.json``/``.html`` member that cannot be read (damaged, encrypted) and is
+    not named as the history is skipped with a note when another member is a candidate; the
+    history file itself unreadable is an error.
 
     Raises:
         TakeoutFormatError: the archive or a member cannot be read (damaged, encrypted, unsupported),
@@ -297,8 +304,19 @@ def _parse_zip(source: IO[bytes], name: str, now_ms: int) -> ParseResult:
         files = [info for info in archive.infolist() if not info.is_dir()]
         if not files:
             raise TakeoutFormatError(name, "the zip archive is empty: it holds no files, so no watch history")
-        candidates = [c for info in files if (c := _candidate(archive, info, name)) is not None]
+        candidates: list[_Candidate] = []
+        unreadable: list[TakeoutFormatError] = []
+        for member in files:
+            try:
+                if (c := _candidate(archive, member, name)) is not None:
+                    candidates.append(c)
+            except TakeoutFormatError as exc:
+                if _is_history_name(member.filename):
+                    raise  # the history file itself is damaged or encrypted
+                unreadable.append(exc)  # another file (My Activity…): what it holds is unknown
         if not candidates:
+            if unreadable:
+                raise unreadable[0]
             raise TakeoutFormatError(
                 name,
                 f"the zip archive holds no watch-history file (JSON or HTML) among its {plural(len(files), 'file')}",
@@ -318,6 +336,7 @@ def _parse_zip(source: IO[bytes], name: str, now_ms: int) -> ParseResult:
             f"the archive holds {len(candidates)} watch-history files; read {member_name}, ignored: {ignored}",
             *notes,
         )
+    notes = (*(f"ignored a file that cannot be read: {exc}" for exc in unreadable), *notes)
     return replace(result, member=member_name, notes=notes)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+import struct
 import zipfile
 from collections import Counter
 from datetime import UTC, datetime
@@ -282,3 +284,46 @@ class TestSeveralCandidates:
         result = parse_takeout_bytes(zip_of(members), name="t.zip")
         assert result.member == real and result.total_entries == 1
         assert result.notes[0].endswith(f"ignored: {stray}")
+
+
+def _damaged(archive: bytes, member: str) -> bytes:
+    """``archive`` with one byte of ``member``'s compressed data flipped (its CRC or inflate then fails)."""
+    with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+        info = zf.getinfo(member)
+    name_len, extra_len = struct.unpack("<HH", archive[info.header_offset + 26 : info.header_offset + 30])
+    at = info.header_offset + 30 + name_len + extra_len + 2
+    return archive[:at] + bytes([archive[at] ^ 0xFF]) + archive[at + 1 :]
+
+
+class TestUnreadableMembers:
+    ENTRY = (
+        '{"header": "YouTube", "title": "Watched T", "titleUrl": "https://www.youtube.com/watch?v\\u003d'
+        'Qx7Lm2Np9Ta", "time": "2024-01-05T22:15:32Z"}'
+    )
+    ACTIVITY = "Takeout/My Activity/YouTube/MyActivity.json"
+
+    def test_an_unreadable_other_file_is_skipped_with_a_note(self) -> None:
+        """A damaged My Activity file does not block the intact history (the history would be read anyway)."""
+        real = f"{HISTORY_DIR}/watch-history.json"
+        archive = zip_of(
+            {real: f"[{self.ENTRY}]".encode(), self.ACTIVITY: ("[" + ",".join([self.ENTRY] * 40) + "]").encode()}
+        )
+        result = parse_takeout_bytes(_damaged(archive, self.ACTIVITY), name="t.zip")
+        assert result.member == real and result.total_entries == 1
+        assert result.notes[0].startswith(
+            f"ignored a file that cannot be read: t.zip!{self.ACTIVITY}: cannot read archive member: damaged"
+        )
+
+    def test_the_history_itself_unreadable_is_an_error(self) -> None:
+        """A damaged watch-history.json is reported, not replaced by another file's views."""
+        real = f"{HISTORY_DIR}/watch-history.json"
+        archive = zip_of(
+            {real: ("[" + ",".join([self.ENTRY] * 40) + "]").encode(), self.ACTIVITY: f"[{self.ENTRY}]".encode()}
+        )
+        with pytest.raises(TakeoutFormatError, match=f"^t.zip!{re.escape(real)}: cannot read archive member: damaged"):
+            parse_takeout_bytes(_damaged(archive, real), name="t.zip")
+
+    def test_only_unreadable_files_is_the_first_error(self) -> None:
+        archive = zip_of({self.ACTIVITY: ("[" + ",".join([self.ENTRY] * 40) + "]").encode()})
+        with pytest.raises(TakeoutFormatError, match="cannot read archive member: damaged"):
+            parse_takeout_bytes(_damaged(archive, self.ACTIVITY), name="t.zip")
