@@ -677,17 +677,20 @@ def _positive_seconds(option: str, value: str) -> float:
     return number
 
 
-def _operator_connection(url: str | None) -> tuple[str, str]:
+def _operator_connection(url: str | None, needs_key: str) -> tuple[str, str]:
     """Return the deployment URL and admin key of an operator command, read as ``import --user-id`` reads them.
+
+    Args:
+        url: The ``--url`` option (None: from the environment).
+        needs_key: What needs the admin key, for the messages (``dead letters``, ``recompute``).
 
     Raises:
         typer.Exit: code 2 with a one-line message when the URL or the key is missing, empty or invalid.
     """
     url = _deployment_url(url)
     admin_key = _admin_key(
-        "CONVEX_ADMIN_KEY is not set (or CONVEX_SELF_HOSTED_ADMIN_KEY / CONVEX_DEPLOY_KEY):"
-        " dead letters need the admin key",
-        "dead letters need the admin key",
+        f"CONVEX_ADMIN_KEY is not set (or CONVEX_SELF_HOSTED_ADMIN_KEY / CONVEX_DEPLOY_KEY): {needs_key} the admin key",
+        f"{needs_key} the admin key",
     )
     return url, admin_key
 
@@ -767,7 +770,7 @@ def dead_letters_list(
         from worker.report import print_dead_letters
 
         shown = _bounded_int("--limit", limit, 1, MAX_DEAD_LETTER_PAGE)
-        url, admin_key = _operator_connection(url)
+        url, admin_key = _operator_connection(url, "dead letters need")
         calls = _call_settings()
         page = min(shown + 1, MAX_DEAD_LETTER_PAGE)  # one row more than shown tells whether others exist
         try:
@@ -799,7 +802,7 @@ def dead_letters_retry(user_id: UserIdOption = None, url: UrlOption = None) -> N
         )
 
     with _exit_when_interrupted("dead-letters retry", done):
-        url, admin_key = _operator_connection(url)
+        url, admin_key = _operator_connection(url, "dead letters need")
         calls = _call_settings()
         try:
             retried = asyncio.run(_cancel_on_signals(_retry_dead_letters(url, admin_key, user_id, progress, calls)))
@@ -865,7 +868,7 @@ def recompute(
     _check_user_id(user_id)
     _warn_unless_token_identifier(user_id, "no signed-in user's views are stored under it")
     with _exit_when_interrupted("recompute"):
-        url, admin_key = _operator_connection(url)
+        url, admin_key = _operator_connection(url, "recompute needs")
         calls = _call_settings()
         try:
             seq = asyncio.run(_cancel_on_signals(_request_recompute(url, admin_key, user_id, calls)))

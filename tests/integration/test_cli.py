@@ -1393,6 +1393,22 @@ class TestRecompute:
         res = run_cli("recompute", env={"CONVEX_URL": project_backend.url, "CONVEX_ADMIN_KEY": "k"})
         assert res.returncode == 2 and "--user-id" in res.stderr
 
+    @pytest.mark.parametrize(
+        ("args", "needs"),
+        [(("recompute", "--user-id", "a|b"), "recompute needs"), (("dead-letters", "list"), "dead letters need")],
+    )
+    def test_missing_or_empty_key_names_the_command(self, args: tuple[str, ...], needs: str) -> None:
+        """The message says what needs the key (recompute said 'dead letters need the admin key')."""
+        res = run_cli(*args, env={"CONVEX_URL": "http://127.0.0.1:9", "CONVEX_ADMIN_KEY": ""})
+        assert res.returncode == 2
+        assert res.stderr.strip() == f"error: CONVEX_ADMIN_KEY is set but empty: {needs} the admin key"
+        res = run_cli(*args, env={"CONVEX_URL": "http://127.0.0.1:9"})
+        assert res.returncode == 2
+        assert res.stderr.strip() == (
+            "error: CONVEX_ADMIN_KEY is not set (or CONVEX_SELF_HOSTED_ADMIN_KEY / CONVEX_DEPLOY_KEY):"
+            f" {needs} the admin key"
+        )
+
     @pytest.mark.parametrize("command", ["recompute", "import"])
     def test_blank_user_id_is_one_line(self, command: str, tmp_path: Path) -> None:
         """An empty --user-id is refused by name (not as a missing one), before any connection."""
