@@ -439,7 +439,9 @@ def import_(
 # ---------------------------------------------------------------------------------------- demo
 
 
-async def _demo(file: Path, parsed: Any, settings: Settings, token: str, *, time_zone: str, keep_running: bool) -> None:
+async def _demo(
+    file: Path, parsed: Any, settings: Settings, token: str, *, time_zone: str, keep_running: bool, log_format: str
+) -> None:
     from worker.gateway import ConvexGateway
     from worker.runner import Runner
 
@@ -474,10 +476,12 @@ async def _demo(file: Path, parsed: Any, settings: Settings, token: str, *, time
             f"backend at {url}; worker keeps running (Ctrl-C to stop). From another shell:\n"
             f"  export CONVEX_URL={shlex.quote(str(url))} CONVEX_ADMIN_KEY={shlex.quote(key)}\n"
             f"  export CONVEX_USER_TOKEN={shlex.quote(token)}  # the demo user ({DEMO_SUBJECT}), valid {hours} h\n"
-            "  python -m worker import FILE  # more views for the demo user; this worker recomputes them",
+            "  python -m worker import FILE  # more views for the demo user; this worker recomputes them\n"
+            "(the worker's info logs follow: batch.processed per recomputed user)",
             markup=False,
             highlight=False,
         )
+        configure_logging("console" if log_format == "console" else "json", "info", stream=sys.stderr)
         async with ConvexGateway(
             str(settings.convex_url), admin_key=settings.convex_admin_key.get_secret_value(), **calls
         ) as gateway:
@@ -541,7 +545,11 @@ def demo(
             )
             zone = time_zone or ("Europe/Berlin" if file is None else "UTC")
             asyncio.run(
-                _cancel_on_signals(_demo(path, parsed, settings, token, time_zone=zone, keep_running=keep_running))
+                _cancel_on_signals(
+                    _demo(
+                        path, parsed, settings, token, time_zone=zone, keep_running=keep_running, log_format=log_format
+                    )
+                )
             )
     except _Interrupted as exc:  # the in-memory backend is gone: no re-import, whatever was committed
         raise exc.exit("demo", when="during the import" if exc.during_import else "", detail=DEMO_GONE) from None

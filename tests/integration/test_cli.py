@@ -944,7 +944,8 @@ class TestDemo:
 
     def test_keep_running_prints_how_to_use_the_backend(self, tmp_path: Path) -> None:
         """--keep-running prints the URL, admin key and a demo-user token; pasted into a shell as printed
-        (the admin key holds a '|'), they let another shell import more views as the demo user."""
+        (the admin key holds a '|'), they let another shell import more views as the demo user, which
+        the demo's worker recomputes (its info logs show it)."""
         with reaped(start_cli("demo", "--keep-running", env=cli_env(), merge_stderr=True)) as proc:
             assert proc.stdout is not None
             exports: list[str] = []
@@ -966,8 +967,17 @@ class TestDemo:
             )
             assert res.returncode == 0, res.stderr
             assert re.search(r"^\s*imported\s+1$", res.stdout, flags=re.MULTILINE), res.stdout
+            watchdog = threading.Timer(120, proc.kill)  # never wait forever for the line
+            watchdog.start()
+            try:
+                for line in proc.stdout:  # the demo's worker recomputes the user, and says so
+                    if "batch.processed" in line:
+                        break
+            finally:
+                watchdog.cancel()
             proc.send_signal(signal.SIGINT)
             proc.communicate(timeout=60)
+        assert "batch.processed" in line
 
     def test_interrupted_demo_suggests_running_it_again(self, large_export: Path) -> None:
         """The demo's backend is in memory and stops with it: the hint is to run the demo again, not to re-import."""
