@@ -192,6 +192,10 @@ describe("claimUser", () => {
     expect(await leaseOf(t, A)).toEqual({ owner: "w1", expiresAtMs: claim.leaseExpiresAtMs });
     // the lease is not on the user's row: a claim does not invalidate queries reading it (dashboards)
     expect((await userRow(t, A))!.leaseOwner).toBeUndefined();
+    // the incarnation of the user's change log, granted or not
+    expect(claim.userCreatedAtMs).toBe((await userRow(t, A))!._creationTime);
+    const denied = await t.mutation(internal.worker.claimUser, { userId: A, workerId: "w2", leaseMs: 60_000 });
+    expect(denied).toMatchObject({ granted: false, userCreatedAtMs: claim.userCreatedAtMs });
   });
 
   test("never hands out an expired interest, and finds live ones behind many expired rows", async () => {

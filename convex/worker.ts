@@ -223,6 +223,8 @@ export interface ClaimResult {
   retryAfterMs?: number;
   timeZone: string;
   lastSeq: number;
+  /** Creation time of the user's row, epoch ms: the incarnation of its change log. */
+  userCreatedAtMs: number;
   changes: ChangeEntry[];
   interests: Filters[];
   appended?: { afterSeq: number; throughSeq: number; events: WatchEventOutput[] };
@@ -332,6 +334,7 @@ export async function claimUserHandler(
       retryAfterMs: holder.expiresAtMs - nowMs,
       timeZone: user.timeZone,
       lastSeq: user.lastSeq,
+      userCreatedAtMs: user._creationTime,
       changes: [],
       interests: [],
     };
@@ -363,6 +366,7 @@ export async function claimUserHandler(
     leaseExpiresAtMs,
     timeZone: user.timeZone,
     lastSeq: user.lastSeq,
+    userCreatedAtMs: user._creationTime,
     changes,
     interests,
     ...(await appendedViews(ctx, userId, rows)),
@@ -1075,6 +1079,11 @@ export const pendingChanges = internalQuery({
  * `interests` are empty, `leaseOwner`/`leaseExpiresAtMs` (epoch ms) describe the
  * holder and `retryAfterMs` (≥ 1) is the time until the lease expires, by the
  * server's clock: the worker claims the user again no earlier than that.
+ * `userCreatedAtMs` (granted or not) is the creation time of the user's row:
+ * it names this incarnation of the user's change log, whose seqs start again
+ * when the user's data is wiped and re-imported (a reset deployment), so the
+ * worker keys its caches by it and never takes one incarnation's cached
+ * months for another's.
  *
  * When every claimed change is an import and they inserted at most 1000 views,
  * `appended` holds those views (`changeSeq` in `(afterSeq, throughSeq]`, as
@@ -1089,6 +1098,7 @@ export const claimUser = internalMutation({
     retryAfterMs: v.optional(v.number()),
     timeZone: v.string(),
     lastSeq: v.number(),
+    userCreatedAtMs: v.number(),
     changes: v.array(vChangeEntry),
     interests: v.array(vFilters),
     appended: v.optional(

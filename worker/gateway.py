@@ -537,6 +537,7 @@ class ConvexGateway:
             interests=tuple(raw.get("interests", [])),
             appended=_appended_from_convex(raw.get("appended")),
             retry_after_ms=_opt_int(raw.get("retryAfterMs")),
+            user_created_at_ms=None if raw.get("userCreatedAtMs") is None else float(raw["userCreatedAtMs"]),
         )
 
     async def renew_lease(self, user_id: str, worker_id: str, lease_ms: int) -> LeaseRenewal:

@@ -228,6 +228,9 @@ class Claim:
         retry_after_ms: When not granted: time until the holder's lease expires, ms by the
             deployment's clock (a retry backoff after failed attempts, or another replica's lease);
             None when granted, or when the deployment does not send it.
+        user_created_at_ms: Creation time of the user's row (epoch ms): the incarnation of the
+            user's change log (a wiped and re-imported user starts its seqs again under a new
+            one); None from a deployment that does not send it.
     """
 
     granted: bool
@@ -239,11 +242,20 @@ class Claim:
     interests: tuple[dict[str, object], ...] = ()
     appended: AppendedViews | None = field(default=None, repr=False)
     retry_after_ms: int | None = None
+    user_created_at_ms: float | None = None
 
     @property
     def watermark(self) -> int:
         """Return the highest seq among the claimed changes (0 when none)."""
         return max((c.seq for c in self.changes), default=0)
+
+    def cache_user(self, user_id: str) -> str:
+        """Return the key the worker's caches file ``user_id``'s months and frame under: the user id
+        and its incarnation (:attr:`user_created_at_ms`), so that the cached state of a wiped
+        user, or of the same user id in another deployment sharing the Redis, is never reused."""
+        if self.user_created_at_ms is None:
+            return user_id
+        return f"{user_id}\x00{self.user_created_at_ms!r}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -517,8 +517,11 @@ class Recomputer:
         """Return the user's merged frame, the events read from Convex, the plan followed, and the
         cache state to store once the results are computed (:meth:`_store_state`; None without a user)."""
         user_id = claim.changes[0].user_id if claim.changes else ""
+        # the caches file the user under its incarnation too (Claim.cache_user): a wiped and
+        # re-imported user, or the same id in another deployment sharing the Redis, starts afresh
+        cache_user = claim.cache_user(user_id) if user_id else ""
         max_seq = claim.watermark if claim.changes else None
-        prepared = await asyncio.to_thread(self._prepare, user_id, claim, zone)
+        prepared = await asyncio.to_thread(self._prepare, cache_user, claim, zone)
         read = 0
         combined: dict[int, Payload] = {}
         delta_parts: dict[int, Partition] = {}
@@ -539,12 +542,12 @@ class Recomputer:
             payloads, more = await self._read_all_at_once(user_id, zone, ranges, max_seq, keep)
             read += more
         combined = {m: p for m, p in combined.items() if m not in prepared.plan.rebuild}
-        merged = await asyncio.to_thread(self._finish, user_id, claim, prepared, payloads, combined, delta_parts)
+        merged = await asyncio.to_thread(self._finish, cache_user, claim, prepared, payloads, combined, delta_parts)
         if merged is None:
             prepared = _Prepared(Plan(full=True, reason="irregular months"), prepared.index, {})
             payloads, more = await self._read_all_at_once(user_id, zone, [(None, None)], max_seq)
             read += more
-            merged = await asyncio.to_thread(self._finish, user_id, claim, prepared, payloads, {}, {})
+            merged = await asyncio.to_thread(self._finish, cache_user, claim, prepared, payloads, {}, {})
             assert merged is not None  # a full plan accepts every month
         return merged[0], read, prepared.plan, merged[1]
 

@@ -522,6 +522,32 @@ class TestPlanning:
             PartitionIndex.from_bytes(b"{}")
 
 
+class TestUserIncarnation:
+    def test_a_wiped_and_reimported_user_is_not_served_from_the_cache(self) -> None:
+        """A deployment reset (or another deployment sharing the Redis) starts the user's seqs again: the
+        months and frame cached under the old incarnation must not be taken for the new one's (they
+        were: 16 + 3 views came out as 19)."""
+        tz = "Europe/Berlin"
+        old = history(60, 3)
+        source = MemorySource()
+        source.insert(old, 1)
+        rc = recomputer(source, None)
+        first = replace(claim(tz, [change(1, "import", BASE, NOW)]), user_created_at_ms=1_000.0)
+        asyncio.run(rc.recompute(first, now_ms=NOW))
+        # the deployment is wiped: the same user id imports 3 other views, again as change 1, then 2
+        fresh = history(3, 9)
+        source.events, source.seq_of = [], {}
+        source.insert(fresh[:2], 1)
+        source.insert(fresh[2:], 2)
+        again = replace(
+            claim(tz, [change(1, "import", BASE, NOW), change(2, "import", BASE, NOW)]), user_created_at_ms=2_000.0
+        )
+        out = asyncio.run(rc.recompute(again, now_ms=NOW))
+        assert out.results == from_scratch(fresh, again, NOW)
+        # the same claim under the old incarnation would have read the cache (the guard is the key)
+        assert first.cache_user(USER) != again.cache_user(USER)
+
+
 class TestFrameCache:
     def frame(self, n: int, seed: int) -> Frame:
         return build_frame(history(n, seed), load_zone("UTC"))
