@@ -295,6 +295,8 @@ class Runner:
         Returns:
             Number of users whose changes were processed (acknowledged or failed) in this round.
         """
+        # every line the round logs names this replica (with several, their logs may be merged)
+        structlog.contextvars.bind_contextvars(worker=self.settings.worker_id)
         self.stats.rounds += 1
         if pending is None:
             pending = await self.gateway.pending_changes(self.settings.batch_size)

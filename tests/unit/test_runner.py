@@ -375,6 +375,28 @@ class TestProcessRound:
         assert gw.acked == [("a", 0)] and "a" not in gw.lease_owner
 
 
+class TestLogLinesNameTheReplica:
+    def test_round_lines_carry_the_worker_id(self, settings: Settings) -> None:
+        """With several replicas logging to one place, batch.processed says which one did the work."""
+        import io
+        import json
+
+        from worker.logs import configure_logging
+
+        out = io.StringIO()
+        configure_logging("json", "info", stream=out)
+        try:
+            gw, rc = FakeGateway(), FakeRecomputer()
+            gw.pending = [change("a", 1)]
+            asyncio.run(Runner(settings, gw, recomputer=rc).run_until_idle())  # type: ignore[arg-type]
+        finally:
+            structlog.reset_defaults()
+            structlog.contextvars.clear_contextvars()
+        lines = [json.loads(line) for line in out.getvalue().splitlines()]
+        processed = [line for line in lines if line["event"] == "batch.processed"]
+        assert len(processed) == 1 and processed[0]["worker"] == "w1" and processed[0]["user"] == "a"
+
+
 class TestOutcomeLogs:
     @staticmethod
     def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
