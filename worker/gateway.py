@@ -508,14 +508,15 @@ class ConvexGateway:
                 with values they do not return), or the URL answers something other than a Convex
                 deployment.
         """
-        rows = await self._call_once("query", "worker:pendingChanges", {"limit": 1})
-        with self._unexpected("worker:pendingChanges", rows):  # a Convex reply, but not of these functions
-            for row in rows:
-                change_from_convex(row)
+        # a Convex reply, but not of these functions, is refused here too
+        self._pending_rows(await self._call_once("query", "worker:pendingChanges", {"limit": 1}))
 
     async def pending_changes(self, limit: int) -> list[ChangeEntry]:
         """Return up to ``limit`` pending change-log rows (``worker:pendingChanges``)."""
-        rows = await self.query("worker:pendingChanges", {"limit": limit})
+        return self._pending_rows(await self.query("worker:pendingChanges", {"limit": limit}))
+
+    def _pending_rows(self, rows: Any) -> list[ChangeEntry]:
+        """Read the value of ``worker:pendingChanges`` (a call or a subscription update)."""
         with self._unexpected("worker:pendingChanges", rows):
             return [change_from_convex(row) for row in rows]
 
@@ -762,9 +763,7 @@ class ConvexGateway:
                 if value == previous:
                     continue
                 previous = value
-                with self._unexpected("worker:pendingChanges", value):
-                    rows = [change_from_convex(row) for row in value]
-                yield rows
+                yield self._pending_rows(value)
         finally:
             # Not unsubscribed here: the client's unsubscribe() blocks (holding the GIL) while the
             # deployment is unreachable, which would turn a SIGTERM during an outage into a hang.

@@ -587,24 +587,22 @@ class Runner:
 
         The loop itself touches it, so a stuck loop still goes stale, while a long poll interval does not.
         """
-        deadline = time.monotonic() + timeout_s
-        while not self._wake.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=min(left, HEARTBEAT_EVERY_S))
-            self._heartbeat()
+        await self._wait_beating(self._wake, timeout_s)
 
     async def _debounce(self, seconds: float) -> None:
         """Wait ``seconds`` before a round (``settings.debounce_ms``), touching the heartbeat every
         ``HEARTBEAT_EVERY_S``; return at once when a stop is requested."""
-        deadline = time.monotonic() + seconds
-        while not self._stop.is_set():
+        await self._wait_beating(self._stop, seconds)
+
+    async def _wait_beating(self, event: asyncio.Event, timeout_s: float) -> None:
+        """Wait for ``event`` or ``timeout_s``, touching the heartbeat every ``HEARTBEAT_EVERY_S``."""
+        deadline = time.monotonic() + timeout_s
+        while not event.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            await self._sleep_unless_stopped(min(left, HEARTBEAT_EVERY_S))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), timeout=min(left, HEARTBEAT_EVERY_S))
             self._heartbeat()
 
     def _heartbeat(self) -> None:

@@ -183,15 +183,9 @@ def channel_metrics_data(
     rows: list[dict[str, Any]] = []
     if k:
         shares = ratios(listed.views, np.full(k, views))
-        build = list(range(k)) if kept is None else [i for i, row in enumerate(kept) if row is None]
-        built = _metrics_rows(frame, clock, listed, shares, build)
-        if kept is None:
-            rows = built
-        else:
-            fresh = iter(built)
-            rows = [
-                next(fresh) if row is None else {**row, "share": share} for row, share in zip(kept, shares, strict=True)
-            ]
+        old = kept if kept is not None else [None] * k
+        fresh = iter(_metrics_rows(frame, clock, listed, shares, [i for i, row in enumerate(old) if row is None]))
+        rows = [next(fresh) if row is None else {**row, "share": share} for row, share in zip(old, shares, strict=True)]
     return {
         "channelCount": channel_count,
         "channels": rows,
