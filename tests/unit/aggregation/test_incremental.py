@@ -53,10 +53,12 @@ def test_appends_across_month_and_clock_changes(tz: str) -> None:
 
 
 @pytest.mark.parametrize("side_min", [1, 2, 4096])
+@pytest.mark.parametrize("wide", [0, 2**32], ids=["int32-keys", "keys-past-int32"])
 @given(seed=st.integers(0, 2**32 - 1))
 @settings(max_examples=30, deadline=None)
-def test_last_seen_answers_like_a_dict(side_min: int, seed: int) -> None:
-    """``LastSeen.update`` = the previous instant per key of a plain dict, whatever the merge threshold."""
+def test_last_seen_answers_like_a_dict(side_min: int, wide: int, seed: int) -> None:
+    """``LastSeen.update`` = the previous bucket per key of a plain dict, whatever the merge threshold,
+    also when appended keys no longer fit the int32 keys the table was built with."""
     rng = random.Random(seed)
     old = LastSeen.SIDE_MIN
     LastSeen.SIDE_MIN = side_min  # 1 and 2 merge the side table on almost every update
@@ -66,7 +68,8 @@ def test_last_seen_answers_like_a_dict(side_min: int, seed: int) -> None:
         expected = {k: t for t, k in enumerate(keys0.tolist()) if k >= 0}
         t = keys0.size
         for _ in range(rng.randrange(1, 10)):
-            keys = np.array([rng.randrange(-1, 60) for _ in range(rng.randrange(0, 12))], dtype=np.int64)
+            drawn = [rng.randrange(-1, 60) for _ in range(rng.randrange(0, 12))]
+            keys = np.array([k + wide if k >= 45 else k for k in drawn], dtype=np.int64)
             ts = np.arange(t, t + keys.size, dtype=np.int64)
             t += keys.size
             want = []
@@ -186,3 +189,55 @@ def test_two_frames_extended_from_one_state_do_not_share_results() -> None:
         )
         want = compute_aggregations(events + branch, now_ms=START + HOUR, time_zone="UTC", filter_sets=sets)
         assert [r.data for r in got] == [r.data for r in want], product
+
+
+def test_month_keyed_distinct_counts_hold_only_the_last_two_months() -> None:
+    """(video, month) and (channel, month) keys of earlier months are never asked for again by an
+    append (its views are later than every earlier one): the tables keep the last two months only,
+    and the monthly distinct counts still equal a full computation."""
+    from worker.aggregation import FilterSet, compute_aggregations, compute_from_frame
+    from worker.aggregation.derived import DerivedState
+    from worker.aggregation.partition import build_month_partitions, extend_frame, merge_partitions
+    from worker.aggregation.timeframes import load_zone
+
+    rng = random.Random(5)
+    zone = load_zone("Europe/Berlin")
+    events = random_views(rng, START, 400, videos=40)  # about two years
+    frame = merge_partitions(build_month_partitions(events, zone).values())
+    state = DerivedState.cold(frame)
+    now = START + 400 * DAY
+    sets = [FilterSet("All", "all")]
+    for step in range(3):
+        batch = random_views(rng, events[-1].watched_at_ms, 10, videos=40, prefix=f"s{step}")
+        events += batch
+        frame = extend_frame(frame, build_month_partitions(batch, zone).values())
+        assert frame is not None
+        state = state.extended(frame)
+        types = ["monthly_trend", "channel_metrics"]
+        got = compute_from_frame(
+            frame, now_ms=now, time_zone="Europe/Berlin", filter_sets=sets, types=types, derived=state
+        )
+        want = compute_aggregations(events, now_ms=now, time_zone="Europe/Berlin", filter_sets=sets, types=types)
+        assert [r.data for r in got] == [r.data for r in want], f"step {step}"
+    (entry,) = state.bases.values()
+    held = entry.memory.last_seen["video_month"]
+    months = {int(k) % (1 << 18) for k in held.table.keys.tolist() + held.table.side_keys.tolist()}
+    all_months = {int(m) for m in frame.month.tolist()}
+    assert len(all_months) >= 6
+    assert months and max(months) - min(months) <= 1, sorted(months)
+    assert "channel_month" in entry.memory.last_seen
+
+
+def test_month_buckets_follow_the_first_instant_of_each_month() -> None:
+    """An instant's bucket is the latest local month whose first instant is not after it: its local
+    month, except after a clock turned back across the first of a month (America/Goose_Bay,
+    2009-11-01: 03:30Z reads 23:30 on 31 October but is after November's first instant, 03:00Z)."""
+    from worker.aggregation.incremental.core import month_buckets
+    from worker.aggregation.timeframes import load_zone, month_start_ms
+
+    zone = load_zone("America/Goose_Bay")
+    october, november = 2009 * 12 + 9, 2009 * 12 + 10
+    assert month_start_ms(november, zone) == 1_257_044_400_000
+    ts = np.array([1_257_044_399_000, 1_257_044_430_000, 1_257_046_200_000, 1_257_052_000_000], dtype=np.int64)
+    local = np.array([october, november, october, november], dtype=np.int64)
+    assert month_buckets(ts, local, zone).tolist() == [october, november, november, november]

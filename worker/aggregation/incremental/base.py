@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
 from worker.aggregation.frame import Frame, IntArray
 from worker.aggregation.incremental.core import (
+    MONTH_KINDS,
     BaseMemory,
     BaseTail,
     IncrementalState,
@@ -25,6 +27,7 @@ from worker.aggregation.incremental.core import (
     StableCodes,
     _key,
     base_rows_between,
+    month_buckets,
     slice_tail,
 )
 from worker.aggregation.incremental.pairs import SessionPairs, SliceShared
@@ -211,7 +214,8 @@ def open_base(
             rows=base_rows_between(frame, fs, old_size, frame.size),
             memory=entry.memory,
             fs=fs,
-            _build=_builder(frame, fs, codes, old_size),
+            zone=clock.zone,
+            _build=_builder(frame, fs, codes, old_size, clock.zone),
         )
         entry.epoch = IN_PROGRESS
         entry.frame = frame
@@ -222,11 +226,17 @@ def open_base(
     return BaseRun(entry, epoch, frame, codes, clock, options)
 
 
-def _builder(frame: Frame, fs: FilterSet, codes: StableCodes, size: int) -> Callable[[str], LastSeen]:
+def _builder(frame: Frame, fs: FilterSet, codes: StableCodes, size: int, zone: ZoneInfo) -> Callable[[str], LastSeen]:
     """Return a builder of a base's ``LastSeen`` over its rows before the append (frame rows < ``size``)."""
 
     def build(kind: str) -> LastSeen:
         rows: IntArray = base_rows_between(frame, fs, 0, size)
+        if kind in MONTH_KINDS and rows.size:
+            # appended views are later than every row: their local month is at least the last one's
+            # minus one (a clock turned back across the first of a month), so keys of earlier
+            # months are never asked for again (an entry lives one local day)
+            month = frame.month[rows]
+            rows = rows[month >= int(month.max()) - 1]
         keys = _key(
             kind,
             codes.stable_video(frame.video[rows]),
@@ -235,6 +245,6 @@ def _builder(frame: Frame, fs: FilterSet, codes: StableCodes, size: int) -> Call
             frame.month[rows].astype(np.int64),
             frame.day[rows].astype(np.int64),
         )
-        return LastSeen(keys, frame.ts[rows].astype(np.int64))
+        return LastSeen(keys, month_buckets(frame.ts[rows], frame.month[rows], zone))
 
     return build
