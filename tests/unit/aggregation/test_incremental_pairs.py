@@ -13,8 +13,9 @@ from worker.aggregation.derived import DerivedState
 from worker.aggregation.frame import Frame
 from worker.aggregation.incremental.channels import ChannelMetricsState
 from worker.aggregation.incremental.core import StableCodes
-from worker.aggregation.incremental.pairs import SessionPairs, SliceShared
+from worker.aggregation.incremental.pairs import SessionPairs
 from worker.aggregation.incremental.relationships import RelationshipsState
+from worker.aggregation.incremental.shared import SliceShared
 from worker.aggregation.options import AggregationOptions
 from worker.aggregation.partition import build_month_partitions, extend_frame, merge_partitions
 from worker.aggregation.slices import Slice

@@ -30,7 +30,7 @@ from worker.aggregation.incremental.core import (
     month_buckets,
     slice_tail,
 )
-from worker.aggregation.incremental.pairs import SessionPairs, SliceShared
+from worker.aggregation.incremental.shared import SHARED_ATTRIBUTES, SliceShared
 from worker.aggregation.options import AggregationOptions
 from worker.aggregation.timeframes import Clock, Window
 
@@ -95,17 +95,18 @@ class BaseEntry:
 
     @property
     def nbytes(self) -> int:
-        """Return the bytes held by the states (estimates for Python objects); pair counts shared by
-        several states count once."""
+        """Return the bytes held by the states (estimates for Python objects); what several states
+        share (``SHARED_ATTRIBUTES``: pair counts, views per channel) counts once."""
         total = self.memory.nbytes
-        pairs: dict[int, SessionPairs] = {}
+        shared: dict[int, int] = {}
         for s in self.slices.values():
             for _, state in s.states.values():
                 total += state.nbytes
-                held = getattr(state, "pairs", None)
-                if isinstance(held, SessionPairs):
-                    pairs[id(held)] = held
-        return total + sum(p.nbytes for p in pairs.values())
+                for name in SHARED_ATTRIBUTES:
+                    held = getattr(state, name, None)
+                    if held is not None:
+                        shared[id(held)] = held.nbytes
+        return total + sum(shared.values())
 
 
 @dataclass

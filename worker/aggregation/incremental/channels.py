@@ -30,7 +30,8 @@ from worker.aggregation.incremental.core import (
     StableCodes,
     grown,
 )
-from worker.aggregation.incremental.pairs import PAIR_BOUND, SessionPairs, SliceShared
+from worker.aggregation.incremental.pairs import PAIR_BOUND, SessionPairs
+from worker.aggregation.incremental.shared import SliceShared
 from worker.aggregation.slices import Slice
 
 __all__ = ["INCREMENTAL", "ChannelMetricsState", "Histograms"]

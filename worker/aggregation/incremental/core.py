@@ -39,7 +39,7 @@ from worker.aggregation.timeframes import Clock, Window, month_start_ms
 if TYPE_CHECKING:
     from worker.aggregation.common import Output
     from worker.aggregation.filters import FilterSet
-    from worker.aggregation.incremental.pairs import SliceShared
+    from worker.aggregation.incremental.shared import SliceShared
     from worker.aggregation.slices import Slice
 
 __all__ = [

@@ -16,8 +16,8 @@ from worker.aggregation.counts import (
     top_channels_data,
 )
 from worker.aggregation.frame import IntArray
-from worker.aggregation.incremental.core import IncrementalState, RenderContext, SliceTail, StableCodes, grown
-from worker.aggregation.incremental.pairs import SliceShared
+from worker.aggregation.incremental.core import IncrementalState, RenderContext, SliceTail, StableCodes
+from worker.aggregation.incremental.shared import ChannelViews, SliceShared
 from worker.aggregation.slices import Slice
 
 __all__ = ["INCREMENTAL", "KpiState", "HeatmapState", "MonthlyTrendState", "TopChannelsState"]
@@ -208,7 +208,7 @@ class MonthlyTrendState:
 
 
 class TopChannelsState:
-    """``top_channels``: views per channel and the ranking's first ``top_n`` channels.
+    """``top_channels``: the ranking's first ``top_n`` channels, over the slice's views per channel.
 
     Appends only add views, so the first ``cap`` channels after an append are among the first ``cap``
     before it and the channels the append gave views to: any other channel has the views it had, and
@@ -216,60 +216,49 @@ class TopChannelsState:
     ones arrive). ``extend`` re-ranks just those, ``render`` lists them: no pass over the channels.
 
     Attributes:
-        views: Views of the slice per stable channel code (≥ codes.channels, grown by doubling), int64.
+        channel_views: The slice's views per channel (shared with the slice's other states).
         top: Stable codes of the first ``cap`` channels with views, by views desc then channel id asc
             (≤ cap,), int64; ids compared through the codes of the frame last extended to (the render's).
         total: Views of the slice.
-        attributed: Its views with a channel.
-        channel_count: Channels with ≥ 1 view.
         cap: ``AggregationOptions.top_n``.
     """
 
-    def __init__(
-        self, views: IntArray, top: IntArray, total: int, attributed: int, channel_count: int, cap: int
-    ) -> None:
-        self.views = views
+    def __init__(self, channel_views: ChannelViews, top: IntArray, total: int, cap: int) -> None:
+        self.channel_views = channel_views
         self.top = top
         self.total = total
-        self.attributed = attributed
-        self.channel_count = channel_count
         self.cap = cap
 
     @classmethod
     def from_slice(cls, view: Slice, codes: StableCodes, shared: SliceShared | None = None) -> TopChannelsState:
         """Build the state of the whole slice."""
-        per_code = view.channel_views
-        views = np.zeros(codes.channels, dtype=np.int64)
-        views[codes.channel] = per_code
-        ranking = view.channel_ranking
         cap = view.options.top_n
-        return cls(views, codes.channel[ranking[:cap]], view.n, int(per_code.sum()), int(ranking.size), cap)
+        channel_views = (shared or SliceShared(0)).channel_views_of(view, codes)
+        return cls(channel_views, codes.channel[view.channel_ranking[:cap]], view.n, cap)
 
     def extend(self, tail: SliceTail) -> None:
         """Add the appended views and re-rank the previous first channels with the ones they viewed."""
-        self.total += tail.n
-        ch = tail.channel
-        ch = ch[ch >= 0]
-        if ch.size == 0:
+        if tail.n == 0:
             return
-        self.attributed += int(ch.size)
-        viewed, counts = np.unique(ch, return_counts=True)
-        self.views = grown(self.views, int(viewed[-1]) + 1, 0)
-        self.channel_count += int(np.count_nonzero(self.views[viewed] == 0))
-        self.views[viewed] += counts
+        self.total += tail.n
+        viewed = self.channel_views.add(tail).viewed
+        if viewed.size == 0:
+            return
         candidates = np.union1d(self.top, viewed)
-        order = np.lexsort((tail.base.codes.channel_code[candidates], -self.views[candidates]))
+        order = np.lexsort((tail.base.codes.channel_code[candidates], -self.channel_views.views[candidates]))
         self.top = candidates[order[: self.cap]]
 
     def render(self, ctx: RenderContext) -> Output:
         """Return the ``top_channels`` output (cost: the channels listed)."""
-        top = [(ctx.channel_id(c), ctx.channel_name(c), int(self.views[c])) for c in self.top.tolist()]
-        return top_channels_data(self.total, self.attributed, self.channel_count, top, self.cap), "window"
+        cv = self.channel_views
+        views = cv.views
+        top = [(ctx.channel_id(c), ctx.channel_name(c), int(views[c])) for c in self.top.tolist()]
+        return top_channels_data(self.total, cv.attributed, cv.channel_count, top, self.cap), "window"
 
     @property
     def nbytes(self) -> int:
-        """Return the bytes held."""
-        return int(self.views.nbytes + self.top.nbytes) + 128
+        """Return the bytes held (not the views per channel: the slice's, counted with it)."""
+        return int(self.top.nbytes) + 128
 
 
 INCREMENTAL: dict[str, type[IncrementalState]] = {

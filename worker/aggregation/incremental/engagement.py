@@ -13,7 +13,7 @@ import numpy as np
 from worker.aggregation.common import Output, code_counts
 from worker.aggregation.frame import IntArray
 from worker.aggregation.incremental.core import IncrementalState, RenderContext, SliceTail, StableCodes
-from worker.aggregation.incremental.pairs import SliceShared
+from worker.aggregation.incremental.shared import SliceShared
 from worker.aggregation.options import AggregationOptions
 from worker.aggregation.slices import Slice
 from worker.aggregation.topics import (

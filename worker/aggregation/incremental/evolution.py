@@ -10,7 +10,7 @@ from worker.aggregation.channels import channel_evolution_data, recent_windows
 from worker.aggregation.common import MonthAxis, Output, month_axis
 from worker.aggregation.frame import Int32Array, IntArray
 from worker.aggregation.incremental.core import IncrementalState, RenderContext, SliceTail, StableCodes, grown
-from worker.aggregation.incremental.pairs import SliceShared
+from worker.aggregation.incremental.shared import ChannelViews, SliceShared
 from worker.aggregation.slices import Slice
 
 __all__ = ["INCREMENTAL", "ChannelEvolutionState"]
@@ -29,9 +29,10 @@ _SMALL_DICT_BYTES = 224
 class ChannelEvolutionState:
     """``channel_evolution``: per-channel counts, the listed channels and the (channel, month) views.
 
-    Per stable channel code (≥ C,) arrays, int32, grown when the frame gains channels: ``views`` (views
-    in the slice), ``recent`` / ``previous`` (base views, whole history, in the trend windows) and
-    ``first_month`` (local month of the channel's first base view, ``_UNSEEN`` before it).
+    The slice's views per channel (``channel_views``, shared with its other states) and per stable
+    channel code (≥ C,) arrays, int32, grown when the frame gains channels: ``recent`` / ``previous``
+    (base views, whole history, in the trend windows) and ``first_month`` (local month of the
+    channel's first base view, ``_UNSEEN`` before it).
 
     Monthly views of every channel of the slice, sparse: ``pair_key`` (P,) sorted int64 keys
     ``channel × _MONTH_SLOTS + month`` with their views ``pair_views`` (P,) int32, built from the slice,
@@ -41,7 +42,6 @@ class ChannelEvolutionState:
 
     Attributes:
         top: Stable codes of the listed channels, views desc then channel id asc (≤ top_n,).
-        ranked: Channels with ≥ 1 view in the slice.
         month_lo: First local month of the slice (None: empty slice).
         month_hi: Its last local month.
         windows: (previous start, recent start, current) month indices of the trend windows.
@@ -49,12 +49,11 @@ class ChannelEvolutionState:
 
     def __init__(
         self,
-        views: Int32Array,
+        channel_views: ChannelViews,
         recent: Int32Array,
         previous: Int32Array,
         first_month: Int32Array,
         top: IntArray,
-        ranked: int,
         months: tuple[int, int] | None,
         pairs: tuple[IntArray, Int32Array],
         windows: tuple[int, int, int],
@@ -62,12 +61,11 @@ class ChannelEvolutionState:
         months_cap: int,
         trend_ratio: float,
     ) -> None:
-        self.views = views
+        self.channel_views = channel_views
         self.recent = recent
         self.previous = previous
         self.first_month = first_month
         self.top = top
-        self.ranked = ranked
         self.month_lo: int | None = None if months is None else months[0]
         self.month_hi: int | None = None if months is None else months[1]
         self.pair_key, self.pair_views = pairs
@@ -89,7 +87,6 @@ class ChannelEvolutionState:
         has = channel >= 0
         c, m = channel[has], view.month[has].astype(np.int64)
         del channel, has
-        views = np.bincount(c, minlength=n_channels).astype(np.int32)
         pair_key, pair_views = np.unique(c * _MONTH_SLOTS + m, return_counts=True)
         del c, m
         months = (int(view.month.min()), int(view.month.max())) if view.n else None
@@ -106,12 +103,11 @@ class ChannelEvolutionState:
         seen, first = np.unique(bc, return_index=True)  # first occurrence = first view (rows in time order)
         first_month[seen] = bm[first]
         return cls(
-            views,
+            (shared or SliceShared(0)).channel_views_of(view, codes),
             recent,
             previous,
             first_month,
             codes.stable_channel(view.channel_ranking[: opts.top_n]),
-            int(view.channel_ranking.size),
             months,
             (pair_key, pair_views),
             windows,
@@ -136,6 +132,7 @@ class ChannelEvolutionState:
                 np.add.at(self.previous, c[(m >= prev_start) & (m < recent_start)], 1)
         if tail.n == 0:
             return
+        touched = self.channel_views.add(tail).viewed
         months = tail.month
         lo, hi = int(months.min()), int(months.max())
         if self.month_lo is None or self.month_hi is None:
@@ -146,10 +143,6 @@ class ChannelEvolutionState:
         if not has.any():
             return
         keys, counts = np.unique(tail.channel[has] * _MONTH_SLOTS + months[has], return_counts=True)
-        channels = keys // _MONTH_SLOTS
-        touched = np.unique(channels)
-        self.ranked += int(np.count_nonzero(self.views[touched] == 0))
-        np.add.at(self.views, channels, counts)
         for key, n in zip(keys.tolist(), counts.tolist(), strict=True):
             per = self.added.setdefault(key // _MONTH_SLOTS, {})
             month = key % _MONTH_SLOTS
@@ -159,7 +152,7 @@ class ChannelEvolutionState:
         # the listed channels can only be the listed ones or appended ones (other counts did not change;
         # a new channel id sorting among the old ones keeps the old ones' relative order)
         candidates = np.union1d(self.top, touched)
-        order = np.lexsort((base.codes.channel_code[candidates], -self.views[candidates]))
+        order = np.lexsort((base.codes.channel_code[candidates], -self.channel_views.views[candidates]))
         self.top = candidates[order[: self.top_n]]
         if self.added_pairs > max(_COMPACT_MIN_PAIRS, self.pair_key.size // 4):
             self._compact()
@@ -185,7 +178,7 @@ class ChannelEvolutionState:
         return channel_evolution_data(
             [ctx.channel_id(c) for c in codes],
             [ctx.channel_name(c) for c in codes],
-            self.views[top].tolist(),
+            self.channel_views.views[top].tolist(),
             monthly,
             self.recent[top].tolist(),
             self.previous[top].tolist(),
@@ -194,15 +187,16 @@ class ChannelEvolutionState:
             months_cap=axis.cap,
             months_truncated=axis.truncated,
             windows=self.windows,
-            ranked=self.ranked,
+            ranked=self.channel_views.channel_count,
             top_n=self.top_n,
             trend_ratio=self.trend_ratio,
         )
 
     @property
     def nbytes(self) -> int:
-        """Return the bytes held (arrays; the appended counts' dicts estimated)."""
-        arrays = (self.views, self.recent, self.previous, self.first_month, self.top, self.pair_key, self.pair_views)
+        """Return the bytes held (arrays; the appended counts' dicts estimated; not the views per
+        channel: the slice's, counted with it)."""
+        arrays = (self.recent, self.previous, self.first_month, self.top, self.pair_key, self.pair_views)
         held = sum(int(a.nbytes) for a in arrays)
         # each channel's month dict estimated at CPython 3.11's size for up to 5 entries (224 bytes;
         # appends touch few months of a channel) plus 64 bytes per entry (its two ints and slot):
@@ -221,7 +215,6 @@ class ChannelEvolutionState:
         They grow with spare capacity (:func:`~worker.aggregation.incremental.core.grown`), so a run
         of appends each bringing a new channel does not copy them every time (extra entries: no views).
         """
-        self.views = grown(self.views, n_channels, 0)
         self.recent = grown(self.recent, n_channels, 0)
         self.previous = grown(self.previous, n_channels, 0)
         self.first_month = grown(self.first_month, n_channels, _UNSEEN)

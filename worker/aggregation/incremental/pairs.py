@@ -18,7 +18,7 @@ from worker.aggregation.frame import IntArray
 from worker.aggregation.incremental.core import KeyCounts, SliceTail, StableCodes
 from worker.aggregation.slices import Slice, _session_channels
 
-__all__ = ["PAIR_BOUND", "PairDelta", "SessionPairs", "SliceShared"]
+__all__ = ["PAIR_BOUND", "PairDelta", "SessionPairs"]
 
 PAIR_BOUND = 1 << 31
 """Pair key of stable channel codes ``low < high``: ``low * 2^31 + high`` (both < 2^31: fits an int64)."""
@@ -166,33 +166,3 @@ class SessionPairs:
         keys, added = np.unique(np.minimum(a, b) * PAIR_BOUND + np.maximum(a, b), return_counts=True)
         before = self.counts.add(keys, added) if keys.size else np.zeros(0, dtype=np.int64)
         return PairDelta(keys, before, before + added, multi, capped, kept[fresh])
-
-
-class SliceShared:
-    """What the states of one slice share, kept with the slice's entry (see ``base.SliceEntry``).
-
-    Attributes:
-        epoch: The slice epoch (frame epoch) the entry describes, set by the framework.
-        pairs: The slice's pair counts, or None before a state asked for them.
-    """
-
-    __slots__ = ("epoch", "pairs")
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-        self.pairs: SessionPairs | None = None
-
-    def advance(self, tail: SliceTail, epoch: int) -> None:
-        """Move to slice epoch ``epoch`` (the framework's call when the slice gets ``tail``): pair
-        counts of the previous epoch still describe the slice when the tail is empty (no state adds
-        an empty tail); otherwise the first state extended adds it."""
-        if self.pairs is not None and self.pairs.epoch == self.epoch and tail.n == 0:
-            self.pairs.epoch = epoch
-        self.epoch = epoch
-
-    def pairs_of(self, view: Slice, codes: StableCodes) -> SessionPairs:
-        """Return pair counts describing ``view`` (the slice at ``epoch``): the ones another state
-        built or extended to this epoch, or new ones built from the slice (kept for the others)."""
-        if self.pairs is None or self.pairs.epoch != self.epoch:
-            self.pairs = SessionPairs.of(view, codes, self.epoch)
-        return self.pairs

@@ -14,8 +14,8 @@ import numpy as np
 
 from worker.aggregation.common import Output, unique_ints
 from worker.aggregation.frame import IntArray
-from worker.aggregation.incremental.core import IncrementalState, RenderContext, SliceTail, StableCodes, grown
-from worker.aggregation.incremental.pairs import SliceShared
+from worker.aggregation.incremental.core import IncrementalState, RenderContext, SliceTail, StableCodes
+from worker.aggregation.incremental.shared import ChannelViews, SliceShared
 from worker.aggregation.sessions import (
     LOYALIST_TOP_CHANNELS,
     OrderStats,
@@ -239,10 +239,10 @@ class SessionAnalysisState:
 
 class ViewingPatternsState:
     """``viewing_patterns``: views per local hour (24,), weekend views, binge counts, active days
-    with the first and last local day, and views per stable channel code (grown for new channels)
-    with the stable codes of the top channels (≤ ``LOYALIST_TOP_CHANNELS``)."""
+    with the first and last local day, and the slice's views per channel (shared with its other
+    states) with the stable codes of the top channels (≤ ``LOYALIST_TOP_CHANNELS``)."""
 
-    def __init__(self, view: Slice, codes: StableCodes) -> None:
+    def __init__(self, view: Slice, codes: StableCodes, channel_views: ChannelViews) -> None:
         n = view.n
         self.views = n
         self.hours: IntArray = np.bincount(view.hour, minlength=24).astype(np.int64)
@@ -252,17 +252,13 @@ class ViewingPatternsState:
         # min and max: a local day can repeat after a later one (a clock change back across midnight)
         self.first_day = int(view.day.min()) if n else 0
         self.last_day = int(view.day.max()) if n else 0
-        frame_views = view.channel_views
-        self.channel_views: IntArray = np.zeros(codes.channels, dtype=np.int64)
-        self.channel_views[codes.channel] = frame_views
-        self.attributed = int(frame_views.sum())
-        self.channel_count = int(np.count_nonzero(frame_views))
+        self.channel_views = channel_views
         self.top: IntArray = codes.stable_channel(view.channel_ranking[:LOYALIST_TOP_CHANNELS])
 
     @classmethod
     def from_slice(cls, view: Slice, codes: StableCodes, shared: SliceShared | None = None) -> ViewingPatternsState:
         """Build the state of the whole slice."""
-        return cls(view, codes)
+        return cls(view, codes, (shared or SliceShared(0)).channel_views_of(view, codes))
 
     def extend(self, tail: SliceTail) -> None:
         """Add the appended views."""
@@ -278,25 +274,13 @@ class ViewingPatternsState:
         self.last_day = high if self.views == 0 else max(self.last_day, high)
         self.active_days += int(np.count_nonzero(tail.last_seen("day") < tail.window_floor))
         self.views += n
-        ch = tail.channel
-        ch = ch[ch >= 0]
-        if ch.size:
-            self._add_channels(ch)
-
-    def _add_channels(self, ch: IntArray) -> None:
-        """Count views of stable channel codes ``ch`` (r,) and update the top channels.
-
-        Counts only grow, so every channel outside the top holds at most the top's least count:
-        after an append the new top is the best of the old top and the channels appended.
-        """
-        self.channel_views = grown(self.channel_views, int(ch.max()) + 1, 0)
-        touched = np.unique(ch)
-        self.channel_count += int(np.count_nonzero(self.channel_views[touched] == 0))
-        np.add.at(self.channel_views, ch, 1)
-        self.attributed += int(ch.size)
-        candidates = np.union1d(self.top, touched)
-        best = np.argsort(-self.channel_views[candidates], kind="stable")[:LOYALIST_TOP_CHANNELS]
-        self.top = candidates[best]
+        touched = self.channel_views.add(tail).viewed
+        if touched.size:
+            # counts only grow, so every channel outside the top holds at most the top's least
+            # count: after an append the new top is the best of the old top and the channels appended
+            candidates = np.union1d(self.top, touched)
+            best = np.argsort(-self.channel_views.views[candidates], kind="stable")[:LOYALIST_TOP_CHANNELS]
+            self.top = candidates[best]
 
     def render(self, ctx: RenderContext) -> Output:
         """Return the ``viewing_patterns`` output."""
@@ -308,16 +292,17 @@ class ViewingPatternsState:
             binge_sessions=self.binge.sessions,
             active_days=self.active_days,
             span_days=self.last_day - self.first_day + 1 if self.views else 0,
-            attributed=self.attributed,
-            channel_count=self.channel_count,
-            top_channel_views=int(self.channel_views[self.top].sum()),
+            attributed=self.channel_views.attributed,
+            channel_count=self.channel_views.channel_count,
+            top_channel_views=int(self.channel_views.views[self.top].sum()),
         )
         return viewing_patterns_data(counts, ctx.options), "window"
 
     @property
     def nbytes(self) -> int:
-        """Return the bytes held (the per-channel counts, the hour counts, a few Python ints)."""
-        return int(self.channel_views.nbytes + self.hours.nbytes + self.top.nbytes) + 12 * _INT_BYTES
+        """Return the bytes held (the hour counts, a few Python ints; not the views per channel: the
+        slice's, counted with it)."""
+        return int(self.hours.nbytes + self.top.nbytes) + 10 * _INT_BYTES
 
 
 INCREMENTAL: dict[str, type[IncrementalState]] = {

@@ -15,7 +15,7 @@ from worker.aggregation.channels import recent_windows
 from worker.aggregation.common import MonthAxis, Output, code_counts, month_axis
 from worker.aggregation.frame import CodeArray, IntArray
 from worker.aggregation.incremental.core import IncrementalState, RenderContext, SliceTail, StableCodes
-from worker.aggregation.incremental.pairs import SliceShared
+from worker.aggregation.incremental.shared import SliceShared
 from worker.aggregation.slices import Slice
 from worker.aggregation.topics import (
     leaderboard_windows,
