@@ -21,14 +21,17 @@ result (what the runner does after each recompute), and how many results an appe
 CPU to encode only those.
 Events come from an in-memory stand-in for ``worker:listEvents``: Convex transfer time is excluded.
 
-Peak RSS is the worker's: a child process per size runs a cold full recompute whose event source
-reads pickled pages of 4000 events (field tuples, turned into ``WatchEvent`` objects per page as the
-gateway does with Convex documents) from a temporary file one page at a time, so the history is
-never held whole by the source; the peak is ``VmHWM`` after the recompute, including the
-interpreter and its imports (about 65 MB). The child starts as ``python -m worker run`` does
-(``worker.allocator.configure_malloc`` and ``configure_gc`` with the default settings) and does not import the
-synthetic-history generator, which the worker never loads. A second child writes the file first.
-``--rss-only`` skips the in-process measurements (for large sizes).
+Peak RSS is the worker's: a child process per size, with the worker's default settings (whatever
+``--frame-cache-mib`` says), runs a cold full recompute whose event source reads pickled pages of
+4000 events (field tuples, turned into ``WatchEvent`` objects per page as the gateway does with
+Convex documents) from a temporary file one page at a time, so the history is never held whole by
+the source, then the same appends as above; the peaks are ``VmHWM`` after the full recompute and
+after the appends, including the interpreter and its imports (about 65 MB). The child starts as
+``python -m worker run`` does (``worker.allocator.configure_malloc`` and ``configure_gc`` with the
+default settings) and does not import the synthetic-history generator, which the worker never
+loads. A second child writes the files first. The child's CPU figures (full and appends, page
+decoding excluded) are printed too: the worker's own process with its default memory bounds.
+``--rss-only`` runs only the children (for large sizes).
 """
 
 from __future__ import annotations
@@ -131,11 +134,17 @@ class MemorySource:
 
 @dataclass
 class FileSource:
-    """``iter_event_pages`` over pickled pages of field tuples in a file, read lazily (whole-history reads only)."""
+    """The history as pickled pages of field tuples in a file, read lazily, plus appended views in memory.
+
+    ``iter_event_pages`` streams the file (a whole-history read) or scans it for a time range (a
+    month read again), adding the appended views of changes up to ``max_change_seq``;
+    ``iter_changed_event_pages`` serves the appended views by change seq.
+    """
 
     path: str
     read: int = 0
-    cpu_s: float = 0.0  # CPU spent decoding pages (the stand-in for Convex transfer), excluded from "full s"
+    cpu_s: float = 0.0  # CPU spent decoding pages (the stand-in for Convex transfer), excluded from the worker's
+    appended: list[tuple[int, list[WatchEvent]]] = field(default_factory=list)  # (seq, views) in seq order
 
     async def iter_event_pages(
         self,
@@ -146,23 +155,40 @@ class FileSource:
         max_change_seq: int | None = None,
         page_size: int = 4000,
     ) -> AsyncIterator[list[WatchEvent]]:
-        assert from_ms is None and to_ms is None
+        lo = -(2**62) if from_ms is None else from_ms
+        hi = 2**62 if to_ms is None else to_ms
+        top = 2**62 if max_change_seq is None else max_change_seq
         with open(self.path, "rb") as fh:
             while True:
                 started = time.process_time()
                 try:
                     rows: list[tuple[Any, ...]] = pickle.load(fh)
                 except EOFError:
-                    return
-                page = [WatchEvent(*row) for row in rows]
+                    break
+                page = [WatchEvent(*row) for row in rows if lo <= row[0] <= hi]
                 del rows
                 self.cpu_s += time.process_time() - started
+                if page:
+                    self.read += len(page)
+                    yield page
+        for seq, views in self.appended:
+            page = [e for e in views if lo <= e.watched_at_ms <= hi] if seq <= top else []
+            if page:
                 self.read += len(page)
                 yield page
 
+    async def iter_changed_event_pages(
+        self, user_id: str, *, after_seq: int, through_seq: int, page_size: int = 4000
+    ) -> AsyncIterator[list[WatchEvent]]:
+        for seq, views in self.appended:
+            if after_seq < seq <= through_seq:
+                self.read += len(views)
+                yield views
+
 
 def write_history(n: int, path: str, page_size: int = 4000) -> None:
-    """Write the benchmark history of size n to ``path`` as pickled pages (time order)."""
+    """Write the benchmark history of size n to ``path`` as pickled pages (time order), and its
+    ``APPENDS`` append batches (``append_batches``) to ``path + ".appends"``."""
     from worker.synthetic import generate_history  # not in the measured child: the worker never loads it
 
     events = generate_history(n, seed=42, end_ms=END_MS, time_zone=TZ, years=3.0)
@@ -174,10 +200,34 @@ def write_history(n: int, path: str, page_size: int = 4000) -> None:
                 for e in events[i : i + page_size]
             ]
             pickle.dump(rows, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    with open(path + ".appends", "wb") as fh:
+        pickle.dump(append_batches(events, n), fh, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def full_from_file(path: str) -> dict[str, float]:
-    """Cold full recompute from a page file: worker CPU s (page decoding excluded), reads, peak RSS (MiB)."""
+def append_batches(history: list[WatchEvent], n: int) -> list[list[WatchEvent]]:
+    """Return the ``APPENDS`` batches appended to the size-n history (time-ordered ``history``), each
+    spread over a fifth of what is left of its last month, later than everything before (seeded by n)."""
+    zone = load_zone(TZ)
+    last = history[-1].watched_at_ms
+    _, hi = month_bounds_ms(local_month_of(last, zone), zone)
+    rng = random.Random(n)
+    out: list[list[WatchEvent]] = []
+    for seq in range(2, 2 + APPENDS):
+        new = append_batch(history, last, last + (hi - last) // 5, rng, f"a{seq}")
+        new.sort(key=lambda e: e.watched_at_ms)
+        last = new[-1].watched_at_ms
+        out.append(new)
+    return out
+
+
+def worker_from_file(path: str) -> dict[str, Any]:
+    """The worker's own process on a page file, with its default settings: a cold full recompute, then
+    the ``APPENDS`` appends (``path + ".appends"``).
+
+    Returns worker CPU s (page decoding excluded) of the full recompute and of each append, documents
+    read by the full recompute, the incremental state kept after the appends (MiB, 0 when it did not
+    fit the frame cache), and the peak RSS (MiB) after the full recompute and after the appends.
+    """
     source = FileSource(path)
     settings = load_settings(convex_url="http://127.0.0.1:9", convex_admin_key="k", heartbeat_file=None)
     # the start-up of ``python -m worker run``: the allocator tuning the shipped worker applies to itself
@@ -185,7 +235,22 @@ def full_from_file(path: str) -> dict[str, float]:
     configure_gc(gen0_threshold=settings.gc_gen0_threshold)
     rc = Recomputer(cast(Gateway, source), settings, cache=PartitionCache(max_bytes=settings.cache_max_bytes))
     cpu, read, _ = measure(rc, cast(MemorySource, source), claim(1, "import", 0, END_MS), END_MS)
-    return {"cpu": cpu - source.cpu_s, "source_cpu": source.cpu_s, "read": read, "rss": peak_rss_mib()}
+    out: dict[str, Any] = {"cpu": cpu - source.cpu_s, "source_cpu": source.cpu_s, "read": read, "rss": peak_rss_mib()}
+    with open(path + ".appends", "rb") as fh:
+        batches: list[list[WatchEvent]] = pickle.load(fh)
+    appends: list[float] = []
+    for seq, batch in enumerate(batches, start=2):
+        source.appended.append((seq, batch))
+        before = source.cpu_s
+        c = claim(seq, "import", batch[0].watched_at_ms, batch[-1].watched_at_ms, len(batch))
+        cpu, _, _ = measure(rc, cast(MemorySource, source), c, END_MS)
+        appends.append(cpu - (source.cpu_s - before))
+    index = rc.store.load_index(USER, TZ, min_watermark=0)
+    state = rc.frames.get_state(USER, TZ, index) if index is not None else None
+    out["append_cpu"] = appends
+    out["states_mb"] = 0.0 if state is None else state.nbytes / 2**20
+    out["rss_appends"] = peak_rss_mib()
+    return out
 
 
 def peak_rss_mib() -> float:
@@ -310,15 +375,11 @@ def run(n: int, full_only: bool = False, frame_cache_mib: int | None = None) -> 
     row["cache_mb"] = cache.stats().l1_bytes / 2**20
     if full_only:
         return row
-    last = source.ts[-1]
-    lo, hi = month_bounds_ms(local_month_of(last, zone), zone)
-    rng = random.Random(n)
     appends: list[tuple[float, int, str, list[dict[str, Any]]]] = []
-    for seq in range(2, 2 + APPENDS):  # each append spreads over a fifth of what is left of the month
-        new = append_batch(events, last, last + (hi - last) // 5, rng, f"a{seq}")
-        first, last = min(e.watched_at_ms for e in new), max(e.watched_at_ms for e in new)
-        source.append(sorted(new, key=lambda e: e.watched_at_ms), seq)
-        appends.append(measure_results(rc, source, claim(seq, "import", first, last, len(new)), now))
+    for seq, new in enumerate(append_batches(list(source.events), n), start=2):
+        source.append(new, seq)
+        c = claim(seq, "import", new[0].watched_at_ms, new[-1].watched_at_ms, len(new))
+        appends.append(measure_results(rc, source, c, now))
     row["first_append_cpu"], row["second_append_cpu"] = appends[0][0], appends[1][0]
     steady = sorted(a[0] for a in appends[2:])
     row["append_cpu"] = steady[len(steady) // 2]  # the median of the steady state
@@ -337,16 +398,16 @@ def run(n: int, full_only: bool = False, frame_cache_mib: int | None = None) -> 
     return row
 
 
-def peak_rss(n: int) -> dict[str, float]:
-    """Write a size-n history to a page file (one child), run a cold full recompute from it (another)."""
+def peak_rss(n: int) -> dict[str, Any]:
+    """Write a size-n history to a page file (one child), run the worker on it (another: ``worker_from_file``)."""
     here = str(Path(__file__).resolve().parent)
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "history.pages")
         prelude = f"import sys, json; sys.path.insert(0, {here!r}); import bench_incremental as b; "
         subprocess.run([sys.executable, "-c", prelude + f"b.write_history({n}, {path!r})"], check=True)
-        code = prelude + f"print(json.dumps(b.full_from_file({path!r})))"
+        code = prelude + f"print(json.dumps(b.worker_from_file({path!r})))"
         out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
 
@@ -382,15 +443,31 @@ def parse_args(argv: list[str]) -> tuple[list[int], bool, int | None]:
     return sizes or [10_000, 100_000], bool(args.rss_only), args.frame_cache_mib
 
 
+def print_worker_rows(workers: dict[int, dict[str, Any]]) -> None:
+    """Print the worker-process measurements (``worker_from_file``) per size."""
+    print("Worker process with its default settings (pages read from a file; decoding them excluded):")
+    print("full recompute, then the same appends; RSS = peak (VmHWM) after the full recompute, then after the appends")
+    header = (
+        f"{'events':>9} {'full s':>7} {'read':>8} {'RSS MiB':>7} | {'1st app s':>9} {'2nd app s':>9} {'append s':>8}"
+        f" {'cpu x':>6} {'stateMiB':>8} {'RSS MiB':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for n, w in workers.items():
+        cpu = w["append_cpu"]
+        steady = sorted(cpu[2:])[len(cpu[2:]) // 2]
+        print(
+            f"{n:>9} {w['cpu']:>7.3f} {int(w['read']):>8} {w['rss']:>7.1f} | {cpu[0]:>9.3f} {cpu[1]:>9.3f}"
+            f" {steady:>8.3f} {w['cpu'] / steady:>6.1f} {w['states_mb']:>8.1f} {w['rss_appends']:>7.1f}"
+        )
+
+
 def main(argv: list[str]) -> int:
     sizes, rss_only, frame_cache_mib = parse_args(argv)
     print("Recomputer partition path, 14 types x 18 eager filter sets, in-memory event source")
     print("(Convex transfer excluded; CPU = time.process_time; RSS = worker peak in a child, pages read from a file)")
     if rss_only:
-        print(f"{'events':>9} {'full s':>7} {'read':>8} {'RSS MiB':>7}")
-        for n in sizes:
-            r = peak_rss(n)
-            print(f"{n:>9} {r['cpu']:>7.3f} {int(r['read']):>8} {r['rss']:>7.1f}")
+        print_worker_rows({n: peak_rss(n) for n in sizes})
         return 0
     budget = load_settings(convex_url="http://127.0.0.1:9", convex_admin_key="k", heartbeat_file=None)
     configure_gc(gen0_threshold=budget.gc_gen0_threshold)  # as python -m worker run does at start-up
@@ -404,10 +481,12 @@ def main(argv: list[str]) -> int:
     print(header)
     print("-" * len(header))
     rows: list[dict[str, Any]] = []
+    workers: dict[int, dict[str, Any]] = {}
     for n in sizes:
         r = run(n, frame_cache_mib=frame_cache_mib)
         rows.append(r)
-        rss = peak_rss(n)["rss"]
+        workers[n] = peak_rss(n)
+        rss = workers[n]["rss"]
         print(
             f"{n:>9} {r['full_cpu']:>7.3f} {r['full_read']:>8} {rss:>7.1f} {r['cache_mb']:>8.1f} |"
             f" {r['first_append_cpu']:>9.3f} {r['second_append_cpu']:>9.3f} {r['append_cpu']:>8.3f}"
@@ -425,6 +504,8 @@ def main(argv: list[str]) -> int:
             f"{r['n']:>9} {r['results']:>7} {r['encode_all_cpu']:>7.3f} | {r['append_changed']:>7}"
             f" {r['encode_changed_cpu']:>9.4f} {r['full_cpu'] / r['encode_changed_cpu']:>7.1f}"
         )
+    print()
+    print_worker_rows(workers)
     floor = floor_cpu()
     print()
     print(f"Fixed cost: the same append to a {FLOOR_EVENTS}-view history takes {floor:.4f} s (best of 3): producing")
