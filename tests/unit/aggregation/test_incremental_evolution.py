@@ -14,8 +14,6 @@ from hypothesis import strategies as st
 from tests.unit.aggregation.incremental_support import DAY, HOUR, MINUTE, assert_appends_match, random_views, spy_states
 from worker.aggregation import TIMEFRAMES, FilterSet
 from worker.aggregation.incremental import evolution
-from worker.aggregation.incremental.evolution import ChannelEvolutionState
-from worker.aggregation.incremental.shared import ChannelViews
 from worker.aggregation.options import AggregationOptions
 from worker.models import Product, WatchEvent
 
@@ -208,21 +206,19 @@ def test_local_month_going_back_at_a_dst_end(extends: list[int]) -> None:
 
 
 def test_nbytes_counts_the_appended_months() -> None:
-    empty = np.zeros(0, dtype=np.int64)
-    state = ChannelEvolutionState(
-        ChannelViews(np.zeros(3, dtype=np.int32), 0, 0, 0),
-        np.zeros(3, dtype=np.int32),
-        np.zeros(3, dtype=np.int32),
-        np.zeros(3, dtype=np.int32),
-        top=empty,
-        months=None,
-        pairs=(empty, np.zeros(0, dtype=np.int32)),
-        windows=(1, 2, 3),
-        top_n=10,
-        months_cap=240,
-        trend_ratio=0.25,
-    )
-    held = state.nbytes
-    assert held >= 3 * 3 * 4
-    state.added, state.added_pairs = {1: {5: 2, 6: 1}}, 2
-    assert state.nbytes > held + 2 * 64
+    """The base's monthly views count the appended (channel, month) entries held in dicts."""
+    from worker.aggregation.incremental.core import StableCodes
+    from worker.aggregation.partition import build_month_partitions, merge_partitions
+    from worker.aggregation.slices import Slice
+    from worker.aggregation.timeframes import load_zone, make_clock, resolve_window
+
+    zone = load_zone("UTC")
+    frame = merge_partitions(build_month_partitions(spaced(START, HOUR, ["UC1", "UC2", "UC1"]), zone).values())
+    clock = make_clock(START + DAY, zone)
+    rows = np.arange(frame.size, dtype=np.int64)
+    whole = Slice(frame, rows, rows, clock, resolve_window("All", clock), AggregationOptions(), start=0)
+    months = evolution.ChannelMonths(whole, StableCodes.identity(frame))
+    held = months.nbytes
+    assert held >= 3 * 2 * 4
+    months.added, months.added_pairs = {1: {5: 2, 6: 1}}, 2
+    assert months.nbytes > held + 2 * 64

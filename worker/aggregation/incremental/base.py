@@ -53,7 +53,7 @@ class SliceEntry:
     append added to it (None when the entry was built from the slice at that epoch), kept so that
     states extended by a later call of the same recompute (the engine is called once per batch of
     filter sets) see the same tail. ``shared`` holds what the states share (the pair counts), as
-    of ``shared.epoch`` (kept equal to ``epoch``).
+    of ``shared.epoch`` (kept equal to ``epoch``), with access to the base's ``memory``.
     """
 
     window: Window
@@ -62,10 +62,11 @@ class SliceEntry:
     tail: SliceTail | None = None
     states: dict[str, tuple[int, IncrementalState]] = field(default_factory=dict)
     outputs: dict[str, tuple[int, Output]] = field(default_factory=dict)
+    memory: BaseMemory | None = None
     shared: SliceShared = field(init=False)
 
     def __post_init__(self) -> None:
-        self.shared = SliceShared(self.epoch)
+        self.shared = SliceShared(self.epoch, self.memory)
 
 
 @dataclass
@@ -131,7 +132,7 @@ class BaseRun:
             s.epoch = epoch
             s.shared.advance(s.tail, epoch)
         elif s is None or s.window != window or s.epoch != epoch:
-            s = entry.slices[fs.key] = SliceEntry(window, SliceInfo.of(view()), epoch)
+            s = entry.slices[fs.key] = SliceEntry(window, SliceInfo.of(view()), epoch, memory=entry.memory)
         held = s.states.get(name)
         kept = s.outputs.get(name)
         if held is not None and held[0] == epoch:
@@ -170,6 +171,8 @@ class BaseRun:
             # this call (a later call, or the next append, relies on them holding every earlier view)
             for kind in list(entry.memory.last_seen):
                 entry.tail.last_seen(kind)
+            for held in entry.memory.shared.values():  # likewise the types' shared per-base state
+                held.sync(entry.tail)
         entry.epoch = self.epoch
         entry.frame = self.frame
 
@@ -216,6 +219,7 @@ def open_base(
             memory=entry.memory,
             fs=fs,
             zone=clock.zone,
+            before=old_size,
             _build=_builder(frame, fs, codes, old_size, clock.zone),
         )
         entry.epoch = IN_PROGRESS

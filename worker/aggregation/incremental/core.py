@@ -435,14 +435,22 @@ across midnight, a later view can fall on an earlier local day.)"""
 
 @dataclass
 class BaseMemory:
-    """State shared by every timeframe and type of one filter base (built lazily, extended once per append)."""
+    """State shared by every timeframe and type of one filter base (built lazily, extended once per append).
+
+    Attributes:
+        last_seen: The distinct-count tables, per ``LAST_SEEN_KINDS`` kind.
+        shared: Other per-base state of the types, by name (e.g. channel_evolution's monthly views:
+            ``evolution.ChannelMonths``); each has an ``nbytes`` property and a ``sync(BaseTail)``
+            method that adds an append once (``BaseRun.finish`` calls it at every append).
+    """
 
     last_seen: dict[str, LastSeen] = field(default_factory=dict)
+    shared: dict[str, Any] = field(default_factory=dict)
 
     @property
     def nbytes(self) -> int:
         """Return the bytes held."""
-        return sum(s.nbytes for s in self.last_seen.values())
+        return sum(s.nbytes for s in self.last_seen.values()) + sum(int(x.nbytes) for x in self.shared.values())
 
 
 @dataclass
@@ -456,6 +464,7 @@ class BaseTail:
         frame: The extended frame (names, first views, id order: through ``codes.channel_code``).
         codes: Stable codes of ``frame``.
         rows: Frame row of each appended view of the base (r,).
+        before: Rows of the frame before the append (the appended rows are ``before …``).
     """
 
     frame: Frame
@@ -464,6 +473,7 @@ class BaseTail:
     memory: BaseMemory
     fs: FilterSet
     zone: ZoneInfo
+    before: int
     _seen: dict[str, IntArray] = field(default_factory=dict, repr=False)
     _build: Any = field(default=None, repr=False)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from worker.aggregation.frame import Int32Array, IntArray
-from worker.aggregation.incremental.core import SliceTail, StableCodes, grown
+from worker.aggregation.incremental.core import BaseMemory, SliceTail, StableCodes, grown
 from worker.aggregation.incremental.pairs import SessionPairs
 from worker.aggregation.slices import Slice
 
@@ -104,14 +104,16 @@ class SliceShared:
 
     Attributes:
         epoch: The slice epoch (frame epoch) the entry describes, set by the framework.
+        memory: What the filter base's states share (all timeframes), None for a slice of its own (tests).
         pairs: The slice's pair counts, or None before a state asked for them.
         channel_views: The slice's views per channel, or None before a state asked for them.
     """
 
-    __slots__ = ("epoch", "pairs", "channel_views")
+    __slots__ = ("epoch", "memory", "pairs", "channel_views")
 
-    def __init__(self, epoch: int) -> None:
+    def __init__(self, epoch: int, memory: BaseMemory | None = None) -> None:
         self.epoch = epoch
+        self.memory = memory
         self.pairs: SessionPairs | None = None
         self.channel_views: ChannelViews | None = None
 
