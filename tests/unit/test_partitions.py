@@ -616,7 +616,7 @@ class TestIncremental:
 
     @pytest.mark.parametrize("room", [0, 1 + STATE_BYTES_PER_FRAME_BYTE, 6])
     def test_incremental_states_are_kept_only_while_they_fit_beside_the_frame(
-        self, room: int, monkeypatch: pytest.MonkeyPatch
+        self, room: float, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Appends extend the engine's incremental states when the frame cache has room for them;
         otherwise the states are dropped after the first append (``room`` = 6 frames) or never built
@@ -628,7 +628,7 @@ class TestIncremental:
         roomy = room == 0
         never = room == 1 + STATE_BYTES_PER_FRAME_BYTE
         # room for the frame and its session pairs only
-        budget = 64 * 1024 * 1024 if roomy else room * frame_bytes - (1 if never else 0)
+        budget = 64 * 1024 * 1024 if roomy else int(room * frame_bytes) - (1 if never else 0)
         built: list[str] = []
         real = DerivedState.extended
 
