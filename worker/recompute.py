@@ -467,6 +467,11 @@ class Recomputer:
             frame = extend_frame(cached.frame, delta_parts.values())
             if frame is not None:
                 derived = cached if frame is cached.frame else cached.extended(frame)
+                if derived is not cached:
+                    # the cache's entry would keep the previous frame alive while the engine runs on
+                    # this one (37 MiB at 1M views); the new one replaces it once stored, and a
+                    # recompute that fails before merges the months again
+                    self.frames.drop_user(user_id)
                 # the states and the frame they extend must fit the bound together: else do not build them
                 if (
                     derived.incremental

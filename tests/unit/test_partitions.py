@@ -160,6 +160,8 @@ def from_scratch(events: list[WatchEvent], c: Claim, now_ms: int) -> list[dict[s
 
 def assert_frames_equal(a: Frame, b: Frame) -> None:
     for name in a.__dataclass_fields__:
+        if name == "serial":  # the object's own number, not data
+            continue
         x, y = getattr(a, name), getattr(b, name)
         if isinstance(x, np.ndarray):
             assert x.dtype == y.dtype and np.array_equal(x, y), name
@@ -653,6 +655,43 @@ class TestIncremental:
         state = rc.frames.get_state(USER, tz, index)
         assert state is not None
         assert state.incremental is roomy and bool(state.bases) is roomy
+
+    def test_the_previous_frame_is_freed_before_the_engine_runs_on_the_extended_one(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Neither the frame cache nor the engine's states keep the frame an append extended while the
+        engine computes on the extended one (two frames of a large history at once: its size again)."""
+        import gc
+
+        import worker.recompute as recompute_module
+
+        tz = "Europe/Berlin"
+        source, rc = warmed(tz, history(600, 5), delta_max_events=1000)
+        last = max(e.watched_at_ms for e in source.events)
+        self._append_three(source, rc, tz, last)  # the states are built and extended
+        index = rc.store.load_index(USER, tz, min_watermark=0)
+        assert index is not None
+        cached = rc.frames.get(USER, tz, index)
+        assert cached is not None
+        previous = cached.serial
+        del cached
+        alive: list[bool] = []
+        real = recompute_module.compute_from_frame
+
+        def spy(*args: Any, **kwargs: Any) -> Any:
+            out = real(*args, **kwargs)
+            gc.collect()
+            alive.append(any(isinstance(o, Frame) and o.serial == previous for o in gc.get_objects()))
+            return out
+
+        monkeypatch.setattr(recompute_module, "compute_from_frame", spy)
+        last = max(e.watched_at_ms for e in source.events)
+        new = [event(last + (i + 1) * 7 * 60_000, i, salt=9) for i in range(15)]
+        source.insert(new, 5)
+        c = claim(tz, [change(5, "import", new[0].watched_at_ms, new[-1].watched_at_ms)])
+        out = asyncio.run(rc.recompute(c, now_ms=NOW))
+        assert out.plan_reason == "append" and out.results == from_scratch(source.events, c, NOW)
+        assert alive == [False]
 
     @staticmethod
     def _append_three(source: MemorySource, rc: Recomputer, tz: str, last: int) -> None:

@@ -69,8 +69,8 @@ class DerivedState:
     incremental: bool = True
     """Whether the engine may build incremental states with this state (see :meth:`drop_incremental`)."""
     _previous: tuple[Frame, StableCodes, int] | None = field(default=None, repr=False)
-    parent_id: int | None = None
-    """``id()`` of the frame this state's frame was extended from (None for a cold state)."""
+    parent_serial: int | None = None
+    """``Frame.serial`` of the frame this state's frame was extended from (None for a cold state)."""
     _codes: tuple[StableCodes, int] | None = field(default=None, repr=False)
 
     @classmethod
@@ -94,7 +94,7 @@ class DerivedState:
             bases=self.bases,
             incremental=self.incremental,
             _previous=previous,
-            parent_id=id(self.frame),
+            parent_serial=self.frame.serial,
         )
 
     def drop_incremental(self) -> None:

@@ -225,7 +225,7 @@ def _compute(
                 codes_origin=origin,
                 clock=clock,
                 options=opts,
-                parent_id=derived.parent_id,
+                parent_serial=derived.parent_serial,
             )
         for i, (fs, window) in enumerate(zip(group, windows, strict=True)):
             results = by_key[fs.key] = []

@@ -8,8 +8,9 @@ for the whole history here, one per local month in the worker's partition cache)
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, TypeAlias
 from zoneinfo import ZoneInfo
@@ -41,6 +42,10 @@ BoolArray: TypeAlias = npt.NDArray[np.bool_]
 PRODUCT_CODES: dict[str, int] = {"youtube": 0, "youtube_music": 1}
 
 
+_SERIALS = itertools.count(1)
+"""Serial numbers of frames (``Frame.serial``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """Sorted, deduplicated, encoded history of one user (n views).
@@ -70,6 +75,8 @@ class Frame:
         channel_names: Most recent non-empty name seen per channel (None when never named).
         channel_first_ms: First view of each channel over the whole history, epoch ms UTC.
         topic_slugs: The taxonomy's slugs (topic codes index it).
+        serial: This frame object's number in the process, never reused (unlike ``id()`` once an
+            object is freed): what refers to a frame without keeping it alive uses it.
     """
 
     ts: IntArray
@@ -88,6 +95,7 @@ class Frame:
     channel_names: tuple[str | None, ...]
     channel_first_ms: IntArray
     topic_slugs: tuple[str, ...]
+    serial: int = field(init=False, default_factory=lambda: next(_SERIALS), compare=False, repr=False)
 
     @property
     def size(self) -> int:

@@ -71,8 +71,9 @@ class SliceEntry:
 
 @dataclass
 class BaseEntry:
-    """The incremental states of one filter base, as of frame epoch ``epoch`` (the frame ``frame``,
-    held so that only that very frame object is taken as described).
+    """The incremental states of one filter base, as of frame epoch ``epoch`` (the frame of serial
+    ``frame_serial``, ``frame_size`` rows: only that very frame object is taken as described, and
+    the entry does not keep it alive).
 
     Valid for a recompute of the same local day (``today`` in ``zone``), options and stable-code
     lineage (``codes_origin``, the epoch at which the stable codes were last the frame's own).
@@ -80,7 +81,8 @@ class BaseEntry:
     """
 
     epoch: int
-    frame: Frame
+    frame_serial: int
+    frame_size: int
     codes_origin: int
     zone: str
     today: int
@@ -88,11 +90,6 @@ class BaseEntry:
     tail: BaseTail | None = None
     memory: BaseMemory = field(default_factory=BaseMemory)
     slices: dict[str, SliceEntry] = field(default_factory=dict)
-
-    @property
-    def frame_size(self) -> int:
-        """Return the size of the frame the entry describes."""
-        return self.frame.size
 
     @property
     def nbytes(self) -> int:
@@ -174,7 +171,7 @@ class BaseRun:
             for held in entry.memory.shared.values():  # likewise the types' shared per-base state
                 held.sync(entry.tail)
         entry.epoch = self.epoch
-        entry.frame = self.frame
+        entry.frame_serial, entry.frame_size = self.frame.serial, self.frame.size
 
 
 def open_base(
@@ -187,16 +184,16 @@ def open_base(
     codes_origin: int,
     clock: Clock,
     options: AggregationOptions,
-    parent_id: int | None = None,
+    parent_serial: int | None = None,
 ) -> BaseRun:
     """Return the run of ``fs``'s base for a recompute of ``frame`` (frame epoch ``epoch``).
 
     An entry of the previous epoch (same day, zone, options, code lineage) describing the frame
-    ``frame`` was extended from (``parent_id``: its ``id()``; the entry holds that frame, so the id
-    cannot have been reused) is extended by the base's rows appended since; one of this epoch and
-    this very frame object (an earlier engine call of the same recompute, or a recompute without
-    new views) is used as is; otherwise a new entry is started and every state is built from its
-    slice (two frames extended from one state, or a retried recompute's new frame).
+    ``frame`` was extended from (``parent_serial``: its ``Frame.serial``) is extended by the base's
+    rows appended since; one of this epoch and this very frame object (an earlier engine call of
+    the same recompute, or a recompute without new views) is used as is; otherwise a new entry is
+    started and every state is built from its slice (two frames extended from one state, or a
+    retried recompute's new frame).
     """
     key = (fs.product, fs.topics, fs.channels)
     entry = bases.get(key)
@@ -208,9 +205,9 @@ def open_base(
         and entry.options == options
         and entry.codes_origin == codes_origin
     )
-    if entry is not None and same and entry.epoch == epoch and entry.frame is frame:
+    if entry is not None and same and entry.epoch == epoch and entry.frame_serial == frame.serial:
         pass  # already describes this frame
-    elif entry is not None and same and entry.epoch == epoch - 1 and id(entry.frame) == parent_id:
+    elif entry is not None and same and entry.epoch == epoch - 1 and entry.frame_serial == parent_serial:
         old_size = entry.frame_size
         entry.tail = BaseTail(
             frame=frame,
@@ -223,11 +220,11 @@ def open_base(
             _build=_builder(frame, fs, codes, old_size, clock.zone),
         )
         entry.epoch = IN_PROGRESS
-        entry.frame = frame
+        entry.frame_serial, entry.frame_size = frame.serial, frame.size
         run = BaseRun(entry, epoch, frame, codes, clock, options)
         return run
     else:
-        entry = bases[key] = BaseEntry(epoch, frame, codes_origin, zone, clock.today, options)
+        entry = bases[key] = BaseEntry(epoch, frame.serial, frame.size, codes_origin, zone, clock.today, options)
     return BaseRun(entry, epoch, frame, codes, clock, options)
 
 

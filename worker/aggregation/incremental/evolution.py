@@ -55,7 +55,7 @@ class ChannelMonths:
     starts earlier: a slice's last month is the base's).
 
     Synchronized with the frame by :meth:`sync` (the first state extended by an append adds it, the
-    others find it added): ``frame_size`` rows of the frame ``frame_id`` (``id()``) are counted.
+    others find it added): ``frame_size`` rows of the frame of serial ``frame_serial`` are counted.
     """
 
     __slots__ = (
@@ -70,7 +70,7 @@ class ChannelMonths:
         "month_hi",
         "windows",
         "months_cap",
-        "frame_id",
+        "frame_serial",
         "frame_size",
     )
 
@@ -102,7 +102,7 @@ class ChannelMonths:
         self.pair_key, self.pair_views = _from_axis(pair_key, pair_views.astype(np.int32), self._axis())
         self.added: dict[int, dict[int, int]] = {}
         self.added_pairs = 0
-        self.frame_id = id(view.frame)
+        self.frame_serial = view.frame.serial
         self.frame_size = view.frame.size
 
     @classmethod
@@ -112,7 +112,7 @@ class ChannelMonths:
         held = memory.shared.get(SHARED_NAME)
         if (
             isinstance(held, ChannelMonths)
-            and held.frame_id == id(view.frame)
+            and held.frame_serial == view.frame.serial
             and held.frame_size == view.frame.size
             and held.windows == recent_windows(view)
             and held.months_cap == view.options.months_cap
@@ -141,7 +141,7 @@ class ChannelMonths:
             RuntimeError: the table describes neither the frame before the append nor the one after
                 (a programming error).
         """
-        if self.frame_id == id(base.frame) and self.frame_size == base.frame.size:
+        if self.frame_serial == base.frame.serial:
             return  # another timeframe's state added this append
         if self.frame_size != base.before:
             raise RuntimeError(f"ChannelMonths.sync: {self.frame_size} rows counted, the append follows {base.before}")
@@ -149,7 +149,7 @@ class ChannelMonths:
         self.recent = grown(self.recent, n_channels, 0)
         self.previous = grown(self.previous, n_channels, 0)
         self.first_month = grown(self.first_month, n_channels, _UNSEEN)
-        self.frame_id, self.frame_size = id(base.frame), base.frame.size
+        self.frame_serial, self.frame_size = base.frame.serial, base.frame.size
         if base.size == 0:
             return
         months = base.month
