@@ -25,8 +25,11 @@ Peak RSS is the worker's: a child process per size, with the worker's default se
 ``--frame-cache-mib`` says), runs a cold full recompute whose event source reads pickled pages of
 4000 events (field tuples, turned into ``WatchEvent`` objects per page as the gateway does with
 Convex documents) from a temporary file one page at a time, so the history is never held whole by
-the source, then the same appends as above; the peaks are ``VmHWM`` after the full recompute and
-after the appends, including the interpreter and its imports (about 65 MB). The child starts as
+the source, then the same appends as above, called as the runner calls them (the default set first,
+then one filter base at a time); the peaks are ``VmHWM`` after the full recompute, after the first
+two appends (which build the incremental states and the distinct-count tables) and over the later
+appends alone (the peak is reset before them: ``/proc/self/clear_refs``), including the
+interpreter and its imports (about 60 MiB). The child starts as
 ``python -m worker run`` does (``worker.allocator.configure_malloc`` and ``configure_gc`` with the
 default settings) and does not import the synthetic-history generator, which the worker never
 loads. A second child writes the files first. The child's CPU figures (full and appends, page
@@ -220,13 +223,30 @@ def append_batches(history: list[WatchEvent], n: int) -> list[list[WatchEvent]]:
     return out
 
 
+def measure_as_runner(rc: Recomputer, source: FileSource, c: Claim, now_ms: int) -> tuple[float, int]:
+    """Recompute once as the runner does (the default set first, then one filter base at a time, each
+    batch handed to a callback that drops it): (CPU s, documents read)."""
+
+    async def drop(results: list[dict[str, Any]]) -> None:
+        del results
+
+    source.read = 0
+    started = time.process_time()
+    asyncio.run(rc.recompute(c, now_ms=now_ms, on_first=drop, on_batch=drop))
+    return time.process_time() - started, source.read
+
+
 def worker_from_file(path: str) -> dict[str, Any]:
     """The worker's own process on a page file, with its default settings: a cold full recompute, then
-    the ``APPENDS`` appends (``path + ".appends"``).
+    the ``APPENDS`` appends (``path + ".appends"``), as the runner calls them (results handed over per
+    filter base, then dropped).
 
     Returns worker CPU s (page decoding excluded) of the full recompute and of each append, documents
     read by the full recompute, the incremental state kept after the appends (MiB, 0 when it did not
-    fit the frame cache), and the peak RSS (MiB) after the full recompute and after the appends.
+    fit the frame cache), and peak RSS figures (MiB): after the full recompute (``rss``), after the
+    first two appends (``rss_build``: they build the states and tables), and over the later appends
+    alone (``rss_appends``, the steady state; over every append where the peak cannot be reset:
+    ``rss_reset`` False).
     """
     source = FileSource(path)
     settings = load_settings(convex_url="http://127.0.0.1:9", convex_admin_key="k", heartbeat_file=None)
@@ -234,16 +254,19 @@ def worker_from_file(path: str) -> dict[str, Any]:
     configure_malloc(arena_max=settings.malloc_arena_max, mmap_threshold_bytes=settings.malloc_mmap_threshold_bytes)
     configure_gc(gen0_threshold=settings.gc_gen0_threshold)
     rc = Recomputer(cast(Gateway, source), settings, cache=PartitionCache(max_bytes=settings.cache_max_bytes))
-    cpu, read, _ = measure(rc, cast(MemorySource, source), claim(1, "import", 0, END_MS), END_MS)
+    cpu, read = measure_as_runner(rc, source, claim(1, "import", 0, END_MS), END_MS)
     out: dict[str, Any] = {"cpu": cpu - source.cpu_s, "source_cpu": source.cpu_s, "read": read, "rss": peak_rss_mib()}
     with open(path + ".appends", "rb") as fh:
         batches: list[list[WatchEvent]] = pickle.load(fh)
     appends: list[float] = []
     for seq, batch in enumerate(batches, start=2):
+        if seq == 4:  # the steady state's own peak: the first two appends build the states and tables
+            out["rss_build"] = peak_rss_mib()
+            out["rss_reset"] = reset_peak_rss()
         source.appended.append((seq, batch))
         before = source.cpu_s
         c = claim(seq, "import", batch[0].watched_at_ms, batch[-1].watched_at_ms, len(batch))
-        cpu, _, _ = measure(rc, cast(MemorySource, source), c, END_MS)
+        cpu, _ = measure_as_runner(rc, source, c, END_MS)
         appends.append(cpu - (source.cpu_s - before))
     index = rc.store.load_index(USER, TZ, min_watermark=0)
     state = rc.frames.get_state(USER, TZ, index) if index is not None else None
@@ -251,6 +274,16 @@ def worker_from_file(path: str) -> dict[str, Any]:
     out["states_mb"] = 0.0 if state is None else state.nbytes / 2**20
     out["rss_appends"] = peak_rss_mib()
     return out
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (``VmHWM``) to its current RSS (Linux: ``/proc/self/clear_refs``)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+    except OSError:
+        return False
+    return True
 
 
 def peak_rss_mib() -> float:
@@ -445,11 +478,12 @@ def parse_args(argv: list[str]) -> tuple[list[int], bool, int | None]:
 
 def print_worker_rows(workers: dict[int, dict[str, Any]]) -> None:
     """Print the worker-process measurements (``worker_from_file``) per size."""
-    print("Worker process with its default settings (pages read from a file; decoding them excluded):")
-    print("full recompute, then the same appends; RSS = peak (VmHWM) after the full recompute, then after the appends")
+    print("Worker process with its default settings (pages read from a file; decoding them excluded), called as")
+    print("the runner calls it: full recompute, then the same appends. Peak RSS (VmHWM): of the full recompute,")
+    print("of the first two appends (they build the states) and of the later appends alone (steady)")
     header = (
         f"{'events':>9} {'full s':>7} {'read':>8} {'RSS MiB':>7} | {'1st app s':>9} {'2nd app s':>9} {'append s':>8}"
-        f" {'cpu x':>6} {'stateMiB':>8} {'RSS MiB':>7}"
+        f" {'cpu x':>6} {'stateMiB':>8} {'RSS 1-2':>7} {'steady':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -458,7 +492,8 @@ def print_worker_rows(workers: dict[int, dict[str, Any]]) -> None:
         steady = sorted(cpu[2:])[len(cpu[2:]) // 2]
         print(
             f"{n:>9} {w['cpu']:>7.3f} {int(w['read']):>8} {w['rss']:>7.1f} | {cpu[0]:>9.3f} {cpu[1]:>9.3f}"
-            f" {steady:>8.3f} {w['cpu'] / steady:>6.1f} {w['states_mb']:>8.1f} {w['rss_appends']:>7.1f}"
+            f" {steady:>8.3f} {w['cpu'] / steady:>6.1f} {w['states_mb']:>8.1f} {w['rss_build']:>7.1f}"
+            f" {w['rss_appends']:>7.1f}{'' if w['rss_reset'] else ' (peak not reset: over every append)'}"
         )
 
 
