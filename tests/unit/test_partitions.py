@@ -280,7 +280,10 @@ class TestPartitionFrames:
             want = build_partition(old + new, zone)
             for name in want.__dataclass_fields__:
                 x, y = getattr(combined, name), getattr(want, name)
-                assert np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y, name
+                if isinstance(x, np.ndarray):  # dtypes too: a string table's width is serialized
+                    assert x.dtype == y.dtype and np.array_equal(x, y), name
+                else:
+                    assert x == y, name
         # extend: the new views shifted after the old ones (a tail append)
         last = max((e.watched_at_ms for e in old), default=BASE)
         first_new = min((e.watched_at_ms for e in new), default=0)

@@ -21,6 +21,7 @@ Invariants:
 
 from __future__ import annotations
 
+import bisect
 import json
 import mmap
 import struct
@@ -745,14 +746,15 @@ def combine_partitions(base: Partition, extra: Partition) -> Partition | None:
         out: npt.NDArray[Any] = np.concatenate([a, b])[order]
         return out
 
-    video_ids = np.unique(np.concatenate([base.video_ids, extra.video_ids]))
-    channel_ids = np.unique(np.concatenate([base.channel_ids, extra.channel_ids]))
-    video = rows(_remap(base.video, base.video_ids, video_ids), _remap(extra.video, extra.video_ids, video_ids))
-    channel = rows(
-        _remap(base.channel, base.channel_ids, channel_ids), _remap(extra.channel, extra.channel_ids, channel_ids)
-    )
+    # both tables are sorted and distinct: unite them by searching the few new ids in the month's
+    # table (sorting the month's ids again cost most of an append's combination at 1M views)
+    video_ids, base_video, extra_video = _union_bytes(base.video_ids, extra.video_ids)
+    channel_ids, base_channel, extra_channel = _union_bytes(base.channel_ids, extra.channel_ids)
+    video = rows(_recode(base.video, base_video), _recode(extra.video, extra_video))
+    channel = rows(_recode(base.channel, base_channel), _recode(extra.channel, extra_channel))
     c = int(channel_ids.shape[0])
-    maps = [np.searchsorted(channel_ids, p.channel_ids).astype(np.int64) for p in (base, extra)]
+    base_codes = np.arange(base.channel_ids.shape[0], dtype=np.int64) if base_channel is None else base_channel
+    maps = [base_codes, extra_channel]
     first_ms = np.full(c, np.iinfo(np.int64).max, dtype=np.int64)
     name_ms = np.full(c, _NO_NAME_MS, dtype=np.int64)
     names: list[bytes] = [b""] * c
@@ -772,8 +774,8 @@ def combine_partitions(base: Partition, extra: Partition) -> Partition | None:
         product=rows(base.product, extra.product),
         removed=rows(base.removed, extra.removed),
         shorts=rows(base.shorts, extra.shorts),
-        video=video.astype(np.int32),
-        channel=channel.astype(np.int32),
+        video=video,
+        channel=channel,
         topic=rows(base.topic, extra.topic),
         video_ids=video_ids,
         channel_ids=channel_ids,
@@ -839,24 +841,32 @@ def extend_frame(frame: Frame, parts: Iterable[Partition]) -> Frame | None:
     if int(tail.ts[0]) <= int(frame.ts[-1]):
         return None
     video_ids, old_video, tail_video = _union_bytes(frame.video_ids, tail.video_ids)
+    # the few channels of the new views are searched among the history's (sorted): no pass in Python
+    # over every channel of the history, which cost several ms per append at 1M views
     old_channels = frame.channel_ids
-    known = {c: i for i, c in enumerate(old_channels)}
-    new_channels = sorted(c for c in tail.channel_ids if c not in known)
-    if new_channels:
-        channel_ids = tuple(sorted((*old_channels, *new_channels)))
-        code_of = {c: i for i, c in enumerate(channel_ids)}
-        old_channel: IntArray | None = np.array([code_of[c] for c in old_channels], dtype=np.int64)
+    n_old = len(old_channels)
+    at = [bisect.bisect_left(old_channels, c) for c in tail.channel_ids]
+    is_new = np.array([p == n_old or old_channels[p] != c for p, c in zip(at, tail.channel_ids, strict=True)])
+    is_new = is_new.astype(np.bool_, copy=False).reshape(-1)
+    tail_at = np.array(at, dtype=np.int64)
+    inserted = tail_at[is_new]  # where each new id goes among the old ones (non-decreasing: ids sorted)
+    old_channel: IntArray | None = None
+    if inserted.size:
+        added = [c for c, new in zip(tail.channel_ids, is_new.tolist(), strict=True) if new]
+        channel_ids = tuple(sorted((*old_channels, *added)))
+        # an old channel moves up by the new ids inserted before it
+        old_channel = np.arange(n_old, dtype=np.int64) + np.searchsorted(inserted, np.arange(n_old), side="right")
+        tail_channel = np.empty(tail_at.size, dtype=np.int64)
+        tail_channel[~is_new] = old_channel[tail_at[~is_new]]
+        tail_channel[is_new] = inserted + np.arange(inserted.size, dtype=np.int64)
     else:
-        channel_ids, code_of, old_channel = old_channels, known, None
-    tail_channel = np.array([code_of[c] for c in tail.channel_ids], dtype=np.int64)
-    names: list[str | None] = [None] * len(channel_ids)
+        channel_ids, tail_channel = old_channels, tail_at
+    targets = np.arange(n_old, dtype=np.int64) if old_channel is None else old_channel
     first_ms = np.empty(len(channel_ids), dtype=np.int64)
-    targets = np.arange(len(old_channels), dtype=np.int64) if old_channel is None else old_channel
     first_ms[targets] = frame.channel_first_ms
-    for code, name in zip(targets.tolist(), frame.channel_names, strict=True):
-        names[code] = name
-    is_new = np.array([c not in known for c in tail.channel_ids], dtype=np.bool_)
     first_ms[tail_channel[is_new]] = tail.channel_first_ms[is_new]  # old channels keep their earlier first
+    names = np.empty(len(channel_ids), dtype=object)  # None where not set below
+    names[targets] = frame.channel_names
     for code, name in zip(tail_channel.tolist(), tail.channel_names, strict=True):
         if name is not None:  # the new views are the latest: their name is the most recent
             names[code] = name
@@ -879,7 +889,7 @@ def extend_frame(frame: Frame, parts: Iterable[Partition]) -> Frame | None:
         topic=cat(frame.topic, tail.topic),
         video_ids=video_ids,
         channel_ids=channel_ids,
-        channel_names=tuple(names),
+        channel_names=tuple(names.tolist()),
         channel_first_ms=first_ms,
         topic_slugs=frame.topic_slugs,
     )
@@ -985,9 +995,20 @@ def refill_partitions(frame: Frame, shells: Iterable[PartitionShell]) -> Iterato
     """
     videos = _Ranks(int(frame.video_ids.shape[0]))
     channels = _Ranks(len(frame.channel_ids))
-    # the frame's ids as the sorted bytes table they were decoded from: the ids of a partition's
-    # channel codes (codes follow id order in both, so a month's table is the frame's at its codes)
-    channel_ids = np.array([c.encode("utf-8") for c in frame.channel_ids], dtype=np.bytes_)
+    # a month's channel table is the frame's ids at the codes its rows use, encoded back to the bytes
+    # they were decoded from (codes follow id order in both); each id is encoded once per call, and
+    # only when a month uses it (an append rebuilds one month: not every channel of the history)
+    encoded: dict[int, bytes] = {}
+
+    def channel_table(codes: IntArray) -> BytesArray:
+        out = []
+        for code in codes.tolist():
+            raw = encoded.get(code)
+            if raw is None:
+                raw = encoded[code] = frame.channel_ids[code].encode("utf-8")
+            out.append(raw)
+        return np.array(out, dtype=np.bytes_)
+
     for shell in shells:
         rows = np.flatnonzero(frame.month == shell.month)
         if rows.size != shell.size:
@@ -1007,7 +1028,7 @@ def refill_partitions(frame: Frame, shells: Iterable[PartitionShell]) -> Iterato
             channel=channel,
             topic=frame.topic[rows],
             video_ids=frame.video_ids[used].astype(f"S{shell.video_itemsize}"),
-            channel_ids=channel_ids[channels_used].astype(f"S{shell.channel_itemsize}"),
+            channel_ids=channel_table(channels_used).astype(f"S{shell.channel_itemsize}"),
             channel_first_ms=shell.channel_first_ms,
             channel_name_ms=shell.channel_name_ms,
             name_offsets=shell.name_offsets,
