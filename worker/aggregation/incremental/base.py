@@ -52,8 +52,9 @@ class SliceEntry:
     ``info`` describes the slice at frame epoch ``epoch``; ``tail`` holds the views that epoch's
     append added to it (None when the entry was built from the slice at that epoch), kept so that
     states extended by a later call of the same recompute (the engine is called once per batch of
-    filter sets) see the same tail. ``shared`` holds what the states share (the pair counts), as
-    of ``shared.epoch`` (kept equal to ``epoch``), with access to the base's ``memory``.
+    filter sets) see the same tail. ``shared`` holds what the slice's states share (pair counts,
+    views per channel), as of ``shared.epoch`` (kept equal to ``epoch``), with access to the base's
+    ``memory`` (what its timeframes share).
     """
 
     window: Window
