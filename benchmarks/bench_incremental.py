@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import pickle
 import random
 import subprocess
@@ -431,15 +432,19 @@ def run(n: int, full_only: bool = False, frame_cache_mib: int | None = None) -> 
     return row
 
 
-def peak_rss(n: int) -> dict[str, Any]:
-    """Write a size-n history to a page file (one child), run the worker on it (another: ``worker_from_file``)."""
+def peak_rss(n: int, frame_cache_mib: int | None = None) -> dict[str, Any]:
+    """Write a size-n history to a page file (one child), run the worker on it (another: ``worker_from_file``,
+    with ``WORKER_FRAME_CACHE_MAX_BYTES`` set from ``frame_cache_mib`` when given)."""
     here = str(Path(__file__).resolve().parent)
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "history.pages")
         prelude = f"import sys, json; sys.path.insert(0, {here!r}); import bench_incremental as b; "
         subprocess.run([sys.executable, "-c", prelude + f"b.write_history({n}, {path!r})"], check=True)
         code = prelude + f"print(json.dumps(b.worker_from_file({path!r})))"
-        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+        env = dict(os.environ)
+        if frame_cache_mib is not None:
+            env["WORKER_FRAME_CACHE_MAX_BYTES"] = str(frame_cache_mib * 2**20)
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
@@ -478,9 +483,10 @@ def parse_args(argv: list[str]) -> tuple[list[int], bool, int | None]:
 
 def print_worker_rows(workers: dict[int, dict[str, Any]]) -> None:
     """Print the worker-process measurements (``worker_from_file``) per size."""
-    print("Worker process with its default settings (pages read from a file; decoding them excluded), called as")
-    print("the runner calls it: full recompute, then the same appends. Peak RSS (VmHWM): of the full recompute,")
-    print("of the first two appends (they build the states) and of the later appends alone (steady)")
+    print("Worker process with the worker's settings (the defaults, WORKER_* from the environment and the frame")
+    print("cache above; pages read from a file, decoding them excluded), called as the runner calls it: full")
+    print("recompute, then the same appends. Peak RSS (VmHWM): of the full recompute, of the first two appends")
+    print("(they build the states) and of the later appends alone (steady)")
     header = (
         f"{'events':>9} {'full s':>7} {'read':>8} {'RSS MiB':>7} | {'1st app s':>9} {'2nd app s':>9} {'append s':>8}"
         f" {'cpu x':>6} {'stateMiB':>8} {'RSS 1-2':>7} {'steady':>7}"
@@ -499,15 +505,16 @@ def print_worker_rows(workers: dict[int, dict[str, Any]]) -> None:
 
 def main(argv: list[str]) -> int:
     sizes, rss_only, frame_cache_mib = parse_args(argv)
-    print("Recomputer partition path, 14 types x 18 eager filter sets, in-memory event source")
-    print("(Convex transfer excluded; CPU = time.process_time; RSS = worker peak in a child, pages read from a file)")
-    if rss_only:
-        print_worker_rows({n: peak_rss(n) for n in sizes})
-        return 0
     budget = load_settings(convex_url="http://127.0.0.1:9", convex_admin_key="k", heartbeat_file=None)
-    configure_gc(gen0_threshold=budget.gc_gen0_threshold)  # as python -m worker run does at start-up
     mib = frame_cache_mib if frame_cache_mib is not None else budget.frame_cache_max_bytes // 2**20
+    print("Recomputer partition path, 14 types x 18 eager filter sets")
     print(f"frame cache (frames + incremental states): {mib} MiB")
+    if rss_only:
+        print_worker_rows({n: peak_rss(n, frame_cache_mib) for n in sizes})
+        return 0
+    configure_gc(gen0_threshold=budget.gc_gen0_threshold)  # as python -m worker run does at start-up
+    print("In-process, in-memory event source (Convex transfer excluded; CPU = time.process_time; RSS = the")
+    print("worker-process peak of the full recompute, below)")
     header = (
         f"{'events':>9} {'full s':>7} {'read':>8} {'RSS MiB':>7} {'cacheMiB':>8} | {'1st app s':>9} {'2nd app s':>9}"
         f" {'append s':>8} {'read':>6} {'cpu x':>6} {'read x':>7} {'stateMiB':>8} |"
@@ -520,7 +527,7 @@ def main(argv: list[str]) -> int:
     for n in sizes:
         r = run(n, frame_cache_mib=frame_cache_mib)
         rows.append(r)
-        workers[n] = peak_rss(n)
+        workers[n] = peak_rss(n, frame_cache_mib)
         rss = workers[n]["rss"]
         print(
             f"{n:>9} {r['full_cpu']:>7.3f} {r['full_read']:>8} {rss:>7.1f} {r['cache_mb']:>8.1f} |"
@@ -555,8 +562,8 @@ def main(argv: list[str]) -> int:
     print("1st app s = the first append after the full recompute (it builds the engine's incremental states);")
     print("2nd app s = the next (their first extension, which builds the distinct-count tables); append s =")
     print("the median of the next three (steady state), which the ratios use. stateMiB = the engine state kept")
-    print("with the frame after them (0 when it did not fit the frame cache beside the frame: appends then")
-    print("recompute every type on the kept frame).")
+    print("with the frame after them: the incremental states, or, when they did not fit the frame cache beside")
+    print("the frame, only the session pairs kept with it (appends then recompute every type on the kept frame).")
     print("cpu x / read x = full ÷ incremental (higher is better). Targets: full 100k <= 1 s CPU;")
     print("append cost <= 1/50 of full (x >= 50) in CPU and documents read; peak RSS <= 200 MB at 1M")
     print("(RSS and cache sizes are MiB: the 200 MB target is 190.7 MiB).")
