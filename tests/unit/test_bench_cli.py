@@ -45,3 +45,24 @@ def test_incremental_arguments() -> None:
         bench_incremental.parse_args(["50"])
     with pytest.raises(SystemExit):
         bench_incremental.parse_args(["--frame-cache-mib", "-1"])
+
+
+def test_rss_only_gives_the_worker_process_the_frame_cache_asked_for() -> None:
+    """``--rss-only --frame-cache-mib`` reaches the worker-process child: with no frame cache it keeps
+    no state, with the default one it keeps the incremental states (a small history: a few seconds)."""
+    done = {
+        mib: subprocess.run(
+            [sys.executable, str(_BENCHMARKS / "bench_incremental.py"), "--rss-only", *mib, "400"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        for mib in ((), ("--frame-cache-mib", "0"))
+    }
+    states = {}
+    for mib, run in done.items():
+        assert run.returncode == 0, run.stderr
+        row = run.stdout.strip().splitlines()[-1].split()
+        assert row[0] == "400", run.stdout
+        states[mib] = float(row[-3])  # stateMiB, then the two RSS peaks
+    assert states[()] > 0 and states[("--frame-cache-mib", "0")] == 0
