@@ -295,6 +295,34 @@ class TestPartitionFrames:
         if old and new:  # a view not after the frame's last one is refused
             assert extend_frame(frame, [build_partition([replace(new[0], watched_at_ms=last)], zone)]) is None
 
+    def test_an_extended_frame_grows_its_columns_in_place_and_leaves_the_previous_one_alone(self) -> None:
+        """A chain of appends writes each append's rows into the room after the previous frame's
+        columns (no copy); the previous frame still reads its own rows; a second extension of the
+        same frame (a branch) gets its own columns instead of overwriting the first one's rows."""
+        zone = load_zone("UTC")
+        events = history(400, 3)
+        frame0 = merge_partitions(build_month_partitions(events, zone).values())
+        last = max(e.watched_at_ms for e in events)
+
+        def later(start: int, n: int, salt: int) -> list[WatchEvent]:
+            return [event(start + (i + 1) * 60_000, i, salt=salt) for i in range(n)]
+
+        first = later(last, 10, 1)
+        frame1 = extend_frame(frame0, build_month_partitions(first, zone).values())
+        assert frame1 is not None and frame1.ts.base is not None  # a buffer with room: 410 + 51 rows
+        second = later(first[-1].watched_at_ms, 10, 2)
+        frame2 = extend_frame(frame1, build_month_partitions(second, zone).values())
+        assert frame2 is not None
+        assert frame2.ts.base is frame1.ts.base  # written in place after frame1's rows
+        assert_frames_equal(frame2, build_frame(events + first + second, zone))
+        assert_frames_equal(frame1, build_frame(events + first, zone))  # frame1 unchanged
+        branch = later(first[-1].watched_at_ms, 7, 3)  # frame1 extended a second time
+        frame3 = extend_frame(frame1, build_month_partitions(branch, zone).values())
+        assert frame3 is not None and frame3.ts.base is not frame1.ts.base
+        assert_frames_equal(frame3, build_frame(events + first + branch, zone))
+        assert_frames_equal(frame2, build_frame(events + first + second, zone))  # not overwritten
+        assert frame_nbytes(frame2) > frame_nbytes(build_frame(events + first + second, zone))  # room counted
+
     def test_month_partitioner_detects_out_of_order_input(self) -> None:
         """An event for a month already finished marks the builder out of order."""
         zone = load_zone("UTC")
