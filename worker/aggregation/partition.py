@@ -814,8 +814,10 @@ def _recode(codes: npt.NDArray[Any], mapping: IntArray | None) -> npt.NDArray[np
     """Apply a code mapping to a code column (-1 kept), as int32."""
     if mapping is None:
         return codes.astype(np.int32, copy=False)
-    ext = np.append(mapping, np.int64(-1))
-    out: npt.NDArray[np.int32] = ext[codes].astype(np.int32)
+    ext = np.empty(mapping.shape[0] + 1, dtype=np.int32)  # int32 throughout: half the time of an int64 gather
+    ext[:-1] = mapping
+    ext[-1] = -1  # code -1 picks it
+    out: npt.NDArray[np.int32] = np.take(ext, codes)
     return out
 
 
