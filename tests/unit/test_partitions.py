@@ -323,6 +323,30 @@ class TestPartitionFrames:
         assert_frames_equal(frame2, build_frame(events + first + second, zone))  # not overwritten
         assert frame_nbytes(frame2) > frame_nbytes(build_frame(events + first + second, zone))  # room counted
 
+    def test_a_buffer_dying_while_its_registry_is_locked_does_not_deadlock(self) -> None:
+        """A grown column's buffer freed inside ``_append_rows``'s locked block (a collected cycle, on
+        the same thread) runs its finalizer there: the finalizer must not wait for that lock."""
+        import threading
+
+        from worker.aggregation import partition
+
+        column = partition._append_rows(np.arange(8), np.arange(3))
+        key = id(column.base)
+        assert key in partition._ROWS_WRITTEN
+        done = threading.Event()
+
+        def die_while_locked() -> None:
+            nonlocal column
+            with partition._ROWS_WRITTEN_LOCK:
+                del column  # the buffer's last reference: its finalizer runs here
+            done.set()
+
+        worker = threading.Thread(target=die_while_locked, daemon=True)
+        worker.start()
+        worker.join(timeout=10)
+        assert done.is_set(), "the buffer's finalizer waited for the lock its own thread holds"
+        assert key not in partition._ROWS_WRITTEN  # the dead buffer's entry left with it
+
     def test_month_partitioner_detects_out_of_order_input(self) -> None:
         """An event for a month already finished marks the builder out of order."""
         zone = load_zone("UTC")

@@ -869,8 +869,15 @@ def _append_rows(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> npt.NDArray[Any]:
 
 
 def _forget_rows(buffer_id: int) -> None:
-    with _ROWS_WRITTEN_LOCK:
-        _ROWS_WRITTEN.pop(buffer_id, None)
+    """Drop a dead buffer's entry (its ``weakref.finalize`` callback).
+
+    Takes no lock: a buffer can die at any allocation, also inside :func:`_append_rows`'s locked
+    block in the same thread (a cycle holding it collected there, at any call on Python ≥ 3.12),
+    where waiting for the lock would deadlock. A single ``dict.pop`` is atomic, and the key cannot
+    be claimed meanwhile: the callback runs before the dead buffer's memory (and ``id()``) can be
+    reused.
+    """
+    _ROWS_WRITTEN.pop(buffer_id, None)
 
 
 def extend_frame(frame: Frame, parts: Iterable[Partition]) -> Frame | None:
