@@ -224,6 +224,21 @@ def append_batches(history: list[WatchEvent], n: int) -> list[list[WatchEvent]]:
     return out
 
 
+def steady_cpu(appends: list[float]) -> float:
+    """Return the steady-state append CPU: the median of the appends after the first two (which build
+    the incremental states and the distinct-count tables)."""
+    steady = sorted(appends[2:])
+    return steady[len(steady) // 2]
+
+
+def kept_state_mib(rc: Recomputer) -> float:
+    """Return the engine state kept with the benchmark user's frame (``DerivedState.nbytes``), MiB:
+    the incremental states, or only the session pairs when the states did not fit; 0 without a frame."""
+    index = rc.store.load_index(USER, TZ, min_watermark=0)
+    state = rc.frames.get_state(USER, TZ, index) if index is not None else None
+    return 0.0 if state is None else state.nbytes / 2**20
+
+
 def measure_as_runner(rc: Recomputer, source: FileSource, c: Claim, now_ms: int) -> tuple[float, int]:
     """Recompute once as the runner does (the default set first, then one filter base at a time, each
     batch handed to a callback that drops it): (CPU s, documents read)."""
@@ -243,10 +258,10 @@ def worker_from_file(path: str) -> dict[str, Any]:
     filter base, then dropped).
 
     Returns worker CPU s (page decoding excluded) of the full recompute and of each append, documents
-    read by the full recompute, the incremental state kept after the appends (MiB, 0 when it did not
-    fit the frame cache), and peak RSS figures (MiB): after the full recompute (``rss``), after the
-    first two appends (``rss_build``: they build the states and tables), and over the later appends
-    alone (``rss_appends``, the steady state; over every append where the peak cannot be reset:
+    read by the full recompute, the engine state kept after the appends (``kept_state_mib``), and
+    peak RSS figures (MiB): after the full recompute (``rss``), after the first two appends
+    (``rss_build``: they build the states and tables), and over the later appends alone
+    (``rss_appends``, the steady state; over every append where the peak cannot be reset:
     ``rss_reset`` False).
     """
     source = FileSource(path)
@@ -269,10 +284,8 @@ def worker_from_file(path: str) -> dict[str, Any]:
         c = claim(seq, "import", batch[0].watched_at_ms, batch[-1].watched_at_ms, len(batch))
         cpu, _ = measure_as_runner(rc, source, c, END_MS)
         appends.append(cpu - (source.cpu_s - before))
-    index = rc.store.load_index(USER, TZ, min_watermark=0)
-    state = rc.frames.get_state(USER, TZ, index) if index is not None else None
     out["append_cpu"] = appends
-    out["states_mb"] = 0.0 if state is None else state.nbytes / 2**20
+    out["states_mb"] = kept_state_mib(rc)
     out["rss_appends"] = peak_rss_mib()
     return out
 
@@ -415,12 +428,9 @@ def run(n: int, full_only: bool = False, frame_cache_mib: int | None = None) -> 
         c = claim(seq, "import", new[0].watched_at_ms, new[-1].watched_at_ms, len(new))
         appends.append(measure_results(rc, source, c, now))
     row["first_append_cpu"], row["second_append_cpu"] = appends[0][0], appends[1][0]
-    steady = sorted(a[0] for a in appends[2:])
-    row["append_cpu"] = steady[len(steady) // 2]  # the median of the steady state
+    row["append_cpu"] = steady_cpu([a[0] for a in appends])
     row["append_read"], row["append_plan"] = appends[-1][1], appends[-1][2]
-    index = rc.store.load_index(USER, TZ, min_watermark=0)
-    state = rc.frames.get_state(USER, TZ, index) if index is not None else None
-    row["states_mb"] = 0.0 if state is None else state.nbytes / 2**20
+    row["states_mb"] = kept_state_mib(rc)
     changed = changed_results(appends[-2][3], appends[-1][3])
     row["append_changed"] = len(changed)
     row["encode_changed_cpu"] = encode_cpu(changed)
@@ -495,7 +505,7 @@ def print_worker_rows(workers: dict[int, dict[str, Any]]) -> None:
     print("-" * len(header))
     for n, w in workers.items():
         cpu = w["append_cpu"]
-        steady = sorted(cpu[2:])[len(cpu[2:]) // 2]
+        steady = steady_cpu(cpu)
         print(
             f"{n:>9} {w['cpu']:>7.3f} {int(w['read']):>8} {w['rss']:>7.1f} | {cpu[0]:>9.3f} {cpu[1]:>9.3f}"
             f" {steady:>8.3f} {w['cpu'] / steady:>6.1f} {w['states_mb']:>8.1f} {w['rss_build']:>7.1f}"

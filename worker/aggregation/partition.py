@@ -909,8 +909,9 @@ def extend_frame(frame: Frame, parts: Iterable[Partition]) -> Frame | None:
     old_channels = frame.channel_ids
     n_old = len(old_channels)
     at = [bisect.bisect_left(old_channels, c) for c in tail.channel_ids]
-    is_new = np.array([p == n_old or old_channels[p] != c for p, c in zip(at, tail.channel_ids, strict=True)])
-    is_new = is_new.astype(np.bool_, copy=False).reshape(-1)
+    is_new = np.array(
+        [p == n_old or old_channels[p] != c for p, c in zip(at, tail.channel_ids, strict=True)], dtype=np.bool_
+    )
     tail_at = np.array(at, dtype=np.int64)
     inserted = tail_at[is_new]  # where each new id goes among the old ones (non-decreasing: ids sorted)
     old_channel: IntArray | None = None
@@ -934,7 +935,7 @@ def extend_frame(frame: Frame, parts: Iterable[Partition]) -> Frame | None:
         if name is not None:  # the new views are the latest: their name is the most recent
             names[code] = name
 
-    cat = _append_rows
+    cat = _append_rows  # the appended rows go into room after the frame's columns when there is some
     return Frame(
         ts=cat(frame.ts, tail.ts),
         day=cat(frame.day, tail.day),

@@ -241,7 +241,7 @@ class TopChannelsState:
         if tail.n == 0:
             return
         self.total += tail.n
-        viewed = self.channel_views.add(tail).viewed
+        viewed = self.channel_views.add(tail)
         if viewed.size == 0:
             return
         candidates = np.union1d(self.top, viewed)

@@ -278,7 +278,7 @@ class ChannelEvolutionState:
         self.months.sync(tail.base)
         if tail.n == 0:
             return
-        touched = self.channel_views.add(tail).viewed
+        touched = self.channel_views.add(tail)
         months = tail.month
         lo, hi = int(months.min()), int(months.max())
         if self.month_lo is None or self.month_hi is None:

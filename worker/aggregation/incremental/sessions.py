@@ -274,7 +274,7 @@ class ViewingPatternsState:
         self.last_day = high if self.views == 0 else max(self.last_day, high)
         self.active_days += int(np.count_nonzero(tail.last_seen("day") < tail.window_floor))
         self.views += n
-        touched = self.channel_views.add(tail).viewed
+        touched = self.channel_views.add(tail)
         if touched.size:
             # counts only grow, so every channel outside the top holds at most the top's least
             # count: after an append the new top is the best of the old top and the channels appended

@@ -10,8 +10,6 @@ counted once in the states' memory (``BaseEntry.nbytes``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from worker.aggregation.frame import Int32Array, IntArray
@@ -19,32 +17,15 @@ from worker.aggregation.incremental.core import BaseMemory, SliceTail, StableCod
 from worker.aggregation.incremental.pairs import SessionPairs
 from worker.aggregation.slices import Slice
 
-__all__ = ["SHARED_ATTRIBUTES", "ChannelDelta", "ChannelViews", "SliceShared"]
+__all__ = ["SHARED_ATTRIBUTES", "ChannelViews", "SliceShared"]
 
 SHARED_ATTRIBUTES = ("pairs", "channel_views")
 """Attributes through which a state holds what its slice shares (counted once per object)."""
 
 _OBJECT_BYTES = 256
 """Rough bytes of the object with its few Python ints (besides its arrays)."""
-
-
-@dataclass(frozen=True)
-class ChannelDelta:
-    """What one append changed in a slice's views per channel.
-
-    Attributes:
-        viewed: Stable codes of the channels the append gave views to, ascending (k,), int64.
-        added: Views each of them gained (k,), int64.
-    """
-
-    viewed: IntArray
-    added: IntArray
-
-    @classmethod
-    def none(cls) -> ChannelDelta:
-        """Return the delta of an append without views of a channel."""
-        empty = np.zeros(0, dtype=np.int64)
-        return cls(empty, empty)
+_NONE: IntArray = np.zeros(0, dtype=np.int64)
+"""No channel viewed (never written to)."""
 
 
 class ChannelViews:
@@ -57,7 +38,7 @@ class ChannelViews:
         epoch: The slice epoch the counts describe (see :class:`SliceShared`).
     """
 
-    __slots__ = ("views", "attributed", "channel_count", "epoch", "_tail", "_delta")
+    __slots__ = ("views", "attributed", "channel_count", "epoch", "_tail", "_viewed")
 
     def __init__(self, views: Int32Array, attributed: int, channel_count: int, epoch: int) -> None:
         self.views = views
@@ -65,7 +46,7 @@ class ChannelViews:
         self.channel_count = channel_count
         self.epoch = epoch
         self._tail: SliceTail | None = None
-        self._delta = ChannelDelta.none()
+        self._viewed: IntArray = _NONE
 
     @classmethod
     def of(cls, view: Slice, codes: StableCodes, epoch: int) -> ChannelViews:
@@ -80,23 +61,23 @@ class ChannelViews:
         """Return the bytes held."""
         return _OBJECT_BYTES + int(self.views.nbytes)
 
-    def add(self, tail: SliceTail) -> ChannelDelta:
-        """Count the appended views; the same tail again returns the same delta (see ``SessionPairs.add``)."""
+    def add(self, tail: SliceTail) -> IntArray:
+        """Count the appended views; return the stable codes of the channels they viewed, ascending
+        (k,), int64. The same tail again returns the same codes (see ``SessionPairs.add``)."""
         if tail is self._tail:
-            return self._delta
+            return self._viewed
         ch = tail.channel
         ch = ch[ch >= 0]
-        delta = ChannelDelta.none()
+        viewed = _NONE
         if ch.size:
             viewed, added = np.unique(ch, return_counts=True)
             self.views = grown(self.views, int(viewed[-1]) + 1, 0)
             self.channel_count += int(np.count_nonzero(self.views[viewed] == 0))
             self.views[viewed] += added.astype(np.int32)
             self.attributed += int(ch.size)
-            delta = ChannelDelta(viewed, added.astype(np.int64))
-        self._tail, self._delta = tail, delta
+        self._tail, self._viewed = tail, viewed
         self.epoch += 1
-        return delta
+        return viewed
 
 
 class SliceShared:
