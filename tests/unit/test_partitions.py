@@ -41,6 +41,9 @@ from worker.models import AppendedViews, ChangeEntry, Claim, WatchEvent
 from worker.partitions import (
     MonthEntry,
     PartitionIndex,
+    PartitionStore,
+    compress_payload,
+    decompress_payload,
     local_month_of,
     month_bounds_ms,
     plan_recompute,
@@ -434,6 +437,39 @@ class TestPartitionFrames:
             partition_from_bytes(payload[:cut])
         with pytest.raises(ValueError):
             partition_from_bytes(b"XXXX" + payload[4:])
+
+    @pytest.mark.parametrize("views", [50, 12_000])
+    def test_stored_month_is_compressed_and_reads_back_the_same_partition(self, views: int) -> None:
+        """The store keeps a month as one zstd frame (smaller than the payload), and loads it back to the
+        same arrays: a large one decompressed into a memory map of its own, as partition_payload maps it."""
+        part = build_partition(history(views, 3), load_zone("Europe/Berlin"))
+        payload = partition_to_bytes(part)
+        store = PartitionStore(PartitionCache(max_bytes=64 * 1024 * 1024))
+        store.save(USER, "Europe/Berlin", 24300, part, watermark=4)
+        entry = store.cache.get(store._key(USER, "Europe/Berlin", 24300), min_watermark=4)
+        assert isinstance(entry, bytes) and len(entry) < len(payload)
+        back = decompress_payload(entry)
+        assert isinstance(back, mmap.mmap if len(payload) >= MAPPED_MIN_BYTES else bytes) and back[:] == payload
+        loaded = store.load(USER, "Europe/Berlin", 24300, min_watermark=4)
+        assert loaded is not None
+        for name in part.__dataclass_fields__:
+            x, y = getattr(loaded, name), getattr(part, name)
+            assert np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y, name
+
+    def test_damaged_stored_month_is_a_miss(self) -> None:
+        """A stored month that is cut short, not zstd, or whose content no longer matches its checksum
+        raises ValueError when decompressed, and the store reads it as a miss, never as other views."""
+        part = build_partition(history(400, 4), load_zone("UTC"))
+        stored = compress_payload(partition_to_bytes(part))
+        flipped = bytearray(stored)
+        flipped[len(stored) // 2] ^= 0x40  # inside the compressed block: only the checksum can tell
+        store = PartitionStore(PartitionCache(max_bytes=1024 * 1024))
+        for month, bad in enumerate([stored[:-9], b"junk", partition_to_bytes(part), bytes(flipped)], start=24300):
+            with pytest.raises(ValueError, match="stored partition"):
+                decompress_payload(bad)
+            store.cache.put(store._key(USER, "UTC", month), bad, watermark=1)
+            assert store.load(USER, "UTC", month, min_watermark=1) is None
+        assert decompress_payload(stored) == partition_to_bytes(part)
 
 
 # ------------------------------------------------------------------------------------ planning rules
@@ -990,7 +1026,7 @@ class TestIncremental:
     def test_evicted_partition_is_read_again(self) -> None:
         """An L1 too small for every month still gives exact results, reading the evicted months."""
         tz = "UTC"
-        source, rc = warmed(tz, history(400, 9), PartitionCache(max_bytes=12_000))
+        source, rc = warmed(tz, history(400, 9), PartitionCache(max_bytes=4_000))
         late = event(BASE + 3 * DAY + 17, 5)
         source.insert([late], 2)
         source.read = 0
