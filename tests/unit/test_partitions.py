@@ -326,6 +326,51 @@ class TestPartitionFrames:
         assert_frames_equal(frame2, build_frame(events + first + second, zone))  # not overwritten
         assert frame_nbytes(frame2) > frame_nbytes(build_frame(events + first + second, zone))  # room counted
 
+    def test_code_columns_recoded_by_a_new_id_go_straight_into_a_buffer_with_room(self) -> None:
+        """New video and channel ids sorting among the old ones recode the old rows straight into a
+        new buffer with room to spare, so the next append (no new id) writes in place after it."""
+        zone = load_zone("UTC")
+        events = history(300, 5)
+        frame0 = merge_partitions(build_month_partitions(events, zone).values())
+        last = max(e.watched_at_ms for e in events)
+        newcomer = WatchEvent(watched_at_ms=last + 60_000, video_id="vid00000019x", channel_id="UC0000000000000000000003x", title="t")
+        assert frame0.video_ids[0] < b"vid00000019x" < frame0.video_ids[-1]  # sorts among the old ids
+        assert frame0.channel_ids[0] < "UC0000000000000000000003x" < frame0.channel_ids[-1]
+        frame1 = extend_frame(frame0, build_month_partitions([newcomer], zone).values())
+        assert frame1 is not None
+        assert_frames_equal(frame1, build_frame([*events, newcomer], zone))
+        for column in (frame1.video, frame1.channel):
+            assert column.dtype == np.int32 and column.base is not None and column.base.shape[0] > column.shape[0]
+        again = [event(last + 120_000 + i * 60_000, i) for i in range(1, 4)]  # ids the frame already holds
+        frame2 = extend_frame(frame1, build_month_partitions(again, zone).values())
+        assert frame2 is not None
+        assert frame2.video.base is frame1.video.base and frame2.channel.base is frame1.channel.base
+        assert_frames_equal(frame2, build_frame([*events, newcomer, *again], zone))
+        assert_frames_equal(frame1, build_frame([*events, newcomer], zone))
+
+    def test_recoding_a_code_column_allocates_only_its_new_buffer(self) -> None:
+        """Recoding 1M codes into a grown buffer allocates the buffer and at most 1 MiB besides: not the
+        int64 copy of the indices np.take makes of int32 codes (8 MiB), nor a recoded copy (4 MiB)."""
+        import tracemalloc
+
+        from worker.aggregation.partition import _recode, _recoded_rows
+
+        rng = np.random.default_rng(3)
+        codes = rng.integers(-1, 50_000, size=1_000_000).astype(np.int32)
+        mapping = (np.arange(50_000, dtype=np.int32) * 2).astype(np.int32)  # every old code moves
+        tail = np.array([7, -1, 3], dtype=np.int32)
+        want = np.concatenate((np.where(codes >= 0, codes * 2, -1), tail)).astype(np.int32)
+        tracemalloc.start()
+        try:
+            got = _recoded_rows(codes, mapping, tail)
+            kept, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert got.dtype == np.int32 and np.array_equal(got, want)
+        assert got.base is not None and kept >= got.base.nbytes  # the new buffer, with its room
+        assert peak - got.base.nbytes < 1024 * 1024
+        assert np.array_equal(_recode(codes, mapping), want[:-3])  # without ``out``: same codes
+
     def test_a_buffer_dying_while_its_registry_is_locked_does_not_deadlock(self) -> None:
         """A grown column's buffer freed inside ``_append_rows``'s locked block (a collected cycle, on
         the same thread) runs its finalizer there: the finalizer must not wait for that lock."""

@@ -108,6 +108,19 @@ def test_key_counts_count_like_a_dict(side_min: int, seed: int) -> None:
         KeyCounts.SIDE_MIN = old
 
 
+def test_key_counts_hold_int32_counts_and_refuse_an_overflow_unchanged() -> None:
+    """Counts are kept as int32 (12 bytes per key); a count that would pass 2^31 − 1 raises and changes nothing."""
+    top = int(np.iinfo(np.int32).max)
+    table = KeyCounts(np.array([3, 7], dtype=np.int64), np.array([1, top - 1], dtype=np.int64))
+    assert table.counts.dtype == np.int32 and table.nbytes == 2 * 12
+    assert table.add(np.array([7], dtype=np.int64), np.array([1], dtype=np.int64)).tolist() == [top - 1]
+    with pytest.raises(OverflowError):
+        table.add(np.array([3, 7], dtype=np.int64), np.array([5, 1], dtype=np.int64))
+    assert table.get(np.array([3, 7], dtype=np.int64)).tolist() == [1, top]
+    with pytest.raises(OverflowError):
+        KeyCounts(np.array([1], dtype=np.int64), np.array([top + 1], dtype=np.int64))
+
+
 def test_a_type_left_out_of_one_recompute_still_counts_the_views_appended_meanwhile() -> None:
     """The distinct-count memory of a base learns every append, also one computed without the type."""
     from worker.aggregation import FilterSet, compute_aggregations, compute_from_frame

@@ -87,7 +87,8 @@ def test_a_state_rebuilt_alone_takes_the_table_the_other_extended() -> None:
             assert s.states["channel_metrics"][1].pairs is s.states["channel_relationships"][1].pairs, key
 
 
-def test_a_table_counts_16_bytes_per_pair() -> None:
+def test_a_table_counts_12_bytes_per_pair() -> None:
+    """int64 pair keys and int32 counts: 12 bytes per pair, plus the last session's channels."""
     rng = random.Random(5)
     frame = _frame(random_views(rng, START, 400, channels=30))
     clock = make_clock(START + 400 * DAY, load_zone(ZONE), 30)
@@ -97,7 +98,8 @@ def test_a_table_counts_16_bytes_per_pair() -> None:
     assert pairs > 100
     table = SliceShared(0).pairs_of(whole, StableCodes.identity(frame))
     assert table.counts.size == pairs
-    assert 16 * pairs <= table.nbytes <= 16 * pairs + 8 * AggregationOptions().max_channels_per_session + 1024
+    assert table.counts.counts.dtype == np.int32
+    assert 12 * pairs <= table.nbytes <= 12 * pairs + 8 * AggregationOptions().max_channels_per_session + 1024
 
 
 def test_appends_leave_no_cyclic_garbage() -> None:

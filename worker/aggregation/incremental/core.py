@@ -347,8 +347,9 @@ class LastSeen:
 class KeyCounts:
     """Counts per non-negative int64 key (e.g. co-sessions per channel pair), only ever added to.
 
-    A two-level sorted table like :class:`LastSeen`'s (16 bytes per key): adding a key does not
-    copy the table.
+    A two-level sorted table like :class:`LastSeen`'s (12 bytes per key: int64 keys, int32 counts):
+    adding a key does not copy the table. A count must stay below 2^31 (``add`` raises otherwise);
+    co-sessions per pair are at most the history's sessions, which are at most its views.
     """
 
     __slots__ = ("table",)
@@ -358,7 +359,9 @@ class KeyCounts:
 
     def __init__(self, keys: IntArray, counts: IntArray) -> None:
         """Start from distinct ``keys`` in ascending order and their counts."""
-        self.table = _SortedTable(keys.astype(np.int64), counts.astype(np.int64))
+        if counts.size and int(counts.max()) > _INT32_MAX:
+            raise OverflowError("KeyCounts: a count does not fit an int32")
+        self.table = _SortedTable(keys.astype(np.int64), counts.astype(np.int32))
 
     @property
     def size(self) -> int:
@@ -385,8 +388,20 @@ class KeyCounts:
         return self.table.get(keys, 0)
 
     def add(self, keys: IntArray, amounts: IntArray) -> IntArray:
-        """Add ``amounts`` to the counts of distinct ``keys`` (ascending); return the counts before (k,)."""
-        return self.table.update(keys, lambda before: before + amounts, missing=0, side_min=self.SIDE_MIN)
+        """Add ``amounts`` to the counts of distinct ``keys`` (ascending); return the counts before (k,), int64.
+
+        Raises:
+            OverflowError: a count would reach 2^31 (nothing is changed).
+        """
+        return self.table.update(
+            keys, lambda before: _int32_counts(before + amounts), missing=0, side_min=self.SIDE_MIN
+        )
+
+
+def _int32_counts(counts: IntArray) -> IntArray:
+    if counts.size and int(counts.max()) > _INT32_MAX:
+        raise OverflowError("KeyCounts: a count does not fit an int32")
+    return counts
 
 
 def _locate(table: IntArray, keys: IntArray) -> tuple[IntArray, BoolArray]:

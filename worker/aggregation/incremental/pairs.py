@@ -65,7 +65,7 @@ class SessionPairs:
 
     Attributes:
         cap: ``max_channels_per_session``.
-        counts: Sessions holding each pair with a shared session (16 bytes per pair).
+        counts: Sessions holding each pair with a shared session (12 bytes per pair).
         last_kept: Stable codes of the last session's kept channels (≤ ``cap``), in order of first
             view, int64 (empty when the slice is empty or its last session has no channel).
         last_size: Distinct channels of the last session (before the cap).
@@ -89,7 +89,7 @@ class SessionPairs:
         co = view.co_sessions
         a, b = codes.stable_channel(co.pair_a), codes.stable_channel(co.pair_b)
         keys = np.minimum(a, b) * PAIR_BOUND + np.maximum(a, b)
-        counts = co.pair_sessions.astype(np.int64)
+        counts = co.pair_sessions
         if keys.size > 1 and not bool((keys[1:] > keys[:-1]).all()):  # stable codes not in id order
             order = np.argsort(keys)
             keys, counts = keys[order], counts[order]
