@@ -333,7 +333,9 @@ class TestPartitionFrames:
         events = history(300, 5)
         frame0 = merge_partitions(build_month_partitions(events, zone).values())
         last = max(e.watched_at_ms for e in events)
-        newcomer = WatchEvent(watched_at_ms=last + 60_000, video_id="vid00000019x", channel_id="UC0000000000000000000003x", title="t")
+        newcomer = WatchEvent(
+            watched_at_ms=last + 60_000, video_id="vid00000019x", channel_id="UC0000000000000000000003x", title="t"
+        )
         assert frame0.video_ids[0] < b"vid00000019x" < frame0.video_ids[-1]  # sorts among the old ids
         assert frame0.channel_ids[0] < "UC0000000000000000000003x" < frame0.channel_ids[-1]
         frame1 = extend_frame(frame0, build_month_partitions([newcomer], zone).values())
