@@ -398,12 +398,19 @@ def _zstd() -> tuple[zstandard.ZstdCompressor, zstandard.ZstdDecompressor]:
     return pair
 
 
-def compress_payload(payload: Payload) -> bytes:
+def compress_payload(payload: Payload) -> Payload:
     """Return ``payload`` (:func:`~worker.aggregation.partition.partition_payload` output) as one zstd
     frame (level :data:`STORED_ZSTD_LEVEL`) recording its length and a checksum of its content, as
-    :class:`PartitionStore` stores it."""
+    :class:`PartitionStore` stores it: in an anonymous memory map of its own when at least
+    :data:`~worker.aggregation.partition.MAPPED_MIN_BYTES` long (see ``partition_payload``: the
+    L1 entry of a month replaced at every append then leaves no hole in the C heap), else ``bytes``."""
     with memoryview(payload) as view:  # a view releases a memory map as soon as it is read
-        return _zstd()[0].compress(view)
+        packed = _zstd()[0].compress(view)
+    if len(packed) < MAPPED_MIN_BYTES:
+        return packed
+    mapped = mmap.mmap(-1, len(packed))
+    mapped[:] = packed
+    return mapped
 
 
 def decompress_payload(stored: Payload) -> Payload:

@@ -494,7 +494,7 @@ class TestPartitionFrames:
         store = PartitionStore(PartitionCache(max_bytes=64 * 1024 * 1024))
         store.save(USER, "Europe/Berlin", 24300, part, watermark=4)
         entry = store.cache.get(store._key(USER, "Europe/Berlin", 24300), min_watermark=4)
-        assert isinstance(entry, bytes) and len(entry) < len(payload)
+        assert entry is not None and len(entry) < len(payload)
         back = decompress_payload(entry)
         assert isinstance(back, mmap.mmap if len(payload) >= MAPPED_MIN_BYTES else bytes) and back[:] == payload
         loaded = store.load(USER, "Europe/Berlin", 24300, min_watermark=4)
@@ -502,6 +502,16 @@ class TestPartitionFrames:
         for name in part.__dataclass_fields__:
             x, y = getattr(loaded, name), getattr(part, name)
             assert np.array_equal(x, y) if isinstance(x, np.ndarray) else x == y, name
+
+    def test_a_large_stored_month_is_mapped_and_a_small_one_is_bytes(self) -> None:
+        """A compressed month of at least MAPPED_MIN_BYTES lives in a memory map of its own (no hole in
+        the C heap when its L1 entry is replaced), a smaller one in bytes; both read back exactly."""
+        rng = np.random.default_rng(8)
+        noise = rng.integers(0, 256, size=MAPPED_MIN_BYTES + 4096, dtype=np.uint8).tobytes()  # incompressible
+        large, small = compress_payload(noise), compress_payload(noise[:1000])
+        assert isinstance(large, mmap.mmap) and len(large) >= MAPPED_MIN_BYTES
+        assert isinstance(small, bytes)
+        assert decompress_payload(large)[:] == noise and decompress_payload(small)[:] == noise[:1000]
 
     def test_damaged_stored_month_is_a_miss(self) -> None:
         """A stored month that is cut short, not zstd, or whose content no longer matches its checksum
