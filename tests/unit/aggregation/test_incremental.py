@@ -108,6 +108,65 @@ def test_key_counts_count_like_a_dict(side_min: int, seed: int) -> None:
         KeyCounts.SIDE_MIN = old
 
 
+def test_locating_int64_keys_in_an_int32_table_copies_no_table_and_misses_wide_keys() -> None:
+    """Keys that fit the table's int32 are searched as int32 (numpy would copy the whole table to int64
+    first); a key beyond int32 is never narrowed, so it cannot wrap onto an entry."""
+    import tracemalloc
+
+    from worker.aggregation.incremental.core import _locate
+
+    table = np.arange(0, 2_000_000, 2, dtype=np.int32)  # 1M keys, 4 MiB
+    keys = np.array([4, 5, 1_999_998], dtype=np.int64)
+    tracemalloc.start()
+    try:
+        pos, hit = _locate(table, keys)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert pos.tolist() == [2, 3, 999_999] and hit.tolist() == [True, False, True]
+    assert peak < table.nbytes // 8
+    wide = np.array([6, 2**32 + 6], dtype=np.int64)  # 2**32 + 6 would wrap to 6 as an int32
+    assert _locate(table, wide)[1].tolist() == [True, False]
+
+
+def test_stable_codes_keep_every_old_id_and_number_new_ones_next() -> None:
+    """After appends bringing ids that sort among the old ones (and a second append on top), each id
+    keeps the stable code it had, new ids take the next free codes in frame order, and channel_code
+    inverts the channel codes."""
+    from worker.aggregation.incremental.core import StableCodes
+    from worker.aggregation.partition import build_month_partitions, extend_frame, merge_partitions
+    from worker.aggregation.timeframes import load_zone
+
+    zone = load_zone("UTC")
+
+    def view(at: int, video: str, channel: str) -> WatchEvent:
+        return WatchEvent(watched_at_ms=at, video_id=video, channel_id=channel, title="t", channel_name=channel)
+
+    first = [view(START + i * MINUTE, f"v{i * 10:04d}", f"UC{i % 5 * 10:03d}") for i in range(40)]
+    frame = merge_partitions(build_month_partitions(first, zone).values())
+    codes = StableCodes.identity(frame)
+    stable_of = {bytes(v): int(codes.video[i]) for i, v in enumerate(frame.video_ids)}
+    channel_of = {c: int(codes.channel[i]) for i, c in enumerate(frame.channel_ids)}
+    at = START + 100 * MINUTE
+    for batch in (["v0005", "v0399", "v0010", "v9999"], ["v0001", "v0006", "v0395"]):
+        tail = [view(at + k * MINUTE, v, f"UC{int(v[1:]) % 7 * 10 + 1:03d}") for k, v in enumerate(batch)]
+        at += 10 * MINUTE
+        grown = extend_frame(frame, build_month_partitions(tail, zone).values())
+        assert grown is not None
+        codes = codes.extended(frame, grown)
+        for ids, table, known in (
+            (grown.video_ids, codes.video, stable_of),
+            (grown.channel_ids, codes.channel, channel_of),
+        ):
+            fresh = [bytes(x) if isinstance(x, bytes | np.bytes_) else x for x in ids]
+            new_ids = [x for x in fresh if x not in known]
+            for x in new_ids:  # in frame (id) order, after every code already given
+                known[x] = len(known)
+            assert [int(c) for c in table] == [known[x] for x in fresh]
+        assert np.array_equal(codes.channel_code[codes.channel], np.arange(len(grown.channel_ids)))
+        frame = grown
+
+
 def test_key_counts_hold_int32_counts_and_refuse_an_overflow_unchanged() -> None:
     """Counts are kept as int32 (12 bytes per key); a count that would pass 2^31 − 1 raises and changes nothing."""
     top = int(np.iinfo(np.int32).max)
