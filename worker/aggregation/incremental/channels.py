@@ -8,8 +8,9 @@ are kept up to date. The rendering code that turns them into the stored shape is
 function's own (``worker.aggregation.channels.channel_metrics_data``).
 
 Memory (default options, the 18 eager sets of a 100k-view synthetic history, 3 775 channels):
-684 612 pair counts (16 bytes each in ``KeyCounts`` then; 12 since: 8.2 MB) and 29 268 channel slots (about 105
-bytes each with the stable-code tables and spare capacity: 3.1 MB), 14 MB in all; at 300k views
+684 612 pair counts (16 bytes each in ``KeyCounts`` when measured: 11 MB; 12 since, with int32
+counts) and 29 268 channel slots (about 105 bytes each with the stable-code tables and spare
+capacity: 3.1 MB), 14 MB in all; at 300k views
 1.2 M pairs (19.5 MB) and 85 314 slots (9.4 MB). The pair counts are the slice's, counted once for
 both states.
 """
