@@ -350,6 +350,22 @@ class TestCrashRecovery:
         assert not importer.is_alive()
 
         restarted = worker_proc()
+        # its output is read aside: the SIGTERM below must reach a started worker (the dashboard can be
+        # fresh already when the killed worker had coalesced the whole import into its one batch, and a
+        # signal during the interpreter's own start-up ends it before any Python code runs)
+        output: list[str] = []
+        started = threading.Event()
+
+        def follow() -> None:
+            assert restarted.stdout is not None
+            for line in restarted.stdout:
+                output.append(line)
+                if "worker.started" in line:
+                    started.set()
+
+        reader = threading.Thread(target=follow, daemon=True)
+        reader.start()
+        assert started.wait(60), "the restarted worker did not start:\n" + "".join(output)
         deadline = time.monotonic() + 120
         dash: Any = None
         while time.monotonic() < deadline:
@@ -359,6 +375,7 @@ class TestCrashRecovery:
             time.sleep(0.25)
         restarted.send_signal(signal.SIGTERM)
         code = restarted.wait(30)
-        assert code == 0, f"worker exited {code} on SIGTERM:\n{restarted.stdout.read() if restarted.stdout else ''}"
+        reader.join(10)
+        assert code == 0, f"worker exited {code} on SIGTERM:\n" + "".join(output)
         assert dash and not dash["freshness"]["stale"], "worker did not catch up after restart"
         assert_matches(dash, expected_counts(views, "UTC"))
