@@ -46,6 +46,7 @@ imported (it costs about 6 MB of the worker's memory).
 from __future__ import annotations
 
 import hashlib
+import mmap
 import threading
 import time
 from collections.abc import Callable
@@ -57,7 +58,7 @@ from urllib.parse import quote
 import structlog
 from cachetools import LRUCache
 
-from worker.aggregation.partition import Payload
+from worker.aggregation.partition import MAPPED_MIN_BYTES, Payload
 
 if TYPE_CHECKING:
     import redis
@@ -83,22 +84,26 @@ _L2_ERROR_LOG_INTERVAL_S: Final = 60.0
 _USER_HASH_HEX_CHARS: Final = 32
 
 # KEYS[1] generation counter, KEYS[2] entry; ARGV[1] min watermark.
-# Returns nil (miss, stale, or written under an older generation) or {watermark, payload}.
+# Returns nil (miss, stale, written under an older generation, or a watermark that is not decimal
+# digits: an entry no PartitionCache wrote) or {watermark, payload}.
 _GET_SCRIPT: Final = """
 local gen = redis.call('GET', KEYS[1]) or '0'
 local e = redis.call('HMGET', KEYS[2], 'g', 'w', 'p')
 if not e[1] or e[1] ~= gen or not e[2] or not e[3] then return nil end
-if tonumber(e[2]) < tonumber(ARGV[1]) then return nil end
+local w = string.match(e[2], '^%d+$') and tonumber(e[2])
+if not w or w < tonumber(ARGV[1]) then return nil end
 return {e[2], e[3]}
 """
 
 # KEYS[1] generation counter, KEYS[2] entry; ARGV[1] watermark, ARGV[2] payload, ARGV[3] TTL (s).
-# Returns 1 when written, 0 when an entry of the current generation has a higher watermark.
+# Returns 1 when written, 0 when an entry of the current generation has a higher watermark (one whose
+# watermark is not decimal digits is overwritten).
 _PUT_SCRIPT: Final = """
 local ttl = tonumber(ARGV[3])
 local gen = redis.call('GET', KEYS[1]) or '0'
 local e = redis.call('HMGET', KEYS[2], 'g', 'w')
-if e[1] == gen and e[2] and tonumber(e[2]) > tonumber(ARGV[1]) then return 0 end
+local w = e[2] and string.match(e[2], '^%d+$') and tonumber(e[2])
+if e[1] == gen and w and w > tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[2], 'g', gen, 'w', ARGV[1], 'p', ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ttl * 1000)
 if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('PTTL', KEYS[1]) < ttl * 1000 then
@@ -114,6 +119,17 @@ local gen = redis.call('INCR', KEYS[1])
 if redis.call('PTTL', KEYS[1]) < ttl * 1000 then redis.call('PEXPIRE', KEYS[1], ttl * 1000) end
 return gen
 """
+
+
+def _as_kept(payload: bytes) -> Payload:
+    """Return an L2 payload as L1 keeps it: from ``MAPPED_MIN_BYTES`` on, copied into an anonymous
+    memory map of its own, as the replica that wrote it keeps it (an evicted or replaced entry then
+    returns its pages instead of leaving a hole in the C heap; see ``partition_payload``)."""
+    if len(payload) < MAPPED_MIN_BYTES:
+        return payload
+    mapped = mmap.mmap(-1, len(payload))
+    mapped[:] = payload
+    return mapped
 
 
 def _user_hash(user_id: str) -> str:
@@ -379,8 +395,9 @@ class PartitionCache:
                 return None
             watermark, payload = found
             self._l2_hits += 1
-            self._l1_store(key, payload, watermark)
-            return payload
+            kept = _as_kept(payload)
+            self._l1_store(key, kept, watermark)
+            return kept
 
     def put(self, key: PartitionKey, payload: Payload, *, watermark: int) -> None:
         """Store a partition's payload in L1 and L2 unless a newer one is already there.
@@ -504,7 +521,11 @@ class PartitionCache:
         if reply is None:
             return None
         watermark_raw, payload = reply
-        return int(watermark_raw), bytes(payload)
+        try:  # the script compares with Lua's tonumber, which also takes "1.5", "0x10" or "nan"
+            watermark = int(watermark_raw)
+        except (TypeError, ValueError):
+            return None  # an entry no PartitionCache wrote: a miss
+        return watermark, bytes(payload)
 
     def _l2_put(self, key: PartitionKey, payload: Payload, watermark: int) -> None:
         if not self._l2_available():

@@ -100,6 +100,10 @@ STATE_VERSION: Final = DEFINITION_VERSION * 1000 + PARTITION_FORMAT_VERSION * 10
 """``PartitionKey.definition_version`` of every entry: changes with the definitions, the layout or the
 stored encoding, so entries written by another version are never read."""
 
+MAX_STORED_PAYLOAD_BYTES: Final = 512 * 1024 * 1024
+"""Largest payload a stored month may claim (Redis's own bound on a value); a frame claiming more is
+damaged or foreign, and is refused before any memory is taken for it."""
+
 STORED_ZSTD_LEVEL: Final = 1
 """zstd level of stored month partitions. On the 1M-view benchmark history (38 months) level 1
 stores 44.8 MiB of payloads in 21.9 MiB (2.05×) for 0.12 s of CPU and reads them back in 0.07 s;
@@ -247,15 +251,22 @@ class PartitionIndex:
         """
         try:
             doc = json.loads(payload.decode("utf-8"))
-            months = {int(m): MonthEntry(int(c), int(w)) for m, c, w in doc["m"]}
-            return PartitionIndex(str(doc["z"]), int(doc["w"]), months)
-        except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
-            raise ValueError(f"partition index: bad payload ({exc})") from None
+            months = {_json_int(m): MonthEntry(_json_int(c), _json_int(w)) for m, c, w in doc["m"]}
+            return PartitionIndex(str(doc["z"]), _json_int(doc["w"]), months)
+        except (KeyError, TypeError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise ValueError(f"partition index: bad payload ({type(exc).__name__}: {exc})") from None
 
     @property
     def events(self) -> int:
         """Return the number of views over all months."""
         return sum(e.count for e in self.months.values())
+
+
+def _json_int(value: object) -> int:
+    """Return a JSON integer as it is; raise ValueError for anything else (a float, ``Infinity``, a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"not an integer: {value!r}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -421,8 +432,9 @@ def decompress_payload(stored: Payload) -> Payload:
     (its pages go back to the operating system once it and the arrays viewing it are dropped).
 
     Raises:
-        ValueError: ``stored`` is not one zstd frame recording its length, or is truncated, or its
-            content does not match its checksum.
+        ValueError: ``stored`` is not one zstd frame recording its length, claims more than
+            :data:`MAX_STORED_PAYLOAD_BYTES`, is truncated or followed by other bytes, or its content
+            does not match its checksum.
     """
     with memoryview(stored) as frame:
         return _decompress(frame)
@@ -432,24 +444,38 @@ def _decompress(stored: memoryview) -> Payload:
     decompressor = _zstd()[1]
     try:
         size = zstandard.frame_content_size(stored)
-        if size < 0:  # unknown (-1) or an error
-            raise ValueError("stored partition: a zstd frame without its content size")
-        if size < MAPPED_MIN_BYTES:
-            return decompressor.decompress(stored)
-        out = mmap.mmap(-1, size)
-        view = memoryview(out)
-        try:
-            got = 0
-            with decompressor.stream_reader(stored) as reader:
-                while got < size and (n := reader.readinto(view[got:])):
-                    got += n
-        finally:
-            view.release()
     except zstandard.ZstdError as exc:
         raise ValueError(f"stored partition: {exc}") from None
-    if got != size:
-        raise ValueError(f"stored partition: {got} of {size} bytes")
+    if size < 0:  # unknown (-1)
+        raise ValueError("stored partition: a zstd frame without its content size")
+    if size > MAX_STORED_PAYLOAD_BYTES:
+        raise ValueError(f"stored partition: claims {size} bytes, more than {MAX_STORED_PAYLOAD_BYTES}")
+    if size < MAPPED_MIN_BYTES:
+        try:
+            return decompressor.decompress(stored)
+        except zstandard.ZstdError as exc:
+            raise ValueError(f"stored partition: {exc}") from None
+    # a large payload is decompressed piece by piece into its map; the frame must end exactly at the
+    # end of ``stored`` (its checksum verified), not merely yield ``size`` bytes
+    out = mmap.mmap(-1, size)
+    unpacker = decompressor.decompressobj()
+    got = 0
+    try:
+        for at in range(0, len(stored), _UNPACK_BYTES):
+            piece = unpacker.decompress(stored[at : at + _UNPACK_BYTES])
+            if got + len(piece) > size:
+                raise ValueError(f"stored partition: more than its recorded {size} bytes")
+            out[got : got + len(piece)] = piece
+            got += len(piece)
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"stored partition: {exc}") from None
+    if got != size or not unpacker.eof or unpacker.unused_data:
+        raise ValueError(f"stored partition: truncated or followed by other bytes ({got} of {size} bytes)")
     return out
+
+
+_UNPACK_BYTES = 128 * 1024
+"""Compressed bytes handed to the decompressor at a time (bounds the pieces it returns)."""
 
 
 class PartitionStore:

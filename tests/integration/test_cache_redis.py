@@ -79,15 +79,34 @@ class TestSharedL2:
 
     def test_memory_mapped_payload_is_kept_in_l1_and_shared_as_bytes(self, prefix: str) -> None:
         """A large payload in a memory map of its own is kept as that map in L1 and written to L2 as its
-        bytes, which another replica reads back equal."""
+        bytes, which another replica reads back equal and keeps in a map of its own too; a small one
+        stays bytes."""
         data = bytes(range(256)) * 1100  # 281,600 bytes: above MAPPED_MIN_BYTES
         payload = mmap.mmap(-1, len(data))
         payload[:] = data
         with replica(prefix) as a, replica(prefix) as b:
             a.put(key(1), payload, watermark=4)
+            a.put(key(2), data[:1000], watermark=4)
             assert a.get(key(1), min_watermark=4) is payload
             got = b.get(key(1), min_watermark=4)
-            assert isinstance(got, bytes) and got == data
+            assert isinstance(got, mmap.mmap) and got[:] == data
+            assert b.get(key(1), min_watermark=4) is got  # promoted to L1 as that map
+            small = b.get(key(2), min_watermark=4)
+            assert isinstance(small, bytes) and small == data[:1000]
+
+    @pytest.mark.parametrize("foreign", [b"1.5", b"0x10", b"nan", b"inf", b"", b"four"])
+    def test_an_entry_with_a_foreign_watermark_is_a_miss(self, raw: redis.Redis, prefix: str, foreign: bytes) -> None:
+        """A watermark that is not an integer (some Lua's tonumber takes, "1.5", "0x10", "nan"; some it
+        does not) makes the entry a miss, not an exception or a script error, and a put replaces it."""
+        with replica(prefix) as a, replica(prefix) as b:
+            a.put(key(1), b"state", watermark=4)
+            raw.hset(key(1).redis_key(prefix), "w", foreign)
+            assert b.get(key(1), min_watermark=0) is None
+            a.put(key(2), b"other", watermark=4)
+            assert b.get(key(2), min_watermark=4) == b"other"
+            b.put(key(1), b"fresh", watermark=5)
+            assert a.get(key(1), min_watermark=5) == b"fresh"  # b's put replaced the foreign entry
+            assert a.stats().l2_errors == b.stats().l2_errors == 0
 
     def test_absent_key_is_a_miss(self, prefix: str) -> None:
         """A key never written is a miss on both levels."""

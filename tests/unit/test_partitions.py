@@ -513,6 +513,54 @@ class TestPartitionFrames:
         assert isinstance(small, bytes)
         assert decompress_payload(large)[:] == noise and decompress_payload(small)[:] == noise[:1000]
 
+    @pytest.mark.parametrize("damage", ["checksum cut", "one byte cut", "trailing bytes", "bit flip"])
+    def test_a_damaged_large_stored_month_is_refused(self, damage: str) -> None:
+        """A large stored month (decompressed piece by piece into its map) must end exactly with its
+        frame, checksum verified: cutting the checksum alone leaves every content byte, and is refused."""
+        raw = np.random.default_rng(1).integers(0, 4, size=5 * MAPPED_MIN_BYTES, dtype=np.uint8).tobytes()
+        stored = bytes(compress_payload(raw))
+        assert len(stored) > 2 * 128 * 1024  # several pieces
+        bad = {
+            "checksum cut": stored[:-4],
+            "one byte cut": stored[:-1],
+            "trailing bytes": stored + b"\x00",
+            "bit flip": stored[:1000] + bytes([stored[1000] ^ 0x10]) + stored[1001:],
+        }[damage]
+        with pytest.raises(ValueError, match="stored partition"):
+            decompress_payload(bad)
+        assert decompress_payload(stored)[:] == raw
+
+    @pytest.mark.parametrize("claimed", [1 << 40, (1 << 63) + 5])
+    def test_a_stored_month_claiming_an_absurd_size_is_refused_before_any_allocation(self, claimed: int) -> None:
+        """A zstd frame header claiming 1 TiB (or more than an ssize_t) is refused as damaged, not left to
+        fail allocating it (OSError, OverflowError)."""
+        import struct
+
+        header = struct.pack("<I", 0xFD2FB528) + bytes([0xE0]) + struct.pack("<Q", claimed) + bytes([1, 0, 0])
+        with pytest.raises(ValueError, match="more than"):
+            decompress_payload(header)
+        store = PartitionStore(PartitionCache(max_bytes=1024 * 1024))
+        store.cache.put(store._key(USER, "UTC", 24300), header, watermark=1)
+        assert store.load(USER, "UTC", 24300, min_watermark=1) is None
+
+    @pytest.mark.parametrize(
+        "payload",
+        [
+            b'{"z":"UTC","w":Infinity,"m":[]}',
+            b'{"z":"UTC","w":1.5,"m":[]}',
+            b'{"z":"UTC","w":3,"m":[[Infinity,1,1]]}',
+            b'{"z":"UTC","w":true,"m":[]}',
+            b"[" * 200_000,
+        ],
+    )
+    def test_a_foreign_index_is_a_miss(self, payload: bytes) -> None:
+        """An index that is JSON but not the store's (non-integer numbers, deep nesting) is a miss."""
+        with pytest.raises(ValueError, match="partition index"):
+            PartitionIndex.from_bytes(payload)
+        store = PartitionStore(PartitionCache(max_bytes=1024 * 1024))
+        store.cache.put(store._key(USER, "UTC", 0), payload, watermark=1)
+        assert store.load_index(USER, "UTC", min_watermark=0) is None
+
     def test_damaged_stored_month_is_a_miss(self) -> None:
         """A stored month that is cut short, not zstd, or whose content no longer matches its checksum
         raises ValueError when decompressed, and the store reads it as a miss, never as other views."""
