@@ -46,7 +46,6 @@ imported (it costs about 6 MB of the worker's memory).
 from __future__ import annotations
 
 import hashlib
-import mmap
 import threading
 import time
 from collections.abc import Callable
@@ -58,7 +57,7 @@ from urllib.parse import quote
 import structlog
 from cachetools import LRUCache
 
-from worker.aggregation.partition import MAPPED_MIN_BYTES, Payload
+from worker.aggregation.partition import Payload, kept_payload
 
 if TYPE_CHECKING:
     import redis
@@ -119,17 +118,6 @@ local gen = redis.call('INCR', KEYS[1])
 if redis.call('PTTL', KEYS[1]) < ttl * 1000 then redis.call('PEXPIRE', KEYS[1], ttl * 1000) end
 return gen
 """
-
-
-def _as_kept(payload: bytes) -> Payload:
-    """Return an L2 payload as L1 keeps it: from ``MAPPED_MIN_BYTES`` on, copied into an anonymous
-    memory map of its own, as the replica that wrote it keeps it (an evicted or replaced entry then
-    returns its pages instead of leaving a hole in the C heap; see ``partition_payload``)."""
-    if len(payload) < MAPPED_MIN_BYTES:
-        return payload
-    mapped = mmap.mmap(-1, len(payload))
-    mapped[:] = payload
-    return mapped
 
 
 def _user_hash(user_id: str) -> str:
@@ -395,7 +383,7 @@ class PartitionCache:
                 return None
             watermark, payload = found
             self._l2_hits += 1
-            kept = _as_kept(payload)
+            kept = kept_payload(payload)  # a large one in a map of its own, as the writing replica keeps it
             self._l1_store(key, kept, watermark)
             return kept
 

@@ -63,6 +63,7 @@ from worker.aggregation.partition import (
     PARTITION_FORMAT_VERSION,
     Partition,
     Payload,
+    kept_payload,
     partition_from_bytes,
     partition_payload,
 )
@@ -416,12 +417,7 @@ def compress_payload(payload: Payload) -> Payload:
     :data:`~worker.aggregation.partition.MAPPED_MIN_BYTES` long (see ``partition_payload``: the
     L1 entry of a month replaced at every append then leaves no hole in the C heap), else ``bytes``."""
     with memoryview(payload) as view:  # a view releases a memory map as soon as it is read
-        packed = _zstd()[0].compress(view)
-    if len(packed) < MAPPED_MIN_BYTES:
-        return packed
-    mapped = mmap.mmap(-1, len(packed))
-    mapped[:] = packed
-    return mapped
+        return kept_payload(_zstd()[0].compress(view))
 
 
 def decompress_payload(stored: Payload) -> Payload:

@@ -58,6 +58,7 @@ __all__ = [
     "partition_to_bytes",
     "partition_payload",
     "MAPPED_MIN_BYTES",
+    "kept_payload",
     "partition_from_bytes",
 ]
 
@@ -1242,6 +1243,17 @@ def partition_payload(part: Partition) -> Payload:
     out: bytearray | mmap.mmap = mmap.mmap(-1, total) if total >= MAPPED_MIN_BYTES else bytearray(total)
     _fill(out, head, placed, blob_at, part.name_blob)
     return bytes(out) if isinstance(out, bytearray) else out
+
+
+def kept_payload(data: bytes) -> Payload:
+    """Return ``data`` as a payload is kept: copied into an anonymous memory map of its own when at
+    least :data:`MAPPED_MIN_BYTES` long (its pages go back to the operating system when it is dropped,
+    leaving no hole in the C heap; see :func:`partition_payload`), else ``data`` itself."""
+    if len(data) < MAPPED_MIN_BYTES:
+        return data
+    mapped = mmap.mmap(-1, len(data))
+    mapped[:] = data
+    return mapped
 
 
 def _fill(
