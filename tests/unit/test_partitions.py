@@ -298,6 +298,31 @@ class TestPartitionFrames:
         if old and new:  # a view not after the frame's last one is refused
             assert extend_frame(frame, [build_partition([replace(new[0], watched_at_ms=last)], zone)]) is None
 
+    def test_combining_keeps_multibyte_and_renamed_channel_names_byte_exact(self) -> None:
+        """Names of several scripts and lengths (and empty or missing ones), renamed by the newer views or
+        brought by new channels, are gathered into the combined name blob exactly as building does."""
+        zone = load_zone("Asia/Tokyo")
+        names = ["Chaîne é", "日本語チャンネル", "🎵 Music", "x" * 300, "", None, "Ω"]
+
+        def view(i: int, channel: int, name: str | None) -> WatchEvent:
+            return WatchEvent(
+                watched_at_ms=BASE + i * 60_000,
+                video_id=f"v{i % 9}",
+                channel_id=f"UC{channel:02d}",
+                channel_name=name,
+                title="t",
+            )
+
+        old = [view(i, i % 7, names[i % 7]) for i in range(40)]
+        new = [view(40 + i, (i * 3) % 11, names[(i + 2) % 7]) for i in range(25)]  # renames and new channels
+        combined = combine_partitions(build_partition(old, zone), build_partition(new, zone))
+        want = build_partition(old + new, zone)
+        assert combined is not None
+        assert combined.name_blob == want.name_blob and np.array_equal(combined.name_offsets, want.name_offsets)
+        assert [combined.channel_name(c) for c in range(len(combined.channel_ids))] == [
+            want.channel_name(c) for c in range(len(want.channel_ids))
+        ]
+
     def test_an_extended_frame_grows_its_columns_in_place_and_leaves_the_previous_one_alone(self) -> None:
         """A chain of appends writes each append's rows into the room after the previous frame's
         columns (no copy); the previous frame still reads its own rows; a second extension of the

@@ -757,20 +757,17 @@ def combine_partitions(base: Partition, extra: Partition) -> Partition | None:
     channel = rows(_recode(base.channel, base_channel), _recode(extra.channel, extra_channel))
     c = int(channel_ids.shape[0])
     base_codes = np.arange(base.channel_ids.shape[0], dtype=np.int64) if base_channel is None else base_channel
-    maps = [base_codes, extra_channel]
+    parts, maps = (base, extra), [base_codes.astype(np.int64), extra_channel]
     first_ms = np.full(c, np.iinfo(np.int64).max, dtype=np.int64)
     name_ms = np.full(c, _NO_NAME_MS, dtype=np.int64)
-    names: list[bytes] = [b""] * c
-    for part, codes in zip((base, extra), maps, strict=True):
+    source = np.full(c, -1, dtype=np.int64)  # which part names each channel (-1: none)
+    local_of = np.zeros(c, dtype=np.int64)  # the channel's code in that part
+    for k, (part, codes) in enumerate(zip(parts, maps, strict=True)):
         np.minimum.at(first_ms, codes, part.channel_first_ms)
         newer = np.flatnonzero(part.channel_name_ms > name_ms[codes])  # no ties: instants are disjoint
-        for local, code in zip(newer.tolist(), codes[newer].tolist(), strict=True):
-            lo, hi = int(part.name_offsets[local]), int(part.name_offsets[local + 1])
-            names[code] = part.name_blob[lo:hi]
         name_ms[codes[newer]] = part.channel_name_ms[newer]
-    offsets = np.zeros(c + 1, dtype=np.int64)
-    if c:
-        offsets[1:] = np.cumsum([len(b) for b in names])
+        source[codes[newer]], local_of[codes[newer]] = k, newer
+    offsets, blob = _gather_names(parts, source, local_of)
     return Partition(
         ts=ts[order],
         offset_ms=rows(base.offset_ms, extra.offset_ms),
@@ -785,8 +782,34 @@ def combine_partitions(base: Partition, extra: Partition) -> Partition | None:
         channel_first_ms=first_ms,
         channel_name_ms=name_ms,
         name_offsets=offsets,
-        name_blob=b"".join(names),
+        name_blob=blob,
     )
+
+
+def _gather_names(parts: Sequence[Partition], source: IntArray, local_of: IntArray) -> tuple[IntArray, bytes]:
+    """Return the name offsets and blob of channels named by ``parts[source[i]]``'s channel
+    ``local_of[i]`` (no name where ``source`` is -1): the bytes gathered in numpy, not one slice per
+    channel in Python (about 5 of the 8 ms an append's combination took at 1M views, 5 000 channels)."""
+    lengths = np.zeros(source.shape[0], dtype=np.int64)
+    starts = np.zeros(source.shape[0], dtype=np.int64)
+    for k, part in enumerate(parts):
+        mine = source == k
+        local = local_of[mine]
+        starts[mine] = part.name_offsets[local]
+        lengths[mine] = part.name_offsets[local + 1] - part.name_offsets[local]
+    offsets = np.zeros(source.shape[0] + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    blob = np.empty(int(offsets[-1]), dtype=np.uint8)
+    for k, part in enumerate(parts):
+        mine = np.flatnonzero((source == k) & (lengths > 0))
+        if mine.size == 0:
+            continue
+        n = lengths[mine]
+        # byte j of channel i's name: from its start in the part, to its offset in the blob
+        within = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+        text = np.frombuffer(part.name_blob, dtype=np.uint8)
+        blob[np.repeat(offsets[mine], n) + within] = text[np.repeat(starts[mine], n) + within]
+    return offsets, blob.tobytes()
 
 
 def _union_bytes(old: BytesArray, new: BytesArray) -> tuple[BytesArray, npt.NDArray[np.int32] | None, IntArray]:
