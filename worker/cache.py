@@ -82,7 +82,7 @@ entry objects, the LRU's link and the per-user index slot (CPython, 64-bit)."""
 _L2_ERROR_LOG_INTERVAL_S: Final = 60.0
 _USER_HASH_HEX_CHARS: Final = 32
 
-# KEYS[1] generation counter, KEYS[2] entry; ARGV[1] min watermark.
+# KEYS[1] generation counter, KEYS[2] entry; ARGV[1] min watermark, ARGV[2] max watermark (-1: none).
 # Returns nil (miss, stale, written under an older generation, or a watermark that is not decimal
 # digits: an entry no PartitionCache wrote) or {watermark, payload}.
 _GET_SCRIPT: Final = """
@@ -91,6 +91,7 @@ local e = redis.call('HMGET', KEYS[2], 'g', 'w', 'p')
 if not e[1] or e[1] ~= gen or not e[2] or not e[3] then return nil end
 local w = string.match(e[2], '^%d+$') and tonumber(e[2])
 if not w or w < tonumber(ARGV[1]) then return nil end
+if tonumber(ARGV[2]) >= 0 and w > tonumber(ARGV[2]) then return nil end
 return {e[2], e[3]}
 """
 
@@ -353,30 +354,36 @@ class PartitionCache:
 
     # -- public API ---------------------------------------------------------------------------
 
-    def get(self, key: PartitionKey, *, min_watermark: int) -> Payload | None:
-        """Return the payload of a partition whose watermark is at least ``min_watermark``.
+    def get(self, key: PartitionKey, *, min_watermark: int, max_watermark: int | None = None) -> Payload | None:
+        """Return the payload of a partition whose watermark is at least ``min_watermark`` (and at
+        most ``max_watermark`` when given).
 
         Looks in L1, then in L2; an L2 hit is copied into L1. An entry with a lower watermark
-        counts as a miss (and is dropped from L1).
+        counts as a miss (and is dropped from L1); one above ``max_watermark`` is a miss too (and
+        kept: it is newer).
 
         Args:
             key: The partition.
             min_watermark: Lowest acceptable watermark (``changeLog`` seq), usually the seq of
                 the newest change whose range touches this month.
+            max_watermark: Highest acceptable watermark; ``min_watermark`` too to accept exactly
+                one build (a month the partition index records at that watermark).
 
         Returns:
-            The payload as stored (an L2 hit as ``bytes``), or ``None`` on a miss (absent, stale,
+            The payload as stored (an L2 hit as ``bytes``, or in a memory map of its own from
+            ``MAPPED_MIN_BYTES`` on), or ``None`` on a miss (absent, stale, newer than wanted,
             invalidated, or L2 unreachable).
         """
         with self._lock:
             entry = self._l1.get(key)  # a hit becomes the most recently used
             if entry is not None:
-                if entry.watermark >= min_watermark:
+                if entry.watermark < min_watermark:
+                    self._l1_remove(key)
+                elif max_watermark is None or entry.watermark <= max_watermark:
                     self._l1_hits += 1
                     return entry.payload
-                self._l1_remove(key)
 
-        found = self._l2_get(key, min_watermark)
+        found = self._l2_get(key, min_watermark, max_watermark)
         with self._lock:
             if found is None:
                 self._misses += 1
@@ -498,11 +505,12 @@ class PartitionCache:
     def _l2_keys(self, key: PartitionKey) -> list[str]:
         return [generation_key(self._prefix, key.user_id), key.redis_key(self._prefix)]
 
-    def _l2_get(self, key: PartitionKey, min_watermark: int) -> tuple[int, bytes] | None:
+    def _l2_get(self, key: PartitionKey, min_watermark: int, max_watermark: int | None) -> tuple[int, bytes] | None:
         if not self._l2_available():
             return None
         try:
-            reply = self._get_script(keys=self._l2_keys(key), args=[min_watermark])
+            ceiling = -1 if max_watermark is None else max_watermark
+            reply = self._get_script(keys=self._l2_keys(key), args=[min_watermark, ceiling])
         except self._l2_failures as exc:
             self._record_l2_error("get", exc)
             return None

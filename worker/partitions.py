@@ -35,12 +35,12 @@ change seq is ``s0`` iff ``Wi >= s0 - 1``: then every change the index does not 
 claim, each month not touched by a claim change is unchanged since its partition was built, and
 the views appended since are exactly those with ``Wi < changeSeq <= W`` (never counted twice). If
 ``Wi < s0 - 1``, a change between them was never seen by this cache (processed by a replica
-without a shared L2, or dead-lettered): everything is read again. A partition is loaded with
-``min_watermark`` = the watermark the index records for it, so an older entry for the same key
-(another replica's L1, a zone used before) is never taken. Partitions are written before the
-index; after a crash between the two, the claim's changes are still pending and rebuild the same
-months. Views stored without ``changeSeq`` (before the field existed) count as seq 0: always read
-by month, never part of a delta.
+without a shared L2, or dead-lettered): everything is read again. A partition is loaded at
+exactly the watermark the index records for it, so neither an older entry for the same key
+(another replica's L1, a zone used before) nor a newer one the index does not record is taken.
+Partitions are written before the index; after a crash between the two, the claim's changes are
+still pending and rebuild the same months. Views stored without ``changeSeq`` (before the field
+existed) count as seq 0: always read by month, never part of a delta.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ from worker.aggregation.partition import (
     PARTITION_FORMAT_VERSION,
     Partition,
     Payload,
+    json_int,
     kept_payload,
     partition_from_bytes,
     partition_payload,
@@ -252,8 +253,8 @@ class PartitionIndex:
         """
         try:
             doc = json.loads(payload.decode("utf-8"))
-            months = {_json_int(m): MonthEntry(_json_int(c), _json_int(w)) for m, c, w in doc["m"]}
-            return PartitionIndex(str(doc["z"]), _json_int(doc["w"]), months)
+            months = {json_int(m): MonthEntry(json_int(c), json_int(w)) for m, c, w in doc["m"]}
+            return PartitionIndex(str(doc["z"]), json_int(doc["w"]), months)
         except (KeyError, TypeError, ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise ValueError(f"partition index: bad payload ({type(exc).__name__}: {exc})") from None
 
@@ -261,13 +262,6 @@ class PartitionIndex:
     def events(self) -> int:
         """Return the number of views over all months."""
         return sum(e.count for e in self.months.values())
-
-
-def _json_int(value: object) -> int:
-    """Return a JSON integer as it is; raise ValueError for anything else (a float, ``Infinity``, a bool)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"not an integer: {value!r}")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,15 +440,19 @@ def _decompress(stored: memoryview) -> Payload:
         raise ValueError("stored partition: a zstd frame without its content size")
     if size > MAX_STORED_PAYLOAD_BYTES:
         raise ValueError(f"stored partition: claims {size} bytes, more than {MAX_STORED_PAYLOAD_BYTES}")
+    # the frame must end exactly at the end of ``stored`` (its checksum verified), not merely yield
+    # ``size`` bytes (a one-shot decompress ignores what follows its frame)
+    unpacker = decompressor.decompressobj()
     if size < MAPPED_MIN_BYTES:
         try:
-            return decompressor.decompress(stored)
+            small = unpacker.decompress(stored)
         except zstandard.ZstdError as exc:
             raise ValueError(f"stored partition: {exc}") from None
-    # a large payload is decompressed piece by piece into its map; the frame must end exactly at the
-    # end of ``stored`` (its checksum verified), not merely yield ``size`` bytes
+        if len(small) != size or not unpacker.eof or unpacker.unused_data:
+            raise ValueError(f"stored partition: truncated or followed by other bytes ({len(small)} of {size} bytes)")
+        return small
+    # a large payload is decompressed piece by piece into its map
     out = mmap.mmap(-1, size)
-    unpacker = decompressor.decompressobj()
     got = 0
     try:
         for at in range(0, len(stored), _UNPACK_BYTES):
@@ -509,9 +507,15 @@ class PartitionStore:
         """Store the index under its zone with its watermark (a newer index is kept)."""
         self.cache.put(self._key(user_id, index.time_zone, INDEX_MONTH), index.to_bytes(), watermark=index.watermark)
 
-    def load(self, user_id: str, time_zone: str, month: int, *, min_watermark: int) -> Partition | None:
-        """Return a month's partition built at ``min_watermark`` or later, or None."""
-        payload = self.cache.get(self._key(user_id, time_zone, month), min_watermark=min_watermark)
+    def load(self, user_id: str, time_zone: str, month: int, *, watermark: int) -> Partition | None:
+        """Return a month's partition built at exactly ``watermark`` (the index's entry), or None.
+
+        Exactly, not "at least": a build the index does not record (a replica that crashed before
+        writing its index, or a foreign entry claiming a far-future watermark, which no later put
+        can replace) may hold other views in the same number, and is read again instead.
+        """
+        key = self._key(user_id, time_zone, month)
+        payload = self.cache.get(key, min_watermark=watermark, max_watermark=watermark)
         if payload is None:
             return None
         try:

@@ -320,7 +320,7 @@ class Recomputer:
         found: dict[int, Partition] = {}
         missing: list[int] = []
         for month, entry in entries.items():
-            part = self.store.load(user_id, time_zone, month, min_watermark=entry.watermark)
+            part = self.store.load(user_id, time_zone, month, watermark=entry.watermark)
             if part is None or part.size != entry.count:
                 missing.append(month)
             else:

@@ -94,6 +94,17 @@ class TestSharedL2:
             small = b.get(key(2), min_watermark=4)
             assert isinstance(small, bytes) and small == data[:1000]
 
+    def test_a_newer_entry_than_asked_for_is_a_miss_and_stays(self, prefix: str) -> None:
+        """get with max_watermark misses an entry above it, in L1 and in L2, and keeps it for readers
+        that accept it."""
+        with replica(prefix) as a, replica(prefix) as b:
+            a.put(key(1), b"newer", watermark=9)
+            assert a.get(key(1), min_watermark=5, max_watermark=5) is None  # L1 (and L2) above the ceiling
+            assert b.get(key(1), min_watermark=5, max_watermark=5) is None  # L2 above the ceiling
+            assert b.stats().l1_entries == 0
+            assert b.get(key(1), min_watermark=9, max_watermark=9) == b"newer"
+            assert a.get(key(1), min_watermark=5) == b"newer"
+
     @pytest.mark.parametrize("foreign", [b"1.5", b"0x10", b"nan", b"inf", b"", b"four"])
     def test_an_entry_with_a_foreign_watermark_is_a_miss(self, raw: redis.Redis, prefix: str, foreign: bytes) -> None:
         """A watermark that is not an integer (some Lua's tonumber takes, "1.5", "0x10", "nan"; some it

@@ -522,7 +522,7 @@ class TestPartitionFrames:
         assert entry is not None and len(entry) < len(payload)
         back = decompress_payload(entry)
         assert isinstance(back, mmap.mmap if len(payload) >= MAPPED_MIN_BYTES else bytes) and back[:] == payload
-        loaded = store.load(USER, "Europe/Berlin", 24300, min_watermark=4)
+        loaded = store.load(USER, "Europe/Berlin", 24300, watermark=4)
         assert loaded is not None
         for name in part.__dataclass_fields__:
             x, y = getattr(loaded, name), getattr(part, name)
@@ -566,7 +566,7 @@ class TestPartitionFrames:
             decompress_payload(header)
         store = PartitionStore(PartitionCache(max_bytes=1024 * 1024))
         store.cache.put(store._key(USER, "UTC", 24300), header, watermark=1)
-        assert store.load(USER, "UTC", 24300, min_watermark=1) is None
+        assert store.load(USER, "UTC", 24300, watermark=1) is None
 
     @pytest.mark.parametrize(
         "payload",
@@ -586,6 +586,54 @@ class TestPartitionFrames:
         store.cache.put(store._key(USER, "UTC", 0), payload, watermark=1)
         assert store.load_index(USER, "UTC", min_watermark=0) is None
 
+    @pytest.mark.parametrize("follower", ["garbage", "another frame", "skippable frame"])
+    def test_a_small_stored_month_followed_by_other_bytes_is_refused(self, follower: str) -> None:
+        """A small stored month must end with its frame too (a one-shot decompress ignores what follows)."""
+        import struct
+
+        raw = bytes(range(256)) * 4
+        stored = bytes(compress_payload(raw))
+        tail = {
+            "garbage": b"xyz",
+            "another frame": stored,
+            "skippable frame": struct.pack("<II", 0x184D2A50, 3) + b"abc",
+        }[follower]
+        with pytest.raises(ValueError, match="followed by other bytes"):
+            decompress_payload(stored + tail)
+
+    @pytest.mark.parametrize(
+        "damage", ["nested thousands deep", "Infinity count", "Infinity name offset", "float offset", "bad dtype"]
+    )
+    def test_a_foreign_partition_header_is_a_value_error(self, damage: str) -> None:
+        """A payload with the right magic and version but a header no writer makes is refused with
+        ValueError (a miss for the store), never RecursionError, OverflowError or TypeError."""
+        import json
+
+        from worker.aggregation.partition import _MAGIC, _PREFIX, PARTITION_FORMAT_VERSION
+
+        good = partition_to_bytes(build_partition(history(30, 2), load_zone("UTC")))
+        header_len = _PREFIX.unpack_from(good, 0)[3]
+        header = json.loads(good[_PREFIX.size : _PREFIX.size + header_len])
+        body = good[_PREFIX.size + header_len :]
+        if damage == "nested thousands deep":
+            text = b'{"taxonomy":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        else:
+            if damage == "Infinity count":
+                header["arrays"][0][2] = float("inf")
+            elif damage == "Infinity name offset":
+                header["names"][0] = float("inf")
+            elif damage == "float offset":
+                header["arrays"][0][3] = 0.5
+            else:
+                header["arrays"][0][1] = "garbage"
+            text = json.dumps(header).encode()
+        forged = _PREFIX.pack(_MAGIC, PARTITION_FORMAT_VERSION, 0, len(text)) + text + body
+        with pytest.raises(ValueError, match="partition payload"):
+            partition_from_bytes(forged)
+        store = PartitionStore(PartitionCache(max_bytes=1024 * 1024))
+        store.cache.put(store._key(USER, "UTC", 24300), compress_payload(forged), watermark=1)
+        assert store.load(USER, "UTC", 24300, watermark=1) is None
+
     def test_damaged_stored_month_is_a_miss(self) -> None:
         """A stored month that is cut short, not zstd, or whose content no longer matches its checksum
         raises ValueError when decompressed, and the store reads it as a miss, never as other views."""
@@ -598,7 +646,7 @@ class TestPartitionFrames:
             with pytest.raises(ValueError, match="stored partition"):
                 decompress_payload(bad)
             store.cache.put(store._key(USER, "UTC", month), bad, watermark=1)
-            assert store.load(USER, "UTC", month, min_watermark=1) is None
+            assert store.load(USER, "UTC", month, watermark=1) is None
         assert decompress_payload(stored) == partition_to_bytes(part)
 
 
@@ -954,9 +1002,9 @@ class TestIncremental:
         loads: list[int] = []
         real_load = rc.store.load
 
-        def counting_load(user_id: str, time_zone: str, month: int, *, min_watermark: int) -> Any:
+        def counting_load(user_id: str, time_zone: str, month: int, *, watermark: int) -> Any:
             loads.append(month)
-            return real_load(user_id, time_zone, month, min_watermark=min_watermark)
+            return real_load(user_id, time_zone, month, watermark=watermark)
 
         rc.store.load = counting_load  # type: ignore[method-assign]
         last = max(e.watched_at_ms for e in source.events)
@@ -982,6 +1030,28 @@ class TestIncremental:
             assert out.full_rebuild  # read everything again
         else:
             assert out.plan_reason == "append" and old in loads  # merged from the untouched months
+
+    def test_a_month_stored_at_a_watermark_the_index_does_not_record_is_read_again(self) -> None:
+        """A stored month above the index's watermark for it (a foreign entry pinned far in the future,
+        which no later put can replace, or a build whose index was never written), holding other views
+        in the same number, is not taken: the month is read again and the results are exact."""
+        tz = "UTC"
+        zone = load_zone(tz)
+        source, rc = warmed(tz, history(300, 6))
+        index = rc.store.load_index(USER, tz, min_watermark=0)
+        assert index is not None
+        month = min(index.months)
+        lo, _ = month_bounds_ms(month, zone)
+        other = build_partition([event(lo + 1000 * (i + 1), 1, salt=9) for i in range(index.months[month].count)], zone)
+        assert other.size == index.months[month].count
+        rc.store.save(USER, tz, month, other, watermark=10**9)
+        assert rc.store.load(USER, tz, month, watermark=index.months[month].watermark) is None
+        rc.frames.drop_user(USER)  # the next recompute merges the cached months
+        source.read = 0
+        c2 = claim(tz, [change(2, "expiry")])
+        out = asyncio.run(rc.recompute(c2, now_ms=NOW))
+        assert out.results == from_scratch(source.events, c2, NOW)
+        assert 0 < out.events_read == source.read  # that month, read again
 
     def test_appends_extend_the_session_pairs_kept_with_the_frame(self) -> None:
         """A cold recompute keeps no pairs; each append after the first extends those of the one before."""

@@ -58,6 +58,7 @@ __all__ = [
     "partition_to_bytes",
     "partition_payload",
     "MAPPED_MIN_BYTES",
+    "json_int",
     "kept_payload",
     "partition_from_bytes",
 ]
@@ -1268,6 +1269,14 @@ def partition_payload(part: Partition) -> Payload:
     return bytes(out) if isinstance(out, bytearray) else out
 
 
+def json_int(value: object) -> int:
+    """Return a JSON integer as it is; raise ValueError for anything else (a float, ``Infinity``, a
+    bool, a string): a header or index whose numbers are not integers is foreign."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"not an integer: {value!r}")
+    return value
+
+
 def kept_payload(data: bytes) -> Payload:
     """Return ``data`` as a payload is kept: copied into an anonymous memory map of its own when at
     least :data:`MAPPED_MIN_BYTES` long (its pages go back to the operating system when it is dropped,
@@ -1313,16 +1322,20 @@ def partition_from_bytes(payload: Payload) -> Partition:
         header = json.loads(payload[_PREFIX.size : base].decode("utf-8"))
         if header["taxonomy"] != TAXONOMY_VERSION:
             raise ValueError(f"partition payload: taxonomy {header['taxonomy']!r} != {TAXONOMY_VERSION!r}")
-        specs = {str(s[0]): (str(s[1]), int(s[2]), int(s[3])) for s in header["arrays"]}
-        names_at, names_len = (int(v) for v in header["names"])
-    except (KeyError, TypeError, IndexError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"partition payload: bad header ({exc})") from None
+        specs = {str(s[0]): (str(s[1]), json_int(s[2]), json_int(s[3])) for s in header["arrays"]}
+        names_at, names_len = (json_int(v) for v in header["names"])
+    except (KeyError, TypeError, IndexError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # (json.JSONDecodeError is a ValueError; RecursionError: a header nested thousands deep)
+        raise ValueError(f"partition payload: bad header ({type(exc).__name__}: {exc})") from None
     fields: dict[str, Any] = {}
     for name, want in _SCHEMA:
         if name not in specs:
             raise ValueError(f"partition payload: missing array {name}")
         dtype_str, count, offset = specs[name]
-        dtype = np.dtype(dtype_str)
+        try:
+            dtype = np.dtype(dtype_str)
+        except TypeError:
+            raise ValueError(f"partition payload: array {name} has dtype {dtype_str!r}") from None
         if (want == "S" and dtype.kind != "S") or (want != "S" and dtype.str != want):
             raise ValueError(f"partition payload: array {name} has dtype {dtype_str}")
         end = base + offset + count * dtype.itemsize
