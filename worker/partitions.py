@@ -440,19 +440,11 @@ def _decompress(stored: memoryview) -> Payload:
         raise ValueError("stored partition: a zstd frame without its content size")
     if size > MAX_STORED_PAYLOAD_BYTES:
         raise ValueError(f"stored partition: claims {size} bytes, more than {MAX_STORED_PAYLOAD_BYTES}")
+    # decompressed piece by piece into a buffer of the recorded length (a map of its own when large);
     # the frame must end exactly at the end of ``stored`` (its checksum verified), not merely yield
     # ``size`` bytes (a one-shot decompress ignores what follows its frame)
+    out: bytearray | mmap.mmap = mmap.mmap(-1, size) if size >= MAPPED_MIN_BYTES else bytearray(size)
     unpacker = decompressor.decompressobj()
-    if size < MAPPED_MIN_BYTES:
-        try:
-            small = unpacker.decompress(stored)
-        except zstandard.ZstdError as exc:
-            raise ValueError(f"stored partition: {exc}") from None
-        if len(small) != size or not unpacker.eof or unpacker.unused_data:
-            raise ValueError(f"stored partition: truncated or followed by other bytes ({len(small)} of {size} bytes)")
-        return small
-    # a large payload is decompressed piece by piece into its map
-    out = mmap.mmap(-1, size)
     got = 0
     try:
         for at in range(0, len(stored), _UNPACK_BYTES):
@@ -465,7 +457,7 @@ def _decompress(stored: memoryview) -> Payload:
         raise ValueError(f"stored partition: {exc}") from None
     if got != size or not unpacker.eof or unpacker.unused_data:
         raise ValueError(f"stored partition: truncated or followed by other bytes ({got} of {size} bytes)")
-    return out
+    return bytes(out) if isinstance(out, bytearray) else out
 
 
 _UNPACK_BYTES = 128 * 1024

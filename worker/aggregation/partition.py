@@ -829,15 +829,23 @@ def _union_bytes(old: BytesArray, new: BytesArray) -> tuple[BytesArray, npt.NDAr
     width = max(old.dtype.itemsize, missing.dtype.itemsize)
     at = np.searchsorted(old, missing)
     united = np.insert(old.astype(f"S{width}", copy=False), at, missing.astype(f"S{width}"))
-    # the old entries keep their order around the inserted ones (``missing`` is sorted, so its j-th
-    # entry lands at at[j] + j): an old entry moves up by the entries inserted before it, one slice
-    # per inserted entry, int32 (a table of the history's videos: 2 MiB at 1M views, not 3 int64 ones)
-    old_codes = np.arange(old.size, dtype=np.int32)
-    bounds = [*at.tolist(), old.size]
-    for j in range(missing.size):
+    return united, _codes_after_insert(old.size, at), np.searchsorted(united, new).astype(np.int64)
+
+
+def _codes_after_insert(n_old: int, at: IntArray) -> npt.NDArray[np.int32]:
+    """Return the new code of each of ``n_old`` sorted entries once new ones are inserted before the
+    old positions ``at`` (non-decreasing: the new entries sorted too).
+
+    The old entries keep their order around the inserted ones (the j-th new entry lands at
+    ``at[j] + j``): an old entry moves up by the new entries inserted before it, one slice per new
+    entry, int32 (for a table of the history's videos: 2 MiB at 1M views, not three int64 tables).
+    """
+    codes = np.arange(n_old, dtype=np.int32)
+    bounds = [*at.tolist(), n_old]
+    for j in range(len(bounds) - 1):
         if bounds[j] < bounds[j + 1]:
-            old_codes[bounds[j] : bounds[j + 1]] += j + 1
-    return united, old_codes, np.searchsorted(united, new).astype(np.int64)
+            codes[bounds[j] : bounds[j + 1]] += j + 1
+    return codes
 
 
 def _recode(codes: npt.NDArray[Any], mapping: npt.NDArray[Any] | None) -> npt.NDArray[np.int32]:
@@ -985,12 +993,11 @@ def extend_frame(frame: Frame, parts: Iterable[Partition]) -> Frame | None:
     )
     tail_at = np.array(at, dtype=np.int64)
     inserted = tail_at[is_new]  # where each new id goes among the old ones (non-decreasing: ids sorted)
-    old_channel: IntArray | None = None
+    old_channel: npt.NDArray[np.int32] | None = None
     if inserted.size:
         added = [c for c, new in zip(tail.channel_ids, is_new.tolist(), strict=True) if new]
         channel_ids = tuple(sorted((*old_channels, *added)))
-        # an old channel moves up by the new ids inserted before it
-        old_channel = np.arange(n_old, dtype=np.int64) + np.searchsorted(inserted, np.arange(n_old), side="right")
+        old_channel = _codes_after_insert(n_old, inserted)
         tail_channel = np.empty(tail_at.size, dtype=np.int64)
         tail_channel[~is_new] = old_channel[tail_at[~is_new]]
         tail_channel[is_new] = inserted + np.arange(inserted.size, dtype=np.int64)

@@ -361,9 +361,7 @@ class KeyCounts:
 
     def __init__(self, keys: IntArray, counts: IntArray) -> None:
         """Start from distinct ``keys`` in ascending order and their counts."""
-        if counts.size and int(counts.max()) > _INT32_MAX:
-            raise OverflowError("KeyCounts: a count does not fit an int32")
-        self.table = _SortedTable(keys.astype(np.int64), counts.astype(np.int32))
+        self.table = _SortedTable(keys.astype(np.int64), _int32_counts(counts).astype(np.int32))
 
     @property
     def size(self) -> int:
